@@ -1,0 +1,258 @@
+//! Buckets, keys, bucket properties and the request limits that guard them.
+//!
+//! Every name that reaches the store goes through [`BucketName::parse`] or
+//! [`Key::parse`] first, so the storage and placement layers never see an
+//! empty, oversized or ill-formed name.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::error::ErrorCode;
+
+/// Bucket names can never exceed this, whatever the configured limit: the
+/// storage key encodes their length in one byte.
+pub const MAX_BUCKET_LEN_HARD: usize = 255;
+
+/// How concurrent writes to a key are resolved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictMode {
+    /// Keep concurrent writes as siblings; the client resolves them (default,
+    /// loses nothing).
+    #[default]
+    Siblings,
+    /// Keep only the write with the latest timestamp. Concurrent writes are
+    /// silently dropped: only for data where that is acceptable.
+    Lww,
+}
+
+/// Size limits on what clients send. Oversized input is refused with a stable
+/// error code before it touches storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Longest bucket name, in bytes (at most 255).
+    pub max_bucket_bytes: usize,
+    /// Longest key, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value, in bytes.
+    pub max_value_bytes: usize,
+    /// Largest encoded causal context, in bytes.
+    pub max_context_bytes: usize,
+    /// Most siblings an object may hold; a write that would exceed it is
+    /// refused with `too_many_siblings` until the client resolves them.
+    pub max_siblings: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_bucket_bytes: 128,
+            max_key_bytes: 1024,
+            max_value_bytes: 8 * 1024 * 1024,
+            max_context_bytes: 16 * 1024,
+            max_siblings: 100,
+        }
+    }
+}
+
+/// Why a limit set is unusable.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum LimitsError {
+    /// A limit is zero.
+    #[error("limits.{0} must be at least 1")]
+    Zero(&'static str),
+    /// The bucket limit is above what the storage format holds.
+    #[error("limits.max_bucket_bytes must be at most {MAX_BUCKET_LEN_HARD}, got {0}")]
+    BucketTooLong(usize),
+}
+
+impl Limits {
+    /// Checks the limits are usable.
+    pub fn validate(&self) -> Result<(), LimitsError> {
+        for (name, v) in [
+            ("max_bucket_bytes", self.max_bucket_bytes),
+            ("max_key_bytes", self.max_key_bytes),
+            ("max_value_bytes", self.max_value_bytes),
+            ("max_context_bytes", self.max_context_bytes),
+            ("max_siblings", self.max_siblings),
+        ] {
+            if v == 0 {
+                return Err(LimitsError::Zero(name));
+            }
+        }
+        if self.max_bucket_bytes > MAX_BUCKET_LEN_HARD {
+            return Err(LimitsError::BucketTooLong(self.max_bucket_bytes));
+        }
+        Ok(())
+    }
+}
+
+/// A refused name, with the stable code to answer with.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("{message}")]
+pub struct NameError {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+/// A validated bucket name: 1..=limit bytes of `[A-Za-z0-9_.-]`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BucketName(String);
+
+impl BucketName {
+    /// Validates a bucket name against the limits.
+    pub fn parse(raw: &str, limits: &Limits) -> Result<Self, NameError> {
+        if raw.len() > limits.max_bucket_bytes {
+            return Err(NameError {
+                code: ErrorCode::BucketTooLong,
+                message: format!(
+                    "bucket name is {} bytes; the limit is {}",
+                    raw.len(),
+                    limits.max_bucket_bytes
+                ),
+            });
+        }
+        let ok = !raw.is_empty()
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !ok {
+            return Err(NameError {
+                code: ErrorCode::InvalidBucket,
+                message: "bucket names are 1 or more characters of A-Z a-z 0-9 _ . -".into(),
+            });
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for BucketName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A validated key: 1..=limit arbitrary bytes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Key(#[serde(with = "serde_bytes")] Vec<u8>);
+
+impl Key {
+    /// Validates a key against the limits.
+    pub fn parse(raw: Vec<u8>, limits: &Limits) -> Result<Self, NameError> {
+        if raw.is_empty() {
+            return Err(NameError {
+                code: ErrorCode::InvalidKey,
+                message: "keys must not be empty".into(),
+            });
+        }
+        if raw.len() > limits.max_key_bytes {
+            return Err(NameError {
+                code: ErrorCode::KeyTooLong,
+                message: format!(
+                    "key is {} bytes; the limit is {}",
+                    raw.len(),
+                    limits.max_key_bytes
+                ),
+            });
+        }
+        Ok(Self(raw))
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Per-bucket properties: replication and conflict handling.
+///
+/// Quorum values are per-request defaults; each request may override them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BucketProps {
+    /// Number of replicas of each key.
+    pub n_val: u8,
+    /// Replies a read waits for.
+    pub r: u8,
+    /// Acknowledgements a write waits for.
+    pub w: u8,
+    /// Of those, how many must be durable (fsynced) before the answer.
+    pub dw: u8,
+    /// Replies from primary (not fallback) replicas a read needs.
+    pub pr: u8,
+    /// Acknowledgements from primary replicas a write needs.
+    pub pw: u8,
+    /// How concurrent writes are resolved.
+    pub conflict_mode: ConflictMode,
+}
+
+impl Default for BucketProps {
+    fn default() -> Self {
+        Self {
+            n_val: 3,
+            r: 2,
+            w: 2,
+            dw: 0,
+            pr: 0,
+            pw: 0,
+            conflict_mode: ConflictMode::Siblings,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_names() {
+        let l = Limits::default();
+        assert!(BucketName::parse("users-2024_v1.x", &l).is_ok());
+        assert_eq!(
+            BucketName::parse("", &l).unwrap_err().code,
+            ErrorCode::InvalidBucket
+        );
+        assert_eq!(
+            BucketName::parse("a b", &l).unwrap_err().code,
+            ErrorCode::InvalidBucket
+        );
+        assert_eq!(
+            BucketName::parse(&"x".repeat(129), &l).unwrap_err().code,
+            ErrorCode::BucketTooLong
+        );
+    }
+
+    #[test]
+    fn keys() {
+        let l = Limits::default();
+        assert!(Key::parse(vec![0, 255, 7], &l).is_ok());
+        assert_eq!(Key::parse(vec![], &l).unwrap_err().code, ErrorCode::InvalidKey);
+        assert_eq!(
+            Key::parse(vec![1; 1025], &l).unwrap_err().code,
+            ErrorCode::KeyTooLong
+        );
+    }
+
+    #[test]
+    fn limits_validate() {
+        assert!(Limits::default().validate().is_ok());
+        let l = Limits {
+            max_bucket_bytes: 300,
+            ..Limits::default()
+        };
+        assert_eq!(l.validate(), Err(LimitsError::BucketTooLong(300)));
+        let l = Limits {
+            max_siblings: 0,
+            ..Limits::default()
+        };
+        assert_eq!(l.validate(), Err(LimitsError::Zero("max_siblings")));
+    }
+}

@@ -1,0 +1,25 @@
+//! Quorra's pure core: the distributed-systems logic with no I/O in it.
+//!
+//! Nothing in this crate touches a socket, a disk, a clock or a runtime: time
+//! and randomness are passed in, so every rule here is tested with plain
+//! `#[test]`s and property tests.
+//!
+//! # Layout
+//!
+//! - [`version`]: causal versions, dotted version vectors (DVV sets), siblings,
+//!   tombstones and the merge rules.
+//! - [`context`]: the opaque causal context handed to clients, and its codec.
+//! - [`bucket`]: bucket and key names, bucket properties, request limits.
+//! - [`hash`]: the stable, seed-fixed key hash and partition function.
+//! - [`error`]: stable error codes shared by the server and the client.
+
+pub mod bucket;
+pub mod context;
+pub mod error;
+pub mod hash;
+pub mod version;
+
+pub use bucket::{BucketName, BucketProps, ConflictMode, Key, Limits};
+pub use context::CausalContext;
+pub use error::ErrorCode;
+pub use version::{Actor, Content, Dot, Object, Sibling, VersionVector};

@@ -1,0 +1,288 @@
+//! Tests of the DVV-set rules: the named hard cases, then property tests over
+//! histories made by a small simulated cluster of replicas.
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn a(n: &str) -> Actor {
+    Actor::new(n, 1)
+}
+
+fn val(v: &str, ts: u64) -> Content {
+    Content::value(v.as_bytes().to_vec(), "text/plain", ts)
+}
+
+fn values(o: &Object) -> Vec<String> {
+    let mut v: Vec<String> = o
+        .live_siblings()
+        .map(|s| String::from_utf8_lossy(&s.content.value).into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+const SIB: ConflictMode = ConflictMode::Siblings;
+
+#[test]
+fn same_context_same_coordinator_keeps_both_writes() {
+    // The case that breaks a plain vector clock with the coordinator as actor.
+    let mut o = Object::new();
+    o.update(&VersionVector::new(), &a("n1"), val("v0", 1), SIB);
+    let ctx = o.clock().clone();
+    o.update(&ctx, &a("n1"), val("alice", 2), SIB);
+    o.update(&ctx, &a("n1"), val("bob", 3), SIB);
+    assert_eq!(values(&o), ["alice", "bob"]);
+
+    // A write carrying the context of both replaces them.
+    let both = o.clock().clone();
+    o.update(&both, &a("n1"), val("merged", 4), SIB);
+    assert_eq!(values(&o), ["merged"]);
+    assert_eq!(o.siblings().len(), 1);
+}
+
+#[test]
+fn blind_write_becomes_a_sibling() {
+    let mut o = Object::new();
+    o.update(&VersionVector::new(), &a("n1"), val("x", 1), SIB);
+    o.update(&VersionVector::new(), &a("n1"), val("y", 2), SIB);
+    assert_eq!(values(&o), ["x", "y"]);
+}
+
+#[test]
+fn lww_keeps_the_latest_timestamp() {
+    let lww = ConflictMode::Lww;
+    let mut o = Object::new();
+    o.update(&VersionVector::new(), &a("n1"), val("new", 20), lww);
+    o.update(&VersionVector::new(), &a("n1"), val("old", 10), lww);
+    assert_eq!(values(&o), ["new"]);
+    o.update(&VersionVector::new(), &a("n2"), val("newest", 30), lww);
+    assert_eq!(values(&o), ["newest"]);
+}
+
+#[test]
+fn delete_leaves_a_tombstone_that_a_context_write_replaces() {
+    let mut o = Object::new();
+    o.update(&VersionVector::new(), &a("n1"), val("x", 1), SIB);
+    let ctx = o.clock().clone();
+    o.update(&ctx, &a("n1"), Content::tombstone(2), SIB);
+    assert!(o.is_deleted());
+    assert_eq!(o.siblings().len(), 1);
+    let ctx = o.clock().clone();
+    o.update(&ctx, &a("n1"), val("back", 3), SIB);
+    assert_eq!(values(&o), ["back"]);
+    assert_eq!(o.siblings().len(), 1);
+}
+
+#[test]
+fn concurrent_writes_on_two_replicas_merge_to_siblings() {
+    let mut x = Object::new();
+    let mut y = Object::new();
+    x.update(&VersionVector::new(), &a("n1"), val("x", 1), SIB);
+    y.update(&VersionVector::new(), &a("n2"), val("y", 1), SIB);
+    let mut m = x.clone();
+    m.merge(&y, SIB);
+    assert_eq!(values(&m), ["x", "y"]);
+    // A replica that resolved the conflict wins over a stale one.
+    let ctx = m.clock().clone();
+    m.update(&ctx, &a("n1"), val("xy", 2), SIB);
+    let mut stale = x.clone();
+    stale.merge(&m, SIB);
+    assert_eq!(values(&stale), ["xy"]);
+    assert!(m.dominates(&x, SIB));
+    assert!(!x.dominates(&m, SIB));
+}
+
+#[test]
+fn new_epoch_never_reuses_dots() {
+    // kv679: a replica that lost its data must not reissue (n1, 1).
+    let mut survivor = Object::new();
+    survivor.update(&VersionVector::new(), &Actor::new("n1", 1), val("old", 1), SIB);
+    let mut wiped = Object::new(); // n1 after a disk wipe, new epoch
+    wiped.update(&VersionVector::new(), &Actor::new("n1", 2), val("new", 2), SIB);
+    survivor.merge(&wiped, SIB);
+    assert_eq!(values(&survivor), ["new", "old"]);
+
+    // With the old epoch the new write would have been swallowed: this is
+    // the bug the epoch prevents.
+    let mut survivor = Object::new();
+    survivor.update(&VersionVector::new(), &Actor::new("n1", 1), val("old", 1), SIB);
+    let mut reused = Object::new();
+    reused.update(&VersionVector::new(), &Actor::new("n1", 1), val("new", 2), SIB);
+    let before = survivor.clone();
+    survivor.merge(&reused, SIB);
+    assert_eq!(survivor, before, "same dot: the merge keeps one value");
+}
+
+#[test]
+fn serde_round_trip() {
+    let mut o = Object::new();
+    o.update(&VersionVector::new(), &a("n1"), val("x", 1), SIB);
+    o.update(&VersionVector::new(), &a("n2"), val("y", 2), SIB);
+    let bytes = rmp_serde::to_vec(&o).expect("encode");
+    let back: Object = rmp_serde::from_slice(&bytes).expect("decode");
+    assert_eq!(back, o);
+}
+
+// ---- property tests over simulated histories ----------------------------
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A client writes through `replica`, with the `ctx`-th context it read
+    /// earlier (or none: a blind write).
+    Put {
+        replica: usize,
+        ctx: Option<usize>,
+        ts: u64,
+    },
+    /// A client reads `replica`, keeping its context for a later put.
+    Read { replica: usize },
+    /// Anti-entropy / replication: `to` merges `from`'s state.
+    Sync { from: usize, to: usize },
+}
+
+const REPLICAS: usize = 3;
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0..REPLICAS, proptest::option::of(0usize..64), 0u64..50)
+            .prop_map(|(replica, ctx, ts)| Op::Put { replica, ctx, ts }),
+        2 => (0..REPLICAS).prop_map(|replica| Op::Read { replica }),
+        2 => (0..REPLICAS, 0..REPLICAS).prop_map(|(from, to)| Op::Sync { from, to }),
+    ]
+}
+
+/// The outcome of a history: each replica's object, and every write made,
+/// with its dot and the context it carried.
+struct History {
+    replicas: Vec<Object>,
+    writes: Vec<(Dot, VersionVector, String)>,
+}
+
+fn run(ops: &[Op], mode: ConflictMode) -> History {
+    let actors: Vec<Actor> = (0..REPLICAS)
+        .map(|i| Actor::new(format!("n{i}"), 42))
+        .collect();
+    let mut replicas = vec![Object::new(); REPLICAS];
+    let mut contexts: Vec<VersionVector> = Vec::new();
+    let mut writes = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        match *op {
+            Op::Put { replica, ctx, ts } => {
+                let ctx = match ctx {
+                    Some(k) if !contexts.is_empty() => contexts[k % contexts.len()].clone(),
+                    _ => VersionVector::new(),
+                };
+                let name = format!("w{i}");
+                let dot = replicas[replica].update(&ctx, &actors[replica], val(&name, ts), mode);
+                writes.push((dot, ctx, name));
+            }
+            Op::Read { replica } => contexts.push(replicas[replica].clock().clone()),
+            Op::Sync { from, to } if from != to => {
+                let src = replicas[from].clone();
+                replicas[to].merge(&src, mode);
+            }
+            Op::Sync { .. } => {}
+        }
+    }
+    History { replicas, writes }
+}
+
+fn converge(replicas: &[Object], mode: ConflictMode) -> Object {
+    let mut all = Object::new();
+    for r in replicas {
+        all.merge(r, mode);
+    }
+    all
+}
+
+fn merged(x: &Object, y: &Object, mode: ConflictMode) -> Object {
+    let mut m = x.clone();
+    m.merge(y, mode);
+    m
+}
+
+fn mode() -> impl Strategy<Value = ConflictMode> {
+    prop_oneof![Just(ConflictMode::Siblings), Just(ConflictMode::Lww)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn merge_is_commutative(ops in prop::collection::vec(op(), 0..40), m in mode()) {
+        let h = run(&ops, m);
+        let (x, y) = (&h.replicas[0], &h.replicas[1]);
+        prop_assert_eq!(merged(x, y, m), merged(y, x, m));
+    }
+
+    #[test]
+    fn merge_is_associative(ops in prop::collection::vec(op(), 0..40), m in mode()) {
+        let h = run(&ops, m);
+        let (x, y, z) = (&h.replicas[0], &h.replicas[1], &h.replicas[2]);
+        prop_assert_eq!(
+            merged(&merged(x, y, m), z, m),
+            merged(x, &merged(y, z, m), m)
+        );
+    }
+
+    #[test]
+    fn merge_is_idempotent(ops in prop::collection::vec(op(), 0..40), m in mode()) {
+        let h = run(&ops, m);
+        for r in &h.replicas {
+            prop_assert_eq!(&merged(r, r, m), r);
+        }
+        let all = converge(&h.replicas, m);
+        for r in &h.replicas {
+            // Merging in something already seen changes nothing.
+            prop_assert_eq!(merged(&all, r, m), all.clone());
+        }
+    }
+
+    #[test]
+    fn invariants_hold(ops in prop::collection::vec(op(), 0..40), m in mode()) {
+        let h = run(&ops, m);
+        for r in h.replicas.iter().chain(std::iter::once(&converge(&h.replicas, m))) {
+            for w in r.siblings().windows(2) {
+                prop_assert!(w[0].dot < w[1].dot, "siblings sorted, unique");
+            }
+            for s in r.siblings() {
+                prop_assert!(r.clock().covers(&s.dot), "clock covers every sibling");
+            }
+            if m == ConflictMode::Lww {
+                prop_assert!(r.siblings().len() <= 1);
+            }
+        }
+    }
+
+    /// No write is dropped unless a later write's context saw it: after the
+    /// replicas converge, the values left are exactly the writes no context
+    /// covers.
+    #[test]
+    fn no_concurrent_write_is_lost(ops in prop::collection::vec(op(), 0..60)) {
+        let h = run(&ops, SIB);
+        let all = converge(&h.replicas, SIB);
+        let mut expected: Vec<String> = h
+            .writes
+            .iter()
+            .filter(|(dot, _, _)| !h.writes.iter().any(|(_, ctx, _)| ctx.covers(dot)))
+            .map(|(_, _, name)| name.clone())
+            .collect();
+        expected.sort();
+        prop_assert_eq!(values(&all), expected);
+    }
+
+    /// In lww mode every replica ends with the greatest (timestamp, dot).
+    #[test]
+    fn lww_converges_to_the_greatest(ops in prop::collection::vec(op(), 1..60)) {
+        let h = run(&ops, ConflictMode::Lww);
+        let all = converge(&h.replicas, ConflictMode::Lww);
+        let winner = h
+            .writes
+            .iter()
+            .zip(ops.iter().filter_map(|o| match o { Op::Put { ts, .. } => Some(*ts), _ => None }))
+            .max_by(|(w1, t1), (w2, t2)| (t1, &w1.0).cmp(&(t2, &w2.0)))
+            .map(|((_, _, name), _)| name.clone());
+        prop_assert_eq!(values(&all).first().cloned(), winner);
+    }
+}
