@@ -1,0 +1,141 @@
+//! The storage engine seam: a small key-value trait with column spaces, atomic
+//! batches and an explicit durability choice.
+//!
+//! The product and every integration test use [`rocks::RocksEngine`]; the
+//! in-memory [`memory::MemEngine`] exists for unit tests of the layers above.
+//! Both pass the same [`conformance`] suite. Framing, checksums and versioning
+//! live one layer up, in [`crate::store`]: an engine stores opaque bytes.
+
+pub mod memory;
+pub mod rocks;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+use thiserror::Error;
+
+/// A keyspace of the engine (a RocksDB column family).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Space {
+    /// Objects, keyed by partition, bucket and key.
+    Objects,
+    /// Hints for hinted handoff, keyed by owner.
+    Hints,
+    /// Node metadata: identity, actor epoch, format.
+    Meta,
+}
+
+impl Space {
+    /// Every space, in a fixed order.
+    pub const ALL: [Self; 3] = [Self::Objects, Self::Hints, Self::Meta];
+
+    /// The column family name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Objects => "objects",
+            Self::Hints => "hints",
+            Self::Meta => "meta",
+        }
+    }
+}
+
+/// When a write may be acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// In the write-ahead log in the OS cache: survives a process crash, not
+    /// a power loss.
+    Buffered,
+    /// Write-ahead log fsynced before returning: survives a power loss.
+    Fsync,
+}
+
+/// One change in an atomic batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Set `key` to `value`.
+    Put {
+        /// The space.
+        space: Space,
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Remove `key`.
+    Delete {
+        /// The space.
+        space: Space,
+        /// The key.
+        key: Vec<u8>,
+    },
+}
+
+/// A failure of the storage engine itself.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// RocksDB reported an error.
+    #[error("rocksdb: {0}")]
+    Rocks(String),
+    /// The engine could not be opened.
+    #[error("cannot open storage at {path}: {reason}")]
+    Open {
+        /// The data path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// A key-value engine with named spaces.
+///
+/// Implementations must be safe to share between threads; every call may
+/// block on disk, so async callers run them on a blocking thread.
+pub trait Engine: Send + Sync + 'static {
+    /// Reads `key` from `space`.
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError>;
+
+    /// Applies `ops` atomically: all or none are visible, and after a crash
+    /// all or none survive.
+    fn write(&self, ops: Vec<WriteOp>, durability: Durability) -> Result<(), EngineError>;
+
+    /// Visits the entries of `space` whose key starts with `prefix`, in
+    /// ascending key order, until `visit` returns `false`.
+    fn scan(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), EngineError>;
+
+    /// Makes every write so far durable (fsyncs the write-ahead log).
+    fn sync(&self) -> Result<(), EngineError>;
+
+    /// Sets one key.
+    fn put(
+        &self,
+        space: Space,
+        key: &[u8],
+        value: &[u8],
+        durability: Durability,
+    ) -> Result<(), EngineError> {
+        self.write(
+            vec![WriteOp::Put {
+                space,
+                key: key.to_vec(),
+                value: value.to_vec(),
+            }],
+            durability,
+        )
+    }
+
+    /// Removes one key.
+    fn delete(&self, space: Space, key: &[u8], durability: Durability) -> Result<(), EngineError> {
+        self.write(
+            vec![WriteOp::Delete {
+                space,
+                key: key.to_vec(),
+            }],
+            durability,
+        )
+    }
+}
