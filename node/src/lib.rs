@@ -2,7 +2,22 @@
 //!
 //! # Layout
 //!
-//! - [`storage`]: the engine trait, RocksDB and in-memory engines.
+//! - [`storage`]: the engine trait, with RocksDB and in-memory engines.
 //! - [`store`]: versioned, checksummed objects and the node's actor identity.
+//! - [`kv`]: the request path for reads, writes and deletes.
+//! - [`http`]: the HTTP API (axum).
+//! - [`config`]: the TOML configuration and its validation.
+//! - [`server`]: starting and stopping a node.
+//! - [`cli`], [`devcluster`]: the `quorra` command line.
+//!
+//! The distributed-systems rules (versions, merges, names, limits) live in
+//! the pure crate `quorra-core`.
+
+pub mod cli;
+pub mod config;
+pub mod devcluster;
+pub mod http;
+pub mod kv;
+pub mod server;
 pub mod storage;
 pub mod store;

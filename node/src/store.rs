@@ -195,7 +195,11 @@ impl ObjectStore {
                     ],
                     Durability::Fsync,
                 )?;
-                tracing::info!(node = node_id, epoch = format!("{epoch:016x}"), "new data dir: new actor epoch");
+                tracing::info!(
+                    node = node_id,
+                    epoch = format!("{epoch:016x}"),
+                    "new data dir: new actor epoch"
+                );
                 epoch
             }
         };
@@ -300,7 +304,11 @@ impl ObjectStore {
         let _guard = self.lock(bucket, key);
         let (mut object, ctx) = match self.read(bucket, key)? {
             Stored::Found(o) => {
-                let seen = if ctx.is_empty() { o.clock().clone() } else { ctx.clone() };
+                let seen = if ctx.is_empty() {
+                    o.clock().clone()
+                } else {
+                    ctx.clone()
+                };
                 (o, seen)
             }
             Stored::Missing if ctx.is_empty() => return Ok(None),
@@ -381,8 +389,12 @@ impl ObjectStore {
     fn rotate_actor(&self) -> Result<(), StoreError> {
         let mut actor = self.actor.write().unwrap_or_else(PoisonError::into_inner);
         let epoch = fresh_epoch();
-        self.engine
-            .put(Space::Meta, META_EPOCH, &epoch.to_be_bytes(), Durability::Fsync)?;
+        self.engine.put(
+            Space::Meta,
+            META_EPOCH,
+            &epoch.to_be_bytes(),
+            Durability::Fsync,
+        )?;
         tracing::warn!(old = %actor, epoch = format!("{epoch:016x}"), "lost local data: new actor epoch");
         *actor = Actor::new(self.node_id.clone(), epoch);
         Ok(())

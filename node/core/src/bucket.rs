@@ -208,9 +208,114 @@ impl Default for BucketProps {
     }
 }
 
+/// Why bucket properties or a request's quorum options are unusable.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct PropsError(pub String);
+
+/// Quorum values a single request overrides (`?r=2&w=3` on HTTP).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuorumOverrides {
+    /// Read quorum.
+    pub r: Option<u8>,
+    /// Write quorum.
+    pub w: Option<u8>,
+    /// Durable-write quorum.
+    pub dw: Option<u8>,
+    /// Primary read quorum.
+    pub pr: Option<u8>,
+    /// Primary write quorum.
+    pub pw: Option<u8>,
+}
+
+impl BucketProps {
+    /// Checks the quorum values fit `n_val` and each other.
+    pub fn validate(&self) -> Result<(), PropsError> {
+        let fail = |m: String| Err(PropsError(m));
+        if !(1..=16).contains(&self.n_val) {
+            return fail(format!("n_val must be 1 to 16, got {}", self.n_val));
+        }
+        for (name, v, min) in [
+            ("r", self.r, 1),
+            ("w", self.w, 1),
+            ("dw", self.dw, 0),
+            ("pr", self.pr, 0),
+            ("pw", self.pw, 0),
+        ] {
+            if v < min || v > self.n_val {
+                return fail(format!(
+                    "{name} must be {min} to n_val ({}), got {v}",
+                    self.n_val
+                ));
+            }
+        }
+        for (small, s, big, b) in [
+            ("dw", self.dw, "w", self.w),
+            ("pw", self.pw, "w", self.w),
+            ("pr", self.pr, "r", self.r),
+        ] {
+            if s > b {
+                return fail(format!("{small} ({s}) must not exceed {big} ({b})"));
+            }
+        }
+        Ok(())
+    }
+
+    /// These properties with a request's overrides applied and checked.
+    ///
+    /// A `dw` or `pw` above the bucket's `w` raises `w` with it (and `pr`
+    /// raises `r`), so `?dw=3` alone asks for three durable acknowledgements.
+    pub fn with_overrides(mut self, o: &QuorumOverrides) -> Result<Self, PropsError> {
+        self.r = o.r.unwrap_or(self.r);
+        self.w = o.w.unwrap_or(self.w);
+        self.dw = o.dw.unwrap_or(self.dw);
+        self.pr = o.pr.unwrap_or(self.pr);
+        self.pw = o.pw.unwrap_or(self.pw);
+        if o.w.is_none() {
+            self.w = self.w.max(self.dw).max(self.pw);
+        }
+        if o.r.is_none() {
+            self.r = self.r.max(self.pr);
+        }
+        self.validate()?;
+        Ok(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn props_validate_and_override() {
+        let p = BucketProps::default();
+        p.validate().expect("defaults");
+        let o = QuorumOverrides {
+            dw: Some(3),
+            ..QuorumOverrides::default()
+        };
+        let q = p.with_overrides(&o).expect("dw raises w");
+        assert_eq!((q.w, q.dw), (3, 3));
+        let o = QuorumOverrides {
+            r: Some(4),
+            ..QuorumOverrides::default()
+        };
+        assert!(p
+            .with_overrides(&o)
+            .unwrap_err()
+            .0
+            .contains("r must be 1 to n_val (3)"));
+        let o = QuorumOverrides {
+            w: Some(1),
+            dw: Some(2),
+            ..QuorumOverrides::default()
+        };
+        assert!(p
+            .with_overrides(&o)
+            .unwrap_err()
+            .0
+            .contains("dw (2) must not exceed w (1)"));
+    }
 
     #[test]
     fn bucket_names() {
@@ -234,7 +339,10 @@ mod tests {
     fn keys() {
         let l = Limits::default();
         assert!(Key::parse(vec![0, 255, 7], &l).is_ok());
-        assert_eq!(Key::parse(vec![], &l).unwrap_err().code, ErrorCode::InvalidKey);
+        assert_eq!(
+            Key::parse(vec![], &l).unwrap_err().code,
+            ErrorCode::InvalidKey
+        );
         assert_eq!(
             Key::parse(vec![1; 1025], &l).unwrap_err().code,
             ErrorCode::KeyTooLong

@@ -19,7 +19,7 @@ pub mod error;
 pub mod hash;
 pub mod version;
 
-pub use bucket::{BucketName, BucketProps, ConflictMode, Key, Limits};
+pub use bucket::{BucketName, BucketProps, ConflictMode, Key, Limits, QuorumOverrides};
 pub use context::CausalContext;
 pub use error::ErrorCode;
 pub use version::{Actor, Content, Dot, Object, Sibling, VersionVector};

@@ -344,9 +344,7 @@ impl Object {
         if let Some(winner) = self
             .siblings
             .iter()
-            .max_by(|a, b| {
-                (a.content.timestamp_ms, &a.dot).cmp(&(b.content.timestamp_ms, &b.dot))
-            })
+            .max_by(|a, b| (a.content.timestamp_ms, &a.dot).cmp(&(b.content.timestamp_ms, &b.dot)))
             .cloned()
         {
             self.siblings.clear();

@@ -19,24 +19,46 @@ fn missing_keys_read_as_none(e: &dyn Engine) {
 }
 
 fn put_get_overwrite_delete(e: &dyn Engine) {
-    e.put(Space::Objects, b"a", b"1", Durability::Buffered).expect("put");
-    assert_eq!(e.get(Space::Objects, b"a").expect("get"), Some(b"1".to_vec()));
-    e.put(Space::Objects, b"a", b"2", Durability::Buffered).expect("put");
-    assert_eq!(e.get(Space::Objects, b"a").expect("get"), Some(b"2".to_vec()));
-    e.delete(Space::Objects, b"a", Durability::Buffered).expect("delete");
+    e.put(Space::Objects, b"a", b"1", Durability::Buffered)
+        .expect("put");
+    assert_eq!(
+        e.get(Space::Objects, b"a").expect("get"),
+        Some(b"1".to_vec())
+    );
+    e.put(Space::Objects, b"a", b"2", Durability::Buffered)
+        .expect("put");
+    assert_eq!(
+        e.get(Space::Objects, b"a").expect("get"),
+        Some(b"2".to_vec())
+    );
+    e.delete(Space::Objects, b"a", Durability::Buffered)
+        .expect("delete");
     assert_eq!(e.get(Space::Objects, b"a").expect("get"), None);
     // Binary keys and empty values are kept exactly.
-    e.put(Space::Objects, &[0, 255, 0], b"", Durability::Buffered).expect("put");
-    assert_eq!(e.get(Space::Objects, &[0, 255, 0]).expect("get"), Some(vec![]));
-    e.delete(Space::Objects, &[0, 255, 0], Durability::Buffered).expect("delete");
+    e.put(Space::Objects, &[0, 255, 0], b"", Durability::Buffered)
+        .expect("put");
+    assert_eq!(
+        e.get(Space::Objects, &[0, 255, 0]).expect("get"),
+        Some(vec![])
+    );
+    e.delete(Space::Objects, &[0, 255, 0], Durability::Buffered)
+        .expect("delete");
 }
 
 fn spaces_are_isolated(e: &dyn Engine) {
-    e.put(Space::Hints, b"same", b"hint", Durability::Buffered).expect("put");
-    e.put(Space::Meta, b"same", b"meta", Durability::Buffered).expect("put");
+    e.put(Space::Hints, b"same", b"hint", Durability::Buffered)
+        .expect("put");
+    e.put(Space::Meta, b"same", b"meta", Durability::Buffered)
+        .expect("put");
     assert_eq!(e.get(Space::Objects, b"same").expect("get"), None);
-    assert_eq!(e.get(Space::Hints, b"same").expect("get"), Some(b"hint".to_vec()));
-    assert_eq!(e.get(Space::Meta, b"same").expect("get"), Some(b"meta".to_vec()));
+    assert_eq!(
+        e.get(Space::Hints, b"same").expect("get"),
+        Some(b"hint".to_vec())
+    );
+    assert_eq!(
+        e.get(Space::Meta, b"same").expect("get"),
+        Some(b"meta".to_vec())
+    );
     let mut seen = 0;
     e.scan(Space::Objects, b"", &mut |_, _| {
         seen += 1;
@@ -44,12 +66,15 @@ fn spaces_are_isolated(e: &dyn Engine) {
     })
     .expect("scan");
     assert_eq!(seen, 0, "objects space sees no other space's keys");
-    e.delete(Space::Hints, b"same", Durability::Buffered).expect("delete");
-    e.delete(Space::Meta, b"same", Durability::Buffered).expect("delete");
+    e.delete(Space::Hints, b"same", Durability::Buffered)
+        .expect("delete");
+    e.delete(Space::Meta, b"same", Durability::Buffered)
+        .expect("delete");
 }
 
 fn batches_apply_together(e: &dyn Engine) {
-    e.put(Space::Objects, b"gone", b"x", Durability::Buffered).expect("put");
+    e.put(Space::Objects, b"gone", b"x", Durability::Buffered)
+        .expect("put");
     e.write(
         vec![
             WriteOp::Put {
@@ -70,16 +95,25 @@ fn batches_apply_together(e: &dyn Engine) {
         Durability::Fsync,
     )
     .expect("batch");
-    assert_eq!(e.get(Space::Objects, b"b1").expect("get"), Some(b"1".to_vec()));
-    assert_eq!(e.get(Space::Hints, b"b2").expect("get"), Some(b"2".to_vec()));
+    assert_eq!(
+        e.get(Space::Objects, b"b1").expect("get"),
+        Some(b"1".to_vec())
+    );
+    assert_eq!(
+        e.get(Space::Hints, b"b2").expect("get"),
+        Some(b"2".to_vec())
+    );
     assert_eq!(e.get(Space::Objects, b"gone").expect("get"), None);
-    e.delete(Space::Objects, b"b1", Durability::Buffered).expect("delete");
-    e.delete(Space::Hints, b"b2", Durability::Buffered).expect("delete");
+    e.delete(Space::Objects, b"b1", Durability::Buffered)
+        .expect("delete");
+    e.delete(Space::Hints, b"b2", Durability::Buffered)
+        .expect("delete");
 }
 
 fn scan_visits_prefix_in_order(e: &dyn Engine) {
     for k in [&b"p/3"[..], b"p/1", b"p/2", b"q/1", b"o/9", b"p"] {
-        e.put(Space::Objects, k, k, Durability::Buffered).expect("put");
+        e.put(Space::Objects, k, k, Durability::Buffered)
+            .expect("put");
     }
     let mut keys = Vec::new();
     e.scan(Space::Objects, b"p/", &mut |k, v| {
@@ -88,7 +122,10 @@ fn scan_visits_prefix_in_order(e: &dyn Engine) {
         true
     })
     .expect("scan");
-    assert_eq!(keys, vec![b"p/1".to_vec(), b"p/2".to_vec(), b"p/3".to_vec()]);
+    assert_eq!(
+        keys,
+        vec![b"p/1".to_vec(), b"p/2".to_vec(), b"p/3".to_vec()]
+    );
 
     let mut first = Vec::new();
     e.scan(Space::Objects, b"p/", &mut |k, _| {
@@ -106,13 +143,16 @@ fn scan_visits_prefix_in_order(e: &dyn Engine) {
     .expect("scan");
     assert_eq!(all, 6);
     for k in [&b"p/3"[..], b"p/1", b"p/2", b"q/1", b"o/9", b"p"] {
-        e.delete(Space::Objects, k, Durability::Buffered).expect("delete");
+        e.delete(Space::Objects, k, Durability::Buffered)
+            .expect("delete");
     }
 }
 
 fn durable_writes_and_sync(e: &dyn Engine) {
-    e.put(Space::Meta, b"d", b"1", Durability::Fsync).expect("durable put");
+    e.put(Space::Meta, b"d", b"1", Durability::Fsync)
+        .expect("durable put");
     e.sync().expect("sync");
     assert_eq!(e.get(Space::Meta, b"d").expect("get"), Some(b"1".to_vec()));
-    e.delete(Space::Meta, b"d", Durability::Fsync).expect("delete");
+    e.delete(Space::Meta, b"d", Durability::Fsync)
+        .expect("delete");
 }

@@ -6,10 +6,13 @@ use std::sync::Mutex;
 
 use super::{Durability, Engine, EngineError, Space, WriteOp};
 
-/// A `BTreeMap` per space behind one lock.
+/// Every entry of every space, keyed by (space tag, key).
+type Entries = BTreeMap<(u8, Vec<u8>), Vec<u8>>;
+
+/// One ordered map for all spaces behind one lock.
 #[derive(Debug, Default)]
 pub struct MemEngine {
-    spaces: Mutex<BTreeMap<(u8, Vec<u8>), Vec<u8>>>,
+    spaces: Mutex<Entries>,
 }
 
 impl MemEngine {
@@ -18,7 +21,7 @@ impl MemEngine {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(u8, Vec<u8>), Vec<u8>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         // A panic while holding the lock cannot leave the map half-changed.
         self.spaces
             .lock()

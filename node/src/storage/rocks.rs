@@ -48,7 +48,8 @@ impl RocksEngine {
             cf.set_compression_type(DBCompressionType::Lz4);
             ColumnFamilyDescriptor::new(s.name(), cf)
         });
-        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| open_err(e.into_string()))?;
+        let db =
+            DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| open_err(e.into_string()))?;
         Ok(Self { db })
     }
 
@@ -83,9 +84,10 @@ impl Engine for RocksEngine {
         prefix: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), EngineError> {
-        let iter = self
-            .db
-            .iterator_cf(self.cf(space)?, IteratorMode::From(prefix, Direction::Forward));
+        let iter = self.db.iterator_cf(
+            self.cf(space)?,
+            IteratorMode::From(prefix, Direction::Forward),
+        );
         for item in iter {
             let (k, v) = item.map_err(rocks)?;
             if !k.starts_with(prefix) || !visit(&k, &v) {
@@ -124,8 +126,14 @@ mod tests {
                 .expect("put");
         }
         let engine = RocksEngine::open(dir.path()).expect("reopen");
-        assert_eq!(engine.get(Space::Objects, b"k").expect("get"), Some(b"v".to_vec()));
-        assert_eq!(engine.get(Space::Meta, b"m").expect("get"), Some(b"1".to_vec()));
+        assert_eq!(
+            engine.get(Space::Objects, b"k").expect("get"),
+            Some(b"v".to_vec())
+        );
+        assert_eq!(
+            engine.get(Space::Meta, b"m").expect("get"),
+            Some(b"1".to_vec())
+        );
     }
 
     #[test]

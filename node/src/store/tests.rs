@@ -48,7 +48,10 @@ fn corrupt_record_is_reported_and_never_returned() {
 
     // Flip one byte of the value through the engine's raw API.
     let skey = store.object_key(&b, &k);
-    let mut raw = engine.get(Space::Objects, &skey).expect("raw get").expect("present");
+    let mut raw = engine
+        .get(Space::Objects, &skey)
+        .expect("raw get")
+        .expect("present");
     let pos = raw
         .windows(8)
         .position(|w| w == b"precious")
@@ -58,14 +61,21 @@ fn corrupt_record_is_reported_and_never_returned() {
         .put(Space::Objects, &skey, &raw, Durability::Fsync)
         .expect("raw put");
 
-    assert_eq!(store.get(&b, &k).expect("get"), None, "corrupt bytes never returned");
+    assert_eq!(
+        store.get(&b, &k).expect("get"),
+        None,
+        "corrupt bytes never returned"
+    );
     assert_eq!(store.corruptions(), 1, "the corruption is reported");
 
     // Coordinating on a key it lost, the node takes a new actor epoch (kv679).
     let o = put(&store, &b, &k, &VersionVector::new(), "new");
     assert_ne!(store.actor(), actor_before);
     assert_eq!(o.siblings()[0].dot.actor, store.actor());
-    assert_eq!(live(&store.get(&b, &k).expect("get").expect("present")), ["new"]);
+    assert_eq!(
+        live(&store.get(&b, &k).expect("get").expect("present")),
+        ["new"]
+    );
 }
 
 #[test]
@@ -81,9 +91,7 @@ fn truncated_and_unknown_records_are_corrupt() {
 
 #[test]
 fn same_context_concurrent_puts_all_survive() {
-    let store = Arc::new(
-        ObjectStore::open(Arc::new(MemEngine::new()), "n1", 256).expect("store"),
-    );
+    let store = Arc::new(ObjectStore::open(Arc::new(MemEngine::new()), "n1", 256).expect("store"));
     let (b, k) = bk("cart", "k");
     let base = put(&store, &b, &k, &VersionVector::new(), "v0");
     let ctx = base.clock().clone();
@@ -99,7 +107,10 @@ fn same_context_concurrent_puts_all_survive() {
         h.join().expect("writer");
     }
     let o = store.get(&b, &k).expect("get").expect("present");
-    assert_eq!(live(&o), (0..8).map(|i| format!("w{i}")).collect::<Vec<_>>());
+    assert_eq!(
+        live(&o),
+        (0..8).map(|i| format!("w{i}")).collect::<Vec<_>>()
+    );
     let resolved = put(&store, &b, &k, o.clock(), "merged");
     assert_eq!(live(&resolved), ["merged"]);
 }
@@ -122,8 +133,14 @@ fn too_many_siblings_is_refused_and_changes_nothing() {
             Durability::Buffered,
         )
         .expect_err("refused");
-    assert!(matches!(err, StoreError::TooManySiblings { count: 3, limit: 2 }));
-    assert_eq!(live(&store.get(&b, &k).expect("get").expect("present")), ["a", "b"]);
+    assert!(matches!(
+        err,
+        StoreError::TooManySiblings { count: 3, limit: 2 }
+    ));
+    assert_eq!(
+        live(&store.get(&b, &k).expect("get").expect("present")),
+        ["a", "b"]
+    );
 }
 
 #[test]
@@ -167,7 +184,9 @@ fn identity_is_kept_checked_and_renewed_when_lost() {
     };
     let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(dir.path()).expect("reopen"));
     assert_eq!(
-        ObjectStore::open(engine.clone(), "n1", 64).expect("store").actor(),
+        ObjectStore::open(engine.clone(), "n1", 64)
+            .expect("store")
+            .actor(),
         first,
         "a restart keeps the actor"
     );
@@ -177,7 +196,10 @@ fn identity_is_kept_checked_and_renewed_when_lost() {
     ));
     assert!(matches!(
         ObjectStore::open(engine.clone(), "n1", 128),
-        Err(StoreError::PartitionsChanged { found: 64, configured: 128 })
+        Err(StoreError::PartitionsChanged {
+            found: 64,
+            configured: 128
+        })
     ));
     drop(engine);
 

@@ -97,18 +97,38 @@ fn concurrent_writes_on_two_replicas_merge_to_siblings() {
 fn new_epoch_never_reuses_dots() {
     // kv679: a replica that lost its data must not reissue (n1, 1).
     let mut survivor = Object::new();
-    survivor.update(&VersionVector::new(), &Actor::new("n1", 1), val("old", 1), SIB);
+    survivor.update(
+        &VersionVector::new(),
+        &Actor::new("n1", 1),
+        val("old", 1),
+        SIB,
+    );
     let mut wiped = Object::new(); // n1 after a disk wipe, new epoch
-    wiped.update(&VersionVector::new(), &Actor::new("n1", 2), val("new", 2), SIB);
+    wiped.update(
+        &VersionVector::new(),
+        &Actor::new("n1", 2),
+        val("new", 2),
+        SIB,
+    );
     survivor.merge(&wiped, SIB);
     assert_eq!(values(&survivor), ["new", "old"]);
 
     // With the old epoch the new write would have been swallowed: this is
     // the bug the epoch prevents.
     let mut survivor = Object::new();
-    survivor.update(&VersionVector::new(), &Actor::new("n1", 1), val("old", 1), SIB);
+    survivor.update(
+        &VersionVector::new(),
+        &Actor::new("n1", 1),
+        val("old", 1),
+        SIB,
+    );
     let mut reused = Object::new();
-    reused.update(&VersionVector::new(), &Actor::new("n1", 1), val("new", 2), SIB);
+    reused.update(
+        &VersionVector::new(),
+        &Actor::new("n1", 1),
+        val("new", 2),
+        SIB,
+    );
     let before = survivor.clone();
     survivor.merge(&reused, SIB);
     assert_eq!(survivor, before, "same dot: the merge keeps one value");

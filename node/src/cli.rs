@@ -1,0 +1,175 @@
+//! The `quorra` command line: `quorra node` runs one node, `quorra
+//! dev-cluster` runs a local cluster of them.
+//!
+//! Every `quorra node` setting can come from the TOML file (`--config`), a
+//! `QUORRA_*` environment variable, or a flag; flags beat the environment,
+//! which beats the file, which beats the defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::NodeConfig;
+use crate::devcluster::{self, DevClusterArgs};
+
+/// Quorra: a leaderless, Dynamo-style distributed key-value store.
+#[derive(Debug, Parser)]
+#[command(name = "quorra", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one node.
+    Node(NodeArgs),
+    /// Run a local cluster of nodes under one directory (for development).
+    DevCluster(DevClusterArgs),
+}
+
+/// Settings for `quorra node`. Each overrides the config file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct NodeArgs {
+    /// TOML config file. Relative paths in it are relative to its directory.
+    #[arg(long, env = "QUORRA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This node's id, unique in the cluster [default: n1].
+    #[arg(long, env = "QUORRA_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Data directory (RocksDB lives in DIR/db) [default: quorra-data/n1].
+    #[arg(long, env = "QUORRA_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address; port 0 picks a free port [default: 127.0.0.1:8098].
+    #[arg(long, env = "QUORRA_HTTP_ADDR", value_name = "ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Partitions of the key space, a power of two fixed at cluster creation
+    /// [default: 256].
+    #[arg(long, env = "QUORRA_PARTITIONS")]
+    pub partitions: Option<u32>,
+    /// Largest value accepted, in bytes [default: 8388608].
+    #[arg(long, env = "QUORRA_MAX_VALUE_BYTES", value_name = "BYTES")]
+    pub max_value_bytes: Option<usize>,
+    /// Longest key accepted, in bytes [default: 1024].
+    #[arg(long, env = "QUORRA_MAX_KEY_BYTES", value_name = "BYTES")]
+    pub max_key_bytes: Option<usize>,
+    /// Most siblings an object may hold before writes are refused [default: 100].
+    #[arg(long, env = "QUORRA_MAX_SIBLINGS")]
+    pub max_siblings: Option<usize>,
+    /// Per-request timeout in milliseconds [default: 5000].
+    #[arg(long, env = "QUORRA_REQUEST_TIMEOUT_MS", value_name = "MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Requests served at once before refusing with `overloaded` [default: 1024].
+    #[arg(long, env = "QUORRA_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: Option<usize>,
+    /// Log filter, e.g. `info` or `quorra_node=debug` [default: info].
+    #[arg(long, env = "QUORRA_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+impl NodeArgs {
+    /// The config file (if any) with these settings applied, validated.
+    pub fn resolve(&self) -> Result<NodeConfig, crate::config::ConfigError> {
+        let mut c = match &self.config {
+            Some(path) => NodeConfig::from_file(path)?,
+            None => NodeConfig::default(),
+        };
+        if let Some(v) = &self.node_id {
+            c.node_id = v.clone();
+            if self.config.is_none() && self.data_dir.is_none() {
+                c.data_dir = PathBuf::from("quorra-data").join(v);
+            }
+        }
+        if let Some(v) = &self.data_dir {
+            c.data_dir = v.clone();
+        }
+        if let Some(v) = self.http_addr {
+            c.http_addr = v;
+        }
+        if let Some(v) = self.partitions {
+            c.partitions = v;
+        }
+        if let Some(v) = self.max_value_bytes {
+            c.limits.max_value_bytes = v;
+        }
+        if let Some(v) = self.max_key_bytes {
+            c.limits.max_key_bytes = v;
+        }
+        if let Some(v) = self.max_siblings {
+            c.limits.max_siblings = v;
+        }
+        if let Some(v) = self.request_timeout_ms {
+            c.request_timeout_ms = v;
+        }
+        if let Some(v) = self.max_concurrent_requests {
+            c.max_concurrent_requests = v;
+        }
+        if let Some(v) = &self.log {
+            c.log = v.clone();
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// Runs the command line; the process exit code comes back.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Node(args) => runtime.block_on(run_node(args)),
+        Command::DevCluster(args) => runtime.block_on(devcluster::run(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    init_tracing(&config.log);
+    crate::server::run(config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Logs to stderr with `filter`.
+pub fn init_tracing(filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot watch SIGTERM: {e}; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,281 @@
+//! Node configuration: one TOML file, overridden by `QUORRA_*` environment
+//! variables and command-line flags (flags win), validated before anything
+//! starts.
+//!
+//! Relative paths in a config file are relative to the file's directory, so a
+//! config and its data dir can move together.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use quorra_core::bucket::LimitsError;
+use quorra_core::{BucketName, BucketProps, ConflictMode, Limits};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id: unique in the cluster, stable across restarts.
+    pub node_id: String,
+    /// Where the node keeps its RocksDB data.
+    pub data_dir: PathBuf,
+    /// Address the HTTP API listens on (port 0 picks a free port).
+    pub http_addr: SocketAddr,
+    /// Number of partitions of the key space: a power of two, fixed when the
+    /// cluster is created.
+    pub partitions: u32,
+    /// Per-request timeout, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Requests served at once; more are refused with `overloaded`.
+    pub max_concurrent_requests: usize,
+    /// Log filter (`info`, `quorra_node=debug`, …), as `RUST_LOG`.
+    pub log: String,
+    /// Size limits on client input.
+    pub limits: Limits,
+    /// Properties of every bucket not listed under `buckets`.
+    pub bucket_defaults: BucketProps,
+    /// Per-bucket overrides of `bucket_defaults`.
+    pub buckets: BTreeMap<String, BucketOverrides>,
+}
+
+/// Bucket properties that differ from the defaults; unset fields inherit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BucketOverrides {
+    /// Replicas of each key.
+    pub n_val: Option<u8>,
+    /// Default read quorum.
+    pub r: Option<u8>,
+    /// Default write quorum.
+    pub w: Option<u8>,
+    /// Default durable-write quorum.
+    pub dw: Option<u8>,
+    /// Default primary read quorum.
+    pub pr: Option<u8>,
+    /// Default primary write quorum.
+    pub pw: Option<u8>,
+    /// Conflict resolution.
+    pub conflict_mode: Option<ConflictMode>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            node_id: "n1".into(),
+            data_dir: PathBuf::from("quorra-data/n1"),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8098)),
+            partitions: 256,
+            request_timeout_ms: 5_000,
+            max_concurrent_requests: 1_024,
+            log: "info".into(),
+            limits: Limits::default(),
+            bucket_defaults: BucketProps::default(),
+            buckets: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for a node config.
+    #[error("config file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said (with line and column).
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+    /// A limit is out of range.
+    #[error("invalid config: {0}")]
+    Limits(#[from] LimitsError),
+}
+
+impl NodeConfig {
+    /// Reads a TOML config file. Relative paths in it are resolved against the
+    /// file's directory.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        if config.data_dir.is_relative() {
+            if let Some(dir) = path.parent() {
+                config.data_dir = dir.join(&config.data_dir);
+            }
+        }
+        Ok(config)
+    }
+
+    /// The config as TOML text.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+
+    /// The request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The properties of `bucket`.
+    pub fn bucket_props(&self, bucket: &BucketName) -> BucketProps {
+        let mut p = self.bucket_defaults;
+        if let Some(o) = self.buckets.get(bucket.as_str()) {
+            p.n_val = o.n_val.unwrap_or(p.n_val);
+            p.r = o.r.unwrap_or(p.r);
+            p.w = o.w.unwrap_or(p.w);
+            p.dw = o.dw.unwrap_or(p.dw);
+            p.pr = o.pr.unwrap_or(p.pr);
+            p.pw = o.pw.unwrap_or(p.pw);
+            p.conflict_mode = o.conflict_mode.unwrap_or(p.conflict_mode);
+        }
+        p
+    }
+
+    /// Checks every value; the message names the setting at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let id_ok = !self.node_id.is_empty()
+            && self.node_id.len() <= 64
+            && self
+                .node_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !id_ok {
+            return invalid(format!(
+                "node_id {:?} must be 1 to 64 characters of A-Z a-z 0-9 _ . -",
+                self.node_id
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir must not be empty".into());
+        }
+        if !self.partitions.is_power_of_two() || !(1..=65_536).contains(&self.partitions) {
+            return invalid(format!(
+                "partitions must be a power of two from 1 to 65536, got {}",
+                self.partitions
+            ));
+        }
+        if self.request_timeout_ms == 0 {
+            return invalid("request_timeout_ms must be at least 1".into());
+        }
+        if self.max_concurrent_requests == 0 {
+            return invalid("max_concurrent_requests must be at least 1".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+            return invalid(format!("log filter {:?} is invalid: {e}", self.log));
+        }
+        self.limits.validate()?;
+        check_props("bucket_defaults", &self.bucket_defaults)?;
+        for name in self.buckets.keys() {
+            let bucket = BucketName::parse(name, &self.limits)
+                .map_err(|e| ConfigError::Invalid(format!("buckets.{name}: {e}")))?;
+            check_props(&format!("buckets.{name}"), &self.bucket_props(&bucket))?;
+        }
+        Ok(())
+    }
+}
+
+fn check_props(at: &str, p: &BucketProps) -> Result<(), ConfigError> {
+    p.validate()
+        .map_err(|e| ConfigError::Invalid(format!("{at}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let c = NodeConfig::default();
+        c.validate().expect("defaults valid");
+        let text = c.to_toml().expect("toml");
+        let back: NodeConfig = toml::from_str(&text).expect("parse");
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn file_paths_are_relative_to_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("quorra.toml");
+        std::fs::write(
+            &path,
+            "node_id = \"a\"\ndata_dir = \"data\"\n[buckets.logs]\nconflict_mode = \"lww\"\n",
+        )
+        .expect("write");
+        let c = NodeConfig::from_file(&path).expect("load");
+        assert_eq!(c.data_dir, dir.path().join("data"));
+        c.validate().expect("valid");
+        let logs = BucketName::parse("logs", &c.limits).expect("bucket");
+        assert_eq!(c.bucket_props(&logs).conflict_mode, ConflictMode::Lww);
+        assert_eq!(c.bucket_props(&logs).n_val, 3, "unset fields inherit");
+    }
+
+    #[test]
+    fn bad_files_name_the_problem() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("q.toml");
+        std::fs::write(&path, "node_idd = \"a\"\n").expect("write");
+        let e = NodeConfig::from_file(&path).expect_err("unknown key");
+        assert!(e.to_string().contains("node_idd"), "{e}");
+        std::fs::write(&path, "partitions = \"many\"\n").expect("write");
+        let e = NodeConfig::from_file(&path).expect_err("wrong type");
+        assert!(e.to_string().contains("partitions"), "{e}");
+        let e = NodeConfig::from_file(&dir.path().join("missing.toml")).expect_err("missing");
+        assert!(e.to_string().contains("missing.toml"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_the_setting() {
+        type Change = Box<dyn Fn(&mut NodeConfig)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (Box::new(|c| c.node_id = "a b".into()), "node_id"),
+            (Box::new(|c| c.partitions = 100), "partitions"),
+            (
+                Box::new(|c| c.limits.max_value_bytes = 0),
+                "max_value_bytes",
+            ),
+            (Box::new(|c| c.bucket_defaults.r = 4), "r must be"),
+            (
+                Box::new(|c| c.bucket_defaults.dw = 3),
+                "dw (3) must not exceed w",
+            ),
+            (Box::new(|c| c.log = "=!=".into()), "log filter"),
+            (
+                Box::new(|c| {
+                    c.buckets
+                        .insert("bad name".into(), BucketOverrides::default());
+                }),
+                "buckets.bad name",
+            ),
+        ];
+        for (change, expect) in cases {
+            let mut c = NodeConfig::default();
+            change(&mut c);
+            let e = c.validate().expect_err(expect);
+            assert!(
+                e.to_string().contains(expect),
+                "{e} should mention {expect}"
+            );
+        }
+    }
+}

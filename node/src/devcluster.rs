@@ -1,0 +1,234 @@
+//! `quorra dev-cluster`: a local cluster of real `quorra node` processes
+//! under one directory, for development and the README's quick start.
+//!
+//! Layout: `DIR/nI/quorra.toml` (written on first start, reused after),
+//! `DIR/nI/data/` (RocksDB) and `DIR/nI/node.log`. Once every node serves, it
+//! prints each node's base URL on its own line (`http://127.0.0.1:PORT`) and
+//! nothing else on stdout. SIGINT or SIGTERM stops every node gracefully.
+//! Started again with the same DIR, it brings back the same nodes, ports and
+//! data.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::cli::shutdown_signal;
+use crate::config::NodeConfig;
+
+/// Ports between consecutive nodes (room for HTTP, peer and admin ports).
+const PORT_STRIDE: u16 = 10;
+/// How long a node may take to start serving.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a node may take to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Settings for `quorra dev-cluster`.
+#[derive(Debug, Clone, Args)]
+pub struct DevClusterArgs {
+    /// Number of nodes to run (1 to 16).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub nodes: u16,
+    /// Directory for every node's config, data and log.
+    #[arg(long, default_value = "quorra-data", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// HTTP port of the first node; node I listens on BASE + 10*(I-1). With 0,
+    /// free ports are picked on first start and kept after.
+    #[arg(long, default_value_t = 8098, value_name = "BASE")]
+    pub base_port: u16,
+    /// Log filter for the nodes (their logs go to DIR/nI/node.log).
+    #[arg(long, default_value = "info", value_name = "FILTER")]
+    pub log: String,
+}
+
+struct Member {
+    id: String,
+    child: Child,
+    log: PathBuf,
+}
+
+/// Runs the cluster until SIGINT or SIGTERM.
+pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
+    crate::cli::init_tracing("warn");
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let exe = std::env::current_exe().context("cannot find the quorra binary")?;
+    let mut members = Vec::new();
+    let mut urls = Vec::new();
+    for i in 1..=args.nodes {
+        let config = node_config(&args, i)?;
+        match start_member(&exe, &config).await {
+            Ok((member, url)) => {
+                members.push(member);
+                urls.push(url);
+            }
+            Err(e) => {
+                stop_all(&mut members).await;
+                return Err(e);
+            }
+        }
+    }
+    for url in &urls {
+        println!("{url}");
+    }
+    eprintln!(
+        "quorra dev-cluster: {} node(s) up; data and logs in {}; Ctrl-C stops them",
+        members.len(),
+        args.dir.display()
+    );
+    let mut signal = std::pin::pin!(shutdown_signal());
+    let mut watch = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            _ = watch.tick() => {
+                for m in &mut members {
+                    if let Ok(Some(status)) = m.child.try_wait() {
+                        eprintln!("quorra dev-cluster: node {} exited ({status}); see {}", m.id, m.log.display());
+                    }
+                }
+                members.retain_mut(|m| matches!(m.child.try_wait(), Ok(None)));
+                if members.is_empty() {
+                    bail!("every node has exited");
+                }
+            }
+        }
+    }
+    stop_all(&mut members).await;
+    Ok(())
+}
+
+/// Loads node `i`'s config from DIR, or writes a new one.
+fn node_config(args: &DevClusterArgs, i: u16) -> anyhow::Result<(PathBuf, NodeConfig)> {
+    let id = format!("n{i}");
+    let node_dir = args.dir.join(&id);
+    let path = node_dir.join("quorra.toml");
+    if path.exists() {
+        let config = NodeConfig::from_file(&path)?;
+        config.validate()?;
+        return Ok((path, config));
+    }
+    std::fs::create_dir_all(&node_dir)
+        .with_context(|| format!("cannot create {}", node_dir.display()))?;
+    let port = if args.base_port == 0 {
+        free_port()?
+    } else {
+        args.base_port
+            .checked_add(PORT_STRIDE * (i - 1))
+            .context("--base-port is too high for this many nodes")?
+    };
+    let config = NodeConfig {
+        node_id: id,
+        data_dir: PathBuf::from("data"),
+        http_addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        log: args.log.clone(),
+        ..NodeConfig::default()
+    };
+    config.validate()?;
+    std::fs::write(&path, config.to_toml()?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok((path.clone(), NodeConfig::from_file(&path)?))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+async fn start_member(
+    exe: &Path,
+    (path, config): &(PathBuf, NodeConfig),
+) -> anyhow::Result<(Member, String)> {
+    let node_dir = path.parent().unwrap_or(Path::new("."));
+    let log = node_dir.join("node.log");
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("node").arg("--config").arg(path);
+    // The file is the whole truth for dev-cluster nodes.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("QUORRA_") {
+            cmd.env_remove(&k);
+        }
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file))
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start node {}", config.node_id))?;
+    let stdout = child.stdout.take().context("node stdout missing")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(READY_TIMEOUT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(url) = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("http="))
+            {
+                return Some(url.to_owned());
+            }
+        }
+        None
+    })
+    .await;
+    let member = Member {
+        id: config.node_id.clone(),
+        child,
+        log: log.clone(),
+    };
+    match ready {
+        Ok(Some(url)) => {
+            // Keep draining stdout so the node never blocks on it.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            Ok((member, url))
+        }
+        Ok(None) => bail!(
+            "node {} exited before serving:\n{}",
+            config.node_id,
+            tail(&log)
+        ),
+        Err(_) => bail!(
+            "node {} did not serve within {READY_TIMEOUT:?}:\n{}",
+            config.node_id,
+            tail(&log)
+        ),
+    }
+}
+
+/// SIGTERM to every node we started (by PID), then wait; SIGKILL stragglers.
+async fn stop_all(members: &mut [Member]) {
+    for m in members.iter() {
+        if let Some(pid) = m.child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+    }
+    for m in members.iter_mut() {
+        if tokio::time::timeout(STOP_TIMEOUT, m.child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "quorra dev-cluster: node {} did not stop in time; killing it",
+                m.id
+            );
+            let _ = m.child.kill().await;
+        }
+    }
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}

@@ -1,0 +1,69 @@
+//! The JSON error body every refusal uses:
+//! `{"error":{"code":"...","message":"..."}}` with a stable code.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use quorra_core::bucket::NameError;
+use quorra_core::context::ContextError;
+use quorra_core::ErrorCode;
+
+use crate::kv::KvError;
+
+/// A refused or failed request, as the client will see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// What happened, for a person.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> String {
+        serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}})
+            .to_string()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::warn!(code = %self.code, message = %self.message, "request failed");
+        }
+        let mut resp = (status, self.body()).into_response();
+        resp.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp
+    }
+}
+
+impl From<NameError> for ApiError {
+    fn from(e: NameError) -> Self {
+        Self::new(e.code, e.message)
+    }
+}
+
+impl From<ContextError> for ApiError {
+    fn from(e: ContextError) -> Self {
+        Self::new(ErrorCode::InvalidContext, format!("X-Quorra-Context: {e}"))
+    }
+}
+
+impl From<KvError> for ApiError {
+    fn from(e: KvError) -> Self {
+        Self::new(e.code(), e.to_string())
+    }
+}

@@ -1,0 +1,300 @@
+//! `/v1/kv/{bucket}/{key}`: read, write and delete one key.
+//!
+//! Bucket and key come percent-decoded from the raw path, so keys are
+//! arbitrary bytes (`%00`, `%2F`, …). The causal context travels in
+//! `X-Quorra-Context`; user metadata in `X-Quorra-Meta-*` headers.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, Limited};
+use percent_encoding::percent_decode_str;
+use quorra_core::{
+    BucketName, CausalContext, Content, ErrorCode, Key, Object, QuorumOverrides, VersionVector,
+};
+
+use super::error::ApiError;
+use super::multipart::{self, Part};
+use super::AppState;
+
+/// The header carrying the causal context.
+pub const CONTEXT_HEADER: &str = "x-quorra-context";
+/// The prefix of user metadata headers.
+pub const META_PREFIX: &str = "x-quorra-meta-";
+/// The content type of a value written without one.
+const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+/// Most user metadata bytes (names and values) one value may carry.
+const MAX_META_BYTES: usize = 8 * 1024;
+/// Longest content type kept.
+const MAX_CONTENT_TYPE_LEN: usize = 256;
+
+/// Handles GET, PUT and DELETE on one key.
+pub(super) async fn handle(State(state): State<AppState>, req: Request) -> Response {
+    match serve(state, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
+    let limits = state.config.limits;
+    let (bucket, key) = parse_path(req.uri().path(), &limits)?;
+    let quorum = parse_query(req.uri().query())?;
+    match *req.method() {
+        Method::GET | Method::HEAD => {
+            let object = state.kv.get(bucket.clone(), key, quorum).await?;
+            Ok(read_response(&bucket, object))
+        }
+        Method::PUT | Method::POST => {
+            let ctx = context(req.headers(), limits.max_context_bytes)?;
+            let content_type = content_type(req.headers())?;
+            let meta = user_meta(req.headers())?;
+            let value = read_body(req.into_body(), limits.max_value_bytes).await?;
+            let mut content = Content::value(value, content_type, 0);
+            content.meta = meta;
+            let object = state.kv.put(bucket, key, ctx, content, quorum).await?;
+            Ok(no_content(Some(&object)))
+        }
+        Method::DELETE => {
+            let ctx = context(req.headers(), limits.max_context_bytes)?;
+            let object = state.kv.delete(bucket, key, ctx, quorum).await?;
+            Ok(no_content(object.as_ref()))
+        }
+        _ => Err(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            "use GET, PUT or DELETE on a key",
+        )),
+    }
+}
+
+/// Splits `/v1/kv/{bucket}/{key}` and validates both.
+fn parse_path(path: &str, limits: &quorra_core::Limits) -> Result<(BucketName, Key), ApiError> {
+    let rest = path.strip_prefix("/v1/kv/").unwrap_or(path);
+    let (raw_bucket, raw_key) = rest.split_once('/').ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidKey,
+            "the path must be /v1/kv/{bucket}/{key}",
+        )
+    })?;
+    let bucket = percent_decode_str(raw_bucket)
+        .decode_utf8()
+        .map_err(|_| ApiError::new(ErrorCode::InvalidBucket, "bucket name is not UTF-8"))?;
+    let bucket = BucketName::parse(&bucket, limits)?;
+    let key = Key::parse(percent_decode_str(raw_key).collect(), limits)?;
+    Ok((bucket, key))
+}
+
+/// Reads the quorum options (`r`, `w`, `dw`, `pr`, `pw`).
+fn parse_query(query: Option<&str>) -> Result<QuorumOverrides, ApiError> {
+    let mut q = QuorumOverrides::default();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode_str(value).decode_utf8_lossy();
+        let slot = match name {
+            "r" => &mut q.r,
+            "w" => &mut q.w,
+            "dw" => &mut q.dw,
+            "pr" => &mut q.pr,
+            "pw" => &mut q.pw,
+            other => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidParameter,
+                    format!("unknown query parameter {other:?}; known: r, w, dw, pr, pw"),
+                ))
+            }
+        };
+        let n = value.parse::<u8>().map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidParameter,
+                format!("{name} must be a small whole number, got {value:?}"),
+            )
+        })?;
+        *slot = Some(n);
+    }
+    Ok(q)
+}
+
+fn context(headers: &HeaderMap, limit: usize) -> Result<VersionVector, ApiError> {
+    match headers.get(CONTEXT_HEADER) {
+        None => Ok(VersionVector::new()),
+        Some(v) => {
+            let s = v.to_str().map_err(|_| {
+                ApiError::new(ErrorCode::InvalidContext, "X-Quorra-Context is not ASCII")
+            })?;
+            Ok(CausalContext::decode(s, limit)?.0)
+        }
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> Result<String, ApiError> {
+    match headers.get(header::CONTENT_TYPE) {
+        None => Ok(DEFAULT_CONTENT_TYPE.into()),
+        Some(v) => {
+            let s = v.to_str().map_err(|_| {
+                ApiError::new(ErrorCode::InvalidParameter, "Content-Type is not ASCII")
+            })?;
+            if s.len() > MAX_CONTENT_TYPE_LEN {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidParameter,
+                    format!("Content-Type is longer than {MAX_CONTENT_TYPE_LEN} characters"),
+                ));
+            }
+            Ok(s.to_owned())
+        }
+    }
+}
+
+fn user_meta(headers: &HeaderMap) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut meta = BTreeMap::new();
+    let mut size = 0;
+    for (name, value) in headers {
+        let Some(field) = name.as_str().strip_prefix(META_PREFIX) else {
+            continue;
+        };
+        let value = value.to_str().map_err(|_| {
+            ApiError::new(ErrorCode::InvalidParameter, format!("{name} is not ASCII"))
+        })?;
+        size += field.len() + value.len();
+        if size > MAX_META_BYTES {
+            return Err(ApiError::new(
+                ErrorCode::InvalidParameter,
+                format!("X-Quorra-Meta-* headers exceed {MAX_META_BYTES} bytes"),
+            ));
+        }
+        meta.insert(field.to_owned(), value.to_owned());
+    }
+    Ok(meta)
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::ValueTooLarge,
+            format!("the value is larger than the limit of {limit} bytes"),
+        )
+    };
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("cannot read the request body: {e}"),
+        )),
+    }
+}
+
+fn context_value(object: &Object) -> Option<HeaderValue> {
+    HeaderValue::from_str(&CausalContext(object.clock().clone()).encode()).ok()
+}
+
+fn no_content(object: Option<&Object>) -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    if let Some(v) = object.and_then(context_value) {
+        resp.headers_mut().insert(CONTEXT_HEADER, v);
+    }
+    resp
+}
+
+fn sibling_headers(c: &Content) -> Vec<(String, String)> {
+    let mut h = vec![("Content-Type".to_owned(), c.content_type.clone())];
+    for (k, v) in &c.meta {
+        h.push((format!("X-Quorra-Meta-{k}"), v.clone()));
+    }
+    h.push(("X-Quorra-Timestamp".to_owned(), c.timestamp_ms.to_string()));
+    h
+}
+
+fn read_response(bucket: &BucketName, object: Option<Object>) -> Response {
+    let Some(object) = object else {
+        return ApiError::new(
+            ErrorCode::NotFound,
+            format!("no value in bucket {bucket} for this key"),
+        )
+        .into_response();
+    };
+    let live: Vec<&Content> = object.live_siblings().map(|s| &s.content).collect();
+    let mut resp = match live.as_slice() {
+        [] => ApiError::new(
+            ErrorCode::NotFound,
+            format!("the value in bucket {bucket} was deleted"),
+        )
+        .into_response(),
+        [one] => {
+            let mut resp = (StatusCode::OK, one.value.clone()).into_response();
+            for (name, value) in sibling_headers(one) {
+                if let (Ok(n), Ok(v)) = (
+                    header::HeaderName::try_from(name),
+                    HeaderValue::from_str(&value),
+                ) {
+                    resp.headers_mut().insert(n, v);
+                }
+            }
+            resp
+        }
+        many => {
+            let bodies: Vec<&[u8]> = many.iter().map(|c| c.value.as_slice()).collect();
+            let boundary = multipart::choose_boundary(&bodies);
+            let parts: Vec<Part> = many
+                .iter()
+                .map(|c| Part {
+                    headers: sibling_headers(c),
+                    body: c.value.clone(),
+                })
+                .collect();
+            let mut resp = (
+                StatusCode::MULTIPLE_CHOICES,
+                multipart::encode(&boundary, &parts),
+            )
+                .into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("multipart/mixed; boundary={boundary}")) {
+                resp.headers_mut().insert(header::CONTENT_TYPE, v);
+            }
+            resp
+        }
+    };
+    if let Some(v) = context_value(&object) {
+        resp.headers_mut().insert(CONTEXT_HEADER, v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_decode_to_bytes() {
+        let l = quorra_core::Limits::default();
+        let (b, k) = parse_path("/v1/kv/users/a%2Fb%00c", &l).expect("parse");
+        assert_eq!(b.as_str(), "users");
+        assert_eq!(k.as_bytes(), b"a/b\0c");
+        let (_, k) = parse_path("/v1/kv/users/dir/file", &l).expect("slashes");
+        assert_eq!(k.as_bytes(), b"dir/file");
+        assert_eq!(
+            parse_path("/v1/kv/bad%20bucket/k", &l).unwrap_err().code,
+            ErrorCode::InvalidBucket
+        );
+        assert_eq!(
+            parse_path("/v1/kv/b%FF/k", &l).unwrap_err().code,
+            ErrorCode::InvalidBucket
+        );
+    }
+
+    #[test]
+    fn query_options() {
+        let q = parse_query(Some("dw=1&r=2")).expect("parse");
+        assert_eq!((q.dw, q.r, q.w), (Some(1), Some(2), None));
+        assert_eq!(
+            parse_query(Some("w=x")).unwrap_err().code,
+            ErrorCode::InvalidParameter
+        );
+        assert_eq!(
+            parse_query(Some("dW=1")).unwrap_err().code,
+            ErrorCode::InvalidParameter
+        );
+        assert_eq!(parse_query(None), Ok(QuorumOverrides::default()));
+    }
+}

@@ -1,0 +1,132 @@
+//! The HTTP API every node serves (axum).
+//!
+//! - `/v1/kv/{bucket}/{key}`: GET, PUT, DELETE (see [`kv`]).
+//! - `/health` (the process is up), `/ready` (it serves requests),
+//!   `/metrics` (Prometheus text).
+//!
+//! Every request passes one guard: a bounded number run at once (the rest are
+//! refused at once with `overloaded`), each under the configured timeout, and
+//! each counted by method and status.
+
+pub mod error;
+pub mod kv;
+pub mod multipart;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use quorra_core::ErrorCode;
+use tokio::sync::Semaphore;
+
+use crate::config::NodeConfig;
+use crate::kv::Kv;
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The key-value service.
+    pub kv: Kv,
+    /// The node's configuration.
+    pub config: Arc<NodeConfig>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Permits for requests in flight.
+    pub in_flight: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("kv", &self.kv)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The node's HTTP router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/kv/{bucket}/{*key}", any(kv::handle))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(render_metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let resp = match state.in_flight.clone().try_acquire_owned() {
+        Err(_) => ApiError::new(
+            ErrorCode::Overloaded,
+            "too many requests in flight; retry with backoff",
+        )
+        .into_response(),
+        Ok(_permit) => {
+            match tokio::time::timeout(state.config.request_timeout(), next.run(req)).await {
+                Ok(resp) => resp,
+                Err(_) => ApiError::new(
+                    ErrorCode::Timeout,
+                    format!(
+                        "the request did not finish within {} ms",
+                        state.config.request_timeout_ms
+                    ),
+                )
+                .into_response(),
+            }
+        }
+    };
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("quorra_http_requests_total", "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("quorra_http_request_seconds", "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn health() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    axum::Json(serde_json::json!({
+        "status": "ready",
+        "node_id": state.config.node_id,
+        "actor": state.kv.store().actor().to_string(),
+    }))
+}
+
+async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        ErrorCode::RouteNotFound,
+        format!(
+            "no such resource: {}; keys live under /v1/kv/{{bucket}}/{{key}}",
+            req.uri().path()
+        ),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}

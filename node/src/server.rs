@@ -1,0 +1,175 @@
+//! Starting and stopping one node: open storage, bind the HTTP listener,
+//! serve until told to stop, then make every write durable.
+//!
+//! [`start`] is the entry point for embedding and in-process tests (bind port
+//! 0, read [`NodeHandle::http_addr`]); [`run`] is what `quorra node` calls.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::config::{ConfigError, NodeConfig};
+use crate::http::{self, AppState};
+use crate::kv::Kv;
+use crate::storage::rocks::RocksEngine;
+use crate::storage::{Engine, EngineError};
+use crate::store::{ObjectStore, StoreError};
+
+/// Why a node could not start or stopped badly.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Storage could not be opened or flushed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The data dir does not fit the configuration.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The HTTP address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP server failed.
+    #[error("http server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct NodeHandle {
+    /// Where the HTTP API listens.
+    pub http_addr: SocketAddr,
+    /// The node's data dir.
+    pub data_dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), NodeError>>,
+}
+
+impl NodeHandle {
+    /// Stops the node gracefully and waits until its data is durable.
+    pub async fn stop(mut self) -> Result<(), NodeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.wait().await
+    }
+
+    /// Waits for the node to stop on its own.
+    pub async fn wait(self) -> Result<(), NodeError> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(NodeError::Serve(std::io::Error::other(e.to_string()))),
+        }
+    }
+}
+
+/// The process-wide metrics registry (installed once).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Fails only if something else installed a recorder first; the
+            // handle then renders an empty registry, which is still valid.
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Opens storage, binds the listener and starts serving.
+pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
+    config.validate()?;
+    let config = Arc::new(config);
+    let db_path = config.data_dir.join("db");
+    let rocks = {
+        let path = db_path.clone();
+        tokio::task::spawn_blocking(move || RocksEngine::open(&path))
+            .await
+            .map_err(|e| NodeError::Serve(std::io::Error::other(e.to_string())))??
+    };
+    let engine: Arc<dyn Engine> = Arc::new(rocks);
+    let store = Arc::new(ObjectStore::open(
+        engine.clone(),
+        &config.node_id,
+        config.partitions,
+    )?);
+    let metrics = metrics_handle();
+    let state = AppState {
+        kv: Kv::new(store.clone(), config.clone()),
+        config: config.clone(),
+        metrics: metrics.clone(),
+        in_flight: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+    };
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: config.http_addr,
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(NodeError::Serve)?;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let app = http::router(state);
+    let node_id = config.node_id.clone();
+    let task = tokio::spawn(async move {
+        let upkeep = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                metrics.run_upkeep();
+            }
+        });
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await;
+        upkeep.abort();
+        // Whatever was acknowledged without dw reaches the disk before exit.
+        let flushed = tokio::task::spawn_blocking(move || engine.sync()).await;
+        tracing::info!(node = %node_id, "stopped");
+        served.map_err(NodeError::Serve)?;
+        match flushed {
+            Ok(r) => r.map_err(NodeError::from),
+            Err(e) => Err(NodeError::Serve(std::io::Error::other(e.to_string()))),
+        }
+    });
+    tracing::info!(node = %config.node_id, %http_addr, data = %db_path.display(), actor = %store.actor(), "serving");
+    Ok(NodeHandle {
+        http_addr,
+        data_dir: config.data_dir.clone(),
+        stop: Some(stop_tx),
+        task,
+    })
+}
+
+/// Runs a node until `shutdown` completes. Prints one line to stdout once
+/// the node serves: `ready node=ID http=http://ADDR`.
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let node_id = config.node_id.clone();
+    let handle = start(config).await?;
+    println!("ready node={node_id} http=http://{}", handle.http_addr);
+    shutdown.await;
+    tracing::info!(node = %node_id, "shutting down");
+    handle.stop().await
+}
