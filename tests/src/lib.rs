@@ -1,1 +1,177 @@
-//! placeholder
+//! Harness for Quorra's cross-process tests: start real `quorra` processes on
+//! loopback, talk to them over real HTTP, and kill, stop or restart them by
+//! the PIDs this harness started.
+//!
+//! Every wait here is bounded: a node that does not serve within
+//! [`READY_TIMEOUT`] fails the test with the tail of its log.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use quorra_node::config::NodeConfig;
+
+pub mod http;
+
+/// How long a node may take to start serving.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a node may take to exit after a signal.
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The path of the `quorra` binary built for these tests.
+#[macro_export]
+macro_rules! quorra_bin {
+    () => {
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_quorra-under-test"))
+    };
+}
+
+/// One `quorra node` process started by this harness.
+#[derive(Debug)]
+pub struct NodeProcess {
+    bin: PathBuf,
+    config_path: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    /// The node's HTTP base URL (`http://127.0.0.1:PORT`), new on each start.
+    pub url: String,
+}
+
+impl NodeProcess {
+    /// Writes `config` into `dir/quorra.toml` (HTTP on a free loopback port
+    /// unless set) and starts the node.
+    pub fn start(bin: &Path, dir: &Path, config: NodeConfig) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let config_path = dir.join("quorra.toml");
+        std::fs::write(&config_path, config.to_toml()?)?;
+        let mut node = Self {
+            bin: bin.to_owned(),
+            config_path,
+            log: dir.join("node.log"),
+            child: None,
+            url: String::new(),
+        };
+        node.spawn()?;
+        Ok(node)
+    }
+
+    /// A config for node `id` with its data in `dir/data` and HTTP on a free
+    /// loopback port.
+    pub fn config(id: &str, dir: &Path) -> NodeConfig {
+        NodeConfig {
+            node_id: id.into(),
+            data_dir: dir.join("data"),
+            http_addr: "127.0.0.1:0".parse().expect("loopback address"),
+            log: "info".into(),
+            ..NodeConfig::default()
+        }
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut child = Command::new(&self.bin)
+            .arg("node")
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("spawn quorra node")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if !sent {
+                    if let Some(url) = line
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("http="))
+                    {
+                        let _ = tx.send(url.to_owned());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        self.child = Some(child);
+        match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(url) => {
+                self.url = url;
+                Ok(())
+            }
+            Err(_) => {
+                self.kill9();
+                bail!("node did not serve:\n{}", self.log_tail())
+            }
+        }
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, then reap the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a graceful exit (bounded).
+    pub fn terminate(&mut self) -> anyhow::Result<ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            bail!("node is not running");
+        };
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM)?;
+        wait_bounded(&mut child, EXIT_TIMEOUT)
+    }
+
+    /// Starts the node again with the same config and data.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("node is still running");
+        }
+        self.spawn()
+    }
+
+    /// The last lines of the node's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Waits for `child` to exit, killing it after `limit`.
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> anyhow::Result<ExitStatus> {
+    let (tx, rx) = mpsc::channel();
+    let pid = child.id();
+    // std has no timed wait: a watchdog kills the child at the deadline.
+    let watchdog = std::thread::spawn(move || {
+        if rx.recv_timeout(limit).is_err() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    });
+    let status = child.wait()?;
+    let _ = tx.send(());
+    let _ = watchdog.join();
+    Ok(status)
+}

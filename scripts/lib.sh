@@ -1,0 +1,61 @@
+# Shared by the quick-start scripts: find or install what building Quorra
+# needs, and point Cargo at one shared target dir. Source it; do not run it.
+#
+# Needs: Rust >= 1.88 (cargo), a C++ compiler and libclang (RocksDB's C++ and
+# its bindings are built from source by the rocksdb crate).
+
+set -euo pipefail
+
+QUORRA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# One target dir shared by every clone on this machine: RocksDB's C++ takes
+# about ten minutes to build from nothing, so build it once.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME}/.cache/quorra/target}"
+mkdir -p "$CARGO_TARGET_DIR"
+
+say() { printf 'quorra: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+have_libclang() {
+  if [ -n "${LIBCLANG_PATH:-}" ] && ls "$LIBCLANG_PATH"/libclang*.so* >/dev/null 2>&1; then
+    return 0
+  fi
+  ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/*/libclang*.so* /usr/lib64/libclang*.so* >/dev/null 2>&1
+}
+
+apt_install() {
+  local pkgs=("$@")
+  if ! command -v apt-get >/dev/null 2>&1; then
+    die "missing: ${pkgs[*]}. Install them with your system's package manager (libclang and a C++ compiler), then run this again."
+  fi
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      sudo=(sudo)
+    else
+      die "missing: ${pkgs[*]}. Run: sudo apt-get update && sudo apt-get install -y ${pkgs[*]}"
+    fi
+  fi
+  say "installing ${pkgs[*]} (apt-get)"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${pkgs[@]}" >/dev/null
+}
+
+ensure_deps() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  command -v cargo >/dev/null 2>&1 ||
+    die "Rust is not installed: Quorra needs Rust 1.88 or newer with cargo (https://rustup.rs), then run this again."
+  local v
+  v="$(rustc --version | awk '{print $2}')"
+  if [ "$(printf '%s\n1.88.0\n' "$v" | sort -V | head -n1)" != "1.88.0" ]; then
+    die "Rust $v is too old: Quorra needs 1.88 or newer (rustup update stable)."
+  fi
+  local missing=()
+  command -v c++ >/dev/null 2>&1 || missing+=(g++)
+  have_libclang || missing+=(libclang-dev)
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt_install "${missing[@]}"
+    have_libclang || die "libclang is still missing after installing libclang-dev; set LIBCLANG_PATH to the directory holding libclang.so."
+  fi
+}

@@ -1,0 +1,325 @@
+//! One real `quorra node` process over real HTTP and real RocksDB: the API
+//! contract, durability across kill -9, corruption handling, and refusal of
+//! bad input without losing anything.
+
+use std::collections::BTreeMap;
+
+use quorra_core::{BucketName, ConflictMode, Key, Limits};
+use quorra_node::config::BucketOverrides;
+use quorra_node::storage::rocks::RocksEngine;
+use quorra_node::storage::{Durability, Engine, Space};
+use quorra_node::store::ObjectStore;
+use quorra_tests::http::Client;
+use quorra_tests::{quorra_bin, NodeProcess};
+
+fn start(dir: &std::path::Path) -> NodeProcess {
+    NodeProcess::start(&quorra_bin!(), dir, NodeProcess::config("n1", dir)).expect("node starts")
+}
+
+#[tokio::test]
+async fn put_get_siblings_resolve_delete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path());
+    let c = Client::new(&node.url);
+
+    let put = c
+        .put("users", "alice", "hello", None, "")
+        .await
+        .expect("put");
+    assert_eq!(put.status, 204);
+    assert!(put.context.is_some(), "a put answers with the new context");
+
+    let got = c.get("users", "alice").await.expect("get");
+    assert_eq!((got.status, got.text()), (200, "hello".to_owned()));
+    assert_eq!(got.content_type.as_deref(), Some("text/plain"));
+    let ctx = got.context.expect("context");
+
+    // Two writers read the same context and write through the same node.
+    for v in ["one", "two"] {
+        let r = c
+            .put("users", "alice", v, Some(&ctx), "")
+            .await
+            .expect("put");
+        assert_eq!(r.status, 204);
+    }
+    let got = c.get("users", "alice").await.expect("get");
+    assert_eq!(got.status, 300);
+    assert!(got
+        .content_type
+        .as_deref()
+        .is_some_and(|ct| ct.starts_with("multipart/mixed")));
+    assert_eq!(got.values(), ["one", "two"]);
+
+    // A write with the siblings' context resolves them.
+    let both = got.context.expect("context");
+    let r = c
+        .put("users", "alice", "resolved", Some(&both), "")
+        .await
+        .expect("put");
+    assert_eq!(r.status, 204);
+    let got = c.get("users", "alice").await.expect("get");
+    assert_eq!(
+        (got.status, got.values()),
+        (200, vec!["resolved".to_owned()])
+    );
+
+    // Delete with the latest context, then the key is gone but the
+    // tombstone's context is still handed out.
+    let del = c
+        .delete("users", "alice", got.context.as_deref())
+        .await
+        .expect("delete");
+    assert_eq!(del.status, 204);
+    let got = c.get("users", "alice").await.expect("get");
+    assert_eq!(got.status, 404);
+    assert_eq!(got.error_code().as_deref(), Some("not_found"));
+    assert!(got.context.is_some(), "a tombstone carries a context");
+
+    // A key never written: 404 without a context.
+    let never = c.get("users", "nobody").await.expect("get");
+    assert_eq!((never.status, never.context), (404, None));
+}
+
+#[tokio::test]
+async fn blind_write_is_a_sibling_or_lww_by_bucket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = NodeProcess::config("n1", dir.path());
+    config.buckets = BTreeMap::from([(
+        "latest".to_owned(),
+        BucketOverrides {
+            conflict_mode: Some(ConflictMode::Lww),
+            ..BucketOverrides::default()
+        },
+    )]);
+    let node = NodeProcess::start(&quorra_bin!(), dir.path(), config).expect("start");
+    let c = Client::new(&node.url);
+    for v in ["a", "b"] {
+        assert_eq!(
+            c.put("plain", "k", v, None, "").await.expect("put").status,
+            204
+        );
+        assert_eq!(
+            c.put("latest", "k", v, None, "").await.expect("put").status,
+            204
+        );
+    }
+    assert_eq!(c.get("plain", "k").await.expect("get").values(), ["a", "b"]);
+    assert_eq!(c.get("latest", "k").await.expect("get").values(), ["b"]);
+}
+
+#[tokio::test]
+async fn durable_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = start(dir.path());
+    let c = Client::new(&node.url);
+    for i in 0..20 {
+        let r = c
+            .put("durable", &format!("k{i}"), format!("v{i}"), None, "?dw=1")
+            .await
+            .expect("put");
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    // Killed right after the last acknowledgement: no shutdown, no flush.
+    node.kill9();
+    node.restart().expect("restart");
+    let c = Client::new(&node.url);
+    for i in 0..20 {
+        let got = c.get("durable", &format!("k{i}")).await.expect("get");
+        assert_eq!(
+            (got.status, got.text()),
+            (200, format!("v{i}")),
+            "k{i} lost"
+        );
+    }
+}
+
+#[tokio::test]
+async fn corrupt_object_is_reported_and_never_returned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = start(dir.path());
+    let c = Client::new(&node.url);
+    assert_eq!(
+        c.put("b", "victim", "precious-bytes", None, "?dw=1")
+            .await
+            .expect("put")
+            .status,
+        204
+    );
+    assert_eq!(
+        c.put("b", "bystander", "fine", None, "")
+            .await
+            .expect("put")
+            .status,
+        204
+    );
+    assert!(node.terminate().expect("stop").success());
+
+    // Flip one byte of the stored value through the engine's raw API.
+    {
+        let engine: std::sync::Arc<dyn Engine> =
+            std::sync::Arc::new(RocksEngine::open(&dir.path().join("data/db")).expect("open db"));
+        let store = ObjectStore::open(engine.clone(), "n1", 256).expect("store");
+        let l = Limits::default();
+        let skey = store.object_key(
+            &BucketName::parse("b", &l).expect("bucket"),
+            &Key::parse(b"victim".to_vec(), &l).expect("key"),
+        );
+        let mut raw = engine
+            .get(Space::Objects, &skey)
+            .expect("get")
+            .expect("stored");
+        let at = raw
+            .windows(14)
+            .position(|w| w == b"precious-bytes")
+            .expect("value in record");
+        raw[at] ^= 0x01;
+        engine
+            .put(Space::Objects, &skey, &raw, Durability::Fsync)
+            .expect("put");
+    }
+
+    node.restart().expect("restart");
+    let c = Client::new(&node.url);
+    let got = c.get("b", "victim").await.expect("get");
+    assert_eq!(
+        got.status,
+        404,
+        "corrupt bytes are never returned: {}",
+        got.text()
+    );
+    assert!(!got.text().contains("qrecious"));
+    let metrics = c.get_path("/metrics").await.expect("metrics").text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("quorra_corrupt_objects_total") && l.ends_with(" 1")),
+        "corruption is counted:\n{metrics}"
+    );
+    assert!(
+        node.log_tail().contains("corrupt object"),
+        "corruption is logged"
+    );
+    let ok = c.get("b", "bystander").await.expect("get");
+    assert_eq!((ok.status, ok.text()), (200, "fine".to_owned()));
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = NodeProcess::config("n1", dir.path());
+    config.limits.max_value_bytes = 1024;
+    let node = NodeProcess::start(&quorra_bin!(), dir.path(), config).expect("start");
+    let c = Client::new(&node.url);
+    assert_eq!(
+        c.put("b", "keep", "safe", None, "")
+            .await
+            .expect("put")
+            .status,
+        204
+    );
+
+    let long_key = "k".repeat(1025);
+    let long_bucket = "b".repeat(129);
+    let cases: Vec<(u16, &str, quorra_tests::http::Answer)> = vec![
+        (
+            413,
+            "value_too_large",
+            c.put("b", "big", vec![7u8; 1025], None, "")
+                .await
+                .expect("put"),
+        ),
+        (
+            413,
+            "key_too_long",
+            c.put("b", &long_key, "x", None, "").await.expect("put"),
+        ),
+        (
+            413,
+            "bucket_too_long",
+            c.put(&long_bucket, "k", "x", None, "").await.expect("put"),
+        ),
+        (
+            400,
+            "invalid_bucket",
+            c.put("no%20spaces", "k", "x", None, "").await.expect("put"),
+        ),
+        (
+            400,
+            "invalid_context",
+            c.put("b", "keep", "x", Some("%%%"), "").await.expect("put"),
+        ),
+        (
+            400,
+            "invalid_context",
+            c.put("b", "keep", "x", Some("AQ"), "").await.expect("put"),
+        ),
+        (
+            400,
+            "invalid_context",
+            c.put("b", "keep", "x", Some(&"A".repeat(20_000)), "")
+                .await
+                .expect("put"),
+        ),
+        (
+            400,
+            "invalid_parameter",
+            c.put("b", "keep", "x", None, "?w=lots").await.expect("put"),
+        ),
+        (
+            400,
+            "invalid_parameter",
+            c.put("b", "keep", "x", None, "?r=9").await.expect("put"),
+        ),
+        (
+            400,
+            "invalid_parameter",
+            c.put("b", "keep", "x", None, "?bogus=1")
+                .await
+                .expect("put"),
+        ),
+        (
+            404,
+            "route_not_found",
+            c.get_path("/v2/kv/b/k").await.expect("get"),
+        ),
+    ];
+    for (status, code, answer) in cases {
+        assert_eq!(answer.status, status, "{code}: {}", answer.text());
+        assert_eq!(
+            answer.error_code().as_deref(),
+            Some(code),
+            "{}",
+            answer.text()
+        );
+    }
+    // The node still serves, and the acknowledged write is intact.
+    let got = c.get("b", "keep").await.expect("get");
+    assert_eq!((got.status, got.text()), (200, "safe".to_owned()));
+    assert_eq!(
+        c.put("b", "after", vec![1u8; 1024], None, "")
+            .await
+            .expect("put")
+            .status,
+        204
+    );
+}
+
+#[tokio::test]
+async fn binary_keys_and_values_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path());
+    let c = Client::new(&node.url);
+    let value: Vec<u8> = (0..=255u8).collect();
+    let r = c
+        .put("bin", "a%2Fb%00%FF/c", value.clone(), None, "")
+        .await
+        .expect("put");
+    assert_eq!(r.status, 204);
+    let got = c.get("bin", "a%2Fb%00%FF/c").await.expect("get");
+    assert_eq!((got.status, got.body), (200, value));
+    assert_eq!(
+        c.get("bin", "a/b%00%FF/c").await.expect("get").status,
+        200,
+        "%2F and / name the same key"
+    );
+}
