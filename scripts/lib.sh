@@ -16,10 +16,12 @@ say() { printf 'quorra: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
 have_libclang() {
-  if [ -n "${LIBCLANG_PATH:-}" ] && ls "$LIBCLANG_PATH"/libclang*.so* >/dev/null 2>&1; then
-    return 0
-  fi
-  ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/*/libclang*.so* /usr/lib64/libclang*.so* >/dev/null 2>&1
+  local pattern
+  for pattern in "${LIBCLANG_PATH:-/nonexistent}/libclang*.so*" \
+    '/usr/lib/llvm-*/lib/libclang*.so*' '/usr/lib/*/libclang*.so*' '/usr/lib64/libclang*.so*'; do
+    compgen -G "$pattern" >/dev/null && return 0
+  done
+  return 1
 }
 
 apt_install() {
