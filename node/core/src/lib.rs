@@ -17,6 +17,7 @@ pub mod bucket;
 pub mod context;
 pub mod error;
 pub mod hash;
+pub mod ring;
 pub mod version;
 
 pub use bucket::{BucketName, BucketProps, ConflictMode, Key, Limits, QuorumOverrides};
