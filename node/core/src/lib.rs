@@ -17,6 +17,7 @@ pub mod bucket;
 pub mod context;
 pub mod error;
 pub mod hash;
+pub mod membership;
 pub mod ring;
 pub mod version;
 

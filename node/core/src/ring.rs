@@ -170,7 +170,10 @@ pub struct Ring {
 impl Ring {
     /// Builds the ring of `members` (order and duplicates do not matter).
     pub fn build(members: &[RingMember], partitions: u32, tokens: u16) -> Self {
-        assert!(partitions.is_power_of_two(), "partitions must be a power of two");
+        assert!(
+            partitions.is_power_of_two(),
+            "partitions must be a power of two"
+        );
         let mut members = members.to_vec();
         members.sort();
         members.dedup_by(|a, b| a.id == b.id);
@@ -187,7 +190,9 @@ impl Ring {
             members
                 .iter()
                 .enumerate()
-                .flat_map(|(m, member)| (0..tokens.max(1)).map(move |i| Token::new(&member.id, i, m)))
+                .flat_map(|(m, member)| {
+                    (0..tokens.max(1)).map(move |i| Token::new(&member.id, i, m))
+                })
                 .collect(),
         );
         // Each member's zone as a small integer; a member without a zone is a
@@ -317,13 +322,17 @@ mod tests {
     #[test]
     fn balanced_for_other_names_and_sizes_too() {
         for n in [4usize, 7, 16] {
-            let members: Vec<RingMember> =
-                (0..n).map(|i| RingMember::new(format!("db-{}", i * 7 + 3))).collect();
+            let members: Vec<RingMember> = (0..n)
+                .map(|i| RingMember::new(format!("db-{}", i * 7 + 3)))
+                .collect();
             for q in [64u32, 1024] {
                 let ring = Ring::build(&members, q, DEFAULT_TOKENS);
                 let fair = q as f64 / n as f64;
                 for (node, owned) in ring.ownership(1) {
-                    assert!(owned as f64 <= (1.25 * fair).ceil(), "{node} owns {owned} of {q}");
+                    assert!(
+                        owned as f64 <= (1.25 * fair).ceil(),
+                        "{node} owns {owned} of {q}"
+                    );
                 }
             }
         }

@@ -1,0 +1,601 @@
+//! Membership and failure detection: SWIM-style gossip as a pure state
+//! machine.
+//!
+//! The driver (in the node) feeds it time and the outcome of the exchanges it
+//! asked for, and carries out the [`Action`]s it returns; nothing here does
+//! I/O or reads a clock, so whole clusters are simulated in tests.
+//!
+//! - Every `probe_interval` the node probes the next peer in a shuffled
+//!   round-robin. A probe that fails is retried through `indirect_probes`
+//!   other members; if none reaches the target it becomes **suspect**.
+//! - A suspect not heard from within `suspect_timeout` becomes **down**.
+//!   Down is each node's opinion, used for routing; only an operator removes
+//!   a node from the ring.
+//! - Every record carries an **incarnation**. A node that hears itself
+//!   suspected or declared down at its incarnation or above refutes it by
+//!   taking a higher incarnation, so a live node is never kept out. Nodes
+//!   start with their boot time as incarnation, so a restarted node is newer
+//!   than anything said about its previous life.
+//! - Changes ride on every ping and ack (piggyback), and every
+//!   `push_pull_interval` the node exchanges its full table with a random
+//!   peer or seed, so membership converges even after partitions.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ring::RingMember;
+
+/// A member's state, as one node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Started, not yet in contact with the cluster.
+    Joining,
+    /// Reachable.
+    Up,
+    /// Missed a direct and indirect probe.
+    Suspect,
+    /// Suspect for longer than the suspicion timeout.
+    Down,
+    /// Leaving the cluster at an operator's request.
+    Leaving,
+    /// Taken out of the ring by an operator.
+    Removed,
+}
+
+impl Status {
+    /// Precedence between two records with the same incarnation.
+    fn rank(self) -> u8 {
+        match self {
+            Self::Joining => 0,
+            Self::Up => 1,
+            Self::Leaving => 2,
+            Self::Suspect => 3,
+            Self::Down => 4,
+            Self::Removed => 5,
+        }
+    }
+
+    /// Whether requests may be routed to a member in this state.
+    pub fn is_reachable(self) -> bool {
+        matches!(self, Self::Joining | Self::Up | Self::Leaving)
+    }
+}
+
+/// What the cluster knows about one member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Node id.
+    pub id: String,
+    /// Peer (QUIC) address.
+    pub peer_addr: SocketAddr,
+    /// HTTP address.
+    pub http_addr: SocketAddr,
+    /// Failure domain, if declared.
+    pub zone: Option<String>,
+    /// Version of this record, raised by the member itself.
+    pub incarnation: u64,
+    /// State.
+    pub status: Status,
+}
+
+impl MemberInfo {
+    /// Whether this record should replace `old`.
+    pub fn supersedes(&self, old: &Self) -> bool {
+        if old.status == Status::Removed {
+            return false;
+        }
+        if self.status == Status::Removed {
+            return true;
+        }
+        self.incarnation > old.incarnation
+            || (self.incarnation == old.incarnation && self.status.rank() > old.status.rank())
+    }
+}
+
+/// Timings of failure detection, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GossipConfig {
+    /// Time between probes.
+    pub probe_interval_ms: u64,
+    /// How long a probe (direct or indirect) may take.
+    pub probe_timeout_ms: u64,
+    /// How long a suspect has to refute before it is down.
+    pub suspect_timeout_ms: u64,
+    /// Time between full-state exchanges.
+    pub push_pull_interval_ms: u64,
+    /// Members asked to probe on our behalf after a failed probe.
+    pub indirect_probes: usize,
+    /// Most changes attached to one ping or ack.
+    pub piggyback: usize,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        Self {
+            probe_interval_ms: 500,
+            probe_timeout_ms: 400,
+            suspect_timeout_ms: 2_000,
+            push_pull_interval_ms: 2_000,
+            indirect_probes: 2,
+            piggyback: 8,
+        }
+    }
+}
+
+impl GossipConfig {
+    /// The longest a dead node can take to be marked down by a node that
+    /// probes it: a full probe round, the probe and indirect probe, and the
+    /// suspicion timeout.
+    pub fn detection_bound_ms(&self, members: usize) -> u64 {
+        self.probe_interval_ms * members.max(1) as u64
+            + 2 * self.probe_timeout_ms
+            + self.suspect_timeout_ms
+    }
+}
+
+/// A gossip message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GossipMsg {
+    /// A direct probe, with recent changes.
+    Ping {
+        /// Recent changes.
+        updates: Vec<MemberInfo>,
+    },
+    /// The answer to a ping, with recent changes.
+    Ack {
+        /// Recent changes.
+        updates: Vec<MemberInfo>,
+    },
+    /// A full table, sent and answered in kind.
+    PushPull {
+        /// Every record the sender has.
+        members: Vec<MemberInfo>,
+    },
+}
+
+/// Something the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send `msg` (a ping) to `target`; report with [`Membership::probe_result`].
+    Probe {
+        /// The member probed.
+        target: String,
+        /// Where it listens.
+        addr: SocketAddr,
+        /// The ping.
+        msg: GossipMsg,
+    },
+    /// Ask `via` to ping `target`; report with [`Membership::indirect_result`].
+    IndirectProbe {
+        /// The helper.
+        via: SocketAddr,
+        /// The member probed.
+        target: String,
+        /// Where the target listens.
+        target_addr: SocketAddr,
+    },
+    /// Exchange full tables with `addr`; hand the answer to
+    /// [`Membership::handle_message`].
+    PushPull {
+        /// The peer.
+        addr: SocketAddr,
+        /// Our table.
+        msg: GossipMsg,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Probe {
+    target: String,
+    indirect_pending: usize,
+    indirect: bool,
+}
+
+/// One node's membership view and failure detector.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    me: String,
+    config: GossipConfig,
+    seeds: Vec<SocketAddr>,
+    members: BTreeMap<String, MemberInfo>,
+    /// When each suspect became suspect (local time).
+    suspect_since: BTreeMap<String, u64>,
+    /// Recent changes still to piggyback, with sends left.
+    gossip_queue: VecDeque<(MemberInfo, u32)>,
+    probe_order: Vec<String>,
+    probe: Option<Probe>,
+    next_probe_at: u64,
+    next_push_pull_at: u64,
+    rng: u64,
+    /// Raised on every change of any record.
+    version: u64,
+}
+
+impl Membership {
+    /// A node's view at start: only itself, `Joining` (or `Up` when it has no
+    /// seeds to join through), at incarnation `boot_ms`.
+    pub fn new(
+        me: MemberInfo,
+        seeds: Vec<SocketAddr>,
+        config: GossipConfig,
+        now: u64,
+        seed: u64,
+    ) -> Self {
+        let mut me = me;
+        let seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| *s != me.peer_addr).collect();
+        me.status = if seeds.is_empty() {
+            Status::Up
+        } else {
+            Status::Joining
+        };
+        let id = me.id.clone();
+        let mut m = Self {
+            me: id.clone(),
+            config,
+            seeds,
+            members: BTreeMap::from([(id, me.clone())]),
+            suspect_since: BTreeMap::new(),
+            gossip_queue: VecDeque::new(),
+            probe_order: Vec::new(),
+            probe: None,
+            next_probe_at: now,
+            next_push_pull_at: now,
+            rng: seed | 1,
+            version: 1,
+        };
+        m.enqueue(me);
+        m
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// The timings.
+    pub fn config(&self) -> &GossipConfig {
+        &self.config
+    }
+
+    /// Every record, by id.
+    pub fn members(&self) -> impl Iterator<Item = &MemberInfo> {
+        self.members.values()
+    }
+
+    /// One member's record.
+    pub fn get(&self, id: &str) -> Option<&MemberInfo> {
+        self.members.get(id)
+    }
+
+    /// A member's status (`None` if unknown).
+    pub fn status(&self, id: &str) -> Option<Status> {
+        self.members.get(id).map(|m| m.status)
+    }
+
+    /// Raised on every change; the driver rebuilds what depends on it.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The members the ring is built from: everyone not removed.
+    pub fn ring_members(&self) -> Vec<RingMember> {
+        self.members
+            .values()
+            .filter(|m| m.status != Status::Removed)
+            .map(|m| RingMember {
+                id: m.id.clone(),
+                zone: m.zone.clone(),
+            })
+            .collect()
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*: small, deterministic, good enough to pick peers.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn enqueue(&mut self, info: MemberInfo) {
+        self.gossip_queue.retain(|(m, _)| m.id != info.id);
+        // Enough retransmissions to reach everyone with high probability.
+        let sends = 3 * (64 - (self.members.len() as u64).leading_zeros()).max(1);
+        self.gossip_queue.push_back((info, sends));
+    }
+
+    fn piggyback(&mut self) -> Vec<MemberInfo> {
+        let mut out = Vec::new();
+        for (info, sends) in self.gossip_queue.iter_mut().take(self.config.piggyback) {
+            out.push(info.clone());
+            *sends = sends.saturating_sub(1);
+        }
+        self.gossip_queue.retain(|(_, s)| *s > 0);
+        // Rotate so that every change gets its turn.
+        if let Some(front) = self.gossip_queue.pop_front() {
+            self.gossip_queue.push_back(front);
+        }
+        out
+    }
+
+    /// Applies one record; returns whether anything changed.
+    fn apply(&mut self, info: MemberInfo, now: u64) -> bool {
+        if info.id == self.me {
+            let mine = &self.members[&self.me];
+            let accused = matches!(info.status, Status::Suspect | Status::Down);
+            if accused && info.incarnation >= mine.incarnation {
+                // Refute: a live node is never kept out.
+                let mut me = mine.clone();
+                me.incarnation = info.incarnation + 1;
+                me.status = if me.status == Status::Joining {
+                    Status::Up
+                } else {
+                    me.status
+                };
+                self.members.insert(self.me.clone(), me.clone());
+                self.enqueue(me);
+                self.version += 1;
+                return true;
+            }
+            if info.status == Status::Removed {
+                self.members.insert(self.me.clone(), info);
+                self.version += 1;
+                return true;
+            }
+            return false;
+        }
+        let changed = match self.members.get(&info.id) {
+            Some(old) => info.supersedes(old),
+            None => true,
+        };
+        if changed {
+            if info.status == Status::Suspect {
+                self.suspect_since.entry(info.id.clone()).or_insert(now);
+            } else {
+                self.suspect_since.remove(&info.id);
+            }
+            self.members.insert(info.id.clone(), info.clone());
+            self.enqueue(info);
+            self.version += 1;
+        }
+        changed
+    }
+
+    /// Marks this node up once it is in contact with the cluster.
+    fn joined(&mut self) {
+        let me = self.members[&self.me].clone();
+        if me.status == Status::Joining {
+            let mut up = me;
+            up.status = Status::Up;
+            self.members.insert(self.me.clone(), up.clone());
+            self.enqueue(up);
+            self.version += 1;
+        }
+    }
+
+    /// Handles a gossip message from a peer; returns the reply to send.
+    pub fn handle_message(&mut self, msg: GossipMsg, now: u64) -> Option<GossipMsg> {
+        match msg {
+            GossipMsg::Ping { updates } => {
+                for u in updates {
+                    self.apply(u, now);
+                }
+                Some(GossipMsg::Ack {
+                    updates: self.piggyback(),
+                })
+            }
+            GossipMsg::Ack { updates } => {
+                for u in updates {
+                    self.apply(u, now);
+                }
+                self.joined();
+                None
+            }
+            GossipMsg::PushPull { members } => {
+                for u in members {
+                    self.apply(u, now);
+                }
+                Some(GossipMsg::PushPull {
+                    members: self.members.values().cloned().collect(),
+                })
+            }
+        }
+    }
+
+    /// Hands the answer of a push-pull this node started back in.
+    pub fn handle_push_pull_reply(&mut self, msg: GossipMsg, now: u64) {
+        if let GossipMsg::PushPull { members } = msg {
+            for u in members {
+                self.apply(u, now);
+            }
+            self.joined();
+        }
+    }
+
+    /// The outcome of a direct probe.
+    pub fn probe_result(
+        &mut self,
+        target: &str,
+        reply: Option<GossipMsg>,
+        now: u64,
+    ) -> Vec<Action> {
+        match self.probe.as_ref() {
+            Some(p) if p.target == target && !p.indirect => {}
+            _ => return Vec::new(),
+        }
+        if let Some(msg) = reply {
+            // A suspect that answers refutes through the ack's updates: the
+            // ping carried the accusation, and it answers with a higher
+            // incarnation.
+            self.handle_message(msg, now);
+            self.probe = None;
+            return Vec::new();
+        }
+        // Ask others to probe it.
+        let Some(target_addr) = self.members.get(target).map(|m| m.peer_addr) else {
+            self.probe = None;
+            return Vec::new();
+        };
+        let mut helpers: Vec<SocketAddr> = self
+            .members
+            .values()
+            .filter(|m| m.id != self.me && m.id != target && m.status == Status::Up)
+            .map(|m| m.peer_addr)
+            .collect();
+        let mut chosen = Vec::new();
+        while chosen.len() < self.config.indirect_probes && !helpers.is_empty() {
+            let i = (self.next_random() % helpers.len() as u64) as usize;
+            chosen.push(helpers.swap_remove(i));
+        }
+        if chosen.is_empty() {
+            self.suspect(target, now);
+            self.probe = None;
+            return Vec::new();
+        }
+        self.probe = Some(Probe {
+            target: target.to_owned(),
+            indirect_pending: chosen.len(),
+            indirect: true,
+        });
+        chosen
+            .into_iter()
+            .map(|via| Action::IndirectProbe {
+                via,
+                target: target.to_owned(),
+                target_addr,
+            })
+            .collect()
+    }
+
+    /// The outcome of one indirect probe.
+    pub fn indirect_result(&mut self, target: &str, reached: bool, now: u64) {
+        let Some(p) = self.probe.as_mut() else { return };
+        if p.target != target || !p.indirect {
+            return;
+        }
+        if reached {
+            self.probe = None;
+            return;
+        }
+        p.indirect_pending = p.indirect_pending.saturating_sub(1);
+        if p.indirect_pending == 0 {
+            self.probe = None;
+            self.suspect(target, now);
+        }
+    }
+
+    fn suspect(&mut self, id: &str, now: u64) {
+        if let Some(m) = self.members.get(id).cloned() {
+            if m.status == Status::Up || m.status == Status::Joining || m.status == Status::Leaving
+            {
+                let mut s = m;
+                s.status = Status::Suspect;
+                self.apply(s, now);
+            }
+        }
+    }
+
+    /// Advances time: suspicion timeouts, the next probe, the next
+    /// push-pull. Call it often (every few tens of milliseconds).
+    pub fn handle_timeout(&mut self, now: u64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let expired: Vec<String> = self
+            .suspect_since
+            .iter()
+            .filter(|(_, &since)| now.saturating_sub(since) >= self.config.suspect_timeout_ms)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.suspect_since.remove(&id);
+            if let Some(m) = self.members.get(&id).cloned() {
+                if m.status == Status::Suspect {
+                    let mut d = m;
+                    d.status = Status::Down;
+                    self.apply(d, now);
+                }
+            }
+        }
+        if self.probe.is_none() && now >= self.next_probe_at {
+            self.next_probe_at = now + self.config.probe_interval_ms;
+            if let Some(target) = self.next_probe_target() {
+                if let Some(addr) = self.members.get(&target).map(|m| m.peer_addr) {
+                    self.probe = Some(Probe {
+                        target: target.clone(),
+                        indirect_pending: 0,
+                        indirect: false,
+                    });
+                    let msg = GossipMsg::Ping {
+                        updates: self.piggyback(),
+                    };
+                    actions.push(Action::Probe { target, addr, msg });
+                }
+            }
+        }
+        if now >= self.next_push_pull_at {
+            self.next_push_pull_at = now + self.config.push_pull_interval_ms;
+            if let Some(addr) = self.push_pull_peer() {
+                actions.push(Action::PushPull {
+                    addr,
+                    msg: GossipMsg::PushPull {
+                        members: self.members.values().cloned().collect(),
+                    },
+                });
+            }
+        }
+        actions
+    }
+
+    /// Forgets a probe the driver could not finish (its task died).
+    pub fn abandon_probe(&mut self) {
+        self.probe = None;
+    }
+
+    fn next_probe_target(&mut self) -> Option<String> {
+        if self.probe_order.is_empty() {
+            let mut order: Vec<String> = self
+                .members
+                .values()
+                .filter(|m| {
+                    m.id != self.me && m.status != Status::Removed && m.status != Status::Down
+                })
+                .map(|m| m.id.clone())
+                .collect();
+            // Fisher-Yates with our own generator.
+            for i in (1..order.len()).rev() {
+                let j = (self.next_random() % (i as u64 + 1)) as usize;
+                order.swap(i, j);
+            }
+            self.probe_order = order;
+        }
+        self.probe_order.pop()
+    }
+
+    fn push_pull_peer(&mut self) -> Option<SocketAddr> {
+        // While joining, or now and then, go to a seed; otherwise any other
+        // known member, down ones included, so partitions heal.
+        let joining = self.members[&self.me].status == Status::Joining;
+        let others: Vec<SocketAddr> = self
+            .members
+            .values()
+            .filter(|m| m.id != self.me && m.status != Status::Removed)
+            .map(|m| m.peer_addr)
+            .collect();
+        let use_seed =
+            !self.seeds.is_empty() && (joining || others.is_empty() || self.next_random() % 4 == 0);
+        let pool = if use_seed { self.seeds.clone() } else { others };
+        if pool.is_empty() {
+            return None;
+        }
+        let i = (self.next_random() % pool.len() as u64) as usize;
+        Some(pool[i])
+    }
+}
+
+#[cfg(test)]
+mod tests;

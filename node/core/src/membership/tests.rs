@@ -1,0 +1,275 @@
+//! Membership rules, then whole clusters simulated with a virtual clock and
+//! a lossless in-memory network whose links can be cut.
+
+use std::collections::BTreeSet;
+
+use super::*;
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16))
+}
+
+fn info(i: usize, incarnation: u64, status: Status) -> MemberInfo {
+    MemberInfo {
+        id: format!("n{i}"),
+        peer_addr: addr(i),
+        http_addr: addr(100 + i),
+        zone: None,
+        incarnation,
+        status,
+    }
+}
+
+#[test]
+fn newer_incarnation_or_worse_status_wins() {
+    let up5 = info(1, 5, Status::Up);
+    assert!(info(1, 5, Status::Suspect).supersedes(&up5));
+    assert!(info(1, 5, Status::Down).supersedes(&info(1, 5, Status::Suspect)));
+    assert!(!info(1, 5, Status::Up).supersedes(&info(1, 5, Status::Suspect)));
+    assert!(info(1, 6, Status::Up).supersedes(&info(1, 5, Status::Down)));
+    assert!(!info(1, 4, Status::Up).supersedes(&up5));
+    assert!(info(1, 0, Status::Removed).supersedes(&up5));
+    assert!(!info(1, 9, Status::Up).supersedes(&info(1, 0, Status::Removed)));
+}
+
+#[test]
+fn a_suspected_node_refutes() {
+    let mut m = Membership::new(
+        info(1, 10, Status::Up),
+        vec![],
+        GossipConfig::default(),
+        0,
+        1,
+    );
+    m.handle_message(
+        GossipMsg::Ping {
+            updates: vec![info(1, 10, Status::Suspect)],
+        },
+        5,
+    );
+    let me = m.get("n1").expect("self");
+    assert_eq!((me.status, me.incarnation), (Status::Up, 11));
+    // Old news about itself changes nothing.
+    let v = m.version();
+    m.handle_message(
+        GossipMsg::Ping {
+            updates: vec![info(1, 3, Status::Down)],
+        },
+        6,
+    );
+    assert_eq!(m.version(), v);
+}
+
+/// A simulated cluster: node i listens on addr(i).
+struct Sim {
+    nodes: Vec<Option<Membership>>,
+    cut: BTreeSet<(usize, usize)>,
+    now: u64,
+    config: GossipConfig,
+}
+
+impl Sim {
+    fn new(n: usize, config: GossipConfig) -> Self {
+        let mut sim = Self {
+            nodes: Vec::new(),
+            cut: BTreeSet::new(),
+            now: 0,
+            config,
+        };
+        for i in 0..n {
+            let m = sim.boot(i);
+            sim.nodes.push(Some(m));
+        }
+        sim
+    }
+
+    fn boot(&self, i: usize) -> Membership {
+        // Node 0 is the seed of everyone.
+        let seeds = if i == 0 { vec![] } else { vec![addr(0)] };
+        Membership::new(
+            info(i, 1_000 + self.now, Status::Up),
+            seeds,
+            self.config,
+            self.now,
+            1 + i as u64,
+        )
+    }
+
+    fn index(a: SocketAddr) -> usize {
+        (a.port() - 7000) as usize
+    }
+
+    fn link(&self, a: usize, b: usize) -> bool {
+        self.nodes[b].is_some() && !self.cut.contains(&(a, b)) && !self.cut.contains(&(b, a))
+    }
+
+    fn ping(&mut self, from: usize, to: usize, msg: GossipMsg) -> Option<GossipMsg> {
+        if !self.link(from, to) {
+            return None;
+        }
+        let now = self.now;
+        self.nodes[to].as_mut()?.handle_message(msg, now)
+    }
+
+    fn step(&mut self) {
+        self.now += 50;
+        let now = self.now;
+        for i in 0..self.nodes.len() {
+            let Some(node) = self.nodes[i].as_mut() else {
+                continue;
+            };
+            let actions = node.handle_timeout(now);
+            self.run(i, actions);
+        }
+    }
+
+    fn run(&mut self, i: usize, actions: Vec<Action>) {
+        let now = self.now;
+        for a in actions {
+            match a {
+                Action::Probe { target, addr, msg } => {
+                    let reply = self.ping(i, Self::index(addr), msg);
+                    if let Some(node) = self.nodes[i].as_mut() {
+                        let more = node.probe_result(&target, reply, now);
+                        self.run(i, more);
+                    }
+                }
+                Action::IndirectProbe {
+                    via,
+                    target,
+                    target_addr,
+                } => {
+                    let via = Self::index(via);
+                    let reached = self.link(i, via)
+                        && self
+                            .ping(
+                                via,
+                                Self::index(target_addr),
+                                GossipMsg::Ping { updates: vec![] },
+                            )
+                            .is_some();
+                    if let Some(node) = self.nodes[i].as_mut() {
+                        node.indirect_result(&target, reached, now);
+                    }
+                }
+                Action::PushPull { addr, msg } => {
+                    if let Some(reply) = self.ping(i, Self::index(addr), msg) {
+                        if let Some(node) = self.nodes[i].as_mut() {
+                            node.handle_push_pull_reply(reply, now);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Steps until `done` holds or `limit_ms` of virtual time passes.
+    fn run_until(&mut self, limit_ms: u64, done: impl Fn(&Sim) -> bool) -> Option<u64> {
+        let start = self.now;
+        while self.now - start <= limit_ms {
+            if done(self) {
+                return Some(self.now - start);
+            }
+            self.step();
+        }
+        None
+    }
+
+    fn all_see(&self, who: &str, status: Status) -> bool {
+        self.nodes
+            .iter()
+            .flatten()
+            .filter(|m| m.me() != who)
+            .all(|m| m.status(who) == Some(status))
+    }
+}
+
+#[test]
+fn members_converge_through_a_seed() {
+    let mut sim = Sim::new(5, GossipConfig::default());
+    let took = sim.run_until(10_000, |s| {
+        (0..5).all(|i| s.all_see(&format!("n{i}"), Status::Up))
+    });
+    assert!(took.is_some(), "five nodes converge to all-up");
+    for m in sim.nodes.iter().flatten() {
+        assert_eq!(m.ring_members().len(), 5);
+    }
+}
+
+#[test]
+fn a_dead_node_is_down_everywhere_within_the_bound_and_back_after_restart() {
+    let config = GossipConfig::default();
+    let mut sim = Sim::new(5, config);
+    sim.run_until(10_000, |s| {
+        (0..5).all(|i| s.all_see(&format!("n{i}"), Status::Up))
+    })
+    .expect("converged");
+    sim.nodes[3] = None;
+    let bound = config.detection_bound_ms(5);
+    let took = sim.run_until(bound, |s| s.all_see("n3", Status::Down));
+    assert!(took.is_some(), "n3 down everywhere within {bound} ms");
+    // Down is not removed: the ring still has it.
+    assert!(sim.nodes[0]
+        .as_ref()
+        .expect("n0")
+        .ring_members()
+        .iter()
+        .any(|m| m.id == "n3"));
+
+    sim.nodes[3] = Some(sim.boot(3));
+    let took = sim.run_until(10_000, |s| {
+        s.all_see("n3", Status::Up)
+            && (0..5).all(|i| {
+                s.nodes[3]
+                    .as_ref()
+                    .is_some_and(|m| i == 3 || m.status(&format!("n{i}")) == Some(Status::Up))
+            })
+    });
+    assert!(
+        took.is_some(),
+        "a restarted node rejoins without operator action"
+    );
+}
+
+#[test]
+fn indirect_probes_prevent_false_suspicion() {
+    let mut sim = Sim::new(4, GossipConfig::default());
+    sim.run_until(10_000, |s| {
+        (0..4).all(|i| s.all_see(&format!("n{i}"), Status::Up))
+    })
+    .expect("converged");
+    // n1 and n2 cannot talk directly, but both reach n0 and n3.
+    sim.cut.insert((1, 2));
+    let suspected = sim.run_until(20_000, |s| {
+        s.nodes
+            .iter()
+            .flatten()
+            .any(|m| m.members().any(|x| x.status != Status::Up))
+    });
+    assert_eq!(
+        suspected, None,
+        "nobody is suspected while indirect probes succeed"
+    );
+}
+
+#[test]
+fn a_partitioned_node_is_refuted_back_to_up_after_healing() {
+    let mut sim = Sim::new(4, GossipConfig::default());
+    sim.run_until(10_000, |s| {
+        (0..4).all(|i| s.all_see(&format!("n{i}"), Status::Up))
+    })
+    .expect("converged");
+    for other in [0, 1, 3] {
+        sim.cut.insert((2, other));
+    }
+    sim.run_until(20_000, |s| s.all_see("n2", Status::Down))
+        .expect("isolated node marked down");
+    sim.cut.clear();
+    let healed = sim.run_until(20_000, |s| {
+        (0..4).all(|i| s.all_see(&format!("n{i}"), Status::Up))
+    });
+    assert!(
+        healed.is_some(),
+        "after the partition heals, everyone is up again"
+    );
+}
