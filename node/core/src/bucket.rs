@@ -214,7 +214,7 @@ impl Default for BucketProps {
 pub struct PropsError(pub String);
 
 /// Quorum values a single request overrides (`?r=2&w=3` on HTTP).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuorumOverrides {
     /// Read quorum.
     pub r: Option<u8>,

@@ -11,6 +11,10 @@
 //! - [`context`]: the opaque causal context handed to clients, and its codec.
 //! - [`bucket`]: bucket and key names, bucket properties, request limits.
 //! - [`hash`]: the stable, seed-fixed key hash and partition function.
+//! - [`ring`]: tokens, partitions and preference lists.
+//! - [`membership`]: SWIM-style gossip and failure detection.
+//! - [`quorum`]: replica choice (sloppy quorum) and quorum counting.
+//! - [`proto`]: the messages nodes exchange.
 //! - [`error`]: stable error codes shared by the server and the client.
 
 pub mod bucket;
@@ -18,6 +22,8 @@ pub mod context;
 pub mod error;
 pub mod hash;
 pub mod membership;
+pub mod proto;
+pub mod quorum;
 pub mod ring;
 pub mod version;
 

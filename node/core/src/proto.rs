@@ -1,0 +1,127 @@
+//! The peer protocol: every message nodes exchange over QUIC, in one place,
+//! so the wire format has a single definition.
+//!
+//! Each request travels on its own bidirectional stream as one frame (a
+//! 4-byte big-endian length, then an msgpack [`Envelope`]); the answer comes
+//! back the same way. The envelope carries [`PROTOCOL_VERSION`]; a peer
+//! refuses versions it does not speak with an error, never a crash.
+
+use serde::{Deserialize, Serialize};
+
+use crate::bucket::{BucketName, ConflictMode, Key, QuorumOverrides};
+use crate::error::ErrorCode;
+use crate::membership::GossipMsg;
+use crate::version::{Content, Object, VersionVector};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// A framed message with its protocol version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// The sender's protocol version.
+    pub version: u16,
+    /// The message.
+    pub body: T,
+}
+
+impl<T> Envelope<T> {
+    /// Wraps `body` with this build's version.
+    pub fn new(body: T) -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+            body,
+        }
+    }
+}
+
+/// A client operation forwarded to a node in the key's preference list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Operation {
+    /// Write a value.
+    Put(Content),
+    /// Write a tombstone.
+    Delete,
+}
+
+/// What one node asks another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Membership gossip; answered with [`PeerResponse::Gossip`] (or
+    /// [`PeerResponse::Ok`] when there is nothing to say).
+    Gossip(GossipMsg),
+    /// Ping `target` on the sender's behalf; answered with
+    /// [`PeerResponse::Reached`].
+    IndirectPing {
+        /// The peer address to ping.
+        target: std::net::SocketAddr,
+    },
+    /// Read the local replica (or, for a fallback, the hint held for
+    /// `hint_for`); answered with [`PeerResponse::Object`].
+    ReplicaGet {
+        /// Bucket.
+        bucket: BucketName,
+        /// Key.
+        key: Key,
+        /// The primary this node stands in for, if any.
+        hint_for: Option<String>,
+    },
+    /// Merge `object` into the local replica, or keep it as a hint for
+    /// `hint_for`; answered with [`PeerResponse::Stored`].
+    ReplicaPut {
+        /// Bucket.
+        bucket: BucketName,
+        /// Key.
+        key: Key,
+        /// The state to merge.
+        object: Object,
+        /// How the bucket resolves conflicts.
+        mode: ConflictMode,
+        /// Fsync before answering.
+        durable: bool,
+        /// The primary this node stands in for, if any.
+        hint_for: Option<String>,
+    },
+    /// Coordinate a client write (this node is in the key's preference list);
+    /// answered with [`PeerResponse::Coordinated`].
+    Coordinate {
+        /// Bucket.
+        bucket: BucketName,
+        /// Key.
+        key: Key,
+        /// The client's causal context.
+        context: VersionVector,
+        /// The write.
+        operation: Operation,
+        /// The client's quorum options.
+        quorum: QuorumOverrides,
+    },
+}
+
+/// What a node answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PeerResponse {
+    /// Done, nothing to return.
+    Ok,
+    /// A gossip reply.
+    Gossip(GossipMsg),
+    /// Whether an indirect ping reached its target.
+    Reached(bool),
+    /// A replica's state of a key.
+    Object(Option<Object>),
+    /// The replica merged (or hinted) the object.
+    Stored {
+        /// Whether it was fsynced.
+        durable: bool,
+    },
+    /// A forwarded write was coordinated; the object after it (`None` for a
+    /// delete of nothing).
+    Coordinated(Option<Object>),
+    /// The request failed.
+    Error {
+        /// Stable code.
+        code: ErrorCode,
+        /// For a person.
+        message: String,
+    },
+}
