@@ -28,9 +28,23 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one node.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Run a local cluster of nodes under one directory (for development).
     DevCluster(DevClusterArgs),
+    /// Create the cluster CA (if absent) and certificates for nodes.
+    Certs(CertsArgs),
+}
+
+/// Settings for `quorra certs`.
+#[derive(Debug, Clone, Args)]
+pub struct CertsArgs {
+    /// Directory for ca.pem, ca-key.pem and ID.pem / ID-key.pem per node. An
+    /// existing CA there is reused, existing node certificates are kept.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Node ids to create certificates for, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub nodes: Vec<String>,
 }
 
 /// Settings for `quorra node`. Each overrides the config file.
@@ -48,6 +62,23 @@ pub struct NodeArgs {
     /// HTTP listen address; port 0 picks a free port [default: 127.0.0.1:8098].
     #[arg(long, env = "QUORRA_HTTP_ADDR", value_name = "ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// Peer (QUIC) listen address; unset, the node runs alone.
+    #[arg(long, env = "QUORRA_PEER_ADDR", value_name = "ADDR")]
+    pub peer_addr: Option<SocketAddr>,
+    /// Peer addresses of nodes to join through, comma-separated.
+    #[arg(
+        long,
+        env = "QUORRA_SEEDS",
+        value_name = "ADDRS",
+        value_delimiter = ','
+    )]
+    pub seeds: Option<Vec<SocketAddr>>,
+    /// This node's failure domain (rack, availability zone).
+    #[arg(long, env = "QUORRA_ZONE")]
+    pub zone: Option<String>,
+    /// Directory with the cluster certificates (see `quorra certs`).
+    #[arg(long, env = "QUORRA_CERT_DIR", value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
     /// Partitions of the key space, a power of two fixed at cluster creation
     /// [default: 256].
     #[arg(long, env = "QUORRA_PARTITIONS")]
@@ -91,6 +122,18 @@ impl NodeArgs {
         if let Some(v) = self.http_addr {
             c.http_addr = v;
         }
+        if let Some(v) = self.peer_addr {
+            c.peer_addr = Some(v);
+        }
+        if let Some(v) = &self.seeds {
+            c.seeds = v.clone();
+        }
+        if let Some(v) = &self.zone {
+            c.zone = Some(v.clone());
+        }
+        if let Some(v) = &self.cert_dir {
+            c.cert_dir = Some(v.clone());
+        }
         if let Some(v) = self.partitions {
             c.partitions = v;
         }
@@ -128,8 +171,9 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Node(args) => runtime.block_on(run_node(args)),
+        Command::Node(args) => runtime.block_on(run_node(*args)),
         Command::DevCluster(args) => runtime.block_on(devcluster::run(args)),
+        Command::Certs(args) => certs(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -138,6 +182,31 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn certs(args: &CertsArgs) -> anyhow::Result<()> {
+    for id in &args.nodes {
+        let ok = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        anyhow::ensure!(
+            ok,
+            "node id {id:?} must be 1 to 64 characters of A-Z a-z 0-9 _ . -"
+        );
+    }
+    let written = crate::net::certs::generate(&args.out, &args.nodes)?;
+    for path in &written {
+        println!("wrote {}", path.display());
+    }
+    if written.is_empty() {
+        println!(
+            "nothing to do: every certificate exists in {}",
+            args.out.display()
+        );
+    }
+    Ok(())
 }
 
 async fn run_node(args: NodeArgs) -> anyhow::Result<()> {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use quorra_core::bucket::LimitsError;
+use quorra_core::membership::GossipConfig;
 use quorra_core::{BucketName, BucketProps, ConflictMode, Limits};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -25,6 +26,25 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Address the HTTP API listens on (port 0 picks a free port).
     pub http_addr: SocketAddr,
+    /// Address peers reach this node on (QUIC, UDP). Unset: the node runs
+    /// alone, without a peer transport.
+    pub peer_addr: Option<SocketAddr>,
+    /// Peer addresses of nodes to join through.
+    pub seeds: Vec<SocketAddr>,
+    /// This node's failure domain (rack, availability zone); replicas are
+    /// spread over zones.
+    pub zone: Option<String>,
+    /// Directory with `ca.pem`, `ID.pem` and `ID-key.pem` (see `quorra
+    /// certs`); required with `peer_addr`.
+    pub cert_dir: Option<PathBuf>,
+    /// Virtual-node tokens this node places on the ring.
+    pub tokens: u16,
+    /// How long a replica may take to answer, in milliseconds.
+    pub replica_timeout_ms: u64,
+    /// Failure detection timings.
+    pub gossip: GossipConfig,
+    /// Hinted handoff.
+    pub handoff: HandoffConfig,
     /// Number of partitions of the key space: a power of two, fixed when the
     /// cluster is created.
     pub partitions: u32,
@@ -40,6 +60,29 @@ pub struct NodeConfig {
     pub bucket_defaults: BucketProps,
     /// Per-bucket overrides of `bucket_defaults`.
     pub buckets: BTreeMap<String, BucketOverrides>,
+}
+
+/// Hinted handoff settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HandoffConfig {
+    /// Time between delivery rounds, in milliseconds.
+    pub interval_ms: u64,
+    /// Most hints delivered per second, so a returning node is not flattened.
+    pub rate_per_second: u32,
+    /// Most hints kept; past it new hints are dropped (counted in
+    /// `quorra_hints_dropped_total`) and writes carry on.
+    pub max_hints: u64,
+}
+
+impl Default for HandoffConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 1_000,
+            rate_per_second: 500,
+            max_hints: 1_000_000,
+        }
+    }
 }
 
 /// Bucket properties that differ from the defaults; unset fields inherit.
@@ -68,6 +111,14 @@ impl Default for NodeConfig {
             node_id: "n1".into(),
             data_dir: PathBuf::from("quorra-data/n1"),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8098)),
+            peer_addr: None,
+            seeds: Vec::new(),
+            zone: None,
+            cert_dir: None,
+            tokens: quorra_core::ring::DEFAULT_TOKENS,
+            replica_timeout_ms: 2_000,
+            gossip: GossipConfig::default(),
+            handoff: HandoffConfig::default(),
             partitions: 256,
             request_timeout_ms: 5_000,
             max_concurrent_requests: 1_024,
@@ -118,9 +169,12 @@ impl NodeConfig {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        if config.data_dir.is_relative() {
-            if let Some(dir) = path.parent() {
+        if let Some(dir) = path.parent() {
+            if config.data_dir.is_relative() {
                 config.data_dir = dir.join(&config.data_dir);
+            }
+            if let Some(certs) = config.cert_dir.as_mut().filter(|c| c.is_relative()) {
+                *certs = dir.join(&*certs);
             }
         }
         Ok(config)
@@ -129,6 +183,11 @@ impl NodeConfig {
     /// The config as TOML text.
     pub fn to_toml(&self) -> Result<String, ConfigError> {
         toml::to_string(self).map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+
+    /// How long a replica may take to answer.
+    pub fn replica_timeout(&self) -> Duration {
+        Duration::from_millis(self.replica_timeout_ms)
     }
 
     /// The request timeout.
@@ -174,6 +233,33 @@ impl NodeConfig {
                 "partitions must be a power of two from 1 to 65536, got {}",
                 self.partitions
             ));
+        }
+        if self.peer_addr.is_some() && self.cert_dir.is_none() {
+            return invalid("peer_addr needs cert_dir: peers authenticate with the cluster's certificates (see `quorra certs`)".into());
+        }
+        if self.peer_addr.is_none() && !self.seeds.is_empty() {
+            return invalid(
+                "seeds need peer_addr: a node joins a cluster over its peer address".into(),
+            );
+        }
+        if let Some(zone) = &self.zone {
+            if zone.is_empty() || zone.len() > 64 {
+                return invalid(format!("zone {zone:?} must be 1 to 64 characters"));
+            }
+        }
+        if self.tokens == 0 {
+            return invalid("tokens must be at least 1".into());
+        }
+        if self.replica_timeout_ms == 0
+            || self.gossip.probe_interval_ms == 0
+            || self.gossip.probe_timeout_ms == 0
+        {
+            return invalid("replica_timeout_ms, gossip.probe_interval_ms and gossip.probe_timeout_ms must be at least 1".into());
+        }
+        if self.handoff.interval_ms == 0 || self.handoff.rate_per_second == 0 {
+            return invalid(
+                "handoff.interval_ms and handoff.rate_per_second must be at least 1".into(),
+            );
         }
         if self.request_timeout_ms == 0 {
             return invalid("request_timeout_ms must be at least 1".into());
@@ -260,6 +346,14 @@ mod tests {
                 "dw (3) must not exceed w",
             ),
             (Box::new(|c| c.log = "=!=".into()), "log filter"),
+            (
+                Box::new(|c| c.peer_addr = Some("127.0.0.1:1".parse().expect("addr"))),
+                "peer_addr needs cert_dir",
+            ),
+            (
+                Box::new(|c| c.seeds = vec!["127.0.0.1:1".parse().expect("addr")]),
+                "seeds need peer_addr",
+            ),
             (
                 Box::new(|c| {
                     c.buckets

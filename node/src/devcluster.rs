@@ -1,8 +1,10 @@
 //! `quorra dev-cluster`: a local cluster of real `quorra node` processes
 //! under one directory, for development and the README's quick start.
 //!
-//! Layout: `DIR/nI/quorra.toml` (written on first start, reused after),
-//! `DIR/nI/data/` (RocksDB) and `DIR/nI/node.log`. Once every node serves, it
+//! Layout: `DIR/certs/` (the cluster CA and node certificates),
+//! `DIR/nI/quorra.toml` (written on first start, reused after),
+//! `DIR/nI/data/` (RocksDB) and `DIR/nI/node.log`. Every node joins through
+//! n1's peer address. Once every node serves, it
 //! prints each node's base URL on its own line (`http://127.0.0.1:PORT`) and
 //! nothing else on stdout. SIGINT or SIGTERM stops every node gracefully.
 //! Started again with the same DIR, it brings back the same nodes, ports and
@@ -34,13 +36,14 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Debug, Clone, Args)]
 pub struct DevClusterArgs {
     /// Number of nodes to run (1 to 16).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub nodes: u16,
     /// Directory for every node's config, data and log.
     #[arg(long, default_value = "quorra-data", value_name = "DIR")]
     pub dir: PathBuf,
-    /// HTTP port of the first node; node I listens on BASE + 10*(I-1). With 0,
-    /// free ports are picked on first start and kept after.
+    /// HTTP port of the first node; node I listens on BASE + 10*(I-1) for
+    /// HTTP and one above for peers (QUIC). With 0, free ports are picked on
+    /// first start and kept after.
     #[arg(long, default_value_t = 8098, value_name = "BASE")]
     pub base_port: u16,
     /// Log filter for the nodes (their logs go to DIR/nI/node.log).
@@ -60,10 +63,16 @@ pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let exe = std::env::current_exe().context("cannot find the quorra binary")?;
+    let ids: Vec<String> = (1..=args.nodes).map(|i| format!("n{i}")).collect();
+    crate::net::certs::generate(&args.dir.join("certs"), &ids)?;
     let mut members = Vec::new();
     let mut urls = Vec::new();
+    let mut seed = None;
     for i in 1..=args.nodes {
-        let config = node_config(&args, i)?;
+        let config = node_config(&args, i, seed)?;
+        if seed.is_none() {
+            seed = config.1.peer_addr;
+        }
         match start_member(&exe, &config).await {
             Ok((member, url)) => {
                 members.push(member);
@@ -106,7 +115,11 @@ pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
 }
 
 /// Loads node `i`'s config from DIR, or writes a new one.
-fn node_config(args: &DevClusterArgs, i: u16) -> anyhow::Result<(PathBuf, NodeConfig)> {
+fn node_config(
+    args: &DevClusterArgs,
+    i: u16,
+    seed: Option<SocketAddr>,
+) -> anyhow::Result<(PathBuf, NodeConfig)> {
     let id = format!("n{i}");
     let node_dir = args.dir.join(&id);
     let path = node_dir.join("quorra.toml");
@@ -117,17 +130,22 @@ fn node_config(args: &DevClusterArgs, i: u16) -> anyhow::Result<(PathBuf, NodeCo
     }
     std::fs::create_dir_all(&node_dir)
         .with_context(|| format!("cannot create {}", node_dir.display()))?;
-    let port = if args.base_port == 0 {
-        free_port()?
+    let (http, peer) = if args.base_port == 0 {
+        (free_port()?, free_udp_port()?)
     } else {
-        args.base_port
+        let http = args
+            .base_port
             .checked_add(PORT_STRIDE * (i - 1))
-            .context("--base-port is too high for this many nodes")?
+            .context("--base-port is too high for this many nodes")?;
+        (http, http + 1)
     };
     let config = NodeConfig {
         node_id: id,
         data_dir: PathBuf::from("data"),
-        http_addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        http_addr: SocketAddr::from(([127, 0, 0, 1], http)),
+        peer_addr: Some(SocketAddr::from(([127, 0, 0, 1], peer))),
+        seeds: seed.into_iter().collect(),
+        cert_dir: Some(PathBuf::from("../certs")),
         log: args.log.clone(),
         ..NodeConfig::default()
     };
@@ -135,6 +153,11 @@ fn node_config(args: &DevClusterArgs, i: u16) -> anyhow::Result<(PathBuf, NodeCo
     std::fs::write(&path, config.to_toml()?)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok((path.clone(), NodeConfig::from_file(&path)?))
+}
+
+fn free_udp_port() -> anyhow::Result<u16> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").context("cannot find a free UDP port")?;
+    Ok(s.local_addr()?.port())
 }
 
 fn free_port() -> anyhow::Result<u16> {

@@ -1,18 +1,38 @@
-//! The key-value service a request lands on: it resolves bucket properties
-//! and quorum options, picks the durability, and runs the store's blocking
-//! work off the async runtime.
+//! The request path: any node takes any request and coordinates it over the
+//! key's replicas.
 //!
-//! On a single node this is the whole request path. The cluster (issue B)
-//! puts replica selection, replication and quorum counting here, behind the
-//! same three calls.
+//! - **Writes** are coordinated by a node in the key's preference list (a
+//!   node outside it forwards the write to one inside). The coordinator
+//!   versions the write with its own actor, stores it, sends the new object to
+//!   the other replicas and answers after `w` acknowledgements, `dw` of them
+//!   durable and `pw` of them from primaries. A primary this node believes
+//!   down, or one that fails, is replaced by the next node on the ring with a
+//!   hint naming it (sloppy quorum). Replication carries on in the
+//!   background after the answer, so every replica gets the write.
+//! - **Reads** ask the replicas, answer after `r` replies (`pr` from
+//!   primaries) with their merge, then wait for the rest and send the merged
+//!   object to every replica that was missing part of it (read repair).
+//! - A quorum that cannot be met is `quorum_unavailable`, saying what
+//!   answered. A cluster smaller than `n_val` stores `n_val` = its size, and
+//!   quorums are capped to match.
+//!
+//! Quorum counting and replica choice are the pure [`quorra_core::quorum`].
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use quorra_core::bucket::PropsError;
-use quorra_core::{BucketName, Content, ErrorCode, Key, Object, QuorumOverrides, VersionVector};
+use quorra_core::proto::{Operation, PeerRequest, PeerResponse};
+use quorra_core::quorum::{self, Needs, Plan, Progress, Shortfall, Target, Tracker};
+use quorra_core::{
+    BucketName, BucketProps, ConflictMode, Content, ErrorCode, Key, Object, QuorumOverrides,
+    VersionVector,
+};
 use thiserror::Error;
+use tokio::sync::oneshot;
 
+use crate::cluster::Cluster;
 use crate::config::NodeConfig;
 use crate::storage::Durability;
 use crate::store::{ObjectStore, StoreError};
@@ -26,7 +46,21 @@ pub enum KvError {
     /// The request's quorum options do not fit the bucket.
     #[error("invalid quorum options: {0}")]
     Quorum(#[from] PropsError),
-    /// The blocking storage task died.
+    /// Not enough replicas answered.
+    #[error("{0}")]
+    Unavailable(Shortfall),
+    /// No node of the preference list could coordinate a forwarded write.
+    #[error("no replica of this key could coordinate the write: {0}")]
+    NoCoordinator(String),
+    /// The coordinating peer refused the request.
+    #[error("{message}")]
+    Remote {
+        /// Its code.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+    },
+    /// A blocking storage task died.
     #[error("storage task failed: {0}")]
     Task(String),
 }
@@ -36,8 +70,10 @@ impl KvError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Store(StoreError::TooManySiblings { .. }) => ErrorCode::TooManySiblings,
-            Self::Store(StoreError::Engine(_)) | Self::Store(_) => ErrorCode::StorageError,
+            Self::Store(_) => ErrorCode::StorageError,
             Self::Quorum(_) => ErrorCode::InvalidParameter,
+            Self::Unavailable(_) | Self::NoCoordinator(_) => ErrorCode::QuorumUnavailable,
+            Self::Remote { code, .. } => *code,
             Self::Task(_) => ErrorCode::Internal,
         }
     }
@@ -48,12 +84,20 @@ impl KvError {
 pub struct Kv {
     store: Arc<ObjectStore>,
     config: Arc<NodeConfig>,
+    cluster: Arc<Cluster>,
 }
 
+/// One replica's answer to a read.
+type ReadReply = (Target, Result<Option<Object>, String>);
+
 impl Kv {
-    /// A service over `store`.
-    pub fn new(store: Arc<ObjectStore>, config: Arc<NodeConfig>) -> Self {
-        Self { store, config }
+    /// A service over `store`, coordinating through `cluster`.
+    pub fn new(store: Arc<ObjectStore>, config: Arc<NodeConfig>, cluster: Arc<Cluster>) -> Self {
+        Self {
+            store,
+            config,
+            cluster,
+        }
     }
 
     /// The store underneath.
@@ -61,17 +105,167 @@ impl Kv {
         &self.store
     }
 
-    /// Reads an object (tombstones included; the caller decides what a
-    /// deleted object looks like).
+    /// The node's configuration.
+    pub fn config(&self) -> &Arc<NodeConfig> {
+        &self.config
+    }
+
+    /// The cluster view.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// Bucket properties with the request's overrides, capped to the ring.
+    fn props(&self, bucket: &BucketName, q: &QuorumOverrides) -> Result<BucketProps, KvError> {
+        let mut p = self.config.bucket_props(bucket).with_overrides(q)?;
+        let members = self.cluster.ring().members().len().clamp(1, 255) as u8;
+        if p.n_val > members {
+            p.n_val = members;
+            for v in [&mut p.r, &mut p.w, &mut p.dw, &mut p.pr, &mut p.pw] {
+                *v = (*v).min(members);
+            }
+        }
+        Ok(p)
+    }
+
+    /// The ranked nodes of a key: preference list first, then fallbacks.
+    fn order(&self, bucket: &BucketName, key: &Key) -> Vec<String> {
+        let ring = self.cluster.ring();
+        let p = ring.partition_of(bucket.as_str().as_bytes(), key.as_bytes());
+        ring.order(p).map(str::to_owned).collect()
+    }
+
+    fn plan(&self, order: &[String], n: u8) -> Plan {
+        let refs: Vec<&str> = order.iter().map(String::as_str).collect();
+        quorum::plan(&refs, n as usize, |id| self.cluster.is_reachable(id))
+    }
+
+    /// Reads a key (tombstones included; the caller decides what a deleted
+    /// object looks like).
     pub async fn get(
         &self,
         bucket: BucketName,
         key: Key,
-        quorum: QuorumOverrides,
+        q: QuorumOverrides,
     ) -> Result<Option<Object>, KvError> {
-        self.config.bucket_props(&bucket).with_overrides(&quorum)?;
-        let store = self.store.clone();
-        blocking(move || store.get(&bucket, &key)).await
+        let props = self.props(&bucket, &q)?;
+        let order = self.order(&bucket, &key);
+        let mut plan = self.plan(&order, props.n_val);
+        let needs = Needs {
+            total: props.r,
+            durable: 0,
+            primary: props.pr,
+        };
+        precheck(&plan, needs)?;
+        let (done_tx, done_rx) = oneshot::channel();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tracker = Tracker::new(needs);
+            let mut inflight = FuturesUnordered::new();
+            for t in plan.targets.clone() {
+                tracker.sent(t.primary);
+                inflight.push(this.read_replica(&bucket, &key, t));
+            }
+            let mut replies: Vec<(Target, Option<Object>)> = Vec::new();
+            let mut done_tx = Some(done_tx);
+            while let Some((target, result)) = inflight.next().await {
+                let progress = match result {
+                    Ok(obj) => {
+                        replies.push((target.clone(), obj));
+                        tracker.succeeded(target.primary, false)
+                    }
+                    Err(e) => {
+                        tracing::debug!(node = %target.node, "replica read failed: {e}");
+                        let p = tracker.failed(target.primary);
+                        if let Some(sub) = plan.substitute(&target) {
+                            tracker.sent(sub.primary);
+                            inflight.push(this.read_replica(&bucket, &key, sub));
+                            tracker.progress()
+                        } else {
+                            p
+                        }
+                    }
+                };
+                match progress {
+                    Progress::Done if done_tx.is_some() => {
+                        let merged = merge_all(replies.iter().map(|(_, o)| o), props.conflict_mode);
+                        if let Some(tx) = done_tx.take() {
+                            let _ = tx.send(Ok(merged));
+                        }
+                    }
+                    Progress::Failed(s) => {
+                        if let Some(tx) = done_tx.take() {
+                            let _ = tx.send(Err(KvError::Unavailable(s)));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // Every replica has answered or timed out: repair the stale ones.
+            this.read_repair(&bucket, &key, replies, props.conflict_mode)
+                .await;
+        });
+        done_rx
+            .await
+            .map_err(|_| KvError::Task("read coordinator ended early".into()))?
+    }
+
+    fn read_replica(
+        &self,
+        bucket: &BucketName,
+        key: &Key,
+        target: Target,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ReadReply> + Send>> {
+        let (this, bucket, key) = (self.clone(), bucket.clone(), key.clone());
+        Box::pin(async move {
+            let result = if target.node == this.cluster.me() {
+                this.local_read(bucket, key, target.hint_for.clone())
+                    .await
+                    .map_err(|e| e.to_string())
+            } else {
+                let req = PeerRequest::ReplicaGet {
+                    bucket,
+                    key,
+                    hint_for: target.hint_for.clone(),
+                };
+                match this
+                    .cluster
+                    .call(&target.node, &req, this.config.replica_timeout())
+                    .await
+                {
+                    Ok(PeerResponse::Object(o)) => Ok(o),
+                    Ok(other) => Err(format!("unexpected answer {other:?}")),
+                    Err(e) => Err(e.to_string()),
+                }
+            };
+            (target, result)
+        })
+    }
+
+    async fn read_repair(
+        &self,
+        bucket: &BucketName,
+        key: &Key,
+        replies: Vec<(Target, Option<Object>)>,
+        mode: ConflictMode,
+    ) {
+        let Some(merged) = merge_all(replies.iter().map(|(_, o)| o), mode) else {
+            return;
+        };
+        for (target, reply) in replies {
+            let stale = reply.as_ref().is_none_or(|o| !o.dominates(&merged, mode));
+            if !stale {
+                continue;
+            }
+            metrics::counter!("quorra_read_repairs_total").increment(1);
+            tracing::debug!(node = %target.node, "read repair");
+            let result = self
+                .write_replica(bucket, key, &merged, mode, false, &target)
+                .await;
+            if let Err(e) = result {
+                tracing::debug!(node = %target.node, "read repair failed: {e}");
+            }
+        }
     }
 
     /// Writes a value with the context the client read. Returns the object
@@ -81,61 +275,401 @@ impl Kv {
         bucket: BucketName,
         key: Key,
         ctx: VersionVector,
-        mut content: Content,
-        quorum: QuorumOverrides,
+        content: Content,
+        q: QuorumOverrides,
     ) -> Result<Object, KvError> {
-        let props = self.config.bucket_props(&bucket).with_overrides(&quorum)?;
-        let durability = durability(props.dw);
-        let max_siblings = self.config.limits.max_siblings;
-        content.timestamp_ms = now_ms();
-        let store = self.store.clone();
-        blocking(move || {
-            store.coordinate(
-                &bucket,
-                &key,
-                &ctx,
-                content,
-                props.conflict_mode,
-                max_siblings,
-                durability,
-            )
-        })
-        .await
+        self.write(bucket, key, ctx, Operation::Put(content), q, false)
+            .await?
+            .ok_or_else(|| KvError::Task("a put produced no object".into()))
     }
 
     /// Deletes with the context the client read (or, without one, everything
-    /// this node has seen). `None` when there was nothing to delete.
+    /// the coordinator has seen). `None` when there was nothing to delete.
     pub async fn delete(
         &self,
         bucket: BucketName,
         key: Key,
         ctx: VersionVector,
-        quorum: QuorumOverrides,
+        q: QuorumOverrides,
     ) -> Result<Option<Object>, KvError> {
-        let props = self.config.bucket_props(&bucket).with_overrides(&quorum)?;
-        let durability = durability(props.dw);
+        self.write(bucket, key, ctx, Operation::Delete, q, false)
+            .await
+    }
+
+    /// Coordinates a write, forwarding it first when this node is not in the
+    /// key's preference list (`forwarded` writes are never forwarded again).
+    pub async fn write(
+        &self,
+        bucket: BucketName,
+        key: Key,
+        ctx: VersionVector,
+        op: Operation,
+        q: QuorumOverrides,
+        forwarded: bool,
+    ) -> Result<Option<Object>, KvError> {
+        let props = self.props(&bucket, &q)?;
+        let order = self.order(&bucket, &key);
+        let n = props.n_val as usize;
+        let me = self.cluster.me().to_owned();
+        if !forwarded && !order.iter().take(n).any(|id| *id == me) {
+            return self
+                .forward(bucket, key, ctx, op, q, &order[..n.min(order.len())])
+                .await;
+        }
+        let mut plan = self.plan(&order, props.n_val);
+        let needs = Needs {
+            total: props.w,
+            durable: props.dw,
+            primary: props.pw,
+        };
+        // The coordinator is one of the replicas: count it in the plan.
+        if !plan.targets.iter().any(|t| t.node == me) {
+            plan.targets.insert(
+                0,
+                Target {
+                    node: me.clone(),
+                    primary: order.iter().take(n).any(|id| *id == me),
+                    hint_for: None,
+                },
+            );
+        }
+        precheck(&plan, needs)?;
+        let durable = props.dw > 0;
+        let durability = if durable {
+            Durability::Fsync
+        } else {
+            Durability::Buffered
+        };
         let store = self.store.clone();
-        let tombstone = Content::tombstone(now_ms());
+        let max_siblings = self.config.limits.max_siblings;
+        let mode = props.conflict_mode;
+        let (b, k) = (bucket.clone(), key.clone());
+        let now = now_ms();
+        let object = blocking(move || match op {
+            Operation::Put(mut content) => {
+                content.timestamp_ms = now;
+                store
+                    .coordinate(&b, &k, &ctx, content, mode, max_siblings, durability)
+                    .map(Some)
+            }
+            Operation::Delete => {
+                store.coordinate_delete(&b, &k, &ctx, Content::tombstone(now), mode, durability)
+            }
+        })
+        .await?;
+        let Some(object) = object else {
+            return Ok(None);
+        };
+        let mut tracker = Tracker::new(needs);
+        let local = plan
+            .targets
+            .iter()
+            .position(|t| t.node == me)
+            .map(|i| plan.targets.remove(i));
+        let local_primary = local.as_ref().is_some_and(|t| t.primary);
+        tracker.sent(local_primary);
+        if let Progress::Done = tracker.succeeded(local_primary, durable) {
+            // w=1 (and dw, pw met locally): answer now, replicate behind.
+            let this = self.clone();
+            let obj = object.clone();
+            tokio::spawn(async move {
+                this.replicate(bucket, key, obj, mode, durable, plan, tracker, None)
+                    .await
+            });
+            return Ok(Some(object));
+        }
+        let (tx, rx) = oneshot::channel();
+        let this = self.clone();
+        let obj = object.clone();
+        tokio::spawn(async move {
+            this.replicate(bucket, key, obj, mode, durable, plan, tracker, Some(tx))
+                .await
+        });
+        match rx.await {
+            Ok(Ok(())) => Ok(Some(object)),
+            Ok(Err(s)) => Err(KvError::Unavailable(s)),
+            Err(_) => Err(KvError::Task("replication ended early".into())),
+        }
+    }
+
+    /// Sends `object` to every target, substituting fallbacks for failures;
+    /// reports the quorum outcome on `done` as soon as it is known, then
+    /// carries on until every replica has answered.
+    #[allow(clippy::too_many_arguments)]
+    async fn replicate(
+        &self,
+        bucket: BucketName,
+        key: Key,
+        object: Object,
+        mode: ConflictMode,
+        durable: bool,
+        mut plan: Plan,
+        mut tracker: Tracker,
+        mut done: Option<oneshot::Sender<Result<(), Shortfall>>>,
+    ) {
+        let mut inflight = FuturesUnordered::new();
+        let send = |t: Target| {
+            let (this, bucket, key, object) =
+                (self.clone(), bucket.clone(), key.clone(), object.clone());
+            async move {
+                let r = this
+                    .write_replica(&bucket, &key, &object, mode, durable, &t)
+                    .await;
+                (t, r)
+            }
+        };
+        for t in std::mem::take(&mut plan.targets) {
+            tracker.sent(t.primary);
+            inflight.push(send(t));
+        }
+        while let Some((target, result)) = inflight.next().await {
+            let progress = match result {
+                Ok(was_durable) => tracker.succeeded(target.primary, was_durable),
+                Err(e) => {
+                    tracing::debug!(node = %target.node, "replica write failed: {e}");
+                    tracker.failed(target.primary);
+                    if let Some(sub) = plan.substitute(&target) {
+                        tracker.sent(sub.primary);
+                        inflight.push(send(sub));
+                    }
+                    tracker.progress()
+                }
+            };
+            match progress {
+                Progress::Done => {
+                    if let Some(tx) = done.take() {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                Progress::Failed(s) => {
+                    if let Some(tx) = done.take() {
+                        let _ = tx.send(Err(s));
+                    }
+                }
+                Progress::Pending => {}
+            }
+        }
+        if let Some(tx) = done.take() {
+            let _ = tx.send(match tracker.progress() {
+                Progress::Done => Ok(()),
+                _ => Err(tracker.shortfall()),
+            });
+        }
+    }
+
+    /// Stores `object` on one replica (locally or over the network).
+    /// Returns whether it was made durable.
+    async fn write_replica(
+        &self,
+        bucket: &BucketName,
+        key: &Key,
+        object: &Object,
+        mode: ConflictMode,
+        durable: bool,
+        target: &Target,
+    ) -> Result<bool, String> {
+        if target.node == self.cluster.me() {
+            return self
+                .store_replica(
+                    bucket.clone(),
+                    key.clone(),
+                    object.clone(),
+                    mode,
+                    durable,
+                    target.hint_for.clone(),
+                )
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let req = PeerRequest::ReplicaPut {
+            bucket: bucket.clone(),
+            key: key.clone(),
+            object: object.clone(),
+            mode,
+            durable,
+            hint_for: target.hint_for.clone(),
+        };
+        match self
+            .cluster
+            .call(&target.node, &req, self.config.replica_timeout())
+            .await
+        {
+            Ok(PeerResponse::Stored { durable }) => Ok(durable),
+            Ok(PeerResponse::Error { code, message }) => Err(format!("{code}: {message}")),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Merges a replica's object locally, or keeps it as a hint for
+    /// `hint_for`. Returns whether it was made durable.
+    pub async fn store_replica(
+        &self,
+        bucket: BucketName,
+        key: Key,
+        object: Object,
+        mode: ConflictMode,
+        durable: bool,
+        hint_for: Option<String>,
+    ) -> Result<bool, KvError> {
+        let durability = if durable {
+            Durability::Fsync
+        } else {
+            Durability::Buffered
+        };
+        let store = self.store.clone();
+        let me = self.cluster.me().to_owned();
+        let max_hints = self.config.handoff.max_hints;
+        blocking(move || match hint_for {
+            Some(owner) if owner != me => {
+                if store.hints_held() >= max_hints {
+                    metrics::counter!("quorra_hints_dropped_total").increment(1);
+                    tracing::warn!(
+                        owner,
+                        "hint budget full: hint dropped; anti-entropy must repair"
+                    );
+                    return Err(StoreError::HintBudgetFull(max_hints));
+                }
+                store.store_hint(&owner, &bucket, &key, &object, mode, durability)
+            }
+            _ => store
+                .merge_replica(&bucket, &key, &object, mode, durability)
+                .map(|_| ()),
+        })
+        .await?;
+        Ok(durable)
+    }
+
+    /// Reads the local replica, plus the hint held for `hint_for`.
+    pub async fn local_read(
+        &self,
+        bucket: BucketName,
+        key: Key,
+        hint_for: Option<String>,
+    ) -> Result<Option<Object>, KvError> {
+        let store = self.store.clone();
+        let mode = self.config.bucket_props(&bucket).conflict_mode;
         blocking(move || {
-            store.coordinate_delete(
-                &bucket,
-                &key,
-                &ctx,
-                tombstone,
-                props.conflict_mode,
-                durability,
-            )
+            let local = store.get(&bucket, &key)?;
+            let hint = match &hint_for {
+                Some(owner) => store.get_hint(owner, &bucket, &key)?,
+                None => None,
+            };
+            Ok(merge_all([&local, &hint], mode))
         })
         .await
     }
+
+    async fn forward(
+        &self,
+        bucket: BucketName,
+        key: Key,
+        ctx: VersionVector,
+        op: Operation,
+        q: QuorumOverrides,
+        prefs: &[String],
+    ) -> Result<Option<Object>, KvError> {
+        let req = PeerRequest::Coordinate {
+            bucket,
+            key,
+            context: ctx,
+            operation: op,
+            quorum: q,
+        };
+        let mut last = String::from("no reachable node in the preference list");
+        for node in prefs.iter().filter(|id| self.cluster.is_reachable(id)) {
+            match self
+                .cluster
+                .call(node, &req, self.config.request_timeout())
+                .await
+            {
+                Ok(PeerResponse::Coordinated(o)) => {
+                    metrics::counter!("quorra_forwarded_writes_total").increment(1);
+                    return Ok(o);
+                }
+                Ok(PeerResponse::Error { code, message }) => {
+                    return Err(KvError::Remote { code, message })
+                }
+                Ok(other) => last = format!("{node}: unexpected answer {other:?}"),
+                Err(e) => last = format!("{node}: {e}"),
+            }
+        }
+        Err(KvError::NoCoordinator(last))
+    }
+
+    /// Answers a request from a peer.
+    pub async fn handle_peer(&self, req: PeerRequest) -> PeerResponse {
+        let result = match req {
+            PeerRequest::Gossip(msg) => return self.cluster.handle_gossip(msg),
+            PeerRequest::IndirectPing { target } => {
+                return self.cluster.indirect_ping(target).await
+            }
+            PeerRequest::ReplicaGet {
+                bucket,
+                key,
+                hint_for,
+            } => self
+                .local_read(bucket, key, hint_for)
+                .await
+                .map(PeerResponse::Object),
+            PeerRequest::ReplicaPut {
+                bucket,
+                key,
+                object,
+                mode,
+                durable,
+                hint_for,
+            } => self
+                .store_replica(bucket, key, object, mode, durable, hint_for)
+                .await
+                .map(|durable| PeerResponse::Stored { durable }),
+            PeerRequest::Coordinate {
+                bucket,
+                key,
+                context,
+                operation,
+                quorum,
+            } => self
+                .write(bucket, key, context, operation, quorum, true)
+                .await
+                .map(PeerResponse::Coordinated),
+        };
+        result.unwrap_or_else(|e| PeerResponse::Error {
+            code: e.code(),
+            message: e.to_string(),
+        })
+    }
 }
 
-fn durability(dw: u8) -> Durability {
-    if dw > 0 {
-        Durability::Fsync
-    } else {
-        Durability::Buffered
+/// Fails early when the plan cannot meet the quorum even if every replica
+/// answers, so nothing is written for a request that is bound to fail.
+fn precheck(plan: &Plan, needs: Needs) -> Result<(), KvError> {
+    let total = (plan.targets.len() + plan.spares.len()) as u8;
+    let primaries = plan.targets.iter().filter(|t| t.primary).count() as u8;
+    if total < needs.total || total < needs.durable || primaries < needs.primary {
+        return Err(KvError::Unavailable(Shortfall {
+            needs,
+            got: 0,
+            durable: 0,
+            primary: 0,
+            asked: 0,
+        }));
     }
+    Ok(())
+}
+
+fn merge_all<'a>(
+    objects: impl IntoIterator<Item = &'a Option<Object>>,
+    mode: ConflictMode,
+) -> Option<Object> {
+    let mut merged: Option<Object> = None;
+    for o in objects.into_iter().flatten() {
+        match merged.as_mut() {
+            Some(m) => m.merge(o, mode),
+            None => merged = Some(o.clone()),
+        }
+    }
+    merged
 }
 
 async fn blocking<T: Send + 'static>(

@@ -4,7 +4,10 @@
 //!
 //! - [`storage`]: the engine trait, with RocksDB and in-memory engines.
 //! - [`store`]: versioned, checksummed objects and the node's actor identity.
-//! - [`kv`]: the request path for reads, writes and deletes.
+//! - [`kv`]: the request path: coordination, quorums, read repair.
+//! - [`cluster`]: membership, the ring, calls to peers.
+//! - [`handoff`]: delivering hints to returning nodes.
+//! - [`net`]: certificates and the QUIC peer transport.
 //! - [`http`]: the HTTP API (axum).
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`server`]: starting and stopping a node.
@@ -14,10 +17,13 @@
 //! the pure crate `quorra-core`.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod devcluster;
+pub mod handoff;
 pub mod http;
 pub mod kv;
+pub mod net;
 pub mod server;
 pub mod storage;
 pub mod store;

@@ -16,9 +16,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::cluster::Cluster;
 use crate::config::{ConfigError, NodeConfig};
 use crate::http::{self, AppState};
 use crate::kv::Kv;
+use crate::net::certs::NodeCerts;
+use crate::net::transport::Transport;
 use crate::storage::rocks::RocksEngine;
 use crate::storage::{Engine, EngineError};
 use crate::store::{ObjectStore, StoreError};
@@ -46,6 +49,12 @@ pub enum NodeError {
     /// The HTTP server failed.
     #[error("http server failed: {0}")]
     Serve(std::io::Error),
+    /// The peer transport could not start.
+    #[error(transparent)]
+    Net(#[from] crate::net::transport::NetError),
+    /// The cluster's certificates are unusable.
+    #[error(transparent)]
+    Certs(#[from] crate::net::certs::CertError),
 }
 
 /// A running node.
@@ -53,6 +62,8 @@ pub enum NodeError {
 pub struct NodeHandle {
     /// Where the HTTP API listens.
     pub http_addr: SocketAddr,
+    /// Where peers reach this node (None for a node running alone).
+    pub peer_addr: Option<SocketAddr>,
     /// The node's data dir.
     pub data_dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
@@ -112,12 +123,6 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         config.partitions,
     )?);
     let metrics = metrics_handle();
-    let state = AppState {
-        kv: Kv::new(store.clone(), config.clone()),
-        config: config.clone(),
-        metrics: metrics.clone(),
-        in_flight: Arc::new(Semaphore::new(config.max_concurrent_requests)),
-    };
     let listener = TcpListener::bind(config.http_addr)
         .await
         .map_err(|source| NodeError::Bind {
@@ -125,6 +130,50 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             source,
         })?;
     let http_addr = listener.local_addr().map_err(NodeError::Serve)?;
+    let transport = match (config.peer_addr, &config.cert_dir) {
+        (Some(addr), Some(dir)) => {
+            let certs = NodeCerts::load(dir, &config.node_id)?;
+            // Room for the largest value plus its versions and envelope.
+            let max_frame = config.limits.max_value_bytes * 2 + 1024 * 1024;
+            Some(Transport::bind(addr, &certs, max_frame)?)
+        }
+        _ => None,
+    };
+    let peer_addr = match &transport {
+        Some(t) => Some(t.local_addr()?),
+        None => None,
+    };
+    let cluster = Cluster::new(
+        config.clone(),
+        transport.clone(),
+        peer_addr.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+        http_addr,
+    );
+    let kv = Kv::new(store.clone(), config.clone(), cluster.clone());
+    let mut background = Vec::new();
+    if let Some(t) = &transport {
+        let handler_kv = kv.clone();
+        let handler: crate::net::transport::Handler = Arc::new(move |req| {
+            let kv = handler_kv.clone();
+            Box::pin(async move { kv.handle_peer(req).await })
+        });
+        background.push(t.serve(handler));
+    }
+    background.extend(cluster.spawn_gossip());
+    background.push(tokio::spawn(crate::handoff::run(kv.clone())));
+    if cluster.ring().members().len() < config.bucket_defaults.n_val as usize && transport.is_some()
+    {
+        tracing::warn!(
+            n_val = config.bucket_defaults.n_val,
+            "fewer nodes known than n_val: until more join, each key is stored on every node there is"
+        );
+    }
+    let state = AppState {
+        kv,
+        config: config.clone(),
+        metrics: metrics.clone(),
+        in_flight: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+    };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let app = http::router(state);
     let node_id = config.node_id.clone();
@@ -142,6 +191,10 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             })
             .await;
         upkeep.abort();
+        for task in background {
+            task.abort();
+        }
+        cluster.close();
         // Whatever was acknowledged without dw reaches the disk before exit.
         let flushed = tokio::task::spawn_blocking(move || engine.sync()).await;
         tracing::info!(node = %node_id, "stopped");
@@ -154,6 +207,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     tracing::info!(node = %config.node_id, %http_addr, data = %db_path.display(), actor = %store.actor(), "serving");
     Ok(NodeHandle {
         http_addr,
+        peer_addr,
         data_dir: config.data_dir.clone(),
         stop: Some(stop_tx),
         task,
@@ -168,7 +222,13 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let node_id = config.node_id.clone();
     let handle = start(config).await?;
-    println!("ready node={node_id} http=http://{}", handle.http_addr);
+    match handle.peer_addr {
+        Some(peer) => println!(
+            "ready node={node_id} http=http://{} peer={peer}",
+            handle.http_addr
+        ),
+        None => println!("ready node={node_id} http=http://{}", handle.http_addr),
+    }
     shutdown.await;
     tracing::info!(node = %node_id, "shutting down");
     handle.stop().await

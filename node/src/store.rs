@@ -73,6 +73,9 @@ pub enum StoreError {
         /// The configured limit.
         limit: usize,
     },
+    /// The hint budget is used up.
+    #[error("the hint budget of {0} hints is full")]
+    HintBudgetFull(u64),
     /// An object could not be encoded.
     #[error("cannot encode object: {0}")]
     Encode(String),
@@ -137,6 +140,7 @@ pub struct ObjectStore {
     actor: RwLock<Actor>,
     locks: Vec<Mutex<()>>,
     corruptions: AtomicU64,
+    hints_held: AtomicU64,
 }
 
 impl std::fmt::Debug for ObjectStore {
@@ -203,14 +207,18 @@ impl ObjectStore {
                 epoch
             }
         };
-        Ok(Self {
+        let store = Self {
             engine,
             node_id: node_id.to_owned(),
             partitions,
             actor: RwLock::new(Actor::new(node_id, epoch)),
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             corruptions: AtomicU64::new(0),
-        })
+            hints_held: AtomicU64::new(0),
+        };
+        let held: u64 = store.hint_counts()?.values().sum();
+        store.hints_held.store(held, Ordering::Relaxed);
+        Ok(store)
     }
 
     /// The engine, for raw access by tools and tests.
@@ -398,6 +406,147 @@ impl ObjectStore {
         tracing::warn!(old = %actor, epoch = format!("{epoch:016x}"), "lost local data: new actor epoch");
         *actor = Actor::new(self.node_id.clone(), epoch);
         Ok(())
+    }
+}
+
+/// An object held for a primary that could not take it (hinted handoff).
+#[derive(Debug, Clone)]
+pub struct Hint {
+    /// The node the object belongs to.
+    pub owner: String,
+    /// Bucket.
+    pub bucket: BucketName,
+    /// Key.
+    pub key: Key,
+    /// The state to deliver.
+    pub object: Object,
+    raw: Vec<u8>,
+    storage_key: Vec<u8>,
+}
+
+impl ObjectStore {
+    fn hint_key(owner: &str, object_key: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(owner.len() + 1 + object_key.len());
+        k.extend_from_slice(owner.as_bytes());
+        k.push(0);
+        k.extend_from_slice(object_key);
+        k
+    }
+
+    /// Bucket and key back from an object's storage key.
+    fn parse_object_key(skey: &[u8]) -> Option<(BucketName, Key)> {
+        let len = *skey.get(4)? as usize;
+        let bucket = std::str::from_utf8(skey.get(5..5 + len)?).ok()?;
+        let key = skey.get(5 + len..)?.to_vec();
+        let any = quorra_core::Limits {
+            max_bucket_bytes: quorra_core::bucket::MAX_BUCKET_LEN_HARD,
+            max_key_bytes: usize::MAX,
+            ..quorra_core::Limits::default()
+        };
+        Some((
+            BucketName::parse(bucket, &any).ok()?,
+            Key::parse(key, &any).ok()?,
+        ))
+    }
+
+    /// Keeps `incoming` for `owner`, merged with what is already held.
+    #[allow(clippy::too_many_arguments)]
+    pub fn store_hint(
+        &self,
+        owner: &str,
+        bucket: &BucketName,
+        key: &Key,
+        incoming: &Object,
+        mode: ConflictMode,
+        durability: Durability,
+    ) -> Result<(), StoreError> {
+        let _guard = self.lock(bucket, key);
+        let hkey = Self::hint_key(owner, &self.object_key(bucket, key));
+        let existing = self.engine.get(Space::Hints, &hkey)?;
+        let fresh = existing.is_none();
+        let mut object = existing
+            .and_then(|raw| decode_record(&raw).ok())
+            .unwrap_or_default();
+        object.merge(incoming, mode);
+        self.engine
+            .put(Space::Hints, &hkey, &encode_record(&object)?, durability)?;
+        if fresh {
+            self.hints_held.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The hint held for `owner` on one key.
+    pub fn get_hint(
+        &self,
+        owner: &str,
+        bucket: &BucketName,
+        key: &Key,
+    ) -> Result<Option<Object>, StoreError> {
+        let hkey = Self::hint_key(owner, &self.object_key(bucket, key));
+        Ok(self
+            .engine
+            .get(Space::Hints, &hkey)?
+            .and_then(|raw| decode_record(&raw).ok()))
+    }
+
+    /// Up to `limit` hints held for `owner`.
+    pub fn hints_for(&self, owner: &str, limit: usize) -> Result<Vec<Hint>, StoreError> {
+        let prefix = Self::hint_key(owner, b"");
+        let mut out = Vec::new();
+        self.engine.scan(Space::Hints, &prefix, &mut |k, v| {
+            let object_key = &k[prefix.len()..];
+            match (Self::parse_object_key(object_key), decode_record(v)) {
+                (Some((bucket, key)), Ok(object)) => out.push(Hint {
+                    owner: owner.to_owned(),
+                    bucket,
+                    key,
+                    object,
+                    raw: v.to_vec(),
+                    storage_key: k.to_vec(),
+                }),
+                _ => {
+                    metrics::counter!("quorra_corrupt_hints_total").increment(1);
+                    tracing::error!(owner, "corrupt hint skipped");
+                }
+            }
+            out.len() < limit
+        })?;
+        Ok(out)
+    }
+
+    /// Deletes a delivered hint, unless it changed since it was read (then
+    /// the newer state is delivered next round). Returns whether it was
+    /// deleted.
+    pub fn delete_hint(&self, hint: &Hint) -> Result<bool, StoreError> {
+        let _guard = self.lock(&hint.bucket, &hint.key);
+        match self.engine.get(Space::Hints, &hint.storage_key)? {
+            Some(now) if now == hint.raw => {
+                self.engine
+                    .delete(Space::Hints, &hint.storage_key, Durability::Buffered)?;
+                self.hints_held.fetch_sub(1, Ordering::Relaxed);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// How many hints are held in all.
+    pub fn hints_held(&self) -> u64 {
+        self.hints_held.load(Ordering::Relaxed)
+    }
+
+    /// How many hints are held, per owner (a full scan).
+    pub fn hint_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        let mut counts = std::collections::BTreeMap::new();
+        self.engine.scan(Space::Hints, b"", &mut |k, _| {
+            let owner = k.split(|&b| b == 0).next().unwrap_or_default();
+            *counts
+                .entry(String::from_utf8_lossy(owner).into_owned())
+                .or_insert(0u64) += 1;
+            true
+        })?;
+        Ok(counts)
     }
 }
 

@@ -16,6 +16,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use quorra_node::config::NodeConfig;
 
+pub mod cluster;
 pub mod http;
 
 /// How long a node may take to start serving.
@@ -38,8 +39,12 @@ pub struct NodeProcess {
     config_path: PathBuf,
     log: PathBuf,
     child: Option<Child>,
-    /// The node's HTTP base URL (`http://127.0.0.1:PORT`), new on each start.
+    /// The node's HTTP base URL (`http://127.0.0.1:PORT`).
     pub url: String,
+    /// The node's peer address, when it has one.
+    pub peer: Option<std::net::SocketAddr>,
+    /// The node's id.
+    pub id: String,
 }
 
 impl NodeProcess {
@@ -51,12 +56,19 @@ impl NodeProcess {
         std::fs::write(&config_path, config.to_toml()?)?;
         let mut node = Self {
             bin: bin.to_owned(),
-            config_path,
+            config_path: config_path.clone(),
             log: dir.join("node.log"),
             child: None,
             url: String::new(),
+            peer: None,
+            id: config.node_id.clone(),
         };
         node.spawn()?;
+        // Pin the ports it got, so a restart brings the same addresses back.
+        let mut pinned = config;
+        pinned.http_addr = node.url.trim_start_matches("http://").parse()?;
+        pinned.peer_addr = node.peer.or(pinned.peer_addr);
+        std::fs::write(&config_path, pinned.to_toml()?)?;
         Ok(node)
     }
 
@@ -92,24 +104,25 @@ impl NodeProcess {
             let mut sent = false;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if !sent {
-                    if let Some(url) = line
-                        .split_whitespace()
-                        .find_map(|w| w.strip_prefix("http="))
-                    {
-                        let _ = tx.send(url.to_owned());
-                        sent = true;
-                    }
+                if !sent && line.starts_with("ready ") {
+                    let field = |name: &str| {
+                        line.split_whitespace()
+                            .find_map(|w| w.strip_prefix(name))
+                            .map(str::to_owned)
+                    };
+                    let _ = tx.send((field("http="), field("peer=")));
+                    sent = true;
                 }
             }
         });
         self.child = Some(child);
         match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(url) => {
+            Ok((Some(url), peer)) => {
                 self.url = url;
+                self.peer = peer.and_then(|p| p.parse().ok());
                 Ok(())
             }
-            Err(_) => {
+            _ => {
                 self.kill9();
                 bail!("node did not serve:\n{}", self.log_tail())
             }

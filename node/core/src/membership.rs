@@ -586,8 +586,8 @@ impl Membership {
             .filter(|m| m.id != self.me && m.status != Status::Removed)
             .map(|m| m.peer_addr)
             .collect();
-        let use_seed =
-            !self.seeds.is_empty() && (joining || others.is_empty() || self.next_random() % 4 == 0);
+        let use_seed = !self.seeds.is_empty()
+            && (joining || others.is_empty() || self.next_random().is_multiple_of(4));
         let pool = if use_seed { self.seeds.clone() } else { others };
         if pool.is_empty() {
             return None;

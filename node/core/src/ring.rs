@@ -201,7 +201,7 @@ impl Ring {
         let zone_of: Vec<usize> = members
             .iter()
             .map(|m| {
-                let name = m.zone.clone().map_or_else(|| format!("\0{}", m.id), |z| z);
+                let name = m.zone.clone().unwrap_or_else(|| format!("\0{}", m.id));
                 let next = zone_ids.len();
                 *zone_ids.entry(name).or_insert(next)
             })

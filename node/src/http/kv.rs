@@ -71,7 +71,10 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
 }
 
 /// Splits `/v1/kv/{bucket}/{key}` and validates both.
-fn parse_path(path: &str, limits: &quorra_core::Limits) -> Result<(BucketName, Key), ApiError> {
+pub(super) fn parse_path(
+    path: &str,
+    limits: &quorra_core::Limits,
+) -> Result<(BucketName, Key), ApiError> {
     let rest = path.strip_prefix("/v1/kv/").unwrap_or(path);
     let (raw_bucket, raw_key) = rest.split_once('/').ok_or_else(|| {
         ApiError::new(

@@ -1,6 +1,8 @@
 //! The HTTP API every node serves (axum).
 //!
 //! - `/v1/kv/{bucket}/{key}`: GET, PUT, DELETE (see [`kv`]).
+//! - `/v1/cluster/...`: members, ring, key location, status (see
+//!   [`cluster`]).
 //! - `/health` (the process is up), `/ready` (it serves requests),
 //!   `/metrics` (Prometheus text).
 //!
@@ -8,6 +10,7 @@
 //! refused at once with `overloaded`), each under the configured timeout, and
 //! each counted by method and status.
 
+pub mod cluster;
 pub mod error;
 pub mod kv;
 pub mod multipart;
@@ -54,6 +57,11 @@ impl std::fmt::Debug for AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/kv/{bucket}/{*key}", any(kv::handle))
+        .route("/v1/cluster/members", get(cluster::members))
+        .route("/v1/cluster/ring", get(cluster::ring))
+        .route("/v1/cluster/status", get(cluster::status))
+        .route("/v1/cluster/locate/{bucket}/{*key}", get(cluster::locate))
+        .route("/v1/debug/replica/{bucket}/{*key}", get(cluster::replica))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(render_metrics))

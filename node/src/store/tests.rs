@@ -219,3 +219,44 @@ fn objects_are_grouped_by_partition() {
     assert!(p < 256);
     assert_eq!(&key[4..], b"\x01bk");
 }
+
+#[test]
+fn hints_are_kept_merged_listed_and_deleted_once_delivered() {
+    let store = ObjectStore::open(Arc::new(MemEngine::new()), "n1", 256).expect("store");
+    let (b, k) = bk("b", "k");
+    let (b2, k2) = bk("b", "other/key");
+    let a = put(&store, &b, &k, &VersionVector::new(), "a");
+    let mode = ConflictMode::Siblings;
+    store
+        .store_hint("n2", &b, &k, &a, mode, Durability::Buffered)
+        .expect("hint");
+    store
+        .store_hint("n2", &b2, &k2, &a, mode, Durability::Buffered)
+        .expect("hint");
+    store
+        .store_hint("n3", &b, &k, &a, mode, Durability::Buffered)
+        .expect("hint");
+    let counts = store.hint_counts().expect("counts");
+    assert_eq!(counts.get("n2"), Some(&2));
+    assert_eq!(counts.get("n3"), Some(&1));
+
+    let hints = store.hints_for("n2", 10).expect("list");
+    assert_eq!(hints.len(), 2);
+    assert!(hints.iter().any(|h| h.key == k2 && h.bucket == b2));
+    // A hint that changed after it was read is not deleted.
+    let newer = put(&store, &b, &k, &VersionVector::new(), "b");
+    store
+        .store_hint("n2", &b, &k, &newer, mode, Durability::Buffered)
+        .expect("hint");
+    let stale = hints.iter().find(|h| h.key == k).expect("hint for k");
+    assert!(!store.delete_hint(stale).expect("delete"));
+    assert_eq!(
+        live(&store.get_hint("n2", &b, &k).expect("get").expect("held")),
+        ["a", "b"]
+    );
+    for h in store.hints_for("n2", 10).expect("list") {
+        assert!(store.delete_hint(&h).expect("delete"));
+    }
+    assert_eq!(store.hint_counts().expect("counts").get("n2"), None);
+    assert_eq!(store.hint_counts().expect("counts").get("n3"), Some(&1));
+}

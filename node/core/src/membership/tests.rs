@@ -164,7 +164,7 @@ impl Sim {
     }
 
     /// Steps until `done` holds or `limit_ms` of virtual time passes.
-    fn run_until(&mut self, limit_ms: u64, done: impl Fn(&Sim) -> bool) -> Option<u64> {
+    fn run_until(&mut self, limit_ms: u64, done: impl Fn(&Self) -> bool) -> Option<u64> {
         let start = self.now;
         while self.now - start <= limit_ms {
             if done(self) {

@@ -1,0 +1,292 @@
+//! The node's view of the cluster: membership, the ring, and calls to peers.
+//!
+//! It drives the pure [`Membership`] state machine from a timer and the peer
+//! transport, and rebuilds the [`Ring`] whenever the member list changes. A
+//! node configured without a peer address is a cluster of one: no transport,
+//! a ring of itself.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use quorra_core::membership::{Action, GossipMsg, MemberInfo, Membership, Status};
+use quorra_core::proto::{PeerRequest, PeerResponse};
+use quorra_core::ring::Ring;
+
+use crate::config::NodeConfig;
+use crate::net::transport::{NetError, Transport};
+
+/// How often the failure detector is driven.
+const GOSSIP_TICK: Duration = Duration::from_millis(50);
+
+/// Membership, ring and transport of one node.
+pub struct Cluster {
+    me: String,
+    config: Arc<NodeConfig>,
+    transport: Option<Arc<Transport>>,
+    membership: Mutex<Membership>,
+    ring: RwLock<Arc<Ring>>,
+    started: Instant,
+    /// The incarnation each peer had when this node last connected to it.
+    incarnations: Mutex<HashMap<String, u64>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// A cluster view for this node. `peer_addr` and `http_addr` are the
+    /// bound addresses.
+    pub fn new(
+        config: Arc<NodeConfig>,
+        transport: Option<Arc<Transport>>,
+        peer_addr: SocketAddr,
+        http_addr: SocketAddr,
+    ) -> Arc<Self> {
+        let boot = crate::kv::now_ms();
+        let me = MemberInfo {
+            id: config.node_id.clone(),
+            peer_addr,
+            http_addr,
+            zone: config.zone.clone(),
+            incarnation: boot,
+            status: Status::Up,
+        };
+        let seeds = if transport.is_some() {
+            config.seeds.clone()
+        } else {
+            Vec::new()
+        };
+        let membership = Membership::new(me, seeds, config.gossip, 0, boot ^ 0x9e37_79b9_7f4a_7c15);
+        let ring = Ring::build(&membership.ring_members(), config.partitions, config.tokens);
+        Arc::new(Self {
+            me: config.node_id.clone(),
+            config,
+            transport,
+            membership: Mutex::new(membership),
+            ring: RwLock::new(Arc::new(ring)),
+            started: Instant::now(),
+            incarnations: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// Milliseconds since this node started (the failure detector's clock).
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn membership(&self) -> MutexGuard<'_, Membership> {
+        self.membership
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current ring.
+    pub fn ring(&self) -> Arc<Ring> {
+        self.ring
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Rebuilds the ring if the member list changed.
+    fn refresh_ring(&self, members: Vec<quorra_core::ring::RingMember>) {
+        let mut sorted = members;
+        sorted.sort();
+        if self.ring().members() == sorted.as_slice() {
+            return;
+        }
+        let ring = Ring::build(&sorted, self.config.partitions, self.config.tokens);
+        tracing::info!(members = sorted.len(), "ring rebuilt");
+        *self.ring.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ring);
+    }
+
+    /// Runs `f` on the membership state, then rebuilds the ring if needed.
+    fn with_membership<T>(&self, f: impl FnOnce(&mut Membership) -> T) -> T {
+        let (out, version, changed) = {
+            let mut m = self.membership();
+            let before = m.version();
+            let out = f(&mut m);
+            let changed = (m.version() != before).then(|| {
+                let records: Vec<(String, u64, SocketAddr)> = m
+                    .members()
+                    .map(|r| (r.id.clone(), r.incarnation, r.peer_addr))
+                    .collect();
+                (m.ring_members(), records)
+            });
+            (out, m.version(), changed)
+        };
+        if let Some((members, records)) = changed {
+            metrics::gauge!("quorra_membership_version").set(version as f64);
+            self.refresh_ring(members);
+            self.drop_stale_connections(&records);
+        }
+        out
+    }
+
+    /// A peer with a new incarnation restarted (or refuted a suspicion):
+    /// its pooled connection may belong to its previous life, so the next
+    /// request connects afresh instead of timing out on a dead connection.
+    fn drop_stale_connections(&self, records: &[(String, u64, SocketAddr)]) {
+        let Some(t) = &self.transport else { return };
+        let mut known = self
+            .incarnations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (id, incarnation, addr) in records {
+            if *id == self.me {
+                continue;
+            }
+            if known
+                .insert(id.clone(), *incarnation)
+                .is_some_and(|old| old != *incarnation)
+            {
+                t.forget(*addr);
+            }
+        }
+    }
+
+    /// Every member this node knows, with its status.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.membership().members().cloned().collect()
+    }
+
+    /// Whether requests may go to `id` (this node always may).
+    pub fn is_reachable(&self, id: &str) -> bool {
+        id == self.me
+            || self
+                .membership()
+                .status(id)
+                .is_some_and(Status::is_reachable)
+    }
+
+    /// The gossip timings.
+    pub fn gossip_config(&self) -> quorra_core::membership::GossipConfig {
+        self.config.gossip
+    }
+
+    /// Sends a request to node `id`.
+    pub async fn call(
+        &self,
+        id: &str,
+        req: &PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, NetError> {
+        let addr = self.membership().get(id).map(|m| m.peer_addr);
+        let (Some(transport), Some(addr)) = (self.transport.as_ref(), addr) else {
+            return Err(NetError::Connect {
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                reason: format!("no peer address known for node {id}"),
+            });
+        };
+        transport.request(addr, req, timeout).await
+    }
+
+    /// Answers a gossip message from a peer.
+    pub fn handle_gossip(&self, msg: GossipMsg) -> PeerResponse {
+        let now = self.now();
+        match self.with_membership(|m| m.handle_message(msg, now)) {
+            Some(reply) => PeerResponse::Gossip(reply),
+            None => PeerResponse::Ok,
+        }
+    }
+
+    /// Pings `target` for a peer whose own probe failed.
+    pub async fn indirect_ping(&self, target: SocketAddr) -> PeerResponse {
+        let Some(t) = &self.transport else {
+            return PeerResponse::Reached(false);
+        };
+        let ping = PeerRequest::Gossip(GossipMsg::Ping {
+            updates: Vec::new(),
+        });
+        let timeout = Duration::from_millis(self.config.gossip.probe_timeout_ms);
+        PeerResponse::Reached(matches!(
+            t.request(target, &ping, timeout).await,
+            Ok(PeerResponse::Gossip(_))
+        ))
+    }
+
+    /// Starts the failure detector (a no-op for a cluster of one).
+    pub fn spawn_gossip(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        self.transport.as_ref()?;
+        let this = self.clone();
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(GOSSIP_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let now = this.now();
+                for action in this.with_membership(|m| m.handle_timeout(now)) {
+                    tokio::spawn(this.clone().run(action));
+                }
+            }
+        }))
+    }
+
+    fn run(
+        self: Arc<Self>,
+        action: Action,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let Some(t) = self.transport.clone() else {
+                return;
+            };
+            let timeout = Duration::from_millis(self.config.gossip.probe_timeout_ms);
+            match action {
+                Action::Probe { target, addr, msg } => {
+                    let reply = match t.request(addr, &PeerRequest::Gossip(msg), timeout).await {
+                        Ok(PeerResponse::Gossip(g)) => Some(g),
+                        _ => None,
+                    };
+                    let now = self.now();
+                    let more = self.with_membership(|m| m.probe_result(&target, reply, now));
+                    for a in more {
+                        tokio::spawn(self.clone().run(a));
+                    }
+                }
+                Action::IndirectProbe {
+                    via,
+                    target,
+                    target_addr,
+                } => {
+                    let req = PeerRequest::IndirectPing {
+                        target: target_addr,
+                    };
+                    let reached = matches!(
+                        t.request(via, &req, timeout * 2).await,
+                        Ok(PeerResponse::Reached(true))
+                    );
+                    let now = self.now();
+                    self.with_membership(|m| m.indirect_result(&target, reached, now));
+                }
+                Action::PushPull { addr, msg } => {
+                    if let Ok(PeerResponse::Gossip(reply)) = t
+                        .request(addr, &PeerRequest::Gossip(msg), timeout * 2)
+                        .await
+                    {
+                        let now = self.now();
+                        self.with_membership(|m| m.handle_push_pull_reply(reply, now));
+                    }
+                }
+            }
+        })
+    }
+
+    /// Closes the peer transport.
+    pub fn close(&self) {
+        if let Some(t) = &self.transport {
+            t.close();
+        }
+    }
+}

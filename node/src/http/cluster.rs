@@ -1,0 +1,156 @@
+//! Cluster endpoints: `/v1/cluster/members`, `/v1/cluster/ring`,
+//! `/v1/cluster/locate/{bucket}/{key}`, `/v1/cluster/status`, and
+//! `/v1/debug/replica/{bucket}/{key}` (this node's own copy of a key, for
+//! operators and tests checking replicas one by one).
+
+use axum::extract::{Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use quorra_core::{ErrorCode, Object};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::kv::parse_path;
+use super::AppState;
+
+/// `GET /v1/cluster/members`: this node's view of every member.
+pub(super) async fn members(State(state): State<AppState>) -> Json<Value> {
+    let cluster = state.kv.cluster();
+    let members: Vec<Value> = cluster
+        .members()
+        .into_iter()
+        .map(|m| {
+            json!({
+                "id": m.id,
+                "status": m.status,
+                "incarnation": m.incarnation,
+                "peer_addr": m.peer_addr.to_string(),
+                "http_addr": m.http_addr.to_string(),
+                "zone": m.zone,
+            })
+        })
+        .collect();
+    Json(json!({ "node": cluster.me(), "members": members }))
+}
+
+/// Options of `GET /v1/cluster/ring`.
+#[derive(Debug, Deserialize)]
+pub(super) struct RingQuery {
+    /// Ranks to list per partition (default: the default `n_val`).
+    n: Option<usize>,
+}
+
+/// `GET /v1/cluster/ring`: members, ownership, and each partition's nodes.
+pub(super) async fn ring(State(state): State<AppState>, Query(q): Query<RingQuery>) -> Json<Value> {
+    let ring = state.kv.cluster().ring();
+    let n = q.n.unwrap_or(state.config.bucket_defaults.n_val as usize);
+    let partitions: Vec<Value> = (0..ring.partitions())
+        .map(|p| json!({ "partition": p, "nodes": ring.preference_list(p, n) }))
+        .collect();
+    Json(json!({
+        "partitions": ring.partitions(),
+        "members": ring.members(),
+        "primary_ownership": ring.ownership(1),
+        "table": partitions,
+    }))
+}
+
+/// `GET /v1/cluster/locate/{bucket}/{key}`: where a key lives.
+pub(super) async fn locate(State(state): State<AppState>, req: Request) -> Response {
+    let path = req
+        .uri()
+        .path()
+        .replacen("/v1/cluster/locate/", "/v1/kv/", 1);
+    let (bucket, key) = match parse_path(&path, &state.config.limits) {
+        Ok(bk) => bk,
+        Err(e) => return e.into_response(),
+    };
+    let ring = state.kv.cluster().ring();
+    let n = state.config.bucket_props(&bucket).n_val as usize;
+    let p = ring.partition_of(bucket.as_str().as_bytes(), key.as_bytes());
+    let order: Vec<&str> = ring.order(p).collect();
+    let split = n.min(order.len());
+    Json(json!({
+        "bucket": bucket.as_str(),
+        "partition": p,
+        "preference_list": &order[..split],
+        "fallbacks": &order[split..],
+    }))
+    .into_response()
+}
+
+/// `GET /v1/cluster/status`: this node's health, including its hint backlog.
+pub(super) async fn status(State(state): State<AppState>) -> Response {
+    let store = state.kv.store().clone();
+    let counts = match tokio::task::spawn_blocking(move || store.hint_counts()).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return ApiError::new(ErrorCode::StorageError, e.to_string()).into_response(),
+        Err(e) => return ApiError::new(ErrorCode::Internal, e.to_string()).into_response(),
+    };
+    let cluster = state.kv.cluster();
+    let down: Vec<String> = cluster
+        .members()
+        .into_iter()
+        .filter(|m| !cluster.is_reachable(&m.id))
+        .map(|m| m.id)
+        .collect();
+    Json(json!({
+        "node": cluster.me(),
+        "actor": state.kv.store().actor().to_string(),
+        "members": cluster.members().len(),
+        "unreachable": down,
+        "hints_pending": counts.values().sum::<u64>(),
+        "hints_by_owner": counts,
+        "corrupt_objects_found": state.kv.store().corruptions(),
+    }))
+    .into_response()
+}
+
+/// `GET /v1/debug/replica/{bucket}/{key}`: this node's own copy, siblings
+/// and tombstones included, never merged with other replicas.
+pub(super) async fn replica(State(state): State<AppState>, req: Request) -> Response {
+    let path = req
+        .uri()
+        .path()
+        .replacen("/v1/debug/replica/", "/v1/kv/", 1);
+    let (bucket, key) = match parse_path(&path, &state.config.limits) {
+        Ok(bk) => bk,
+        Err(e) => return e.into_response(),
+    };
+    let store = state.kv.store().clone();
+    match tokio::task::spawn_blocking(move || store.get(&bucket, &key)).await {
+        Ok(Ok(object)) => Json(object_json(object.as_ref())).into_response(),
+        Ok(Err(e)) => ApiError::new(ErrorCode::StorageError, e.to_string()).into_response(),
+        Err(e) => ApiError::new(ErrorCode::Internal, e.to_string()).into_response(),
+    }
+}
+
+/// An object as JSON.
+pub fn object_json(object: Option<&Object>) -> Value {
+    let Some(o) = object else {
+        return json!({ "found": false });
+    };
+    let siblings: Vec<Value> = o
+        .siblings()
+        .iter()
+        .map(|s| {
+            json!({
+                "dot": format!("{}:{}", s.dot.actor, s.dot.counter),
+                "deleted": s.content.deleted,
+                "content_type": s.content.content_type,
+                "value": String::from_utf8_lossy(&s.content.value),
+                "value_base64": STANDARD.encode(&s.content.value),
+                "timestamp_ms": s.content.timestamp_ms,
+            })
+        })
+        .collect();
+    let clock: Vec<Value> = o
+        .clock()
+        .iter()
+        .map(|(a, c)| json!({ "actor": a.to_string(), "counter": c }))
+        .collect();
+    json!({ "found": true, "clock": clock, "siblings": siblings })
+}

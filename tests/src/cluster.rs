@@ -1,0 +1,217 @@
+//! A cluster of real `quorra node` processes on loopback, with their own
+//! cluster CA, and ways to wait for what the cluster should come to believe.
+//!
+//! Waiting means polling a node's HTTP API until a condition holds, with a
+//! deadline: the only way to observe another process's state change.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use quorra_core::membership::GossipConfig;
+use quorra_node::config::NodeConfig;
+use serde_json::Value;
+
+use crate::http::Client;
+use crate::NodeProcess;
+
+/// Failure detection fast enough for tests on loopback.
+pub fn test_gossip() -> GossipConfig {
+    GossipConfig {
+        probe_interval_ms: 200,
+        probe_timeout_ms: 250,
+        suspect_timeout_ms: 1_000,
+        push_pull_interval_ms: 500,
+        indirect_probes: 2,
+        piggyback: 8,
+    }
+}
+
+/// Real nodes `n1..nN` under one temp dir.
+pub struct TestCluster {
+    /// The nodes, `nodes[0]` is n1.
+    pub nodes: Vec<NodeProcess>,
+    /// The certificate dir.
+    pub certs: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes; n2.. join through n1.
+    pub fn start(bin: &Path, n: usize) -> anyhow::Result<Self> {
+        Self::start_with(bin, n, |_, _| {})
+    }
+
+    /// Starts `n` nodes, letting `tweak` adjust each config.
+    pub fn start_with(
+        bin: &Path,
+        n: usize,
+        tweak: impl Fn(usize, &mut NodeConfig),
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let certs = dir.path().join("certs");
+        let ids: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+        quorra_node::net::certs::generate(&certs, &ids)?;
+        let mut nodes: Vec<NodeProcess> = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let node_dir = dir.path().join(id);
+            let mut config = Self::node_config(id, &node_dir, &certs);
+            if let Some(seed) = nodes.first().and_then(|n| n.peer) {
+                config.seeds = vec![seed];
+            }
+            tweak(i, &mut config);
+            nodes.push(NodeProcess::start(bin, &node_dir, config)?);
+        }
+        Ok(Self { nodes, certs, dir })
+    }
+
+    /// The config of a cluster node.
+    pub fn node_config(id: &str, dir: &Path, certs: &Path) -> NodeConfig {
+        let mut c = NodeProcess::config(id, dir);
+        c.peer_addr = Some("127.0.0.1:0".parse().expect("loopback"));
+        c.cert_dir = Some(certs.to_owned());
+        c.gossip = test_gossip();
+        c.replica_timeout_ms = 1_000;
+        c.handoff.interval_ms = 200;
+        c
+    }
+
+    /// The temp dir holding everything.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A client for node `i` (0-based).
+    pub fn client(&self, i: usize) -> Client {
+        Client::new(&self.nodes[i].url)
+    }
+
+    /// The index of node `id`.
+    pub fn index(&self, id: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    /// What node `observer` believes `id`'s status is.
+    pub async fn status_seen_by(&self, observer: usize, id: &str) -> Option<String> {
+        let members = self
+            .client(observer)
+            .get_path("/v1/cluster/members")
+            .await
+            .ok()?;
+        let v: Value = serde_json::from_slice(&members.body).ok()?;
+        v["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["id"] == id)
+            .and_then(|m| m["status"].as_str().map(str::to_owned))
+    }
+
+    /// Waits until every running node but `id` sees `id` as `status`.
+    /// Returns how long it took.
+    pub async fn wait_seen_as(
+        &self,
+        id: &str,
+        status: &str,
+        limit: Duration,
+    ) -> anyhow::Result<Duration> {
+        let observers: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].id != id && self.nodes[i].pid().is_some())
+            .collect();
+        let start = Instant::now();
+        let mut pending = observers.clone();
+        while start.elapsed() <= limit {
+            let mut still = Vec::new();
+            for &o in &pending {
+                if self.status_seen_by(o, id).await.as_deref() != Some(status) {
+                    still.push(o);
+                }
+            }
+            if still.is_empty() {
+                return Ok(start.elapsed());
+            }
+            pending = still;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("{id} not seen as {status} by nodes {pending:?} within {limit:?}")
+    }
+
+    /// Waits until every node sees every node up.
+    pub async fn wait_converged(&self, limit: Duration) -> anyhow::Result<()> {
+        for n in &self.nodes {
+            self.wait_seen_as(&n.id, "up", limit).await?;
+        }
+        Ok(())
+    }
+
+    /// Polls `check` until it holds or `limit` passes.
+    pub async fn eventually<F, Fut>(limit: Duration, what: &str, check: F) -> anyhow::Result<()>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let start = Instant::now();
+        while start.elapsed() <= limit {
+            if check().await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("{what}: not within {limit:?}")
+    }
+
+    /// The preference list and fallbacks of a key.
+    pub async fn locate(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        let a = self
+            .client(0)
+            .get_path(&format!("/v1/cluster/locate/{bucket}/{key}"))
+            .await?;
+        let v: Value = serde_json::from_slice(&a.body)?;
+        let list = |f: &str| -> Vec<String> {
+            v[f].as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Ok((list("preference_list"), list("fallbacks")))
+    }
+
+    /// The live values node `i` holds itself for a key.
+    pub async fn replica_values(&self, i: usize, bucket: &str, key: &str) -> Vec<String> {
+        let Ok(a) = self
+            .client(i)
+            .get_path(&format!("/v1/debug/replica/{bucket}/{key}"))
+            .await
+        else {
+            return vec![];
+        };
+        let v: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
+        let mut out: Vec<String> = v["siblings"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|s| s["deleted"] == false)
+                    .filter_map(|s| s["value"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// Hints node `i` holds.
+    pub async fn hints_pending(&self, i: usize) -> Option<u64> {
+        let a = self.client(i).get_path("/v1/cluster/status").await.ok()?;
+        let v: Value = serde_json::from_slice(&a.body).ok()?;
+        v["hints_pending"].as_u64()
+    }
+}

@@ -1,0 +1,227 @@
+//! Real clusters of 3 and 5 `quorra node` processes on loopback, with real
+//! QUIC (mutual TLS) and real RocksDB: replication, quorums, sloppy quorum
+//! and hinted handoff, read repair, failure detection.
+
+use std::time::Duration;
+
+use quorra_tests::cluster::{test_gossip, TestCluster};
+use quorra_tests::quorra_bin;
+
+const CONVERGE: Duration = Duration::from_secs(20);
+
+/// The failure detection bound for `n` nodes with the test timings, plus
+/// slack for process scheduling on a loaded 2-core machine.
+fn detection_limit(n: usize) -> Duration {
+    Duration::from_millis(test_gossip().detection_bound_ms(n) + 2_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_replicate_and_survive_a_kill() {
+    let mut c = TestCluster::start(&quorra_bin!(), 3).expect("cluster");
+    c.wait_converged(CONVERGE).await.expect("converged");
+
+    // A write through any node is read through every other.
+    for writer in 0..3 {
+        let key = format!("k{writer}");
+        let r = c
+            .client(writer)
+            .put("b", &key, format!("from n{}", writer + 1), None, "")
+            .await
+            .expect("put");
+        assert_eq!(r.status, 204, "{}", r.text());
+        for reader in 0..3 {
+            let got = c.client(reader).get("b", &key).await.expect("get");
+            assert_eq!(
+                (got.status, got.text()),
+                (200, format!("from n{}", writer + 1))
+            );
+        }
+    }
+
+    // kill -9 one node: with n=3, r=w=2, reads and writes keep succeeding.
+    c.nodes[2].kill9();
+    for i in 0..10 {
+        let key = format!("after-kill-{i}");
+        let r = c
+            .client(i % 2)
+            .put("b", &key, "v", None, "?w=2")
+            .await
+            .expect("put");
+        assert_eq!(r.status, 204, "write {i}: {}", r.text());
+        let got = c.client((i + 1) % 2).get("b", &key).await.expect("get");
+        assert_eq!((got.status, got.text()), (200, "v".to_owned()), "read {i}");
+    }
+    let old = c.client(1).get("b", "k2").await.expect("get");
+    assert_eq!(old.status, 200);
+
+    // The killed node is marked down on every node within the bound...
+    let limit = detection_limit(3);
+    let took = c
+        .wait_seen_as("n3", "down", limit)
+        .await
+        .expect("n3 down everywhere");
+    eprintln!("n3 seen down by all in {took:?} (limit {limit:?})");
+    // ...and is back up after a restart, without operator action.
+    c.nodes[2].restart().expect("restart");
+    c.wait_seen_as("n3", "up", CONVERGE)
+        .await
+        .expect("n3 up again");
+    let got = c.client(2).get("b", "after-kill-3").await.expect("get");
+    assert_eq!(got.status, 200, "the restarted node serves reads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_any_node_writes_every_node_reads() {
+    let c = TestCluster::start(&quorra_bin!(), 5).expect("cluster");
+    c.wait_converged(CONVERGE).await.expect("converged");
+    for writer in 0..5 {
+        let key = format!("five-{writer}");
+        let r = c
+            .client(writer)
+            .put("b", &key, format!("v{writer}"), None, "")
+            .await
+            .expect("put");
+        assert_eq!(r.status, 204, "{}", r.text());
+        for reader in 0..5 {
+            let got = c.client(reader).get("b", &key).await.expect("get");
+            assert_eq!(
+                (got.status, got.text()),
+                (200, format!("v{writer}")),
+                "n{} reads {key}",
+                reader + 1
+            );
+        }
+    }
+    // Exactly the preference list holds each key.
+    let (prefs, fallbacks) = c.locate("b", "five-0").await.expect("locate");
+    assert_eq!((prefs.len(), fallbacks.len()), (3, 2));
+    for id in &prefs {
+        assert_eq!(
+            c.replica_values(c.index(id), "b", "five-0").await,
+            ["v0"],
+            "{id} holds it"
+        );
+    }
+    for id in &fallbacks {
+        assert!(
+            c.replica_values(c.index(id), "b", "five-0")
+                .await
+                .is_empty(),
+            "{id} does not"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sloppy_quorum_hints_and_handoff() {
+    let mut c = TestCluster::start(&quorra_bin!(), 5).expect("cluster");
+    c.wait_converged(CONVERGE).await.expect("converged");
+    let (prefs, fallbacks) = c.locate("b", "sloppy").await.expect("locate");
+    let (a, b, d) = (c.index(&prefs[0]), c.index(&prefs[1]), c.index(&prefs[2]));
+
+    // Two of three primaries down.
+    c.nodes[b].kill9();
+    c.nodes[d].kill9();
+    for id in [&prefs[1], &prefs[2]] {
+        c.wait_seen_as(id, "down", detection_limit(5))
+            .await
+            .expect("down");
+    }
+
+    // w=2 succeeds by sloppy quorum; pw=2 is refused with the counts.
+    let r = c
+        .client(a)
+        .put("b", "sloppy", "hinted", None, "?w=2")
+        .await
+        .expect("put");
+    assert_eq!(r.status, 204, "{}", r.text());
+    let refused = c
+        .client(a)
+        .put("b", "sloppy", "never", None, "?w=2&pw=2")
+        .await
+        .expect("put");
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.error_code().as_deref(), Some("quorum_unavailable"));
+    assert!(
+        refused.text().contains("from primaries"),
+        "{}",
+        refused.text()
+    );
+    let got = c.client(a).get("b", "sloppy").await.expect("get");
+    assert_eq!(got.values(), ["hinted"], "the refused write left nothing");
+
+    // The fallbacks hold hints, not replicas.
+    let fallback_idx: Vec<usize> = fallbacks.iter().map(|f| c.index(f)).collect();
+    let mut held = 0;
+    for &f in &fallback_idx {
+        held += c.hints_pending(f).await.expect("status");
+        assert!(c.replica_values(f, "b", "sloppy").await.is_empty());
+    }
+    assert!(held >= 1, "a fallback holds the hint");
+
+    // The owners return: every hint is delivered, replica by replica, and
+    // the hints are gone.
+    c.nodes[b].restart().expect("restart");
+    c.nodes[d].restart().expect("restart");
+    let (cr, fi) = (&c, &fallback_idx);
+    TestCluster::eventually(CONVERGE, "hints delivered", || async move {
+        let mut all = true;
+        for &f in fi {
+            all &= cr.hints_pending(f).await == Some(0);
+        }
+        all
+    })
+    .await
+    .expect("handoff");
+    for id in &prefs {
+        assert_eq!(
+            c.replica_values(c.index(id), "b", "sloppy").await,
+            ["hinted"],
+            "{id} got its write"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_repairs_a_stale_replica() {
+    let mut c = TestCluster::start_with(&quorra_bin!(), 3, |_, cfg| {
+        cfg.log = "quorra_node=debug".into()
+    })
+    .expect("cluster");
+    c.wait_converged(CONVERGE).await.expect("converged");
+    let r = c
+        .client(0)
+        .put("b", "rr", "v1", None, "?w=3")
+        .await
+        .expect("put");
+    assert_eq!(r.status, 204, "{}", r.text());
+    let ctx = r.context.expect("context");
+
+    // n3 misses v2 (three nodes: no fallback, so no hint either).
+    c.nodes[2].kill9();
+    let r = c
+        .client(0)
+        .put("b", "rr", "v2", Some(&ctx), "?w=2")
+        .await
+        .expect("put");
+    assert_eq!(r.status, 204, "{}", r.text());
+    c.nodes[2].restart().expect("restart");
+    c.wait_seen_as("n3", "up", CONVERGE).await.expect("n3 up");
+    assert_eq!(c.replica_values(2, "b", "rr").await, ["v1"], "n3 is stale");
+
+    let got = c.client(0).get("b", "rr").await.expect("get");
+    assert_eq!(got.values(), ["v2"]);
+    let cr = &c;
+    let repaired = TestCluster::eventually(
+        Duration::from_secs(10),
+        "read repair of n3",
+        || async move { cr.replica_values(2, "b", "rr").await == ["v2"] },
+    )
+    .await;
+    if let Err(e) = repaired {
+        for n in &c.nodes {
+            eprintln!("--- {} ---\n{}", n.id, n.log_tail());
+        }
+        panic!("{e}");
+    }
+}
