@@ -23,6 +23,10 @@ fn node_help_documents_every_flag() {
         "--node-id",
         "--data-dir",
         "--http-addr",
+        "--peer-addr",
+        "--seeds",
+        "--zone",
+        "--cert-dir",
         "--partitions",
         "--max-value-bytes",
         "--max-key-bytes",
@@ -63,10 +67,11 @@ fn invalid_config_is_refused_with_a_clear_message() {
     assert!(err.contains("http_adr") && err.contains("q.toml"), "{err}");
 }
 
-/// Starts `quorra dev-cluster` and returns it with the URLs it printed.
+/// Starts a 3-node `quorra dev-cluster` (the default) and returns it with
+/// the URLs it printed.
 fn dev_cluster(dir: &std::path::Path) -> (std::process::Child, Vec<String>) {
     let mut child = Command::new(quorra_bin!())
-        .args(["dev-cluster", "--nodes", "1", "--base-port", "0", "--dir"])
+        .args(["dev-cluster", "--base-port", "0", "--dir"])
         .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -79,35 +84,54 @@ fn dev_cluster(dir: &std::path::Path) -> (std::process::Child, Vec<String>) {
             let _ = tx.send(line);
         }
     });
-    let first = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("a URL line");
-    (child, vec![first])
+    let urls = (0..3)
+        .map(|_| {
+            rx.recv_timeout(Duration::from_secs(60))
+                .expect("a URL line per node")
+        })
+        .collect();
+    (child, urls)
 }
 
 #[tokio::test]
 async fn dev_cluster_prints_urls_stops_on_sigterm_and_restarts_with_its_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut cluster, urls) = dev_cluster(dir.path());
-    assert_eq!(urls.len(), 1);
-    let url = urls[0].clone();
-    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-    let c = Client::new(&url);
-    assert_eq!(
-        c.put("dev", "k", "kept", None, "")
+    for url in &urls {
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    }
+    // The three nodes form one cluster: once they have found each other, a
+    // write through n1 is read through n3.
+    let n3 = Client::new(&urls[2]);
+    let start = std::time::Instant::now();
+    loop {
+        let members = n3
+            .get_path("/v1/cluster/members")
             .await
-            .expect("put")
-            .status,
-        204
-    );
+            .expect("members")
+            .text();
+        if members.matches(r#""status":"up""#).count() == 3 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "members never converged: {members}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = Client::new(&urls[0]);
+    let put = c.put("dev", "k", "kept", None, "").await.expect("put");
+    assert_eq!(put.status, 204, "{}", put.text());
+    let got = n3.get("dev", "k").await.expect("get");
+    assert_eq!((got.status, got.text()), (200, "kept".to_owned()));
 
     kill(Pid::from_raw(cluster.id() as i32), Signal::SIGTERM).expect("sigterm");
     let status = wait_bounded(&mut cluster, Duration::from_secs(30)).expect("wait");
     assert!(status.success(), "dev-cluster exits cleanly: {status}");
 
-    let (mut again, urls) = dev_cluster(dir.path());
-    assert_eq!(urls, vec![url.clone()], "same node, same URL");
-    let got = Client::new(&url).get("dev", "k").await.expect("get");
+    let (mut again, again_urls) = dev_cluster(dir.path());
+    assert_eq!(again_urls, urls, "same nodes, same URLs");
+    let got = Client::new(&urls[1]).get("dev", "k").await.expect("get");
     assert_eq!((got.status, got.text()), (200, "kept".to_owned()));
     kill(Pid::from_raw(again.id() as i32), Signal::SIGTERM).expect("sigterm");
     assert!(wait_bounded(&mut again, Duration::from_secs(30))
