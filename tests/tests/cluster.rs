@@ -159,15 +159,45 @@ async fn sloppy_quorum_hints_and_handoff() {
     }
     assert!(held >= 1, "a fallback holds the hint");
 
+    // More writes while the two are down, through every live node: each key
+    // with a down primary gets hints on its fallbacks.
+    let live: Vec<usize> = (0..5).filter(|&i| i != b && i != d).collect();
+    let keys: Vec<String> = (0..20).map(|i| format!("hinted-{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        let r = c
+            .client(live[i % live.len()])
+            .put("b", key, format!("v-{key}"), None, "?w=2")
+            .await
+            .expect("put");
+        assert_eq!(r.status, 204, "{key}: {}", r.text());
+    }
+
+    // Hints are durable: a fallback killed and restarted still holds them.
+    let mut holder = None;
+    for &f in &fallback_idx {
+        if c.hints_pending(f).await.unwrap_or(0) > 0 {
+            holder = Some(f);
+        }
+    }
+    let holder = holder.expect("a fallback holds hints");
+    let before = c.hints_pending(holder).await.expect("status");
+    c.nodes[holder].kill9();
+    c.nodes[holder].restart().expect("restart");
+    assert_eq!(
+        c.hints_pending(holder).await,
+        Some(before),
+        "hints survive a kill -9"
+    );
+
     // The owners return: every hint is delivered, replica by replica, and
     // the hints are gone.
     c.nodes[b].restart().expect("restart");
     c.nodes[d].restart().expect("restart");
-    let (cr, fi) = (&c, &fallback_idx);
-    TestCluster::eventually(CONVERGE, "hints delivered", || async move {
+    let cr = &c;
+    TestCluster::eventually(CONVERGE, "every hint delivered", || async move {
         let mut all = true;
-        for &f in fi {
-            all &= cr.hints_pending(f).await == Some(0);
+        for i in 0..5 {
+            all &= cr.hints_pending(i).await == Some(0);
         }
         all
     })
@@ -179,6 +209,16 @@ async fn sloppy_quorum_hints_and_handoff() {
             ["hinted"],
             "{id} got its write"
         );
+    }
+    for key in &keys {
+        let (owners, _) = c.locate("b", key).await.expect("locate");
+        for id in &owners {
+            assert_eq!(
+                c.replica_values(c.index(id), "b", key).await,
+                [format!("v-{key}")],
+                "{id} holds {key}"
+            );
+        }
     }
 }
 
