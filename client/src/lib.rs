@@ -1,8 +1,12 @@
 //! The Rust client library for Quorra.
 //!
-//! It arrives with issue F: an async, token-aware QUIC client with explicit
-//! sibling resolution. Until then it re-exports the shared types, so code
-//! written against it already speaks Quorra's one definition of versions,
-//! contexts and error codes. It never depends on RocksDB.
+//! # Layout
+//!
+//! - [`tls`]: mutual-TLS identities from a cluster certificate dir.
+//! - [`transport`]: QUIC connections, streams and frames. Nodes use the same
+//!   transport for their peer links: there is one implementation.
+
+pub mod tls;
+pub mod transport;
 
 pub use quorra_core::{CausalContext, ErrorCode, VersionVector};

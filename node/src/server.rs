@@ -54,7 +54,7 @@ pub enum NodeError {
     Net(#[from] crate::net::transport::NetError),
     /// The cluster's certificates are unusable.
     #[error(transparent)]
-    Certs(#[from] crate::net::certs::CertError),
+    Tls(#[from] quorra_client::tls::TlsError),
 }
 
 /// A running node.

@@ -7,22 +7,14 @@
 //! node certificates), and `ID.pem` / `ID-key.pem` per node.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
 };
-use rustls::server::WebPkiClientVerifier;
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use thiserror::Error;
 
-/// The TLS server name every node certificate carries and every peer checks.
-pub const SERVER_NAME: &str = "quorra-node";
-/// The ALPN protocol of peer connections.
-pub const ALPN: &[u8] = b"quorra-peer/1";
+pub use quorra_client::tls::{Identity as NodeCerts, TlsError, ALPN, SERVER_NAME};
 
 /// Certificate errors.
 #[derive(Debug, Error)]
@@ -46,9 +38,9 @@ pub enum CertError {
     /// Generating a certificate failed.
     #[error("cannot generate certificate: {0}")]
     Generate(#[from] rcgen::Error),
-    /// TLS configuration failed.
-    #[error("TLS configuration: {0}")]
-    Tls(String),
+    /// TLS material is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 fn read(path: &Path) -> Result<String, CertError> {
@@ -137,87 +129,6 @@ pub fn generate(dir: &Path, nodes: &[String]) -> Result<Vec<PathBuf>, CertError>
         written.extend([cert_path, key_path]);
     }
     Ok(written)
-}
-
-/// One node's TLS material, loaded from a certificate dir.
-#[derive(Debug)]
-pub struct NodeCerts {
-    ca: CertificateDer<'static>,
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-}
-
-impl NodeCerts {
-    /// Loads `ca.pem`, `ID.pem` and `ID-key.pem` from `dir`.
-    pub fn load(dir: &Path, node_id: &str) -> Result<Self, CertError> {
-        let invalid = |path: &Path, message: String| CertError::Invalid {
-            path: path.to_owned(),
-            message,
-        };
-        let ca_path = dir.join("ca.pem");
-        let ca = CertificateDer::from_pem_slice(read(&ca_path)?.as_bytes())
-            .map_err(|e| invalid(&ca_path, e.to_string()))?;
-        let cert_path = dir.join(format!("{node_id}.pem"));
-        let chain = CertificateDer::pem_slice_iter(read(&cert_path)?.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid(&cert_path, e.to_string()))?;
-        if chain.is_empty() {
-            return Err(invalid(&cert_path, "no certificate in file".into()));
-        }
-        let key_path = dir.join(format!("{node_id}-key.pem"));
-        let key = PrivateKeyDer::from_pem_slice(read(&key_path)?.as_bytes())
-            .map_err(|e| invalid(&key_path, e.to_string()))?;
-        Ok(Self { ca, chain, key })
-    }
-
-    /// Key material for QUIC stateless resets, stable across restarts of
-    /// this node: a restarted node can then reset its peers' connections to
-    /// its previous life at once, instead of leaving them to time out.
-    pub fn reset_key(&self) -> ring::hmac::Key {
-        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.key.secret_der())
-    }
-
-    fn roots(&self) -> Result<Arc<RootCertStore>, CertError> {
-        let mut roots = RootCertStore::empty();
-        roots
-            .add(self.ca.clone())
-            .map_err(|e| CertError::Tls(e.to_string()))?;
-        Ok(Arc::new(roots))
-    }
-
-    /// The QUIC server side: TLS 1.3, client certificate required.
-    pub fn server_config(&self) -> Result<quinn::ServerConfig, CertError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone())
-            .build()
-            .map_err(|e| CertError::Tls(e.to_string()))?;
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| CertError::Tls(e.to_string()))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| CertError::Tls(e.to_string()))?;
-        tls.alpn_protocols = vec![ALPN.to_vec()];
-        let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-            .map_err(|e| CertError::Tls(e.to_string()))?;
-        Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
-    }
-
-    /// The QUIC client side: verifies the peer against the cluster CA and
-    /// presents this node's certificate.
-    pub fn client_config(&self) -> Result<quinn::ClientConfig, CertError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| CertError::Tls(e.to_string()))?
-            .with_root_certificates(self.roots()?)
-            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| CertError::Tls(e.to_string()))?;
-        tls.alpn_protocols = vec![ALPN.to_vec()];
-        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-            .map_err(|e| CertError::Tls(e.to_string()))?;
-        Ok(quinn::ClientConfig::new(Arc::new(quic)))
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,298 @@
+//! QUIC between peers (quinn over rustls with mutual TLS).
+//!
+//! One connection per peer, reused from a pool and replaced when it dies; one
+//! bidirectional stream per request. A frame is a 4-byte big-endian length
+//! and an msgpack [`Envelope`]. Frames over the size limit, frames that do not
+//! decode and unknown protocol versions get a [`PeerResponse::Error`] on their
+//! stream; the connection and the node carry on.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use quorra_core::proto::{Envelope, PeerRequest, PeerResponse, PROTOCOL_VERSION};
+use quorra_core::ErrorCode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::tls::{Identity, TlsError, SERVER_NAME};
+
+/// Transport failures.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// The endpoint could not be set up.
+    #[error("cannot listen for peers on {addr}: {reason}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// TLS material is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Connecting failed (unreachable, or refused by TLS).
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// The peer.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The request or its answer failed in flight.
+    #[error("request to {addr} failed: {reason}")]
+    Request {
+        /// The peer.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// No answer in time.
+    #[error("request to {addr} timed out after {after:?}")]
+    Timeout {
+        /// The peer.
+        addr: SocketAddr,
+        /// The limit.
+        after: Duration,
+    },
+    /// A frame was too large or malformed.
+    #[error("bad frame: {0}")]
+    Frame(String),
+}
+
+/// Handles one incoming request.
+pub type Handler =
+    Arc<dyn Fn(PeerRequest) -> Pin<Box<dyn Future<Output = PeerResponse> + Send>> + Send + Sync>;
+
+/// A node's QUIC endpoint: server and client on one UDP socket.
+pub struct Transport {
+    endpoint: quinn::Endpoint,
+    pool: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    max_frame: usize,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("local", &self.endpoint.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_secs(2)));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(10)) {
+        t.max_idle_timeout(Some(idle));
+    }
+    Arc::new(t)
+}
+
+impl Transport {
+    /// Binds `addr` with this node's certificates. Frames larger than
+    /// `max_frame` bytes are refused.
+    pub fn bind(
+        addr: SocketAddr,
+        certs: &Identity,
+        max_frame: usize,
+    ) -> Result<Arc<Self>, NetError> {
+        let mut server = certs.server_config()?;
+        server.transport_config(transport_config());
+        let mut client = certs.client_config()?;
+        client.transport_config(transport_config());
+        let bind_err = |reason: String| NetError::Bind { addr, reason };
+        let socket = std::net::UdpSocket::bind(addr).map_err(|e| bind_err(e.to_string()))?;
+        let runtime =
+            quinn::default_runtime().ok_or_else(|| bind_err("no async runtime".into()))?;
+        let endpoint_config = quinn::EndpointConfig::new(Arc::new(certs.reset_key()));
+        let mut endpoint = quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime)
+            .map_err(|e| bind_err(e.to_string()))?;
+        endpoint.set_default_client_config(client);
+        Ok(Arc::new(Self {
+            endpoint,
+            pool: Mutex::new(HashMap::new()),
+            max_frame,
+        }))
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, NetError> {
+        self.endpoint.local_addr().map_err(|e| NetError::Bind {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Serves incoming connections with `handler` until the endpoint closes.
+    pub fn serve(self: &Arc<Self>, handler: Handler) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = this.endpoint.accept().await {
+                let handler = handler.clone();
+                let max = this.max_frame;
+                tokio::spawn(async move {
+                    let remote = incoming.remote_address();
+                    match incoming.await {
+                        Ok(conn) => serve_connection(conn, handler, max).await,
+                        Err(e) => tracing::debug!(%remote, "peer handshake refused: {e}"),
+                    }
+                });
+            }
+        })
+    }
+
+    /// Closes the endpoint: every connection ends, [`Self::serve`] returns.
+    pub fn close(&self) {
+        self.endpoint.close(0u32.into(), b"shutdown");
+    }
+
+    fn pooled(&self, addr: SocketAddr) -> Option<quinn::Connection> {
+        let pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        pool.get(&addr)
+            .filter(|c| c.close_reason().is_none())
+            .cloned()
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<quinn::Connection, NetError> {
+        if let Some(c) = self.pooled(addr) {
+            return Ok(c);
+        }
+        let err = |reason: String| NetError::Connect { addr, reason };
+        let conn = self
+            .endpoint
+            .connect(addr, SERVER_NAME)
+            .map_err(|e| err(e.to_string()))?
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        self.pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(addr, conn.clone());
+        Ok(conn)
+    }
+
+    /// Drops the pooled connection to `addr`; the next request reconnects.
+    pub fn forget(&self, addr: SocketAddr) {
+        self.pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&addr);
+    }
+
+    /// Sends `req` to `addr` and waits up to `timeout` for the answer.
+    pub async fn request(
+        &self,
+        addr: SocketAddr,
+        req: &PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, NetError> {
+        let frame = encode_frame(&Envelope::new(req))?;
+        let attempt = async {
+            let conn = self.connect(addr).await?;
+            let fail = |reason: String| NetError::Request { addr, reason };
+            let (mut send, mut recv) = match conn.open_bi().await {
+                Ok(s) => s,
+                Err(e) => {
+                    self.forget(addr);
+                    return Err(fail(e.to_string()));
+                }
+            };
+            send.write_all(&frame)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            send.finish().map_err(|e| fail(e.to_string()))?;
+            let env: Envelope<PeerResponse> = read_frame(&mut recv, self.max_frame)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            Ok(env.body)
+        };
+        let result = match tokio::time::timeout(timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(NetError::Timeout {
+                addr,
+                after: timeout,
+            }),
+        };
+        if result.is_err() {
+            // The connection may belong to a peer's previous life: start
+            // afresh next time.
+            self.forget(addr);
+        }
+        result
+    }
+}
+
+async fn serve_connection(conn: quinn::Connection, handler: Handler, max_frame: usize) {
+    loop {
+        let (mut send, mut recv) = match conn.accept_bi().await {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let response = match read_frame::<Envelope<PeerRequest>>(&mut recv, max_frame).await {
+                Ok(env) if env.version != PROTOCOL_VERSION => PeerResponse::Error {
+                    code: ErrorCode::InvalidParameter,
+                    message: format!(
+                        "protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
+                        env.version
+                    ),
+                },
+                Ok(env) => handler(env.body).await,
+                Err(e) => {
+                    let _ = recv.stop(1u32.into());
+                    PeerResponse::Error {
+                        code: ErrorCode::InvalidParameter,
+                        message: e.to_string(),
+                    }
+                }
+            };
+            match encode_frame(&Envelope::new(response)) {
+                Ok(frame) => {
+                    let _ = send.write_all(&frame).await;
+                    let _ = send.finish();
+                    // Let the peer read the answer before the stream is dropped.
+                    let _ = send.stopped().await;
+                }
+                Err(e) => tracing::warn!("cannot encode a peer response: {e}"),
+            }
+        });
+    }
+}
+
+/// Encodes a value as one frame.
+pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, NetError> {
+    let body = rmp_serde::to_vec(value).map_err(|e| NetError::Frame(e.to_string()))?;
+    let len = u32::try_from(body.len()).map_err(|_| NetError::Frame("frame over 4 GiB".into()))?;
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Reads one frame of at most `max` bytes.
+pub async fn read_frame<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<T, NetError> {
+    let mut len = [0u8; 4];
+    recv.read_exact(&mut len)
+        .await
+        .map_err(|e| NetError::Frame(format!("reading frame length: {e}")))?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(NetError::Frame(format!(
+            "frame of {len} bytes exceeds the limit of {max}"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| NetError::Frame(format!("reading frame body: {e}")))?;
+    rmp_serde::from_slice(&body).map_err(|e| NetError::Frame(format!("undecodable frame: {e}")))
+}
