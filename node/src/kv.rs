@@ -23,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use quorra_core::bucket::PropsError;
-use quorra_core::proto::{Operation, PeerRequest, PeerResponse};
+use quorra_core::proto::{ClientRequest, Operation, PeerRequest, PeerResponse};
 use quorra_core::quorum::{self, Needs, Plan, Progress, Shortfall, Target, Tracker};
 use quorra_core::{
     BucketName, BucketProps, ConflictMode, Content, ErrorCode, Key, Object, QuorumOverrides,
@@ -600,6 +600,51 @@ impl Kv {
     /// Answers a request from a peer.
     pub async fn handle_peer(&self, req: PeerRequest) -> PeerResponse {
         let result = match req {
+            PeerRequest::Client(ClientRequest::Get {
+                bucket,
+                key,
+                quorum,
+            }) => {
+                metrics::counter!("quorra_client_requests_total", "op" => "get").increment(1);
+                self.get(bucket, key, quorum)
+                    .await
+                    .map(PeerResponse::Object)
+            }
+            PeerRequest::Client(ClientRequest::Write {
+                bucket,
+                key,
+                context,
+                operation,
+                quorum,
+            }) => {
+                let p = self
+                    .cluster
+                    .ring()
+                    .partition_of(bucket.as_str().as_bytes(), key.as_bytes());
+                let n = self
+                    .props(&bucket, &quorum)
+                    .map(|p| p.n_val as usize)
+                    .unwrap_or(1);
+                let replica = self
+                    .cluster
+                    .ring()
+                    .order(p)
+                    .take(n)
+                    .any(|id| id == self.cluster.me());
+                let at = if replica { "replica" } else { "other" };
+                metrics::counter!("quorra_client_writes_total", "at" => at).increment(1);
+                self.write(bucket, key, context, operation, quorum, false)
+                    .await
+                    .map(PeerResponse::Coordinated)
+            }
+            PeerRequest::Client(ClientRequest::ClusterInfo) => {
+                return PeerResponse::ClusterInfo {
+                    partitions: self.config.partitions,
+                    tokens: self.config.tokens,
+                    node: self.cluster.me().to_owned(),
+                    members: self.cluster.members(),
+                }
+            }
             PeerRequest::Gossip(msg) => return self.cluster.handle_gossip(msg),
             PeerRequest::IndirectPing { target } => {
                 return self.cluster.indirect_ping(target).await

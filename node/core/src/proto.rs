@@ -82,6 +82,8 @@ pub enum PeerRequest {
         /// The primary this node stands in for, if any.
         hint_for: Option<String>,
     },
+    /// A client's request.
+    Client(ClientRequest),
     /// Coordinate a client write (this node is in the key's preference list);
     /// answered with [`PeerResponse::Coordinated`].
     Coordinate {
@@ -96,6 +98,37 @@ pub enum PeerRequest {
         /// The client's quorum options.
         quorum: QuorumOverrides,
     },
+}
+
+/// A client's request (any node takes it and coordinates it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// Read a key with the given quorum; answered with
+    /// [`PeerResponse::Object`].
+    Get {
+        /// Bucket.
+        bucket: BucketName,
+        /// Key.
+        key: Key,
+        /// Quorum options.
+        quorum: QuorumOverrides,
+    },
+    /// Write or delete a key; answered with [`PeerResponse::Coordinated`].
+    Write {
+        /// Bucket.
+        bucket: BucketName,
+        /// Key.
+        key: Key,
+        /// The causal context the client read.
+        context: VersionVector,
+        /// The write.
+        operation: Operation,
+        /// Quorum options.
+        quorum: QuorumOverrides,
+    },
+    /// The cluster's shape, for token-aware routing; answered with
+    /// [`PeerResponse::ClusterInfo`].
+    ClusterInfo,
 }
 
 /// What a node answers.
@@ -117,6 +150,17 @@ pub enum PeerResponse {
     /// A forwarded write was coordinated; the object after it (`None` for a
     /// delete of nothing).
     Coordinated(Option<Object>),
+    /// The cluster's shape.
+    ClusterInfo {
+        /// Partitions of the ring.
+        partitions: u32,
+        /// Tokens per node.
+        tokens: u16,
+        /// The answering node.
+        node: String,
+        /// Every member the answering node knows.
+        members: Vec<crate::membership::MemberInfo>,
+    },
     /// The request failed.
     Error {
         /// Stable code.

@@ -1,0 +1,525 @@
+//! The client: token-aware routing over a pool of QUIC connections, with
+//! retries, and an API that makes sibling resolution explicit.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use quorra_core::membership::{MemberInfo, Status};
+use quorra_core::proto::{ClientRequest, Operation, PeerRequest, PeerResponse};
+use quorra_core::ring::{Ring, RingMember};
+use quorra_core::{BucketName, Content, Key, Limits, Object, QuorumOverrides, VersionVector};
+
+use crate::error::ClientError;
+use crate::tls::Identity;
+use crate::transport::{NetError, Transport};
+
+/// How to reach and authenticate to a cluster.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Peer addresses of one or more nodes.
+    pub seeds: Vec<SocketAddr>,
+    /// The certificate dir (`ca.pem`, `NAME.pem`, `NAME-key.pem`).
+    pub cert_dir: PathBuf,
+    /// The certificate name to present (`quorra certs --nodes NAME`).
+    pub name: String,
+    /// Default time one attempt may take.
+    pub timeout: Duration,
+    /// Attempts per operation (1 = no retry).
+    pub attempts: u32,
+    /// First backoff between attempts; doubles each time, with jitter.
+    pub backoff: Duration,
+    /// How often the client refreshes its view of the ring.
+    pub refresh: Duration,
+}
+
+impl ClientConfig {
+    /// A config with sensible defaults: 5 s per attempt, 4 attempts, 50 ms
+    /// first backoff, ring refreshed every 2 s.
+    pub fn new(
+        seeds: Vec<SocketAddr>,
+        cert_dir: impl Into<PathBuf>,
+        name: impl Into<String>,
+    ) -> Self {
+        Self {
+            seeds,
+            cert_dir: cert_dir.into(),
+            name: name.into(),
+            timeout: Duration::from_secs(5),
+            attempts: 4,
+            backoff: Duration::from_millis(50),
+            refresh: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Per-request consistency and timeout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Quorum overrides (`r`, `w`, `dw`, `pr`, `pw`).
+    pub quorum: QuorumOverrides,
+    /// Time one attempt may take (default: the client's).
+    pub timeout: Option<Duration>,
+}
+
+/// The opaque causal context of a read, to hand back with the next write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Context(pub(crate) VersionVector);
+
+impl Context {
+    /// The context as the HTTP API's `X-Quorra-Context` header value.
+    pub fn encode(&self) -> String {
+        quorra_core::CausalContext(self.0.clone()).encode()
+    }
+
+    /// A context from an `X-Quorra-Context` header value.
+    pub fn decode(s: &str) -> Result<Self, ClientError> {
+        quorra_core::CausalContext::decode(s, 64 * 1024)
+            .map(|c| Self(c.0))
+            .map_err(|e| ClientError::BadRequest {
+                code: quorra_core::ErrorCode::InvalidContext,
+                message: e.to_string(),
+            })
+    }
+}
+
+/// One concurrent value of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Value {
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// The media type.
+    pub content_type: String,
+}
+
+/// What a read returns: every live sibling (none when the key has no value)
+/// and the one context that covers them all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fetched {
+    /// The siblings: one value normally, several after concurrent writes.
+    pub values: Vec<Value>,
+    /// Hand this to the next write to replace every value read.
+    pub context: Context,
+}
+
+impl Fetched {
+    fn from_object(o: Option<Object>) -> Self {
+        let Some(o) = o else { return Self::default() };
+        Self {
+            values: o
+                .live_siblings()
+                .map(|s| Value {
+                    bytes: s.content.value.clone(),
+                    content_type: s.content.content_type.clone(),
+                })
+                .collect(),
+            context: Context(o.clock().clone()),
+        }
+    }
+
+    /// Whether the key has no value.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+struct View {
+    ring: Arc<Ring>,
+    members: HashMap<String, MemberInfo>,
+    fetched: Instant,
+}
+
+struct Inner {
+    config: ClientConfig,
+    transport: Arc<Transport>,
+    view: RwLock<View>,
+    /// Nodes that failed recently, and until when to avoid them.
+    avoid: Mutex<HashMap<String, Instant>>,
+}
+
+/// A connection to a Quorra cluster. Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("seeds", &self.inner.config.seeds)
+            .finish_non_exhaustive()
+    }
+}
+
+fn net_error(e: NetError) -> ClientError {
+    match e {
+        NetError::Timeout { .. } => ClientError::Timeout(e.to_string()),
+        NetError::Connect { ref reason, .. }
+            if reason.contains("certificate")
+                || reason.contains("tls")
+                || reason.contains("TLS") =>
+        {
+            ClientError::Unauthorized(e.to_string())
+        }
+        other => ClientError::Refused(other.to_string()),
+    }
+}
+
+impl Client {
+    /// Connects: loads the identity, reaches a seed and learns the ring.
+    pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
+        let identity = Identity::load(&config.cert_dir, &config.name)?;
+        let local: SocketAddr = if config.seeds.iter().all(|s| s.ip().is_loopback()) {
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        } else {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        };
+        let transport = Transport::bind(local, &identity, 64 * 1024 * 1024).map_err(net_error)?;
+        let client = Self {
+            inner: Arc::new(Inner {
+                config,
+                transport,
+                view: RwLock::new(View {
+                    ring: Arc::new(Ring::build(&[], 1, 1)),
+                    members: HashMap::new(),
+                    fetched: Instant::now(),
+                }),
+                avoid: Mutex::new(HashMap::new()),
+            }),
+        };
+        client.refresh().await?;
+        Ok(client)
+    }
+
+    /// Refreshes the view of the ring from any reachable node.
+    pub async fn refresh(&self) -> Result<(), ClientError> {
+        let mut addrs: Vec<SocketAddr> = {
+            let view = self
+                .inner
+                .view
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            view.members
+                .values()
+                .filter(|m| m.status.is_reachable())
+                .map(|m| m.peer_addr)
+                .collect()
+        };
+        addrs.extend(self.inner.config.seeds.iter().copied());
+        let mut last = ClientError::Refused("no seed given".into());
+        for addr in addrs {
+            let req = PeerRequest::Client(ClientRequest::ClusterInfo);
+            match self
+                .inner
+                .transport
+                .request(addr, &req, self.inner.config.timeout)
+                .await
+            {
+                Ok(PeerResponse::ClusterInfo {
+                    partitions,
+                    tokens,
+                    members,
+                    ..
+                }) => {
+                    let ring_members: Vec<RingMember> = members
+                        .iter()
+                        .filter(|m| m.status != Status::Removed)
+                        .map(|m| RingMember {
+                            id: m.id.clone(),
+                            zone: m.zone.clone(),
+                        })
+                        .collect();
+                    let ring = Ring::build(&ring_members, partitions, tokens);
+                    let mut view = self
+                        .inner
+                        .view
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    view.ring = Arc::new(ring);
+                    view.members = members.into_iter().map(|m| (m.id.clone(), m)).collect();
+                    view.fetched = Instant::now();
+                    return Ok(());
+                }
+                Ok(PeerResponse::Error { code, message }) => {
+                    last = ClientError::from_code(code, message)
+                }
+                Ok(other) => last = ClientError::Refused(format!("unexpected answer {other:?}")),
+                Err(e) => last = net_error(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// The nodes to try for a key, best first: its preference list in ring
+    /// order (the first is the key's primary coordinator), then every other
+    /// node. Nodes that failed recently or are known down go last.
+    pub fn route(&self, bucket: &str, key: &[u8]) -> Vec<(String, SocketAddr)> {
+        let view = self
+            .inner
+            .view
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let p = view.ring.partition_of(bucket.as_bytes(), key);
+        let now = Instant::now();
+        let avoid = self
+            .inner
+            .avoid
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for id in view.ring.order(p) {
+            let Some(m) = view.members.get(id) else {
+                continue;
+            };
+            let shunned =
+                !m.status.is_reachable() || avoid.get(id).is_some_and(|until| *until > now);
+            if shunned {
+                bad.push((id.to_owned(), m.peer_addr))
+            } else {
+                good.push((id.to_owned(), m.peer_addr))
+            }
+        }
+        good.extend(bad);
+        good
+    }
+
+    fn shun(&self, id: &str) {
+        let until = Instant::now() + self.inner.config.refresh.max(Duration::from_secs(1));
+        self.inner
+            .avoid
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_owned(), until);
+    }
+
+    async fn maybe_refresh(&self) {
+        let stale = {
+            let view = self
+                .inner
+                .view
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            view.fetched.elapsed() >= self.inner.config.refresh
+        };
+        if stale {
+            let _ = self.refresh().await;
+        }
+    }
+
+    /// Sends a request for `bucket`/`key` to the best node, moving down the
+    /// route and backing off (with jitter) on retryable failures.
+    async fn call(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        req: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, ClientError> {
+        self.maybe_refresh().await;
+        let attempts = self.inner.config.attempts.max(1);
+        let mut backoff = self.inner.config.backoff;
+        let mut last = ClientError::Refused("no node to send to".into());
+        for attempt in 0..attempts {
+            let route = self.route(bucket, key);
+            let Some((id, addr)) = route.get(attempt as usize % route.len().max(1)).cloned() else {
+                let _ = self.refresh().await;
+                continue;
+            };
+            match self.inner.transport.request(addr, &req, timeout).await {
+                Ok(PeerResponse::Error { code, message }) => {
+                    let e = ClientError::from_code(code, message);
+                    if !e.is_retryable() {
+                        return Err(e);
+                    }
+                    last = e;
+                }
+                Ok(answer) => return Ok(answer),
+                Err(e) => {
+                    self.shun(&id);
+                    last = net_error(e);
+                    if matches!(last, ClientError::Unauthorized(_)) {
+                        return Err(last);
+                    }
+                }
+            }
+            if attempt + 1 < attempts {
+                let jitter = rand::random_range(0..=backoff.as_millis() as u64);
+                tokio::time::sleep(backoff / 2 + Duration::from_millis(jitter / 2)).await;
+                backoff *= 2;
+            }
+        }
+        Err(last)
+    }
+
+    fn names(bucket: &str, key: &[u8]) -> Result<(BucketName, Key), ClientError> {
+        let limits = Limits {
+            max_bucket_bytes: 255,
+            max_key_bytes: usize::MAX,
+            ..Limits::default()
+        };
+        let b = BucketName::parse(bucket, &limits).map_err(|e| ClientError::BadRequest {
+            code: e.code,
+            message: e.message,
+        })?;
+        let k = Key::parse(key.to_vec(), &limits).map_err(|e| ClientError::BadRequest {
+            code: e.code,
+            message: e.message,
+        })?;
+        Ok((b, k))
+    }
+
+    /// Reads a key: every live sibling and the context covering them.
+    pub async fn get(&self, bucket: &str, key: impl AsRef<[u8]>) -> Result<Fetched, ClientError> {
+        self.get_with(bucket, key, &Options::default()).await
+    }
+
+    /// [`Self::get`] with consistency options.
+    pub async fn get_with(
+        &self,
+        bucket: &str,
+        key: impl AsRef<[u8]>,
+        opts: &Options,
+    ) -> Result<Fetched, ClientError> {
+        let key = key.as_ref();
+        let (b, k) = Self::names(bucket, key)?;
+        let req = PeerRequest::Client(ClientRequest::Get {
+            bucket: b,
+            key: k,
+            quorum: opts.quorum,
+        });
+        match self
+            .call(
+                bucket,
+                key,
+                req,
+                opts.timeout.unwrap_or(self.inner.config.timeout),
+            )
+            .await?
+        {
+            PeerResponse::Object(o) => Ok(Fetched::from_object(o)),
+            other => Err(ClientError::Refused(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Writes a value. Pass the context of the read it replaces (`None`
+    /// writes blindly: next to an existing value it becomes a sibling).
+    /// Returns the new context.
+    ///
+    /// A put that timed out may have been applied: retried, it can leave a
+    /// duplicate sibling with the same bytes, which a resolver collapses.
+    pub async fn put(
+        &self,
+        bucket: &str,
+        key: impl AsRef<[u8]>,
+        value: impl Into<Vec<u8>>,
+        context: Option<&Context>,
+    ) -> Result<Context, ClientError> {
+        self.put_with(
+            bucket,
+            key,
+            value,
+            "application/octet-stream",
+            context,
+            &Options::default(),
+        )
+        .await
+    }
+
+    /// [`Self::put`] with a content type and options.
+    pub async fn put_with(
+        &self,
+        bucket: &str,
+        key: impl AsRef<[u8]>,
+        value: impl Into<Vec<u8>>,
+        content_type: &str,
+        context: Option<&Context>,
+        opts: &Options,
+    ) -> Result<Context, ClientError> {
+        let content = Content::value(value.into(), content_type, 0);
+        let o = self
+            .write(bucket, key.as_ref(), Operation::Put(content), context, opts)
+            .await?;
+        Ok(Context(o.map(|o| o.clock().clone()).unwrap_or_default()))
+    }
+
+    /// Deletes with the context of a read (or, without one, whatever the
+    /// coordinator has seen).
+    pub async fn delete(
+        &self,
+        bucket: &str,
+        key: impl AsRef<[u8]>,
+        context: Option<&Context>,
+    ) -> Result<(), ClientError> {
+        self.write(
+            bucket,
+            key.as_ref(),
+            Operation::Delete,
+            context,
+            &Options::default(),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn write(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        operation: Operation,
+        context: Option<&Context>,
+        opts: &Options,
+    ) -> Result<Option<Object>, ClientError> {
+        let (b, k) = Self::names(bucket, key)?;
+        let req = PeerRequest::Client(ClientRequest::Write {
+            bucket: b,
+            key: k,
+            context: context.map(|c| c.0.clone()).unwrap_or_default(),
+            operation,
+            quorum: opts.quorum,
+        });
+        match self
+            .call(
+                bucket,
+                key,
+                req,
+                opts.timeout.unwrap_or(self.inner.config.timeout),
+            )
+            .await?
+        {
+            PeerResponse::Coordinated(o) => Ok(o),
+            other => Err(ClientError::Refused(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Read-modify-write: reads the key, merges any siblings with `resolve`,
+    /// applies `update`, and writes back with the context it read. Returns
+    /// the new context.
+    ///
+    /// `resolve` gets every sibling (at least two) and returns the merged
+    /// value. If another writer raced this one, the next read shows both as
+    /// siblings and the next call resolves them: nothing is lost.
+    pub async fn modify<R, U>(
+        &self,
+        bucket: &str,
+        key: impl AsRef<[u8]>,
+        resolve: R,
+        update: U,
+    ) -> Result<Context, ClientError>
+    where
+        R: Fn(&[Value]) -> Vec<u8>,
+        U: Fn(Option<Vec<u8>>) -> Vec<u8>,
+    {
+        let key = key.as_ref();
+        let fetched = self.get(bucket, key).await?;
+        let current = match fetched.values.as_slice() {
+            [] => None,
+            [one] => Some(one.bytes.clone()),
+            many => Some(resolve(many)),
+        };
+        self.put(bucket, key, update(current), Some(&fetched.context))
+            .await
+    }
+}

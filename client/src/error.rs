@@ -1,0 +1,74 @@
+//! The client's errors: what failed, in terms a caller can act on.
+
+use quorra_core::ErrorCode;
+use thiserror::Error;
+
+/// A failed client operation.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Fewer replicas answered than the request's quorum needs; the message
+    /// says how many of which kind.
+    #[error("quorum not met: {message}")]
+    QuorumUnavailable {
+        /// The coordinator's account (needed, got, asked).
+        message: String,
+    },
+    /// No answer within the request's timeout (after retries).
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// No node could be reached or every node refused (overloaded).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The request is invalid (bad name, oversized value, bad options).
+    #[error("bad request ({code}): {message}")]
+    BadRequest {
+        /// The stable code.
+        code: ErrorCode,
+        /// What is wrong.
+        message: String,
+    },
+    /// The TLS handshake failed: the client's certificate is not from the
+    /// cluster's CA (or the node's is not).
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// The certificate dir is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The node failed in another way.
+    #[error("server error ({code}): {message}")]
+    Server {
+        /// The stable code.
+        code: ErrorCode,
+        /// What happened.
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// Maps a node's error answer.
+    pub(crate) fn from_code(code: ErrorCode, message: String) -> Self {
+        match code {
+            ErrorCode::QuorumUnavailable => Self::QuorumUnavailable { message },
+            ErrorCode::Timeout => Self::Timeout(message),
+            ErrorCode::Overloaded => Self::Refused(message),
+            ErrorCode::InvalidBucket
+            | ErrorCode::BucketTooLong
+            | ErrorCode::InvalidKey
+            | ErrorCode::KeyTooLong
+            | ErrorCode::ValueTooLarge
+            | ErrorCode::InvalidContext
+            | ErrorCode::InvalidParameter
+            | ErrorCode::TooManySiblings => Self::BadRequest { code, message },
+            _ => Self::Server { code, message },
+        }
+    }
+
+    /// Whether trying again elsewhere may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Timeout(_) | Self::Refused(_) | Self::QuorumUnavailable { .. }
+        )
+    }
+}
