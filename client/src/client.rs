@@ -499,8 +499,11 @@ impl Client {
     /// the new context.
     ///
     /// `resolve` gets every sibling (at least two) and returns the merged
-    /// value. If another writer raced this one, the next read shows both as
-    /// siblings and the next call resolves them: nothing is lost.
+    /// value; it must keep what each sibling holds (a union, a sum), since
+    /// it is also used to fold in a racing writer. If the write comes back
+    /// with siblings (another writer raced this one), they are resolved and
+    /// written again, up to a few times; a race past that is left as
+    /// siblings for the next read, so nothing is lost either way.
     pub async fn modify<R, U>(
         &self,
         bucket: &str,
@@ -510,8 +513,9 @@ impl Client {
     ) -> Result<Context, ClientError>
     where
         R: Fn(&[Value]) -> Vec<u8>,
-        U: Fn(Option<Vec<u8>>) -> Vec<u8>,
+        U: FnOnce(Option<Vec<u8>>) -> Vec<u8>,
     {
+        const RACE_ATTEMPTS: usize = 8;
         let key = key.as_ref();
         let fetched = self.get(bucket, key).await?;
         let current = match fetched.values.as_slice() {
@@ -519,7 +523,22 @@ impl Client {
             [one] => Some(one.bytes.clone()),
             many => Some(resolve(many)),
         };
-        self.put(bucket, key, update(current), Some(&fetched.context))
-            .await
+        let opts = Options::default();
+        let mut value = update(current);
+        let mut context = fetched.context;
+        for _ in 0..RACE_ATTEMPTS {
+            let content = Content::value(value, "application/octet-stream", 0);
+            let after = Fetched::from_object(
+                self.write(bucket, key, Operation::Put(content), Some(&context), &opts)
+                    .await?,
+            );
+            if after.values.len() <= 1 {
+                return Ok(after.context);
+            }
+            // Raced: fold the other writers' values into ours and try again.
+            value = resolve(&after.values);
+            context = after.context;
+        }
+        Ok(context)
     }
 }

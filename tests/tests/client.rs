@@ -186,3 +186,22 @@ async fn the_resolver_merges_siblings_under_concurrent_writers() {
         }
     }
 }
+
+#[path = "../../client/examples/quickstart.rs"]
+mod quickstart;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_example_runs() {
+    let c = TestCluster::start(&quorra_bin!(), 3).expect("cluster");
+    c.wait_converged(CONVERGE).await.expect("converged");
+    let client = client_for(&c, "app").await;
+    let lines = quickstart::run(&client).await.expect("example runs");
+    assert_eq!(
+        lines,
+        [
+            "read 1 value(s)",
+            "after two concurrent writes: 2 siblings",
+            "resolved: 1 value: apples,bread,milk,pears",
+        ]
+    );
+}
