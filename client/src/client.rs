@@ -107,14 +107,20 @@ pub struct Fetched {
 impl Fetched {
     fn from_object(o: Option<Object>) -> Self {
         let Some(o) = o else { return Self::default() };
+        // Identical siblings (a retried write applied twice) read as one:
+        // the context still covers both, so the next write replaces both.
+        let mut values: Vec<Value> = Vec::new();
+        for s in o.live_siblings() {
+            let v = Value {
+                bytes: s.content.value.clone(),
+                content_type: s.content.content_type.clone(),
+            };
+            if !values.contains(&v) {
+                values.push(v);
+            }
+        }
         Self {
-            values: o
-                .live_siblings()
-                .map(|s| Value {
-                    bytes: s.content.value.clone(),
-                    content_type: s.content.content_type.clone(),
-                })
-                .collect(),
+            values,
             context: Context(o.clock().clone()),
         }
     }

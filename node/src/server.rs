@@ -161,13 +161,6 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     }
     background.extend(cluster.spawn_gossip());
     background.push(tokio::spawn(crate::handoff::run(kv.clone())));
-    if cluster.ring().members().len() < config.bucket_defaults.n_val as usize && transport.is_some()
-    {
-        tracing::warn!(
-            n_val = config.bucket_defaults.n_val,
-            "fewer nodes known than n_val: until more join, each key is stored on every node there is"
-        );
-    }
     let state = AppState {
         kv,
         config: config.clone(),

@@ -105,25 +105,49 @@ async fn a_killed_node_costs_no_operation_with_retries_on() {
         },
         timeout: None,
     };
+    // Four workers, 25 put+get pairs each; n3 is killed once 20 pairs are
+    // done, with operations in flight to it.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+    let kill_tx = std::sync::Arc::new(std::sync::Mutex::new(Some(kill_tx)));
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (client, done, kill_tx) = (client.clone(), done.clone(), kill_tx.clone());
+        workers.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut failed = Vec::new();
+            for i in 0..25 {
+                let key = format!("w{w}-{i}");
+                match client
+                    .put_with("load", &key, key.clone(), "text/plain", None, &opts)
+                    .await
+                {
+                    Ok(_) => acknowledged.push(key.clone()),
+                    Err(e) => failed.push(format!("put {key}: {e}")),
+                }
+                if let Err(e) = client.get_with("load", &key, &opts).await {
+                    failed.push(format!("get {key}: {e}"));
+                }
+                if done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == 20 {
+                    if let Some(tx) = kill_tx.lock().expect("lock").take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+            (acknowledged, failed)
+        }));
+    }
+    kill_rx.await.expect("kill signal");
+    c.nodes[2].kill9();
     let mut acknowledged = Vec::new();
     let mut failed = Vec::new();
-    for i in 0..60 {
-        if i == 20 {
-            c.nodes[2].kill9();
-        }
-        let key = format!("w{i}");
-        match client
-            .put_with("load", &key, key.clone(), "text/plain", None, &opts)
-            .await
-        {
-            Ok(_) => acknowledged.push(key.clone()),
-            Err(e) => failed.push(format!("put {key}: {e}")),
-        }
-        if let Err(e) = client.get_with("load", &key, &opts).await {
-            failed.push(format!("get {key}: {e}"));
-        }
+    for w in workers {
+        let (a, f) = w.await.expect("worker");
+        acknowledged.extend(a);
+        failed.extend(f);
     }
     assert!(failed.is_empty(), "operations lost to the kill: {failed:?}");
+    assert_eq!(acknowledged.len(), 100);
     for key in &acknowledged {
         let got = client.get("load", key).await.expect("get");
         assert_eq!(got.values.len(), 1, "{key}");
