@@ -342,6 +342,7 @@ impl Client {
                     }
                     last = e;
                 }
+                Ok(PeerResponse::Unavailable(counts)) => last = ClientError::unavailable(counts),
                 Ok(answer) => return Ok(answer),
                 Err(e) => {
                     self.shun(&id);

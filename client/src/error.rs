@@ -7,12 +7,13 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// Fewer replicas answered than the request's quorum needs; the message
-    /// says how many of which kind.
-    #[error("quorum not met: {message}")]
+    /// Fewer replicas answered than the request's quorum needs.
+    #[error("{message}")]
     QuorumUnavailable {
-        /// The coordinator's account (needed, got, asked).
+        /// The coordinator's account, for a person.
         message: String,
+        /// What was needed and what came back, when the coordinator said.
+        counts: Option<quorra_core::quorum::Shortfall>,
     },
     /// No answer within the request's timeout (after retries).
     #[error("timed out: {0}")]
@@ -49,7 +50,10 @@ impl ClientError {
     /// Maps a node's error answer.
     pub(crate) fn from_code(code: ErrorCode, message: String) -> Self {
         match code {
-            ErrorCode::QuorumUnavailable => Self::QuorumUnavailable { message },
+            ErrorCode::QuorumUnavailable => Self::QuorumUnavailable {
+                message,
+                counts: None,
+            },
             ErrorCode::Timeout => Self::Timeout(message),
             ErrorCode::Overloaded => Self::Refused(message),
             ErrorCode::InvalidBucket
@@ -61,6 +65,14 @@ impl ClientError {
             | ErrorCode::InvalidParameter
             | ErrorCode::TooManySiblings => Self::BadRequest { code, message },
             _ => Self::Server { code, message },
+        }
+    }
+
+    /// A quorum failure with the coordinator's counts.
+    pub(crate) fn unavailable(counts: quorra_core::quorum::Shortfall) -> Self {
+        Self::QuorumUnavailable {
+            message: counts.to_string(),
+            counts: Some(counts),
         }
     }
 

@@ -590,6 +590,7 @@ impl Kv {
                 Ok(PeerResponse::Error { code, message }) => {
                     return Err(KvError::Remote { code, message })
                 }
+                Ok(PeerResponse::Unavailable(s)) => return Err(KvError::Unavailable(s)),
                 Ok(other) => last = format!("{node}: unexpected answer {other:?}"),
                 Err(e) => last = format!("{node}: {e}"),
             }
@@ -679,9 +680,12 @@ impl Kv {
                 .await
                 .map(PeerResponse::Coordinated),
         };
-        result.unwrap_or_else(|e| PeerResponse::Error {
-            code: e.code(),
-            message: e.to_string(),
+        result.unwrap_or_else(|e| match e {
+            KvError::Unavailable(s) => PeerResponse::Unavailable(s),
+            e => PeerResponse::Error {
+                code: e.code(),
+                message: e.to_string(),
+            },
         })
     }
 }

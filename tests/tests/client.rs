@@ -229,3 +229,35 @@ async fn the_quickstart_example_runs() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmet_quorum_is_a_typed_error_with_counts() {
+    let mut c = TestCluster::start(&quorra_bin!(), 3).expect("cluster");
+    c.wait_converged(CONVERGE).await.expect("converged");
+    let client = client_for(&c, "strict").await;
+    c.nodes[2].kill9();
+    c.wait_seen_as("n3", "down", Duration::from_secs(10))
+        .await
+        .expect("n3 down");
+    let opts = Options {
+        quorum: QuorumOverrides {
+            w: Some(3),
+            ..QuorumOverrides::default()
+        },
+        timeout: None,
+    };
+    match client
+        .put_with("b", "k", "v", "text/plain", None, &opts)
+        .await
+    {
+        Err(quorra_client::ClientError::QuorumUnavailable {
+            counts: Some(s),
+            message,
+        }) => {
+            assert_eq!(s.needs.total, 3, "{message}");
+            assert!(s.got < 3, "{message}");
+            assert!(message.contains("needed 3 replies"), "{message}");
+        }
+        other => panic!("expected a quorum error with counts, got {other:?}"),
+    }
+}

@@ -161,6 +161,8 @@ pub enum PeerResponse {
         /// Every member the answering node knows.
         members: Vec<crate::membership::MemberInfo>,
     },
+    /// Not enough replicas answered: what was needed and what came back.
+    Unavailable(crate::quorum::Shortfall),
     /// The request failed.
     Error {
         /// Stable code.
