@@ -20,6 +20,17 @@ use crate::net::transport::{NetError, Transport};
 /// How often the failure detector is driven.
 const GOSSIP_TICK: Duration = Duration::from_millis(50);
 
+/// Where a node remembers its peers' addresses between runs.
+const KNOWN_PEERS_FILE: &str = "known-peers";
+
+fn load_known_peers(data_dir: &std::path::Path) -> Vec<SocketAddr> {
+    std::fs::read_to_string(data_dir.join(KNOWN_PEERS_FILE))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
 /// Membership, ring and transport of one node.
 pub struct Cluster {
     me: String,
@@ -58,8 +69,17 @@ impl Cluster {
             incarnation: boot,
             status: Status::Up,
         };
+        // Seeds, plus the peers this node knew before a restart, so even a
+        // node that has no seeds of its own (the first one) finds its way
+        // back into the cluster.
         let seeds = if transport.is_some() {
-            config.seeds.clone()
+            let mut seeds = config.seeds.clone();
+            for p in load_known_peers(&config.data_dir) {
+                if !seeds.contains(&p) {
+                    seeds.push(p);
+                }
+            }
+            seeds
         } else {
             Vec::new()
         };
@@ -131,6 +151,7 @@ impl Cluster {
             metrics::gauge!("quorra_membership_version").set(version as f64);
             self.refresh_ring(members);
             self.drop_stale_connections(&records);
+            self.save_known_peers(&records);
         }
         out
     }
@@ -154,6 +175,25 @@ impl Cluster {
             {
                 t.forget(*addr);
             }
+        }
+    }
+
+    /// Remembers the peers' addresses in the data dir (best effort).
+    fn save_known_peers(&self, records: &[(String, u64, SocketAddr)]) {
+        if self.transport.is_none() {
+            return;
+        }
+        let peers: Vec<String> = records
+            .iter()
+            .filter(|(id, _, _)| *id != self.me)
+            .map(|(_, _, addr)| addr.to_string())
+            .collect();
+        let path = self.config.data_dir.join(KNOWN_PEERS_FILE);
+        let tmp = path.with_extension("tmp");
+        let result =
+            std::fs::write(&tmp, peers.join("\n")).and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = result {
+            tracing::debug!("cannot save known peers: {e}");
         }
     }
 

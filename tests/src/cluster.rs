@@ -71,7 +71,7 @@ impl TestCluster {
         c.peer_addr = Some("127.0.0.1:0".parse().expect("loopback"));
         c.cert_dir = Some(certs.to_owned());
         c.gossip = test_gossip();
-        c.replica_timeout_ms = 1_000;
+        c.replica_timeout_ms = 2_000;
         c.handoff.interval_ms = 200;
         c
     }

@@ -134,6 +134,33 @@ async fn durable_writes_survive_kill_9() {
 }
 
 #[tokio::test]
+async fn buffered_writes_survive_kill_9_of_the_process() {
+    // Without dw the write-ahead log is in the OS cache: a process crash
+    // loses nothing (a power loss could).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = start(dir.path());
+    let c = Client::new(&node.url);
+    for i in 0..50 {
+        let r = c
+            .put("buffered", &format!("k{i}"), format!("v{i}"), None, "")
+            .await
+            .expect("put");
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    node.kill9();
+    node.restart().expect("restart");
+    let c = Client::new(&node.url);
+    for i in 0..50 {
+        let got = c.get("buffered", &format!("k{i}")).await.expect("get");
+        assert_eq!(
+            (got.status, got.text()),
+            (200, format!("v{i}")),
+            "k{i} lost"
+        );
+    }
+}
+
+#[tokio::test]
 async fn corrupt_object_is_reported_and_never_returned() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut node = start(dir.path());
