@@ -1,15 +1,53 @@
-//! `quorra-bench`: the YCSB-style load generator (issue H).
+//! `quorra-bench`: YCSB-style workloads against Quorra (client library or
+//! HTTP) and its peers (Redis, etcd), with HDR latency histograms.
 //!
-//! Not built yet: it needs the cluster (issue B) and the client (issue F).
+//! `quorra-bench run …` loads records, warms up, measures for a bounded
+//! number of operations or seconds, and writes a JSON report;
+//! `quorra-bench report DIR` turns every report in DIR into a markdown
+//! table and SVG plots. `bench/compare.sh` runs the side-by-side comparison.
 
-use clap::Parser;
+use std::path::PathBuf;
 
-/// YCSB-style benchmark for Quorra and its peers (not implemented yet).
+use clap::{Parser, Subcommand};
+use quorra_bench::report;
+
+/// YCSB-style benchmark for Quorra and its peers.
 #[derive(Debug, Parser)]
 #[command(name = "quorra-bench", version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> anyhow::Result<()> {
-    Cli::parse();
-    anyhow::bail!("quorra-bench is not implemented yet (issue H); nothing was measured")
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load, warm up and measure one store with one workload.
+    Run(Box<quorra_bench::RunArgs>),
+    /// Summarise every report in a directory (summary.md, *.svg).
+    Report {
+        /// The directory of JSON reports.
+        dir: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Run(args) => {
+            let report = quorra_bench::run(*args).await?;
+            println!("{}", report::MARKDOWN_HEADER);
+            for row in report.markdown_rows() {
+                println!("{row}");
+            }
+            Ok(())
+        }
+        Command::Report { dir } => {
+            print!("{}", report::summarize(&dir)?);
+            eprintln!(
+                "wrote {}/summary.md, throughput.svg, latency.svg",
+                dir.display()
+            );
+            Ok(())
+        }
+    }
 }

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Side by side, on this machine, in one run: a 3-node Quorra cluster (client
+# library and HTTP, with and without dw), Redis (one node, no persistence) and
+# a 3-member etcd cluster (fsync per commit), all on loopback. Installs
+# redis-server and etcd-server with apt-get when missing, starts every store
+# itself, stops each by the PID it started, and leaves results in
+# bench-results/: one JSON per run, summary.md, throughput.svg, latency.svg.
+#
+# Usage: bench/compare.sh [WORKLOAD] [SECONDS] [CONCURRENCY]   (defaults: a 10 16)
+source "$(dirname "$0")/../scripts/lib.sh"
+ensure_deps
+cd "$QUORRA_ROOT"
+workload=${1:-a}
+seconds=${2:-10}
+concurrency=${3:-16}
+case "$seconds" in ''|*[!0-9]*) die "SECONDS must be a whole number";; esac
+[ "$seconds" -le 600 ] || die "SECONDS is at most 600"
+
+command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+command -v etcd >/dev/null 2>&1 || apt_install etcd-server
+
+# QUORRA_BENCH_PROFILE=release measures optimised builds (a first release
+# build compiles RocksDB again); the default debug build is for trying it out.
+profile=${QUORRA_BENCH_PROFILE:-dev}
+dir=debug; [ "$profile" = release ] && dir=release
+cargo build --quiet --profile "$profile" -p quorra-node --bin quorra -p quorra-bench --bin quorra-bench
+quorra="$CARGO_TARGET_DIR/$dir/quorra"
+bench="$CARGO_TARGET_DIR/$dir/quorra-bench"
+work=$(mktemp -d)
+out="$QUORRA_ROOT/bench-results"
+rm -rf "$out"; mkdir -p "$out"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+say "starting Quorra (3 nodes)"
+"$quorra" dev-cluster --dir "$work/quorra" --base-port 0 > "$work/quorra.urls" 2>"$work/quorra.log" &
+pids+=($!)
+for _ in $(seq 120); do [ "$(wc -l < "$work/quorra.urls")" -ge 3 ] && break; sleep 0.5; done
+[ "$(wc -l < "$work/quorra.urls")" -ge 3 ] || die "Quorra did not start: $(tail -5 "$work/quorra.log")"
+"$quorra" certs --out "$work/quorra/certs" --nodes bench >/dev/null
+seeds=$(grep -h '^peer_addr' "$work"/quorra/n*/quorra.toml | sed 's/.*"\(.*\)"/\1/' | paste -sd,)
+urls=$(paste -sd, "$work/quorra.urls")
+
+say "starting Redis (no persistence)"
+redis-server --port 6390 --bind 127.0.0.1 --save '' --appendonly no --daemonize no > "$work/redis.log" 2>&1 &
+pids+=($!)
+
+say "starting etcd (3 members)"
+cluster="e1=http://127.0.0.1:23801,e2=http://127.0.0.1:23802,e3=http://127.0.0.1:23803"
+for i in 1 2 3; do
+  etcd --name "e$i" --data-dir "$work/etcd$i" \
+    --listen-client-urls "http://127.0.0.1:2379$i" --advertise-client-urls "http://127.0.0.1:2379$i" \
+    --listen-peer-urls "http://127.0.0.1:2380$i" --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
+    --initial-cluster "$cluster" --initial-cluster-state new > "$work/etcd$i.log" 2>&1 &
+  pids+=($!)
+done
+etcd_urls="http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793"
+for _ in $(seq 60); do curl -sf http://127.0.0.1:23791/health >/dev/null && break; sleep 0.5; done
+
+common=(--workload "$workload" --seconds "$seconds" --concurrency "$concurrency" --records 10000 --out "$out")
+"$bench" run --target quorra --seeds "$seeds" --cert-dir "$work/quorra/certs" "${common[@]}"
+"$bench" run --target quorra --seeds "$seeds" --cert-dir "$work/quorra/certs" --dw "${common[@]}"
+"$bench" run --target quorra-http --urls "$urls" "${common[@]}"
+"$bench" run --target redis --redis-url redis://127.0.0.1:6390 "${common[@]}"
+"$bench" run --target etcd --urls "$etcd_urls" "${common[@]}"
+"$bench" report "$out"

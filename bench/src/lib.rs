@@ -1,0 +1,306 @@
+//! `quorra-bench` as a library: the runner behind the binary, so tests can
+//! drive a real cluster with it.
+//!
+//! YCSB-style workloads against Quorra (client library or
+//! HTTP) and its peers (Redis, etcd), with HDR latency histograms.
+//!
+//! `quorra-bench run …` loads records, warms up, measures for a bounded
+//! number of operations or seconds, and writes a JSON report;
+//! `quorra-bench report DIR` turns every report in DIR into a markdown
+//! table and SVG plots. `bench/compare.sh` runs the side-by-side comparison.
+
+pub mod driver;
+pub mod plot;
+pub mod report;
+pub mod workload;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::ValueEnum;
+
+use driver::Driver;
+use report::{Recorder, RunReport};
+use workload::{key_name, Distribution, Generator, Op, Workload};
+
+/// Longest measurement a run may ask for.
+const MAX_SECONDS: u64 = 600;
+
+/// The store under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Target {
+    /// Quorra through the client library (QUIC).
+    Quorra,
+    /// Quorra through its HTTP API.
+    QuorraHttp,
+    /// Redis.
+    Redis,
+    /// etcd through its v3 JSON gateway.
+    Etcd,
+}
+
+/// Settings of one run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// The store.
+    #[arg(long, value_enum)]
+    pub target: Target,
+    /// YCSB workload (a, b, c, d, f) or a pure write load.
+    #[arg(long, value_enum, default_value = "a")]
+    pub workload: Workload,
+    /// Key choice (default: the workload's own).
+    #[arg(long, value_enum)]
+    pub distribution: Option<Distribution>,
+    /// Records loaded before measuring.
+    #[arg(long, default_value_t = 10_000)]
+    pub records: u64,
+    /// Operations to measure (default: measure for --seconds).
+    #[arg(long)]
+    pub operations: Option<u64>,
+    /// Seconds to measure when --operations is not given (at most 600).
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Seconds of warm-up before measuring.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+    /// Concurrent workers.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 1024)]
+    pub value_size: usize,
+    /// Quorra: fsync before acknowledging (dw=1).
+    #[arg(long)]
+    pub dw: bool,
+    /// Quorra: peer addresses of nodes (client library).
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Vec<SocketAddr>,
+    /// Quorra: the cluster's certificate dir.
+    #[arg(long)]
+    pub cert_dir: Option<PathBuf>,
+    /// Quorra: the client certificate's name.
+    #[arg(long, default_value = "bench")]
+    pub cert_name: String,
+    /// HTTP base URLs (Quorra HTTP nodes, or etcd client URLs).
+    #[arg(long, value_delimiter = ',')]
+    pub urls: Vec<String>,
+    /// Redis URL.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// How the store was started, in words, for the report.
+    #[arg(long)]
+    pub durability: Option<String>,
+    /// Name of the run in reports (default: target and workload).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Directory for the JSON report.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+}
+
+async fn connect(a: &RunArgs) -> anyhow::Result<(Driver, String)> {
+    Ok(match a.target {
+        Target::Quorra => {
+            let dir = a
+                .cert_dir
+                .clone()
+                .context("--cert-dir is needed for --target quorra")?;
+            if a.seeds.is_empty() {
+                bail!("--seeds is needed for --target quorra");
+            }
+            let config =
+                quorra_client::ClientConfig::new(a.seeds.clone(), dir, a.cert_name.clone());
+            let d = if a.dw {
+                "n=3 w=2, dw=1 (fsync)"
+            } else {
+                "n=3 w=2, no fsync"
+            };
+            (Driver::quorra(config, a.dw).await?, d.into())
+        }
+        Target::QuorraHttp => {
+            if a.urls.is_empty() {
+                bail!("--urls is needed for --target quorra-http");
+            }
+            let d = if a.dw {
+                "HTTP, n=3 w=2, dw=1 (fsync)"
+            } else {
+                "HTTP, n=3 w=2, no fsync"
+            };
+            (Driver::quorra_http(a.urls.clone(), a.dw)?, d.into())
+        }
+        Target::Redis => (
+            Driver::redis(&a.redis_url).await?,
+            "1 node, no persistence".into(),
+        ),
+        Target::Etcd => {
+            if a.urls.is_empty() {
+                bail!("--urls is needed for --target etcd");
+            }
+            (
+                Driver::etcd(a.urls.clone())?,
+                "raft, fsync per commit".into(),
+            )
+        }
+    })
+}
+
+/// Loads, warms up, measures, writes the JSON report into `a.out`, and
+/// returns it.
+pub async fn run(a: RunArgs) -> anyhow::Result<RunReport> {
+    if a.concurrency == 0 || a.records == 0 || a.value_size == 0 {
+        bail!("--concurrency, --records and --value-size must be at least 1");
+    }
+    let seconds = a.seconds.min(MAX_SECONDS);
+    let (driver, durability) = connect(&a).await?;
+    let durability = a.durability.clone().unwrap_or(durability);
+    let distribution = a.distribution.unwrap_or(a.workload.default_distribution());
+    let value: Arc<Vec<u8>> = Arc::new((0..a.value_size).map(|i| b'a' + (i % 26) as u8).collect());
+
+    // Load.
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut loaders = Vec::new();
+    for _ in 0..a.concurrency {
+        let (driver, next, value, records) =
+            (driver.clone(), next.clone(), value.clone(), a.records);
+        loaders.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= records {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                driver.write(&key_name(i), &value).await?;
+            }
+        }));
+    }
+    for l in loaders {
+        l.await??;
+    }
+    eprintln!("loaded {} records in {:.1?}", a.records, started.elapsed());
+
+    let inserted = Arc::new(AtomicU64::new(a.records));
+    // Warm-up, unrecorded.
+    phase(
+        &driver,
+        &a,
+        distribution,
+        &inserted,
+        &value,
+        None,
+        Duration::from_secs(a.warmup),
+        1,
+    )
+    .await;
+    // Measure.
+    let started = Instant::now();
+    let rec = phase(
+        &driver,
+        &a,
+        distribution,
+        &inserted,
+        &value,
+        a.operations,
+        Duration::from_secs(seconds),
+        2,
+    )
+    .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let label = a.label.clone().unwrap_or_else(|| {
+        format!(
+            "{:?}-{:?}{}",
+            a.target,
+            a.workload,
+            if a.dw { "-dw" } else { "" }
+        )
+        .to_lowercase()
+    });
+    let report = RunReport::new(
+        label,
+        format!("{:?}", a.target).to_lowercase(),
+        durability,
+        format!("{:?}", a.workload).to_lowercase(),
+        format!("{distribution:?}").to_lowercase(),
+        a.records,
+        a.concurrency,
+        a.value_size,
+        elapsed,
+        &rec,
+    );
+    report::write_run(&a.out, &report)?;
+    Ok(report)
+}
+
+/// Runs the workload with every worker until `operations` are done or
+/// `limit` passes; both bounds hold.
+#[allow(clippy::too_many_arguments)]
+async fn phase(
+    driver: &Driver,
+    a: &RunArgs,
+    distribution: Distribution,
+    inserted: &Arc<AtomicU64>,
+    value: &Arc<Vec<u8>>,
+    operations: Option<u64>,
+    limit: Duration,
+    seed: u64,
+) -> Recorder {
+    let start = Instant::now();
+    let budget = Arc::new(AtomicU64::new(operations.unwrap_or(u64::MAX)));
+    let mut workers = Vec::new();
+    for w in 0..a.concurrency {
+        let (driver, inserted, value, budget) = (
+            driver.clone(),
+            inserted.clone(),
+            value.clone(),
+            budget.clone(),
+        );
+        let mut generator =
+            Generator::new(a.workload, distribution, a.records, seed * 1_000 + w as u64);
+        workers.push(tokio::spawn(async move {
+            let mut rec = Recorder::new();
+            while start.elapsed() < limit {
+                if budget
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
+                    .is_err()
+                {
+                    break;
+                }
+                let op = generator.op();
+                let t = Instant::now();
+                let ok = match op {
+                    Op::Read => {
+                        driver
+                            .read(&key_name(generator.key(inserted.load(Ordering::Relaxed))))
+                            .await
+                    }
+                    Op::Update => {
+                        let k = key_name(generator.key(inserted.load(Ordering::Relaxed)));
+                        driver.write(&k, &value).await
+                    }
+                    Op::Insert => {
+                        let k = key_name(inserted.fetch_add(1, Ordering::Relaxed));
+                        driver.write(&k, &value).await
+                    }
+                    Op::ReadModifyWrite => {
+                        let k = key_name(generator.key(inserted.load(Ordering::Relaxed)));
+                        driver.read_modify_write(&k, &value).await
+                    }
+                }
+                .is_ok();
+                let second = start.elapsed().as_secs() as usize;
+                rec.record(op.name(), t.elapsed().as_micros() as u64, ok, second);
+            }
+            rec
+        }));
+    }
+    let mut all = Recorder::new();
+    for w in workers {
+        if let Ok(rec) = w.await {
+            all.merge(rec);
+        }
+    }
+    all
+}

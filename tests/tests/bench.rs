@@ -1,0 +1,78 @@
+//! The benchmark harness against a real 3-node cluster, through the client
+//! library and through HTTP: it counts what it ran and writes its reports.
+//! (Speed is measured in bench/, never asserted here.)
+
+use std::time::Duration;
+
+use quorra_bench::workload::Workload;
+use quorra_bench::{run, RunArgs, Target};
+use quorra_tests::cluster::TestCluster;
+use quorra_tests::quorra_bin;
+
+fn args(target: Target, workload: Workload, out: &std::path::Path, label: &str) -> RunArgs {
+    RunArgs {
+        target,
+        workload,
+        distribution: None,
+        records: 200,
+        operations: Some(400),
+        seconds: 60,
+        warmup: 0,
+        concurrency: 4,
+        value_size: 100,
+        dw: false,
+        seeds: Vec::new(),
+        cert_dir: None,
+        cert_name: "bench".into(),
+        urls: Vec::new(),
+        redis_url: String::new(),
+        durability: None,
+        label: Some(label.into()),
+        out: out.to_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_benchmark_drives_a_cluster_and_reports() {
+    let c = TestCluster::start(&quorra_bin!(), 3).expect("cluster");
+    c.wait_converged(Duration::from_secs(20))
+        .await
+        .expect("converged");
+    quorra_node::net::certs::generate(&c.certs, &["bench".into()]).expect("cert");
+    let out = tempfile::tempdir().expect("tempdir");
+
+    let mut a = args(Target::Quorra, Workload::A, out.path(), "smoke-client");
+    a.seeds = c.nodes.iter().filter_map(|n| n.peer).collect();
+    a.cert_dir = Some(c.certs.clone());
+    let client = run(a).await.expect("client run");
+
+    let mut h = args(Target::QuorraHttp, Workload::F, out.path(), "smoke-http");
+    h.urls = c.nodes.iter().map(|n| n.url.clone()).collect();
+    let http = run(h).await.expect("http run");
+
+    for (report, ops) in [(&client, ["read", "update"]), (&http, ["read", "rmw"])] {
+        let done: u64 = report.ops.values().map(|s| s.count + s.errors).sum();
+        assert_eq!(done, 400, "{}: every requested operation ran", report.label);
+        for op in ops {
+            let s = report
+                .ops
+                .get(op)
+                .unwrap_or_else(|| panic!("{}: no {op}", report.label));
+            assert_eq!(s.errors, 0, "{}: {op} errors", report.label);
+            assert!(s.p50_us <= s.p99_us && s.p99_us <= s.max_us && s.p50_us > 0);
+        }
+        assert!(report.throughput > 0.0);
+        assert!(!report.timeline.is_empty());
+    }
+    let summary = quorra_bench::report::summarize(out.path()).expect("summary");
+    assert!(summary.contains("smoke-client") && summary.contains("smoke-http"));
+    for f in [
+        "summary.md",
+        "throughput.svg",
+        "latency.svg",
+        "smoke-client.json",
+        "smoke-http.json",
+    ] {
+        assert!(out.path().join(f).exists(), "{f} written");
+    }
+}
