@@ -107,24 +107,25 @@ async fn blind_write_is_a_sibling_or_lww_by_bucket() {
     assert_eq!(c.get("latest", "k").await.expect("get").values(), ["b"]);
 }
 
-#[tokio::test]
-async fn durable_writes_survive_kill_9() {
+/// Writes `count` keys with `query`, kills the node with SIGKILL right after
+/// the last acknowledgement (no shutdown, no flush), restarts it, and checks
+/// every key.
+async fn writes_survive_kill_9(bucket: &str, query: &str, count: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut node = start(dir.path());
     let c = Client::new(&node.url);
-    for i in 0..20 {
+    for i in 0..count {
         let r = c
-            .put("durable", &format!("k{i}"), format!("v{i}"), None, "?dw=1")
+            .put(bucket, &format!("k{i}"), format!("v{i}"), None, query)
             .await
             .expect("put");
         assert_eq!(r.status, 204, "{}", r.text());
     }
-    // Killed right after the last acknowledgement: no shutdown, no flush.
     node.kill9();
     node.restart().expect("restart");
     let c = Client::new(&node.url);
-    for i in 0..20 {
-        let got = c.get("durable", &format!("k{i}")).await.expect("get");
+    for i in 0..count {
+        let got = c.get(bucket, &format!("k{i}")).await.expect("get");
         assert_eq!(
             (got.status, got.text()),
             (200, format!("v{i}")),
@@ -134,30 +135,15 @@ async fn durable_writes_survive_kill_9() {
 }
 
 #[tokio::test]
+async fn durable_writes_survive_kill_9() {
+    writes_survive_kill_9("durable", "?dw=1", 20).await;
+}
+
+#[tokio::test]
 async fn buffered_writes_survive_kill_9_of_the_process() {
     // Without dw the write-ahead log is in the OS cache: a process crash
     // loses nothing (a power loss could).
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut node = start(dir.path());
-    let c = Client::new(&node.url);
-    for i in 0..50 {
-        let r = c
-            .put("buffered", &format!("k{i}"), format!("v{i}"), None, "")
-            .await
-            .expect("put");
-        assert_eq!(r.status, 204, "{}", r.text());
-    }
-    node.kill9();
-    node.restart().expect("restart");
-    let c = Client::new(&node.url);
-    for i in 0..50 {
-        let got = c.get("buffered", &format!("k{i}")).await.expect("get");
-        assert_eq!(
-            (got.status, got.text()),
-            (200, format!("v{i}")),
-            "k{i} lost"
-        );
-    }
+    writes_survive_kill_9("buffered", "", 50).await;
 }
 
 #[tokio::test]
