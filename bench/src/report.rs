@@ -218,6 +218,40 @@ impl RunReport {
 /// The markdown table header.
 pub const MARKDOWN_HEADER: &str = "| run | durability | op | ops/s (all ops) | count | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms | errors |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|";
 
+/// A table of each run's throughput as a multiple of each peer's (Redis and
+/// etcd runs of the same workload in the same directory, so the same run).
+pub fn ratios(runs: &[RunReport]) -> String {
+    let peers: Vec<&RunReport> = runs
+        .iter()
+        .filter(|r| r.target == "redis" || r.target == "etcd")
+        .collect();
+    if peers.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from("\n| run | workload | ops/s |");
+    for p in &peers {
+        md.push_str(&format!(" vs {} |", p.label));
+    }
+    md.push_str("\n|---|---|---:|");
+    md.push_str(&"---:|".repeat(peers.len()));
+    md.push('\n');
+    for r in runs {
+        md.push_str(&format!(
+            "| {} | {} | {:.0} |",
+            r.label, r.workload, r.throughput
+        ));
+        for p in &peers {
+            if p.workload == r.workload && p.throughput > 0.0 {
+                md.push_str(&format!(" {:.2}x |", r.throughput / p.throughput));
+            } else {
+                md.push_str(" - |");
+            }
+        }
+        md.push('\n');
+    }
+    md
+}
+
 /// Writes the JSON and the markdown of a run into `dir`.
 pub fn write_run(dir: &Path, report: &RunReport) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -253,6 +287,7 @@ pub fn summarize(dir: &Path) -> anyhow::Result<String> {
             md.push('\n');
         }
     }
+    md.push_str(&ratios(&runs));
     std::fs::write(dir.join("summary.md"), &md)?;
     crate::plot::lines(
         &dir.join("throughput.svg"),
@@ -284,4 +319,68 @@ pub fn summarize(dir: &Path) -> anyhow::Result<String> {
             .collect::<Vec<_>>(),
     )?;
     Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(label: &str, target: &str, throughput: f64) -> RunReport {
+        let mut r = RunReport::new(
+            label.into(),
+            target.into(),
+            "d".into(),
+            "a".into(),
+            "zipfian".into(),
+            1,
+            1,
+            1,
+            1.0,
+            &Recorder::new(),
+        );
+        r.throughput = throughput;
+        r
+    }
+
+    #[test]
+    fn ratios_against_each_peer_of_the_same_workload() {
+        let runs = vec![
+            run("etcd-a", "etcd", 1000.0),
+            run("quorra-a", "quorra", 1500.0),
+            run("redis-a", "redis", 30000.0),
+        ];
+        let table = ratios(&runs);
+        let quorra = table
+            .lines()
+            .find(|l| l.starts_with("| quorra-a"))
+            .expect("row");
+        assert_eq!(quorra, "| quorra-a | a | 1500 | 1.50x | 0.05x |");
+        assert_eq!(ratios(&runs[1..2]), "", "no peer, no table");
+    }
+
+    #[test]
+    fn recorder_counts_errors_apart_and_merges() {
+        let mut a = Recorder::new();
+        a.record("read", 100, true, 0);
+        a.record("read", 300, false, 1);
+        let mut b = Recorder::new();
+        b.record("read", 200, true, 2);
+        a.merge(b);
+        let r = RunReport::new(
+            "x".into(),
+            "t".into(),
+            "d".into(),
+            "a".into(),
+            "u".into(),
+            1,
+            1,
+            1,
+            3.0,
+            &a,
+        );
+        let s = &r.ops["read"];
+        assert_eq!((s.count, s.errors), (2, 1));
+        assert_eq!(r.timeline.len(), 3);
+        assert!((r.throughput - 2.0 / 3.0).abs() < 1e-9);
+    }
 }
