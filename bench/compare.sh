@@ -7,9 +7,15 @@
 # bench-results/: one JSON per run, summary.md, throughput.svg, latency.svg.
 #
 # Usage: bench/compare.sh [WORKLOAD] [SECONDS] [CONCURRENCY]   (defaults: a 10 16)
+#        bench/compare.sh --quick     (seconds, not numbers: a smoke run)
 source "$(dirname "$0")/../scripts/lib.sh"
 ensure_deps
 cd "$QUORRA_ROOT"
+records=10000
+if [ "${1:-}" = --quick ]; then
+  set -- a 2 4
+  records=1000
+fi
 workload=${1:-a}
 seconds=${2:-10}
 concurrency=${3:-16}
@@ -62,7 +68,7 @@ done
 etcd_urls="http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793"
 for _ in $(seq 60); do curl -sf http://127.0.0.1:23791/health >/dev/null && break; sleep 0.5; done
 
-common=(--workload "$workload" --seconds "$seconds" --concurrency "$concurrency" --records 10000 --out "$out")
+common=(--workload "$workload" --seconds "$seconds" --concurrency "$concurrency" --records "$records" --out "$out")
 "$bench" run --target quorra --seeds "$seeds" --cert-dir "$work/quorra/certs" "${common[@]}"
 "$bench" run --target quorra --seeds "$seeds" --cert-dir "$work/quorra/certs" --dw "${common[@]}"
 "$bench" run --target quorra-http --urls "$urls" "${common[@]}"
