@@ -77,10 +77,7 @@ async fn round(kv: &Kv, mut budget: usize) -> usize {
                 durable: true,
                 hint_for: None,
             };
-            match cluster
-                .call(&owner, &req, kv.config().replica_timeout())
-                .await
-            {
+            match kv.call_replica(&owner, &req).await {
                 Ok(PeerResponse::Stored { .. }) => {
                     let store = kv.store().clone();
                     if let Ok(Ok(true)) =

@@ -228,14 +228,10 @@ impl Kv {
                     key,
                     hint_for: target.hint_for.clone(),
                 };
-                match this
-                    .cluster
-                    .call(&target.node, &req, this.config.replica_timeout())
-                    .await
-                {
+                match this.call_replica(&target.node, &req).await {
                     Ok(PeerResponse::Object(o)) => Ok(o),
                     Ok(other) => Err(format!("unexpected answer {other:?}")),
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(e),
                 }
             };
             (target, result)
@@ -489,14 +485,26 @@ impl Kv {
             durable,
             hint_for: target.hint_for.clone(),
         };
+        match self.call_replica(&target.node, &req).await? {
+            PeerResponse::Stored { durable } => Ok(durable),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// Sends a replica request to `node` within the replica timeout. An
+    /// error answer or a transport failure comes back as its message.
+    pub async fn call_replica(
+        &self,
+        node: &str,
+        req: &PeerRequest,
+    ) -> Result<PeerResponse, String> {
         match self
             .cluster
-            .call(&target.node, &req, self.config.replica_timeout())
+            .call(node, req, self.config.replica_timeout())
             .await
         {
-            Ok(PeerResponse::Stored { durable }) => Ok(durable),
             Ok(PeerResponse::Error { code, message }) => Err(format!("{code}: {message}")),
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Ok(answer) => Ok(answer),
             Err(e) => Err(e.to_string()),
         }
     }
