@@ -15,11 +15,14 @@ mkdir -p "$CARGO_TARGET_DIR"
 say() { printf 'quorra: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
+# libclang itself (libclang.so, libclang-14.so.1, ...), not libclang-cpp,
+# which some packages pull in alone and bindgen cannot use.
 have_libclang() {
-  local pattern
-  for pattern in "${LIBCLANG_PATH:-/nonexistent}/libclang*.so*" \
-    '/usr/lib/llvm-*/lib/libclang*.so*' '/usr/lib/*/libclang*.so*' '/usr/lib64/libclang*.so*'; do
-    compgen -G "$pattern" >/dev/null && return 0
+  local dir name
+  for dir in "${LIBCLANG_PATH:-/nonexistent}" /usr/lib/llvm-*/lib /usr/lib/* /usr/lib64; do
+    for name in 'libclang.so*' 'libclang-[0-9]*.so*'; do
+      compgen -G "$dir/$name" >/dev/null && return 0
+    done
   done
   return 1
 }

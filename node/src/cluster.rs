@@ -15,20 +15,22 @@ use quorra_core::proto::{PeerRequest, PeerResponse};
 use quorra_core::ring::Ring;
 
 use crate::config::NodeConfig;
+use crate::faults::{Faults, Outgoing};
 use crate::net::transport::{NetError, Transport};
 
 /// How often the failure detector is driven.
 const GOSSIP_TICK: Duration = Duration::from_millis(50);
 
-/// Where a node remembers its peers' addresses between runs.
-const KNOWN_PEERS_FILE: &str = "known-peers";
+/// Where a node keeps the member table between runs.
+const MEMBERS_FILE: &str = "members.json";
 
-fn load_known_peers(data_dir: &std::path::Path) -> Vec<SocketAddr> {
-    std::fs::read_to_string(data_dir.join(KNOWN_PEERS_FILE))
+/// The member table saved by a previous run (empty if none or unreadable:
+/// the node then joins through its seeds like a new one).
+fn load_members(data_dir: &std::path::Path) -> Vec<MemberInfo> {
+    std::fs::read(data_dir.join(MEMBERS_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
 }
 
 /// Membership, ring and transport of one node.
@@ -41,6 +43,7 @@ pub struct Cluster {
     started: Instant,
     /// The incarnation each peer had when this node last connected to it.
     incarnations: Mutex<HashMap<String, u64>>,
+    faults: Arc<Faults>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -59,6 +62,7 @@ impl Cluster {
         transport: Option<Arc<Transport>>,
         peer_addr: SocketAddr,
         http_addr: SocketAddr,
+        faults: Arc<Faults>,
     ) -> Arc<Self> {
         let boot = crate::kv::now_ms();
         let me = MemberInfo {
@@ -69,21 +73,29 @@ impl Cluster {
             incarnation: boot,
             status: Status::Up,
         };
-        // Seeds, plus the peers this node knew before a restart, so even a
-        // node that has no seeds of its own (the first one) finds its way
-        // back into the cluster.
+        // A node that was a member before a restart takes its saved table
+        // back (it is a member at once, with the ring it knew); its peers
+        // serve as seeds too, so even the first node, which has no seeds of
+        // its own, finds its way back.
+        let saved = if transport.is_some() {
+            load_members(&config.data_dir)
+        } else {
+            Vec::new()
+        };
         let seeds = if transport.is_some() {
             let mut seeds = config.seeds.clone();
-            for p in load_known_peers(&config.data_dir) {
-                if !seeds.contains(&p) {
-                    seeds.push(p);
+            for m in &saved {
+                if m.id != config.node_id && !seeds.contains(&m.peer_addr) {
+                    seeds.push(m.peer_addr);
                 }
             }
             seeds
         } else {
             Vec::new()
         };
-        let membership = Membership::new(me, seeds, config.gossip, 0, boot ^ 0x9e37_79b9_7f4a_7c15);
+        let mut membership =
+            Membership::new(me, seeds, config.gossip, 0, boot ^ 0x9e37_79b9_7f4a_7c15);
+        membership.restore(saved, 0);
         let ring = Ring::build(&membership.ring_members(), config.partitions, config.tokens);
         Arc::new(Self {
             me: config.node_id.clone(),
@@ -93,6 +105,7 @@ impl Cluster {
             ring: RwLock::new(Arc::new(ring)),
             started: Instant::now(),
             incarnations: Mutex::new(HashMap::new()),
+            faults,
         })
     }
 
@@ -138,20 +151,15 @@ impl Cluster {
             let mut m = self.membership();
             let before = m.version();
             let out = f(&mut m);
-            let changed = (m.version() != before).then(|| {
-                let records: Vec<(String, u64, SocketAddr)> = m
-                    .members()
-                    .map(|r| (r.id.clone(), r.incarnation, r.peer_addr))
-                    .collect();
-                (m.ring_members(), records)
-            });
+            let changed = (m.version() != before)
+                .then(|| (m.ring_members(), m.members().cloned().collect::<Vec<_>>()));
             (out, m.version(), changed)
         };
         if let Some((members, records)) = changed {
             metrics::gauge!("quorra_membership_version").set(version as f64);
             self.refresh_ring(members);
             self.drop_stale_connections(&records);
-            self.save_known_peers(&records);
+            self.save_members(&records);
         }
         out
     }
@@ -159,47 +167,51 @@ impl Cluster {
     /// A peer with a new incarnation restarted (or refuted a suspicion):
     /// its pooled connection may belong to its previous life, so the next
     /// request connects afresh instead of timing out on a dead connection.
-    fn drop_stale_connections(&self, records: &[(String, u64, SocketAddr)]) {
+    fn drop_stale_connections(&self, records: &[MemberInfo]) {
         let Some(t) = &self.transport else { return };
         let mut known = self
             .incarnations
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        for (id, incarnation, addr) in records {
-            if *id == self.me {
+        for r in records {
+            if r.id == self.me {
                 continue;
             }
             if known
-                .insert(id.clone(), *incarnation)
-                .is_some_and(|old| old != *incarnation)
+                .insert(r.id.clone(), r.incarnation)
+                .is_some_and(|old| old != r.incarnation)
             {
-                t.forget(*addr);
+                t.forget(r.peer_addr);
             }
         }
     }
 
-    /// Remembers the peers' addresses in the data dir (best effort).
-    fn save_known_peers(&self, records: &[(String, u64, SocketAddr)]) {
+    /// Saves the member table in the data dir (best effort), for the next
+    /// run: see [`Membership::restore`].
+    fn save_members(&self, records: &[MemberInfo]) {
         if self.transport.is_none() {
             return;
         }
-        let peers: Vec<String> = records
-            .iter()
-            .filter(|(id, _, _)| *id != self.me)
-            .map(|(_, _, addr)| addr.to_string())
-            .collect();
-        let path = self.config.data_dir.join(KNOWN_PEERS_FILE);
+        let path = self.config.data_dir.join(MEMBERS_FILE);
         let tmp = path.with_extension("tmp");
-        let result =
-            std::fs::write(&tmp, peers.join("\n")).and_then(|()| std::fs::rename(&tmp, &path));
+        let result = serde_json::to_vec(records)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, &path));
         if let Err(e) = result {
-            tracing::debug!("cannot save known peers: {e}");
+            tracing::debug!("cannot save the member table: {e}");
         }
     }
 
     /// Every member this node knows, with its status.
     pub fn members(&self) -> Vec<MemberInfo> {
         self.membership().members().cloned().collect()
+    }
+
+    /// Whether this node has joined the cluster (has its member table), so
+    /// it may coordinate requests.
+    pub fn has_joined(&self) -> bool {
+        self.membership().has_joined()
     }
 
     /// Whether requests may go to `id` (this node always may).
@@ -230,7 +242,38 @@ impl Cluster {
                 reason: format!("no peer address known for node {id}"),
             });
         };
-        transport.request(addr, req, timeout).await
+        self.request(transport, addr, req, timeout).await
+    }
+
+    /// Every peer request goes out here, through the injected faults (none
+    /// unless the node enables fault injection).
+    async fn request(
+        &self,
+        t: &Transport,
+        addr: SocketAddr,
+        req: &PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, NetError> {
+        match self.faults.outgoing(addr) {
+            Outgoing::Drop => {
+                tokio::time::sleep(timeout).await;
+                Err(NetError::Timeout {
+                    addr,
+                    after: timeout,
+                })
+            }
+            Outgoing::Send { delay } => {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                t.request(addr, req, timeout).await
+            }
+        }
+    }
+
+    /// The node's fault switches.
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
     }
 
     /// Answers a gossip message from a peer.
@@ -252,7 +295,7 @@ impl Cluster {
         });
         let timeout = Duration::from_millis(self.config.gossip.probe_timeout_ms);
         PeerResponse::Reached(matches!(
-            t.request(target, &ping, timeout).await,
+            self.request(t, target, &ping, timeout).await,
             Ok(PeerResponse::Gossip(_))
         ))
     }
@@ -285,7 +328,10 @@ impl Cluster {
             let timeout = Duration::from_millis(self.config.gossip.probe_timeout_ms);
             match action {
                 Action::Probe { target, addr, msg } => {
-                    let reply = match t.request(addr, &PeerRequest::Gossip(msg), timeout).await {
+                    let reply = match self
+                        .request(&t, addr, &PeerRequest::Gossip(msg), timeout)
+                        .await
+                    {
                         Ok(PeerResponse::Gossip(g)) => Some(g),
                         _ => None,
                     };
@@ -304,19 +350,19 @@ impl Cluster {
                         target: target_addr,
                     };
                     let reached = matches!(
-                        t.request(via, &req, timeout * 2).await,
+                        self.request(&t, via, &req, timeout * 2).await,
                         Ok(PeerResponse::Reached(true))
                     );
                     let now = self.now();
                     self.with_membership(|m| m.indirect_result(&target, reached, now));
                 }
                 Action::PushPull { addr, msg } => {
-                    if let Ok(PeerResponse::Gossip(reply)) = t
-                        .request(addr, &PeerRequest::Gossip(msg), timeout * 2)
+                    if let Ok(PeerResponse::Gossip(reply)) = self
+                        .request(&t, addr, &PeerRequest::Gossip(msg), timeout * 2)
                         .await
                     {
                         let now = self.now();
-                        self.with_membership(|m| m.handle_push_pull_reply(reply, now));
+                        self.with_membership(|m| m.handle_push_pull_reply(reply, addr, now));
                     }
                 }
             }

@@ -60,6 +60,9 @@ pub struct NodeConfig {
     pub bucket_defaults: BucketProps,
     /// Per-bucket overrides of `bucket_defaults`.
     pub buckets: BTreeMap<String, BucketOverrides>,
+    /// Serve `PUT /v1/debug/faults` (dropped peer links, slow or failing
+    /// disk, clock skew) for fault-tolerance tests. Never in production.
+    pub fault_injection: bool,
 }
 
 /// Hinted handoff settings.
@@ -126,6 +129,7 @@ impl Default for NodeConfig {
             limits: Limits::default(),
             bucket_defaults: BucketProps::default(),
             buckets: BTreeMap::new(),
+            fault_injection: false,
         }
     }
 }

@@ -16,7 +16,9 @@
 //!   answered. A cluster smaller than `n_val` stores `n_val` = its size, and
 //!   quorums are capped to match.
 //!
-//! Quorum counting and replica choice are the pure [`quorra_core::quorum`].
+//! Replica choice, quorum counting and read-repair choice are the pure
+//! [`quorra_core::quorum`] and [`quorra_core::round`]; this module only moves
+//! bytes between them, the store and the network.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,7 +26,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures::stream::{FuturesUnordered, StreamExt};
 use quorra_core::bucket::PropsError;
 use quorra_core::proto::{ClientRequest, Operation, PeerRequest, PeerResponse};
-use quorra_core::quorum::{self, Needs, Plan, Progress, Shortfall, Target, Tracker};
+use quorra_core::quorum::{self, Needs, Plan, Shortfall, Target};
+use quorra_core::round::{merge_all, ReadRound, WriteRound};
 use quorra_core::{
     BucketName, BucketProps, ConflictMode, Content, ErrorCode, Key, Object, QuorumOverrides,
     VersionVector,
@@ -60,6 +63,9 @@ pub enum KvError {
         /// Its message.
         message: String,
     },
+    /// This node has not joined the cluster yet.
+    #[error("this node has not joined the cluster yet (it has no member table, so it cannot place keys); retry through another node")]
+    NotJoined,
     /// A blocking storage task died.
     #[error("storage task failed: {0}")]
     Task(String),
@@ -72,7 +78,9 @@ impl KvError {
             Self::Store(StoreError::TooManySiblings { .. }) => ErrorCode::TooManySiblings,
             Self::Store(_) => ErrorCode::StorageError,
             Self::Quorum(_) => ErrorCode::InvalidParameter,
-            Self::Unavailable(_) | Self::NoCoordinator(_) => ErrorCode::QuorumUnavailable,
+            Self::Unavailable(_) | Self::NoCoordinator(_) | Self::NotJoined => {
+                ErrorCode::QuorumUnavailable
+            }
             Self::Remote { code, .. } => *code,
             Self::Task(_) => ErrorCode::Internal,
         }
@@ -115,6 +123,16 @@ impl Kv {
         &self.cluster
     }
 
+    /// Only a node with the cluster's member table may coordinate: with a
+    /// partial ring it would pick the wrong replicas and cap the quorums.
+    fn joined(&self) -> Result<(), KvError> {
+        if self.cluster.has_joined() {
+            Ok(())
+        } else {
+            Err(KvError::NotJoined)
+        }
+    }
+
     /// Bucket properties with the request's overrides, capped to the ring.
     fn props(&self, bucket: &BucketName, q: &QuorumOverrides) -> Result<BucketProps, KvError> {
         let mut p = self.config.bucket_props(bucket).with_overrides(q)?;
@@ -148,62 +166,44 @@ impl Kv {
         key: Key,
         q: QuorumOverrides,
     ) -> Result<Option<Object>, KvError> {
+        self.joined()?;
         let props = self.props(&bucket, &q)?;
         let order = self.order(&bucket, &key);
-        let mut plan = self.plan(&order, props.n_val);
         let needs = Needs {
             total: props.r,
             durable: 0,
             primary: props.pr,
         };
-        precheck(&plan, needs)?;
+        let mut round = ReadRound::new(self.plan(&order, props.n_val), needs, props.conflict_mode)
+            .map_err(KvError::Unavailable)?;
         let (done_tx, done_rx) = oneshot::channel();
         let this = self.clone();
         tokio::spawn(async move {
-            let mut tracker = Tracker::new(needs);
-            let mut inflight = FuturesUnordered::new();
-            for t in plan.targets.clone() {
-                tracker.sent(t.primary);
-                inflight.push(this.read_replica(&bucket, &key, t));
-            }
-            let mut replies: Vec<(Target, Option<Object>)> = Vec::new();
+            let mut inflight: FuturesUnordered<_> = round
+                .start()
+                .into_iter()
+                .map(|t| this.read_replica(&bucket, &key, t))
+                .collect();
             let mut done_tx = Some(done_tx);
             while let Some((target, result)) = inflight.next().await {
-                let progress = match result {
-                    Ok(obj) => {
-                        replies.push((target.clone(), obj));
-                        tracker.succeeded(target.primary, false)
+                let result = result.map_err(|e| {
+                    tracing::debug!(node = %target.node, "replica read failed: {e}");
+                });
+                let step = round.reply(target, result);
+                if let Some(sub) = step.send {
+                    inflight.push(this.read_replica(&bucket, &key, sub));
+                }
+                if let Some(answer) = step.answer {
+                    if let Some(tx) = done_tx.take() {
+                        let _ = tx.send(answer.map_err(KvError::Unavailable));
                     }
-                    Err(e) => {
-                        tracing::debug!(node = %target.node, "replica read failed: {e}");
-                        let p = tracker.failed(target.primary);
-                        if let Some(sub) = plan.substitute(&target) {
-                            tracker.sent(sub.primary);
-                            inflight.push(this.read_replica(&bucket, &key, sub));
-                            tracker.progress()
-                        } else {
-                            p
-                        }
-                    }
-                };
-                match progress {
-                    Progress::Done if done_tx.is_some() => {
-                        let merged = merge_all(replies.iter().map(|(_, o)| o), props.conflict_mode);
-                        if let Some(tx) = done_tx.take() {
-                            let _ = tx.send(Ok(merged));
-                        }
-                    }
-                    Progress::Failed(s) => {
-                        if let Some(tx) = done_tx.take() {
-                            let _ = tx.send(Err(KvError::Unavailable(s)));
-                        }
-                    }
-                    _ => {}
                 }
             }
             // Every replica has answered or timed out: repair the stale ones.
-            this.read_repair(&bucket, &key, replies, props.conflict_mode)
-                .await;
+            if let Some((merged, stale)) = round.repairs() {
+                this.read_repair(&bucket, &key, &merged, stale, props.conflict_mode)
+                    .await;
+            }
         });
         done_rx
             .await
@@ -242,21 +242,15 @@ impl Kv {
         &self,
         bucket: &BucketName,
         key: &Key,
-        replies: Vec<(Target, Option<Object>)>,
+        merged: &Object,
+        stale: Vec<Target>,
         mode: ConflictMode,
     ) {
-        let Some(merged) = merge_all(replies.iter().map(|(_, o)| o), mode) else {
-            return;
-        };
-        for (target, reply) in replies {
-            let stale = reply.as_ref().is_none_or(|o| !o.dominates(&merged, mode));
-            if !stale {
-                continue;
-            }
+        for target in stale {
             metrics::counter!("quorra_read_repairs_total").increment(1);
             tracing::debug!(node = %target.node, "read repair");
             let result = self
-                .write_replica(bucket, key, &merged, mode, false, &target)
+                .write_replica(bucket, key, merged, mode, false, &target)
                 .await;
             if let Err(e) = result {
                 tracing::debug!(node = %target.node, "read repair failed: {e}");
@@ -303,6 +297,7 @@ impl Kv {
         q: QuorumOverrides,
         forwarded: bool,
     ) -> Result<Option<Object>, KvError> {
+        self.joined()?;
         let props = self.props(&bucket, &q)?;
         let order = self.order(&bucket, &key);
         let n = props.n_val as usize;
@@ -312,24 +307,14 @@ impl Kv {
                 .forward(bucket, key, ctx, op, q, &order[..n.min(order.len())])
                 .await;
         }
-        let mut plan = self.plan(&order, props.n_val);
         let needs = Needs {
             total: props.w,
             durable: props.dw,
             primary: props.pw,
         };
-        // The coordinator is one of the replicas: count it in the plan.
-        if !plan.targets.iter().any(|t| t.node == me) {
-            plan.targets.insert(
-                0,
-                Target {
-                    node: me.clone(),
-                    primary: order.iter().take(n).any(|id| *id == me),
-                    hint_for: None,
-                },
-            );
-        }
-        precheck(&plan, needs)?;
+        let me_primary = order.iter().take(n).any(|id| *id == me);
+        let mut round = WriteRound::new(self.plan(&order, props.n_val), needs, &me, me_primary)
+            .map_err(KvError::Unavailable)?;
         let durable = props.dw > 0;
         let durability = if durable {
             Durability::Fsync
@@ -340,7 +325,7 @@ impl Kv {
         let max_siblings = self.config.limits.max_siblings;
         let mode = props.conflict_mode;
         let (b, k) = (bucket.clone(), key.clone());
-        let now = now_ms();
+        let now = self.cluster.faults().now_ms();
         let object = blocking(move || match op {
             Operation::Put(mut content) => {
                 content.timestamp_ms = now;
@@ -356,41 +341,28 @@ impl Kv {
         let Some(object) = object else {
             return Ok(None);
         };
-        let mut tracker = Tracker::new(needs);
-        let local = plan
-            .targets
-            .iter()
-            .position(|t| t.node == me)
-            .map(|i| plan.targets.remove(i));
-        let local_primary = local.as_ref().is_some_and(|t| t.primary);
-        tracker.sent(local_primary);
-        if let Progress::Done = tracker.succeeded(local_primary, durable) {
-            // w=1 (and dw, pw met locally): answer now, replicate behind.
-            let this = self.clone();
-            let obj = object.clone();
-            tokio::spawn(async move {
-                this.replicate(bucket, key, obj, mode, durable, plan, tracker, None)
-                    .await
-            });
-            return Ok(Some(object));
-        }
+        let early = round.stored_locally(me_primary, durable);
         let (tx, rx) = oneshot::channel();
         let this = self.clone();
         let obj = object.clone();
         tokio::spawn(async move {
-            this.replicate(bucket, key, obj, mode, durable, plan, tracker, Some(tx))
+            this.replicate(bucket, key, obj, mode, durable, round, tx)
                 .await
         });
-        match rx.await {
-            Ok(Ok(())) => Ok(Some(object)),
-            Ok(Err(s)) => Err(KvError::Unavailable(s)),
-            Err(_) => Err(KvError::Task("replication ended early".into())),
-        }
+        // With w=1 (and dw, pw met locally) the answer is already known:
+        // replication goes on behind it.
+        let answer = match early {
+            Some(answer) => answer,
+            None => rx
+                .await
+                .map_err(|_| KvError::Task("replication ended early".into()))?,
+        };
+        answer.map(|()| Some(object)).map_err(KvError::Unavailable)
     }
 
-    /// Sends `object` to every target, substituting fallbacks for failures;
-    /// reports the quorum outcome on `done` as soon as it is known, then
-    /// carries on until every replica has answered.
+    /// Sends `object` to every replica of the round, substituting fallbacks
+    /// for failures; reports the quorum outcome on `done` as soon as it is
+    /// known, then carries on until every replica has answered.
     #[allow(clippy::too_many_arguments)]
     async fn replicate(
         &self,
@@ -399,11 +371,9 @@ impl Kv {
         object: Object,
         mode: ConflictMode,
         durable: bool,
-        mut plan: Plan,
-        mut tracker: Tracker,
-        mut done: Option<oneshot::Sender<Result<(), Shortfall>>>,
+        mut round: WriteRound,
+        done: oneshot::Sender<Result<(), Shortfall>>,
     ) {
-        let mut inflight = FuturesUnordered::new();
         let send = |t: Target| {
             let (this, bucket, key, object) =
                 (self.clone(), bucket.clone(), key.clone(), object.clone());
@@ -414,42 +384,26 @@ impl Kv {
                 (t, r)
             }
         };
-        for t in std::mem::take(&mut plan.targets) {
-            tracker.sent(t.primary);
-            inflight.push(send(t));
-        }
+        let mut inflight: FuturesUnordered<_> = round.start().into_iter().map(send).collect();
+        let mut done = Some(done);
         while let Some((target, result)) = inflight.next().await {
-            let progress = match result {
-                Ok(was_durable) => tracker.succeeded(target.primary, was_durable),
-                Err(e) => {
-                    tracing::debug!(node = %target.node, "replica write failed: {e}");
-                    tracker.failed(target.primary);
-                    if let Some(sub) = plan.substitute(&target) {
-                        tracker.sent(sub.primary);
-                        inflight.push(send(sub));
-                    }
-                    tracker.progress()
+            let result = result.map_err(|e| {
+                tracing::debug!(node = %target.node, "replica write failed: {e}");
+            });
+            let step = round.reply(&target, result);
+            if let Some(sub) = step.send {
+                inflight.push(send(sub));
+            }
+            if let Some(answer) = step.answer {
+                if let Some(tx) = done.take() {
+                    let _ = tx.send(answer);
                 }
-            };
-            match progress {
-                Progress::Done => {
-                    if let Some(tx) = done.take() {
-                        let _ = tx.send(Ok(()));
-                    }
-                }
-                Progress::Failed(s) => {
-                    if let Some(tx) = done.take() {
-                        let _ = tx.send(Err(s));
-                    }
-                }
-                Progress::Pending => {}
             }
         }
-        if let Some(tx) = done.take() {
-            let _ = tx.send(match tracker.progress() {
-                Progress::Done => Ok(()),
-                _ => Err(tracker.shortfall()),
-            });
+        if let Some(answer) = round.finish() {
+            if let Some(tx) = done.take() {
+                let _ = tx.send(answer);
+            }
         }
     }
 
@@ -696,37 +650,6 @@ impl Kv {
             },
         })
     }
-}
-
-/// Fails early when the plan cannot meet the quorum even if every replica
-/// answers, so nothing is written for a request that is bound to fail.
-fn precheck(plan: &Plan, needs: Needs) -> Result<(), KvError> {
-    let total = (plan.targets.len() + plan.spares.len()) as u8;
-    let primaries = plan.targets.iter().filter(|t| t.primary).count() as u8;
-    if total < needs.total || total < needs.durable || primaries < needs.primary {
-        return Err(KvError::Unavailable(Shortfall {
-            needs,
-            got: 0,
-            durable: 0,
-            primary: 0,
-            asked: 0,
-        }));
-    }
-    Ok(())
-}
-
-fn merge_all<'a>(
-    objects: impl IntoIterator<Item = &'a Option<Object>>,
-    mode: ConflictMode,
-) -> Option<Object> {
-    let mut merged: Option<Object> = None;
-    for o in objects.into_iter().flatten() {
-        match merged.as_mut() {
-            Some(m) => m.merge(o, mode),
-            None => merged = Some(o.clone()),
-        }
-    }
-    merged
 }
 
 async fn blocking<T: Send + 'static>(

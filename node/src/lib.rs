@@ -7,6 +7,7 @@
 //! - [`kv`]: the request path: coordination, quorums, read repair.
 //! - [`cluster`]: membership, the ring, calls to peers.
 //! - [`handoff`]: delivering hints to returning nodes.
+//! - [`faults`]: fault injection for tests (off unless configured).
 //! - [`net`]: certificates and the QUIC peer transport.
 //! - [`http`]: the HTTP API (axum).
 //! - [`config`]: the TOML configuration and its validation.
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod devcluster;
+pub mod faults;
 pub mod handoff;
 pub mod http;
 pub mod kv;

@@ -18,10 +18,12 @@ use tokio::task::JoinHandle;
 
 use crate::cluster::Cluster;
 use crate::config::{ConfigError, NodeConfig};
+use crate::faults::Faults;
 use crate::http::{self, AppState};
 use crate::kv::Kv;
 use crate::net::certs::NodeCerts;
 use crate::net::transport::Transport;
+use crate::storage::faulty::FaultyEngine;
 use crate::storage::rocks::RocksEngine;
 use crate::storage::{Engine, EngineError};
 use crate::store::{ObjectStore, StoreError};
@@ -116,7 +118,13 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             .await
             .map_err(|e| NodeError::Serve(std::io::Error::other(e.to_string())))??
     };
-    let engine: Arc<dyn Engine> = Arc::new(rocks);
+    let faults = Arc::new(Faults::new(config.fault_injection));
+    let engine: Arc<dyn Engine> = if faults.enabled() {
+        tracing::warn!("fault injection is on: PUT /v1/debug/faults can break this node");
+        Arc::new(FaultyEngine::new(Arc::new(rocks), faults.clone()))
+    } else {
+        Arc::new(rocks)
+    };
     let store = Arc::new(ObjectStore::open(
         engine.clone(),
         &config.node_id,
@@ -148,6 +156,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         transport.clone(),
         peer_addr.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
         http_addr,
+        faults,
     );
     let kv = Kv::new(store.clone(), config.clone(), cluster.clone());
     let mut background = Vec::new();

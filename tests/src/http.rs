@@ -57,13 +57,28 @@ pub struct Client {
 impl Client {
     /// A client for the node at `base` (`http://127.0.0.1:PORT`).
     pub fn new(base: &str) -> Self {
+        Self::with_timeout(base, std::time::Duration::from_secs(30))
+    }
+
+    /// A client whose requests give up after `timeout`.
+    pub fn with_timeout(base: &str, timeout: std::time::Duration) -> Self {
         Self {
             http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
+                .timeout(timeout)
                 .build()
                 .expect("http client"),
             base: base.trim_end_matches('/').to_owned(),
         }
+    }
+
+    /// PUT a JSON document to any path.
+    pub async fn put_json(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<Answer> {
+        let req = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        answer(req.send().await?).await
     }
 
     /// GET any path.

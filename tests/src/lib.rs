@@ -18,6 +18,8 @@ use quorra_node::config::NodeConfig;
 
 pub mod cluster;
 pub mod http;
+pub mod jepsen;
+pub mod nemesis;
 
 /// How long a node may take to start serving.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -45,6 +47,8 @@ pub struct NodeProcess {
     pub peer: Option<std::net::SocketAddr>,
     /// The node's id.
     pub id: String,
+    /// The node's data directory.
+    pub data_dir: PathBuf,
 }
 
 impl NodeProcess {
@@ -62,6 +66,7 @@ impl NodeProcess {
             url: String::new(),
             peer: None,
             id: config.node_id.clone(),
+            data_dir: config.data_dir.clone(),
         };
         node.spawn()?;
         // Pin the ports it got, so a restart brings the same addresses back.
@@ -140,6 +145,29 @@ impl NodeProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGSTOP: the process freezes, its sockets stay open.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal(Signal::SIGSTOP)
+    }
+
+    /// SIGCONT: a paused process carries on.
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal(Signal::SIGCONT)
+    }
+
+    fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+        let Some(child) = self.child.as_ref() else {
+            bail!("node {} is not running", self.id);
+        };
+        kill(Pid::from_raw(child.id() as i32), signal)?;
+        Ok(())
+    }
+
+    /// Whether this harness has the process running (or paused).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// SIGTERM, then wait for a graceful exit (bounded).

@@ -67,9 +67,28 @@ fn invalid_config_is_refused_with_a_clear_message() {
     assert!(err.contains("http_adr") && err.contains("q.toml"), "{err}");
 }
 
+/// A running `quorra dev-cluster`, stopped (SIGTERM, bounded wait) when
+/// dropped, so a failing test leaves no nodes behind.
+struct DevCluster(std::process::Child);
+
+impl DevCluster {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM);
+            let _ = wait_bounded(&mut self.0, Duration::from_secs(30));
+        }
+    }
+}
+
 /// Starts a 3-node `quorra dev-cluster` (the default) and returns it with
 /// the URLs it printed.
-fn dev_cluster(dir: &std::path::Path) -> (std::process::Child, Vec<String>) {
+fn dev_cluster(dir: &std::path::Path) -> (DevCluster, Vec<String>) {
     let mut child = Command::new(quorra_bin!())
         .args(["dev-cluster", "--base-port", "0", "--dir"])
         .arg(dir)
@@ -78,6 +97,7 @@ fn dev_cluster(dir: &std::path::Path) -> (std::process::Child, Vec<String>) {
         .spawn()
         .expect("spawn");
     let stdout = child.stdout.take().expect("stdout");
+    let child = DevCluster(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -126,7 +146,7 @@ async fn dev_cluster_prints_urls_stops_on_sigterm_and_restarts_with_its_data() {
     assert_eq!((got.status, got.text()), (200, "kept".to_owned()));
 
     kill(Pid::from_raw(cluster.id() as i32), Signal::SIGTERM).expect("sigterm");
-    let status = wait_bounded(&mut cluster, Duration::from_secs(30)).expect("wait");
+    let status = wait_bounded(&mut cluster.0, Duration::from_secs(30)).expect("wait");
     assert!(status.success(), "dev-cluster exits cleanly: {status}");
 
     let (mut again, again_urls) = dev_cluster(dir.path());
@@ -134,7 +154,7 @@ async fn dev_cluster_prints_urls_stops_on_sigterm_and_restarts_with_its_data() {
     let got = Client::new(&urls[1]).get("dev", "k").await.expect("get");
     assert_eq!((got.status, got.text()), (200, "kept".to_owned()));
     kill(Pid::from_raw(again.id() as i32), Signal::SIGTERM).expect("sigterm");
-    assert!(wait_bounded(&mut again, Duration::from_secs(30))
+    assert!(wait_bounded(&mut again.0, Duration::from_secs(30))
         .expect("wait")
         .success());
 }

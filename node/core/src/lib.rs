@@ -14,6 +14,8 @@
 //! - [`ring`]: tokens, partitions and preference lists.
 //! - [`membership`]: SWIM-style gossip and failure detection.
 //! - [`quorum`]: replica choice (sloppy quorum) and quorum counting.
+//! - [`round`]: one request's round over its replicas (what to send, when
+//!   to answer, what to repair), driven by the node and by the simulator.
 //! - [`proto`]: the messages nodes exchange.
 //! - [`error`]: stable error codes shared by the server and the client.
 
@@ -25,6 +27,7 @@ pub mod membership;
 pub mod proto;
 pub mod quorum;
 pub mod ring;
+pub mod round;
 pub mod version;
 
 pub use bucket::{BucketName, BucketProps, ConflictMode, Key, Limits, QuorumOverrides};

@@ -333,11 +333,6 @@ impl Membership {
                 // Refute: a live node is never kept out.
                 let mut me = mine.clone();
                 me.incarnation = info.incarnation + 1;
-                me.status = if me.status == Status::Joining {
-                    Status::Up
-                } else {
-                    me.status
-                };
                 self.members.insert(self.me.clone(), me.clone());
                 self.enqueue(me);
                 self.version += 1;
@@ -367,8 +362,34 @@ impl Membership {
         changed
     }
 
-    /// Marks this node up once it is in contact with the cluster.
-    fn joined(&mut self) {
+    /// Restores the member table this node saved before it stopped: a node
+    /// that was a member is one again at once, its ring the cluster's as it
+    /// last knew it, and gossip brings what changed since. (A node with an
+    /// empty or lost table must join through a member instead.)
+    pub fn restore(&mut self, saved: Vec<MemberInfo>, now: u64) {
+        let mut any = false;
+        for m in saved {
+            if m.id == self.me || m.status == Status::Removed {
+                continue;
+            }
+            any = true;
+            self.apply(m, now);
+        }
+        if any {
+            self.mark_joined();
+        }
+    }
+
+    /// Whether this node has joined: it has had a full member table from the
+    /// cluster (or is a cluster of its own). Until then its ring is partial,
+    /// and it must not coordinate requests: it would place keys on the wrong
+    /// replicas and cap quorums to the members it happens to know.
+    pub fn has_joined(&self) -> bool {
+        self.members[&self.me].status != Status::Joining
+    }
+
+    /// Marks this node up once it has the cluster's member table.
+    fn mark_joined(&mut self) {
         let me = self.members[&self.me].clone();
         if me.status == Status::Joining {
             let mut up = me;
@@ -391,10 +412,11 @@ impl Membership {
                 })
             }
             GossipMsg::Ack { updates } => {
+                // A few piggybacked records are not the member table: an ack
+                // alone does not make a joining node a member.
                 for u in updates {
                     self.apply(u, now);
                 }
-                self.joined();
                 None
             }
             GossipMsg::PushPull { members } => {
@@ -408,13 +430,21 @@ impl Membership {
         }
     }
 
-    /// Hands the answer of a push-pull this node started back in.
-    pub fn handle_push_pull_reply(&mut self, msg: GossipMsg, now: u64) {
+    /// Hands the answer of a push-pull this node started with `from` back
+    /// in. A joining node has joined once it has the table of a member that
+    /// has joined itself: the table of another joining node (two restarted
+    /// nodes finding each other first) is not the cluster's.
+    pub fn handle_push_pull_reply(&mut self, msg: GossipMsg, from: SocketAddr, now: u64) {
         if let GossipMsg::PushPull { members } = msg {
+            let from_member = members
+                .iter()
+                .any(|m| m.peer_addr == from && m.id != self.me && m.status != Status::Joining);
             for u in members {
                 self.apply(u, now);
             }
-            self.joined();
+            if from_member {
+                self.mark_joined();
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 //! Cluster endpoints: `/v1/cluster/members`, `/v1/cluster/ring`,
 //! `/v1/cluster/locate/{bucket}/{key}`, `/v1/cluster/status`, and
 //! `/v1/debug/replica/{bucket}/{key}` (this node's own copy of a key, for
-//! operators and tests checking replicas one by one).
+//! operators and tests checking replicas one by one), and `/v1/debug/faults`
+//! (fault injection, on test nodes only).
 
 use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +16,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::kv::parse_path;
 use super::AppState;
+use crate::faults::FaultState;
 
 /// `GET /v1/cluster/members`: this node's view of every member.
 pub(super) async fn members(State(state): State<AppState>) -> Json<Value> {
@@ -153,4 +155,39 @@ pub fn object_json(object: Option<&Object>) -> Value {
         .map(|(a, c)| json!({ "actor": a.to_string(), "counter": c }))
         .collect();
     json!({ "found": true, "clock": clock, "siblings": siblings })
+}
+
+/// `GET /v1/debug/faults` and `PUT /v1/debug/faults` (a JSON
+/// [`FaultState`]): the injected faults, on a node started with
+/// `fault_injection = true`. Without it the route does not exist.
+pub(super) async fn faults(State(state): State<AppState>, req: Request) -> Response {
+    let faults = state.kv.cluster().faults().clone();
+    if !faults.enabled() {
+        return ApiError::new(
+            ErrorCode::RouteNotFound,
+            "fault injection is off on this node (fault_injection = true enables it, for tests only)",
+        )
+        .into_response();
+    }
+    if req.method() == axum::http::Method::GET {
+        return Json(faults.get()).into_response();
+    }
+    if req.method() != axum::http::Method::PUT {
+        return ApiError::new(ErrorCode::MethodNotAllowed, "use GET or PUT").into_response();
+    }
+    let body = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::new(ErrorCode::InvalidParameter, format!("unreadable body: {e}"))
+                .into_response()
+        }
+    };
+    match serde_json::from_slice::<FaultState>(&body) {
+        Ok(s) => {
+            faults.set(s.clone());
+            Json(s).into_response()
+        }
+        Err(e) => ApiError::new(ErrorCode::InvalidParameter, format!("bad fault state: {e}"))
+            .into_response(),
+    }
 }

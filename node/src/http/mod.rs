@@ -3,7 +3,8 @@
 //! - `/v1/kv/{bucket}/{key}`: GET, PUT, DELETE (see [`kv`]).
 //! - `/v1/cluster/...`: members, ring, key location, status (see
 //!   [`cluster`]).
-//! - `/health` (the process is up), `/ready` (it serves requests),
+//! - `/health` (the process is up), `/ready` (it has joined the cluster and
+//!   serves requests),
 //!   `/metrics` (Prometheus text).
 //!
 //! Every request passes one guard: a bounded number run at once (the rest are
@@ -62,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cluster/status", get(cluster::status))
         .route("/v1/cluster/locate/{bucket}/{*key}", get(cluster::locate))
         .route("/v1/debug/replica/{bucket}/{*key}", get(cluster::replica))
+        .route("/v1/debug/faults", any(cluster::faults))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(render_metrics))
@@ -106,12 +108,20 @@ async fn health() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
-async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+async fn ready(State(state): State<AppState>) -> Response {
+    if !state.kv.cluster().has_joined() {
+        return ApiError::new(
+            ErrorCode::QuorumUnavailable,
+            "not ready: this node has not joined the cluster yet",
+        )
+        .into_response();
+    }
     axum::Json(serde_json::json!({
         "status": "ready",
         "node_id": state.config.node_id,
         "actor": state.kv.store().actor().to_string(),
     }))
+    .into_response()
 }
 
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -6,6 +6,7 @@
 //! Both pass the same [`conformance`] suite. Framing, checksums and versioning
 //! live one layer up, in [`crate::store`]: an engine stores opaque bytes.
 
+pub mod faulty;
 pub mod memory;
 pub mod rocks;
 
@@ -76,6 +77,9 @@ pub enum EngineError {
     /// RocksDB reported an error.
     #[error("rocksdb: {0}")]
     Rocks(String),
+    /// A disk fault injected by a test (see `crate::faults`).
+    #[error("injected disk fault: the disk is failing")]
+    Injected,
     /// The engine could not be opened.
     #[error("cannot open storage at {path}: {reason}")]
     Open {

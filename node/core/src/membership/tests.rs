@@ -155,7 +155,7 @@ impl Sim {
                 Action::PushPull { addr, msg } => {
                     if let Some(reply) = self.ping(i, Self::index(addr), msg) {
                         if let Some(node) = self.nodes[i].as_mut() {
-                            node.handle_push_pull_reply(reply, now);
+                            node.handle_push_pull_reply(reply, addr, now);
                         }
                     }
                 }

@@ -1,0 +1,364 @@
+//! One request's round over its replicas, as sans-IO state machines.
+//!
+//! The node's async coordinator and the deterministic simulator both drive
+//! these: they send to the targets a round names, feed the replies back in,
+//! and act on what the round says (answer the client, ask a stand-in, repair
+//! a stale replica). So the rules the simulator checks under random faults
+//! are the rules the node runs, not a copy of them.
+//!
+//! - [`WriteRound`]: the coordinator stored the write locally; the round
+//!   sends it to the other replicas, substitutes fallbacks for failures and
+//!   says once when `w`/`dw`/`pw` are met or can no longer be.
+//! - [`ReadRound`]: asks the replicas, answers with the merge of the first
+//!   `r` replies (`pr` of them primaries), and once every replica answered,
+//!   names the stale ones for read repair.
+
+use crate::quorum::{Needs, Plan, Progress, Shortfall, Target, Tracker};
+use crate::{ConflictMode, Object};
+
+/// What a reply changed: whom to ask next, and the answer once known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step<T> {
+    /// A stand-in to send the request to, for a target that failed.
+    pub send: Option<Target>,
+    /// The client's answer, given exactly once per round.
+    pub answer: Option<Result<T, Shortfall>>,
+}
+
+impl<T> Step<T> {
+    fn none() -> Self {
+        Self {
+            send: None,
+            answer: None,
+        }
+    }
+}
+
+/// Fails early when the plan cannot meet the quorum even if every replica
+/// answers, so nothing is written for a request bound to fail.
+pub fn precheck(plan: &Plan, needs: Needs) -> Result<(), Shortfall> {
+    let total = (plan.targets.len() + plan.spares.len()) as u8;
+    let primaries = plan.targets.iter().filter(|t| t.primary).count() as u8;
+    if total < needs.total || total < needs.durable || primaries < needs.primary {
+        return Err(Shortfall {
+            needs,
+            got: 0,
+            durable: 0,
+            primary: 0,
+            asked: 0,
+        });
+    }
+    Ok(())
+}
+
+/// The merge of every object given (`None` when there is none).
+pub fn merge_all<'a>(
+    objects: impl IntoIterator<Item = &'a Option<Object>>,
+    mode: ConflictMode,
+) -> Option<Object> {
+    let mut merged: Option<Object> = None;
+    for o in objects.into_iter().flatten() {
+        match merged.as_mut() {
+            Some(m) => m.merge(o, mode),
+            None => merged = Some(o.clone()),
+        }
+    }
+    merged
+}
+
+/// A write's replication round, after the coordinator stored it.
+#[derive(Debug, Clone)]
+pub struct WriteRound {
+    plan: Plan,
+    tracker: Tracker,
+    answered: bool,
+}
+
+impl WriteRound {
+    /// A round for a write coordinated by `me`, which is counted as one of
+    /// the replicas (it stores the write first). Fails when the plan cannot
+    /// meet `needs` even if every replica answers.
+    pub fn new(
+        mut plan: Plan,
+        needs: Needs,
+        me: &str,
+        me_primary: bool,
+    ) -> Result<Self, Shortfall> {
+        if !plan.targets.iter().any(|t| t.node == me) {
+            plan.targets.insert(
+                0,
+                Target {
+                    node: me.to_owned(),
+                    primary: me_primary,
+                    hint_for: None,
+                },
+            );
+        }
+        precheck(&plan, needs)?;
+        // The coordinator's own copy is not sent anywhere; every other
+        // target counts as asked from the start, so the coordinator's own
+        // acknowledgement is judged against everything still to come.
+        plan.targets.retain(|t| t.node != me);
+        let mut tracker = Tracker::new(needs);
+        tracker.sent(me_primary);
+        for t in &plan.targets {
+            tracker.sent(t.primary);
+        }
+        Ok(Self {
+            plan,
+            tracker,
+            answered: false,
+        })
+    }
+
+    /// The coordinator stored the write (durably or not). Returns the answer
+    /// when that alone meets the quorum (`w=1`).
+    pub fn stored_locally(
+        &mut self,
+        me_primary: bool,
+        durable: bool,
+    ) -> Option<Result<(), Shortfall>> {
+        let progress = self.tracker.succeeded(me_primary, durable);
+        self.answer(progress)
+    }
+
+    /// The replicas to send the write to now (once).
+    pub fn start(&mut self) -> Vec<Target> {
+        std::mem::take(&mut self.plan.targets)
+    }
+
+    /// A replica answered: `Ok(durable)` or a failure.
+    pub fn reply(&mut self, target: &Target, result: Result<bool, ()>) -> Step<()> {
+        let mut step = Step::none();
+        let progress = match result {
+            Ok(durable) => self.tracker.succeeded(target.primary, durable),
+            Err(()) => {
+                self.tracker.failed(target.primary);
+                if let Some(sub) = self.plan.substitute(target) {
+                    self.tracker.sent(sub.primary);
+                    step.send = Some(sub);
+                }
+                self.tracker.progress()
+            }
+        };
+        step.answer = self.answer(progress);
+        step
+    }
+
+    /// Whether replies are still outstanding.
+    pub fn pending(&self) -> bool {
+        self.tracker.pending() > 0
+    }
+
+    /// The answer when every reply is in and none was given yet.
+    pub fn finish(&mut self) -> Option<Result<(), Shortfall>> {
+        if self.answered {
+            return None;
+        }
+        self.answered = true;
+        Some(match self.tracker.progress() {
+            Progress::Done => Ok(()),
+            _ => Err(self.tracker.shortfall()),
+        })
+    }
+
+    fn answer(&mut self, progress: Progress) -> Option<Result<(), Shortfall>> {
+        if self.answered {
+            return None;
+        }
+        let answer = match progress {
+            Progress::Pending => return None,
+            Progress::Done => Ok(()),
+            Progress::Failed(s) => Err(s),
+        };
+        self.answered = true;
+        Some(answer)
+    }
+}
+
+/// A read's round over the replicas.
+#[derive(Debug, Clone)]
+pub struct ReadRound {
+    plan: Plan,
+    tracker: Tracker,
+    mode: ConflictMode,
+    replies: Vec<(Target, Option<Object>)>,
+    answered: bool,
+}
+
+impl ReadRound {
+    /// A round for `plan`; fails when it cannot meet `needs`.
+    pub fn new(plan: Plan, needs: Needs, mode: ConflictMode) -> Result<Self, Shortfall> {
+        precheck(&plan, needs)?;
+        Ok(Self {
+            plan,
+            tracker: Tracker::new(needs),
+            mode,
+            replies: Vec::new(),
+            answered: false,
+        })
+    }
+
+    /// The replicas to ask now.
+    pub fn start(&mut self) -> Vec<Target> {
+        let targets = self.plan.targets.clone();
+        for t in &targets {
+            self.tracker.sent(t.primary);
+        }
+        targets
+    }
+
+    /// A replica answered with its object (or nothing), or failed.
+    pub fn reply(
+        &mut self,
+        target: Target,
+        result: Result<Option<Object>, ()>,
+    ) -> Step<Option<Object>> {
+        let mut step = Step::none();
+        let progress = match result {
+            Ok(object) => {
+                let primary = target.primary;
+                self.replies.push((target, object));
+                self.tracker.succeeded(primary, false)
+            }
+            Err(()) => {
+                self.tracker.failed(target.primary);
+                if let Some(sub) = self.plan.substitute(&target) {
+                    self.tracker.sent(sub.primary);
+                    step.send = Some(sub);
+                }
+                self.tracker.progress()
+            }
+        };
+        if !self.answered {
+            match progress {
+                Progress::Pending => {}
+                Progress::Done => {
+                    self.answered = true;
+                    step.answer = Some(Ok(self.merged()));
+                }
+                Progress::Failed(s) => {
+                    self.answered = true;
+                    step.answer = Some(Err(s));
+                }
+            }
+        }
+        step
+    }
+
+    /// Whether replies are still outstanding.
+    pub fn pending(&self) -> bool {
+        self.tracker.pending() > 0
+    }
+
+    /// The merge of every reply so far.
+    pub fn merged(&self) -> Option<Object> {
+        merge_all(self.replies.iter().map(|(_, o)| o), self.mode)
+    }
+
+    /// Once every replica answered: the merged object and the replicas that
+    /// lack part of it, to be sent the merge (read repair).
+    pub fn repairs(self) -> Option<(Object, Vec<Target>)> {
+        let merged = self.merged()?;
+        let stale = self
+            .replies
+            .into_iter()
+            .filter(|(_, reply)| {
+                reply
+                    .as_ref()
+                    .is_none_or(|o| !o.dominates(&merged, self.mode))
+            })
+            .map(|(t, _)| t)
+            .collect();
+        Some((merged, stale))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quorum::plan;
+    use crate::{Actor, Content, VersionVector};
+
+    fn needs(total: u8, durable: u8, primary: u8) -> Needs {
+        Needs {
+            total,
+            durable,
+            primary,
+        }
+    }
+
+    fn written(node: &str, value: &[u8]) -> Object {
+        let mut o = Object::new();
+        o.update(
+            &VersionVector::new(),
+            &Actor::new(node, 1),
+            Content::value(value.to_vec(), "text/plain", 1),
+            ConflictMode::Siblings,
+        );
+        o
+    }
+
+    #[test]
+    fn write_answers_once_after_w_and_substitutes_failures() {
+        let p = plan(&["a", "b", "c", "d"], 3, |_| true);
+        let mut round = WriteRound::new(p, needs(2, 0, 0), "a", true).expect("plan");
+        assert_eq!(round.stored_locally(true, false), None);
+        let targets = round.start();
+        let nodes: Vec<&str> = targets.iter().map(|t| t.node.as_str()).collect();
+        assert_eq!(nodes, ["b", "c"], "the coordinator does not send to itself");
+        let step = round.reply(&targets[0], Err(()));
+        let sub = step.send.expect("a stand-in for b");
+        assert_eq!(
+            (sub.node.as_str(), sub.hint_for.as_deref()),
+            ("d", Some("b"))
+        );
+        assert_eq!(step.answer, None);
+        assert_eq!(round.reply(&sub, Ok(false)).answer, Some(Ok(())));
+        // Later replies change nothing the client sees.
+        assert_eq!(round.reply(&targets[1], Ok(false)).answer, None);
+        assert!(!round.pending());
+        assert_eq!(round.finish(), None);
+    }
+
+    #[test]
+    fn w1_is_met_by_the_coordinator_alone() {
+        let p = plan(&["a", "b", "c"], 3, |_| true);
+        let mut round = WriteRound::new(p, needs(1, 0, 0), "a", true).expect("plan");
+        assert_eq!(round.stored_locally(true, false), Some(Ok(())));
+        assert_eq!(
+            round.start().len(),
+            2,
+            "replication goes on behind the answer"
+        );
+    }
+
+    #[test]
+    fn write_fails_early_when_the_plan_is_too_small() {
+        let p = plan(&["a", "b", "c"], 3, |id| id == "a");
+        let err =
+            WriteRound::new(p, needs(2, 0, 0), "a", true).expect_err("one node cannot ack w=2");
+        assert_eq!(err.asked, 0);
+    }
+
+    #[test]
+    fn read_answers_with_the_merge_and_names_stale_replicas() {
+        let p = plan(&["a", "b", "c"], 3, |_| true);
+        let mut round = ReadRound::new(p, needs(2, 0, 0), ConflictMode::Siblings).expect("plan");
+        let t = round.start();
+        let x = written("a", b"x");
+        assert_eq!(round.reply(t[0].clone(), Ok(Some(x.clone()))).answer, None);
+        let answer = round.reply(t[1].clone(), Ok(None)).answer;
+        assert_eq!(answer, Some(Ok(Some(x.clone()))));
+        assert_eq!(round.reply(t[2].clone(), Err(())).answer, None);
+        assert!(!round.pending());
+        let (merged, stale) = round.repairs().expect("something to repair");
+        assert_eq!(merged, x);
+        let stale: Vec<&str> = stale.iter().map(|t| t.node.as_str()).collect();
+        assert_eq!(
+            stale,
+            ["b"],
+            "failed replicas are not repaired, empty ones are"
+        );
+    }
+}

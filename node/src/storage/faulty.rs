@@ -1,0 +1,62 @@
+//! An engine wrapper that makes the disk slow or failing on command
+//! ([`crate::faults`]), so tests can see what a node does when its disk
+//! stalls or errors: it must answer with `storage_error`, keep serving, and
+//! lose nothing it acknowledged.
+
+use std::sync::Arc;
+
+use super::{Durability, Engine, EngineError, Space, WriteOp};
+use crate::faults::Faults;
+
+/// `inner`, subject to the disk faults in force.
+pub struct FaultyEngine {
+    inner: Arc<dyn Engine>,
+    faults: Arc<Faults>,
+}
+
+impl FaultyEngine {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Engine>, faults: Arc<Faults>) -> Self {
+        Self { inner, faults }
+    }
+
+    fn check(&self) -> Result<(), EngineError> {
+        let (delay, failing) = self.faults.disk();
+        if !delay.is_zero() {
+            // Storage calls run on blocking threads: this is the stall a
+            // slow disk causes.
+            std::thread::sleep(delay);
+        }
+        if failing {
+            return Err(EngineError::Injected);
+        }
+        Ok(())
+    }
+}
+
+impl Engine for FaultyEngine {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        self.check()?;
+        self.inner.get(space, key)
+    }
+
+    fn write(&self, ops: Vec<WriteOp>, durability: Durability) -> Result<(), EngineError> {
+        self.check()?;
+        self.inner.write(ops, durability)
+    }
+
+    fn scan(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), EngineError> {
+        self.check()?;
+        self.inner.scan(space, prefix, visit)
+    }
+
+    fn sync(&self) -> Result<(), EngineError> {
+        self.check()?;
+        self.inner.sync()
+    }
+}

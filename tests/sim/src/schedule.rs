@@ -1,0 +1,113 @@
+//! Random fault schedules: crashes and restarts, partitions (symmetric and
+//! one-way), failing and slow disks, clock skew and, where the quorum
+//! settings can survive it, one wiped disk.
+
+use crate::rng::Rng;
+use crate::Config;
+
+/// One fault (or its end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// kill -9: memory lost, disk kept.
+    Crash(usize),
+    /// Start a crashed node again.
+    Restart(usize),
+    /// Crash and lose the disk: the node comes back empty, with a new actor
+    /// epoch.
+    Wipe(usize),
+    /// Cut these nodes off from the rest, both ways.
+    Partition(Vec<usize>),
+    /// Drop everything from the first node to the second.
+    OneWay(usize, usize),
+    /// Restore every link.
+    Heal,
+    /// Make a node's disk fail every operation (or work again).
+    DiskFailing(usize, bool),
+    /// Add this many ms to every storage operation of a node.
+    DiskSlow(usize, u64),
+    /// Shift a node's wall clock by this many ms.
+    ClockSkew(usize, i64),
+}
+
+/// Faults with the virtual ms (from the workload's start) they happen at.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// The faults, in no particular order.
+    pub faults: Vec<(u64, Fault)>,
+    /// How long faults go on.
+    pub window_ms: u64,
+}
+
+impl Schedule {
+    /// A random schedule for `config` (none when its faults are off).
+    pub fn random(rng: &mut Rng, config: &Config) -> Self {
+        let window_ms = rng.between(3_000, 8_000);
+        let mut faults = Vec::new();
+        if !config.faults {
+            return Self { faults, window_ms };
+        }
+        let n = config.nodes as u64;
+        let mut wiped = false;
+        for _ in 0..rng.between(2, 8) {
+            let at = rng.below(window_ms);
+            let len = rng.between(200, 3_000);
+            let i = rng.below(n) as usize;
+            match rng.below(10) {
+                0..=2 => {
+                    faults.push((at, Fault::Crash(i)));
+                    faults.push((at + len, Fault::Restart(i)));
+                }
+                3..=5 => {
+                    let size = rng.between(1, (n / 2).max(1));
+                    let mut side: Vec<usize> = Vec::new();
+                    while (side.len() as u64) < size {
+                        let j = rng.below(n) as usize;
+                        if !side.contains(&j) {
+                            side.push(j);
+                        }
+                    }
+                    side.sort_unstable();
+                    faults.push((at, Fault::Partition(side)));
+                    faults.push((at + len, Fault::Heal));
+                }
+                6 => {
+                    let j = rng.below(n) as usize;
+                    if i != j {
+                        faults.push((at, Fault::OneWay(i, j)));
+                        faults.push((at + len, Fault::Heal));
+                    }
+                }
+                7 => {
+                    faults.push((at, Fault::DiskFailing(i, true)));
+                    faults.push((at + len, Fault::DiskFailing(i, false)));
+                }
+                8 => {
+                    faults.push((at, Fault::DiskSlow(i, rng.between(20, 400))));
+                    faults.push((at + len, Fault::DiskSlow(i, 0)));
+                    let skew = rng.between(0, 10_000) as i64 - 5_000;
+                    faults.push((at, Fault::ClockSkew(i, skew)));
+                }
+                _ => {
+                    if config.wipes && !wiped {
+                        wiped = true;
+                        faults.push((at, Fault::Wipe(i)));
+                        faults.push((at + len, Fault::Restart(i)));
+                    } else {
+                        faults.push((at, Fault::Crash(i)));
+                        faults.push((at + len, Fault::Restart(i)));
+                    }
+                }
+            }
+        }
+        faults.sort_by_key(|(at, _)| *at);
+        Self { faults, window_ms }
+    }
+
+    /// One line per fault, for reports.
+    pub fn describe(&self) -> Vec<String> {
+        self.faults
+            .iter()
+            .map(|(at, f)| format!("+{at}ms {f:?}"))
+            .collect()
+    }
+}

@@ -1,0 +1,737 @@
+//! The simulated world: a seeded event queue over virtual time, a network
+//! that drops, delays, duplicates and reorders messages and can be cut,
+//! nodes that crash, restart, lose their disks, get slow or failing disks
+//! and skewed clocks, and clients running the set and register workloads.
+//!
+//! Everything is driven by one seed, and nothing iterates a hash map, so a
+//! run is a pure function of its [`Config`]: the same seed gives the same
+//! trace digest.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use quorra_core::membership::GossipConfig;
+use quorra_core::{Object, VersionVector};
+
+use crate::check::{check, FinalRead};
+use crate::history::{decode, encode, History, Op, OpKind, Outcome};
+use crate::node::{
+    node_id, peer_addr, ClientReq, ClientResult, Disk, Msg, OpId, Out, ReqId, SimNode, Timeouts,
+};
+use crate::rng::Rng;
+use crate::schedule::{Fault, Schedule};
+use crate::{Config, RunResult};
+
+const GOSSIP_TICK_MS: u64 = 50;
+const HANDOFF_TICK_MS: u64 = 200;
+const CLIENT_TIMEOUT_MS: u64 = 2_000;
+/// How long the cluster may take to form, to settle after the faults heal,
+/// and to answer the final reads (virtual ms).
+const SETTLE_BOUND_MS: u64 = 60_000;
+
+/// Gossip timings scaled for the simulation.
+pub(crate) fn gossip_config() -> GossipConfig {
+    GossipConfig {
+        probe_interval_ms: 100,
+        probe_timeout_ms: 60,
+        suspect_timeout_ms: 500,
+        push_pull_interval_ms: 600,
+        indirect_probes: 2,
+        piggyback: 8,
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    Deliver {
+        from: usize,
+        to: usize,
+        to_life: u64,
+        msg: Msg,
+    },
+    Gossip {
+        node: usize,
+        life: u64,
+    },
+    Handoff {
+        node: usize,
+        life: u64,
+    },
+    Timeout {
+        node: usize,
+        life: u64,
+        req: ReqId,
+    },
+    ClientNext {
+        client: usize,
+    },
+    ToNode {
+        node: usize,
+        op: OpId,
+        req: ClientReq,
+    },
+    Answer {
+        op: OpId,
+        result: ClientResult,
+    },
+    ClientTimeout {
+        op: OpId,
+    },
+    Fault(Fault),
+}
+
+impl Event {
+    fn tag(&self) -> u64 {
+        match self {
+            Self::Deliver { from, to, msg, .. } => {
+                (*from as u64) << 32 | (*to as u64) << 8 | msg.tag()
+            }
+            Self::Gossip { node, .. } => 0x100 + *node as u64,
+            Self::Handoff { node, .. } => 0x200 + *node as u64,
+            Self::Timeout { node, req, .. } => 0x300 + *node as u64 + (*req << 16),
+            Self::ClientNext { client } => 0x400 + *client as u64,
+            Self::ToNode { node, op, .. } => 0x500 + *node as u64 + (*op << 16),
+            Self::Answer { op, .. } => 0x600 + (*op << 16),
+            Self::ClientTimeout { op } => 0x700 + (*op << 16),
+            Self::Fault(_) => 0x800,
+        }
+    }
+}
+
+/// What a client is in the middle of.
+#[derive(Debug, Clone)]
+struct ClientOp {
+    request: OpId,
+    node: usize,
+    key: String,
+    register: bool,
+    unique: u64,
+    invoked_ms: u64,
+    /// `None` while reading; the values the read saw once writing.
+    observed: Option<Vec<u64>>,
+}
+
+#[derive(Debug, Default)]
+struct Client {
+    current: Option<ClientOp>,
+    done: usize,
+}
+
+/// Network conditions.
+#[derive(Debug, Clone, Copy)]
+struct Net {
+    drop_per_mille: u64,
+    dup_per_mille: u64,
+    base_delay_ms: u64,
+    tail_per_mille: u64,
+    tail_ms: u64,
+}
+
+pub(crate) struct World {
+    config: Config,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: BTreeMap<u64, Event>,
+    rng: Rng,
+    nodes: Vec<Option<SimNode>>,
+    disks: Vec<Disk>,
+    lives: Vec<u64>,
+    blocked: BTreeSet<(usize, usize)>,
+    net: Net,
+    clients: Vec<Client>,
+    next_op: OpId,
+    next_unique: u64,
+    history: History,
+    finals: BTreeMap<OpId, (usize, String, Option<Result<Vec<Option<Vec<u64>>>, String>>)>,
+    workload_over: bool,
+    trace: u64,
+    processed: u64,
+    wiped: bool,
+}
+
+impl World {
+    pub(crate) fn new(config: Config) -> Self {
+        let mut rng = Rng::new(config.seed);
+        let net = Net {
+            drop_per_mille: rng.below(50),
+            dup_per_mille: rng.below(30),
+            base_delay_ms: 1 + rng.below(10),
+            tail_per_mille: rng.below(30),
+            tail_ms: 50 + rng.below(400),
+        };
+        let n = config.nodes;
+        let mut world = Self {
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            rng,
+            nodes: (0..n).map(|_| None).collect(),
+            disks: (0..n)
+                .map(|i| Disk {
+                    epoch: 1 + i as u64,
+                    ..Disk::default()
+                })
+                .collect(),
+            lives: vec![0; n],
+            blocked: BTreeSet::new(),
+            net,
+            clients: (0..config.clients).map(|_| Client::default()).collect(),
+            next_op: 1,
+            next_unique: 1,
+            history: History::default(),
+            finals: BTreeMap::new(),
+            workload_over: false,
+            trace: 0xcbf2_9ce4_8422_2325,
+            processed: 0,
+            wiped: false,
+            config,
+        };
+        for i in 0..n {
+            world.start_node(i);
+        }
+        world
+    }
+
+    fn at(&mut self, delay: u64, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse((self.now + delay, self.seq)));
+        self.events.insert(self.seq, event);
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            replica_ms: 300,
+            forward_ms: 800,
+        }
+    }
+
+    fn start_node(&mut self, i: usize) {
+        self.lives[i] += 1;
+        let life = self.lives[i];
+        // The first node founds the cluster; every other node (and the first
+        // one when it comes back) has the first two as seeds, as a config
+        // file would.
+        let seeds = if i == 0 && life == 1 {
+            Vec::new()
+        } else {
+            vec![peer_addr(0), peer_addr(1 % self.config.nodes)]
+        };
+        let node = SimNode::boot(
+            i,
+            std::mem::take(&mut self.disks[i]),
+            seeds,
+            gossip_config(),
+            self.config.quorum,
+            self.timeouts(),
+            self.config.bug,
+            self.now,
+            life,
+        );
+        self.nodes[i] = Some(node);
+        let jitter = self.rng.below(GOSSIP_TICK_MS);
+        self.at(jitter, Event::Gossip { node: i, life });
+        let jitter = self.rng.below(HANDOFF_TICK_MS);
+        self.at(jitter, Event::Handoff { node: i, life });
+    }
+
+    fn crash(&mut self, i: usize) {
+        if let Some(node) = self.nodes[i].take() {
+            // The disk survives a crash; what was only in memory does not.
+            self.disks[i] = node.disk;
+            self.lives[i] += 1;
+        }
+    }
+
+    fn apply(&mut self, fault: Fault) {
+        match fault {
+            Fault::Crash(i) => self.crash(i),
+            Fault::Restart(i) => {
+                if self.nodes[i].is_none() {
+                    self.start_node(i);
+                }
+            }
+            Fault::Wipe(i) => {
+                self.crash(i);
+                // A new disk: a new actor epoch (the node's kv679 defence).
+                self.disks[i] = Disk {
+                    epoch: 1_000 + self.rng.next(),
+                    ..Disk::default()
+                };
+                self.wiped = true;
+            }
+            Fault::Partition(side) => {
+                let side: BTreeSet<usize> = side.into_iter().collect();
+                for a in 0..self.config.nodes {
+                    for b in 0..self.config.nodes {
+                        if side.contains(&a) != side.contains(&b) {
+                            self.blocked.insert((a, b));
+                        }
+                    }
+                }
+            }
+            Fault::OneWay(from, to) => {
+                self.blocked.insert((from, to));
+            }
+            Fault::Heal => self.blocked.clear(),
+            Fault::DiskFailing(i, on) => {
+                if let Some(n) = self.nodes[i].as_mut() {
+                    n.disk_faults.failing = on;
+                }
+            }
+            Fault::DiskSlow(i, ms) => {
+                if let Some(n) = self.nodes[i].as_mut() {
+                    n.disk_faults.slow_ms = ms;
+                }
+            }
+            Fault::ClockSkew(i, ms) => {
+                if let Some(n) = self.nodes[i].as_mut() {
+                    n.clock_skew_ms = ms;
+                }
+            }
+        }
+    }
+
+    /// Ends every fault: nodes restarted, links healed, disks working, no
+    /// more losses or duplicates.
+    fn heal_all(&mut self) {
+        self.blocked.clear();
+        self.net.drop_per_mille = 0;
+        self.net.dup_per_mille = 0;
+        for i in 0..self.config.nodes {
+            if self.nodes[i].is_none() {
+                self.start_node(i);
+            }
+            if let Some(n) = self.nodes[i].as_mut() {
+                n.disk_faults = Default::default();
+            }
+        }
+    }
+
+    fn delay(&mut self) -> u64 {
+        let mut d = 1 + self.rng.below(self.net.base_delay_ms);
+        if self.rng.below(1000) < self.net.tail_per_mille {
+            d += self.rng.below(self.net.tail_ms);
+        }
+        d
+    }
+
+    fn outputs(&mut self, from: usize, out: Vec<Out>) {
+        let life = self.lives[from];
+        for o in out {
+            match o {
+                Out::Send { to, msg, extra_ms } => {
+                    let Some(to) = index(&to) else { continue };
+                    if to == from {
+                        self.at(
+                            extra_ms,
+                            Event::Deliver {
+                                from,
+                                to,
+                                to_life: self.lives[to],
+                                msg,
+                            },
+                        );
+                        continue;
+                    }
+                    if self.blocked.contains(&(from, to))
+                        || self.rng.below(1000) < self.net.drop_per_mille
+                    {
+                        continue;
+                    }
+                    if self.rng.below(1000) < self.net.dup_per_mille {
+                        let d = self.delay() + extra_ms;
+                        let event = Event::Deliver {
+                            from,
+                            to,
+                            to_life: self.lives[to],
+                            msg: msg.clone(),
+                        };
+                        self.at(d, event);
+                    }
+                    let d = self.delay() + extra_ms;
+                    let to_life = self.lives[to];
+                    self.at(
+                        d,
+                        Event::Deliver {
+                            from,
+                            to,
+                            to_life,
+                            msg,
+                        },
+                    );
+                }
+                Out::Timeout { after, req } => self.at(
+                    after,
+                    Event::Timeout {
+                        node: from,
+                        life,
+                        req,
+                    },
+                ),
+                Out::Answer { op, result } => self.at(1, Event::Answer { op, result }),
+            }
+        }
+    }
+
+    fn step(&mut self) -> bool {
+        let Some(Reverse((time, seq))) = self.queue.pop() else {
+            return false;
+        };
+        let Some(event) = self.events.remove(&seq) else {
+            return true;
+        };
+        self.now = time;
+        self.processed += 1;
+        for v in [time, seq, event.tag()] {
+            self.trace = (self.trace ^ v).wrapping_mul(0x0100_0000_01b3);
+        }
+        let now = self.now;
+        match event {
+            Event::Deliver {
+                from,
+                to,
+                to_life,
+                msg,
+            } => {
+                if self.lives[to] != to_life || self.blocked.contains(&(from, to)) {
+                    return true;
+                }
+                let mut out = Vec::new();
+                if let Some(node) = self.nodes[to].as_mut() {
+                    node.receive(&node_id(from), msg, now, &mut out);
+                }
+                self.outputs(to, out);
+            }
+            Event::Gossip { node, life } => {
+                if self.lives[node] != life {
+                    return true;
+                }
+                let mut out = Vec::new();
+                if let Some(n) = self.nodes[node].as_mut() {
+                    n.tick(now, &mut out);
+                }
+                self.outputs(node, out);
+                self.at(GOSSIP_TICK_MS, Event::Gossip { node, life });
+            }
+            Event::Handoff { node, life } => {
+                if self.lives[node] != life {
+                    return true;
+                }
+                let mut out = Vec::new();
+                if let Some(n) = self.nodes[node].as_mut() {
+                    n.handoff(&mut out);
+                }
+                self.outputs(node, out);
+                self.at(HANDOFF_TICK_MS, Event::Handoff { node, life });
+            }
+            Event::Timeout { node, life, req } => {
+                if self.lives[node] != life {
+                    return true;
+                }
+                let mut out = Vec::new();
+                if let Some(n) = self.nodes[node].as_mut() {
+                    n.timeout(req, now, &mut out);
+                }
+                self.outputs(node, out);
+            }
+            Event::ClientNext { client } => self.client_next(client),
+            Event::ToNode { node, op, req } => {
+                let mut out = Vec::new();
+                match self.nodes[node].as_mut() {
+                    Some(n) => n.client(op, req, now, &mut out),
+                    None => {
+                        let refused = crate::node::ClientError {
+                            definite: true,
+                            message: "connection refused".into(),
+                        };
+                        let result = match req {
+                            ClientReq::Get { .. } => ClientResult::Got(Err(refused)),
+                            ClientReq::Put { .. } => ClientResult::Put(Err(refused)),
+                        };
+                        self.at(1, Event::Answer { op, result });
+                    }
+                }
+                self.outputs(node, out);
+            }
+            Event::Answer { op, result } => self.answer(op, result),
+            Event::ClientTimeout { op } => self.client_timeout(op),
+            Event::Fault(f) => self.apply(f),
+        }
+        true
+    }
+
+    // ---- clients ----
+
+    fn client_next(&mut self, client: usize) {
+        if self.workload_over || self.clients[client].done >= self.config.ops_per_client {
+            return;
+        }
+        let register = self.rng.below(2) == 1;
+        let k = self.rng.below(self.config.keys as u64);
+        let key = if register {
+            format!("reg-{k}")
+        } else {
+            format!("set-{k}")
+        };
+        let node = self.rng.below(self.config.nodes as u64) as usize;
+        let op = ClientOp {
+            request: self.next_op,
+            node,
+            key: key.clone(),
+            register,
+            unique: self.next_unique,
+            invoked_ms: self.now,
+            observed: None,
+        };
+        self.next_op += 1;
+        self.next_unique += 1;
+        let request = op.request;
+        self.clients[client].current = Some(op);
+        self.at(
+            1,
+            Event::ToNode {
+                node,
+                op: request,
+                req: ClientReq::Get { key, r: None },
+            },
+        );
+        self.at(CLIENT_TIMEOUT_MS, Event::ClientTimeout { op: request });
+    }
+
+    fn waiting(&self, op: OpId) -> Option<usize> {
+        self.clients
+            .iter()
+            .position(|c| c.current.as_ref().is_some_and(|o| o.request == op))
+    }
+
+    fn finish(&mut self, client: usize, outcome: Outcome) {
+        let Some(op) = self.clients[client].current.take() else {
+            return;
+        };
+        let kind = if op.register {
+            OpKind::RegWrite {
+                value: op.unique,
+                observed: op.observed.unwrap_or_default(),
+            }
+        } else {
+            OpKind::SetAdd { element: op.unique }
+        };
+        self.history.push(Op {
+            client,
+            key: op.key,
+            kind,
+            invoked_ms: op.invoked_ms,
+            completed_ms: self.now,
+            outcome,
+        });
+        self.clients[client].done += 1;
+        let think = self.rng.below(20);
+        self.at(think, Event::ClientNext { client });
+    }
+
+    fn answer(&mut self, op: OpId, result: ClientResult) {
+        if let Some(slot) = self.finals.get_mut(&op) {
+            if let ClientResult::Got(r) = result {
+                slot.2 = Some(r.map(|o| siblings(o.as_ref())).map_err(|e| e.message));
+            }
+            return;
+        }
+        let Some(client) = self.waiting(op) else {
+            return; // answered after the client gave up
+        };
+        match result {
+            ClientResult::Got(Err(_)) => self.finish(client, Outcome::Fail),
+            ClientResult::Got(Ok(object)) => {
+                let Some(mut current) = self.clients[client].current.take() else {
+                    return;
+                };
+                let seen: Vec<Option<Vec<u64>>> = siblings(object.as_ref());
+                let observed: Vec<u64> = seen.iter().flatten().flatten().copied().collect();
+                let value = if current.register {
+                    encode(&BTreeSet::from([current.unique]))
+                } else {
+                    let mut set: BTreeSet<u64> = observed.iter().copied().collect();
+                    set.insert(current.unique);
+                    encode(&set)
+                };
+                let ctx = object
+                    .as_ref()
+                    .map(|o| o.clock().clone())
+                    .unwrap_or_else(VersionVector::new);
+                current.observed = Some(observed);
+                current.request = self.next_op;
+                self.next_op += 1;
+                let (node, key, request) = (current.node, current.key.clone(), current.request);
+                self.clients[client].current = Some(current);
+                self.at(
+                    1,
+                    Event::ToNode {
+                        node,
+                        op: request,
+                        req: ClientReq::Put { key, ctx, value },
+                    },
+                );
+                self.at(CLIENT_TIMEOUT_MS, Event::ClientTimeout { op: request });
+            }
+            ClientResult::Put(Ok(())) => self.finish(client, Outcome::Ok),
+            ClientResult::Put(Err(e)) if e.definite => self.finish(client, Outcome::Fail),
+            ClientResult::Put(Err(_)) => self.finish(client, Outcome::Unknown),
+        }
+    }
+
+    fn client_timeout(&mut self, op: OpId) {
+        let Some(client) = self.waiting(op) else {
+            return;
+        };
+        let writing = self.clients[client]
+            .current
+            .as_ref()
+            .is_some_and(|o| o.observed.is_some());
+        // A read that timed out wrote nothing; a write may have happened.
+        let outcome = if writing {
+            Outcome::Unknown
+        } else {
+            Outcome::Fail
+        };
+        self.finish(client, outcome);
+    }
+
+    // ---- phases ----
+
+    fn all_ids(&self) -> Vec<String> {
+        (0..self.config.nodes).map(node_id).collect()
+    }
+
+    fn formed(&self) -> bool {
+        let ids = self.all_ids();
+        self.nodes
+            .iter()
+            .all(|n| n.as_ref().is_some_and(|n| n.sees_all_up(&ids)))
+    }
+
+    fn quiet(&self) -> bool {
+        self.formed()
+            && self
+                .nodes
+                .iter()
+                .flatten()
+                .all(|n| n.hints() == 0 && !n.busy())
+    }
+
+    /// Runs until `done` holds (checked every 10 virtual ms) or `bound` ms
+    /// pass; returns whether it held.
+    fn run_until(&mut self, bound: u64, done: impl Fn(&Self) -> bool) -> bool {
+        let deadline = self.now + bound;
+        let mut checked = self.now;
+        while self.now <= deadline {
+            if self.now >= checked + 10 || self.now == checked {
+                if done(self) {
+                    return true;
+                }
+                checked = self.now.max(checked + 1);
+            }
+            if !self.step() {
+                return done(self);
+            }
+        }
+        done(self)
+    }
+
+    fn clients_done(&self) -> bool {
+        self.clients.iter().all(|c| c.current.is_none())
+            && self
+                .clients
+                .iter()
+                .all(|c| c.done >= self.config.ops_per_client)
+    }
+
+    fn read_all(&mut self, via: &[usize], r: Option<u8>) -> Vec<FinalRead> {
+        let keys: Vec<String> = (0..self.config.keys)
+            .flat_map(|k| [format!("set-{k}"), format!("reg-{k}")])
+            .collect();
+        self.finals.clear();
+        for &node in via {
+            for key in &keys {
+                let op = self.next_op;
+                self.next_op += 1;
+                self.finals.insert(op, (node, key.clone(), None));
+                let req = ClientReq::Get {
+                    key: key.clone(),
+                    r,
+                };
+                self.at(1, Event::ToNode { node, op, req });
+            }
+        }
+        self.run_until(SETTLE_BOUND_MS, |w| {
+            w.finals.values().all(|f| f.2.is_some())
+        });
+        std::mem::take(&mut self.finals)
+            .into_values()
+            .map(|(node, key, result)| FinalRead {
+                via: node_id(node),
+                key,
+                result: result.unwrap_or_else(|| Err("no answer".into())),
+            })
+            .collect()
+    }
+
+    pub(crate) fn run(mut self) -> RunResult {
+        let formed = self.run_until(SETTLE_BOUND_MS, Self::formed);
+        let start = self.now;
+        let schedule = Schedule::random(&mut self.rng, &self.config);
+        for (at, fault) in schedule.faults.iter().cloned() {
+            self.at(at, Event::Fault(fault));
+        }
+        for c in 0..self.config.clients {
+            let stagger = self.rng.below(50);
+            self.at(stagger, Event::ClientNext { client: c });
+        }
+        let workload_bound =
+            schedule.window_ms + 10 * CLIENT_TIMEOUT_MS * self.config.ops_per_client as u64;
+        self.run_until(workload_bound, Self::clients_done);
+        self.workload_over = true;
+        let end = self.now.max(start + schedule.window_ms);
+        self.run_until(end - self.now, |_| false);
+        self.heal_all();
+        let mut settled = self.run_until(SETTLE_BOUND_MS, Self::quiet);
+        // Without anti-entropy, a replica that lost its disk, or a w=1 write
+        // that reached one replica, is found only by reads that reach it: a
+        // full read (r = n) repairs every key first.
+        let q = self.config.quorum;
+        if self.wiped || q.r + q.w <= q.n {
+            self.read_all(&[0], Some(q.n));
+            settled &= self.run_until(SETTLE_BOUND_MS, Self::quiet);
+        }
+        let everyone: Vec<usize> = (0..self.config.nodes).collect();
+        let finals = self.read_all(&everyone, None);
+        let report = check(&self.history, &finals);
+        RunResult {
+            config: self.config.clone(),
+            report,
+            formed,
+            settled,
+            faults: schedule.describe(),
+            trace: self.trace,
+            events: self.processed,
+            virtual_ms: self.now,
+            history: self.history,
+        }
+    }
+}
+
+/// Each live sibling's decoded value.
+fn siblings(object: Option<&Object>) -> Vec<Option<Vec<u64>>> {
+    object
+        .map(|o| {
+            o.live_siblings()
+                .map(|s| decode(&s.content.value))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn index(id: &str) -> Option<usize> {
+    id.strip_prefix('n')?.parse().ok()
+}

@@ -1,0 +1,93 @@
+//! Jepsen-style fault suite over real node processes: clients run the set
+//! and register workloads over HTTP while the nemesis kills, pauses,
+//! partitions, slows and breaks disks, skews clocks and wipes a disk; after
+//! the faults heal, every key is read through every node and checked.
+//!
+//! Defaults keep it to about a minute. A soak is one variable away:
+//! `QUORRA_JEPSEN_SECS=600 QUORRA_JEPSEN_SEED=7 cargo test -p quorra-tests
+//! --test jepsen -- --nocapture`.
+
+use std::time::{Duration, Instant};
+
+use quorra_sim::check::check;
+use quorra_tests::cluster::TestCluster;
+use quorra_tests::jepsen::{final_reads, run_clients};
+use quorra_tests::nemesis::Nemesis;
+use quorra_tests::quorra_bin;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name} must be a number"))
+        })
+        .unwrap_or(default)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_acknowledged_write_is_lost_under_faults() -> anyhow::Result<()> {
+    let secs = env_u64("QUORRA_JEPSEN_SECS", 30);
+    let seed = env_u64("QUORRA_JEPSEN_SEED", 1);
+    let (nodes, clients, keys) = (5, 10, 3);
+    let mut cluster = TestCluster::start_with(&quorra_bin!(), nodes, |_, c| {
+        c.fault_injection = true;
+        c.replica_timeout_ms = 1_000;
+        c.request_timeout_ms = 2_500;
+    })?;
+    cluster.wait_converged(Duration::from_secs(30)).await?;
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url.clone()).collect();
+    let t0 = Instant::now();
+    let until = t0 + Duration::from_secs(secs);
+    let workload =
+        tokio::spawn(async move { run_clients(&urls, clients, keys, seed, t0, until).await });
+
+    let mut nemesis = Nemesis::new(seed);
+    let mut rng = quorra_sim::rng::Rng::new(seed);
+    // Bounded in time and in count; each fault holds for a while, then
+    // heals, then the cluster gets a moment before the next one.
+    for round in 0..1_000 {
+        if Instant::now() + Duration::from_secs(3) >= until {
+            break;
+        }
+        let fault = nemesis.draw(nodes, round);
+        nemesis.inject(&mut cluster, &fault).await?;
+        tokio::time::sleep(Duration::from_millis(1_000 + rng.below(1_500))).await;
+        nemesis.heal(&mut cluster, &fault).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let history = workload.await?;
+
+    // Heal: every node back, seen up by all, every hint delivered.
+    cluster.wait_converged(Duration::from_secs(60)).await?;
+    let c = &cluster;
+    TestCluster::eventually(
+        Duration::from_secs(60),
+        "every hint delivered",
+        || async move {
+            for i in 0..c.nodes.len() {
+                if c.hints_pending(i).await != Some(0) {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await?;
+    // With a wiped disk and no anti-entropy yet, only a read of every
+    // replica is sure to find every write (see README, Reliability).
+    let r = nemesis.wiped.then_some(3);
+    let finals = final_reads(&cluster, keys, r).await;
+    let report = check(&history, &finals);
+    println!("seed {seed}, {secs} s, faults {:?}\n{report}", nemesis.log);
+    assert!(
+        report.acked >= 50,
+        "too few acknowledged writes to mean anything: {report}"
+    );
+    assert!(
+        report.valid(),
+        "seed {seed}: {report}\nfaults: {:?}",
+        nemesis.log
+    );
+    Ok(())
+}
