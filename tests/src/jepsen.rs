@@ -18,6 +18,9 @@ use crate::http::{Answer, Client};
 /// The bucket the workloads use.
 pub const BUCKET: &str = "jepsen";
 
+/// A client's pause after an operation that did not succeed.
+pub const FAILURE_BACKOFF: Duration = Duration::from_millis(50);
+
 /// How long one client request may take before its outcome is unknown.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -55,7 +58,13 @@ pub async fn run_clients(
                 } else {
                     format!("set-{k}")
                 };
-                ops.push(one_op(&http, c, key, register, unique, t0).await);
+                let op = one_op(&http, c, key, register, unique, t0).await;
+                if op.outcome != Outcome::Ok {
+                    // Pace a client whose node is down or cut off, as a
+                    // real one would back off, instead of spinning.
+                    tokio::time::sleep(FAILURE_BACKOFF).await;
+                }
+                ops.push(op);
             }
             ops
         }));

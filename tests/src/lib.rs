@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod http;
 pub mod jepsen;
 pub mod nemesis;
+pub mod netns;
 
 /// How long a node may take to start serving.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);

@@ -30,7 +30,7 @@ use std::ops::RangeInclusive;
 pub use check::{check, FinalRead, Report};
 pub use history::{History, Op, OpKind, Outcome};
 pub use node::Quorum;
-use quorra_core::ConflictMode;
+pub use quorra_core::ConflictMode;
 
 /// The bucket every simulated key lives in.
 pub const BUCKET: &str = "sim";

@@ -98,6 +98,9 @@ impl Event {
     }
 }
 
+/// A final read under way: the node, the key, and its answer once in.
+type FinalSlot = (usize, String, Option<Result<Vec<Option<Vec<u64>>>, String>>);
+
 /// What a client is in the middle of.
 #[derive(Debug, Clone)]
 struct ClientOp {
@@ -143,7 +146,7 @@ pub(crate) struct World {
     next_op: OpId,
     next_unique: u64,
     history: History,
-    finals: BTreeMap<OpId, (usize, String, Option<Result<Vec<Option<Vec<u64>>>, String>>)>,
+    finals: BTreeMap<OpId, FinalSlot>,
     workload_over: bool,
     trace: u64,
     processed: u64,
@@ -256,7 +259,7 @@ impl World {
                 self.crash(i);
                 // A new disk: a new actor epoch (the node's kv679 defence).
                 self.disks[i] = Disk {
-                    epoch: 1_000 + self.rng.next(),
+                    epoch: 1_000 + self.rng.next_u64(),
                     ..Disk::default()
                 };
                 self.wiped = true;

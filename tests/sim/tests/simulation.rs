@@ -9,7 +9,7 @@
 //! - `cargo test -p quorra-sim --test simulation -- --ignored` runs the
 //!   100-node schedules.
 
-use quorra_sim::{run, Bug, Config, RunResult};
+use quorra_sim::{run, Bug, Config, ConflictMode, RunResult};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -122,4 +122,22 @@ fn hints_deleted_before_delivery_are_caught() {
     let found = caught(Bug::HintDeletedBeforeDelivery, 300)
         .expect("deleting hints before the owner has them must lose writes");
     assert!(!found.report.valid() || !found.settled, "{found}");
+}
+
+#[test]
+fn lww_buckets_lose_concurrent_writes_as_documented() {
+    // Jepsen's 2013 result against Riak, reproduced on purpose: with
+    // last-write-wins, concurrent read-modify-writes of one set lose
+    // acknowledged elements even with no fault at all. This is why
+    // `siblings` is the default.
+    let lossy = (1..=20)
+        .map(|seed| {
+            let mut config = Config::from_seed(seed, 5..=8);
+            config.quorum.mode = ConflictMode::Lww;
+            config.faults = false;
+            run(&config)
+        })
+        .filter(|r| !r.report.lost.is_empty())
+        .count();
+    assert!(lossy > 0, "lww must be seen losing concurrent writes");
 }
