@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side by side, on this machine, in one run: a 3-node Quorra cluster (client
-# library and HTTP, with and without dw), Redis (one node, no persistence) and
+# library and HTTP, with and without dw; with QUORRA_BENCH_NODES="1 3 5" also
+# 1- and 5-node clusters), Redis (one node, no persistence) and
 # a 3-member etcd cluster (fsync per commit), all on loopback. Installs
 # redis-server and etcd-server with apt-get when missing, starts every store
 # itself, stops each by the PID it started, and leaves results in
@@ -43,14 +44,30 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say "starting Quorra (3 nodes)"
-"$quorra" dev-cluster --dir "$work/quorra" --base-port 0 > "$work/quorra.urls" 2>"$work/quorra.log" &
-pids+=($!)
-for _ in $(seq 120); do [ "$(wc -l < "$work/quorra.urls")" -ge 3 ] && break; sleep 0.5; done
-[ "$(wc -l < "$work/quorra.urls")" -ge 3 ] || die "Quorra did not start: $(tail -5 "$work/quorra.log")"
-"$quorra" certs --out "$work/quorra/certs" --nodes bench >/dev/null
-seeds=$(grep -h '^peer_addr' "$work"/quorra/n*/quorra.toml | sed 's/.*"\(.*\)"/\1/' | paste -sd,)
-urls=$(paste -sd, "$work/quorra.urls")
+# Quorra clusters of each size in QUORRA_BENCH_NODES (default 3; the full
+# comparison uses "1 3 5"), one after the other, each stopped by its PID.
+start_quorra() {
+  local n=$1
+  qdir="$work/quorra$n"
+  say "starting Quorra ($n nodes)"
+  "$quorra" dev-cluster --nodes "$n" --dir "$qdir" --base-port 0 > "$qdir.urls" 2>"$qdir.log" &
+  qpid=$!
+  pids+=("$qpid")
+  for _ in $(seq 120); do [ "$(wc -l < "$qdir.urls")" -ge "$n" ] && break; sleep 0.5; done
+  [ "$(wc -l < "$qdir.urls")" -ge "$n" ] || die "Quorra did not start: $(tail -5 "$qdir.log")"
+  "$quorra" certs --out "$qdir/certs" --nodes bench >/dev/null
+  seeds=$(grep -h '^peer_addr' "$qdir"/n*/quorra.toml | sed 's/.*"\(.*\)"/\1/' | paste -sd,)
+  urls=$(paste -sd, "$qdir.urls")
+  # The nodes print their URLs when they serve; give them until every one
+  # has joined (ready) before measuring.
+  for u in $(paste -sd' ' "$qdir.urls"); do
+    for _ in $(seq 120); do curl -sf "$u/ready" >/dev/null && break; sleep 0.5; done
+  done
+}
+stop_quorra() {
+  kill -TERM "$qpid" 2>/dev/null || true
+  wait "$qpid" 2>/dev/null || true
+}
 
 say "starting Redis (no persistence)"
 redis-server --port 6390 --bind 127.0.0.1 --save '' --appendonly no --daemonize no > "$work/redis.log" 2>&1 &
@@ -69,9 +86,20 @@ etcd_urls="http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793"
 for _ in $(seq 60); do curl -sf http://127.0.0.1:23791/health >/dev/null && break; sleep 0.5; done
 
 common=(--workload "$workload" --seconds "$seconds" --concurrency "$concurrency" --records "$records" --out "$out")
-"$bench" run --target quorra --seeds "$seeds" --cert-dir "$work/quorra/certs" "${common[@]}"
-"$bench" run --target quorra --seeds "$seeds" --cert-dir "$work/quorra/certs" --dw "${common[@]}"
-"$bench" run --target quorra-http --urls "$urls" "${common[@]}"
+for n in ${QUORRA_BENCH_NODES:-3}; do
+  case "$n" in ''|*[!0-9]*) die "QUORRA_BENCH_NODES holds node counts, like \"1 3 5\"";; esac
+  start_quorra "$n"
+  if [ "$n" = 3 ]; then
+    "$bench" run --target quorra --seeds "$seeds" --cert-dir "$qdir/certs" "${common[@]}"
+    "$bench" run --target quorra --seeds "$seeds" --cert-dir "$qdir/certs" --dw "${common[@]}"
+    "$bench" run --target quorra-http --urls "$urls" "${common[@]}"
+  else
+    rep=$(( n < 3 ? n : 3 )); w=$(( n < 2 ? n : 2 ))
+    "$bench" run --target quorra --seeds "$seeds" --cert-dir "$qdir/certs" \
+      --label "quorra-${n}nodes-$workload" --durability "$n nodes: n=$rep w=$w, no fsync" "${common[@]}"
+  fi
+  stop_quorra
+done
 "$bench" run --target redis --redis-url redis://127.0.0.1:6390 "${common[@]}"
 "$bench" run --target etcd --urls "$etcd_urls" "${common[@]}"
 "$bench" report "$out"
