@@ -26,13 +26,7 @@ case "$seconds" in ''|*[!0-9]*) die "SECONDS must be a whole number";; esac
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 command -v etcd >/dev/null 2>&1 || apt_install etcd-server
 
-# QUORRA_BENCH_PROFILE=release measures optimised builds (a first release
-# build compiles RocksDB again); the default debug build is for trying it out.
-profile=${QUORRA_BENCH_PROFILE:-dev}
-dir=debug; [ "$profile" = release ] && dir=release
-cargo build --quiet --profile "$profile" -p quorra-node --bin quorra -p quorra-bench --bin quorra-bench
-quorra="$CARGO_TARGET_DIR/$dir/quorra"
-bench="$CARGO_TARGET_DIR/$dir/quorra-bench"
+build_bench_binaries
 work=$(mktemp -d)
 out="$QUORRA_ROOT/bench-results"
 rm -rf "$out"; mkdir -p "$out"

@@ -20,11 +20,7 @@ for v in "$seconds" "$concurrency" "$value_size" $sizes; do
   case "$v" in ''|*[!0-9]*) die "expected whole numbers, got '$v'";; esac
 done
 
-profile=${QUORRA_BENCH_PROFILE:-dev}
-dir=debug; [ "$profile" = release ] && dir=release
-cargo build --quiet --profile "$profile" -p quorra-node --bin quorra -p quorra-bench --bin quorra-bench
-quorra="$CARGO_TARGET_DIR/$dir/quorra"
-bench="$CARGO_TARGET_DIR/$dir/quorra-bench"
+build_bench_binaries
 work=$(mktemp -d)
 out="$QUORRA_ROOT/bench-results"
 mkdir -p "$out"

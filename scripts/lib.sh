@@ -64,3 +64,15 @@ ensure_deps() {
     have_libclang || die "libclang is still missing after installing libclang-dev; set LIBCLANG_PATH to the directory holding libclang.so."
   fi
 }
+
+# Builds `quorra` and `quorra-bench` for the benchmark scripts and sets
+# $quorra and $bench to them. QUORRA_BENCH_PROFILE=release measures optimised
+# builds (a first release build compiles RocksDB again); the default debug
+# build is for trying the scripts out.
+build_bench_binaries() {
+  local profile=${QUORRA_BENCH_PROFILE:-dev} dir=debug
+  [ "$profile" = release ] && dir=release
+  cargo build --quiet --profile "$profile" -p quorra-node --bin quorra -p quorra-bench --bin quorra-bench
+  quorra="$CARGO_TARGET_DIR/$dir/quorra"
+  bench="$CARGO_TARGET_DIR/$dir/quorra-bench"
+}

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use quorra_sim::check::FinalRead;
+use quorra_sim::check::{check, FinalRead, Report};
 use quorra_sim::history::{decode, encode, History, Op, OpKind, Outcome};
 use quorra_sim::rng::Rng;
 
@@ -183,4 +183,27 @@ pub async fn final_reads(cluster: &TestCluster, keys: usize, r: Option<u8>) -> V
         }
     }
     out
+}
+
+/// After the faults: waits until every node sees every node up and has
+/// delivered every hint, then reads every key through every node (with `r`,
+/// or the bucket's default) and checks `history` against what they return.
+pub async fn settle_and_check(
+    cluster: &TestCluster,
+    history: &History,
+    keys: usize,
+    r: Option<u8>,
+) -> anyhow::Result<Report> {
+    cluster.wait_converged(Duration::from_secs(60)).await?;
+    TestCluster::eventually(Duration::from_secs(60), "every hint delivered", || async {
+        for i in 0..cluster.nodes.len() {
+            if cluster.hints_pending(i).await != Some(0) {
+                return false;
+            }
+        }
+        true
+    })
+    .await?;
+    let finals = final_reads(cluster, keys, r).await;
+    Ok(check(history, &finals))
 }

@@ -9,9 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use quorra_sim::check::check;
 use quorra_tests::cluster::TestCluster;
-use quorra_tests::jepsen::{final_reads, run_clients};
+use quorra_tests::jepsen::{run_clients, settle_and_check};
 use quorra_tests::nemesis::Nemesis;
 use quorra_tests::quorra_bin;
 
@@ -58,27 +57,10 @@ async fn no_acknowledged_write_is_lost_under_faults() -> anyhow::Result<()> {
     }
     let history = workload.await?;
 
-    // Heal: every node back, seen up by all, every hint delivered.
-    cluster.wait_converged(Duration::from_secs(60)).await?;
-    let c = &cluster;
-    TestCluster::eventually(
-        Duration::from_secs(60),
-        "every hint delivered",
-        || async move {
-            for i in 0..c.nodes.len() {
-                if c.hints_pending(i).await != Some(0) {
-                    return false;
-                }
-            }
-            true
-        },
-    )
-    .await?;
     // With a wiped disk and no anti-entropy yet, only a read of every
     // replica is sure to find every write (see README, Reliability).
     let r = nemesis.wiped.then_some(3);
-    let finals = final_reads(&cluster, keys, r).await;
-    let report = check(&history, &finals);
+    let report = settle_and_check(&cluster, &history, keys, r).await?;
     println!("seed {seed}, {secs} s, faults {:?}\n{report}", nemesis.log);
     assert!(
         report.acked >= 50,

@@ -6,9 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use quorra_sim::check::check;
 use quorra_tests::cluster::TestCluster;
-use quorra_tests::jepsen::{final_reads, run_clients};
+use quorra_tests::jepsen::{run_clients, settle_and_check};
 use quorra_tests::netns::NetNs;
 use quorra_tests::quorra_bin;
 
@@ -81,23 +80,7 @@ async fn scenario(ns: &NetNs) -> anyhow::Result<()> {
     ns.heal()?;
     let history = workload.await?;
 
-    cluster.wait_converged(Duration::from_secs(60)).await?;
-    let c = &cluster;
-    TestCluster::eventually(
-        Duration::from_secs(60),
-        "every hint delivered",
-        || async move {
-            for i in 0..c.nodes.len() {
-                if c.hints_pending(i).await != Some(0) {
-                    return false;
-                }
-            }
-            true
-        },
-    )
-    .await?;
-    let finals = final_reads(&cluster, keys, None).await;
-    let report = check(&history, &finals);
+    let report = settle_and_check(&cluster, &history, keys, None).await?;
     println!("{report}");
     assert!(report.acked >= 20, "too few acknowledged writes: {report}");
     assert!(report.valid(), "{report}");
