@@ -27,10 +27,14 @@ const MEMBERS_FILE: &str = "members.json";
 /// The member table saved by a previous run (empty if none or unreadable:
 /// the node then joins through its seeds like a new one).
 fn load_members(data_dir: &std::path::Path) -> Vec<MemberInfo> {
-    std::fs::read(data_dir.join(MEMBERS_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+    let path = data_dir.join(MEMBERS_FILE);
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Vec::new();
+    };
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        tracing::warn!(path = %path.display(), "unreadable member table, joining afresh: {e}");
+        Vec::new()
+    })
 }
 
 /// Membership, ring and transport of one node.
@@ -44,6 +48,9 @@ pub struct Cluster {
     /// The incarnation each peer had when this node last connected to it.
     incarnations: Mutex<HashMap<String, u64>>,
     faults: Arc<Faults>,
+    /// The membership version last saved to disk (saves are serialised, and
+    /// an older table never replaces a newer one).
+    saved_version: Mutex<u64>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -106,6 +113,7 @@ impl Cluster {
             started: Instant::now(),
             incarnations: Mutex::new(HashMap::new()),
             faults,
+            saved_version: Mutex::new(0),
         })
     }
 
@@ -159,7 +167,7 @@ impl Cluster {
             metrics::gauge!("quorra_membership_version").set(version as f64);
             self.refresh_ring(members);
             self.drop_stale_connections(&records);
-            self.save_members(&records);
+            self.save_members(version, &records);
         }
         out
     }
@@ -188,8 +196,15 @@ impl Cluster {
 
     /// Saves the member table in the data dir (best effort), for the next
     /// run: see [`Membership::restore`].
-    fn save_members(&self, records: &[MemberInfo]) {
+    fn save_members(&self, version: u64, records: &[MemberInfo]) {
         if self.transport.is_none() {
+            return;
+        }
+        let mut saved = self
+            .saved_version
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if version <= *saved {
             return;
         }
         let path = self.config.data_dir.join(MEMBERS_FILE);
@@ -198,8 +213,9 @@ impl Cluster {
             .map_err(std::io::Error::other)
             .and_then(|b| std::fs::write(&tmp, b))
             .and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = result {
-            tracing::debug!("cannot save the member table: {e}");
+        match result {
+            Ok(()) => *saved = version,
+            Err(e) => tracing::warn!("cannot save the member table: {e}"),
         }
     }
 
@@ -212,6 +228,11 @@ impl Cluster {
     /// it may coordinate requests.
     pub fn has_joined(&self) -> bool {
         self.membership().has_joined()
+    }
+
+    /// Whether `id` is a member that may coordinate (up, not still joining).
+    pub fn can_coordinate(&self, id: &str) -> bool {
+        id == self.me && self.has_joined() || self.membership().status(id) == Some(Status::Up)
     }
 
     /// Whether requests may go to `id` (this node always may).
@@ -362,7 +383,7 @@ impl Cluster {
                         .await
                     {
                         let now = self.now();
-                        self.with_membership(|m| m.handle_push_pull_reply(reply, addr, now));
+                        self.with_membership(|m| m.handle_push_pull_reply(reply, now));
                     }
                 }
             }

@@ -539,7 +539,8 @@ impl Kv {
             quorum: q,
         };
         let mut last = String::from("no reachable node in the preference list");
-        for node in prefs.iter().filter(|id| self.cluster.is_reachable(id)) {
+        // Only to members that may coordinate: a joining node would refuse.
+        for node in prefs.iter().filter(|id| self.cluster.can_coordinate(id)) {
             match self
                 .cluster
                 .call(node, &req, self.config.request_timeout())

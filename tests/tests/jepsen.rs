@@ -44,7 +44,9 @@ async fn no_acknowledged_write_is_lost_under_faults() -> anyhow::Result<()> {
     let mut nemesis = Nemesis::new(seed);
     let mut rng = quorra_sim::rng::Rng::new(seed);
     // Bounded in time and in count; each fault holds for a while, then
-    // heals, then the cluster gets a moment before the next one.
+    // heals, and the next one comes after a short gap: on purpose before
+    // the cluster has fully recovered (hints still draining, suspicions not
+    // yet refuted), as Jepsen's nemeses do.
     for round in 0..1_000 {
         if Instant::now() + Duration::from_secs(3) >= until {
             break;

@@ -20,6 +20,7 @@ fn intruder_push_pull() -> PeerRequest {
             incarnation: u64::MAX - 1,
             status: Status::Up,
         }],
+        from: None,
     })
 }
 
@@ -87,6 +88,7 @@ async fn oversized_and_malformed_frames_are_refused_and_the_node_keeps_serving()
                 status: Status::Up,
             })
             .collect(),
+        from: None,
     });
     match t.request(target, &huge, Duration::from_secs(10)).await {
         Ok(PeerResponse::Error { message, .. }) => {

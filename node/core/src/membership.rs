@@ -154,6 +154,10 @@ pub enum GossipMsg {
     PushPull {
         /// Every record the sender has.
         members: Vec<MemberInfo>,
+        /// The sender's id: a joining node joins on the table of a member
+        /// that has joined itself.
+        #[serde(default)]
+        from: Option<String>,
     },
 }
 
@@ -226,12 +230,12 @@ impl Membership {
         seed: u64,
     ) -> Self {
         let mut me = me;
+        // A node with no seeds, or listed among its own seeds (the same seed
+        // list on every node, as Cassandra's seeds), founds the cluster: it
+        // is a member at once. Every other node joins through a member.
+        let founder = seeds.is_empty() || seeds.contains(&me.peer_addr);
         let seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| *s != me.peer_addr).collect();
-        me.status = if seeds.is_empty() {
-            Status::Up
-        } else {
-            Status::Joining
-        };
+        me.status = if founder { Status::Up } else { Status::Joining };
         let id = me.id.clone();
         let mut m = Self {
             me: id.clone(),
@@ -367,15 +371,19 @@ impl Membership {
     /// last knew it, and gossip brings what changed since. (A node with an
     /// empty or lost table must join through a member instead.)
     pub fn restore(&mut self, saved: Vec<MemberInfo>, now: u64) {
-        let mut any = false;
+        // Only a table saved after this node had joined is the cluster's.
+        let was_member = saved
+            .iter()
+            .any(|m| m.id == self.me && m.status != Status::Joining);
+        let mut others = false;
         for m in saved {
             if m.id == self.me || m.status == Status::Removed {
                 continue;
             }
-            any = true;
+            others = true;
             self.apply(m, now);
         }
-        if any {
+        if was_member && others {
             self.mark_joined();
         }
     }
@@ -419,26 +427,30 @@ impl Membership {
                 }
                 None
             }
-            GossipMsg::PushPull { members } => {
+            GossipMsg::PushPull { members, .. } => {
                 for u in members {
                     self.apply(u, now);
                 }
                 Some(GossipMsg::PushPull {
                     members: self.members.values().cloned().collect(),
+                    from: Some(self.me.clone()),
                 })
             }
         }
     }
 
-    /// Hands the answer of a push-pull this node started with `from` back
-    /// in. A joining node has joined once it has the table of a member that
-    /// has joined itself: the table of another joining node (two restarted
-    /// nodes finding each other first) is not the cluster's.
-    pub fn handle_push_pull_reply(&mut self, msg: GossipMsg, from: SocketAddr, now: u64) {
-        if let GossipMsg::PushPull { members } = msg {
-            let from_member = members
-                .iter()
-                .any(|m| m.peer_addr == from && m.id != self.me && m.status != Status::Joining);
+    /// Hands the answer of a push-pull this node started back in. A joining
+    /// node has joined once it has the table of a member that has joined
+    /// itself: the table of another joining node (two restarted nodes
+    /// finding each other first) is not the cluster's.
+    pub fn handle_push_pull_reply(&mut self, msg: GossipMsg, now: u64) {
+        if let GossipMsg::PushPull { members, from } = msg {
+            let from_member = from.is_some_and(|from| {
+                from != self.me
+                    && members
+                        .iter()
+                        .any(|m| m.id == from && m.status != Status::Joining)
+            });
             for u in members {
                 self.apply(u, now);
             }
@@ -574,6 +586,7 @@ impl Membership {
                     addr,
                     msg: GossipMsg::PushPull {
                         members: self.members.values().cloned().collect(),
+                        from: Some(self.me.clone()),
                     },
                 });
             }
@@ -616,9 +629,19 @@ impl Membership {
             .filter(|m| m.id != self.me && m.status != Status::Removed)
             .map(|m| m.peer_addr)
             .collect();
-        let use_seed = !self.seeds.is_empty()
-            && (joining || others.is_empty() || self.next_random().is_multiple_of(4));
-        let pool = if use_seed { self.seeds.clone() } else { others };
+        // A joining node tries its seeds and every member it has heard of, so
+        // it joins even while its seeds are down.
+        let pool = if joining {
+            let mut pool = self.seeds.clone();
+            pool.extend(others.into_iter().filter(|a| !self.seeds.contains(a)));
+            pool
+        } else if !self.seeds.is_empty()
+            && (others.is_empty() || self.next_random().is_multiple_of(4))
+        {
+            self.seeds.clone()
+        } else {
+            others
+        };
         if pool.is_empty() {
             return None;
         }

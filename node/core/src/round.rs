@@ -94,6 +94,9 @@ impl WriteRound {
                 },
             );
         }
+        // The coordinator is never its own stand-in: one machine must not
+        // count twice.
+        plan.spares.retain(|s| s != me);
         precheck(&plan, needs)?;
         // The coordinator's own copy is not sent anywhere; every other
         // target counts as asked from the start, so the coordinator's own
@@ -319,6 +322,25 @@ mod tests {
         assert_eq!(round.reply(&targets[1], Ok(false)).answer, None);
         assert!(!round.pending());
         assert_eq!(round.finish(), None);
+    }
+
+    #[test]
+    fn a_coordinator_outside_the_preference_list_counts_once() {
+        // The coordinator "d" is a spare of this key (rings briefly differ).
+        let p = plan(&["a", "b", "c", "d"], 3, |_| true);
+        let mut round = WriteRound::new(p, needs(2, 0, 0), "d", false).expect("plan");
+        assert_eq!(round.stored_locally(false, false), None);
+        let targets = round.start();
+        let nodes: Vec<&str> = targets.iter().map(|t| t.node.as_str()).collect();
+        assert_eq!(nodes, ["a", "b", "c"]);
+        // "a" fails: "d" must not stand in for it, it already holds the write.
+        let step = round.reply(&targets[0], Err(()));
+        assert_eq!(step.send, None);
+        assert_eq!(round.reply(&targets[1], Err(())).answer, None);
+        assert!(matches!(
+            round.reply(&targets[2], Err(())).answer,
+            Some(Err(_))
+        ));
     }
 
     #[test]

@@ -199,9 +199,7 @@ enum Pending {
         origin: String,
         origin_req: ReqId,
     },
-    PushPull {
-        from: SocketAddr,
-    },
+    PushPull,
     Read {
         round: u64,
         target: Target,
@@ -366,11 +364,18 @@ impl SimNode {
                 !matches!(
                     p,
                     Pending::Probe { .. }
-                        | Pending::PushPull { .. }
+                        | Pending::PushPull
                         | Pending::IndirectOrigin { .. }
                         | Pending::IndirectHelper { .. }
                 )
             })
+    }
+
+    /// Whether `id` may coordinate (up, not still joining), as the node's
+    /// `Cluster::can_coordinate`.
+    fn can_coordinate(&self, id: &str) -> bool {
+        id == self.id && self.membership.has_joined()
+            || self.membership.status(id) == Some(Status::Up)
     }
 
     fn is_reachable(&self, id: &str) -> bool {
@@ -451,7 +456,7 @@ impl SimNode {
                 }
                 Action::PushPull { addr, msg } => {
                     let to = self.addr_id(addr);
-                    let req = self.req(Pending::PushPull { from: addr });
+                    let req = self.req(Pending::PushPull);
                     self.send(out, &to, Msg::Gossip { req, msg }, probe * 2);
                 }
             }
@@ -484,7 +489,7 @@ impl SimNode {
                 },
                 false,
             ),
-            Pending::PushPull { .. } | Pending::Repair => {}
+            Pending::PushPull | Pending::Repair => {}
             Pending::Read { round, target } => self.read_reply(round, target, Err(()), now, out),
             Pending::Write { round, target } => self.write_reply(round, target, Err(()), now, out),
             Pending::Handoff { owner, key, .. } => {
@@ -513,9 +518,9 @@ impl SimNode {
                     let more = self.membership.probe_result(&target, msg, now);
                     self.run_actions(more, out);
                 }
-                Some(Pending::PushPull { from }) => {
+                Some(Pending::PushPull) => {
                     if let Some(m) = msg {
-                        self.membership.handle_push_pull_reply(m, from, now);
+                        self.membership.handle_push_pull_reply(m, now);
                     }
                 }
                 Some(Pending::IndirectHelper { origin, origin_req }) => self.reply(
@@ -989,7 +994,7 @@ impl SimNode {
     ) {
         let next = loop {
             match rest.pop() {
-                Some(id) if self.is_reachable(&id) => break Some(id),
+                Some(id) if self.can_coordinate(&id) => break Some(id),
                 Some(_) => continue,
                 None => break None,
             }

@@ -17,7 +17,9 @@ pub enum Fault {
     Wipe(usize),
     /// Cut these nodes off from the rest, both ways.
     Partition(Vec<usize>),
-    /// Drop everything from the first node to the second.
+    /// Drop every message from the first node to the second, replies
+    /// included. (The real nodes' fault switch drops the requests one node
+    /// sends to another; replies on the other's own requests still flow.)
     OneWay(usize, usize),
     /// Restore every link.
     Heal,
@@ -88,7 +90,9 @@ impl Schedule {
                     faults.push((at, Fault::ClockSkew(i, skew)));
                 }
                 _ => {
-                    if config.wipes && !wiped {
+                    // Never the founder's disk: a founder without a table
+                    // founds a new cluster (see README, Reliability).
+                    if config.wipes && !wiped && i != 0 {
                         wiped = true;
                         faults.push((at, Fault::Wipe(i)));
                         faults.push((at + len, Fault::Restart(i)));

@@ -213,13 +213,13 @@ impl World {
     fn start_node(&mut self, i: usize) {
         self.lives[i] += 1;
         let life = self.lives[i];
-        // The first node founds the cluster; every other node (and the first
-        // one when it comes back) has the first two as seeds, as a config
-        // file would.
-        let seeds = if i == 0 && life == 1 {
+        // As the configs of `quorra dev-cluster` say: the first node founds
+        // the cluster (no seeds, in every life: after a restart its saved
+        // member table brings it back), every other node has it as its seed.
+        let seeds = if i == 0 {
             Vec::new()
         } else {
-            vec![peer_addr(0), peer_addr(1 % self.config.nodes)]
+            vec![peer_addr(0)]
         };
         let node = SimNode::boot(
             i,

@@ -155,7 +155,7 @@ impl Sim {
                 Action::PushPull { addr, msg } => {
                     if let Some(reply) = self.ping(i, Self::index(addr), msg) {
                         if let Some(node) = self.nodes[i].as_mut() {
-                            node.handle_push_pull_reply(reply, addr, now);
+                            node.handle_push_pull_reply(reply, now);
                         }
                     }
                 }
@@ -272,4 +272,62 @@ fn a_partitioned_node_is_refuted_back_to_up_after_healing() {
         healed.is_some(),
         "after the partition heals, everyone is up again"
     );
+}
+
+#[test]
+fn joining_needs_the_table_of_a_member() {
+    let me = info(1, 10, Status::Up);
+    // Listed among its own seeds: a founder, a member at once.
+    let founder = Membership::new(
+        me.clone(),
+        vec![addr(1), addr(2)],
+        GossipConfig::default(),
+        0,
+        1,
+    );
+    assert!(founder.has_joined());
+    // Another node's seed only: joining.
+    let mut m = Membership::new(me.clone(), vec![addr(2)], GossipConfig::default(), 0, 1);
+    assert!(!m.has_joined());
+    // The table of another joining node does not make it a member...
+    let joining_peer = GossipMsg::PushPull {
+        members: vec![info(2, 5, Status::Joining)],
+        from: Some("n2".into()),
+    };
+    m.handle_push_pull_reply(joining_peer, 1);
+    assert!(!m.has_joined());
+    // ...nor a table that does not say who sent it...
+    let anonymous = GossipMsg::PushPull {
+        members: vec![info(3, 5, Status::Up)],
+        from: None,
+    };
+    m.handle_push_pull_reply(anonymous, 2);
+    assert!(!m.has_joined());
+    // ...the table of a member does.
+    let member = GossipMsg::PushPull {
+        members: vec![info(3, 5, Status::Up), info(2, 5, Status::Joining)],
+        from: Some("n3".into()),
+    };
+    m.handle_push_pull_reply(member, 3);
+    assert!(m.has_joined());
+}
+
+#[test]
+fn a_restored_table_counts_only_if_saved_as_a_member() {
+    let me = info(1, 10, Status::Up);
+    let saved_joining = vec![info(1, 9, Status::Joining), info(2, 5, Status::Up)];
+    let mut m = Membership::new(me.clone(), vec![addr(2)], GossipConfig::default(), 0, 1);
+    m.restore(saved_joining, 0);
+    assert!(
+        !m.has_joined(),
+        "a table saved while joining is not the cluster's"
+    );
+    assert!(
+        m.get("n2").is_some(),
+        "its peers still serve to find the cluster"
+    );
+    let saved_member = vec![info(1, 9, Status::Up), info(2, 5, Status::Up)];
+    let mut m = Membership::new(me, vec![addr(2)], GossipConfig::default(), 0, 1);
+    m.restore(saved_member, 0);
+    assert!(m.has_joined());
 }
