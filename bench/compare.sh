@@ -80,6 +80,12 @@ etcd_urls="http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793"
 for _ in $(seq 60); do curl -sf http://127.0.0.1:23791/health >/dev/null && break; sleep 0.5; done
 
 common=(--workload "$workload" --seconds "$seconds" --concurrency "$concurrency" --records "$records" --out "$out")
+# QUORRA_BENCH_RATE=OPS paces every store at the same fixed rate (latency at
+# a given load, e.g. half of Quorra's peak) instead of as fast as it goes.
+if [ -n "${QUORRA_BENCH_RATE:-}" ]; then
+  case "$QUORRA_BENCH_RATE" in *[!0-9]*) die "QUORRA_BENCH_RATE is operations per second";; esac
+  common+=(--rate "$QUORRA_BENCH_RATE")
+fi
 for n in ${QUORRA_BENCH_NODES:-3}; do
   case "$n" in ''|*[!0-9]*) die "QUORRA_BENCH_NODES holds node counts, like \"1 3 5\"";; esac
   start_quorra "$n"

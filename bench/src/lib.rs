@@ -43,6 +43,10 @@ pub enum Target {
     Etcd,
 }
 
+/// How late tokio's timer may wake a paced worker on its own (its wheel
+/// has millisecond slots): lateness beyond it is the store's.
+const TIMER_SLACK: Duration = Duration::from_millis(2);
+
 /// Settings of one run.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
@@ -70,6 +74,12 @@ pub struct RunArgs {
     /// Concurrent workers.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Target operations per second over all workers (default: as fast as
+    /// they go). Operations are scheduled at a fixed pace, and latency is
+    /// counted from each operation's scheduled start, so a store that falls
+    /// behind shows it in its percentiles (no coordinated omission).
+    #[arg(long)]
+    pub rate: Option<u64>,
     /// Bytes per value.
     #[arg(long, default_value_t = 1024)]
     pub value_size: usize,
@@ -250,6 +260,7 @@ async fn phase(
     let start = Instant::now();
     let budget = Arc::new(AtomicU64::new(operations.unwrap_or(u64::MAX)));
     let mut workers = Vec::new();
+    let workers_n = a.concurrency.max(1) as f64;
     for w in 0..a.concurrency {
         let (driver, inserted, value, budget) = (
             driver.clone(),
@@ -259,8 +270,15 @@ async fn phase(
         );
         let mut generator =
             Generator::new(a.workload, distribution, a.records, seed * 1_000 + w as u64);
+        // Each worker's share of the rate: one operation per `interval`,
+        // the workers' slots staggered across it.
+        let interval = a
+            .rate
+            .filter(|r| *r > 0)
+            .map(|r| Duration::from_secs_f64(a.concurrency as f64 / r as f64));
         workers.push(tokio::spawn(async move {
             let mut rec = Recorder::new();
+            let mut next = interval.map(|i| start + i.mul_f64(w as f64 / workers_n));
             while start.elapsed() < limit {
                 if budget
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
@@ -268,8 +286,29 @@ async fn phase(
                 {
                     break;
                 }
+                // Paced: wait for this worker's next slot, and count latency
+                // from it.
+                let scheduled = match (next.as_mut(), interval) {
+                    (Some(n), Some(i)) => {
+                        let slot = *n;
+                        *n += i;
+                        tokio::time::sleep_until(tokio::time::Instant::from_std(slot)).await;
+                        if start.elapsed() >= limit {
+                            break;
+                        }
+                        Some(slot)
+                    }
+                    _ => None,
+                };
                 let op = generator.op();
-                let t = Instant::now();
+                // Latency counts from the scheduled start when the worker is
+                // behind (the store fell behind the pace); a wake-up within
+                // the timer's own granularity counts from now.
+                let now = Instant::now();
+                let t = match scheduled {
+                    Some(slot) if now.duration_since(slot) > TIMER_SLACK => slot,
+                    _ => now,
+                };
                 let ok = match op {
                     Op::Read => {
                         driver

@@ -19,6 +19,7 @@ fn args(target: Target, workload: Workload, out: &std::path::Path, label: &str) 
         seconds: 60,
         warmup: 0,
         concurrency: 4,
+        rate: None,
         value_size: 100,
         dw: false,
         seeds: Vec::new(),
