@@ -135,15 +135,12 @@ impl Kv {
 
     /// Bucket properties with the request's overrides, capped to the ring.
     fn props(&self, bucket: &BucketName, q: &QuorumOverrides) -> Result<BucketProps, KvError> {
-        let mut p = self.config.bucket_props(bucket).with_overrides(q)?;
-        let members = self.cluster.ring().members().len().clamp(1, 255) as u8;
-        if p.n_val > members {
-            p.n_val = members;
-            for v in [&mut p.r, &mut p.w, &mut p.dw, &mut p.pr, &mut p.pw] {
-                *v = (*v).min(members);
-            }
-        }
-        Ok(p)
+        let members = self.cluster.ring().members().len();
+        Ok(self
+            .config
+            .bucket_props(bucket)
+            .with_overrides(q)?
+            .for_ring(members))
     }
 
     /// The ranked nodes of a key: preference list first, then fallbacks.

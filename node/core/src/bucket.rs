@@ -208,6 +208,28 @@ impl Default for BucketProps {
     }
 }
 
+impl BucketProps {
+    /// The properties on a ring of `members` nodes: a cluster smaller than
+    /// `n_val` keeps one replica per member, and the quorums are capped to
+    /// match (so a one-node cluster serves `w=2` writes with its one copy).
+    pub fn for_ring(mut self, members: usize) -> Self {
+        let members = members.clamp(1, 255) as u8;
+        if self.n_val > members {
+            self.n_val = members;
+            for v in [
+                &mut self.r,
+                &mut self.w,
+                &mut self.dw,
+                &mut self.pr,
+                &mut self.pw,
+            ] {
+                *v = (*v).min(members);
+            }
+        }
+        self
+    }
+}
+
 /// Why bucket properties or a request's quorum options are unusable.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 #[error("{0}")]
@@ -284,6 +306,19 @@ impl BucketProps {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_small_ring_caps_replicas_and_quorums() {
+        let p = BucketProps {
+            dw: 2,
+            pw: 3,
+            ..BucketProps::default()
+        };
+        assert_eq!(p.for_ring(5), p, "a large enough ring changes nothing");
+        let one = p.for_ring(1);
+        assert_eq!((one.n_val, one.r, one.w, one.dw, one.pw), (1, 1, 1, 1, 1));
+        assert_eq!(p.for_ring(0).n_val, 1, "never zero replicas");
+    }
+
     use super::*;
 
     #[test]

@@ -14,7 +14,7 @@ use quorra_core::membership::{Action, GossipConfig, GossipMsg, MemberInfo, Membe
 use quorra_core::quorum::{self, Needs, Target};
 use quorra_core::ring::{Ring, RingMember};
 use quorra_core::round::{merge_all, ReadRound, WriteRound};
-use quorra_core::{Actor, ConflictMode, Content, Object, VersionVector};
+use quorra_core::{Actor, BucketProps, ConflictMode, Content, Object, VersionVector};
 
 use crate::Bug;
 
@@ -681,12 +681,20 @@ impl SimNode {
 
     // ---- the request path (mirrors node::kv) ----
 
-    fn n(&self) -> usize {
-        usize::from(self.quorum.n).min(self.ring.members().len().max(1))
-    }
-
-    fn capped(&self, v: u8) -> u8 {
-        v.min(self.n() as u8)
+    /// The bucket's properties on the current ring (read quorum `r` when
+    /// given), capped as the node caps them.
+    fn props(&self, r: Option<u8>) -> BucketProps {
+        let q = self.quorum;
+        BucketProps {
+            n_val: q.n,
+            r: r.unwrap_or(q.r),
+            w: q.w,
+            dw: q.dw,
+            pr: 0,
+            pw: q.pw,
+            conflict_mode: q.mode,
+        }
+        .for_ring(self.ring.members().len())
     }
 
     fn order(&self, key: &str) -> Vec<String> {
@@ -696,9 +704,9 @@ impl SimNode {
         self.ring.order(p).map(str::to_owned).collect()
     }
 
-    fn plan(&self, order: &[String]) -> quorum::Plan {
+    fn plan(&self, order: &[String], n: u8) -> quorum::Plan {
         let refs: Vec<&str> = order.iter().map(String::as_str).collect();
-        quorum::plan(&refs, self.n(), |id| self.is_reachable(id))
+        quorum::plan(&refs, usize::from(n), |id| self.is_reachable(id))
     }
 
     /// A client request arrived.
@@ -722,12 +730,14 @@ impl SimNode {
 
     fn read(&mut self, op: OpId, key: String, r: Option<u8>, now: u64, out: &mut Vec<Out>) {
         let order = self.order(&key);
+        let props = self.props(r);
         let needs = Needs {
-            total: self.capped(r.unwrap_or(self.quorum.r)),
+            total: props.r,
             durable: 0,
-            primary: 0,
+            primary: props.pr,
         };
-        let mut round = match ReadRound::new(self.plan(&order), needs, self.quorum.mode) {
+        let plan = self.plan(&order, props.n_val);
+        let mut round = match ReadRound::new(plan, needs, props.conflict_mode) {
             Ok(r) => r,
             Err(s) => {
                 let e = ClientError::definite(s.to_string());
@@ -836,7 +846,8 @@ impl SimNode {
         out: &mut Vec<Out>,
     ) {
         let order = self.order(&key);
-        let n = self.n();
+        let props = self.props(None);
+        let n = usize::from(props.n_val);
         let me_primary = order.iter().take(n).any(|id| *id == self.id);
         if !forwarded && !me_primary {
             let prefs: Vec<String> = order.iter().take(n).rev().cloned().collect();
@@ -844,11 +855,12 @@ impl SimNode {
             return;
         }
         let needs = Needs {
-            total: self.capped(self.quorum.w),
-            durable: self.capped(self.quorum.dw),
-            primary: self.capped(self.quorum.pw),
+            total: props.w,
+            durable: props.dw,
+            primary: props.pw,
         };
-        let mut round = match WriteRound::new(self.plan(&order), needs, &self.id, me_primary) {
+        let plan = self.plan(&order, props.n_val);
+        let mut round = match WriteRound::new(plan, needs, &self.id, me_primary) {
             Ok(r) => r,
             Err(s) => return self.answer_write(to, Err(ClientError::definite(s.to_string())), out),
         };
