@@ -108,6 +108,17 @@ pub(crate) enum Msg {
 }
 
 impl Msg {
+    /// Whether it carries replica data or a write (not gossip).
+    pub(crate) fn carries_data(&self) -> bool {
+        !matches!(
+            self,
+            Self::Gossip { .. }
+                | Self::GossipReply { .. }
+                | Self::IndirectPing { .. }
+                | Self::IndirectReply { .. }
+        )
+    }
+
     /// A short name for traces.
     pub(crate) fn tag(&self) -> u64 {
         match self {

@@ -151,6 +151,10 @@ pub(crate) struct World {
     trace: u64,
     processed: u64,
     wiped: bool,
+    /// Replica and coordination messages scheduled and not yet delivered:
+    /// the cluster is quiet only when none are left (a delayed read repair
+    /// still lands, even after its sender stopped waiting for it).
+    data_in_flight: u64,
 }
 
 impl World {
@@ -189,6 +193,7 @@ impl World {
             trace: 0xcbf2_9ce4_8422_2325,
             processed: 0,
             wiped: false,
+            data_in_flight: 0,
             config,
         };
         for i in 0..n {
@@ -326,6 +331,9 @@ impl World {
             match o {
                 Out::Send { to, msg, extra_ms } => {
                     let Some(to) = index(&to) else { continue };
+                    if msg.carries_data() {
+                        self.data_in_flight += 1;
+                    }
                     if to == from {
                         self.at(
                             extra_ms,
@@ -341,9 +349,15 @@ impl World {
                     if self.blocked.contains(&(from, to))
                         || self.rng.below(1000) < self.net.drop_per_mille
                     {
+                        if msg.carries_data() {
+                            self.data_in_flight -= 1;
+                        }
                         continue;
                     }
                     if self.rng.below(1000) < self.net.dup_per_mille {
+                        if msg.carries_data() {
+                            self.data_in_flight += 1;
+                        }
                         let d = self.delay() + extra_ms;
                         let event = Event::Deliver {
                             from,
@@ -398,6 +412,9 @@ impl World {
                 to_life,
                 msg,
             } => {
+                if msg.carries_data() {
+                    self.data_in_flight -= 1;
+                }
                 if self.lives[to] != to_life || self.blocked.contains(&(from, to)) {
                     return true;
                 }
@@ -616,6 +633,7 @@ impl World {
 
     fn quiet(&self) -> bool {
         self.formed()
+            && self.data_in_flight == 0
             && self
                 .nodes
                 .iter()

@@ -94,6 +94,9 @@ fn replay() {
         println!("{op:?}");
     }
     println!("{result}");
+    for (key, value, via) in &result.report.lost {
+        println!("lost {key}={value} in the final read through {via}");
+    }
     assert!(result.ok(), "seed {seed} fails");
 }
 
