@@ -125,15 +125,7 @@ impl Driver {
             Self::Etcd { http, urls, next } => {
                 let base = Self::pick(urls, next);
                 let body = serde_json::json!({ "key": STANDARD.encode(key) });
-                let r = http
-                    .post(format!("{base}/v3/kv/range"))
-                    .json(&body)
-                    .send()
-                    .await?;
-                if !r.status().is_success() {
-                    bail!("etcd range answered {}", r.status());
-                }
-                r.bytes().await?;
+                etcd_post(http, &base, "range", &body).await?;
             }
         }
         Ok(())
@@ -159,15 +151,7 @@ impl Driver {
             Self::Etcd { http, urls, next } => {
                 let base = Self::pick(urls, next);
                 let body = serde_json::json!({ "key": STANDARD.encode(key), "value": STANDARD.encode(value) });
-                let r = http
-                    .post(format!("{base}/v3/kv/put"))
-                    .json(&body)
-                    .send()
-                    .await?;
-                if !r.status().is_success() {
-                    bail!("etcd put answered {}", r.status());
-                }
-                r.bytes().await?;
+                etcd_post(http, &base, "put", &body).await?;
             }
             _ => bail!("Quorra writes carry a context"),
         }
@@ -233,4 +217,24 @@ impl Driver {
         }
         Ok(())
     }
+}
+
+/// One call of etcd's v3 JSON gateway (`/v3/kv/{call}`), its answer read
+/// whole.
+async fn etcd_post(
+    http: &reqwest::Client,
+    base: &str,
+    call: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let r = http
+        .post(format!("{base}/v3/kv/{call}"))
+        .json(body)
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("etcd {call} answered {}", r.status());
+    }
+    r.bytes().await?;
+    Ok(())
 }

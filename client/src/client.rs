@@ -315,6 +315,18 @@ impl Client {
         }
     }
 
+    /// [`Self::call`] with the request's timeout, or the client's default.
+    async fn call_with(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        req: PeerRequest,
+        opts: &Options,
+    ) -> Result<PeerResponse, ClientError> {
+        let timeout = opts.timeout.unwrap_or(self.inner.config.timeout);
+        self.call(bucket, key, req, timeout).await
+    }
+
     /// Sends a request for `bucket`/`key` to the best node, moving down the
     /// route and backing off (with jitter) on retryable failures.
     async fn call(
@@ -397,15 +409,7 @@ impl Client {
             key: k,
             quorum: opts.quorum,
         });
-        match self
-            .call(
-                bucket,
-                key,
-                req,
-                opts.timeout.unwrap_or(self.inner.config.timeout),
-            )
-            .await?
-        {
+        match self.call_with(bucket, key, req, opts).await? {
             PeerResponse::Object(o) => Ok(Fetched::from_object(o)),
             other => Err(ClientError::Refused(format!("unexpected answer {other:?}"))),
         }
@@ -487,15 +491,7 @@ impl Client {
             operation,
             quorum: opts.quorum,
         });
-        match self
-            .call(
-                bucket,
-                key,
-                req,
-                opts.timeout.unwrap_or(self.inner.config.timeout),
-            )
-            .await?
-        {
+        match self.call_with(bucket, key, req, opts).await? {
             PeerResponse::Coordinated(o) => Ok(o),
             other => Err(ClientError::Refused(format!("unexpected answer {other:?}"))),
         }

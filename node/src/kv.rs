@@ -123,14 +123,20 @@ impl Kv {
         &self.cluster
     }
 
+    /// What coordinating a request on a key starts from: the bucket's
+    /// properties with the request's overrides, and the key's ranked nodes.
     /// Only a node with the cluster's member table may coordinate: with a
     /// partial ring it would pick the wrong replicas and cap the quorums.
-    fn joined(&self) -> Result<(), KvError> {
-        if self.cluster.has_joined() {
-            Ok(())
-        } else {
-            Err(KvError::NotJoined)
+    fn route(
+        &self,
+        bucket: &BucketName,
+        key: &Key,
+        q: &QuorumOverrides,
+    ) -> Result<(BucketProps, Vec<String>), KvError> {
+        if !self.cluster.has_joined() {
+            return Err(KvError::NotJoined);
         }
+        Ok((self.props(bucket, q)?, self.order(bucket, key)))
     }
 
     /// Bucket properties with the request's overrides, capped to the ring.
@@ -163,9 +169,7 @@ impl Kv {
         key: Key,
         q: QuorumOverrides,
     ) -> Result<Option<Object>, KvError> {
-        self.joined()?;
-        let props = self.props(&bucket, &q)?;
-        let order = self.order(&bucket, &key);
+        let (props, order) = self.route(&bucket, &key, &q)?;
         let needs = Needs {
             total: props.r,
             durable: 0,
@@ -294,9 +298,7 @@ impl Kv {
         q: QuorumOverrides,
         forwarded: bool,
     ) -> Result<Option<Object>, KvError> {
-        self.joined()?;
-        let props = self.props(&bucket, &q)?;
-        let order = self.order(&bucket, &key);
+        let (props, order) = self.route(&bucket, &key, &q)?;
         let n = props.n_val as usize;
         let me = self.cluster.me().to_owned();
         if !forwarded && !order.iter().take(n).any(|id| *id == me) {
