@@ -49,7 +49,7 @@ start_quorra() {
   pids+=("$qpid")
   for _ in $(seq 120); do [ "$(wc -l < "$qdir.urls")" -ge "$n" ] && break; sleep 0.5; done
   [ "$(wc -l < "$qdir.urls")" -ge "$n" ] || die "Quorra did not start: $(tail -5 "$qdir.log")"
-  "$quorra" certs --out "$qdir/certs" --nodes bench >/dev/null
+  "$quorra" certs --out "$qdir/certs" --clients bench >/dev/null
   seeds=$(grep -h '^peer_addr' "$qdir"/n*/quorra.toml | sed 's/.*"\(.*\)"/\1/' | paste -sd,)
   urls=$(paste -sd, "$qdir.urls")
   # The nodes print their URLs when they serve; give them until every one

@@ -59,7 +59,7 @@ for records in $sizes; do
   for u in $(paste -sd' ' "$qdir.urls"); do
     for _ in $(seq 120); do curl -sf "$u/ready" >/dev/null && break; sleep 0.5; done
   done
-  "$quorra" certs --out "$qdir/certs" --nodes bench >/dev/null
+  "$quorra" certs --out "$qdir/certs" --clients bench >/dev/null
   seeds=$(grep -h '^peer_addr' "$qdir"/n*/quorra.toml | sed 's/.*"\(.*\)"/\1/' | paste -sd,)
   "$bench" run --target quorra --seeds "$seeds" --cert-dir "$qdir/certs" \
     --workload a --records "$records" --value-size "$value_size" --seconds "$seconds" \

@@ -59,6 +59,12 @@ ensure_deps() {
   local missing=()
   command -v c++ >/dev/null 2>&1 || missing+=(g++)
   have_libclang || missing+=(libclang-dev)
+  # The network-namespace partition test needs these; install them where we
+  # can (root), else that test skips (and fails under CI=true).
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+    command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+  fi
   if [ ${#missing[@]} -gt 0 ]; then
     apt_install "${missing[@]}"
     have_libclang || die "libclang is still missing after installing libclang-dev; set LIBCLANG_PATH to the directory holding libclang.so."

@@ -2,7 +2,7 @@
 //! them with a read-modify-write.
 //!
 //! Against the README's dev cluster, after making a client certificate with
-//! `quorra certs --out quorra-data/certs --nodes app`:
+//! `quorra certs --out quorra-data/certs --clients app`:
 //!
 //! ```sh
 //! cargo run -p quorra-client --example quickstart -- 127.0.0.1:8099 quorra-data/certs app

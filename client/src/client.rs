@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use quorra_core::membership::{MemberInfo, Status};
 use quorra_core::proto::{ClientRequest, Operation, PeerRequest, PeerResponse};
 use quorra_core::ring::{Ring, RingMember};
-use quorra_core::{BucketName, Content, Key, Limits, Object, QuorumOverrides, VersionVector};
+use quorra_core::{BucketName, Content, Key, Limits, Object, QuorumOverrides};
 
 use crate::error::ClientError;
 use crate::tls::Identity;
@@ -23,7 +23,7 @@ pub struct ClientConfig {
     pub seeds: Vec<SocketAddr>,
     /// The certificate dir (`ca.pem`, `NAME.pem`, `NAME-key.pem`).
     pub cert_dir: PathBuf,
-    /// The certificate name to present (`quorra certs --nodes NAME`).
+    /// The certificate name to present (`quorra certs --clients NAME`).
     pub name: String,
     /// Default time one attempt may take.
     pub timeout: Duration,
@@ -65,23 +65,37 @@ pub struct Options {
 }
 
 /// The opaque causal context of a read, to hand back with the next write.
+///
+/// The cluster authenticates it (for that key), so it is only ever one a
+/// node handed out; the client never looks inside.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Context(pub(crate) VersionVector);
+pub struct Context(pub(crate) Option<String>);
+
+/// Longest context the client accepts from a caller.
+const MAX_CONTEXT_LEN: usize = 64 * 1024;
 
 impl Context {
-    /// The context as the HTTP API's `X-Quorra-Context` header value.
+    /// The context as the HTTP API's `X-Quorra-Context` header value (empty
+    /// for no context).
     pub fn encode(&self) -> String {
-        quorra_core::CausalContext(self.0.clone()).encode()
+        self.0.clone().unwrap_or_default()
     }
 
-    /// A context from an `X-Quorra-Context` header value.
+    /// A context from an `X-Quorra-Context` header value. Only its shape is
+    /// checked here; the cluster checks that it issued it.
     pub fn decode(s: &str) -> Result<Self, ClientError> {
-        quorra_core::CausalContext::decode(s, 64 * 1024)
-            .map(|c| Self(c.0))
-            .map_err(|e| ClientError::BadRequest {
+        let s = s.trim();
+        let ok = !s.is_empty()
+            && s.len() <= MAX_CONTEXT_LEN
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(ClientError::BadRequest {
                 code: quorra_core::ErrorCode::InvalidContext,
-                message: e.to_string(),
-            })
+                message: "a context is URL-safe base64, as a read returned it".into(),
+            });
+        }
+        Ok(Self(Some(s.to_owned())))
     }
 }
 
@@ -105,8 +119,13 @@ pub struct Fetched {
 }
 
 impl Fetched {
-    fn from_object(o: Option<Object>) -> Self {
-        let Some(o) = o else { return Self::default() };
+    fn from_object(o: Option<Object>, context: Option<String>) -> Self {
+        let Some(o) = o else {
+            return Self {
+                values: Vec::new(),
+                context: Context(context),
+            };
+        };
         // Identical siblings (a retried write applied twice) read as one:
         // the context still covers both, so the next write replaces both.
         let mut values: Vec<Value> = Vec::new();
@@ -121,7 +140,7 @@ impl Fetched {
         }
         Self {
             values,
-            context: Context(o.clock().clone()),
+            context: Context(context),
         }
     }
 
@@ -410,7 +429,9 @@ impl Client {
             quorum: opts.quorum,
         });
         match self.call_with(bucket, key, req, opts).await? {
-            PeerResponse::Object(o) => Ok(Fetched::from_object(o)),
+            PeerResponse::ClientObject { object, context } => {
+                Ok(Fetched::from_object(object, context))
+            }
             other => Err(ClientError::Refused(format!("unexpected answer {other:?}"))),
         }
     }
@@ -450,14 +471,14 @@ impl Client {
         opts: &Options,
     ) -> Result<Context, ClientError> {
         let content = Content::value(value.into(), content_type, 0);
-        let o = self
+        let (_, context) = self
             .write(bucket, key.as_ref(), Operation::Put(content), context, opts)
             .await?;
-        Ok(Context(o.map(|o| o.clock().clone()).unwrap_or_default()))
+        Ok(Context(context))
     }
 
-    /// Deletes with the context of a read (or, without one, whatever the
-    /// coordinator has seen).
+    /// Deletes with the context of a read (or, without one, whatever a
+    /// quorum of replicas has seen).
     pub async fn delete(
         &self,
         bucket: &str,
@@ -482,17 +503,17 @@ impl Client {
         operation: Operation,
         context: Option<&Context>,
         opts: &Options,
-    ) -> Result<Option<Object>, ClientError> {
+    ) -> Result<(Option<Object>, Option<String>), ClientError> {
         let (b, k) = Self::names(bucket, key)?;
         let req = PeerRequest::Client(ClientRequest::Write {
             bucket: b,
             key: k,
-            context: context.map(|c| c.0.clone()).unwrap_or_default(),
+            context: context.and_then(|c| c.0.clone()),
             operation,
             quorum: opts.quorum,
         });
         match self.call_with(bucket, key, req, opts).await? {
-            PeerResponse::Coordinated(o) => Ok(o),
+            PeerResponse::ClientObject { object, context } => Ok((object, context)),
             other => Err(ClientError::Refused(format!("unexpected answer {other:?}"))),
         }
     }
@@ -531,10 +552,10 @@ impl Client {
         let mut context = fetched.context;
         for _ in 0..RACE_ATTEMPTS {
             let content = Content::value(value, "application/octet-stream", 0);
-            let after = Fetched::from_object(
-                self.write(bucket, key, Operation::Put(content), Some(&context), &opts)
-                    .await?,
-            );
+            let (object, token) = self
+                .write(bucket, key, Operation::Put(content), Some(&context), &opts)
+                .await?;
+            let after = Fetched::from_object(object, token);
             if after.values.len() <= 1 {
                 return Ok(after.context);
             }

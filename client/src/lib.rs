@@ -1,7 +1,7 @@
 //! The Rust client library for Quorra.
 //!
 //! A [`Client`] connects to a cluster over QUIC with mutual TLS (a
-//! certificate from the cluster CA, made by `quorra certs --nodes NAME`),
+//! certificate from the cluster CA, made by `quorra certs --clients NAME`),
 //! learns the ring from the cluster and keeps it fresh, and sends each
 //! request straight to the key's primary replica (token-aware, like the
 //! Cassandra and Scylla drivers), moving to the next replica and backing off

@@ -2,13 +2,16 @@
 //! cluster CA, for nodes and clients alike.
 //!
 //! A certificate dir holds `ca.pem` and, per identity, `NAME.pem` and
-//! `NAME-key.pem` (`quorra certs --out DIR --nodes NAME,...` makes them). A
-//! peer without a certificate signed by the cluster CA cannot complete a
-//! handshake, in either direction.
+//! `NAME-key.pem` (`quorra certs --out DIR --nodes N,... --clients C,...
+//! --admins A,...` makes them). A peer without a certificate signed by the
+//! cluster CA cannot complete a handshake, in either direction. Each
+//! certificate names its role (see [`quorra_core::auth`]); [`principal_of`]
+//! reads it back on the other side of a connection.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use quorra_core::auth::Principal;
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
@@ -131,4 +134,46 @@ impl Identity {
             .map_err(|e| TlsError::Config(e.to_string()))?;
         Ok(quinn::ClientConfig::new(Arc::new(quic)))
     }
+}
+
+/// Who a certificate (DER) names: its role URI, or no role. The name falls
+/// back to the subject's common name.
+pub fn principal_of(der: &[u8]) -> Principal {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Principal {
+            role: None,
+            name: "<unparsable certificate>".into(),
+        };
+    };
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let uris: Vec<&str> = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                x509_parser::extensions::GeneralName::URI(u) => Some(*u),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Principal::from_uris(uris, &cn)
+}
+
+/// The principal of a QUIC connection's peer, from its certificate chain.
+pub fn peer_principal(conn: &quinn::Connection) -> Principal {
+    conn.peer_identity()
+        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|chain| chain.first().map(|c| principal_of(c.as_ref())))
+        .unwrap_or(Principal {
+            role: None,
+            name: "<no certificate>".into(),
+        })
 }

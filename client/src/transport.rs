@@ -13,13 +13,14 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use quorra_core::auth::Principal;
 use quorra_core::proto::{Envelope, PeerRequest, PeerResponse, PROTOCOL_VERSION};
 use quorra_core::ErrorCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::tls::{Identity, TlsError, SERVER_NAME};
+use crate::tls::{peer_principal, Identity, TlsError, SERVER_NAME};
 
 /// Transport failures.
 #[derive(Debug, Error)]
@@ -65,14 +66,20 @@ pub enum NetError {
     Frame(String),
 }
 
-/// Handles one incoming request.
-pub type Handler =
-    Arc<dyn Fn(PeerRequest) -> Pin<Box<dyn Future<Output = PeerResponse> + Send>> + Send + Sync>;
+/// How long a peer may take to send one whole request frame.
+pub const REQUEST_READ_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Handles one incoming request from the principal its certificate names.
+pub type Handler = Arc<
+    dyn Fn(Principal, PeerRequest) -> Pin<Box<dyn Future<Output = PeerResponse> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// A node's QUIC endpoint: server and client on one UDP socket.
 pub struct Transport {
     endpoint: quinn::Endpoint,
-    pool: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    pool: Mutex<HashMap<SocketAddr, (quinn::Connection, Principal)>>,
     max_frame: usize,
 }
 
@@ -151,14 +158,14 @@ impl Transport {
         self.endpoint.close(0u32.into(), b"shutdown");
     }
 
-    fn pooled(&self, addr: SocketAddr) -> Option<quinn::Connection> {
+    fn pooled(&self, addr: SocketAddr) -> Option<(quinn::Connection, Principal)> {
         let pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
         pool.get(&addr)
-            .filter(|c| c.close_reason().is_none())
+            .filter(|(c, _)| c.close_reason().is_none())
             .cloned()
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<quinn::Connection, NetError> {
+    async fn connect(&self, addr: SocketAddr) -> Result<(quinn::Connection, Principal), NetError> {
         if let Some(c) = self.pooled(addr) {
             return Ok(c);
         }
@@ -169,11 +176,12 @@ impl Transport {
             .map_err(|e| err(e.to_string()))?
             .await
             .map_err(|e| err(e.to_string()))?;
+        let peer = peer_principal(&conn);
         self.pool
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(addr, conn.clone());
-        Ok(conn)
+            .insert(addr, (conn.clone(), peer.clone()));
+        Ok((conn, peer))
     }
 
     /// Drops the pooled connection to `addr`; the next request reconnects.
@@ -191,9 +199,22 @@ impl Transport {
         req: &PeerRequest,
         timeout: Duration,
     ) -> Result<PeerResponse, NetError> {
+        self.request_from(addr, req, timeout)
+            .await
+            .map(|(_, answer)| answer)
+    }
+
+    /// [`Self::request`], also returning who answered (the principal the
+    /// answering peer's certificate names).
+    pub async fn request_from(
+        &self,
+        addr: SocketAddr,
+        req: &PeerRequest,
+        timeout: Duration,
+    ) -> Result<(Principal, PeerResponse), NetError> {
         let frame = encode_frame(&Envelope::new(req))?;
         let attempt = async {
-            let conn = self.connect(addr).await?;
+            let (conn, peer) = self.connect(addr).await?;
             let fail = |reason: String| NetError::Request { addr, reason };
             let (mut send, mut recv) = match conn.open_bi().await {
                 Ok(s) => s,
@@ -209,7 +230,7 @@ impl Transport {
             let env: Envelope<PeerResponse> = read_frame(&mut recv, self.max_frame)
                 .await
                 .map_err(|e| fail(e.to_string()))?;
-            Ok(env.body)
+            Ok((peer, env.body))
         };
         let result = match tokio::time::timeout(timeout, attempt).await {
             Ok(r) => r,
@@ -228,14 +249,28 @@ impl Transport {
 }
 
 async fn serve_connection(conn: quinn::Connection, handler: Handler, max_frame: usize) {
+    let peer = peer_principal(&conn);
     loop {
         let (mut send, mut recv) = match conn.accept_bi().await {
             Ok(s) => s,
             Err(_) => return,
         };
         let handler = handler.clone();
+        let peer = peer.clone();
         tokio::spawn(async move {
-            let response = match read_frame::<Envelope<PeerRequest>>(&mut recv, max_frame).await {
+            // A peer that opens a stream and sends nothing (or trickles)
+            // does not hold it, and its task, forever.
+            let read = tokio::time::timeout(
+                REQUEST_READ_DEADLINE,
+                read_frame::<Envelope<PeerRequest>>(&mut recv, max_frame),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(NetError::Frame(format!(
+                    "no whole request within {REQUEST_READ_DEADLINE:?}"
+                )))
+            });
+            let response = match read {
                 Ok(env) if env.version != PROTOCOL_VERSION => PeerResponse::Error {
                     code: ErrorCode::InvalidParameter,
                     message: format!(
@@ -243,7 +278,7 @@ async fn serve_connection(conn: quinn::Connection, handler: Handler, max_frame: 
                         env.version
                     ),
                 },
-                Ok(env) => handler(env.body).await,
+                Ok(env) => handler(peer, env.body).await,
                 Err(e) => {
                     let _ = recv.stop(1u32.into());
                     PeerResponse::Error {

@@ -31,20 +31,31 @@ pub enum Command {
     Node(Box<NodeArgs>),
     /// Run a local cluster of nodes under one directory (for development).
     DevCluster(DevClusterArgs),
-    /// Create the cluster CA (if absent) and certificates for nodes.
+    /// Create the cluster CA and secret (if absent) and certificates for
+    /// nodes, clients and admins.
     Certs(CertsArgs),
 }
 
 /// Settings for `quorra certs`.
 #[derive(Debug, Clone, Args)]
 pub struct CertsArgs {
-    /// Directory for ca.pem, ca-key.pem and ID.pem / ID-key.pem per node. An
-    /// existing CA there is reused, existing node certificates are kept.
+    /// Directory for ca.pem, ca-key.pem, cluster-secret and NAME.pem /
+    /// NAME-key.pem per certificate. An existing CA and secret there are
+    /// reused, existing certificates are kept.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Node ids to create certificates for, comma-separated.
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// Node ids to create node certificates for, comma-separated (the
+    /// only certificates that may act as a cluster member).
+    #[arg(long, value_delimiter = ',', required_unless_present_any = ["clients", "admins"])]
     pub nodes: Vec<String>,
+    /// Names of applications to create client certificates for
+    /// (client requests only), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub clients: Vec<String>,
+    /// Names of operators to create admin certificates for (client
+    /// requests and admin operations), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub admins: Vec<String>,
 }
 
 /// Settings for `quorra node`. Each overrides the config file.
@@ -185,18 +196,35 @@ pub fn main() -> ExitCode {
 }
 
 fn certs(args: &CertsArgs) -> anyhow::Result<()> {
-    for id in &args.nodes {
-        let ok = !id.is_empty()
-            && id.len() <= 64
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-        anyhow::ensure!(
-            ok,
-            "node id {id:?} must be 1 to 64 characters of A-Z a-z 0-9 _ . -"
-        );
+    use quorra_core::auth::Role;
+    let kinds = [
+        (Role::Node, &args.nodes),
+        (Role::Client, &args.clients),
+        (Role::Admin, &args.admins),
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for (role, names) in kinds {
+        for id in names {
+            let ok = !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+            anyhow::ensure!(
+                ok,
+                "{} name {id:?} must be 1 to 64 characters of A-Z a-z 0-9 _ . -",
+                role.as_str()
+            );
+            anyhow::ensure!(
+                seen.insert(id.clone()),
+                "{id:?} is named twice: each certificate has one name and one role"
+            );
+        }
     }
-    let written = crate::net::certs::generate(&args.out, &args.nodes)?;
+    let mut written = Vec::new();
+    for (role, names) in kinds {
+        written.extend(crate::net::certs::generate_role(&args.out, role, names)?);
+    }
     for path in &written {
         println!("wrote {}", path.display());
     }

@@ -37,6 +37,23 @@ fn load_members(data_dir: &std::path::Path) -> Vec<MemberInfo> {
     })
 }
 
+/// Replaces `path` with `bytes` so that a crash leaves the old or the new
+/// file, never a torn one: a temp file, fsynced, renamed, and the directory
+/// fsynced so the rename itself is durable.
+fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Membership, ring and transport of one node.
 pub struct Cluster {
     me: String,
@@ -165,6 +182,8 @@ impl Cluster {
         };
         if let Some((members, records)) = changed {
             metrics::gauge!("quorra_membership_version").set(version as f64);
+            metrics::gauge!("quorra_gossip_refused_records")
+                .set(self.membership().refused() as f64);
             self.refresh_ring(members);
             self.drop_stale_connections(&records);
             self.save_members(version, &records);
@@ -208,11 +227,9 @@ impl Cluster {
             return;
         }
         let path = self.config.data_dir.join(MEMBERS_FILE);
-        let tmp = path.with_extension("tmp");
         let result = serde_json::to_vec(records)
             .map_err(std::io::Error::other)
-            .and_then(|b| std::fs::write(&tmp, b))
-            .and_then(|()| std::fs::rename(&tmp, &path));
+            .and_then(|b| write_durably(&path, &b));
         match result {
             Ok(()) => *saved = version,
             Err(e) => tracing::warn!("cannot save the member table: {e}"),
@@ -275,6 +292,20 @@ impl Cluster {
         req: &PeerRequest,
         timeout: Duration,
     ) -> Result<PeerResponse, NetError> {
+        self.request_from(t, addr, req, timeout)
+            .await
+            .map(|(_, answer)| answer)
+    }
+
+    /// [`Self::request`], also returning the node id the answering peer's
+    /// certificate names (`None` when it is not a node certificate).
+    async fn request_from(
+        &self,
+        t: &Transport,
+        addr: SocketAddr,
+        req: &PeerRequest,
+        timeout: Duration,
+    ) -> Result<(Option<String>, PeerResponse), NetError> {
         match self.faults.outgoing(addr) {
             Outgoing::Drop => {
                 tokio::time::sleep(timeout).await;
@@ -287,7 +318,8 @@ impl Cluster {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                t.request(addr, req, timeout).await
+                let (peer, answer) = t.request_from(addr, req, timeout).await?;
+                Ok((peer.node_id().map(str::to_owned), answer))
             }
         }
     }
@@ -297,10 +329,11 @@ impl Cluster {
         &self.faults
     }
 
-    /// Answers a gossip message from a peer.
-    pub fn handle_gossip(&self, msg: GossipMsg) -> PeerResponse {
+    /// Answers a gossip message from the peer whose node certificate names
+    /// `from`.
+    pub fn handle_gossip(&self, from: &str, msg: GossipMsg) -> PeerResponse {
         let now = self.now();
-        match self.with_membership(|m| m.handle_message(msg, now)) {
+        match self.with_membership(|m| m.handle_message(from, msg, now)) {
             Some(reply) => PeerResponse::Gossip(reply),
             None => PeerResponse::Ok,
         }
@@ -349,11 +382,12 @@ impl Cluster {
             let timeout = Duration::from_millis(self.config.gossip.probe_timeout_ms);
             match action {
                 Action::Probe { target, addr, msg } => {
+                    // Only the target's own certificate answers for it.
                     let reply = match self
-                        .request(&t, addr, &PeerRequest::Gossip(msg), timeout)
+                        .request_from(&t, addr, &PeerRequest::Gossip(msg), timeout)
                         .await
                     {
-                        Ok(PeerResponse::Gossip(g)) => Some(g),
+                        Ok((Some(from), PeerResponse::Gossip(g))) if from == target => Some(g),
                         _ => None,
                     };
                     let now = self.now();
@@ -378,12 +412,12 @@ impl Cluster {
                     self.with_membership(|m| m.indirect_result(&target, reached, now));
                 }
                 Action::PushPull { addr, msg } => {
-                    if let Ok(PeerResponse::Gossip(reply)) = self
-                        .request(&t, addr, &PeerRequest::Gossip(msg), timeout * 2)
+                    if let Ok((Some(from), PeerResponse::Gossip(reply))) = self
+                        .request_from(&t, addr, &PeerRequest::Gossip(msg), timeout * 2)
                         .await
                     {
                         let now = self.now();
-                        self.with_membership(|m| m.handle_push_pull_reply(reply, now));
+                        self.with_membership(|m| m.handle_push_pull_reply(&from, reply, now));
                     }
                 }
             }

@@ -50,8 +50,17 @@ pub struct NodeConfig {
     pub partitions: u32,
     /// Per-request timeout, in milliseconds.
     pub request_timeout_ms: u64,
-    /// Requests served at once; more are refused with `overloaded`.
+    /// Client requests (HTTP and QUIC together) served at once; more are
+    /// refused with `overloaded`.
     pub max_concurrent_requests: usize,
+    /// Requests from other nodes served at once; more are refused with
+    /// `overloaded` (the sender counts it as a failed replica).
+    pub max_concurrent_peer_requests: usize,
+    /// Replication and read-repair work carried on after answers; a read or
+    /// write waits for room (within its timeout) and the wait is counted
+    /// (`quorra_background_full_total`), so a slow replica cannot grow a
+    /// node's memory without limit.
+    pub max_background_tasks: usize,
     /// Log filter (`info`, `quorra_node=debug`, …), as `RUST_LOG`.
     pub log: String,
     /// Size limits on client input.
@@ -76,6 +85,12 @@ pub struct HandoffConfig {
     /// Most hints kept; past it new hints are dropped (counted in
     /// `quorra_hints_dropped_total`) and writes carry on.
     pub max_hints: u64,
+    /// Most bytes of hints kept; past it new hints are dropped as above.
+    pub max_hint_bytes: u64,
+    /// Hints older than this (ms since first taken) are dropped, counted in
+    /// `quorra_hints_expired_total`, and left to read repair and
+    /// anti-entropy (Cassandra's max hint window).
+    pub max_hint_age_ms: u64,
 }
 
 impl Default for HandoffConfig {
@@ -84,6 +99,8 @@ impl Default for HandoffConfig {
             interval_ms: 1_000,
             rate_per_second: 500,
             max_hints: 1_000_000,
+            max_hint_bytes: 4 * 1024 * 1024 * 1024,
+            max_hint_age_ms: 3 * 60 * 60 * 1000,
         }
     }
 }
@@ -125,6 +142,8 @@ impl Default for NodeConfig {
             partitions: 256,
             request_timeout_ms: 5_000,
             max_concurrent_requests: 1_024,
+            max_concurrent_peer_requests: 4_096,
+            max_background_tasks: 4_096,
             log: "info".into(),
             limits: Limits::default(),
             bucket_defaults: BucketProps::default(),
@@ -268,8 +287,17 @@ impl NodeConfig {
         if self.request_timeout_ms == 0 {
             return invalid("request_timeout_ms must be at least 1".into());
         }
-        if self.max_concurrent_requests == 0 {
-            return invalid("max_concurrent_requests must be at least 1".into());
+        for (name, v) in [
+            ("max_concurrent_requests", self.max_concurrent_requests),
+            (
+                "max_concurrent_peer_requests",
+                self.max_concurrent_peer_requests,
+            ),
+            ("max_background_tasks", self.max_background_tasks),
+        ] {
+            if v == 0 {
+                return invalid(format!("{name} must be at least 1"));
+            }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
             return invalid(format!("log filter {:?} is invalid: {e}", self.log));

@@ -1,7 +1,9 @@
 //! `quorra dev-cluster`: a local cluster of real `quorra node` processes
 //! under one directory, for development and the README's quick start.
 //!
-//! Layout: `DIR/certs/` (the cluster CA and node certificates),
+//! Layout: `DIR/certs/` (the cluster CA and secret, node certificates, and a
+//! client certificate `app` and an admin certificate `admin` to try the
+//! client library and tools with),
 //! `DIR/nI/quorra.toml` (written on first start, reused after),
 //! `DIR/nI/data/` (RocksDB) and `DIR/nI/node.log`. Every node joins through
 //! n1's peer address. Once every node serves, it
@@ -64,7 +66,10 @@ pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let exe = std::env::current_exe().context("cannot find the quorra binary")?;
     let ids: Vec<String> = (1..=args.nodes).map(|i| format!("n{i}")).collect();
-    crate::net::certs::generate(&args.dir.join("certs"), &ids)?;
+    let certs = args.dir.join("certs");
+    crate::net::certs::generate(&certs, &ids)?;
+    crate::net::certs::generate_role(&certs, quorra_core::auth::Role::Client, &["app".into()])?;
+    crate::net::certs::generate_role(&certs, quorra_core::auth::Role::Admin, &["admin".into()])?;
     let mut members = Vec::new();
     let mut urls = Vec::new();
     let mut seed = None;

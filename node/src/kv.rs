@@ -12,9 +12,19 @@
 //! - **Reads** ask the replicas, answer after `r` replies (`pr` from
 //!   primaries) with their merge, then wait for the rest and send the merged
 //!   object to every replica that was missing part of it (read repair).
+//! - **Deletes** are writes: a tombstone goes through the same write round.
+//!   A delete without a context first reads the key at the read quorum and
+//!   deletes everything that read saw, so a coordinator that lacks the key
+//!   still deletes it everywhere.
 //! - A quorum that cannot be met is `quorum_unavailable`, saying what
 //!   answered. A cluster smaller than `n_val` stores `n_val` = its size, and
 //!   quorums are capped to match.
+//! - **Entry points.** Client requests (HTTP and QUIC alike) come in through
+//!   [`Kv::client_get`] and [`Kv::client_write`]: one permission check
+//!   ([`quorra_core::auth::authorize`]), one validation of names, values and
+//!   contexts against the node's limits, and contexts authenticated under the
+//!   cluster secret. Peer requests come in through [`Kv::handle_peer`], only
+//!   from node certificates.
 //!
 //! Replica choice, quorum counting and read-repair choice are the pure
 //! [`quorra_core::quorum`] and [`quorra_core::round`]; this module only moves
@@ -24,7 +34,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use quorra_core::bucket::PropsError;
+use quorra_core::auth::{authorize, Access, Denied, Principal};
+use quorra_core::bucket::{NameError, PropsError};
+use quorra_core::context::{CausalContext, ContextError, ContextKey};
 use quorra_core::proto::{ClientRequest, Operation, PeerRequest, PeerResponse};
 use quorra_core::quorum::{self, Needs, Plan, Shortfall, Target};
 use quorra_core::round::{merge_all, ReadRound, WriteRound};
@@ -33,12 +45,12 @@ use quorra_core::{
     VersionVector,
 };
 use thiserror::Error;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::cluster::Cluster;
 use crate::config::NodeConfig;
 use crate::storage::Durability;
-use crate::store::{ObjectStore, StoreError};
+use crate::store::{HintBudget, ObjectStore, StoreError};
 
 /// A failed key-value request.
 #[derive(Debug, Error)]
@@ -69,6 +81,15 @@ pub enum KvError {
     /// A blocking storage task died.
     #[error("storage task failed: {0}")]
     Task(String),
+    /// The caller may not make this request.
+    #[error(transparent)]
+    Forbidden(#[from] Denied),
+    /// The context is unusable (malformed, or not this cluster's).
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    /// A name or value is refused by the limits.
+    #[error(transparent)]
+    Invalid(#[from] NameError),
 }
 
 impl KvError {
@@ -76,7 +97,14 @@ impl KvError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Store(StoreError::TooManySiblings { .. }) => ErrorCode::TooManySiblings,
+            Self::Store(StoreError::ObjectTooLarge { .. }) => ErrorCode::ObjectTooLarge,
+            Self::Store(StoreError::ContextTooLarge { .. }) => ErrorCode::ContextTooLarge,
+            // Only a forged context can run a counter to its end.
+            Self::Store(StoreError::Version(_)) => ErrorCode::BadContext,
             Self::Store(_) => ErrorCode::StorageError,
+            Self::Forbidden(d) => d.code(),
+            Self::Context(e) => e.code(),
+            Self::Invalid(e) => e.code,
             Self::Quorum(_) => ErrorCode::InvalidParameter,
             Self::Unavailable(_) | Self::NoCoordinator(_) | Self::NotJoined => {
                 ErrorCode::QuorumUnavailable
@@ -87,25 +115,150 @@ impl KvError {
     }
 }
 
+/// Why a call to a replica failed.
+#[derive(Debug, Clone, Error)]
+pub enum CallError {
+    /// The replica answered, refusing.
+    #[error("{code}: {message}")]
+    Refused {
+        /// Its code.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+    },
+    /// No answer: unreachable, timed out, or the link failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// The node's key-value service.
 #[derive(Debug, Clone)]
 pub struct Kv {
     store: Arc<ObjectStore>,
     config: Arc<NodeConfig>,
     cluster: Arc<Cluster>,
+    context_key: ContextKey,
+    limits: Arc<Permits>,
+}
+
+/// The bounds on work in flight.
+#[derive(Debug)]
+struct Permits {
+    /// Client requests, HTTP and QUIC alike.
+    clients: Arc<Semaphore>,
+    /// Requests from peers.
+    peers: Arc<Semaphore>,
+    /// Replication and read repair after the answer.
+    background: Arc<Semaphore>,
 }
 
 /// One replica's answer to a read.
 type ReadReply = (Target, Result<Option<Object>, String>);
 
 impl Kv {
-    /// A service over `store`, coordinating through `cluster`.
-    pub fn new(store: Arc<ObjectStore>, config: Arc<NodeConfig>, cluster: Arc<Cluster>) -> Self {
+    /// A service over `store`, coordinating through `cluster`, handing out
+    /// contexts authenticated with `context_key`.
+    pub fn new(
+        store: Arc<ObjectStore>,
+        config: Arc<NodeConfig>,
+        cluster: Arc<Cluster>,
+        context_key: ContextKey,
+    ) -> Self {
+        let limits = Arc::new(Permits {
+            clients: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+            peers: Arc::new(Semaphore::new(config.max_concurrent_peer_requests)),
+            background: Arc::new(Semaphore::new(config.max_background_tasks)),
+        });
         Self {
             store,
             config,
             cluster,
+            context_key,
+            limits,
         }
+    }
+
+    /// Permits for client requests in flight (HTTP and QUIC share them).
+    pub fn client_permits(&self) -> &Arc<Semaphore> {
+        &self.limits.clients
+    }
+
+    /// A permit for background work, waiting for one if need be.
+    async fn background_permit(&self) -> Result<OwnedSemaphorePermit, KvError> {
+        let sem = self.limits.background.clone();
+        match sem.clone().try_acquire_owned() {
+            Ok(p) => Ok(p),
+            Err(_) => {
+                metrics::counter!("quorra_background_full_total").increment(1);
+                sem.acquire_owned()
+                    .await
+                    .map_err(|_| KvError::Task("background permits closed".into()))
+            }
+        }
+    }
+
+    /// A client's read: checked, then coordinated. Returns the object and
+    /// its authenticated context.
+    pub async fn client_get(
+        &self,
+        who: &Principal,
+        bucket: BucketName,
+        key: Key,
+        q: QuorumOverrides,
+    ) -> Result<(Option<Object>, Option<String>), KvError> {
+        authorize(who, Access::Client)?;
+        self.config.limits.check_names(&bucket, &key)?;
+        let object = self.get(bucket.clone(), key.clone(), q).await?;
+        let context = self.context_for(&bucket, &key, object.as_ref());
+        Ok((object, context))
+    }
+
+    /// A client's write or delete, with the context token it read (if
+    /// any): checked, then coordinated. Returns the object after the write
+    /// and its authenticated context.
+    pub async fn client_write(
+        &self,
+        who: &Principal,
+        bucket: BucketName,
+        key: Key,
+        context: Option<&str>,
+        op: Operation,
+        q: QuorumOverrides,
+    ) -> Result<(Option<Object>, Option<String>), KvError> {
+        authorize(who, Access::Client)?;
+        let limits = &self.config.limits;
+        limits.check_names(&bucket, &key)?;
+        if let Operation::Put(content) = &op {
+            limits.check_content(content)?;
+        }
+        let ctx = match context {
+            None => VersionVector::new(),
+            Some(raw) => {
+                CausalContext::decode(
+                    raw,
+                    limits.max_context_bytes,
+                    &self.context_key,
+                    &bucket,
+                    &key,
+                )?
+                .0
+            }
+        };
+        let object = self
+            .write(bucket.clone(), key.clone(), ctx, op, q, false)
+            .await?;
+        let context = self.context_for(&bucket, &key, object.as_ref());
+        Ok((object, context))
+    }
+
+    /// The authenticated context a client gets with `object`.
+    fn context_for(
+        &self,
+        bucket: &BucketName,
+        key: &Key,
+        object: Option<&Object>,
+    ) -> Option<String> {
+        object.map(|o| CausalContext(o.clock().clone()).encode(&self.context_key, bucket, key))
     }
 
     /// The store underneath.
@@ -179,7 +332,10 @@ impl Kv {
             .map_err(KvError::Unavailable)?;
         let (done_tx, done_rx) = oneshot::channel();
         let this = self.clone();
+        // The round carries on after the answer (read repair): bounded.
+        let permit = self.background_permit().await?;
         tokio::spawn(async move {
+            let _permit = permit;
             let mut inflight: FuturesUnordered<_> = round
                 .start()
                 .into_iter()
@@ -232,7 +388,7 @@ impl Kv {
                 match this.call_replica(&target.node, &req).await {
                     Ok(PeerResponse::Object(o)) => Ok(o),
                     Ok(other) => Err(format!("unexpected answer {other:?}")),
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.to_string()),
                 }
             };
             (target, result)
@@ -259,34 +415,6 @@ impl Kv {
         }
     }
 
-    /// Writes a value with the context the client read. Returns the object
-    /// after the write.
-    pub async fn put(
-        &self,
-        bucket: BucketName,
-        key: Key,
-        ctx: VersionVector,
-        content: Content,
-        q: QuorumOverrides,
-    ) -> Result<Object, KvError> {
-        self.write(bucket, key, ctx, Operation::Put(content), q, false)
-            .await?
-            .ok_or_else(|| KvError::Task("a put produced no object".into()))
-    }
-
-    /// Deletes with the context the client read (or, without one, everything
-    /// the coordinator has seen). `None` when there was nothing to delete.
-    pub async fn delete(
-        &self,
-        bucket: BucketName,
-        key: Key,
-        ctx: VersionVector,
-        q: QuorumOverrides,
-    ) -> Result<Option<Object>, KvError> {
-        self.write(bucket, key, ctx, Operation::Delete, q, false)
-            .await
-    }
-
     /// Coordinates a write, forwarding it first when this node is not in the
     /// key's preference list (`forwarded` writes are never forwarded again).
     pub async fn write(
@@ -306,6 +434,16 @@ impl Kv {
                 .forward(bucket, key, ctx, op, q, &order[..n.min(order.len())])
                 .await;
         }
+        // A delete without a context deletes what a quorum read sees, so
+        // a coordinator that lacks the key still deletes it everywhere.
+        let ctx = match (&op, ctx.is_empty()) {
+            (Operation::Delete, true) => self
+                .get(bucket.clone(), key.clone(), q)
+                .await?
+                .map(|o| o.clock().clone())
+                .unwrap_or_default(),
+            _ => ctx,
+        };
         let needs = Needs {
             total: props.w,
             durable: props.dw,
@@ -321,30 +459,26 @@ impl Kv {
             Durability::Buffered
         };
         let store = self.store.clone();
-        let max_siblings = self.config.limits.max_siblings;
         let mode = props.conflict_mode;
         let (b, k) = (bucket.clone(), key.clone());
         let now = self.cluster.faults().now_ms();
-        let object = blocking(move || match op {
+        let content = match op {
             Operation::Put(mut content) => {
                 content.timestamp_ms = now;
-                store
-                    .coordinate(&b, &k, &ctx, content, mode, max_siblings, durability)
-                    .map(Some)
+                content
             }
-            Operation::Delete => {
-                store.coordinate_delete(&b, &k, &ctx, Content::tombstone(now), mode, durability)
-            }
-        })
-        .await?;
-        let Some(object) = object else {
-            return Ok(None);
+            Operation::Delete => Content::tombstone(now),
         };
+        let object =
+            blocking(move || store.coordinate(&b, &k, &ctx, content, mode, durability)).await?;
         let early = round.stored_locally(me_primary, durable);
         let (tx, rx) = oneshot::channel();
         let this = self.clone();
         let obj = object.clone();
+        // Replication carries on after the answer: bounded.
+        let permit = self.background_permit().await?;
         tokio::spawn(async move {
+            let _permit = permit;
             this.replicate(bucket, key, obj, mode, durable, round, tx)
                 .await
         });
@@ -438,27 +572,30 @@ impl Kv {
             durable,
             hint_for: target.hint_for.clone(),
         };
-        match self.call_replica(&target.node, &req).await? {
+        match self
+            .call_replica(&target.node, &req)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             PeerResponse::Stored { durable } => Ok(durable),
             other => Err(format!("unexpected answer {other:?}")),
         }
     }
 
-    /// Sends a replica request to `node` within the replica timeout. An
-    /// error answer or a transport failure comes back as its message.
+    /// Sends a replica request to `node` within the replica timeout.
     pub async fn call_replica(
         &self,
         node: &str,
         req: &PeerRequest,
-    ) -> Result<PeerResponse, String> {
+    ) -> Result<PeerResponse, CallError> {
         match self
             .cluster
             .call(node, req, self.config.replica_timeout())
             .await
         {
-            Ok(PeerResponse::Error { code, message }) => Err(format!("{code}: {message}")),
+            Ok(PeerResponse::Error { code, message }) => Err(CallError::Refused { code, message }),
             Ok(answer) => Ok(answer),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(CallError::Failed(e.to_string())),
         }
     }
 
@@ -480,18 +617,27 @@ impl Kv {
         };
         let store = self.store.clone();
         let me = self.cluster.me().to_owned();
-        let max_hints = self.config.handoff.max_hints;
+        let handoff = self.config.handoff;
+        let budget = HintBudget {
+            max_hints: handoff.max_hints,
+            max_bytes: handoff.max_hint_bytes,
+        };
+        let now = now_ms();
         blocking(move || match hint_for {
             Some(owner) if owner != me => {
-                if store.hints_held() >= max_hints {
+                let stored = store.store_hint(
+                    &owner, &bucket, &key, &object, mode, durability, budget, now,
+                );
+                if let Err(StoreError::HintBudgetFull { hints, bytes }) = &stored {
                     metrics::counter!("quorra_hints_dropped_total").increment(1);
                     tracing::warn!(
                         owner,
+                        hints,
+                        bytes,
                         "hint budget full: hint dropped; anti-entropy must repair"
                     );
-                    return Err(StoreError::HintBudgetFull(max_hints));
                 }
-                store.store_hint(&owner, &bucket, &key, &object, mode, durability)
+                stored
             }
             _ => store
                 .merge_replica(&bucket, &key, &object, mode, durability)
@@ -560,8 +706,33 @@ impl Kv {
         Err(KvError::NoCoordinator(last))
     }
 
-    /// Answers a request from a peer.
-    pub async fn handle_peer(&self, req: PeerRequest) -> PeerResponse {
+    /// Answers a request from `from` (the principal its certificate names):
+    /// client requests from any role that may make them, everything else
+    /// only from node certificates.
+    pub async fn handle_peer(&self, from: Principal, req: PeerRequest) -> PeerResponse {
+        let access = match &req {
+            PeerRequest::Client(_) => Access::Client,
+            _ => Access::Peer,
+        };
+        if let Err(denied) = authorize(&from, access) {
+            metrics::counter!("quorra_forbidden_requests_total").increment(1);
+            tracing::warn!(%from, "refused: {denied}");
+            return PeerResponse::Error {
+                code: denied.code(),
+                message: denied.to_string(),
+            };
+        }
+        let permits = match access {
+            Access::Client => &self.limits.clients,
+            _ => &self.limits.peers,
+        };
+        let Ok(_permit) = permits.clone().try_acquire_owned() else {
+            metrics::counter!("quorra_overloaded_total", "from" => if access == Access::Client { "client" } else { "peer" }).increment(1);
+            return PeerResponse::Error {
+                code: ErrorCode::Overloaded,
+                message: "this node is at its limit of requests in flight; retry shortly".into(),
+            };
+        };
         let result = match req {
             PeerRequest::Client(ClientRequest::Get {
                 bucket,
@@ -569,9 +740,9 @@ impl Kv {
                 quorum,
             }) => {
                 metrics::counter!("quorra_client_requests_total", "op" => "get").increment(1);
-                self.get(bucket, key, quorum)
+                self.client_get(&from, bucket, key, quorum)
                     .await
-                    .map(PeerResponse::Object)
+                    .map(|(object, context)| PeerResponse::ClientObject { object, context })
             }
             PeerRequest::Client(ClientRequest::Write {
                 bucket,
@@ -596,9 +767,9 @@ impl Kv {
                     .any(|id| id == self.cluster.me());
                 let at = if replica { "replica" } else { "other" };
                 metrics::counter!("quorra_client_writes_total", "at" => at).increment(1);
-                self.write(bucket, key, context, operation, quorum, false)
+                self.client_write(&from, bucket, key, context.as_deref(), operation, quorum)
                     .await
-                    .map(PeerResponse::Coordinated)
+                    .map(|(object, context)| PeerResponse::ClientObject { object, context })
             }
             PeerRequest::Client(ClientRequest::ClusterInfo) => {
                 return PeerResponse::ClusterInfo {
@@ -608,7 +779,8 @@ impl Kv {
                     members: self.cluster.members(),
                 }
             }
-            PeerRequest::Gossip(msg) => return self.cluster.handle_gossip(msg),
+            // Past the check above, `from` is a node: its name is its id.
+            PeerRequest::Gossip(msg) => return self.cluster.handle_gossip(&from.name, msg),
             PeerRequest::IndirectPing { target } => {
                 return self.cluster.indirect_ping(target).await
             }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::cluster::Cluster;
@@ -57,6 +57,9 @@ pub enum NodeError {
     /// The cluster's certificates are unusable.
     #[error(transparent)]
     Tls(#[from] quorra_client::tls::TlsError),
+    /// The cluster's secret is missing or unusable.
+    #[error("{0} (run `quorra certs --out DIR` on the certificate dir to create it)")]
+    Secret(#[from] crate::net::certs::CertError),
 }
 
 /// A running node.
@@ -125,11 +128,18 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     } else {
         Arc::new(rocks)
     };
-    let store = Arc::new(ObjectStore::open(
-        engine.clone(),
-        &config.node_id,
-        config.partitions,
-    )?);
+    let store = Arc::new(
+        ObjectStore::open(engine.clone(), &config.node_id, config.partitions)?
+            .with_limits(config.limits),
+    );
+    // Contexts are authenticated with the cluster's secret (every node has
+    // the same one, from `quorra certs`), or, for a node running alone,
+    // with a secret of its own kept in its data dir.
+    let secret = match &config.cert_dir {
+        Some(dir) => crate::net::certs::load_secret(dir)?,
+        None => store.local_secret()?,
+    };
+    let context_key = quorra_core::context::ContextKey::new(&secret);
     let metrics = metrics_handle();
     let listener = TcpListener::bind(config.http_addr)
         .await
@@ -141,9 +151,8 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let transport = match (config.peer_addr, &config.cert_dir) {
         (Some(addr), Some(dir)) => {
             let certs = NodeCerts::load(dir, &config.node_id)?;
-            // Room for the largest value plus its versions and envelope.
-            let max_frame = config.limits.max_value_bytes * 2 + 1024 * 1024;
-            Some(Transport::bind(addr, &certs, max_frame)?)
+            // Room for the largest object plus its envelope.
+            Some(Transport::bind(addr, &certs, config.limits.frame_limit())?)
         }
         _ => None,
     };
@@ -158,27 +167,30 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         http_addr,
         faults,
     );
-    let kv = Kv::new(store.clone(), config.clone(), cluster.clone());
+    let kv = Kv::new(store.clone(), config.clone(), cluster.clone(), context_key);
     let mut background = Vec::new();
     if let Some(t) = &transport {
         let handler_kv = kv.clone();
-        let handler: crate::net::transport::Handler = Arc::new(move |req| {
+        let handler: crate::net::transport::Handler = Arc::new(move |from, req| {
             let kv = handler_kv.clone();
-            Box::pin(async move { kv.handle_peer(req).await })
+            Box::pin(async move { kv.handle_peer(from, req).await })
         });
         background.push(t.serve(handler));
     }
     background.extend(cluster.spawn_gossip());
     background.push(tokio::spawn(crate::handoff::run(kv.clone())));
+    let in_flight = kv.client_permits().clone();
     let state = AppState {
         kv,
         config: config.clone(),
         metrics: metrics.clone(),
-        in_flight: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+        in_flight,
     };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let app = http::router(state);
     let node_id = config.node_id.clone();
+    let closing = store.clone();
+    drop(engine);
     let task = tokio::spawn(async move {
         let upkeep = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -197,8 +209,10 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             task.abort();
         }
         cluster.close();
-        // Whatever was acknowledged without dw reaches the disk before exit.
-        let flushed = tokio::task::spawn_blocking(move || engine.sync()).await;
+        // Whatever was acknowledged without dw reaches the disk before exit,
+        // and the clean-stop marker tells the next start it may keep the
+        // actor epoch.
+        let flushed = tokio::task::spawn_blocking(move || closing.close()).await;
         tracing::info!(node = %node_id, "stopped");
         served.map_err(NodeError::Serve)?;
         match flushed {

@@ -6,13 +6,28 @@
 //!   `partition (u32 BE) | bucket length (u8) | bucket | key`, so one
 //!   partition is one contiguous range for handoff and anti-entropy scans.
 //! - **Integrity.** Each record is `format (u8) | xxh3-64 of payload (u64 BE) |
-//!   payload (msgpack Object)`. The checksum is verified on every read; a
-//!   corrupt record is logged, counted (`quorra_corrupt_objects_total`) and
-//!   treated as missing, never returned.
+//!   payload (msgpack Object)`. The checksum is verified on every read, on
+//!   every path (client reads, coordination, replica merges, hints); a
+//!   corrupt record is logged, counted (`quorra_corrupt_objects_total`),
+//!   moved aside as evidence (`quarantine/` in [`Space::Meta`]) and treated
+//!   as missing, never returned.
 //! - **Identity.** The node's [`Actor`] (node id + random epoch) lives in
 //!   [`Space::Meta`]. A new or wiped data dir gets a new epoch; so does a node
-//!   that finds a corrupt object, since it can no longer know which of its own
+//!   that finds a corrupt object, or meets evidence that it lost its own
+//!   writes (a context or replica state naming its actor with a counter above
+//!   what it holds for the key), since it can no longer know which of its own
 //!   dots it issued for that key (Riak's kv679).
+//! - **Dots never repeat.** A clean stop leaves a marker (fsynced after the
+//!   final sync); a start that finds none (a crash, a power loss) takes a new
+//!   epoch before it issues a dot. Writes not yet synced at a crash may be
+//!   gone from this node while other replicas hold them, so the old actor's
+//!   next counters may already be taken: the new actor cannot collide, even
+//!   on a key whose last writes were lost with no context to tell. (A
+//!   counter jump within the old actor would not do: a clock entry covers
+//!   every counter below it.)
+//! - **Size.** A write or merge that would make an object larger than the
+//!   object limit is refused (`object_too_large`), so every stored object
+//!   fits a peer frame.
 //!
 //! Read-modify-write of one key is serialised by a striped lock, so two puts
 //! through this node with the same context both survive as siblings.
@@ -20,8 +35,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
+use quorra_core::context::{CausalContext, MAX_CONTEXT_ACTORS};
 use quorra_core::hash::{checksum, key_hash, partition_of};
-use quorra_core::{Actor, BucketName, ConflictMode, Content, Key, Object, VersionVector};
+use quorra_core::{Actor, BucketName, ConflictMode, Content, Key, Limits, Object, VersionVector};
 use thiserror::Error;
 
 use crate::storage::{Durability, Engine, EngineError, Space};
@@ -36,6 +52,9 @@ const LOCK_STRIPES: usize = 1024;
 const META_NODE_ID: &[u8] = b"node_id";
 const META_EPOCH: &[u8] = b"actor_epoch";
 const META_PARTITIONS: &[u8] = b"partitions";
+const META_CLEAN_STOP: &[u8] = b"clean_stop";
+const META_CONTEXT_SECRET: &[u8] = b"context_secret";
+const QUARANTINE_PREFIX: &[u8] = b"quarantine/";
 
 /// What can go wrong in the store.
 #[derive(Debug, Error)]
@@ -73,9 +92,37 @@ pub enum StoreError {
         /// The configured limit.
         limit: usize,
     },
+    /// The object would be larger than the object limit.
+    #[error("the object would be {size} bytes with all its siblings; the limit is {limit}: resolve the siblings or write a smaller value")]
+    ObjectTooLarge {
+        /// Encoded size after the write or merge.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The key's clock would outgrow what a context can carry.
+    #[error("the write would give the key's context {actors} actors ({bytes} bytes encoded); the limits are {max_actors} actors and {max_bytes} bytes")]
+    ContextTooLarge {
+        /// Actors after the write.
+        actors: usize,
+        /// Encoded context length after the write.
+        bytes: usize,
+        /// Most actors.
+        max_actors: usize,
+        /// Longest context.
+        max_bytes: usize,
+    },
+    /// The write cannot be versioned (a counter at its maximum).
+    #[error(transparent)]
+    Version(#[from] quorra_core::version::VersionError),
     /// The hint budget is used up.
-    #[error("the hint budget of {0} hints is full")]
-    HintBudgetFull(u64),
+    #[error("the hint budget is full ({hints} hints, {bytes} bytes held)")]
+    HintBudgetFull {
+        /// Hints held.
+        hints: u64,
+        /// Bytes held.
+        bytes: u64,
+    },
     /// An object could not be encoded.
     #[error("cannot encode object: {0}")]
     Encode(String),
@@ -141,6 +188,8 @@ pub struct ObjectStore {
     locks: Vec<Mutex<()>>,
     corruptions: AtomicU64,
     hints_held: AtomicU64,
+    hint_bytes: AtomicU64,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for ObjectStore {
@@ -160,6 +209,7 @@ impl ObjectStore {
         node_id: &str,
         partitions: u32,
     ) -> Result<Self, StoreError> {
+        let mut fresh = false;
         let epoch = match (
             engine.get(Space::Meta, META_NODE_ID)?,
             engine.get(Space::Meta, META_EPOCH)?,
@@ -204,9 +254,11 @@ impl ObjectStore {
                     epoch = format!("{epoch:016x}"),
                     "new data dir: new actor epoch"
                 );
+                fresh = true;
                 epoch
             }
         };
+        let clean = engine.get(Space::Meta, META_CLEAN_STOP)?.is_some();
         let store = Self {
             engine,
             node_id: node_id.to_owned(),
@@ -215,15 +267,55 @@ impl ObjectStore {
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             corruptions: AtomicU64::new(0),
             hints_held: AtomicU64::new(0),
+            hint_bytes: AtomicU64::new(0),
+            limits: Limits::default(),
         };
-        let held: u64 = store.hint_counts()?.values().sum();
+        if clean {
+            // Running from here on: the next stop must leave it anew.
+            store
+                .engine
+                .delete(Space::Meta, META_CLEAN_STOP, Durability::Fsync)?;
+        } else if !fresh {
+            store.rotate_actor(
+                "the last run did not stop cleanly (writes not yet synced may be lost)",
+            )?;
+        }
+        let (held, bytes) = store
+            .hint_counts()?
+            .values()
+            .fold((0, 0), |(h, b), (h2, b2)| (h + h2, b + b2));
         store.hints_held.store(held, Ordering::Relaxed);
+        store.hint_bytes.store(bytes, Ordering::Relaxed);
         Ok(store)
+    }
+
+    /// The same store, holding objects to `limits` (sibling count, object
+    /// size, context size).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits objects are held to.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The engine, for raw access by tools and tests.
     pub fn engine(&self) -> &Arc<dyn Engine> {
         &self.engine
+    }
+
+    /// The secret a node running alone authenticates contexts with: made
+    /// once, kept in the data dir.
+    pub fn local_secret(&self) -> Result<Vec<u8>, StoreError> {
+        if let Some(s) = self.engine.get(Space::Meta, META_CONTEXT_SECRET)? {
+            return Ok(s);
+        }
+        let secret: [u8; quorra_core::context::SECRET_LEN] = rand::random();
+        self.engine
+            .put(Space::Meta, META_CONTEXT_SECRET, &secret, Durability::Fsync)?;
+        Ok(secret.to_vec())
     }
 
     /// The actor this node currently coordinates writes as.
@@ -262,10 +354,9 @@ impl ObjectStore {
         Ok(self.read(bucket, key)?.object())
     }
 
-    /// Applies a client write as coordinator: a new dot from this node's
-    /// actor, with `ctx` the context the client read. Returns the new object
-    /// (what replicas merge).
-    #[allow(clippy::too_many_arguments)]
+    /// Applies a client write (a value, or a tombstone for a delete) as
+    /// coordinator: a new dot from this node's actor, with `ctx` the context
+    /// the client read. Returns the new object (what replicas merge).
     pub fn coordinate(
         &self,
         bucket: &BucketName,
@@ -273,62 +364,38 @@ impl ObjectStore {
         ctx: &VersionVector,
         content: Content,
         mode: ConflictMode,
-        max_siblings: usize,
         durability: Durability,
     ) -> Result<Object, StoreError> {
         let _guard = self.lock(bucket, key);
-        let mut object = match self.read(bucket, key)? {
-            Stored::Found(o) => o,
-            Stored::Missing => Object::new(),
-            Stored::Corrupt => {
-                self.rotate_actor()?;
-                Object::new()
-            }
-        };
-        object.update(ctx, &self.actor(), content, mode);
+        let mut object = self.read(bucket, key)?.object().unwrap_or_default();
+        // A context that saw more of this node's writes than it holds means
+        // it lost them (unsynced writes, a restored backup): new epoch.
+        let me = self.actor();
+        if ctx.get(&me) > object.clock().get(&me) {
+            self.rotate_actor("a context names writes of this node that it no longer holds")?;
+        }
+        object.update(ctx, &self.actor(), content, mode)?;
         let count = object.siblings().len();
-        if count > max_siblings {
+        if count > self.limits.max_siblings {
             return Err(StoreError::TooManySiblings {
                 count,
-                limit: max_siblings,
+                limit: self.limits.max_siblings,
+            });
+        }
+        let (actors, bytes) = (
+            object.clock().len(),
+            CausalContext::encoded_len(object.clock()),
+        );
+        if actors > MAX_CONTEXT_ACTORS || bytes > self.limits.max_context_bytes {
+            return Err(StoreError::ContextTooLarge {
+                actors,
+                bytes,
+                max_actors: MAX_CONTEXT_ACTORS,
+                max_bytes: self.limits.max_context_bytes,
             });
         }
         self.write(bucket, key, &object, durability)?;
         Ok(object)
-    }
-
-    /// Deletes as coordinator: a tombstone with `ctx`, or with everything this
-    /// node has seen when `ctx` is empty. Returns `None` when there was
-    /// nothing to delete and no context was given.
-    pub fn coordinate_delete(
-        &self,
-        bucket: &BucketName,
-        key: &Key,
-        ctx: &VersionVector,
-        content: Content,
-        mode: ConflictMode,
-        durability: Durability,
-    ) -> Result<Option<Object>, StoreError> {
-        let _guard = self.lock(bucket, key);
-        let (mut object, ctx) = match self.read(bucket, key)? {
-            Stored::Found(o) => {
-                let seen = if ctx.is_empty() {
-                    o.clock().clone()
-                } else {
-                    ctx.clone()
-                };
-                (o, seen)
-            }
-            Stored::Missing if ctx.is_empty() => return Ok(None),
-            Stored::Missing => (Object::new(), ctx.clone()),
-            Stored::Corrupt => {
-                self.rotate_actor()?;
-                (Object::new(), ctx.clone())
-            }
-        };
-        object.update(&ctx, &self.actor(), content, mode);
-        self.write(bucket, key, &object, durability)?;
-        Ok(Some(object))
     }
 
     /// Merges another replica's state of an object into the local one.
@@ -342,9 +409,31 @@ impl ObjectStore {
     ) -> Result<Object, StoreError> {
         let _guard = self.lock(bucket, key);
         let mut object = self.read(bucket, key)?.object().unwrap_or_default();
-        object.merge(incoming, mode);
+        let me = self.actor();
+        if incoming.clock().get(&me) > object.clock().get(&me) {
+            self.rotate_actor("another replica holds writes of this node that it no longer holds")?;
+        }
+        let collisions = object.merge_counting(incoming, mode);
+        if collisions > 0 {
+            metrics::counter!("quorra_dot_collisions_total").increment(collisions as u64);
+            tracing::error!(
+                bucket = %bucket,
+                key = %String::from_utf8_lossy(key.as_bytes()),
+                collisions,
+                "a merge met one dot with two contents: both kept"
+            );
+        }
         self.write(bucket, key, &object, durability)?;
         Ok(object)
+    }
+
+    /// Makes every write durable and leaves the clean-stop marker: the
+    /// next start keeps this actor. Call it last, when nothing else writes.
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.engine.sync()?;
+        self.engine
+            .put(Space::Meta, META_CLEAN_STOP, b"1", Durability::Fsync)?;
+        Ok(())
     }
 
     fn lock(&self, bucket: &BucketName, key: &Key) -> MutexGuard<'_, ()> {
@@ -369,8 +458,28 @@ impl ObjectStore {
                     bucket = %bucket,
                     key = %String::from_utf8_lossy(key.as_bytes()),
                     error = %why,
-                    "corrupt object: treated as missing"
+                    "corrupt object: kept aside as evidence, treated as missing"
                 );
+                // Keep the bytes as evidence, out of the way of the next
+                // write, and stop issuing dots from the actor that may have
+                // written them.
+                let mut evidence = QUARANTINE_PREFIX.to_vec();
+                evidence.extend_from_slice(&skey);
+                self.engine.write(
+                    vec![
+                        crate::storage::WriteOp::Put {
+                            space: Space::Meta,
+                            key: evidence,
+                            value: bytes,
+                        },
+                        crate::storage::WriteOp::Delete {
+                            space: Space::Objects,
+                            key: skey,
+                        },
+                    ],
+                    Durability::Fsync,
+                )?;
+                self.rotate_actor("a record of this node was corrupt")?;
                 Ok(Stored::Corrupt)
             }
         }
@@ -384,6 +493,21 @@ impl ObjectStore {
         durability: Durability,
     ) -> Result<(), StoreError> {
         let record = encode_record(object)?;
+        let size = record.len() - RECORD_HEADER;
+        let limit = self.limits.object_limit();
+        if size > limit {
+            return Err(StoreError::ObjectTooLarge { size, limit });
+        }
+        if size > self.limits.object_warning() {
+            metrics::counter!("quorra_large_objects_total").increment(1);
+            tracing::warn!(
+                bucket = %bucket,
+                key = %String::from_utf8_lossy(key.as_bytes()),
+                size,
+                limit,
+                "large object: resolve its siblings"
+            );
+        }
         self.engine.put(
             Space::Objects,
             &self.object_key(bucket, key),
@@ -394,7 +518,7 @@ impl ObjectStore {
     }
 
     /// Takes a new actor epoch, durably, before any dot is issued with it.
-    fn rotate_actor(&self) -> Result<(), StoreError> {
+    fn rotate_actor(&self, why: &str) -> Result<(), StoreError> {
         let mut actor = self.actor.write().unwrap_or_else(PoisonError::into_inner);
         let epoch = fresh_epoch();
         self.engine.put(
@@ -403,7 +527,8 @@ impl ObjectStore {
             &epoch.to_be_bytes(),
             Durability::Fsync,
         )?;
-        tracing::warn!(old = %actor, epoch = format!("{epoch:016x}"), "lost local data: new actor epoch");
+        metrics::counter!("quorra_actor_epochs_total").increment(1);
+        tracing::warn!(old = %actor, epoch = format!("{epoch:016x}"), "{why}: new actor epoch");
         *actor = Actor::new(self.node_id.clone(), epoch);
         Ok(())
     }
@@ -420,8 +545,41 @@ pub struct Hint {
     pub key: Key,
     /// The state to deliver.
     pub object: Object,
+    /// When the first write of this hint was taken (ms since the epoch).
+    pub created_ms: u64,
     raw: Vec<u8>,
     storage_key: Vec<u8>,
+}
+
+impl Hint {
+    /// The hint's key in the hint store (unique per owner and key).
+    pub fn storage_key(&self) -> &[u8] {
+        &self.storage_key
+    }
+}
+
+/// How much a node may hold for others: hints past any of these are
+/// dropped (and counted), never a reason to refuse a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HintBudget {
+    /// Most hints.
+    pub max_hints: u64,
+    /// Most bytes of hints.
+    pub max_bytes: u64,
+}
+
+/// Bytes before a hint's record: when it was first taken.
+const HINT_HEADER: usize = 8;
+
+fn encode_hint(created_ms: u64, object: &Object) -> Result<Vec<u8>, StoreError> {
+    let mut out = created_ms.to_be_bytes().to_vec();
+    out.extend(encode_record(object)?);
+    Ok(out)
+}
+
+fn decode_hint(raw: &[u8]) -> Option<(u64, Object)> {
+    let created = u64::from_be_bytes(raw.get(..HINT_HEADER)?.try_into().ok()?);
+    Some((created, decode_record(&raw[HINT_HEADER..]).ok()?))
 }
 
 impl ObjectStore {
@@ -438,18 +596,16 @@ impl ObjectStore {
         let len = *skey.get(4)? as usize;
         let bucket = std::str::from_utf8(skey.get(5..5 + len)?).ok()?;
         let key = skey.get(5 + len..)?.to_vec();
-        let any = quorra_core::Limits {
-            max_bucket_bytes: quorra_core::bucket::MAX_BUCKET_LEN_HARD,
-            max_key_bytes: usize::MAX,
-            ..quorra_core::Limits::default()
-        };
+        let any = Limits::hard();
         Some((
             BucketName::parse(bucket, &any).ok()?,
             Key::parse(key, &any).ok()?,
         ))
     }
 
-    /// Keeps `incoming` for `owner`, merged with what is already held.
+    /// Keeps `incoming` for `owner`, merged with what is already held. The
+    /// budget is checked under the key's lock, so racing writers cannot
+    /// overshoot it; past it the hint is refused with `HintBudgetFull`.
     #[allow(clippy::too_many_arguments)]
     pub fn store_hint(
         &self,
@@ -459,20 +615,39 @@ impl ObjectStore {
         incoming: &Object,
         mode: ConflictMode,
         durability: Durability,
+        budget: HintBudget,
+        now_ms: u64,
     ) -> Result<(), StoreError> {
         let _guard = self.lock(bucket, key);
         let hkey = Self::hint_key(owner, &self.object_key(bucket, key));
         let existing = self.engine.get(Space::Hints, &hkey)?;
-        let fresh = existing.is_none();
-        let mut object = existing
-            .and_then(|raw| decode_record(&raw).ok())
-            .unwrap_or_default();
+        let old_len = existing.as_ref().map_or(0, Vec::len) as u64;
+        let (created, mut object) = existing
+            .as_deref()
+            .and_then(decode_hint)
+            .unwrap_or((now_ms, Object::new()));
         object.merge(incoming, mode);
-        self.engine
-            .put(Space::Hints, &hkey, &encode_record(&object)?, durability)?;
-        if fresh {
+        let raw = encode_hint(created, &object)?;
+        let size = raw.len() - HINT_HEADER - RECORD_HEADER;
+        if size > self.limits.object_limit() {
+            return Err(StoreError::ObjectTooLarge {
+                size,
+                limit: self.limits.object_limit(),
+            });
+        }
+        let held = self.hints_held.load(Ordering::Relaxed);
+        let bytes = self.hint_bytes.load(Ordering::Relaxed);
+        let new_bytes = bytes
+            .saturating_sub(old_len)
+            .saturating_add(raw.len() as u64);
+        if (existing.is_none() && held >= budget.max_hints) || new_bytes > budget.max_bytes {
+            return Err(StoreError::HintBudgetFull { hints: held, bytes });
+        }
+        self.engine.put(Space::Hints, &hkey, &raw, durability)?;
+        if existing.is_none() {
             self.hints_held.fetch_add(1, Ordering::Relaxed);
         }
+        self.hint_bytes.store(new_bytes, Ordering::Relaxed);
         Ok(())
     }
 
@@ -487,21 +662,23 @@ impl ObjectStore {
         Ok(self
             .engine
             .get(Space::Hints, &hkey)?
-            .and_then(|raw| decode_record(&raw).ok()))
+            .and_then(|raw| decode_hint(&raw))
+            .map(|(_, o)| o))
     }
 
-    /// Up to `limit` hints held for `owner`.
+    /// Up to `limit` hints held for `owner`, in storage order.
     pub fn hints_for(&self, owner: &str, limit: usize) -> Result<Vec<Hint>, StoreError> {
         let prefix = Self::hint_key(owner, b"");
         let mut out = Vec::new();
         self.engine.scan(Space::Hints, &prefix, &mut |k, v| {
             let object_key = &k[prefix.len()..];
-            match (Self::parse_object_key(object_key), decode_record(v)) {
-                (Some((bucket, key)), Ok(object)) => out.push(Hint {
+            match (Self::parse_object_key(object_key), decode_hint(v)) {
+                (Some((bucket, key)), Some((created_ms, object))) => out.push(Hint {
                     owner: owner.to_owned(),
                     bucket,
                     key,
                     object,
+                    created_ms,
                     raw: v.to_vec(),
                     storage_key: k.to_vec(),
                 }),
@@ -515,9 +692,9 @@ impl ObjectStore {
         Ok(out)
     }
 
-    /// Deletes a delivered hint, unless it changed since it was read (then
-    /// the newer state is delivered next round). Returns whether it was
-    /// deleted.
+    /// Deletes a delivered (or expired) hint, unless it changed since it
+    /// was read (then the newer state is delivered next round). Returns
+    /// whether it was deleted.
     pub fn delete_hint(&self, hint: &Hint) -> Result<bool, StoreError> {
         let _guard = self.lock(&hint.bucket, &hint.key);
         match self.engine.get(Space::Hints, &hint.storage_key)? {
@@ -525,6 +702,11 @@ impl ObjectStore {
                 self.engine
                     .delete(Space::Hints, &hint.storage_key, Durability::Buffered)?;
                 self.hints_held.fetch_sub(1, Ordering::Relaxed);
+                let _ = self
+                    .hint_bytes
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                        Some(b.saturating_sub(hint.raw.len() as u64))
+                    });
                 Ok(true)
             }
             _ => Ok(false),
@@ -536,14 +718,23 @@ impl ObjectStore {
         self.hints_held.load(Ordering::Relaxed)
     }
 
-    /// How many hints are held, per owner (a full scan).
-    pub fn hint_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+    /// How many bytes of hints are held in all.
+    pub fn hint_bytes(&self) -> u64 {
+        self.hint_bytes.load(Ordering::Relaxed)
+    }
+
+    /// How many hints and bytes are held, per owner (a full scan).
+    pub fn hint_counts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, (u64, u64)>, StoreError> {
         let mut counts = std::collections::BTreeMap::new();
-        self.engine.scan(Space::Hints, b"", &mut |k, _| {
+        self.engine.scan(Space::Hints, b"", &mut |k, v| {
             let owner = k.split(|&b| b == 0).next().unwrap_or_default();
-            *counts
+            let e: &mut (u64, u64) = counts
                 .entry(String::from_utf8_lossy(owner).into_owned())
-                .or_insert(0u64) += 1;
+                .or_insert((0, 0));
+            e.0 += 1;
+            e.1 += v.len() as u64;
             true
         })?;
         Ok(counts)

@@ -39,7 +39,12 @@ async fn the_benchmark_drives_a_cluster_and_reports() {
     c.wait_converged(Duration::from_secs(20))
         .await
         .expect("converged");
-    quorra_node::net::certs::generate(&c.certs, &["bench".into()]).expect("cert");
+    quorra_node::net::certs::generate_role(
+        &c.certs,
+        quorra_core::auth::Role::Client,
+        &["bench".into()],
+    )
+    .expect("cert");
     let out = tempfile::tempdir().expect("tempdir");
 
     let mut a = args(Target::Quorra, Workload::A, out.path(), "smoke-client");

@@ -13,7 +13,12 @@ use quorra_tests::quorra_bin;
 const CONVERGE: Duration = Duration::from_secs(20);
 
 async fn client_for(c: &TestCluster, name: &str) -> Client {
-    quorra_node::net::certs::generate(&c.certs, &[name.to_owned()]).expect("client cert");
+    quorra_node::net::certs::generate_role(
+        &c.certs,
+        quorra_core::auth::Role::Client,
+        &[name.to_owned()],
+    )
+    .expect("client cert");
     let seeds = c.nodes.iter().filter_map(|n| n.peer).collect();
     let mut config = ClientConfig::new(seeds, &c.certs, name);
     config.timeout = Duration::from_secs(1);

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use quorra_core::auth::Role;
 use quorra_core::membership::{GossipMsg, MemberInfo, Status};
 use quorra_core::proto::{PeerRequest, PeerResponse};
-use quorra_node::net::certs::{generate, NodeCerts};
+use quorra_node::net::certs::{generate, generate_role, NodeCerts};
 use quorra_node::net::transport::Transport;
 use quorra_tests::cluster::TestCluster;
 use quorra_tests::quorra_bin;
@@ -106,4 +107,312 @@ async fn oversized_and_malformed_frames_are_refused_and_the_node_keeps_serving()
     assert!(matches!(ok, PeerResponse::Gossip(_)));
     let put = c.client(0).put("b", "k", "v", None, "").await.expect("put");
     assert_eq!(put.status, 204);
+}
+
+/// Every kind of peer request a node accepts from another node.
+fn every_peer_request(target: std::net::SocketAddr) -> Vec<(&'static str, PeerRequest)> {
+    use quorra_core::proto::Operation;
+    use quorra_core::{BucketName, Content, Key, Limits, Object, QuorumOverrides, VersionVector};
+    let l = Limits::default();
+    let bucket = BucketName::parse("b", &l).expect("bucket");
+    let key = Key::parse(b"k".to_vec(), &l).expect("key");
+    let mut object = Object::new();
+    object
+        .update(
+            &VersionVector::new(),
+            &quorra_core::Actor::new("n1", 1),
+            Content::value(b"planted".to_vec(), "text/plain", 1),
+            quorra_core::ConflictMode::Siblings,
+        )
+        .expect("update");
+    vec![
+        (
+            "gossip ping",
+            PeerRequest::Gossip(GossipMsg::Ping { updates: vec![] }),
+        ),
+        ("push-pull", intruder_push_pull()),
+        ("indirect ping", PeerRequest::IndirectPing { target }),
+        (
+            "replica get",
+            PeerRequest::ReplicaGet {
+                bucket: bucket.clone(),
+                key: key.clone(),
+                hint_for: None,
+            },
+        ),
+        (
+            "replica put",
+            PeerRequest::ReplicaPut {
+                bucket: bucket.clone(),
+                key: key.clone(),
+                object,
+                mode: quorra_core::ConflictMode::Siblings,
+                durable: false,
+                hint_for: None,
+            },
+        ),
+        (
+            "forwarded write",
+            PeerRequest::Coordinate {
+                bucket,
+                key,
+                context: VersionVector::new(),
+                operation: Operation::Put(Content::value(b"forged".to_vec(), "text/plain", 1)),
+                quorum: QuorumOverrides::default(),
+            },
+        ),
+    ]
+}
+
+/// A client or admin certificate (made the way the README tells users to
+/// make one) may send client requests and nothing else: no gossip, no
+/// replica reads or writes, no indirect pings, no forwarded writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_cannot_act_as_a_node() {
+    let c = TestCluster::start(&quorra_bin!(), 1).expect("cluster");
+    let target = c.nodes[0].peer.expect("peer address");
+    generate_role(&c.certs, Role::Client, &["app".into()]).expect("client cert");
+    generate_role(&c.certs, Role::Admin, &["ops".into()]).expect("admin cert");
+    for name in ["app", "ops"] {
+        refused_every_peer_request(&c, name, target).await;
+    }
+}
+
+async fn refused_every_peer_request(c: &TestCluster, name: &str, target: std::net::SocketAddr) {
+    let certs = NodeCerts::load(&c.certs, name).expect("load");
+    let t = Transport::bind("127.0.0.1:0".parse().expect("addr"), &certs, 1 << 20).expect("bind");
+    for (what, req) in every_peer_request(target) {
+        let answer = t
+            .request(target, &req, Duration::from_secs(5))
+            .await
+            .expect("the node answers");
+        match answer {
+            PeerResponse::Error { code, .. } if code.as_str() == "forbidden" => {}
+            other => panic!("certificate {name} sent a {what} and got {other:?}"),
+        }
+    }
+    // Nothing it sent was stored, and client requests still work.
+    assert_eq!(c.client(0).get("b", "k").await.expect("get").status, 404);
+    let info = t
+        .request(
+            target,
+            &PeerRequest::Client(quorra_core::proto::ClientRequest::ClusterInfo),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("client request");
+    assert!(matches!(info, PeerResponse::ClusterInfo { .. }), "{info:?}");
+}
+
+/// What node `observer` believes about member `id`.
+async fn member_seen_by(c: &TestCluster, observer: usize, id: &str) -> serde_json::Value {
+    let a = c
+        .client(observer)
+        .get_path("/v1/cluster/members")
+        .await
+        .expect("members");
+    let v: serde_json::Value = serde_json::from_slice(&a.body).expect("json");
+    v["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["id"] == id).cloned())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// A member's own record (address, incarnation, liveness) is taken only from
+/// that member's certificate; a suspicion about another member still
+/// spreads, as SWIM needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cannot_announce_another_nodes_address_but_its_suspicion_spreads() {
+    let c = TestCluster::start(&quorra_bin!(), 3).expect("cluster");
+    c.wait_converged(Duration::from_secs(30))
+        .await
+        .expect("converged");
+    let n2 = member_seen_by(&c, 2, "n2").await;
+    let n2_addr = n2["peer_addr"].as_str().expect("addr").to_owned();
+    let n2_inc = n2["incarnation"].as_u64().expect("incarnation");
+    let target = c.nodes[2].peer.expect("n3 peer address");
+
+    // n1's certificate tells n3 that n2 moved.
+    let certs = NodeCerts::load(&c.certs, "n1").expect("n1 cert");
+    let t = Transport::bind("127.0.0.1:0".parse().expect("addr"), &certs, 1 << 20).expect("bind");
+    let moved = MemberInfo {
+        id: "n2".into(),
+        peer_addr: "127.0.0.1:9".parse().expect("addr"),
+        http_addr: "127.0.0.1:9".parse().expect("addr"),
+        zone: None,
+        incarnation: n2_inc + 1,
+        status: Status::Up,
+    };
+    t.request(
+        target,
+        &PeerRequest::Gossip(GossipMsg::Ping {
+            updates: vec![moved],
+        }),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("n3 answers");
+
+    // n1's suspicion of n2 at its current incarnation reaches n2 through
+    // n3, and n2 refutes it with a higher incarnation.
+    let suspect = MemberInfo {
+        id: "n2".into(),
+        peer_addr: n2_addr.parse().expect("addr"),
+        http_addr: n2["http_addr"]
+            .as_str()
+            .expect("http")
+            .parse()
+            .expect("addr"),
+        zone: None,
+        incarnation: n2_inc,
+        status: Status::Suspect,
+    };
+    t.request(
+        target,
+        &PeerRequest::Gossip(GossipMsg::Ping {
+            updates: vec![suspect],
+        }),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("n3 answers");
+    let cr = &c;
+    TestCluster::eventually(Duration::from_secs(20), "n2 refutes", || async move {
+        member_seen_by(cr, 1, "n2").await["incarnation"].as_u64() > Some(n2_inc)
+    })
+    .await
+    .expect("the suspicion spread from n3 to n2");
+    let seen = member_seen_by(&c, 2, "n2").await;
+    assert_eq!(
+        seen["peer_addr"].as_str(),
+        Some(n2_addr.as_str()),
+        "n3 took n1's word for n2's address: {seen}"
+    );
+}
+
+/// A gossiped incarnation of u64::MAX neither wraps nor panics a node, nor
+/// leaves the accused member unable to refute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incarnation_of_u64_max_cannot_silence_a_member() {
+    let c = TestCluster::start(&quorra_bin!(), 3).expect("cluster");
+    c.wait_converged(Duration::from_secs(30))
+        .await
+        .expect("converged");
+    let n2 = member_seen_by(&c, 0, "n2").await;
+    let certs = NodeCerts::load(&c.certs, "n1").expect("n1 cert");
+    let t = Transport::bind("127.0.0.1:0".parse().expect("addr"), &certs, 1 << 20).expect("bind");
+    let accusation = MemberInfo {
+        id: "n2".into(),
+        peer_addr: n2["peer_addr"].as_str().expect("a").parse().expect("addr"),
+        http_addr: n2["http_addr"].as_str().expect("h").parse().expect("addr"),
+        zone: None,
+        incarnation: u64::MAX,
+        status: Status::Down,
+    };
+    for i in [2, 1] {
+        let target = c.nodes[i].peer.expect("peer");
+        t.request(
+            target,
+            &PeerRequest::Gossip(GossipMsg::Ping {
+                updates: vec![accusation.clone()],
+            }),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("the node answers");
+    }
+    // Every node sees n2 up, and n2 still serves.
+    c.wait_seen_as("n2", "up", Duration::from_secs(20))
+        .await
+        .expect("n2 is up everywhere");
+    for i in 0..3 {
+        let seen = member_seen_by(&c, i, "n2").await;
+        assert_ne!(seen["incarnation"].as_u64(), Some(u64::MAX), "{seen}");
+    }
+    let r = c
+        .client(1)
+        .put("b", "k", "v", None, "?w=3")
+        .await
+        .expect("put");
+    assert_eq!(r.status, 204, "{}", r.text());
+}
+
+/// Requests from the Rust client (QUIC) are held to the node's limits as
+/// HTTP requests are: names, value, content type. A bucket name past the
+/// hard limit of 255 bytes (which would alias other storage keys) does not
+/// even decode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_client_requests_are_held_to_the_same_limits() {
+    use quorra_core::proto::{ClientRequest, Operation};
+    use quorra_core::{BucketName, Content, Key, Limits, QuorumOverrides};
+    let c = TestCluster::start_with(&quorra_bin!(), 1, |_, cfg| {
+        cfg.limits.max_key_bytes = 64;
+        cfg.limits.max_value_bytes = 1024;
+    })
+    .expect("cluster");
+    let target = c.nodes[0].peer.expect("peer address");
+    generate_role(&c.certs, Role::Client, &["app".into()]).expect("client cert");
+    let certs = NodeCerts::load(&c.certs, "app").expect("load");
+    let t = Transport::bind("127.0.0.1:0".parse().expect("addr"), &certs, 1 << 20).expect("bind");
+    let loose = Limits {
+        max_bucket_bytes: 300,
+        max_key_bytes: 4096,
+        ..Limits::default()
+    };
+    let name = |b: &str, k: &[u8]| {
+        (
+            BucketName::parse(b, &loose).expect("bucket"),
+            Key::parse(k.to_vec(), &loose).expect("key"),
+        )
+    };
+    let write = |(bucket, key): (BucketName, Key), content: Content| {
+        PeerRequest::Client(ClientRequest::Write {
+            bucket,
+            key,
+            context: None,
+            operation: Operation::Put(content),
+            quorum: QuorumOverrides::default(),
+        })
+    };
+    let small = || Content::value(b"v".to_vec(), "text/plain", 0);
+    let long_type = Content::value(b"v".to_vec(), "x".repeat(1000), 0);
+    let cases = [
+        (
+            "a key over the limit",
+            write(name("b", &[b'k'; 100]), small()),
+            "key_too_long",
+        ),
+        (
+            "a value over the limit",
+            write(
+                name("b", b"k"),
+                Content::value(vec![0; 2000], "text/plain", 0),
+            ),
+            "value_too_large",
+        ),
+        (
+            "a long content type",
+            write(name("b", b"k"), long_type),
+            "invalid_parameter",
+        ),
+        (
+            "a bucket past the hard limit",
+            write(name(&"b".repeat(300), b"k"), small()),
+            "invalid_parameter",
+        ),
+    ];
+    for (what, req, code) in cases {
+        match t.request(target, &req, Duration::from_secs(5)).await {
+            Ok(PeerResponse::Error { code: got, .. }) if got.as_str() == code => {}
+            other => panic!("{what} must be refused with {code}, got {other:?}"),
+        }
+    }
+    // Nothing was stored, and the node serves on.
+    assert_eq!(c.client(0).get("b", "k").await.expect("get").status, 404);
+    let r = c
+        .client(0)
+        .put("b", "k", "fine", None, "")
+        .await
+        .expect("put");
+    assert_eq!(r.status, 204, "{}", r.text());
 }

@@ -262,8 +262,9 @@ async fn bad_input_is_refused_and_nothing_is_lost() {
             c.put("b", "keep", "x", Some("%%%"), "").await.expect("put"),
         ),
         (
+            // The unauthenticated format of earlier builds.
             400,
-            "invalid_context",
+            "bad_context",
             c.put("b", "keep", "x", Some("AQ"), "").await.expect("put"),
         ),
         (

@@ -13,6 +13,10 @@ use crate::error::ErrorCode;
 /// storage key encodes their length in one byte.
 pub const MAX_BUCKET_LEN_HARD: usize = 255;
 
+/// Keys can never exceed this, whatever the configured limit; names decoded
+/// from the wire are held to these hard limits before the configured ones.
+pub const MAX_KEY_LEN_HARD: usize = 64 * 1024;
+
 /// How concurrent writes to a key are resolved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -42,6 +46,11 @@ pub struct Limits {
     /// Most siblings an object may hold; a write that would exceed it is
     /// refused with `too_many_siblings` until the client resolves them.
     pub max_siblings: usize,
+    /// Largest object (every sibling, tombstones and the clock together,
+    /// encoded), in bytes; a write or merge past it is refused with
+    /// `object_too_large`. Unset: twice `max_value_bytes`. Peer frames are
+    /// sized from it, so every accepted object can be replicated and read.
+    pub max_object_bytes: Option<usize>,
 }
 
 impl Default for Limits {
@@ -52,6 +61,7 @@ impl Default for Limits {
             max_value_bytes: 8 * 1024 * 1024,
             max_context_bytes: 16 * 1024,
             max_siblings: 100,
+            max_object_bytes: None,
         }
     }
 }
@@ -65,9 +75,39 @@ pub enum LimitsError {
     /// The bucket limit is above what the storage format holds.
     #[error("limits.max_bucket_bytes must be at most {MAX_BUCKET_LEN_HARD}, got {0}")]
     BucketTooLong(usize),
+    /// The key limit is above what any node accepts.
+    #[error("limits.max_key_bytes must be at most {MAX_KEY_LEN_HARD}, got {0}")]
+    KeyTooLong(usize),
+    /// Objects could not hold even one value.
+    #[error(
+        "limits.max_object_bytes ({object}) must be at least limits.max_value_bytes ({value})"
+    )]
+    ObjectBelowValue {
+        /// The object limit.
+        object: usize,
+        /// The value limit.
+        value: usize,
+    },
 }
 
 impl Limits {
+    /// The hard limits: what any node accepts whatever its configuration.
+    pub fn hard() -> Self {
+        Self {
+            max_bucket_bytes: MAX_BUCKET_LEN_HARD,
+            max_key_bytes: MAX_KEY_LEN_HARD,
+            ..Self::default()
+        }
+    }
+
+    /// Checks a bucket and key decoded from the wire against these limits
+    /// (one validation for HTTP, client and peer requests).
+    pub fn check_names(&self, bucket: &BucketName, key: &Key) -> Result<(), NameError> {
+        BucketName::parse(bucket.as_str(), self)?;
+        Key::parse(key.as_bytes().to_vec(), self)?;
+        Ok(())
+    }
+
     /// Checks the limits are usable.
     pub fn validate(&self) -> Result<(), LimitsError> {
         for (name, v) in [
@@ -84,6 +124,74 @@ impl Limits {
         if self.max_bucket_bytes > MAX_BUCKET_LEN_HARD {
             return Err(LimitsError::BucketTooLong(self.max_bucket_bytes));
         }
+        if self.max_key_bytes > MAX_KEY_LEN_HARD {
+            return Err(LimitsError::KeyTooLong(self.max_key_bytes));
+        }
+        if self.object_limit() < self.max_value_bytes {
+            return Err(LimitsError::ObjectBelowValue {
+                object: self.object_limit(),
+                value: self.max_value_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// The largest object a node stores: `max_object_bytes`, or twice the
+    /// largest value.
+    pub fn object_limit(&self) -> usize {
+        self.max_object_bytes
+            .unwrap_or(self.max_value_bytes.saturating_mul(2))
+    }
+
+    /// Objects past this size are stored with a warning and a metric
+    /// (`quorra_large_objects_total`): half the object limit.
+    pub fn object_warning(&self) -> usize {
+        self.object_limit() / 2
+    }
+
+    /// The largest peer frame: the largest object plus room for the
+    /// envelope and the request around it.
+    pub fn frame_limit(&self) -> usize {
+        self.object_limit().saturating_add(FRAME_OVERHEAD)
+    }
+}
+
+/// Room in a frame for everything but the object.
+pub const FRAME_OVERHEAD: usize = 1024 * 1024;
+
+/// Most user metadata bytes (names and values) one value may carry.
+pub const MAX_META_BYTES: usize = 8 * 1024;
+/// Longest content type a value may carry.
+pub const MAX_CONTENT_TYPE_LEN: usize = 256;
+
+impl Limits {
+    /// Checks what a client wrote (value size, content type, metadata):
+    /// one validation for HTTP and client requests alike.
+    pub fn check_content(&self, c: &crate::version::Content) -> Result<(), NameError> {
+        let refuse = |code, message: String| Err(NameError { code, message });
+        if c.value.len() > self.max_value_bytes {
+            return refuse(
+                ErrorCode::ValueTooLarge,
+                format!(
+                    "the value is {} bytes; the limit is {}",
+                    c.value.len(),
+                    self.max_value_bytes
+                ),
+            );
+        }
+        if c.content_type.len() > MAX_CONTENT_TYPE_LEN {
+            return refuse(
+                ErrorCode::InvalidParameter,
+                format!("Content-Type is longer than {MAX_CONTENT_TYPE_LEN} characters"),
+            );
+        }
+        let meta: usize = c.meta.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if meta > MAX_META_BYTES {
+            return refuse(
+                ErrorCode::InvalidParameter,
+                format!("user metadata exceeds {MAX_META_BYTES} bytes"),
+            );
+        }
         Ok(())
     }
 }
@@ -99,8 +207,18 @@ pub struct NameError {
 }
 
 /// A validated bucket name: 1..=limit bytes of `[A-Za-z0-9_.-]`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Decoding one (from a peer or a client) checks it against the hard limits;
+/// the node then checks it against its configured limits.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct BucketName(String);
+
+impl<'de> Deserialize<'de> for BucketName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Self::parse(&raw, &Limits::hard()).map_err(serde::de::Error::custom)
+    }
+}
 
 impl BucketName {
     /// Validates a bucket name against the limits.
@@ -141,8 +259,17 @@ impl std::fmt::Display for BucketName {
 }
 
 /// A validated key: 1..=limit arbitrary bytes.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Decoding one checks it against the hard limits, as [`BucketName`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Key(#[serde(with = "serde_bytes")] Vec<u8>);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw: Vec<u8> = serde_bytes::deserialize(d)?;
+        Self::parse(raw, &Limits::hard()).map_err(serde::de::Error::custom)
+    }
+}
 
 impl Key {
     /// Validates a key against the limits.

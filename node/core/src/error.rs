@@ -43,6 +43,16 @@ pub enum ErrorCode {
     StorageError,
     /// An unexpected internal failure.
     Internal,
+    /// The causal context was not issued by this cluster, or was altered:
+    /// read the key again and write with the context that read returns.
+    BadContext,
+    /// The write would grow the key's causal context past its limit.
+    ContextTooLarge,
+    /// The object (every sibling together) would be larger than the limit:
+    /// resolve the siblings or write a smaller value.
+    ObjectTooLarge,
+    /// The caller's certificate does not allow this request.
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -65,6 +75,10 @@ impl ErrorCode {
             Self::Timeout => "timeout",
             Self::StorageError => "storage_error",
             Self::Internal => "internal",
+            Self::BadContext => "bad_context",
+            Self::ContextTooLarge => "context_too_large",
+            Self::ObjectTooLarge => "object_too_large",
+            Self::Forbidden => "forbidden",
         }
     }
 
@@ -74,8 +88,14 @@ impl ErrorCode {
             Self::InvalidBucket
             | Self::InvalidKey
             | Self::InvalidContext
-            | Self::InvalidParameter => 400,
-            Self::BucketTooLong | Self::KeyTooLong | Self::ValueTooLarge => 413,
+            | Self::InvalidParameter
+            | Self::BadContext => 400,
+            Self::Forbidden => 403,
+            Self::BucketTooLong
+            | Self::KeyTooLong
+            | Self::ValueTooLarge
+            | Self::ContextTooLarge
+            | Self::ObjectTooLarge => 413,
             Self::RouteNotFound | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::TooManySiblings => 409,
@@ -103,6 +123,10 @@ mod tests {
             ErrorCode::KeyTooLong,
             ErrorCode::QuorumUnavailable,
             ErrorCode::TooManySiblings,
+            ErrorCode::BadContext,
+            ErrorCode::ContextTooLarge,
+            ErrorCode::ObjectTooLarge,
+            ErrorCode::Forbidden,
         ] {
             let json = serde_json_like(code);
             assert_eq!(json, code.as_str());

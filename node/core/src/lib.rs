@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`auth`]: certificate roles and the one permission check.
 //! - [`version`]: causal versions, dotted version vectors (DVV sets), siblings,
 //!   tombstones and the merge rules.
 //! - [`context`]: the opaque causal context handed to clients, and its codec.
@@ -19,6 +20,7 @@
 //! - [`proto`]: the messages nodes exchange.
 //! - [`error`]: stable error codes shared by the server and the client.
 
+pub mod auth;
 pub mod bucket;
 pub mod context;
 pub mod error;

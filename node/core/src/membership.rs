@@ -18,7 +18,19 @@
 //!   than anything said about its previous life.
 //! - Changes ride on every ping and ack (piggyback), and every
 //!   `push_pull_interval` the node exchanges its full table with a random
-//!   peer or seed, so membership converges even after partitions.
+//!   peer or seed, so membership converges even after partitions. Every
+//!   message also carries the sender's own record.
+//! - **Who may say what.** Every message comes with its sender's node id,
+//!   taken from its certificate by the driver. A member's own record
+//!   (address, incarnation, up or leaving) is taken only from that member.
+//!   From anyone else, only two things: a member not known yet (how a join
+//!   spreads), and a suspicion or down verdict about a member *at the
+//!   incarnation this node knows it by*, with its address unchanged (how
+//!   SWIM spreads failures). So no node can move, revive or silence
+//!   another, and an accusation at a forged incarnation (say `u64::MAX`)
+//!   goes nowhere; the accused refutes past its own incarnation, never past
+//!   the accuser's number. Records refused are counted in
+//!   [`Membership::refused`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -161,6 +173,15 @@ pub enum GossipMsg {
     },
 }
 
+/// Where a record comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<'a> {
+    /// This node's own saved table.
+    Local,
+    /// The peer whose certificate names this node id.
+    Peer(&'a str),
+}
+
 /// Something the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -217,6 +238,8 @@ pub struct Membership {
     rng: u64,
     /// Raised on every change of any record.
     version: u64,
+    /// Records refused because their sender may not say them.
+    refused: u64,
 }
 
 impl Membership {
@@ -250,6 +273,7 @@ impl Membership {
             next_push_pull_at: now,
             rng: seed | 1,
             version: 1,
+            refused: 0,
         };
         m.enqueue(me);
         m
@@ -285,6 +309,12 @@ impl Membership {
         self.version
     }
 
+    /// How many records were refused because their sender may not say
+    /// them (another member's address or liveness, a forged incarnation).
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
     /// The members the ring is built from: everyone not removed.
     pub fn ring_members(&self) -> Vec<RingMember> {
         self.members
@@ -315,9 +345,12 @@ impl Membership {
     }
 
     fn piggyback(&mut self) -> Vec<MemberInfo> {
-        let mut out = Vec::new();
+        // Our own record first: only we can vouch for it.
+        let mut out = vec![self.members[&self.me].clone()];
         for (info, sends) in self.gossip_queue.iter_mut().take(self.config.piggyback) {
-            out.push(info.clone());
+            if info.id != self.me {
+                out.push(info.clone());
+            }
             *sends = sends.saturating_sub(1);
         }
         self.gossip_queue.retain(|(_, s)| *s > 0);
@@ -328,25 +361,54 @@ impl Membership {
         out
     }
 
-    /// Applies one record; returns whether anything changed.
-    fn apply(&mut self, info: MemberInfo, now: u64) -> bool {
+    /// Whether `from` may tell this node `info`.
+    fn may_say(&self, info: &MemberInfo, from: Source<'_>) -> bool {
+        let Source::Peer(from) = from else {
+            return true;
+        };
+        if from == info.id {
+            return true;
+        }
+        match self.members.get(&info.id) {
+            // A member not known yet: how joins spread.
+            None => info.status != Status::Removed,
+            // Someone else's verdict on a member: a suspicion or down, at
+            // the incarnation we know, with nothing else changed.
+            Some(old) => {
+                matches!(info.status, Status::Suspect | Status::Down)
+                    && info.incarnation == old.incarnation
+                    && info.peer_addr == old.peer_addr
+                    && info.http_addr == old.http_addr
+                    && info.zone == old.zone
+            }
+        }
+    }
+
+    /// Applies one record from `from`; returns whether anything changed.
+    fn apply(&mut self, info: MemberInfo, from: Source<'_>, now: u64) -> bool {
         if info.id == self.me {
             let mine = &self.members[&self.me];
             let accused = matches!(info.status, Status::Suspect | Status::Down);
             if accused && info.incarnation >= mine.incarnation {
-                // Refute: a live node is never kept out.
+                // Refute: a live node is never kept out. Past our own
+                // incarnation, not the accuser's number, so a forged one
+                // cannot push us to the top of the range.
                 let mut me = mine.clone();
-                me.incarnation = info.incarnation + 1;
+                me.incarnation = mine.incarnation.saturating_add(1);
                 self.members.insert(self.me.clone(), me.clone());
                 self.enqueue(me);
                 self.version += 1;
                 return true;
             }
-            if info.status == Status::Removed {
+            if info.status == Status::Removed && from == Source::Local {
                 self.members.insert(self.me.clone(), info);
                 self.version += 1;
                 return true;
             }
+            return false;
+        }
+        if !self.may_say(&info, from) {
+            self.refused += 1;
             return false;
         }
         let changed = match self.members.get(&info.id) {
@@ -381,7 +443,7 @@ impl Membership {
                 continue;
             }
             others = true;
-            self.apply(m, now);
+            self.apply(m, Source::Local, now);
         }
         if was_member && others {
             self.mark_joined();
@@ -408,12 +470,14 @@ impl Membership {
         }
     }
 
-    /// Handles a gossip message from a peer; returns the reply to send.
-    pub fn handle_message(&mut self, msg: GossipMsg, now: u64) -> Option<GossipMsg> {
+    /// Handles a gossip message from peer `from` (the node id its
+    /// certificate names); returns the reply to send.
+    pub fn handle_message(&mut self, from: &str, msg: GossipMsg, now: u64) -> Option<GossipMsg> {
+        let source = Source::Peer(from);
         match msg {
             GossipMsg::Ping { updates } => {
                 for u in updates {
-                    self.apply(u, now);
+                    self.apply(u, source, now);
                 }
                 Some(GossipMsg::Ack {
                     updates: self.piggyback(),
@@ -423,13 +487,13 @@ impl Membership {
                 // A few piggybacked records are not the member table: an ack
                 // alone does not make a joining node a member.
                 for u in updates {
-                    self.apply(u, now);
+                    self.apply(u, source, now);
                 }
                 None
             }
             GossipMsg::PushPull { members, .. } => {
                 for u in members {
-                    self.apply(u, now);
+                    self.apply(u, source, now);
                 }
                 Some(GossipMsg::PushPull {
                     members: self.members.values().cloned().collect(),
@@ -442,17 +506,19 @@ impl Membership {
     /// Hands the answer of a push-pull this node started back in. A joining
     /// node has joined once it has the table of a member that has joined
     /// itself: the table of another joining node (two restarted nodes
-    /// finding each other first) is not the cluster's.
-    pub fn handle_push_pull_reply(&mut self, msg: GossipMsg, now: u64) {
+    /// finding each other first) is not the cluster's. `sender` is the node
+    /// id the replying peer's certificate names.
+    pub fn handle_push_pull_reply(&mut self, sender: &str, msg: GossipMsg, now: u64) {
         if let GossipMsg::PushPull { members, from } = msg {
             let from_member = from.is_some_and(|from| {
-                from != self.me
+                from == sender
+                    && from != self.me
                     && members
                         .iter()
                         .any(|m| m.id == from && m.status != Status::Joining)
             });
             for u in members {
-                self.apply(u, now);
+                self.apply(u, Source::Peer(sender), now);
             }
             if from_member {
                 self.mark_joined();
@@ -460,7 +526,8 @@ impl Membership {
         }
     }
 
-    /// The outcome of a direct probe.
+    /// The outcome of a direct probe: the target's own answer (the driver
+    /// checks the answer came from the target's certificate), or `None`.
     pub fn probe_result(
         &mut self,
         target: &str,
@@ -475,12 +542,18 @@ impl Membership {
             // A suspect that answers refutes through the ack's updates: the
             // ping carried the accusation, and it answers with a higher
             // incarnation.
-            self.handle_message(msg, now);
+            let target = target.to_owned();
+            self.handle_message(&target, msg, now);
             self.probe = None;
             return Vec::new();
         }
-        // Ask others to probe it.
-        let Some(target_addr) = self.members.get(target).map(|m| m.peer_addr) else {
+        // Ask others to probe it (unless it is down already: no news).
+        let Some(target_addr) = self
+            .members
+            .get(target)
+            .filter(|m| m.status != Status::Down)
+            .map(|m| m.peer_addr)
+        else {
             self.probe = None;
             return Vec::new();
         };
@@ -538,7 +611,7 @@ impl Membership {
             {
                 let mut s = m;
                 s.status = Status::Suspect;
-                self.apply(s, now);
+                self.apply(s, Source::Local, now);
             }
         }
     }
@@ -559,7 +632,7 @@ impl Membership {
                 if m.status == Status::Suspect {
                     let mut d = m;
                     d.status = Status::Down;
-                    self.apply(d, now);
+                    self.apply(d, Source::Local, now);
                 }
             }
         }
@@ -572,9 +645,17 @@ impl Membership {
                         indirect_pending: 0,
                         indirect: false,
                     });
-                    let msg = GossipMsg::Ping {
-                        updates: self.piggyback(),
-                    };
+                    let mut updates = self.piggyback();
+                    // Tell a suspect or down target what we think of it, so
+                    // that, alive, it refutes in its ack.
+                    if let Some(seen) = self
+                        .members
+                        .get(&target)
+                        .filter(|m| matches!(m.status, Status::Suspect | Status::Down))
+                    {
+                        updates.push(seen.clone());
+                    }
+                    let msg = GossipMsg::Ping { updates };
                     actions.push(Action::Probe { target, addr, msg });
                 }
             }
@@ -604,9 +685,10 @@ impl Membership {
             let mut order: Vec<String> = self
                 .members
                 .values()
-                .filter(|m| {
-                    m.id != self.me && m.status != Status::Removed && m.status != Status::Down
-                })
+                // Down members too: only a member vouches for itself, so a
+                // member each side thinks down (both restarted, or a healed
+                // partition) must hear from the other directly.
+                .filter(|m| m.id != self.me && m.status != Status::Removed)
                 .map(|m| m.id.clone())
                 .collect();
             // Fisher-Yates with our own generator.

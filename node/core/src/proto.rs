@@ -104,7 +104,7 @@ pub enum PeerRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClientRequest {
     /// Read a key with the given quorum; answered with
-    /// [`PeerResponse::Object`].
+    /// [`PeerResponse::ClientObject`].
     Get {
         /// Bucket.
         bucket: BucketName,
@@ -113,14 +113,15 @@ pub enum ClientRequest {
         /// Quorum options.
         quorum: QuorumOverrides,
     },
-    /// Write or delete a key; answered with [`PeerResponse::Coordinated`].
+    /// Write or delete a key; answered with [`PeerResponse::ClientObject`].
     Write {
         /// Bucket.
         bucket: BucketName,
         /// Key.
         key: Key,
-        /// The causal context the client read.
-        context: VersionVector,
+        /// The opaque, authenticated causal context the client read (none
+        /// for a blind write).
+        context: Option<String>,
         /// The write.
         operation: Operation,
         /// Quorum options.
@@ -150,6 +151,14 @@ pub enum PeerResponse {
     /// A forwarded write was coordinated; the object after it (`None` for a
     /// delete of nothing).
     Coordinated(Option<Object>),
+    /// A client's read or write: the object (none when the key has no
+    /// value) and its opaque causal context, to send back with a write.
+    ClientObject {
+        /// The object.
+        object: Option<Object>,
+        /// Its authenticated context.
+        context: Option<String>,
+    },
     /// The cluster's shape.
     ClusterInfo {
         /// Partitions of the ring.

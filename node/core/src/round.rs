@@ -298,7 +298,8 @@ mod tests {
             &Actor::new(node, 1),
             Content::value(value.to_vec(), "text/plain", 1),
             ConflictMode::Siblings,
-        );
+        )
+        .expect("update");
         o
     }
 

@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use thiserror::Error;
 
 use crate::bucket::ConflictMode;
 
@@ -154,8 +155,25 @@ impl<'de> Deserialize<'de> for VersionVector {
     }
 }
 
+/// Why a write cannot be versioned.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum VersionError {
+    /// The actor's counter for this key is already at its maximum: only a
+    /// forged context or a forged replica state can claim that.
+    #[error("the dot counter of {actor} cannot go past {counter}")]
+    CounterOverflow {
+        /// The actor.
+        actor: Actor,
+        /// The counter it reached.
+        counter: u64,
+    },
+}
+
 /// What a client wrote: the value and what describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Ordered (by every field) only so that siblings that share a dot have a
+/// fixed order, which keeps merges commutative.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Content {
     /// The value's bytes (empty for a tombstone).
     #[serde(with = "serde_bytes")]
@@ -196,7 +214,9 @@ impl Content {
 }
 
 /// One concurrent value of an object, with the dot of the write that made it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Ordered by dot, then content.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Sibling {
     /// The write that created this value.
     pub dot: Dot,
@@ -206,8 +226,10 @@ pub struct Sibling {
 
 /// Everything stored under one key: a DVV set.
 ///
-/// Invariants: siblings are sorted by dot with no duplicates, and the clock
-/// covers every sibling's dot.
+/// Invariants: siblings are sorted (by dot, then content) with no
+/// duplicates, and the clock covers every sibling's dot. Two siblings share a
+/// dot only when a node reused a dot (a lost disk before actor epochs, or a
+/// forged replica state): both are kept, never one silently.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Object {
     clock: VersionVector,
@@ -246,11 +268,6 @@ impl Object {
         self.clock.is_empty() && self.siblings.is_empty()
     }
 
-    /// The next counter `actor` would use on this object given context `ctx`.
-    fn next_counter(&self, actor: &Actor, ctx: &VersionVector) -> u64 {
-        self.clock.get(actor).max(ctx.get(actor)) + 1
-    }
-
     /// Applies a client write coordinated by `actor`.
     ///
     /// `ctx` is the causal context the client read (empty for a blind write).
@@ -262,10 +279,20 @@ impl Object {
         actor: &Actor,
         content: Content,
         mode: ConflictMode,
-    ) -> Dot {
+    ) -> Result<Dot, VersionError> {
+        // The clock covers every counter up to its entry, so the next dot
+        // must be exactly one past what is known: a counter that jumped
+        // ahead would claim to have seen dots it never saw.
+        let seen = self.clock.get(actor).max(ctx.get(actor));
+        let counter = seen
+            .checked_add(1)
+            .ok_or_else(|| VersionError::CounterOverflow {
+                actor: actor.clone(),
+                counter: seen,
+            })?;
         let dot = Dot {
             actor: actor.clone(),
-            counter: self.next_counter(actor, ctx),
+            counter,
         };
         match mode {
             ConflictMode::Siblings => self.siblings.retain(|s| !ctx.covers(&s.dot)),
@@ -277,59 +304,74 @@ impl Object {
             dot: dot.clone(),
             content,
         };
-        // The new dot is fresh for this object, so it is not present yet.
-        let at = self.siblings.partition_point(|s| s.dot < sibling.dot);
+        // The new dot is above every dot of this actor the object holds.
+        let at = self.siblings.partition_point(|s| *s < sibling);
         self.siblings.insert(at, sibling);
         if mode == ConflictMode::Lww {
             self.keep_lww_winner();
         }
-        dot
+        Ok(dot)
     }
 
     /// Merges another replica's state of the same key into this one.
     pub fn merge(&mut self, other: &Self, mode: ConflictMode) {
+        self.merge_counting(other, mode);
+    }
+
+    /// [`Self::merge`], returning how many siblings met another sibling
+    /// with the same dot and different content (a reused dot: both are
+    /// kept, and the caller counts it).
+    pub fn merge_counting(&mut self, other: &Self, mode: ConflictMode) -> usize {
         if mode == ConflictMode::Lww {
             // A max-register over (timestamp, dot): keep the winner of both.
             self.siblings.extend(other.siblings.iter().cloned());
             self.clock.join(&other.clock);
             self.keep_lww_winner();
-            return;
+            return 0;
         }
         let mut merged = Vec::with_capacity(self.siblings.len() + other.siblings.len());
         let (mine, theirs) = (&self.siblings, &other.siblings);
+        let has_dot = |side: &[Sibling], dot: &Dot| {
+            let at = side.partition_point(|s| s.dot < *dot);
+            side.get(at).is_some_and(|s| s.dot == *dot)
+        };
+        let mut collisions = 0;
         let (mut i, mut j) = (0, 0);
         loop {
             let take_mine = match (mine.get(i), theirs.get(j)) {
                 (None, None) => break,
                 // Both sides have it: keep it.
-                (Some(a), Some(b)) if a.dot == b.dot => {
+                (Some(a), Some(b)) if a == b => {
                     merged.push(a.clone());
                     i += 1;
                     j += 1;
                     continue;
                 }
-                (Some(a), Some(b)) => a.dot < b.dot,
+                (Some(a), Some(b)) => a < b,
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
             };
-            // Only one side has it: keep it unless the other side saw it (and
-            // so superseded it).
-            if take_mine {
-                let a = &mine[i];
-                if !other.clock.covers(&a.dot) {
-                    merged.push(a.clone());
-                }
+            // Only one side has it: keep it unless the other side saw its
+            // dot (and so superseded it). A dot the other side holds with
+            // other content was reused: keep both.
+            let (s, other_side, other_clock) = if take_mine {
                 i += 1;
+                (&mine[i - 1], theirs.as_slice(), &other.clock)
             } else {
-                let b = &theirs[j];
-                if !self.clock.covers(&b.dot) {
-                    merged.push(b.clone());
-                }
                 j += 1;
+                (&theirs[j - 1], mine.as_slice(), &self.clock)
+            };
+            let collided = has_dot(other_side, &s.dot);
+            if collided {
+                collisions += 1;
+            }
+            if collided || !other_clock.covers(&s.dot) {
+                merged.push(s.clone());
             }
         }
         self.siblings = merged;
         self.clock.join(&other.clock);
+        collisions
     }
 
     /// Whether `other` holds nothing this object lacks (merging it would not
@@ -344,7 +386,13 @@ impl Object {
         if let Some(winner) = self
             .siblings
             .iter()
-            .max_by(|a, b| (a.content.timestamp_ms, &a.dot).cmp(&(b.content.timestamp_ms, &b.dot)))
+            .max_by(|a, b| {
+                (a.content.timestamp_ms, &a.dot, &a.content).cmp(&(
+                    b.content.timestamp_ms,
+                    &b.dot,
+                    &b.content,
+                ))
+            })
             .cloned()
         {
             self.siblings.clear();

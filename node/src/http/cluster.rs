@@ -104,8 +104,12 @@ pub(super) async fn status(State(state): State<AppState>) -> Response {
         "actor": state.kv.store().actor().to_string(),
         "members": cluster.members().len(),
         "unreachable": down,
-        "hints_pending": counts.values().sum::<u64>(),
-        "hints_by_owner": counts,
+        "hints_pending": counts.values().map(|c| c.0).sum::<u64>(),
+        "hint_bytes": counts.values().map(|c| c.1).sum::<u64>(),
+        "hints_by_owner": counts
+            .iter()
+            .map(|(owner, c)| (owner.clone(), c.0))
+            .collect::<std::collections::BTreeMap<_, _>>(),
         "corrupt_objects_found": state.kv.store().corruptions(),
     }))
     .into_response()

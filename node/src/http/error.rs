@@ -58,12 +58,15 @@ impl From<NameError> for ApiError {
 
 impl From<ContextError> for ApiError {
     fn from(e: ContextError) -> Self {
-        Self::new(ErrorCode::InvalidContext, format!("X-Quorra-Context: {e}"))
+        Self::new(e.code(), format!("X-Quorra-Context: {e}"))
     }
 }
 
 impl From<KvError> for ApiError {
     fn from(e: KvError) -> Self {
-        Self::new(e.code(), e.to_string())
+        match e {
+            KvError::Context(e) => e.into(),
+            e => Self::new(e.code(), e.to_string()),
+        }
     }
 }

@@ -12,9 +12,10 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
 use percent_encoding::percent_decode_str;
-use quorra_core::{
-    BucketName, CausalContext, Content, ErrorCode, Key, Object, QuorumOverrides, VersionVector,
-};
+use quorra_core::auth::{Principal, Role};
+use quorra_core::bucket::{MAX_CONTENT_TYPE_LEN, MAX_META_BYTES};
+use quorra_core::proto::Operation;
+use quorra_core::{BucketName, Content, ErrorCode, Key, Object, QuorumOverrides};
 
 use super::error::ApiError;
 use super::multipart::{self, Part};
@@ -26,10 +27,14 @@ pub const CONTEXT_HEADER: &str = "x-quorra-context";
 pub const META_PREFIX: &str = "x-quorra-meta-";
 /// The content type of a value written without one.
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
-/// Most user metadata bytes (names and values) one value may carry.
-const MAX_META_BYTES: usize = 8 * 1024;
-/// Longest content type kept.
-const MAX_CONTENT_TYPE_LEN: usize = 256;
+
+/// Who an HTTP request acts as. The HTTP API has no authentication of its
+/// own yet (tokens come with the gateway work): it serves whoever reaches
+/// its address, so bind it to loopback or a private network. It still goes
+/// through the same permission check as QUIC requests.
+pub(super) fn http_principal() -> Principal {
+    Principal::new(Role::Admin, "http")
+}
 
 /// Handles GET, PUT and DELETE on one key.
 pub(super) async fn handle(State(state): State<AppState>, req: Request) -> Response {
@@ -45,23 +50,46 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
     let quorum = parse_query(req.uri().query())?;
     match *req.method() {
         Method::GET | Method::HEAD => {
-            let object = state.kv.get(bucket.clone(), key, quorum).await?;
-            Ok(read_response(&bucket, object))
+            let (object, ctx) = state
+                .kv
+                .client_get(&http_principal(), bucket.clone(), key, quorum)
+                .await?;
+            Ok(read_response(&bucket, object, ctx))
         }
         Method::PUT | Method::POST => {
-            let ctx = context(req.headers(), limits.max_context_bytes)?;
+            let ctx = context(req.headers())?;
             let content_type = content_type(req.headers())?;
             let meta = user_meta(req.headers())?;
             let value = read_body(req.into_body(), limits.max_value_bytes).await?;
             let mut content = Content::value(value, content_type, 0);
             content.meta = meta;
-            let object = state.kv.put(bucket, key, ctx, content, quorum).await?;
-            Ok(no_content(Some(&object)))
+            let (_, ctx) = state
+                .kv
+                .client_write(
+                    &http_principal(),
+                    bucket,
+                    key,
+                    ctx.as_deref(),
+                    Operation::Put(content),
+                    quorum,
+                )
+                .await?;
+            Ok(no_content(ctx))
         }
         Method::DELETE => {
-            let ctx = context(req.headers(), limits.max_context_bytes)?;
-            let object = state.kv.delete(bucket, key, ctx, quorum).await?;
-            Ok(no_content(object.as_ref()))
+            let ctx = context(req.headers())?;
+            let (_, ctx) = state
+                .kv
+                .client_write(
+                    &http_principal(),
+                    bucket,
+                    key,
+                    ctx.as_deref(),
+                    Operation::Delete,
+                    quorum,
+                )
+                .await?;
+            Ok(no_content(ctx))
         }
         _ => Err(ApiError::new(
             ErrorCode::MethodNotAllowed,
@@ -120,14 +148,15 @@ fn parse_query(query: Option<&str>) -> Result<QuorumOverrides, ApiError> {
     Ok(q)
 }
 
-fn context(headers: &HeaderMap, limit: usize) -> Result<VersionVector, ApiError> {
+/// The raw `X-Quorra-Context` (the node decodes and authenticates it).
+fn context(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match headers.get(CONTEXT_HEADER) {
-        None => Ok(VersionVector::new()),
+        None => Ok(None),
         Some(v) => {
             let s = v.to_str().map_err(|_| {
                 ApiError::new(ErrorCode::InvalidContext, "X-Quorra-Context is not ASCII")
             })?;
-            Ok(CausalContext::decode(s, limit)?.0)
+            Ok(Some(s.to_owned()))
         }
     }
 }
@@ -189,13 +218,13 @@ async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     }
 }
 
-fn context_value(object: &Object) -> Option<HeaderValue> {
-    HeaderValue::from_str(&CausalContext(object.clock().clone()).encode()).ok()
+fn context_value(ctx: Option<String>) -> Option<HeaderValue> {
+    HeaderValue::from_str(&ctx?).ok()
 }
 
-fn no_content(object: Option<&Object>) -> Response {
+fn no_content(ctx: Option<String>) -> Response {
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    if let Some(v) = object.and_then(context_value) {
+    if let Some(v) = context_value(ctx) {
         resp.headers_mut().insert(CONTEXT_HEADER, v);
     }
     resp
@@ -210,7 +239,7 @@ fn sibling_headers(c: &Content) -> Vec<(String, String)> {
     h
 }
 
-fn read_response(bucket: &BucketName, object: Option<Object>) -> Response {
+fn read_response(bucket: &BucketName, object: Option<Object>, ctx: Option<String>) -> Response {
     let Some(object) = object else {
         return ApiError::new(
             ErrorCode::NotFound,
@@ -258,7 +287,7 @@ fn read_response(bucket: &BucketName, object: Option<Object>) -> Response {
             resp
         }
     };
-    if let Some(v) = context_value(&object) {
+    if let Some(v) = context_value(ctx) {
         resp.headers_mut().insert(CONTEXT_HEADER, v);
     }
     resp

@@ -22,11 +22,15 @@ fn put(store: &ObjectStore, b: &BucketName, k: &Key, ctx: &VersionVector, v: &st
             ctx,
             Content::value(v.as_bytes().to_vec(), "text/plain", 1),
             ConflictMode::Siblings,
-            100,
             Durability::Buffered,
         )
         .expect("put")
 }
+
+const BUDGET: HintBudget = HintBudget {
+    max_hints: 1_000,
+    max_bytes: 1 << 30,
+};
 
 fn live(o: &Object) -> Vec<String> {
     let mut v: Vec<String> = o
@@ -117,7 +121,12 @@ fn same_context_concurrent_puts_all_survive() {
 
 #[test]
 fn too_many_siblings_is_refused_and_changes_nothing() {
-    let store = ObjectStore::open(Arc::new(MemEngine::new()), "n1", 256).expect("store");
+    let store = ObjectStore::open(Arc::new(MemEngine::new()), "n1", 256)
+        .expect("store")
+        .with_limits(Limits {
+            max_siblings: 2,
+            ..Limits::default()
+        });
     let (b, k) = bk("b", "k");
     for v in ["a", "b"] {
         put(&store, &b, &k, &VersionVector::new(), v);
@@ -129,7 +138,6 @@ fn too_many_siblings_is_refused_and_changes_nothing() {
             &VersionVector::new(),
             Content::value(b"c".to_vec(), "text/plain", 1),
             ConflictMode::Siblings,
-            2,
             Durability::Buffered,
         )
         .expect_err("refused");
@@ -144,35 +152,118 @@ fn too_many_siblings_is_refused_and_changes_nothing() {
 }
 
 #[test]
-fn delete_without_context_removes_what_was_seen() {
+fn a_delete_writes_a_tombstone_covering_its_context_even_on_a_missing_key() {
     let store = ObjectStore::open(Arc::new(MemEngine::new()), "n1", 256).expect("store");
     let (b, k) = bk("b", "k");
     put(&store, &b, &k, &VersionVector::new(), "x");
-    put(&store, &b, &k, &VersionVector::new(), "y");
-    let o = store
-        .coordinate_delete(
+    let seen = put(&store, &b, &k, &VersionVector::new(), "y");
+    let tomb = |b: &BucketName, k: &Key, ctx: &VersionVector| {
+        store
+            .coordinate(
+                b,
+                k,
+                ctx,
+                Content::tombstone(2),
+                ConflictMode::Siblings,
+                Durability::Buffered,
+            )
+            .expect("delete")
+    };
+    assert!(tomb(&b, &k, seen.clock()).is_deleted());
+    // A key this replica never saw still gets a tombstone (the read the
+    // coordinator does first may have seen it elsewhere).
+    let (b2, k2) = bk("b", "never");
+    let o = tomb(&b2, &k2, &VersionVector::new());
+    assert!(o.is_deleted());
+    assert_eq!(o.siblings().len(), 1);
+}
+
+#[test]
+fn an_object_past_the_limit_is_refused_and_changes_nothing() {
+    let store = ObjectStore::open(Arc::new(MemEngine::new()), "n1", 256)
+        .expect("store")
+        .with_limits(Limits {
+            max_value_bytes: 1000,
+            max_object_bytes: Some(2500),
+            ..Limits::default()
+        });
+    let (b, k) = bk("b", "k");
+    let big = "x".repeat(1000);
+    put(&store, &b, &k, &VersionVector::new(), &big);
+    put(&store, &b, &k, &VersionVector::new(), &big);
+    let err = store
+        .coordinate(
             &b,
             &k,
             &VersionVector::new(),
-            Content::tombstone(2),
+            Content::value(big.clone().into_bytes(), "text/plain", 1),
             ConflictMode::Siblings,
             Durability::Buffered,
         )
-        .expect("delete")
-        .expect("tombstone written");
-    assert!(o.is_deleted());
-    let (b2, k2) = bk("b", "never");
-    let none = store
-        .coordinate_delete(
-            &b2,
-            &k2,
+        .expect_err("refused");
+    assert!(
+        matches!(err, StoreError::ObjectTooLarge { limit: 2500, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        store
+            .get(&b, &k)
+            .expect("get")
+            .expect("kept")
+            .siblings()
+            .len(),
+        2
+    );
+    // The same cap holds on the replica path.
+    let mut three = store.get(&b, &k).expect("get").expect("kept");
+    three
+        .update(
             &VersionVector::new(),
-            Content::tombstone(2),
+            &quorra_core::Actor::new("n2", 1),
+            Content::value(big.into_bytes(), "text/plain", 1),
             ConflictMode::Siblings,
-            Durability::Buffered,
         )
-        .expect("delete");
-    assert_eq!(none, None);
+        .expect("update");
+    assert!(matches!(
+        store.merge_replica(&b, &k, &three, ConflictMode::Siblings, Durability::Buffered),
+        Err(StoreError::ObjectTooLarge { .. })
+    ));
+}
+
+#[test]
+fn the_hint_budget_counts_hints_and_bytes() {
+    let store = ObjectStore::open(Arc::new(MemEngine::new()), "n1", 256).expect("store");
+    let (b, k) = bk("b", "k");
+    let o = put(&store, &b, &k, &VersionVector::new(), &"v".repeat(500));
+    let mode = ConflictMode::Siblings;
+    let by_count = HintBudget {
+        max_hints: 1,
+        max_bytes: 1 << 30,
+    };
+    store
+        .store_hint("n2", &b, &k, &o, mode, Durability::Buffered, by_count, 1)
+        .expect("first hint");
+    // Merging into the hint it holds is not a new hint.
+    store
+        .store_hint("n2", &b, &k, &o, mode, Durability::Buffered, by_count, 2)
+        .expect("same hint again");
+    assert!(matches!(
+        store.store_hint("n3", &b, &k, &o, mode, Durability::Buffered, by_count, 3),
+        Err(StoreError::HintBudgetFull { hints: 1, .. })
+    ));
+    let by_bytes = HintBudget {
+        max_hints: 1_000,
+        max_bytes: store.hint_bytes() + 100,
+    };
+    assert!(matches!(
+        store.store_hint("n3", &b, &k, &o, mode, Durability::Buffered, by_bytes, 3),
+        Err(StoreError::HintBudgetFull { .. })
+    ));
+    assert_eq!(store.hints_held(), 1);
+    let hint = store.hints_for("n2", 10).expect("list").remove(0);
+    assert_eq!(hint.created_ms, 1, "age runs from the first write");
+    assert!(store.delete_hint(&hint).expect("delete"));
+    assert_eq!((store.hints_held(), store.hint_bytes()), (0, 0));
 }
 
 #[test]
@@ -180,16 +271,26 @@ fn identity_is_kept_checked_and_renewed_when_lost() {
     let dir = tempfile::tempdir().expect("tempdir");
     let first = {
         let engine = Arc::new(RocksEngine::open(dir.path()).expect("open"));
-        ObjectStore::open(engine, "n1", 64).expect("store").actor()
+        let store = ObjectStore::open(engine, "n1", 64).expect("store");
+        store.close().expect("clean stop");
+        store.actor()
     };
     let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(dir.path()).expect("reopen"));
+    let store = ObjectStore::open(engine.clone(), "n1", 64).expect("store");
     assert_eq!(
-        ObjectStore::open(engine.clone(), "n1", 64)
-            .expect("store")
-            .actor(),
+        store.actor(),
         first,
-        "a restart keeps the actor"
+        "a restart after a clean stop keeps the actor"
     );
+    drop(store);
+    let after_crash = ObjectStore::open(engine.clone(), "n1", 64).expect("store");
+    assert_ne!(
+        after_crash.actor(),
+        first,
+        "a start after an unclean stop takes a new epoch"
+    );
+    after_crash.close().expect("clean stop");
+    drop(after_crash);
     assert!(matches!(
         ObjectStore::open(engine.clone(), "n2", 64),
         Err(StoreError::WrongNode { .. })
@@ -228,17 +329,17 @@ fn hints_are_kept_merged_listed_and_deleted_once_delivered() {
     let a = put(&store, &b, &k, &VersionVector::new(), "a");
     let mode = ConflictMode::Siblings;
     store
-        .store_hint("n2", &b, &k, &a, mode, Durability::Buffered)
+        .store_hint("n2", &b, &k, &a, mode, Durability::Buffered, BUDGET, 1)
         .expect("hint");
     store
-        .store_hint("n2", &b2, &k2, &a, mode, Durability::Buffered)
+        .store_hint("n2", &b2, &k2, &a, mode, Durability::Buffered, BUDGET, 1)
         .expect("hint");
     store
-        .store_hint("n3", &b, &k, &a, mode, Durability::Buffered)
+        .store_hint("n3", &b, &k, &a, mode, Durability::Buffered, BUDGET, 1)
         .expect("hint");
     let counts = store.hint_counts().expect("counts");
-    assert_eq!(counts.get("n2"), Some(&2));
-    assert_eq!(counts.get("n3"), Some(&1));
+    assert_eq!(counts.get("n2").map(|c| c.0), Some(2));
+    assert_eq!(counts.get("n3").map(|c| c.0), Some(1));
 
     let hints = store.hints_for("n2", 10).expect("list");
     assert_eq!(hints.len(), 2);
@@ -246,7 +347,7 @@ fn hints_are_kept_merged_listed_and_deleted_once_delivered() {
     // A hint that changed after it was read is not deleted.
     let newer = put(&store, &b, &k, &VersionVector::new(), "b");
     store
-        .store_hint("n2", &b, &k, &newer, mode, Durability::Buffered)
+        .store_hint("n2", &b, &k, &newer, mode, Durability::Buffered, BUDGET, 2)
         .expect("hint");
     let stale = hints.iter().find(|h| h.key == k).expect("hint for k");
     assert!(!store.delete_hint(stale).expect("delete"));
@@ -258,5 +359,147 @@ fn hints_are_kept_merged_listed_and_deleted_once_delivered() {
         assert!(store.delete_hint(&h).expect("delete"));
     }
     assert_eq!(store.hint_counts().expect("counts").get("n2"), None);
-    assert_eq!(store.hint_counts().expect("counts").get("n3"), Some(&1));
+    assert_eq!(
+        store.hint_counts().expect("counts").get("n3").map(|c| c.0),
+        Some(1)
+    );
+}
+
+/// A copy of `engine` with only `Space::Meta` (the node's identity and
+/// markers, all fsynced): as after a power loss that took the object writes
+/// still in the page cache, or a restore of an older backup.
+fn after_power_loss(engine: &dyn Engine) -> Arc<dyn Engine> {
+    let copy = MemEngine::new();
+    let mut ops = Vec::new();
+    engine
+        .scan(Space::Meta, b"", &mut |k, v| {
+            ops.push(crate::storage::WriteOp::Put {
+                space: Space::Meta,
+                key: k.to_vec(),
+                value: v.to_vec(),
+            });
+            true
+        })
+        .expect("scan");
+    copy.write(ops, Durability::Fsync).expect("copy");
+    Arc::new(copy)
+}
+
+/// kv679 after an unsynced loss: the node's next write on the key must
+/// not reuse the dot its lost write had, or the replicas holding that write
+/// keep it and drop the new one.
+#[test]
+fn a_write_after_losing_unsynced_writes_never_reuses_a_dot() {
+    let engine = Arc::new(MemEngine::new());
+    let store = ObjectStore::open(engine.clone(), "n1", 256).expect("store");
+    let (b, k) = bk("b", "k");
+    // Acknowledged with w=3: the other replicas hold it.
+    let on_other_replicas = put(&store, &b, &k, &VersionVector::new(), "acknowledged");
+    drop(store);
+    let store = ObjectStore::open(after_power_loss(engine.as_ref()), "n1", 256).expect("reopen");
+    assert_eq!(
+        store.get(&b, &k).expect("get"),
+        None,
+        "the write was lost here"
+    );
+    let new = put(&store, &b, &k, &VersionVector::new(), "next");
+    let (old_dot, new_dot) = (&on_other_replicas.siblings()[0].dot, &new.siblings()[0].dot);
+    assert_ne!(old_dot, new_dot, "the dot was reused");
+    let mut replica = on_other_replicas.clone();
+    replica.merge(&new, ConflictMode::Siblings);
+    assert_eq!(live(&replica), ["acknowledged", "next"]);
+}
+
+/// Evidence of lost local writes (another replica holds a dot of this
+/// node's actor above what it holds for the key) makes the node take a new
+/// epoch before it coordinates again, even when the node stopped cleanly
+/// (a data dir restored from an older backup).
+#[test]
+fn evidence_of_lost_writes_takes_a_new_epoch() {
+    let engine = Arc::new(MemEngine::new());
+    let store = ObjectStore::open(engine.clone(), "n1", 256).expect("store");
+    let (b, k) = bk("b", "k");
+    let held_elsewhere = put(&store, &b, &k, &VersionVector::new(), "v1");
+    let before = store.actor();
+    store.close().expect("clean stop");
+    drop(store);
+    let store = ObjectStore::open(after_power_loss(engine.as_ref()), "n1", 256).expect("reopen");
+    assert_eq!(store.actor(), before, "a clean stop keeps the epoch");
+    store
+        .merge_replica(
+            &b,
+            &k,
+            &held_elsewhere,
+            ConflictMode::Siblings,
+            Durability::Buffered,
+        )
+        .expect("read repair brings it back");
+    assert_ne!(
+        store.actor(),
+        before,
+        "new epoch on evidence from a replica"
+    );
+
+    // The same through a client's context.
+    let engine = Arc::new(MemEngine::new());
+    let store = ObjectStore::open(engine.clone(), "n1", 256).expect("store");
+    let seen = put(&store, &b, &k, &VersionVector::new(), "v1");
+    let before = store.actor();
+    store.close().expect("clean stop");
+    drop(store);
+    let store = ObjectStore::open(after_power_loss(engine.as_ref()), "n1", 256).expect("reopen");
+    put(&store, &b, &k, seen.clock(), "v2");
+    assert_ne!(
+        store.actor(),
+        before,
+        "new epoch on evidence from a context"
+    );
+}
+
+/// A corrupt record met on the replica path (a merge) is kept aside as
+/// evidence, and the node takes a new epoch, as on the coordinate path.
+#[test]
+fn a_corrupt_record_met_by_a_merge_is_kept_and_rotates_the_epoch() {
+    let engine: Arc<dyn Engine> = Arc::new(MemEngine::new());
+    let store = ObjectStore::open(engine.clone(), "n1", 256).expect("store");
+    let (b, k) = bk("b", "k");
+    put(&store, &b, &k, &VersionVector::new(), "precious");
+    let before = store.actor();
+    let skey = store.object_key(&b, &k);
+    let mut raw = engine
+        .get(Space::Objects, &skey)
+        .expect("get")
+        .expect("raw");
+    let last = raw.len() - 1;
+    raw[last] ^= 0x55;
+    engine
+        .put(Space::Objects, &skey, &raw, Durability::Fsync)
+        .expect("corrupt it");
+    let mut incoming = Object::new();
+    incoming
+        .update(
+            &VersionVector::new(),
+            &quorra_core::Actor::new("n2", 9),
+            Content::value(b"other".to_vec(), "text/plain", 1),
+            ConflictMode::Siblings,
+        )
+        .expect("update");
+    store
+        .merge_replica(
+            &b,
+            &k,
+            &incoming,
+            ConflictMode::Siblings,
+            Durability::Buffered,
+        )
+        .expect("merge");
+    assert_ne!(store.actor(), before, "new epoch after a corrupt record");
+    let mut evidence = Vec::new();
+    engine
+        .scan(Space::Meta, b"quarantine/", &mut |_, v| {
+            evidence.push(v.to_vec());
+            true
+        })
+        .expect("scan");
+    assert_eq!(evidence, [raw], "the corrupt bytes are kept as evidence");
 }

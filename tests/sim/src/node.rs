@@ -521,17 +521,19 @@ impl SimNode {
     pub(crate) fn receive(&mut self, from: &str, msg: Msg, now: u64, out: &mut Vec<Out>) {
         match msg {
             Msg::Gossip { req, msg } => {
-                let reply = self.membership.handle_message(msg, now);
+                let reply = self.membership.handle_message(from, msg, now);
                 self.reply(out, from, Msg::GossipReply { req, msg: reply }, false);
             }
             Msg::GossipReply { req, msg } => match self.pending.remove(&req) {
                 Some(Pending::Probe { target }) => {
+                    // Only the target answers for itself.
+                    let msg = msg.filter(|_| from == target);
                     let more = self.membership.probe_result(&target, msg, now);
                     self.run_actions(more, out);
                 }
                 Some(Pending::PushPull) => {
                     if let Some(m) = msg {
-                        self.membership.handle_push_pull_reply(m, now);
+                        self.membership.handle_push_pull_reply(from, m, now);
                     }
                 }
                 Some(Pending::IndirectHelper { origin, origin_req }) => self.reply(
@@ -701,7 +703,10 @@ impl SimNode {
             r: r.unwrap_or(q.r),
             w: q.w,
             dw: q.dw,
-            pr: 0,
+            // The harness's full read (r = n) must hear every primary: a
+            // fallback standing in for a replica it timed out on would not
+            // repair what only that replica holds.
+            pr: r.filter(|&r| r >= q.n).unwrap_or(0),
             pw: q.pw,
             conflict_mode: q.mode,
         }
@@ -885,12 +890,14 @@ impl SimNode {
         };
         let stamp = now.saturating_add_signed(self.clock_skew_ms);
         let mut object = self.disk.objects.get(&key).cloned().unwrap_or_default();
-        object.update(
-            &ctx,
-            &self.actor(),
-            Content::value(value, "application/json", stamp),
-            mode,
-        );
+        object
+            .update(
+                &ctx,
+                &self.actor(),
+                Content::value(value, "application/json", stamp),
+                mode,
+            )
+            .expect("update");
         if object.siblings().len() > MAX_SIBLINGS {
             return self.answer_write(to, Err(ClientError::definite("too_many_siblings")), out);
         }

@@ -699,6 +699,7 @@ impl World {
     }
 
     pub(crate) fn run(mut self) -> RunResult {
+        const REPAIR_PASSES: usize = 5;
         let formed = self.run_until(SETTLE_BOUND_MS, Self::formed);
         let start = self.now;
         let schedule = Schedule::random(&mut self.rng, &self.config);
@@ -722,8 +723,15 @@ impl World {
         // full read (r = n) repairs every key first.
         let q = self.config.quorum;
         if self.wiped || q.r + q.w <= q.n {
-            self.read_all(&[0], Some(q.n));
-            settled &= self.run_until(SETTLE_BOUND_MS, Self::quiet);
+            // The full read needs every primary (pr = n); one whose request
+            // was lost to the network's random loss is asked again.
+            for _ in 0..REPAIR_PASSES {
+                let reads = self.read_all(&[0], Some(q.n));
+                settled &= self.run_until(SETTLE_BOUND_MS, Self::quiet);
+                if reads.iter().all(|f| f.result.is_ok()) {
+                    break;
+                }
+            }
         }
         let everyone: Vec<usize> = (0..self.config.nodes).collect();
         let finals = self.read_all(&everyone, None);

@@ -42,6 +42,7 @@ fn a_suspected_node_refutes() {
         1,
     );
     m.handle_message(
+        "n2",
         GossipMsg::Ping {
             updates: vec![info(1, 10, Status::Suspect)],
         },
@@ -52,6 +53,7 @@ fn a_suspected_node_refutes() {
     // Old news about itself changes nothing.
     let v = m.version();
     m.handle_message(
+        "n2",
         GossipMsg::Ping {
             updates: vec![info(1, 3, Status::Down)],
         },
@@ -108,7 +110,8 @@ impl Sim {
             return None;
         }
         let now = self.now;
-        self.nodes[to].as_mut()?.handle_message(msg, now)
+        let sender = format!("n{from}");
+        self.nodes[to].as_mut()?.handle_message(&sender, msg, now)
     }
 
     fn step(&mut self) {
@@ -153,9 +156,10 @@ impl Sim {
                     }
                 }
                 Action::PushPull { addr, msg } => {
-                    if let Some(reply) = self.ping(i, Self::index(addr), msg) {
+                    let to = Self::index(addr);
+                    if let Some(reply) = self.ping(i, to, msg) {
                         if let Some(node) = self.nodes[i].as_mut() {
-                            node.handle_push_pull_reply(reply, now);
+                            node.handle_push_pull_reply(&format!("n{to}"), reply, now);
                         }
                     }
                 }
@@ -294,22 +298,152 @@ fn joining_needs_the_table_of_a_member() {
         members: vec![info(2, 5, Status::Joining)],
         from: Some("n2".into()),
     };
-    m.handle_push_pull_reply(joining_peer, 1);
+    m.handle_push_pull_reply("n2", joining_peer, 1);
     assert!(!m.has_joined());
     // ...nor a table that does not say who sent it...
     let anonymous = GossipMsg::PushPull {
         members: vec![info(3, 5, Status::Up)],
         from: None,
     };
-    m.handle_push_pull_reply(anonymous, 2);
+    m.handle_push_pull_reply("n3", anonymous, 2);
     assert!(!m.has_joined());
     // ...the table of a member does.
     let member = GossipMsg::PushPull {
         members: vec![info(3, 5, Status::Up), info(2, 5, Status::Joining)],
         from: Some("n3".into()),
     };
-    m.handle_push_pull_reply(member, 3);
+    m.handle_push_pull_reply("n3", member, 3);
     assert!(m.has_joined());
+}
+
+#[test]
+fn a_push_pull_reply_joins_only_on_its_senders_own_word() {
+    let me = info(1, 10, Status::Up);
+    let mut m = Membership::new(me, vec![addr(2)], GossipConfig::default(), 0, 1);
+    // n2 answers, claiming to be n3.
+    let claims = GossipMsg::PushPull {
+        members: vec![info(3, 5, Status::Up)],
+        from: Some("n3".into()),
+    };
+    m.handle_push_pull_reply("n2", claims, 1);
+    assert!(!m.has_joined());
+}
+
+fn member_of_three() -> Membership {
+    let mut m = Membership::new(
+        info(1, 10, Status::Up),
+        vec![],
+        GossipConfig::default(),
+        0,
+        1,
+    );
+    for i in [2, 3] {
+        m.handle_message(
+            &format!("n{i}"),
+            GossipMsg::Ping {
+                updates: vec![info(i, 5, Status::Up)],
+            },
+            1,
+        );
+    }
+    m
+}
+
+#[test]
+fn only_a_member_itself_may_move_or_revive_itself() {
+    let mut m = member_of_three();
+    let v = m.version();
+    // n2 announces that n3 moved, and that n3 is alive at a newer
+    // incarnation: both refused.
+    let mut moved = info(3, 6, Status::Up);
+    moved.peer_addr = addr(99);
+    let revived = info(3, 6, Status::Up);
+    let mut leaving = info(3, 5, Status::Leaving);
+    leaving.http_addr = addr(98);
+    for forged in [moved, revived, leaving] {
+        m.handle_message(
+            "n2",
+            GossipMsg::Ping {
+                updates: vec![forged],
+            },
+            2,
+        );
+    }
+    assert_eq!(m.get("n3"), Some(&info(3, 5, Status::Up)));
+    assert_eq!(m.refused(), 3);
+    assert_eq!(m.version(), v);
+    // n3 itself may.
+    let mut moved = info(3, 6, Status::Up);
+    moved.peer_addr = addr(99);
+    m.handle_message(
+        "n3",
+        GossipMsg::Ping {
+            updates: vec![moved.clone()],
+        },
+        3,
+    );
+    assert_eq!(m.get("n3"), Some(&moved));
+}
+
+#[test]
+fn a_suspicion_spreads_only_at_the_known_incarnation() {
+    let mut m = member_of_three();
+    // n2 suspects n3 at the incarnation n1 knows: taken, and passed on.
+    m.handle_message(
+        "n2",
+        GossipMsg::Ping {
+            updates: vec![info(3, 5, Status::Suspect)],
+        },
+        2,
+    );
+    assert_eq!(m.status("n3"), Some(Status::Suspect));
+    let ack = m.handle_message("n3", GossipMsg::Ping { updates: vec![] }, 3);
+    let Some(GossipMsg::Ack { updates }) = ack else {
+        panic!("an ack")
+    };
+    assert!(updates.contains(&info(3, 5, Status::Suspect)));
+    // At a forged incarnation (u64::MAX): refused, and nothing wraps.
+    let mut m = member_of_three();
+    m.handle_message(
+        "n2",
+        GossipMsg::Ping {
+            updates: vec![info(3, u64::MAX, Status::Down)],
+        },
+        2,
+    );
+    assert_eq!(m.get("n3"), Some(&info(3, 5, Status::Up)));
+    assert_eq!(m.refused(), 1);
+}
+
+#[test]
+fn an_accusation_at_u64_max_is_refuted_past_the_own_incarnation() {
+    let mut m = member_of_three();
+    m.handle_message(
+        "n2",
+        GossipMsg::Ping {
+            updates: vec![info(1, u64::MAX, Status::Down)],
+        },
+        2,
+    );
+    let me = m.get("n1").expect("self");
+    assert_eq!((me.status, me.incarnation), (Status::Up, 11));
+    // And a node whose own incarnation is already at the top neither
+    // wraps nor panics.
+    let mut top = Membership::new(
+        info(1, u64::MAX, Status::Up),
+        vec![],
+        GossipConfig::default(),
+        0,
+        1,
+    );
+    top.handle_message(
+        "n2",
+        GossipMsg::Ping {
+            updates: vec![info(1, u64::MAX, Status::Suspect)],
+        },
+        2,
+    );
+    assert_eq!(top.get("n1").map(|m| m.incarnation), Some(u64::MAX));
 }
 
 #[test]
