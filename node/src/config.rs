@@ -72,6 +72,10 @@ pub struct NodeConfig {
     /// Serve `PUT /v1/debug/faults` (dropped peer links, slow or failing
     /// disk, clock skew) for fault-tolerance tests. Never in production.
     pub fault_injection: bool,
+    /// Tests only, with `fault_injection`: keep the write-ahead log in the
+    /// process until a sync, so killing the node loses every unsynced
+    /// write, as a power loss would.
+    pub crash_test_lose_unsynced: bool,
 }
 
 /// Hinted handoff settings.
@@ -149,6 +153,7 @@ impl Default for NodeConfig {
             bucket_defaults: BucketProps::default(),
             buckets: BTreeMap::new(),
             fault_injection: false,
+            crash_test_lose_unsynced: false,
         }
     }
 }
@@ -286,6 +291,11 @@ impl NodeConfig {
         }
         if self.request_timeout_ms == 0 {
             return invalid("request_timeout_ms must be at least 1".into());
+        }
+        if self.crash_test_lose_unsynced && !self.fault_injection {
+            return invalid(
+                "crash_test_lose_unsynced is for tests and needs fault_injection = true".into(),
+            );
         }
         for (name, v) in [
             ("max_concurrent_requests", self.max_concurrent_requests),

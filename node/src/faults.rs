@@ -29,6 +29,9 @@ pub struct FaultState {
     pub disk_failing: bool,
     /// Shift of the wall clock that stamps writes (ms; lww buckets).
     pub clock_skew_ms: i64,
+    /// A planted bug, for proving the durability tests can fail: writes
+    /// that should be fsynced (`dw`) are not, and syncs do nothing.
+    pub skip_sync: bool,
 }
 
 /// What happens to one outgoing peer request.
@@ -106,6 +109,16 @@ impl Faults {
         }
         let s = self.state.read().unwrap_or_else(PoisonError::into_inner);
         (Duration::from_millis(s.disk_delay_ms), s.disk_failing)
+    }
+
+    /// Whether fsyncs are skipped (the planted bug above).
+    pub fn skip_sync(&self) -> bool {
+        self.enabled
+            && self
+                .state
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .skip_sync
     }
 
     /// Wall-clock ms as this node believes it is.

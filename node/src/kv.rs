@@ -295,11 +295,13 @@ impl Kv {
     /// Bucket properties with the request's overrides, capped to the ring.
     fn props(&self, bucket: &BucketName, q: &QuorumOverrides) -> Result<BucketProps, KvError> {
         let members = self.cluster.ring().members().len();
-        Ok(self
-            .config
-            .bucket_props(bucket)
-            .with_overrides(q)?
-            .for_ring(members))
+        // Options that do not fit the bucket are invalid whatever the
+        // cluster; options that fit it but not the cluster are a shortfall.
+        let props = self.config.bucket_props(bucket).with_overrides(q)?;
+        if let Some(short) = quorum::beyond_cluster(q, members) {
+            return Err(KvError::Unavailable(short));
+        }
+        Ok(props.for_ring(members))
     }
 
     /// The ranked nodes of a key: preference list first, then fallbacks.

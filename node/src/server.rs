@@ -117,7 +117,8 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let db_path = config.data_dir.join("db");
     let rocks = {
         let path = db_path.clone();
-        tokio::task::spawn_blocking(move || RocksEngine::open(&path))
+        let lose = config.crash_test_lose_unsynced;
+        tokio::task::spawn_blocking(move || RocksEngine::open_with(&path, lose))
             .await
             .map_err(|e| NodeError::Serve(std::io::Error::other(e.to_string())))??
     };

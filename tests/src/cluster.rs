@@ -168,6 +168,16 @@ impl TestCluster {
         bucket: &str,
         key: &str,
     ) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        let (_, prefs, fallbacks) = self.placement(bucket, key).await?;
+        Ok((prefs, fallbacks))
+    }
+
+    /// The partition, preference list and fallbacks of a key.
+    pub async fn placement(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> anyhow::Result<(u64, Vec<String>, Vec<String>)> {
         let a = self
             .client(0)
             .get_path(&format!("/v1/cluster/locate/{bucket}/{key}"))
@@ -182,7 +192,10 @@ impl TestCluster {
                 })
                 .unwrap_or_default()
         };
-        Ok((list("preference_list"), list("fallbacks")))
+        let partition = v["partition"]
+            .as_u64()
+            .ok_or_else(|| anyhow::anyhow!("no partition in {v}"))?;
+        Ok((partition, list("preference_list"), list("fallbacks")))
     }
 
     /// The live values node `i` holds itself for a key.

@@ -202,31 +202,6 @@ async fn own_actor(c: &TestCluster, i: usize) -> Actor {
     Actor::new(node, u64::from_str_radix(epoch, 16).expect("hex epoch"))
 }
 
-/// Where a key lives: its partition, preference list and first fallback.
-async fn placement(c: &TestCluster, key: &str) -> (u64, Vec<String>, Option<String>) {
-    let a = c
-        .client(0)
-        .get_path(&format!("/v1/cluster/locate/b/{key}"))
-        .await
-        .expect("locate");
-    let v: Value = serde_json::from_slice(&a.body).expect("json");
-    let names = |f: &str| -> Vec<String> {
-        v[f].as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let partition = v["partition"].as_u64().expect("partition");
-    (
-        partition,
-        names("preference_list"),
-        names("fallbacks").first().cloned(),
-    )
-}
-
 /// One hint its owner cannot accept used to stop every later hint to that
 /// owner, for good. A failing hint is now retried with backoff while the
 /// others keep flowing.
@@ -248,8 +223,8 @@ async fn one_hint_its_owner_refuses_does_not_wedge_the_others() {
     let mut by_holder: std::collections::BTreeMap<String, Vec<(u64, String)>> = Default::default();
     for i in 0..400 {
         let key = format!("h{i}");
-        let (partition, prefs, fallback) = placement(&c, &key).await;
-        if let (true, Some(f)) = (prefs.iter().any(|p| p == "n4"), fallback) {
+        let (partition, prefs, fallbacks) = c.placement("b", &key).await.expect("locate");
+        if let (true, Some(f)) = (prefs.iter().any(|p| p == "n4"), fallbacks.first().cloned()) {
             by_holder.entry(f).or_default().push((partition, key));
         }
     }
@@ -316,4 +291,154 @@ async fn one_hint_its_owner_refuses_does_not_wedge_the_others() {
     }
     // The refused hint is kept (not dropped), to be retried.
     assert!(c.hints_pending(holder).await.unwrap_or(0) >= 1);
+}
+
+/// How many of `keys` node 0 still holds.
+async fn held(c: &TestCluster, keys: &[String]) -> usize {
+    let mut n = 0;
+    for k in keys {
+        if c.client(0).get("b", k).await.expect("get").status == 200 {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Writes `keys` through node 0 with `query`, each acknowledged.
+async fn write_all(c: &TestCluster, keys: &[String], query: &str) {
+    for k in keys {
+        let r = c
+            .client(0)
+            .put("b", k, "v", None, query)
+            .await
+            .expect("put");
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+}
+
+/// A `dw` acknowledgement means the write-ahead log was fsynced. In crash
+/// mode a killed node loses every write not yet synced, as in a power loss
+/// (a plain kill -9 keeps the OS cache, so it cannot tell fsync from no
+/// fsync). There `dw=1` writes survive and writes without `dw` do not; and
+/// with the sync taken out of the `dw` path (a bug planted behind the fault
+/// switch) the same check loses `dw` writes: it can fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dw_writes_survive_a_crash_that_loses_unsynced_writes() {
+    let mut c = TestCluster::start_with(&quorra_bin!(), 1, |_, cfg| {
+        cfg.fault_injection = true;
+        cfg.crash_test_lose_unsynced = true;
+    })
+    .expect("cluster");
+    let keys = |p: &str| -> Vec<String> { (0..20).map(|i| format!("{p}{i}")).collect() };
+    let (durable, buffered, unsynced) = (keys("d"), keys("b"), keys("s"));
+
+    write_all(&c, &durable, "?dw=1").await;
+    write_all(&c, &buffered, "").await;
+    c.nodes[0].kill9();
+    c.nodes[0].restart().expect("restart");
+    assert_eq!(held(&c, &durable).await, 20, "every dw write survives");
+    let kept = held(&c, &buffered).await;
+    assert!(
+        kept < 20,
+        "the crash mode loses unsynced writes ({kept} of 20 kept)"
+    );
+
+    // The planted bug: dw writes are no longer synced.
+    let a = c
+        .client(0)
+        .put_json(
+            "/v1/debug/faults",
+            &serde_json::json!({ "skip_sync": true }),
+        )
+        .await
+        .expect("faults");
+    assert_eq!(a.status, 200, "{}", a.text());
+    write_all(&c, &unsynced, "?dw=1").await;
+    c.nodes[0].kill9();
+    c.nodes[0].restart().expect("restart");
+    let kept = held(&c, &unsynced).await;
+    assert!(
+        kept < 20,
+        "with the sync removed from the dw path, dw writes must be lost ({kept} of 20 kept)"
+    );
+}
+
+/// kv679 on real processes: a node that lost its unsynced writes in a
+/// crash never reuses their dots, so its next write (acknowledged with
+/// w=3, dw=3) is kept by the replicas that hold the lost one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_after_a_crash_that_lost_unsynced_writes_are_kept() {
+    let mut c = TestCluster::start_with(&quorra_bin!(), 3, |_, cfg| {
+        cfg.fault_injection = true;
+        cfg.crash_test_lose_unsynced = true;
+    })
+    .expect("cluster");
+    c.wait_converged(CONVERGE).await.expect("converged");
+    // n1 coordinates (every node is a replica of every key here).
+    let r = c
+        .client(0)
+        .put("b", "k679", "before", None, "?w=3")
+        .await
+        .expect("put");
+    assert_eq!(r.status, 204, "{}", r.text());
+    c.nodes[0].kill9();
+    c.nodes[0].restart().expect("restart");
+    c.wait_seen_as("n1", "up", CONVERGE).await.expect("n1 up");
+    assert!(
+        c.replica_values(0, "b", "k679").await.is_empty(),
+        "n1 lost the unsynced write"
+    );
+    let r = c
+        .client(0)
+        .put("b", "k679", "after", None, "?w=3&dw=3")
+        .await
+        .expect("put");
+    assert_eq!(r.status, 204, "{}", r.text());
+    for i in 1..3 {
+        assert_eq!(
+            c.replica_values(i, "b", "k679").await,
+            ["after", "before"],
+            "replica {i} kept both writes"
+        );
+    }
+}
+
+/// A request's explicit quorum past what the cluster can give is refused
+/// with the counts, never silently capped; capped bucket defaults show in
+/// `/v1/cluster/status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_quorums_past_the_cluster_are_refused_not_capped() {
+    let c = TestCluster::start(&quorra_bin!(), 2).expect("cluster");
+    c.wait_converged(CONVERGE).await.expect("converged");
+    for (what, answer) in [
+        ("w=3", c.client(0).put("b", "cap", "v", None, "?w=3").await),
+        (
+            "dw=3",
+            c.client(0).put("b", "cap", "v", None, "?dw=3").await,
+        ),
+        ("r=3", c.client(0).get_path("/v1/kv/b/cap?r=3").await),
+    ] {
+        let a = answer.expect("answer");
+        assert_eq!(
+            (a.status, a.error_code().as_deref()),
+            (503, Some("quorum_unavailable")),
+            "{what} on two nodes: {}",
+            a.text()
+        );
+    }
+    assert_eq!(c.client(0).get("b", "cap").await.expect("get").status, 404);
+    let r = c
+        .client(0)
+        .put("b", "cap", "v", None, "")
+        .await
+        .expect("put");
+    assert_eq!(r.status, 204, "defaults are capped: {}", r.text());
+    let s = c
+        .client(0)
+        .get_path("/v1/cluster/status")
+        .await
+        .expect("status");
+    let v: Value = serde_json::from_slice(&s.body).expect("json");
+    assert_eq!(v["bucket_defaults"]["capped"], true, "{v}");
+    assert_eq!(v["bucket_defaults"]["effective"]["n_val"], 2, "{v}");
 }

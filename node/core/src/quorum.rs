@@ -121,6 +121,33 @@ pub struct Shortfall {
     pub asked: u8,
 }
 
+/// A request whose explicit quorum options ask for more replicas than a
+/// cluster of `members` nodes has: refused as a shortfall before anything
+/// is sent, never silently capped. (Bucket defaults are capped instead:
+/// see [`crate::bucket::BucketProps::for_ring`].)
+pub fn beyond_cluster(q: &crate::bucket::QuorumOverrides, members: usize) -> Option<Shortfall> {
+    let members = u8::try_from(members).unwrap_or(u8::MAX);
+    let explicit = [q.r, q.w, q.dw, q.pr, q.pw];
+    if !explicit.iter().flatten().any(|&v| v > members) {
+        return None;
+    }
+    let total =
+        q.r.unwrap_or(0)
+            .max(q.w.unwrap_or(0))
+            .max(q.dw.unwrap_or(0));
+    Some(Shortfall {
+        needs: Needs {
+            total: total.max(q.pr.unwrap_or(0)).max(q.pw.unwrap_or(0)),
+            durable: q.dw.unwrap_or(0),
+            primary: q.pr.unwrap_or(0).max(q.pw.unwrap_or(0)),
+        },
+        got: 0,
+        durable: 0,
+        primary: 0,
+        asked: members,
+    })
+}
+
 impl fmt::Display for Shortfall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -228,6 +255,28 @@ impl Tracker {
     /// Replies still outstanding.
     pub fn pending(&self) -> u8 {
         self.pending
+    }
+}
+
+#[cfg(test)]
+mod capacity_tests {
+    use super::*;
+    use crate::bucket::QuorumOverrides;
+
+    #[test]
+    fn explicit_quorums_past_the_cluster_are_refused_not_capped() {
+        let q = |w, dw| QuorumOverrides {
+            w,
+            dw,
+            ..QuorumOverrides::default()
+        };
+        assert_eq!(beyond_cluster(&q(Some(2), None), 2), None);
+        assert_eq!(beyond_cluster(&QuorumOverrides::default(), 1), None);
+        let s = beyond_cluster(&q(Some(3), Some(3)), 2).expect("refused");
+        assert_eq!(
+            (s.needs.total, s.needs.durable, s.asked, s.got),
+            (3, 3, 2, 0)
+        );
     }
 }
 

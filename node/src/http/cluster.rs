@@ -93,6 +93,10 @@ pub(super) async fn status(State(state): State<AppState>) -> Response {
         Err(e) => return ApiError::new(ErrorCode::Internal, e.to_string()).into_response(),
     };
     let cluster = state.kv.cluster();
+    let effective = state
+        .config
+        .bucket_defaults
+        .for_ring(cluster.ring().members().len());
     let down: Vec<String> = cluster
         .members()
         .into_iter()
@@ -111,6 +115,13 @@ pub(super) async fn status(State(state): State<AppState>) -> Response {
             .map(|(owner, c)| (owner.clone(), c.0))
             .collect::<std::collections::BTreeMap<_, _>>(),
         "corrupt_objects_found": state.kv.store().corruptions(),
+        // A cluster smaller than n_val caps the bucket defaults (an explicit
+        // request option past the cluster is refused instead).
+        "bucket_defaults": {
+            "configured": state.config.bucket_defaults,
+            "effective": effective,
+            "capped": effective != state.config.bucket_defaults,
+        },
     }))
     .into_response()
 }

@@ -56,38 +56,21 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
                 .await?;
             Ok(read_response(&bucket, object, ctx))
         }
-        Method::PUT | Method::POST => {
+        Method::PUT | Method::POST | Method::DELETE => {
             let ctx = context(req.headers())?;
-            let content_type = content_type(req.headers())?;
-            let meta = user_meta(req.headers())?;
-            let value = read_body(req.into_body(), limits.max_value_bytes).await?;
-            let mut content = Content::value(value, content_type, 0);
-            content.meta = meta;
+            let op = if req.method() == Method::DELETE {
+                Operation::Delete
+            } else {
+                let content_type = content_type(req.headers())?;
+                let meta = user_meta(req.headers())?;
+                let value = read_body(req.into_body(), limits.max_value_bytes).await?;
+                let mut content = Content::value(value, content_type, 0);
+                content.meta = meta;
+                Operation::Put(content)
+            };
             let (_, ctx) = state
                 .kv
-                .client_write(
-                    &http_principal(),
-                    bucket,
-                    key,
-                    ctx.as_deref(),
-                    Operation::Put(content),
-                    quorum,
-                )
-                .await?;
-            Ok(no_content(ctx))
-        }
-        Method::DELETE => {
-            let ctx = context(req.headers())?;
-            let (_, ctx) = state
-                .kv
-                .client_write(
-                    &http_principal(),
-                    bucket,
-                    key,
-                    ctx.as_deref(),
-                    Operation::Delete,
-                    quorum,
-                )
+                .client_write(&http_principal(), bucket, key, ctx.as_deref(), op, quorum)
                 .await?;
             Ok(no_content(ctx))
         }

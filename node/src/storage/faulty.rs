@@ -42,6 +42,11 @@ impl Engine for FaultyEngine {
 
     fn write(&self, ops: Vec<WriteOp>, durability: Durability) -> Result<(), EngineError> {
         self.check()?;
+        let durability = if self.faults.skip_sync() {
+            Durability::Buffered
+        } else {
+            durability
+        };
         self.inner.write(ops, durability)
     }
 
@@ -57,6 +62,9 @@ impl Engine for FaultyEngine {
 
     fn sync(&self) -> Result<(), EngineError> {
         self.check()?;
+        if self.faults.skip_sync() {
+            return Ok(());
+        }
         self.inner.sync()
     }
 }

@@ -16,6 +16,10 @@ use super::{Durability, Engine, EngineError, Space, WriteOp};
 /// A RocksDB database with the column families `objects`, `hints` and `meta`.
 pub struct RocksEngine {
     db: DB,
+    /// Crash-test mode: the write-ahead log is buffered in the process and
+    /// written only by a sync, so killing the process loses every write not
+    /// yet synced, as a power loss does (a plain kill keeps the OS cache).
+    lose_unsynced: bool,
 }
 
 impl std::fmt::Debug for RocksEngine {
@@ -33,6 +37,12 @@ fn rocks(e: rocksdb::Error) -> EngineError {
 impl RocksEngine {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, EngineError> {
+        Self::open_with(path, false)
+    }
+
+    /// Opens the database, in crash-test mode when `lose_unsynced` (tests
+    /// only: see [`RocksEngine`]).
+    pub fn open_with(path: &Path, lose_unsynced: bool) -> Result<Self, EngineError> {
         let open_err = |reason: String| EngineError::Open {
             path: path.display().to_string(),
             reason,
@@ -43,6 +53,7 @@ impl RocksEngine {
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(4);
+        opts.set_manual_wal_flush(lose_unsynced);
         let cfs = Space::ALL.iter().map(|s| {
             let mut cf = Options::default();
             cf.set_compression_type(DBCompressionType::Lz4);
@@ -50,7 +61,7 @@ impl RocksEngine {
         });
         let db =
             DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| open_err(e.into_string()))?;
-        Ok(Self { db })
+        Ok(Self { db, lose_unsynced })
     }
 
     fn cf(&self, space: Space) -> Result<&ColumnFamily, EngineError> {
@@ -73,8 +84,18 @@ impl Engine for RocksEngine {
                 WriteOp::Delete { space, key } => batch.delete_cf(self.cf(space)?, key),
             }
         }
+        let sync = durability == Durability::Fsync;
         let mut wo = WriteOptions::default();
-        wo.set_sync(durability == Durability::Fsync);
+        if self.lose_unsynced {
+            // The log stays in the process until a sync writes it out.
+            self.db.write_opt(batch, &wo).map_err(rocks)?;
+            return if sync {
+                self.db.flush_wal(true).map_err(rocks)
+            } else {
+                Ok(())
+            };
+        }
+        wo.set_sync(sync);
         self.db.write_opt(batch, &wo).map_err(rocks)
     }
 
