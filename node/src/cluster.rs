@@ -54,6 +54,39 @@ fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Member tables waiting to be saved, with their membership version.
+type SaveQueue = std::sync::mpsc::Sender<(u64, Vec<MemberInfo>)>;
+
+/// The thread that writes member tables to `path`: the newest first (an
+/// older table never replaces a newer one), each durably. It ends when the
+/// cluster view is dropped.
+fn spawn_saver(path: std::path::PathBuf) -> SaveQueue {
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, Vec<MemberInfo>)>();
+    std::thread::spawn(move || {
+        let mut saved = 0;
+        while let Ok(mut next) = rx.recv() {
+            // Only the newest of what queued up meanwhile is worth writing.
+            while let Ok(newer) = rx.try_recv() {
+                if newer.0 > next.0 {
+                    next = newer;
+                }
+            }
+            let (version, records) = next;
+            if version <= saved {
+                continue;
+            }
+            let result = serde_json::to_vec(&records)
+                .map_err(std::io::Error::other)
+                .and_then(|b| write_durably(&path, &b));
+            match result {
+                Ok(()) => saved = version,
+                Err(e) => tracing::warn!("cannot save the member table: {e}"),
+            }
+        }
+    });
+    tx
+}
+
 /// Membership, ring and transport of one node.
 pub struct Cluster {
     me: String,
@@ -65,9 +98,9 @@ pub struct Cluster {
     /// The incarnation each peer had when this node last connected to it.
     incarnations: Mutex<HashMap<String, u64>>,
     faults: Arc<Faults>,
-    /// The membership version last saved to disk (saves are serialised, and
-    /// an older table never replaces a newer one).
-    saved_version: Mutex<u64>,
+    /// Member tables to save, handed to a thread of their own so that the
+    /// fsyncs stay off the async path (none for a node running alone).
+    saver: Option<SaveQueue>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -121,6 +154,9 @@ impl Cluster {
             Membership::new(me, seeds, config.gossip, 0, boot ^ 0x9e37_79b9_7f4a_7c15);
         membership.restore(saved, 0);
         let ring = Ring::build(&membership.ring_members(), config.partitions, config.tokens);
+        let saver = transport
+            .is_some()
+            .then(|| spawn_saver(config.data_dir.join(MEMBERS_FILE)));
         Arc::new(Self {
             me: config.node_id.clone(),
             config,
@@ -130,7 +166,7 @@ impl Cluster {
             started: Instant::now(),
             incarnations: Mutex::new(HashMap::new()),
             faults,
-            saved_version: Mutex::new(0),
+            saver,
         })
     }
 
@@ -213,26 +249,11 @@ impl Cluster {
         }
     }
 
-    /// Saves the member table in the data dir (best effort), for the next
-    /// run: see [`Membership::restore`].
+    /// Saves the member table in the data dir (best effort, in the
+    /// background), for the next run: see [`Membership::restore`].
     fn save_members(&self, version: u64, records: &[MemberInfo]) {
-        if self.transport.is_none() {
-            return;
-        }
-        let mut saved = self
-            .saved_version
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if version <= *saved {
-            return;
-        }
-        let path = self.config.data_dir.join(MEMBERS_FILE);
-        let result = serde_json::to_vec(records)
-            .map_err(std::io::Error::other)
-            .and_then(|b| write_durably(&path, &b));
-        match result {
-            Ok(()) => *saved = version,
-            Err(e) => tracing::warn!("cannot save the member table: {e}"),
+        if let Some(saver) = &self.saver {
+            let _ = saver.send((version, records.to_vec()));
         }
     }
 

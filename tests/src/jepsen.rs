@@ -1,7 +1,8 @@
 //! Jepsen-style workloads against real nodes: each client is bound to one
 //! node and runs, over HTTP, the set workload (read the key's JSON set,
 //! merge the siblings, add an element, write back with the context) and the
-//! register workload (read, write a fresh value with the context). Every
+//! register workload (read, write a fresh value with the context, or now and
+//! then delete with it). Every
 //! operation lands in a [`History`] that `quorra_sim::check` judges after the
 //! faults heal: the same checker the simulator uses.
 
@@ -52,13 +53,14 @@ pub async fn run_clients(
                 n += 1;
                 let unique = (c as u64 + 1) * 1_000_000 + n;
                 let register = rng.below(2) == 1;
+                let delete = register && rng.below(8) == 0;
                 let k = rng.below(keys as u64);
                 let key = if register {
                     format!("reg-{k}")
                 } else {
                     format!("set-{k}")
                 };
-                let op = one_op(&http, c, key, register, unique, t0).await;
+                let op = one_op(&http, c, key, register, delete, unique, t0).await;
                 if op.outcome != Outcome::Ok {
                     // Pace a client whose node is down or cut off, as a
                     // real one would back off, instead of spinning.
@@ -99,6 +101,7 @@ async fn one_op(
     client: usize,
     key: String,
     register: bool,
+    delete: bool,
     unique: u64,
     t0: Instant,
 ) -> Op {
@@ -130,6 +133,13 @@ async fn one_op(
         return done(kind_with(Vec::new()), Outcome::Fail);
     };
     let observed: Vec<u64> = seen.iter().flatten().flatten().copied().collect();
+    // Deletes only with the context of a read that saw something: a blind
+    // delete removes what the node's own quorum read sees, which the
+    // history could not account for.
+    if delete && read.context.is_some() && !observed.is_empty() {
+        let outcome = outcome_of(http.delete(BUCKET, &key, read.context.as_deref()).await);
+        return done(OpKind::RegDelete { observed }, outcome);
+    }
     let value = if register {
         encode(&BTreeSet::from([unique]))
     } else {
@@ -137,10 +147,16 @@ async fn one_op(
         set.insert(unique);
         encode(&set)
     };
-    let outcome = match http
-        .put(BUCKET, &key, value, read.context.as_deref(), "")
-        .await
-    {
+    let outcome = outcome_of(
+        http.put(BUCKET, &key, value, read.context.as_deref(), "")
+            .await,
+    );
+    done(kind_with(observed), outcome)
+}
+
+/// What a write's answer says about whether it took effect.
+fn outcome_of(answer: anyhow::Result<Answer>) -> Outcome {
+    match answer {
         Ok(a) if a.status == 200 || a.status == 204 => Outcome::Ok,
         // Refused before anything was stored (bad request, sibling limit).
         Ok(a) if (400..500).contains(&a.status) => Outcome::Fail,
@@ -157,8 +173,7 @@ async fn one_op(
                 Outcome::Unknown
             }
         }
-    };
-    done(kind_with(observed), outcome)
+    }
 }
 
 /// Reads every key through every node (with `r`, or the bucket's default).

@@ -107,6 +107,11 @@ struct KeyOps {
     /// Register writes: value → values it observed (for writes whose read
     /// succeeded).
     observed: BTreeMap<u64, Vec<u64>>,
+    /// Values that deletes which may have taken effect had read: a delete
+    /// with that context removes them legitimately.
+    deleted: BTreeSet<u64>,
+    /// Values deletes read (whatever their outcome): someone wrote them.
+    delete_observed: Vec<u64>,
     register: bool,
 }
 
@@ -131,11 +136,18 @@ pub fn check(history: &History, finals: &[FinalRead]) -> Report {
                 k.attempted.insert(*value, op.outcome);
                 k.observed.insert(*value, observed.clone());
             }
+            OpKind::RegDelete { observed } => {
+                k.register = true;
+                k.delete_observed.extend(observed.iter().copied());
+                if op.outcome != Outcome::Fail {
+                    k.deleted.extend(observed.iter().copied());
+                }
+            }
         }
     }
     // What writes observed must have been written by someone.
     for (key, k) in &keys {
-        for v in k.observed.values().flatten() {
+        for v in k.observed.values().flatten().chain(&k.delete_observed) {
             if !k.attempted.contains_key(v) {
                 report.unexpected.insert((key.to_string(), *v));
             }
@@ -174,7 +186,8 @@ pub fn check(history: &History, finals: &[FinalRead]) -> Report {
             }
         }
         let accounted = if k.register {
-            supersession_closure(&present, &k.observed)
+            let roots: BTreeSet<u64> = present.union(&k.deleted).copied().collect();
+            supersession_closure(&roots, &k.observed)
         } else {
             present
         };
@@ -275,6 +288,39 @@ mod tests {
         assert_eq!(r.recovered, BTreeSet::from([("s".to_string(), 3)]));
         let ok = check(&h, &[final_read("s", vec![vec![1], vec![2, 3]])]);
         assert!(ok.valid(), "{ok}");
+    }
+
+    #[test]
+    fn a_register_value_may_vanish_by_a_delete_that_read_it_and_no_other() {
+        let mut h = History::default();
+        let w = |value, observed: Vec<u64>, at| {
+            op("r", OpKind::RegWrite { value, observed }, Outcome::Ok, at)
+        };
+        h.push(w(1, vec![], 0));
+        h.push(w(2, vec![], 5)); // a concurrent sibling the delete did not read
+        h.push(op(
+            "r",
+            OpKind::RegDelete { observed: vec![1] },
+            Outcome::Ok,
+            10,
+        ));
+        // 1 deleted with a context that saw it: accounted; 2 must remain.
+        assert!(check(&h, &[final_read("r", vec![vec![2]])]).valid());
+        let r = check(&h, &[final_read("r", vec![])]);
+        assert_eq!(r.lost_values(), BTreeSet::from([("r", 2)]));
+        // A refused delete removes nothing.
+        let mut h = History::default();
+        h.push(w(1, vec![], 0));
+        h.push(op(
+            "r",
+            OpKind::RegDelete { observed: vec![1] },
+            Outcome::Fail,
+            10,
+        ));
+        assert_eq!(
+            check(&h, &[final_read("r", vec![])]).lost_values(),
+            BTreeSet::from([("r", 1)])
+        );
     }
 
     #[test]

@@ -36,6 +36,12 @@ pub enum OpKind {
         /// Values the read saw.
         observed: Vec<u64>,
     },
+    /// Register workload: read the key, delete it with the context read.
+    /// The delete supersedes every value the read returned, and only those.
+    RegDelete {
+        /// Values the read saw.
+        observed: Vec<u64>,
+    },
 }
 
 /// One operation of one client.
