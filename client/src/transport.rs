@@ -250,6 +250,13 @@ impl Transport {
 
 async fn serve_connection(conn: quinn::Connection, handler: Handler, max_frame: usize) {
     let peer = peer_principal(&conn);
+    if peer.role.is_none() {
+        // A CA certificate with no Quorra role may do nothing: do not let it
+        // hold streams and frame buffers either.
+        tracing::warn!(%peer, "connection refused: the certificate has no Quorra role");
+        conn.close(2u32.into(), b"certificate has no quorra role");
+        return;
+    }
     loop {
         let (mut send, mut recv) = match conn.accept_bi().await {
             Ok(s) => s,

@@ -301,7 +301,19 @@ impl Cluster {
                 reason: format!("no peer address known for node {id}"),
             });
         };
-        self.request(transport, addr, req, timeout).await
+        // Only `id`'s own certificate answers for `id`: a record with a
+        // wrong address cannot redirect its replica traffic elsewhere.
+        match self.request_from(transport, addr, req, timeout).await? {
+            (Some(peer), answer) if peer == id => Ok(answer),
+            (peer, _) => Err(NetError::Request {
+                addr,
+                reason: format!(
+                    "answered by {}, not by node {id}",
+                    peer.as_deref()
+                        .unwrap_or("a certificate that is not a node's")
+                ),
+            }),
+        }
     }
 
     /// Every peer request goes out here, through the injected faults (none

@@ -92,8 +92,10 @@ pub struct HandoffConfig {
     /// Most bytes of hints kept; past it new hints are dropped as above.
     pub max_hint_bytes: u64,
     /// Hints older than this (ms since first taken) are dropped, counted in
-    /// `quorra_hints_expired_total`, and left to read repair and
-    /// anti-entropy (Cassandra's max hint window).
+    /// `quorra_hints_expired_total`, and left to read repair (Cassandra's
+    /// max hint window). 0, the default, keeps them until delivered: until
+    /// anti-entropy exists, a dropped hint can be the only copy of an
+    /// acknowledged write held by fallbacks.
     pub max_hint_age_ms: u64,
 }
 
@@ -104,7 +106,7 @@ impl Default for HandoffConfig {
             rate_per_second: 500,
             max_hints: 1_000_000,
             max_hint_bytes: 4 * 1024 * 1024 * 1024,
-            max_hint_age_ms: 3 * 60 * 60 * 1000,
+            max_hint_age_ms: 0,
         }
     }
 }

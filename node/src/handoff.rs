@@ -111,7 +111,7 @@ async fn round(kv: &Kv, mut budget: usize, backoff: &mut Backoff) -> usize {
             }
         };
         for hint in hints {
-            if now_ms().saturating_sub(hint.created_ms) > max_age {
+            if max_age > 0 && now_ms().saturating_sub(hint.created_ms) > max_age {
                 if delete(kv, &hint).await {
                     metrics::counter!("quorra_hints_expired_total").increment(1);
                     tracing::warn!(owner, "hint older than handoff.max_hint_age_ms dropped");

@@ -724,6 +724,16 @@ impl Kv {
                 message: denied.to_string(),
             };
         }
+        // Failure detection is never refused for load: a busy node that
+        // stopped answering probes would be declared down, and its traffic
+        // would pile onto others as hints.
+        let req = match req {
+            PeerRequest::Gossip(msg) => return self.cluster.handle_gossip(&from.name, msg),
+            PeerRequest::IndirectPing { target } => {
+                return self.cluster.indirect_ping(target).await
+            }
+            other => other,
+        };
         let permits = match access {
             Access::Client => &self.limits.clients,
             _ => &self.limits.peers,
@@ -781,11 +791,8 @@ impl Kv {
                     members: self.cluster.members(),
                 }
             }
-            // Past the check above, `from` is a node: its name is its id.
-            PeerRequest::Gossip(msg) => return self.cluster.handle_gossip(&from.name, msg),
-            PeerRequest::IndirectPing { target } => {
-                return self.cluster.indirect_ping(target).await
-            }
+            // Answered above, before the permits.
+            PeerRequest::Gossip(_) | PeerRequest::IndirectPing { .. } => return PeerResponse::Ok,
             PeerRequest::ReplicaGet {
                 bucket,
                 key,

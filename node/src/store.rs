@@ -189,6 +189,9 @@ pub struct ObjectStore {
     corruptions: AtomicU64,
     hints_held: AtomicU64,
     hint_bytes: AtomicU64,
+    /// Held while a hint is checked against the budget and stored, so racing
+    /// writers of different keys cannot overshoot it together.
+    hint_budget: Mutex<()>,
     limits: Limits,
 }
 
@@ -268,6 +271,7 @@ impl ObjectStore {
             corruptions: AtomicU64::new(0),
             hints_held: AtomicU64::new(0),
             hint_bytes: AtomicU64::new(0),
+            hint_budget: Mutex::new(()),
             limits: Limits::default(),
         };
         if clean {
@@ -351,6 +355,9 @@ impl ObjectStore {
 
     /// Reads an object. A corrupt record reads as missing.
     pub fn get(&self, bucket: &BucketName, key: &Key) -> Result<Option<Object>, StoreError> {
+        // Under the key's lock: a corrupt record found here is moved aside,
+        // which must not race a write of the same key.
+        let _guard = self.lock(bucket, key);
         Ok(self.read(bucket, key)?.object())
     }
 
@@ -635,6 +642,10 @@ impl ObjectStore {
                 limit: self.limits.object_limit(),
             });
         }
+        let _budget = self
+            .hint_budget
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let held = self.hints_held.load(Ordering::Relaxed);
         let bytes = self.hint_bytes.load(Ordering::Relaxed);
         let new_bytes = bytes
@@ -647,7 +658,14 @@ impl ObjectStore {
         if existing.is_none() {
             self.hints_held.fetch_add(1, Ordering::Relaxed);
         }
-        self.hint_bytes.store(new_bytes, Ordering::Relaxed);
+        // Deltas, not a store: writers of other keys update it concurrently.
+        self.hint_bytes
+            .fetch_add(raw.len() as u64, Ordering::Relaxed);
+        let _ = self
+            .hint_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(old_len))
+            });
         Ok(())
     }
 

@@ -240,6 +240,11 @@ pub struct Membership {
     version: u64,
     /// Records refused because their sender may not say them.
     refused: u64,
+    /// Members whose record we hold came from the member itself (or from
+    /// a suspicion of that record). A record learned second-hand (an
+    /// introduction) is replaced by the member's own word whatever its
+    /// incarnation, so a forged introduction cannot pin a member.
+    firsthand: std::collections::BTreeSet<String>,
 }
 
 impl Membership {
@@ -274,6 +279,7 @@ impl Membership {
             rng: seed | 1,
             version: 1,
             refused: 0,
+            firsthand: std::collections::BTreeSet::new(),
         };
         m.enqueue(me);
         m
@@ -411,10 +417,16 @@ impl Membership {
             self.refused += 1;
             return false;
         }
+        let own_word = from == Source::Peer(&info.id);
         let changed = match self.members.get(&info.id) {
+            // The member's own word replaces what others said of it.
+            Some(old) if own_word && !self.firsthand.contains(&info.id) => *old != info,
             Some(old) => info.supersedes(old),
             None => true,
         };
+        if own_word && (changed || self.members.get(&info.id) == Some(&info)) {
+            self.firsthand.insert(info.id.clone());
+        }
         if changed {
             if info.status == Status::Suspect {
                 self.suspect_since.entry(info.id.clone()).or_insert(now);

@@ -465,3 +465,43 @@ fn a_restored_table_counts_only_if_saved_as_a_member() {
     m.restore(saved_member, 0);
     assert!(m.has_joined());
 }
+
+#[test]
+fn a_forged_introduction_cannot_pin_a_member() {
+    // n2 introduces n3, unknown to n1, at the top of the incarnation range
+    // and at a wrong address; n3's own word replaces it.
+    let mut m = Membership::new(
+        info(1, 10, Status::Up),
+        vec![],
+        GossipConfig::default(),
+        0,
+        1,
+    );
+    let mut forged = info(3, u64::MAX, Status::Down);
+    forged.peer_addr = addr(99);
+    m.handle_message(
+        "n2",
+        GossipMsg::Ping {
+            updates: vec![forged],
+        },
+        1,
+    );
+    assert_eq!(m.get("n3").map(|r| r.incarnation), Some(u64::MAX));
+    m.handle_message(
+        "n3",
+        GossipMsg::Ping {
+            updates: vec![info(3, 5, Status::Up)],
+        },
+        2,
+    );
+    assert_eq!(m.get("n3"), Some(&info(3, 5, Status::Up)));
+    // From then on the usual rules hold: older news from n3 itself is old.
+    m.handle_message(
+        "n3",
+        GossipMsg::Ping {
+            updates: vec![info(3, 4, Status::Up)],
+        },
+        3,
+    );
+    assert_eq!(m.get("n3"), Some(&info(3, 5, Status::Up)));
+}
