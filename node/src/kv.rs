@@ -90,6 +90,9 @@ pub enum KvError {
     /// A name or value is refused by the limits.
     #[error(transparent)]
     Invalid(#[from] NameError),
+    /// No room for the work a request starts, within its timeout.
+    #[error("this node has too much replication and repair in flight; retry shortly")]
+    Busy,
 }
 
 impl KvError {
@@ -105,6 +108,7 @@ impl KvError {
             Self::Forbidden(d) => d.code(),
             Self::Context(e) => e.code(),
             Self::Invalid(e) => e.code,
+            Self::Busy => ErrorCode::Overloaded,
             Self::Quorum(_) => ErrorCode::InvalidParameter,
             Self::Unavailable(_) | Self::NoCoordinator(_) | Self::NotJoined => {
                 ErrorCode::QuorumUnavailable
@@ -190,9 +194,14 @@ impl Kv {
             Ok(p) => Ok(p),
             Err(_) => {
                 metrics::counter!("quorra_background_full_total").increment(1);
-                sem.acquire_owned()
-                    .await
-                    .map_err(|_| KvError::Task("background permits closed".into()))
+                // Waiting for room is bounded by the request timeout, on
+                // every path (HTTP has its own; QUIC requests have this).
+                match tokio::time::timeout(self.config.request_timeout(), sem.acquire_owned()).await
+                {
+                    Ok(Ok(p)) => Ok(p),
+                    Ok(Err(_)) => Err(KvError::Task("background permits closed".into())),
+                    Err(_) => Err(KvError::Busy),
+                }
             }
         }
     }
