@@ -94,6 +94,10 @@ async fn round(kv: &Kv, mut budget: usize, backoff: &mut Backoff) -> usize {
             continue;
         }
         let reachable = cluster.is_reachable(&owner);
+        // An unreachable owner's hints are read only to expire them.
+        if !reachable && max_age == 0 {
+            continue;
+        }
         let store = kv.store().clone();
         let o = owner.clone();
         // Hints waiting out a backoff are skipped, not counted against the

@@ -142,7 +142,7 @@ pub struct Kv {
     config: Arc<NodeConfig>,
     cluster: Arc<Cluster>,
     context_key: ContextKey,
-    limits: Arc<Permits>,
+    permits: Arc<Permits>,
 }
 
 /// The bounds on work in flight.
@@ -168,7 +168,7 @@ impl Kv {
         cluster: Arc<Cluster>,
         context_key: ContextKey,
     ) -> Self {
-        let limits = Arc::new(Permits {
+        let permits = Arc::new(Permits {
             clients: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             peers: Arc::new(Semaphore::new(config.max_concurrent_peer_requests)),
             background: Arc::new(Semaphore::new(config.max_background_tasks)),
@@ -178,18 +178,18 @@ impl Kv {
             config,
             cluster,
             context_key,
-            limits,
+            permits,
         }
     }
 
     /// Permits for client requests in flight (HTTP and QUIC share them).
     pub fn client_permits(&self) -> &Arc<Semaphore> {
-        &self.limits.clients
+        &self.permits.clients
     }
 
     /// A permit for background work, waiting for one if need be.
     async fn background_permit(&self) -> Result<OwnedSemaphorePermit, KvError> {
-        let sem = self.limits.background.clone();
+        let sem = self.permits.background.clone();
         match sem.clone().try_acquire_owned() {
             Ok(p) => Ok(p),
             Err(_) => {
@@ -744,8 +744,8 @@ impl Kv {
             other => other,
         };
         let permits = match access {
-            Access::Client => &self.limits.clients,
-            _ => &self.limits.peers,
+            Access::Client => &self.permits.clients,
+            _ => &self.permits.peers,
         };
         let Ok(_permit) = permits.clone().try_acquire_owned() else {
             metrics::counter!("quorra_overloaded_total", "from" => if access == Access::Client { "client" } else { "peer" }).increment(1);

@@ -191,7 +191,6 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let app = http::router(state);
     let node_id = config.node_id.clone();
     let closing = store.clone();
-    drop(engine);
     let task = tokio::spawn(async move {
         let upkeep = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));

@@ -611,7 +611,7 @@ impl ObjectStore {
     }
 
     /// Keeps `incoming` for `owner`, merged with what is already held. The
-    /// budget is checked under the key's lock, so racing writers cannot
+    /// budget is checked and reserved under one lock, so racing writers cannot
     /// overshoot it; past it the hint is refused with `HintBudgetFull`.
     #[allow(clippy::too_many_arguments)]
     pub fn store_hint(

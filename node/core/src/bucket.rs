@@ -103,9 +103,8 @@ impl Limits {
     /// Checks a bucket and key decoded from the wire against these limits
     /// (one validation for HTTP, client and peer requests).
     pub fn check_names(&self, bucket: &BucketName, key: &Key) -> Result<(), NameError> {
-        BucketName::parse(bucket.as_str(), self)?;
-        Key::parse(key.as_bytes().to_vec(), self)?;
-        Ok(())
+        BucketName::check(bucket.as_str(), self)?;
+        Key::check(key.as_bytes(), self)
     }
 
     /// Checks the limits are usable.
@@ -223,6 +222,12 @@ impl<'de> Deserialize<'de> for BucketName {
 impl BucketName {
     /// Validates a bucket name against the limits.
     pub fn parse(raw: &str, limits: &Limits) -> Result<Self, NameError> {
+        Self::check(raw, limits)?;
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// What [`Self::parse`] checks, without taking the name.
+    pub fn check(raw: &str, limits: &Limits) -> Result<(), NameError> {
         if raw.len() > limits.max_bucket_bytes {
             return Err(NameError {
                 code: ErrorCode::BucketTooLong,
@@ -243,7 +248,7 @@ impl BucketName {
                 message: "bucket names are 1 or more characters of A-Z a-z 0-9 _ . -".into(),
             });
         }
-        Ok(Self(raw.to_owned()))
+        Ok(())
     }
 
     /// The name.
@@ -274,6 +279,12 @@ impl<'de> Deserialize<'de> for Key {
 impl Key {
     /// Validates a key against the limits.
     pub fn parse(raw: Vec<u8>, limits: &Limits) -> Result<Self, NameError> {
+        Self::check(&raw, limits)?;
+        Ok(Self(raw))
+    }
+
+    /// What [`Self::parse`] checks, without taking the key.
+    pub fn check(raw: &[u8], limits: &Limits) -> Result<(), NameError> {
         if raw.is_empty() {
             return Err(NameError {
                 code: ErrorCode::InvalidKey,
@@ -290,7 +301,7 @@ impl Key {
                 ),
             });
         }
-        Ok(Self(raw))
+        Ok(())
     }
 
     /// The key's bytes.
