@@ -2,7 +2,15 @@
 # Quick start, command two: build Quorra and run the whole test suite (unit,
 # property and cross-process integration tests on loopback), plus the format
 # and lint checks CI holds every change to. Prints each phase's time.
+#
+# --full adds the long runs: 100-node simulations, 4,000 more seeded
+# schedules and a 5-minute Jepsen soak (tens of minutes more).
 source "$(dirname "$0")/lib.sh"
+full=0
+if [ "${1:-}" = "--full" ]; then
+  full=1
+  shift
+fi
 ensure_deps
 cd "$QUORRA_ROOT"
 
@@ -33,5 +41,12 @@ fi
 status=0
 cargo test --workspace --no-fail-fast "$@" || status=$?
 phase test
+if [ "$full" = 1 ]; then
+  cargo test -p quorra-sim --test simulation -- --ignored || status=$?
+  QUORRA_SIM_FIRST_SEED=1001 QUORRA_SIM_SEEDS=4000 \
+    cargo test -p quorra-sim --test simulation a_thousand || status=$?
+  QUORRA_JEPSEN_SECS=300 cargo test -p quorra-tests --test jepsen || status=$?
+  phase full
+fi
 say "all phases took $((SECONDS - started)) s"
 exit "$status"
