@@ -84,6 +84,15 @@ pub struct NodeArgs {
         value_delimiter = ','
     )]
     pub seeds: Option<Vec<SocketAddr>>,
+    /// Node ids that found the cluster, comma-separated, the same on each
+    /// of them; read only until the node is in a cluster.
+    #[arg(
+        long,
+        env = "QUORRA_INITIAL_MEMBERS",
+        value_name = "IDS",
+        value_delimiter = ','
+    )]
+    pub initial_members: Option<Vec<String>>,
     /// This node's failure domain (rack, availability zone).
     #[arg(long, env = "QUORRA_ZONE")]
     pub zone: Option<String>,
@@ -138,6 +147,9 @@ impl NodeArgs {
         }
         if let Some(v) = &self.seeds {
             c.seeds = v.clone();
+        }
+        if let Some(v) = &self.initial_members {
+            c.initial_members = v.clone();
         }
         if let Some(v) = &self.zone {
             c.zone = Some(v.clone());

@@ -1,16 +1,21 @@
 //! The node's view of the cluster: membership, the ring, and calls to peers.
 //!
 //! It drives the pure [`Membership`] state machine from a timer and the peer
-//! transport, and rebuilds the [`Ring`] whenever the member list changes. A
-//! node configured without a peer address is a cluster of one: no transport,
-//! a ring of itself.
+//! transport, and rebuilds the [`Ring`] whenever the member list changes. It
+//! keeps the member table and the cluster's layout (its identity) on disk,
+//! and reports what the membership notices (founding, joining, a node of
+//! another cluster) in the log. A node configured without a peer address is
+//! a cluster of one: no transport, a ring of itself.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use quorra_core::membership::{Action, GossipMsg, MemberInfo, Membership, Status};
+use quorra_core::layout::Layout;
+use quorra_core::membership::{
+    Action, Gossip, GossipMsg, MemberInfo, Membership, Notice, SavedTable, Status,
+};
 use quorra_core::proto::{PeerRequest, PeerResponse};
 use quorra_core::ring::Ring;
 
@@ -21,19 +26,20 @@ use crate::net::transport::{NetError, Transport};
 /// How often the failure detector is driven.
 const GOSSIP_TICK: Duration = Duration::from_millis(50);
 
-/// Where a node keeps the member table between runs.
-const MEMBERS_FILE: &str = "members.json";
+/// Where a node keeps its layout and member table between runs.
+const TABLE_FILE: &str = "cluster.json";
 
-/// The member table saved by a previous run (empty if none or unreadable:
-/// the node then joins through its seeds like a new one).
-fn load_members(data_dir: &std::path::Path) -> Vec<MemberInfo> {
-    let path = data_dir.join(MEMBERS_FILE);
+/// The layout and member table saved by a previous run (empty if none or
+/// unreadable: the node then joins through its seeds like a new one; it
+/// never founds a cluster its peers already have).
+fn load_table(data_dir: &std::path::Path) -> SavedTable {
+    let path = data_dir.join(TABLE_FILE);
     let Ok(bytes) = std::fs::read(&path) else {
-        return Vec::new();
+        return SavedTable::default();
     };
     serde_json::from_slice(&bytes).unwrap_or_else(|e| {
         tracing::warn!(path = %path.display(), "unreadable member table, joining afresh: {e}");
-        Vec::new()
+        SavedTable::default()
     })
 }
 
@@ -54,14 +60,14 @@ fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Member tables waiting to be saved, with their membership version.
-type SaveQueue = std::sync::mpsc::Sender<(u64, Vec<MemberInfo>)>;
+/// Tables waiting to be saved, with their membership version.
+type SaveQueue = std::sync::mpsc::Sender<(u64, SavedTable)>;
 
-/// The thread that writes member tables to `path`: the newest first (an
-/// older table never replaces a newer one), each durably. It ends when the
+/// The thread that writes tables to `path`: the newest first (an older
+/// table never replaces a newer one), each durably. It ends when the
 /// cluster view is dropped.
 fn spawn_saver(path: std::path::PathBuf) -> SaveQueue {
-    let (tx, rx) = std::sync::mpsc::channel::<(u64, Vec<MemberInfo>)>();
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, SavedTable)>();
     std::thread::spawn(move || {
         let mut saved = 0;
         while let Ok(mut next) = rx.recv() {
@@ -130,18 +136,18 @@ impl Cluster {
             incarnation: boot,
             status: Status::Up,
         };
-        // A node that was a member before a restart takes its saved table
-        // back (it is a member at once, with the ring it knew); its peers
-        // serve as seeds too, so even the first node, which has no seeds of
-        // its own, finds its way back.
+        // A node that was a member before a restart takes its saved layout
+        // and table back (it is a member at once, with the ring it knew);
+        // its peers serve as seeds too, so even a node with no seeds of its
+        // own finds its way back.
         let saved = if transport.is_some() {
-            load_members(&config.data_dir)
+            load_table(&config.data_dir)
         } else {
-            Vec::new()
+            SavedTable::default()
         };
         let seeds = if transport.is_some() {
             let mut seeds = config.seeds.clone();
-            for m in &saved {
+            for m in &saved.members {
                 if m.id != config.node_id && !seeds.contains(&m.peer_addr) {
                     seeds.push(m.peer_addr);
                 }
@@ -150,13 +156,41 @@ impl Cluster {
         } else {
             Vec::new()
         };
-        let mut membership =
-            Membership::new(me, seeds, config.gossip, 0, boot ^ 0x9e37_79b9_7f4a_7c15);
+        // Without a peer transport the node is a cluster of its own.
+        let initial = if transport.is_some() {
+            config.initial_members.iter().cloned().collect()
+        } else {
+            std::collections::BTreeSet::from([config.node_id.clone()])
+        };
+        let mut membership = Membership::new(
+            me,
+            seeds,
+            initial,
+            config.gossip,
+            0,
+            boot ^ 0x9e37_79b9_7f4a_7c15,
+        );
         membership.restore(saved, 0);
+        if let Some(layout) = membership.layout() {
+            tracing::info!(cluster = %layout.cluster, version = layout.version, "member of cluster");
+        } else {
+            tracing::info!(
+                initial_members = ?config.initial_members,
+                "not in a cluster yet: founding with the initial members or joining through the seeds"
+            );
+        }
+        let notices = membership.take_notices();
         let ring = Ring::build(&membership.ring_members(), config.partitions, config.tokens);
         let saver = transport
             .is_some()
-            .then(|| spawn_saver(config.data_dir.join(MEMBERS_FILE)));
+            .then(|| spawn_saver(config.data_dir.join(TABLE_FILE)));
+        if let Some(saver) = &saver {
+            // Founded at start (the only initial member): saved at once.
+            if membership.layout().is_some() {
+                let _ = saver.send((membership.version(), membership.saved()));
+            }
+        }
+        report(&notices);
         Arc::new(Self {
             me: config.node_id.clone(),
             config,
@@ -206,23 +240,25 @@ impl Cluster {
         *self.ring.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ring);
     }
 
-    /// Runs `f` on the membership state, then rebuilds the ring if needed.
+    /// Runs `f` on the membership state, then rebuilds the ring if needed,
+    /// saves what changed and reports what it noticed.
     fn with_membership<T>(&self, f: impl FnOnce(&mut Membership) -> T) -> T {
-        let (out, version, changed) = {
+        let (out, version, changed, notices, foreign) = {
             let mut m = self.membership();
             let before = m.version();
             let out = f(&mut m);
-            let changed = (m.version() != before)
-                .then(|| (m.ring_members(), m.members().cloned().collect::<Vec<_>>()));
-            (out, m.version(), changed)
+            let changed = (m.version() != before).then(|| (m.ring_members(), m.saved()));
+            (out, m.version(), changed, m.take_notices(), m.foreign())
         };
-        if let Some((members, records)) = changed {
+        report(&notices);
+        metrics::gauge!("quorra_gossip_foreign_messages").set(foreign as f64);
+        if let Some((members, table)) = changed {
             metrics::gauge!("quorra_membership_version").set(version as f64);
             metrics::gauge!("quorra_gossip_refused_records")
                 .set(self.membership().refused() as f64);
             self.refresh_ring(members);
-            self.drop_stale_connections(&records);
-            self.save_members(version, &records);
+            self.drop_stale_connections(&table.members);
+            self.save_table(version, table);
         }
         out
     }
@@ -249,12 +285,17 @@ impl Cluster {
         }
     }
 
-    /// Saves the member table in the data dir (best effort, in the
-    /// background), for the next run: see [`Membership::restore`].
-    fn save_members(&self, version: u64, records: &[MemberInfo]) {
+    /// Saves the layout and member table in the data dir (in the
+    /// background, fsynced), for the next run: see [`Membership::restore`].
+    fn save_table(&self, version: u64, table: SavedTable) {
         if let Some(saver) = &self.saver {
-            let _ = saver.send((version, records.to_vec()));
+            let _ = saver.send((version, table));
         }
+    }
+
+    /// This node's cluster layout (`None` until it has founded or joined).
+    pub fn layout(&self) -> Option<Layout> {
+        self.membership().layout().cloned()
     }
 
     /// Every member this node knows, with its status.
@@ -364,7 +405,7 @@ impl Cluster {
 
     /// Answers a gossip message from the peer whose node certificate names
     /// `from`.
-    pub fn handle_gossip(&self, from: &str, msg: GossipMsg) -> PeerResponse {
+    pub fn handle_gossip(&self, from: &str, msg: Gossip) -> PeerResponse {
         let now = self.now();
         match self.with_membership(|m| m.handle_message(from, msg, now)) {
             Some(reply) => PeerResponse::Gossip(reply),
@@ -377,9 +418,9 @@ impl Cluster {
         let Some(t) = &self.transport else {
             return PeerResponse::Reached(false);
         };
-        let ping = PeerRequest::Gossip(GossipMsg::Ping {
+        let ping = PeerRequest::Gossip(self.membership().envelope(GossipMsg::Ping {
             updates: Vec::new(),
-        });
+        }));
         let timeout = Duration::from_millis(self.config.gossip.probe_timeout_ms);
         PeerResponse::Reached(matches!(
             self.request(t, target, &ping, timeout).await,
@@ -457,10 +498,52 @@ impl Cluster {
         })
     }
 
+    /// The number of gossip messages refused because their sender is in
+    /// another cluster.
+    pub fn foreign_messages(&self) -> u64 {
+        self.membership().foreign()
+    }
+
     /// Closes the peer transport.
     pub fn close(&self) {
         if let Some(t) = &self.transport {
             t.close();
+        }
+    }
+}
+
+/// Logs what the membership noticed: founding and joining at info, a node
+/// of another cluster or a differing initial member list at error (an
+/// operator has to act).
+fn report(notices: &[Notice]) {
+    for n in notices {
+        match n {
+            Notice::Founded { cluster } => {
+                tracing::info!(%cluster, "founded the cluster with its initial members");
+            }
+            Notice::Joined { cluster, via } => {
+                tracing::info!(%cluster, via = %via, "joined the cluster");
+            }
+            Notice::ForeignCluster { peer, theirs, ours } => {
+                let ours = ours
+                    .as_ref()
+                    .map_or("none yet".to_owned(), |c| c.to_string());
+                tracing::error!(
+                    peer = %peer,
+                    their_cluster = %theirs,
+                    our_cluster = %ours,
+                    "refused gossip from node {peer}: it belongs to another cluster ({theirs}, ours is {ours}); \
+                     check its seeds, or wipe it if it should join this cluster afresh"
+                );
+            }
+            Notice::InitialMembersDiffer { peer, theirs, ours } => {
+                let theirs = theirs.as_ref().map_or("none".to_owned(), |c| c.to_string());
+                tracing::error!(
+                    peer = %peer,
+                    "not founding: initial member {peer} would found cluster {theirs}, this node {ours}; \
+                     give every initial member the same initial_members"
+                );
+            }
         }
     }
 }

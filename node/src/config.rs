@@ -29,8 +29,16 @@ pub struct NodeConfig {
     /// Address peers reach this node on (QUIC, UDP). Unset: the node runs
     /// alone, without a peer transport.
     pub peer_addr: Option<SocketAddr>,
-    /// Peer addresses of nodes to join through.
+    /// Peer addresses of nodes to join through (this node's own address
+    /// may be among them, so every node can share one list).
     pub seeds: Vec<SocketAddr>,
+    /// The node ids that found the cluster, the same list on each of them
+    /// (as etcd's `initial-cluster`). Read only while a node has no cluster
+    /// yet: a node listed here founds the cluster once every listed node is
+    /// up and agrees, never alone and never twice; a node not listed joins
+    /// an existing cluster through its seeds. Leave it empty on nodes added
+    /// later. A node with a peer address needs this or seeds.
+    pub initial_members: Vec<String>,
     /// This node's failure domain (rack, availability zone); replicas are
     /// spread over zones.
     pub zone: Option<String>,
@@ -139,6 +147,7 @@ impl Default for NodeConfig {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8098)),
             peer_addr: None,
             seeds: Vec::new(),
+            initial_members: Vec::new(),
             zone: None,
             cert_dir: None,
             tokens: quorra_core::ring::DEFAULT_TOKENS,
@@ -243,13 +252,7 @@ impl NodeConfig {
     /// Checks every value; the message names the setting at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
-        let id_ok = !self.node_id.is_empty()
-            && self.node_id.len() <= 64
-            && self
-                .node_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-        if !id_ok {
+        if !node_id_ok(&self.node_id) {
             return invalid(format!(
                 "node_id {:?} must be 1 to 64 characters of A-Z a-z 0-9 _ . -",
                 self.node_id
@@ -271,6 +274,31 @@ impl NodeConfig {
             return invalid(
                 "seeds need peer_addr: a node joins a cluster over its peer address".into(),
             );
+        }
+        for (i, id) in self.initial_members.iter().enumerate() {
+            if !node_id_ok(id) {
+                return invalid(format!(
+                    "initial_members: {id:?} is not a node id (1 to 64 characters of A-Z a-z 0-9 _ . -)"
+                ));
+            }
+            if self.initial_members[..i].contains(id) {
+                return invalid(format!("initial_members lists {id:?} twice"));
+            }
+        }
+        if self.peer_addr.is_none()
+            && !self.initial_members.is_empty()
+            && self.initial_members != [self.node_id.clone()]
+        {
+            return invalid(
+                "initial_members need peer_addr: a node without one is a cluster of its own".into(),
+            );
+        }
+        if self.peer_addr.is_some() && self.seeds.is_empty() && self.initial_members.is_empty() {
+            return invalid(format!(
+                "a node with peer_addr needs initial_members (to found a new cluster, e.g. \
+                 initial_members = [\"{}\"] for one of its own) or seeds (to join one)",
+                self.node_id
+            ));
         }
         if let Some(zone) = &self.zone {
             if zone.is_empty() || zone.len() > 64 {
@@ -323,6 +351,15 @@ impl NodeConfig {
         }
         Ok(())
     }
+}
+
+/// Whether `id` may be a node id.
+fn node_id_ok(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 fn check_props(at: &str, p: &BucketProps) -> Result<(), ConfigError> {
@@ -397,6 +434,25 @@ mod tests {
             (
                 Box::new(|c| c.seeds = vec!["127.0.0.1:1".parse().expect("addr")]),
                 "seeds need peer_addr",
+            ),
+            (
+                Box::new(|c| {
+                    c.peer_addr = Some("127.0.0.1:1".parse().expect("addr"));
+                    c.cert_dir = Some("certs".into());
+                }),
+                "needs initial_members",
+            ),
+            (
+                Box::new(|c| c.initial_members = vec!["n1".into(), "n 2".into()]),
+                "initial_members: \"n 2\"",
+            ),
+            (
+                Box::new(|c| c.initial_members = vec!["n1".into(), "n1".into()]),
+                "lists \"n1\" twice",
+            ),
+            (
+                Box::new(|c| c.initial_members = vec!["n1".into(), "n2".into()]),
+                "initial_members need peer_addr",
             ),
             (
                 Box::new(|c| {

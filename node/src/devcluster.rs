@@ -5,8 +5,10 @@
 //! client certificate `app` and an admin certificate `admin` to try the
 //! client library and tools with),
 //! `DIR/nI/quorra.toml` (written on first start, reused after),
-//! `DIR/nI/data/` (RocksDB) and `DIR/nI/node.log`. Every node joins through
-//! n1's peer address. Once every node serves, it
+//! `DIR/nI/data/` (RocksDB) and `DIR/nI/node.log`. The nodes of a new DIR
+//! are the cluster's initial members and find each other through n1's peer
+//! address; nodes added by a later run with more nodes join the cluster
+//! already there. Once every node serves, it
 //! prints each node's base URL on its own line (`http://127.0.0.1:PORT`) and
 //! nothing else on stdout. SIGINT or SIGTERM stops every node gracefully.
 //! Started again with the same DIR, it brings back the same nodes, ports and
@@ -70,11 +72,18 @@ pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
     crate::net::certs::generate(&certs, &ids)?;
     crate::net::certs::generate_role(&certs, quorra_core::auth::Role::Client, &["app".into()])?;
     crate::net::certs::generate_role(&certs, quorra_core::auth::Role::Admin, &["admin".into()])?;
+    // The nodes of a new cluster found it together; a node added to an
+    // existing one (a later run with more nodes) joins it.
+    let initial = if args.dir.join("n1").join("quorra.toml").exists() {
+        Vec::new()
+    } else {
+        ids.clone()
+    };
     let mut members = Vec::new();
     let mut urls = Vec::new();
     let mut seed = None;
     for i in 1..=args.nodes {
-        let config = node_config(&args, i, seed)?;
+        let config = node_config(&args, i, seed, &initial)?;
         if seed.is_none() {
             seed = config.1.peer_addr;
         }
@@ -124,6 +133,7 @@ fn node_config(
     args: &DevClusterArgs,
     i: u16,
     seed: Option<SocketAddr>,
+    initial_members: &[String],
 ) -> anyhow::Result<(PathBuf, NodeConfig)> {
     let id = format!("n{i}");
     let node_dir = args.dir.join(&id);
@@ -150,6 +160,7 @@ fn node_config(
         http_addr: SocketAddr::from(([127, 0, 0, 1], http)),
         peer_addr: Some(SocketAddr::from(([127, 0, 0, 1], peer))),
         seeds: seed.into_iter().collect(),
+        initial_members: initial_members.to_vec(),
         cert_dir: Some(PathBuf::from("../certs")),
         log: args.log.clone(),
         ..NodeConfig::default()

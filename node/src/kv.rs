@@ -75,8 +75,8 @@ pub enum KvError {
         /// Its message.
         message: String,
     },
-    /// This node has not joined the cluster yet.
-    #[error("this node has not joined the cluster yet (it has no member table, so it cannot place keys); retry through another node")]
+    /// This node has not founded or joined its cluster yet.
+    #[error("this node is not in a cluster yet (founding with its initial members or joining through its seeds), so it cannot place keys; retry through another node")]
     NotJoined,
     /// A blocking storage task died.
     #[error("storage task failed: {0}")]

@@ -37,7 +37,8 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    /// Starts `n` nodes; n2.. join through n1.
+    /// Starts `n` nodes, the cluster's initial members; n2.. find it
+    /// through n1.
     pub fn start(bin: &Path, n: usize) -> anyhow::Result<Self> {
         Self::start_with(bin, n, |_, _| {})
     }
@@ -56,6 +57,7 @@ impl TestCluster {
         for (i, id) in ids.iter().enumerate() {
             let node_dir = dir.path().join(id);
             let mut config = Self::node_config(id, &node_dir, &certs);
+            config.initial_members = ids.clone();
             if let Some(seed) = nodes.first().and_then(|n| n.peer) {
                 config.seeds = vec![seed];
             }

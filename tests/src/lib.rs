@@ -188,6 +188,11 @@ impl NodeProcess {
         self.spawn()
     }
 
+    /// The node's whole log (every life of it).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The last lines of the node's log.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

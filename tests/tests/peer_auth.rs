@@ -12,17 +12,19 @@ use quorra_tests::cluster::TestCluster;
 use quorra_tests::quorra_bin;
 
 fn intruder_push_pull() -> PeerRequest {
-    PeerRequest::Gossip(GossipMsg::PushPull {
-        members: vec![MemberInfo {
-            id: "intruder".into(),
-            peer_addr: "127.0.0.1:9".parse().expect("addr"),
-            http_addr: "127.0.0.1:9".parse().expect("addr"),
-            zone: None,
-            incarnation: u64::MAX - 1,
-            status: Status::Up,
-        }],
-        from: None,
-    })
+    PeerRequest::Gossip(
+        GossipMsg::PushPull {
+            members: vec![MemberInfo {
+                id: "intruder".into(),
+                peer_addr: "127.0.0.1:9".parse().expect("addr"),
+                http_addr: "127.0.0.1:9".parse().expect("addr"),
+                zone: None,
+                incarnation: u64::MAX - 1,
+                status: Status::Up,
+            }],
+        }
+        .into(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,7 +63,7 @@ async fn a_peer_from_another_ca_cannot_join_or_send() {
     generate(&c.certs, &["n9".into()]).expect("cluster CA signs n9");
     let certs = NodeCerts::load(&c.certs, "n9").expect("load");
     let t = Transport::bind("127.0.0.1:0".parse().expect("addr"), &certs, 1 << 20).expect("bind");
-    let ping = PeerRequest::Gossip(GossipMsg::Ping { updates: vec![] });
+    let ping = PeerRequest::Gossip(GossipMsg::Ping { updates: vec![] }.into());
     let answer = t
         .request(target, &ping, Duration::from_secs(5))
         .await
@@ -78,19 +80,21 @@ async fn oversized_and_malformed_frames_are_refused_and_the_node_keeps_serving()
     let t = Transport::bind("127.0.0.1:0".parse().expect("addr"), &certs, 64 << 20).expect("bind");
 
     // A frame far over the node's limit (2 x 8 MiB + 1 MiB).
-    let huge = PeerRequest::Gossip(GossipMsg::PushPull {
-        members: (0..200_000)
-            .map(|i| MemberInfo {
-                id: format!("m{i:0>100}"),
-                peer_addr: "127.0.0.1:9".parse().expect("addr"),
-                http_addr: "127.0.0.1:9".parse().expect("addr"),
-                zone: None,
-                incarnation: 1,
-                status: Status::Up,
-            })
-            .collect(),
-        from: None,
-    });
+    let huge = PeerRequest::Gossip(
+        GossipMsg::PushPull {
+            members: (0..200_000)
+                .map(|i| MemberInfo {
+                    id: format!("m{i:0>100}"),
+                    peer_addr: "127.0.0.1:9".parse().expect("addr"),
+                    http_addr: "127.0.0.1:9".parse().expect("addr"),
+                    zone: None,
+                    incarnation: 1,
+                    status: Status::Up,
+                })
+                .collect(),
+        }
+        .into(),
+    );
     match t.request(target, &huge, Duration::from_secs(10)).await {
         Ok(PeerResponse::Error { message, .. }) => {
             assert!(message.contains("exceeds"), "{message}")
@@ -99,7 +103,7 @@ async fn oversized_and_malformed_frames_are_refused_and_the_node_keeps_serving()
         Ok(other) => panic!("an oversized frame must be refused, got {other:?}"),
     }
     // The node still serves peers and clients.
-    let ping = PeerRequest::Gossip(GossipMsg::Ping { updates: vec![] });
+    let ping = PeerRequest::Gossip(GossipMsg::Ping { updates: vec![] }.into());
     let ok = t
         .request(target, &ping, Duration::from_secs(5))
         .await
@@ -128,7 +132,7 @@ fn every_peer_request(target: std::net::SocketAddr) -> Vec<(&'static str, PeerRe
     vec![
         (
             "gossip ping",
-            PeerRequest::Gossip(GossipMsg::Ping { updates: vec![] }),
+            PeerRequest::Gossip(GossipMsg::Ping { updates: vec![] }.into()),
         ),
         ("push-pull", intruder_push_pull()),
         ("indirect ping", PeerRequest::IndirectPing { target }),
@@ -245,9 +249,12 @@ async fn a_node_cannot_announce_another_nodes_address_but_its_suspicion_spreads(
     };
     t.request(
         target,
-        &PeerRequest::Gossip(GossipMsg::Ping {
-            updates: vec![moved],
-        }),
+        &PeerRequest::Gossip(
+            GossipMsg::Ping {
+                updates: vec![moved],
+            }
+            .into(),
+        ),
         Duration::from_secs(5),
     )
     .await
@@ -269,9 +276,12 @@ async fn a_node_cannot_announce_another_nodes_address_but_its_suspicion_spreads(
     };
     t.request(
         target,
-        &PeerRequest::Gossip(GossipMsg::Ping {
-            updates: vec![suspect],
-        }),
+        &PeerRequest::Gossip(
+            GossipMsg::Ping {
+                updates: vec![suspect],
+            }
+            .into(),
+        ),
         Duration::from_secs(5),
     )
     .await
@@ -313,9 +323,12 @@ async fn an_incarnation_of_u64_max_cannot_silence_a_member() {
         let target = c.nodes[i].peer.expect("peer");
         t.request(
             target,
-            &PeerRequest::Gossip(GossipMsg::Ping {
-                updates: vec![accusation.clone()],
-            }),
+            &PeerRequest::Gossip(
+                GossipMsg::Ping {
+                    updates: vec![accusation.clone()],
+                }
+                .into(),
+            ),
             Duration::from_secs(5),
         )
         .await

@@ -13,7 +13,9 @@
 //! - [`bucket`]: bucket and key names, bucket properties, request limits.
 //! - [`hash`]: the stable, seed-fixed key hash and partition function.
 //! - [`ring`]: tokens, partitions and preference lists.
-//! - [`membership`]: SWIM-style gossip and failure detection.
+//! - [`layout`]: the cluster's identity and layout (its members, version).
+//! - [`membership`]: SWIM-style gossip and failure detection, and how a
+//!   cluster is founded and joined.
 //! - [`quorum`]: replica choice (sloppy quorum) and quorum counting.
 //! - [`round`]: one request's round over its replicas (what to send, when
 //!   to answer, what to repair), driven by the node and by the simulator.
@@ -25,6 +27,7 @@ pub mod bucket;
 pub mod context;
 pub mod error;
 pub mod hash;
+pub mod layout;
 pub mod membership;
 pub mod proto;
 pub mod quorum;

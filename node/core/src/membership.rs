@@ -31,12 +31,23 @@
 //!   goes nowhere; the accused refutes past its own incarnation, never past
 //!   the accuser's number. Records refused are counted in
 //!   [`Membership::refused`].
+//! - **One cluster, founded once.** Every message says which cluster its
+//!   sender is in ([`Standing`]); full-table exchanges carry its
+//!   [`Layout`]. A node never takes records from a node of another cluster
+//!   (counted in [`Membership::foreign`], reported as a [`Notice`]). A node
+//!   without a layout is joining: it joins the first cluster whose member
+//!   sends it the layout. It founds one only if it is listed in the initial
+//!   members and has heard each of them say that it has no layout and would
+//!   found the same cluster; having heard of an existing cluster it never
+//!   founds. So a restarted or wiped node rejoins, and nodes started
+//!   together form one cluster, never one each.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::layout::{ClusterId, Layout, LayoutStamp};
 use crate::ring::RingMember;
 
 /// A member's state, as one node sees it.
@@ -166,11 +177,91 @@ pub enum GossipMsg {
     PushPull {
         /// Every record the sender has.
         members: Vec<MemberInfo>,
-        /// The sender's id: a joining node joins on the table of a member
-        /// that has joined itself.
-        #[serde(default)]
-        from: Option<String>,
     },
+}
+
+/// What a gossip message says about its sender's cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Standing {
+    /// A member of this cluster, at this layout version.
+    Member(LayoutStamp),
+    /// In no cluster yet.
+    Unjoined {
+        /// The cluster it would found: set when it is one of its own
+        /// initial members.
+        founding: Option<ClusterId>,
+    },
+}
+
+/// A gossip message as it travels: the message, its sender's standing, and
+/// on full-table exchanges from a member, the sender's layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gossip {
+    /// The sender's cluster.
+    pub standing: Standing,
+    /// The sender's layout (full-table exchanges only).
+    pub layout: Option<Layout>,
+    /// The message.
+    pub msg: GossipMsg,
+}
+
+impl From<GossipMsg> for Gossip {
+    /// `msg` from a node in no cluster that founds none.
+    fn from(msg: GossipMsg) -> Self {
+        Self {
+            standing: Standing::Unjoined { founding: None },
+            layout: None,
+            msg,
+        }
+    }
+}
+
+/// Something about the cluster the driver should tell the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// This node founded `cluster` with its initial members.
+    Founded {
+        /// The new cluster.
+        cluster: ClusterId,
+    },
+    /// This node joined `cluster` on `via`'s layout.
+    Joined {
+        /// The cluster.
+        cluster: ClusterId,
+        /// The member whose layout it took.
+        via: String,
+    },
+    /// `peer` is in another cluster: nothing it said was taken.
+    ForeignCluster {
+        /// The peer (its certificate's node id).
+        peer: String,
+        /// Its cluster.
+        theirs: ClusterId,
+        /// This node's cluster (or the one it would found or is joining).
+        ours: Option<ClusterId>,
+    },
+    /// `peer`, an initial member, would found another cluster or none: the
+    /// initial member lists differ, so this node does not found.
+    InitialMembersDiffer {
+        /// The peer.
+        peer: String,
+        /// What it would found.
+        theirs: Option<ClusterId>,
+        /// What this node would found.
+        ours: ClusterId,
+    },
+}
+
+/// Most notices kept until the driver takes them.
+const MAX_NOTICES: usize = 64;
+
+/// What a node saves of its membership between runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedTable {
+    /// Its layout, once it has one: the node is then a member for good.
+    pub layout: Option<Layout>,
+    /// Every record it had.
+    pub members: Vec<MemberInfo>,
 }
 
 /// Where a record comes from.
@@ -192,7 +283,7 @@ pub enum Action {
         /// Where it listens.
         addr: SocketAddr,
         /// The ping.
-        msg: GossipMsg,
+        msg: Gossip,
     },
     /// Ask `via` to ping `target`; report with [`Membership::indirect_result`].
     IndirectProbe {
@@ -204,12 +295,12 @@ pub enum Action {
         target_addr: SocketAddr,
     },
     /// Exchange full tables with `addr`; hand the answer to
-    /// [`Membership::handle_message`].
+    /// [`Membership::handle_push_pull_reply`].
     PushPull {
         /// The peer.
         addr: SocketAddr,
         /// Our table.
-        msg: GossipMsg,
+        msg: Gossip,
     },
 }
 
@@ -245,25 +336,44 @@ pub struct Membership {
     /// introduction) is replaced by the member's own word whatever its
     /// incarnation, so a forged introduction cannot pin a member.
     firsthand: std::collections::BTreeSet<String>,
+    /// The initial members this node was configured with.
+    initial: std::collections::BTreeSet<String>,
+    /// The cluster this node would found: set when it is an initial member.
+    founding: Option<ClusterId>,
+    /// This node's cluster, once founded or joined.
+    layout: Option<Layout>,
+    /// While unjoined: what each peer last said it would found.
+    heard_unjoined: BTreeMap<String, Option<ClusterId>>,
+    /// While unjoined: the existing cluster heard of (then it never founds).
+    cluster_seen: Option<ClusterId>,
+    /// Messages refused because their sender is in another cluster.
+    foreign: u64,
+    /// For the driver to report, oldest first.
+    notices: VecDeque<Notice>,
+    /// The last notice about each peer (each is reported once).
+    noted: BTreeMap<String, Notice>,
 }
 
 impl Membership {
-    /// A node's view at start: only itself, `Joining` (or `Up` when it has no
-    /// seeds to join through), at incarnation `boot_ms`.
+    /// A node's view at start: only itself, `Joining`, at incarnation
+    /// `boot_ms`. `initial` is the configured initial member list: a node
+    /// listed in it may found the cluster (at once when it is the only one
+    /// listed), any other node joins an existing one. Seeds may include the
+    /// node's own address (the same list on every node).
     pub fn new(
         me: MemberInfo,
         seeds: Vec<SocketAddr>,
+        initial: std::collections::BTreeSet<String>,
         config: GossipConfig,
         now: u64,
         seed: u64,
     ) -> Self {
         let mut me = me;
-        // A node with no seeds, or listed among its own seeds (the same seed
-        // list on every node, as Cassandra's seeds), founds the cluster: it
-        // is a member at once. Every other node joins through a member.
-        let founder = seeds.is_empty() || seeds.contains(&me.peer_addr);
         let seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| *s != me.peer_addr).collect();
-        me.status = if founder { Status::Up } else { Status::Joining };
+        me.status = Status::Joining;
+        let founding = initial
+            .contains(&me.id)
+            .then(|| ClusterId::founded_by(&initial));
         let id = me.id.clone();
         let mut m = Self {
             me: id.clone(),
@@ -280,9 +390,189 @@ impl Membership {
             version: 1,
             refused: 0,
             firsthand: std::collections::BTreeSet::new(),
+            initial,
+            founding,
+            layout: None,
+            heard_unjoined: BTreeMap::new(),
+            cluster_seen: None,
+            foreign: 0,
+            notices: VecDeque::new(),
+            noted: BTreeMap::new(),
         };
         m.enqueue(me);
+        m.try_found();
         m
+    }
+
+    /// This node's layout, once it has founded or joined its cluster.
+    pub fn layout(&self) -> Option<&Layout> {
+        self.layout.as_ref()
+    }
+
+    /// What this node's messages say about its cluster.
+    pub fn standing(&self) -> Standing {
+        match &self.layout {
+            Some(l) => Standing::Member(l.stamp()),
+            None => Standing::Unjoined {
+                founding: self.founding.clone(),
+            },
+        }
+    }
+
+    /// `msg` as this node sends it.
+    pub fn envelope(&self, msg: GossipMsg) -> Gossip {
+        Gossip {
+            standing: self.standing(),
+            layout: None,
+            msg,
+        }
+    }
+
+    /// This node's full table, with its layout.
+    fn full_table(&self) -> Gossip {
+        Gossip {
+            standing: self.standing(),
+            layout: self.layout.clone(),
+            msg: GossipMsg::PushPull {
+                members: self.members.values().cloned().collect(),
+            },
+        }
+    }
+
+    /// What to save for the next run (see [`Self::restore`]).
+    pub fn saved(&self) -> SavedTable {
+        SavedTable {
+            layout: self.layout.clone(),
+            members: self.members.values().cloned().collect(),
+        }
+    }
+
+    /// How many messages were refused because their sender is in another
+    /// cluster.
+    pub fn foreign(&self) -> u64 {
+        self.foreign
+    }
+
+    /// The notices since the last call, oldest first.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        self.notices.drain(..).collect()
+    }
+
+    fn notify(&mut self, peer: Option<&str>, notice: Notice) {
+        if let Some(peer) = peer {
+            if self.noted.get(peer) == Some(&notice) {
+                return;
+            }
+            self.noted.insert(peer.to_owned(), notice.clone());
+        }
+        if self.notices.len() >= MAX_NOTICES {
+            self.notices.pop_front();
+        }
+        self.notices.push_back(notice);
+    }
+
+    /// Whether a message with `standing` from `from` may be taken; records
+    /// what it says about founding.
+    fn admit(&mut self, from: &str, standing: &Standing) -> bool {
+        let theirs = match (&self.layout, standing) {
+            (Some(ours), Standing::Member(s)) => {
+                if s.cluster == ours.cluster {
+                    return true;
+                }
+                s.cluster.clone()
+            }
+            // Joins, and members that lost their disk, come unjoined.
+            (Some(_), Standing::Unjoined { .. }) => return true,
+            (None, Standing::Member(s)) => {
+                match self.founding.as_ref().or(self.cluster_seen.as_ref()) {
+                    Some(expected) if *expected != s.cluster => s.cluster.clone(),
+                    _ => {
+                        self.cluster_seen = Some(s.cluster.clone());
+                        return true;
+                    }
+                }
+            }
+            (None, Standing::Unjoined { founding }) => {
+                if let Some(ours) = &self.founding {
+                    if self.initial.contains(from) && founding.as_ref() != Some(ours) {
+                        let notice = Notice::InitialMembersDiffer {
+                            peer: from.to_owned(),
+                            theirs: founding.clone(),
+                            ours: ours.clone(),
+                        };
+                        self.notify(Some(from), notice);
+                    }
+                }
+                self.heard_unjoined
+                    .insert(from.to_owned(), founding.clone());
+                return true;
+            }
+        };
+        self.foreign += 1;
+        let ours = match &self.layout {
+            Some(l) => Some(l.cluster.clone()),
+            None => self.founding.clone().or(self.cluster_seen.clone()),
+        };
+        let notice = Notice::ForeignCluster {
+            peer: from.to_owned(),
+            theirs,
+            ours,
+        };
+        self.notify(Some(from), notice);
+        false
+    }
+
+    /// Takes a member's layout: joins its cluster, or merges it.
+    fn take_layout(&mut self, from: &str, layout: Layout) {
+        match &mut self.layout {
+            Some(ours) => {
+                if ours.merge(&layout) == Ok(true) {
+                    self.version += 1;
+                }
+            }
+            None => {
+                let mut layout = layout;
+                layout.admit(&self.me);
+                let cluster = layout.cluster.clone();
+                self.layout = Some(layout);
+                self.version += 1;
+                self.mark_joined();
+                self.notify(
+                    None,
+                    Notice::Joined {
+                        cluster,
+                        via: from.to_owned(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Founds the cluster if this node is an initial member, has heard of
+    /// no existing cluster, and every other initial member has told it
+    /// (itself) that it would found the same one.
+    fn try_found(&mut self) {
+        if self.layout.is_some() || self.cluster_seen.is_some() {
+            return;
+        }
+        let Some(founding) = &self.founding else {
+            return;
+        };
+        let all_agree = self
+            .initial
+            .iter()
+            .filter(|id| **id != self.me)
+            .all(|id| self.heard_unjoined.get(id) == Some(&Some(founding.clone())));
+        if !all_agree {
+            return;
+        }
+        let layout = Layout::found(&self.initial);
+        let cluster = layout.cluster.clone();
+        self.layout = Some(layout);
+        self.heard_unjoined.clear();
+        self.version += 1;
+        self.mark_joined();
+        self.notify(None, Notice::Founded { cluster });
     }
 
     /// This node's id.
@@ -440,37 +730,37 @@ impl Membership {
         changed
     }
 
-    /// Restores the member table this node saved before it stopped: a node
-    /// that was a member is one again at once, its ring the cluster's as it
-    /// last knew it, and gossip brings what changed since. (A node with an
-    /// empty or lost table must join through a member instead.)
-    pub fn restore(&mut self, saved: Vec<MemberInfo>, now: u64) {
-        // Only a table saved after this node had joined is the cluster's.
-        let was_member = saved
-            .iter()
-            .any(|m| m.id == self.me && m.status != Status::Joining);
-        let mut others = false;
-        for m in saved {
+    /// Restores what this node saved before it stopped: with a layout, it
+    /// is a member at once, its ring the cluster's as it last knew it, and
+    /// gossip brings what changed since. Without one (it stopped while
+    /// joining) its peers still serve to find the cluster.
+    pub fn restore(&mut self, saved: SavedTable, now: u64) {
+        for m in saved.members {
             if m.id == self.me || m.status == Status::Removed {
                 continue;
             }
-            others = true;
             self.apply(m, Source::Local, now);
         }
-        if was_member && others {
+        if let Some(layout) = saved.layout {
+            // The saved identity is the node's for good: it wins over a
+            // layout founded at start from the config.
+            if self.layout.as_ref() != Some(&layout) {
+                self.layout = Some(layout);
+                self.version += 1;
+            }
             self.mark_joined();
         }
     }
 
-    /// Whether this node has joined: it has had a full member table from the
-    /// cluster (or is a cluster of its own). Until then its ring is partial,
-    /// and it must not coordinate requests: it would place keys on the wrong
-    /// replicas and cap quorums to the members it happens to know.
+    /// Whether this node has joined: it has founded its cluster or taken
+    /// the layout of a member. Until then its ring is partial, and it must
+    /// not coordinate requests: it would place keys on the wrong replicas
+    /// and cap quorums to the members it happens to know.
     pub fn has_joined(&self) -> bool {
-        self.members[&self.me].status != Status::Joining
+        self.layout.is_some()
     }
 
-    /// Marks this node up once it has the cluster's member table.
+    /// Marks this node up once it has its cluster's layout.
     fn mark_joined(&mut self) {
         let me = self.members[&self.me].clone();
         if me.status == Status::Joining {
@@ -482,82 +772,86 @@ impl Membership {
         }
     }
 
+    /// Takes a message from peer `from` (the node id its certificate
+    /// names), unless its sender is in another cluster; returns whether it
+    /// was taken.
+    fn take(&mut self, from: &str, envelope: Gossip, now: u64) -> bool {
+        if !self.admit(from, &envelope.standing) {
+            return false;
+        }
+        let (GossipMsg::Ping { updates }
+        | GossipMsg::Ack { updates }
+        | GossipMsg::PushPull { members: updates }) = envelope.msg;
+        for u in updates {
+            self.apply(u, Source::Peer(from), now);
+        }
+        // Only a member's layout counts, and only with its own stamp.
+        if let (Some(layout), Standing::Member(stamp)) = (envelope.layout, &envelope.standing) {
+            if layout.cluster == stamp.cluster {
+                self.take_layout(from, layout);
+            }
+        }
+        self.try_found();
+        true
+    }
+
     /// Handles a gossip message from peer `from` (the node id its
-    /// certificate names); returns the reply to send.
-    pub fn handle_message(&mut self, from: &str, msg: GossipMsg, now: u64) -> Option<GossipMsg> {
-        let source = Source::Peer(from);
-        match msg {
-            GossipMsg::Ping { updates } => {
-                for u in updates {
-                    self.apply(u, source, now);
-                }
-                Some(GossipMsg::Ack {
-                    updates: self.piggyback(),
-                })
-            }
-            GossipMsg::Ack { updates } => {
-                // A few piggybacked records are not the member table: an ack
-                // alone does not make a joining node a member.
-                for u in updates {
-                    self.apply(u, source, now);
-                }
+    /// certificate names); returns the reply to send. A message from
+    /// another cluster is answered with nothing but this node's standing,
+    /// so its sender refuses it in turn.
+    pub fn handle_message(&mut self, from: &str, msg: Gossip, now: u64) -> Option<Gossip> {
+        let push_pull = matches!(msg.msg, GossipMsg::PushPull { .. });
+        let ping = matches!(msg.msg, GossipMsg::Ping { .. });
+        if !self.take(from, msg, now) {
+            return if ping {
+                Some(self.envelope(GossipMsg::Ack {
+                    updates: Vec::new(),
+                }))
+            } else if push_pull {
+                Some(self.envelope(GossipMsg::PushPull {
+                    members: Vec::new(),
+                }))
+            } else {
                 None
-            }
-            GossipMsg::PushPull { members, .. } => {
-                for u in members {
-                    self.apply(u, source, now);
-                }
-                Some(GossipMsg::PushPull {
-                    members: self.members.values().cloned().collect(),
-                    from: Some(self.me.clone()),
-                })
-            }
+            };
+        }
+        if ping {
+            let updates = self.piggyback();
+            Some(self.envelope(GossipMsg::Ack { updates }))
+        } else if push_pull {
+            Some(self.full_table())
+        } else {
+            // An ack is not answered.
+            None
         }
     }
 
-    /// Hands the answer of a push-pull this node started back in. A joining
-    /// node has joined once it has the table of a member that has joined
-    /// itself: the table of another joining node (two restarted nodes
-    /// finding each other first) is not the cluster's. `sender` is the node
-    /// id the replying peer's certificate names.
-    pub fn handle_push_pull_reply(&mut self, sender: &str, msg: GossipMsg, now: u64) {
-        if let GossipMsg::PushPull { members, from } = msg {
-            let from_member = from.is_some_and(|from| {
-                from == sender
-                    && from != self.me
-                    && members
-                        .iter()
-                        .any(|m| m.id == from && m.status != Status::Joining)
-            });
-            for u in members {
-                self.apply(u, Source::Peer(sender), now);
-            }
-            if from_member {
-                self.mark_joined();
-            }
+    /// Hands the answer of a push-pull this node started back in; a
+    /// joining node joins on it when it comes from a member (with its
+    /// layout). `sender` is the node id the replying peer's certificate
+    /// names.
+    pub fn handle_push_pull_reply(&mut self, sender: &str, msg: Gossip, now: u64) {
+        if matches!(msg.msg, GossipMsg::PushPull { .. }) {
+            self.take(sender, msg, now);
         }
     }
 
     /// The outcome of a direct probe: the target's own answer (the driver
     /// checks the answer came from the target's certificate), or `None`.
-    pub fn probe_result(
-        &mut self,
-        target: &str,
-        reply: Option<GossipMsg>,
-        now: u64,
-    ) -> Vec<Action> {
+    pub fn probe_result(&mut self, target: &str, reply: Option<Gossip>, now: u64) -> Vec<Action> {
         match self.probe.as_ref() {
             Some(p) if p.target == target && !p.indirect => {}
             _ => return Vec::new(),
         }
+        // A suspect that answers refutes through the ack's updates: the
+        // ping carried the accusation, and it answers with a higher
+        // incarnation. An answer from another cluster is no answer.
         if let Some(msg) = reply {
-            // A suspect that answers refutes through the ack's updates: the
-            // ping carried the accusation, and it answers with a higher
-            // incarnation.
             let target = target.to_owned();
-            self.handle_message(&target, msg, now);
-            self.probe = None;
-            return Vec::new();
+            if self.take(&target, msg, now) {
+                self.probe = None;
+                return Vec::new();
+            }
         }
         // Ask others to probe it (unless it is down already: no news).
         let Some(target_addr) = self
@@ -667,7 +961,7 @@ impl Membership {
                     {
                         updates.push(seen.clone());
                     }
-                    let msg = GossipMsg::Ping { updates };
+                    let msg = self.envelope(GossipMsg::Ping { updates });
                     actions.push(Action::Probe { target, addr, msg });
                 }
             }
@@ -677,10 +971,7 @@ impl Membership {
             if let Some(addr) = self.push_pull_peer() {
                 actions.push(Action::PushPull {
                     addr,
-                    msg: GossipMsg::PushPull {
-                        members: self.members.values().cloned().collect(),
-                        from: Some(self.me.clone()),
-                    },
+                    msg: self.full_table(),
                 });
             }
         }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bucket::{BucketName, ConflictMode, Key, QuorumOverrides};
 use crate::error::ErrorCode;
-use crate::membership::GossipMsg;
+use crate::membership::Gossip;
 use crate::version::{Content, Object, VersionVector};
 
 /// The protocol version this build speaks.
@@ -49,7 +49,7 @@ pub enum Operation {
 pub enum PeerRequest {
     /// Membership gossip; answered with [`PeerResponse::Gossip`] (or
     /// [`PeerResponse::Ok`] when there is nothing to say).
-    Gossip(GossipMsg),
+    Gossip(Gossip),
     /// Ping `target` on the sender's behalf; answered with
     /// [`PeerResponse::Reached`].
     IndirectPing {
@@ -138,7 +138,7 @@ pub enum PeerResponse {
     /// Done, nothing to return.
     Ok,
     /// A gossip reply.
-    Gossip(GossipMsg),
+    Gossip(Gossip),
     /// Whether an indirect ping reached its target.
     Reached(bool),
     /// A replica's state of a key.

@@ -103,9 +103,17 @@ pub(super) async fn status(State(state): State<AppState>) -> Response {
         .filter(|m| !cluster.is_reachable(&m.id))
         .map(|m| m.id)
         .collect();
+    // `null` until the node has founded or joined its cluster.
+    let layout = cluster
+        .layout()
+        .map(|l| json!({ "cluster_id": l.cluster, "version": l.version, "members": l.members }));
     Json(json!({
         "node": cluster.me(),
         "actor": state.kv.store().actor().to_string(),
+        "cluster_id": cluster.layout().map(|l| l.cluster),
+        "layout": layout,
+        "joined": cluster.has_joined(),
+        "foreign_gossip_refused": cluster.foreign_messages(),
         "members": cluster.members().len(),
         "unreachable": down,
         "hints_pending": counts.values().map(|c| c.0).sum::<u64>(),

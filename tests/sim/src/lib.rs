@@ -65,6 +65,10 @@ pub struct Config {
     pub faults: bool,
     /// Whether a disk may be wiped (only where `w` >= 2 can survive it).
     pub wipes: bool,
+    /// Every node is an initial member (a would-be founder) with the next
+    /// node as its seed; otherwise node 0 founds alone and is everyone's
+    /// seed, as `quorra dev-cluster` did before initial members.
+    pub all_founders: bool,
     /// A deliberate bug, or none.
     pub bug: Option<Bug>,
 }
@@ -90,6 +94,7 @@ impl Config {
             quorum,
             faults: true,
             wipes: quorum.w >= 2,
+            all_founders: rng.below(2) == 0,
             bug: None,
         }
     }
@@ -143,8 +148,8 @@ impl fmt::Display for RunResult {
         let q = c.quorum;
         writeln!(
             f,
-            "seed {} ({} nodes, n={} r={} w={} dw={}, {} clients x {} ops, bug {:?}): formed {}, settled {}, {} events, {} virtual ms, trace {:016x}",
-            c.seed, c.nodes, q.n, q.r, q.w, q.dw, c.clients, c.ops_per_client, c.bug,
+            "seed {} ({} nodes{}, n={} r={} w={} dw={}, {} clients x {} ops, bug {:?}): formed {}, settled {}, {} events, {} virtual ms, trace {:016x}",
+            c.seed, c.nodes, if c.all_founders { ", all founders" } else { "" }, q.n, q.r, q.w, q.dw, c.clients, c.ops_per_client, c.bug,
             self.formed, self.settled, self.events, self.virtual_ms, self.trace
         )?;
         writeln!(f, "  {}", self.report)?;

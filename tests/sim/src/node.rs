@@ -10,7 +10,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use quorra_core::membership::{Action, GossipConfig, GossipMsg, MemberInfo, Membership, Status};
+use quorra_core::membership::{
+    Action, Gossip, GossipConfig, GossipMsg, MemberInfo, Membership, SavedTable, Status,
+};
 use quorra_core::quorum::{self, Needs, Target};
 use quorra_core::ring::{Ring, RingMember};
 use quorra_core::round::{merge_all, ReadRound, WriteRound};
@@ -61,11 +63,11 @@ pub struct Quorum {
 pub(crate) enum Msg {
     Gossip {
         req: ReqId,
-        msg: GossipMsg,
+        msg: Gossip,
     },
     GossipReply {
         req: ReqId,
-        msg: Option<GossipMsg>,
+        msg: Option<Gossip>,
     },
     IndirectPing {
         req: ReqId,
@@ -251,9 +253,9 @@ struct WriteState {
 /// What survives a crash: the disk.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Disk {
-    /// The member table, saved on every change (as the node's
-    /// `members.json`).
-    pub(crate) members: Vec<MemberInfo>,
+    /// The layout and member table, saved on every change (as the node's
+    /// `cluster.json`).
+    pub(crate) table: SavedTable,
     pub(crate) objects: BTreeMap<String, Object>,
     pub(crate) hints: BTreeMap<(String, String), Object>,
     pub(crate) epoch: u64,
@@ -309,6 +311,7 @@ impl SimNode {
         i: usize,
         disk: Disk,
         seeds: Vec<SocketAddr>,
+        initial: BTreeSet<String>,
         gossip: GossipConfig,
         quorum: Quorum,
         timeouts: Timeouts,
@@ -328,11 +331,12 @@ impl SimNode {
         let mut membership = Membership::new(
             me,
             seeds,
+            initial,
             gossip,
             now,
             life.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i as u64,
         );
-        membership.restore(disk.members.clone(), now);
+        membership.restore(disk.table.clone(), now);
         let ring_members = membership.ring_members();
         let ring = Ring::build(&ring_members, PARTITIONS, TOKENS);
         Self {
@@ -396,7 +400,7 @@ impl SimNode {
     fn refresh_ring(&mut self) {
         if self.membership.version() != self.saved_version {
             self.saved_version = self.membership.version();
-            self.disk.members = self.membership.members().cloned().collect();
+            self.disk.table = self.membership.saved();
         }
         let mut members = self.membership.ring_members();
         members.sort();
@@ -556,9 +560,9 @@ impl SimNode {
                     origin: from.to_owned(),
                     origin_req: req,
                 });
-                let ping = GossipMsg::Ping {
+                let ping = self.membership.envelope(GossipMsg::Ping {
                     updates: Vec::new(),
-                };
+                });
                 self.send(
                     out,
                     &target,

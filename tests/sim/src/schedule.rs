@@ -90,9 +90,11 @@ impl Schedule {
                     faults.push((at, Fault::ClockSkew(i, skew)));
                 }
                 _ => {
-                    // Never the founder's disk: a founder without a table
-                    // founds a new cluster (see README, Reliability).
-                    if config.wipes && !wiped && i != 0 {
+                    // A node listed alone as initial member founds again
+                    // when wiped (see README, Reliability): with node 0 the
+                    // only founder, never its disk. With every node an
+                    // initial member, any disk: it rejoins.
+                    if config.wipes && !wiped && (i != 0 || config.all_founders) {
                         wiped = true;
                         faults.push((at, Fault::Wipe(i)));
                         faults.push((at + len, Fault::Restart(i)));

@@ -218,18 +218,23 @@ impl World {
     fn start_node(&mut self, i: usize) {
         self.lives[i] += 1;
         let life = self.lives[i];
-        // As the configs of `quorra dev-cluster` say: the first node founds
-        // the cluster (no seeds, in every life: after a restart its saved
-        // member table brings it back), every other node has it as its seed.
-        let seeds = if i == 0 {
-            Vec::new()
+        // Either every node is an initial member and seeds the next one
+        // (each a would-be founder, as `quorra dev-cluster` configures
+        // them), or node 0 founds alone (no seeds, in every life: after a
+        // restart its saved layout brings it back) and is everyone's seed.
+        let n = self.config.nodes;
+        let (seeds, initial) = if self.config.all_founders {
+            (vec![peer_addr((i + 1) % n)], (0..n).map(node_id).collect())
+        } else if i == 0 {
+            (Vec::new(), BTreeSet::from([node_id(0)]))
         } else {
-            vec![peer_addr(0)]
+            (vec![peer_addr(0)], BTreeSet::new())
         };
         let node = SimNode::boot(
             i,
             std::mem::take(&mut self.disks[i]),
             seeds,
+            initial,
             gossip_config(),
             self.config.quorum,
             self.timeouts(),

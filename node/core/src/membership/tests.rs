@@ -9,6 +9,16 @@ fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16))
 }
 
+/// The initial member list of a node that founds a cluster of its own.
+fn solo(i: usize) -> BTreeSet<String> {
+    BTreeSet::from([format!("n{i}")])
+}
+
+/// The initial member list `n{i}` for each of `nodes`.
+fn initial(nodes: &[usize]) -> BTreeSet<String> {
+    nodes.iter().map(|i| format!("n{i}")).collect()
+}
+
 fn info(i: usize, incarnation: u64, status: Status) -> MemberInfo {
     MemberInfo {
         id: format!("n{i}"),
@@ -37,6 +47,7 @@ fn a_suspected_node_refutes() {
     let mut m = Membership::new(
         info(1, 10, Status::Up),
         vec![],
+        solo(1),
         GossipConfig::default(),
         0,
         1,
@@ -45,7 +56,8 @@ fn a_suspected_node_refutes() {
         "n2",
         GossipMsg::Ping {
             updates: vec![info(1, 10, Status::Suspect)],
-        },
+        }
+        .into(),
         5,
     );
     let me = m.get("n1").expect("self");
@@ -56,7 +68,8 @@ fn a_suspected_node_refutes() {
         "n2",
         GossipMsg::Ping {
             updates: vec![info(1, 3, Status::Down)],
-        },
+        }
+        .into(),
         6,
     );
     assert_eq!(m.version(), v);
@@ -68,6 +81,9 @@ struct Sim {
     cut: BTreeSet<(usize, usize)>,
     now: u64,
     config: GossipConfig,
+    /// When set, nodes `0..founders` are all initial members, and each
+    /// one's seed is the next node: every one a would-be founder.
+    founders: Option<usize>,
 }
 
 impl Sim {
@@ -77,6 +93,7 @@ impl Sim {
             cut: BTreeSet::new(),
             now: 0,
             config,
+            founders: None,
         };
         for i in 0..n {
             let m = sim.boot(i);
@@ -85,12 +102,35 @@ impl Sim {
         sim
     }
 
+    /// `n` nodes, each a would-be founder.
+    fn founders(n: usize, config: GossipConfig) -> Self {
+        let mut sim = Self::new(0, config);
+        sim.founders = Some(n);
+        for i in 0..n {
+            let m = sim.boot(i);
+            sim.nodes.push(Some(m));
+        }
+        sim
+    }
+
     fn boot(&self, i: usize) -> Membership {
-        // Node 0 is the seed of everyone.
+        if let Some(n) = self.founders {
+            let all: Vec<usize> = (0..n).collect();
+            return Membership::new(
+                info(i, 1_000 + self.now, Status::Up),
+                vec![addr((i + 1) % n)],
+                initial(&all),
+                self.config,
+                self.now,
+                1 + i as u64,
+            );
+        }
+        // Node 0 founds the cluster and is the seed of everyone.
         let seeds = if i == 0 { vec![] } else { vec![addr(0)] };
         Membership::new(
             info(i, 1_000 + self.now, Status::Up),
             seeds,
+            solo(0),
             self.config,
             self.now,
             1 + i as u64,
@@ -105,7 +145,7 @@ impl Sim {
         self.nodes[b].is_some() && !self.cut.contains(&(a, b)) && !self.cut.contains(&(b, a))
     }
 
-    fn ping(&mut self, from: usize, to: usize, msg: GossipMsg) -> Option<GossipMsg> {
+    fn ping(&mut self, from: usize, to: usize, msg: Gossip) -> Option<Gossip> {
         if !self.link(from, to) {
             return None;
         }
@@ -148,7 +188,7 @@ impl Sim {
                             .ping(
                                 via,
                                 Self::index(target_addr),
-                                GossipMsg::Ping { updates: vec![] },
+                                GossipMsg::Ping { updates: vec![] }.into(),
                             )
                             .is_some();
                     if let Some(node) = self.nodes[i].as_mut() {
@@ -198,6 +238,55 @@ fn members_converge_through_a_seed() {
     for m in sim.nodes.iter().flatten() {
         assert_eq!(m.ring_members().len(), 5);
     }
+}
+
+/// Every live node's cluster id (`None` while it has none).
+fn clusters(sim: &Sim) -> BTreeSet<Option<ClusterId>> {
+    sim.nodes
+        .iter()
+        .flatten()
+        .map(|m| m.layout().map(|l| l.cluster.clone()))
+        .collect()
+}
+
+#[test]
+fn would_be_founders_form_one_cluster_and_a_wiped_one_rejoins_it() {
+    let mut sim = Sim::founders(5, GossipConfig::default());
+    // Until every initial member is up, nobody founds.
+    sim.nodes[4] = None;
+    assert_eq!(
+        sim.run_until(10_000, |s| clusters(s) != BTreeSet::from([None])),
+        None
+    );
+    sim.nodes[4] = Some(sim.boot(4));
+    sim.run_until(20_000, |s| {
+        (0..5).all(|i| s.all_see(&format!("n{i}"), Status::Up))
+            && clusters(s).len() == 1
+            && s.nodes.iter().flatten().all(Membership::has_joined)
+    })
+    .expect("one cluster of five");
+    let founded = Layout::found(&initial(&[0, 1, 2, 3, 4]));
+    for m in sim.nodes.iter().flatten() {
+        assert_eq!(m.layout(), Some(&founded));
+    }
+    // n2 loses its disk and comes back with the same config: it joins the
+    // same cluster rather than founding one.
+    sim.nodes[2] = Some(sim.boot(2));
+    sim.run_until(20_000, |s| {
+        s.nodes[2].as_ref().is_some_and(Membership::has_joined)
+    })
+    .expect("the wiped node joins");
+    assert_eq!(
+        clusters(&sim),
+        BTreeSet::from([Some(founded.cluster.clone())])
+    );
+    assert_eq!(
+        sim.nodes[2].as_mut().map(|m| m
+            .take_notices()
+            .iter()
+            .any(|n| matches!(n, Notice::Joined { .. }))),
+        Some(true)
+    );
 }
 
 #[test]
@@ -278,61 +367,254 @@ fn a_partitioned_node_is_refuted_back_to_up_after_healing() {
     );
 }
 
+/// A member's full table, as its push-pull sends it.
+fn table_of(m: &Membership) -> Gossip {
+    m.full_table()
+}
+
 #[test]
-fn joining_needs_the_table_of_a_member() {
+fn joining_needs_the_layout_of_a_member() {
     let me = info(1, 10, Status::Up);
-    // Listed among its own seeds: a founder, a member at once.
+    // Listed alone in its initial members: founds at once.
     let founder = Membership::new(
         me.clone(),
         vec![addr(1), addr(2)],
+        solo(1),
         GossipConfig::default(),
         0,
         1,
     );
     assert!(founder.has_joined());
-    // Another node's seed only: joining.
-    let mut m = Membership::new(me.clone(), vec![addr(2)], GossipConfig::default(), 0, 1);
+    assert_eq!(founder.status("n1"), Some(Status::Up));
+    // Not an initial member: joining, however many seeds it lists.
+    let mut m = Membership::new(
+        me.clone(),
+        vec![addr(1), addr(2)],
+        BTreeSet::new(),
+        GossipConfig::default(),
+        0,
+        1,
+    );
     assert!(!m.has_joined());
     // The table of another joining node does not make it a member...
-    let joining_peer = GossipMsg::PushPull {
-        members: vec![info(2, 5, Status::Joining)],
-        from: Some("n2".into()),
-    };
-    m.handle_push_pull_reply("n2", joining_peer, 1);
+    let joining_peer = Membership::new(
+        info(2, 5, Status::Up),
+        vec![],
+        BTreeSet::new(),
+        GossipConfig::default(),
+        0,
+        2,
+    );
+    m.handle_push_pull_reply("n2", table_of(&joining_peer), 1);
     assert!(!m.has_joined());
-    // ...nor a table that does not say who sent it...
-    let anonymous = GossipMsg::PushPull {
-        members: vec![info(3, 5, Status::Up)],
-        from: None,
-    };
-    m.handle_push_pull_reply("n3", anonymous, 2);
+    // ...nor a layout that comes without its sender's word that it is a
+    // member of that cluster...
+    let member = Membership::new(
+        info(3, 5, Status::Up),
+        vec![],
+        solo(3),
+        GossipConfig::default(),
+        0,
+        3,
+    );
+    let mut unstamped = table_of(&member);
+    unstamped.standing = Standing::Unjoined { founding: None };
+    m.handle_push_pull_reply("n3", unstamped, 2);
     assert!(!m.has_joined());
-    // ...the table of a member does.
-    let member = GossipMsg::PushPull {
-        members: vec![info(3, 5, Status::Up), info(2, 5, Status::Joining)],
-        from: Some("n3".into()),
-    };
-    m.handle_push_pull_reply("n3", member, 3);
+    // ...the table of a member does: it joins that cluster and adds itself
+    // to the layout.
+    m.handle_push_pull_reply("n3", table_of(&member), 3);
     assert!(m.has_joined());
+    let layout = m.layout().expect("joined").clone();
+    assert_eq!(Some(&layout.cluster), member.layout().map(|l| &l.cluster));
+    assert_eq!(layout.members, initial(&[1, 3]));
+    assert_eq!(layout.version, 2);
+    assert_eq!(
+        m.take_notices(),
+        vec![Notice::Joined {
+            cluster: layout.cluster.clone(),
+            via: "n3".into()
+        }]
+    );
+}
+
+/// The standing a would-be founder of `initial` sends.
+fn would_found(nodes: &[usize]) -> Standing {
+    Standing::Unjoined {
+        founding: Some(ClusterId::founded_by(&initial(nodes))),
+    }
+}
+
+fn ping_from(standing: Standing) -> Gossip {
+    Gossip {
+        standing,
+        layout: None,
+        msg: GossipMsg::Ping { updates: vec![] },
+    }
 }
 
 #[test]
-fn a_push_pull_reply_joins_only_on_its_senders_own_word() {
-    let me = info(1, 10, Status::Up);
-    let mut m = Membership::new(me, vec![addr(2)], GossipConfig::default(), 0, 1);
-    // n2 answers, claiming to be n3.
-    let claims = GossipMsg::PushPull {
-        members: vec![info(3, 5, Status::Up)],
-        from: Some("n3".into()),
+fn an_initial_member_founds_once_every_initial_member_would_found_the_same() {
+    let mut m = Membership::new(
+        info(1, 10, Status::Up),
+        vec![addr(2)],
+        initial(&[1, 2, 3]),
+        GossipConfig::default(),
+        0,
+        1,
+    );
+    assert!(!m.has_joined(), "alone it does not found");
+    m.handle_message("n2", ping_from(would_found(&[1, 2, 3])), 1);
+    assert!(!m.has_joined(), "n3 not heard from yet");
+    // n2 passing on n3's record is not n3's word.
+    let mut passes_on = ping_from(would_found(&[1, 2, 3]));
+    passes_on.msg = GossipMsg::Ping {
+        updates: vec![info(3, 5, Status::Joining)],
     };
-    m.handle_push_pull_reply("n2", claims, 1);
+    m.handle_message("n2", passes_on, 2);
     assert!(!m.has_joined());
+    // n3 with a different list (or none) blocks founding, and says why.
+    m.handle_message("n3", ping_from(would_found(&[1, 3])), 3);
+    assert!(!m.has_joined());
+    assert!(matches!(
+        m.take_notices().as_slice(),
+        [Notice::InitialMembersDiffer { peer, .. }] if peer == "n3"
+    ));
+    m.handle_message("n3", ping_from(would_found(&[1, 2, 3])), 4);
+    assert!(m.has_joined());
+    let layout = m.layout().expect("founded");
+    assert_eq!(*layout, Layout::found(&initial(&[1, 2, 3])));
+    assert_eq!(m.status("n1"), Some(Status::Up));
+}
+
+#[test]
+fn a_node_that_heard_of_its_cluster_never_founds_it_again() {
+    // A wiped initial member: its peers have the layout. Even hearing
+    // every other initial member unjoined afterwards (they lost their disks
+    // too, say), once it has heard of the cluster it only joins.
+    let mut m = Membership::new(
+        info(1, 10, Status::Up),
+        vec![addr(2)],
+        initial(&[1, 2, 3]),
+        GossipConfig::default(),
+        0,
+        1,
+    );
+    let layout = Layout::found(&initial(&[1, 2, 3]));
+    m.handle_message("n2", ping_from(Standing::Member(layout.stamp())), 1);
+    m.handle_message("n2", ping_from(would_found(&[1, 2, 3])), 2);
+    m.handle_message("n3", ping_from(would_found(&[1, 2, 3])), 3);
+    assert!(!m.has_joined());
+    // It joins on a member's layout.
+    let table = Gossip {
+        standing: Standing::Member(layout.stamp()),
+        layout: Some(layout.clone()),
+        msg: GossipMsg::PushPull {
+            members: vec![info(2, 5, Status::Up)],
+        },
+    };
+    m.handle_push_pull_reply("n2", table, 4);
+    assert_eq!(
+        m.layout(),
+        Some(&layout),
+        "already a member: nothing to add"
+    );
+}
+
+#[test]
+fn a_node_of_another_cluster_is_refused_both_ways() {
+    let mut m = member_of_three();
+    m.take_notices();
+    let ours = m.layout().expect("member").cluster.clone();
+    let other = Layout::found(&initial(&[7]));
+    let v = m.version();
+    let foreign = Gossip {
+        standing: Standing::Member(other.stamp()),
+        layout: Some(other.clone()),
+        msg: GossipMsg::PushPull {
+            members: vec![info(7, 5, Status::Up), info(2, 99, Status::Up)],
+        },
+    };
+    let reply = m
+        .handle_message("n7", foreign.clone(), 1)
+        .expect("an answer");
+    assert_eq!(m.version(), v, "nothing taken");
+    assert_eq!(m.get("n7"), None);
+    assert_eq!(m.foreign(), 1);
+    assert_eq!(
+        reply,
+        Gossip {
+            standing: m.standing(),
+            layout: None,
+            msg: GossipMsg::PushPull { members: vec![] }
+        },
+        "the answer carries only our standing"
+    );
+    assert_eq!(
+        m.take_notices(),
+        vec![Notice::ForeignCluster {
+            peer: "n7".into(),
+            theirs: other.cluster.clone(),
+            ours: Some(ours.clone())
+        }]
+    );
+    // Reported once per peer, counted every time.
+    m.handle_message("n7", foreign, 2);
+    assert_eq!(m.foreign(), 2);
+    assert!(m.take_notices().is_empty());
+    // The foreign node refuses our answer in turn.
+    let mut theirs = Membership::new(
+        info(7, 5, Status::Up),
+        vec![addr(1)],
+        solo(7),
+        GossipConfig::default(),
+        0,
+        7,
+    );
+    theirs.handle_push_pull_reply("n1", reply, 3);
+    assert_eq!(theirs.get("n1"), None);
+    assert_eq!(theirs.foreign(), 1);
+    // A joining node takes the first cluster it hears of, then no other.
+    let mut joiner = Membership::new(
+        info(5, 5, Status::Up),
+        vec![addr(1)],
+        BTreeSet::new(),
+        GossipConfig::default(),
+        0,
+        5,
+    );
+    joiner.handle_message("n1", ping_from(m.standing()), 4);
+    joiner.handle_push_pull_reply("n7", table_of(&theirs), 5);
+    assert!(!joiner.has_joined());
+    assert_eq!(joiner.foreign(), 1);
+    joiner.handle_push_pull_reply("n1", table_of(&m), 6);
+    assert_eq!(joiner.layout().map(|l| &l.cluster), Some(&ours));
+}
+
+#[test]
+fn a_joined_nodes_layout_spreads_by_merge() {
+    let mut m = member_of_three();
+    let mut joined = m.layout().expect("member").clone();
+    joined.admit("n4");
+    let table = Gossip {
+        standing: Standing::Member(joined.stamp()),
+        layout: Some(joined.clone()),
+        msg: GossipMsg::PushPull { members: vec![] },
+    };
+    let v = m.version();
+    m.handle_message("n4", table, 1);
+    assert_eq!(m.layout(), Some(&joined));
+    assert!(
+        m.version() > v,
+        "a layout change is saved like a record change"
+    );
 }
 
 fn member_of_three() -> Membership {
     let mut m = Membership::new(
         info(1, 10, Status::Up),
         vec![],
+        solo(1),
         GossipConfig::default(),
         0,
         1,
@@ -342,7 +624,8 @@ fn member_of_three() -> Membership {
             &format!("n{i}"),
             GossipMsg::Ping {
                 updates: vec![info(i, 5, Status::Up)],
-            },
+            }
+            .into(),
             1,
         );
     }
@@ -365,7 +648,8 @@ fn only_a_member_itself_may_move_or_revive_itself() {
             "n2",
             GossipMsg::Ping {
                 updates: vec![forged],
-            },
+            }
+            .into(),
             2,
         );
     }
@@ -379,7 +663,8 @@ fn only_a_member_itself_may_move_or_revive_itself() {
         "n3",
         GossipMsg::Ping {
             updates: vec![moved.clone()],
-        },
+        }
+        .into(),
         3,
     );
     assert_eq!(m.get("n3"), Some(&moved));
@@ -393,12 +678,13 @@ fn a_suspicion_spreads_only_at_the_known_incarnation() {
         "n2",
         GossipMsg::Ping {
             updates: vec![info(3, 5, Status::Suspect)],
-        },
+        }
+        .into(),
         2,
     );
     assert_eq!(m.status("n3"), Some(Status::Suspect));
-    let ack = m.handle_message("n3", GossipMsg::Ping { updates: vec![] }, 3);
-    let Some(GossipMsg::Ack { updates }) = ack else {
+    let ack = m.handle_message("n3", GossipMsg::Ping { updates: vec![] }.into(), 3);
+    let Some(GossipMsg::Ack { updates }) = ack.map(|g| g.msg) else {
         panic!("an ack")
     };
     assert!(updates.contains(&info(3, 5, Status::Suspect)));
@@ -408,7 +694,8 @@ fn a_suspicion_spreads_only_at_the_known_incarnation() {
         "n2",
         GossipMsg::Ping {
             updates: vec![info(3, u64::MAX, Status::Down)],
-        },
+        }
+        .into(),
         2,
     );
     assert_eq!(m.get("n3"), Some(&info(3, 5, Status::Up)));
@@ -422,7 +709,8 @@ fn an_accusation_at_u64_max_is_refuted_past_the_own_incarnation() {
         "n2",
         GossipMsg::Ping {
             updates: vec![info(1, u64::MAX, Status::Down)],
-        },
+        }
+        .into(),
         2,
     );
     let me = m.get("n1").expect("self");
@@ -432,6 +720,7 @@ fn an_accusation_at_u64_max_is_refuted_past_the_own_incarnation() {
     let mut top = Membership::new(
         info(1, u64::MAX, Status::Up),
         vec![],
+        solo(1),
         GossipConfig::default(),
         0,
         1,
@@ -440,18 +729,35 @@ fn an_accusation_at_u64_max_is_refuted_past_the_own_incarnation() {
         "n2",
         GossipMsg::Ping {
             updates: vec![info(1, u64::MAX, Status::Suspect)],
-        },
+        }
+        .into(),
         2,
     );
     assert_eq!(top.get("n1").map(|m| m.incarnation), Some(u64::MAX));
 }
 
 #[test]
-fn a_restored_table_counts_only_if_saved_as_a_member() {
+fn a_restored_table_counts_only_if_saved_with_a_layout() {
     let me = info(1, 10, Status::Up);
-    let saved_joining = vec![info(1, 9, Status::Joining), info(2, 5, Status::Up)];
-    let mut m = Membership::new(me.clone(), vec![addr(2)], GossipConfig::default(), 0, 1);
-    m.restore(saved_joining, 0);
+    let joining = || {
+        Membership::new(
+            me.clone(),
+            vec![addr(2)],
+            initial(&[1, 2]),
+            GossipConfig::default(),
+            0,
+            1,
+        )
+    };
+    let members = vec![info(1, 9, Status::Up), info(2, 5, Status::Up)];
+    let mut m = joining();
+    m.restore(
+        SavedTable {
+            layout: None,
+            members: members.clone(),
+        },
+        0,
+    );
     assert!(
         !m.has_joined(),
         "a table saved while joining is not the cluster's"
@@ -460,10 +766,20 @@ fn a_restored_table_counts_only_if_saved_as_a_member() {
         m.get("n2").is_some(),
         "its peers still serve to find the cluster"
     );
-    let saved_member = vec![info(1, 9, Status::Up), info(2, 5, Status::Up)];
-    let mut m = Membership::new(me, vec![addr(2)], GossipConfig::default(), 0, 1);
-    m.restore(saved_member, 0);
+    let layout = Layout::found(&initial(&[1, 2]));
+    let mut m = joining();
+    m.restore(
+        SavedTable {
+            layout: Some(layout.clone()),
+            members,
+        },
+        0,
+    );
     assert!(m.has_joined());
+    assert_eq!(m.layout(), Some(&layout));
+    assert_eq!(m.status("n1"), Some(Status::Up));
+    // And it round-trips.
+    assert_eq!(m.saved().layout, Some(layout));
 }
 
 #[test]
@@ -473,6 +789,7 @@ fn a_forged_introduction_cannot_pin_a_member() {
     let mut m = Membership::new(
         info(1, 10, Status::Up),
         vec![],
+        solo(1),
         GossipConfig::default(),
         0,
         1,
@@ -483,7 +800,8 @@ fn a_forged_introduction_cannot_pin_a_member() {
         "n2",
         GossipMsg::Ping {
             updates: vec![forged],
-        },
+        }
+        .into(),
         1,
     );
     assert_eq!(m.get("n3").map(|r| r.incarnation), Some(u64::MAX));
@@ -491,7 +809,8 @@ fn a_forged_introduction_cannot_pin_a_member() {
         "n3",
         GossipMsg::Ping {
             updates: vec![info(3, 5, Status::Up)],
-        },
+        }
+        .into(),
         2,
     );
     assert_eq!(m.get("n3"), Some(&info(3, 5, Status::Up)));
@@ -500,7 +819,8 @@ fn a_forged_introduction_cannot_pin_a_member() {
         "n3",
         GossipMsg::Ping {
             updates: vec![info(3, 4, Status::Up)],
-        },
+        }
+        .into(),
         3,
     );
     assert_eq!(m.get("n3"), Some(&info(3, 5, Status::Up)));
