@@ -49,6 +49,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::cluster::Cluster;
 use crate::config::NodeConfig;
+use crate::net::transport::NetError;
 use crate::storage::Durability;
 use crate::store::{HintBudget, ObjectStore, StoreError};
 
@@ -67,6 +68,11 @@ pub enum KvError {
     /// No node of the preference list could coordinate a forwarded write.
     #[error("no replica of this key could coordinate the write: {0}")]
     NoCoordinator(String),
+    /// A forwarded write was refused by one coordinator after an earlier
+    /// one did not answer: that one may have taken it, so the refusal is
+    /// not the write's outcome.
+    #[error("the write's outcome is unknown: {0}")]
+    MaybeTaken(String),
     /// The coordinating peer refused the request.
     #[error("{message}")]
     Remote {
@@ -113,6 +119,7 @@ impl KvError {
             Self::Unavailable(_) | Self::NoCoordinator(_) | Self::NotJoined => {
                 ErrorCode::QuorumUnavailable
             }
+            Self::MaybeTaken(_) => ErrorCode::Timeout,
             Self::Remote { code, .. } => *code,
             Self::Task(_) => ErrorCode::Internal,
         }
@@ -695,6 +702,9 @@ impl Kv {
             quorum: q,
         };
         let mut last = String::from("no reachable node in the preference list");
+        // A coordinator that got the request and did not answer may have
+        // taken the write: a later refusal is then no definite outcome.
+        let mut maybe_taken: Option<String> = None;
         // Only to members that may coordinate: a joining node would refuse.
         for node in prefs.iter().filter(|id| self.cluster.can_coordinate(id)) {
             match self
@@ -707,11 +717,21 @@ impl Kv {
                     return Ok(o);
                 }
                 Ok(PeerResponse::Error { code, message }) => {
-                    return Err(KvError::Remote { code, message })
+                    return Err(match maybe_taken {
+                        Some(earlier) => KvError::MaybeTaken(format!(
+                            "{node} refused it ({code}: {message}), but {earlier} may have taken it"
+                        )),
+                        None => KvError::Remote { code, message },
+                    })
                 }
                 Ok(PeerResponse::Unavailable(s)) => return Err(KvError::Unavailable(s)),
                 Ok(other) => last = format!("{node}: unexpected answer {other:?}"),
-                Err(e) => last = format!("{node}: {e}"),
+                // Never sent: nothing taken.
+                Err(e @ NetError::Connect { .. }) => last = format!("{node}: {e}"),
+                Err(e) => {
+                    last = format!("{node}: {e}");
+                    maybe_taken.get_or_insert_with(|| node.clone());
+                }
             }
         }
         Err(KvError::NoCoordinator(last))

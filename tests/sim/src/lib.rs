@@ -18,6 +18,7 @@
 //! nodes, thousands of fault schedules, in seconds.
 
 pub mod check;
+mod disk;
 pub mod history;
 mod node;
 pub mod rng;
@@ -44,6 +45,9 @@ pub enum Bug {
     /// Hinted handoff deletes a hint when it sends it, not when the owner
     /// acknowledged it.
     HintDeletedBeforeDelivery,
+    /// A corrupt record reads as missing, and the node keeps its actor
+    /// epoch (kv679 through corruption).
+    CorruptionReadAsMissing,
 }
 
 /// One simulation run.
@@ -120,6 +124,10 @@ pub struct RunResult {
     pub report: Report,
     /// Whether the cluster formed before the workload.
     pub formed: bool,
+    /// Merges that met one dot with two contents: a node reused a dot
+    /// (kv679). The merge keeps both, so nothing is lost, but a node must
+    /// never do it.
+    pub dot_collisions: usize,
     /// Whether it settled (every node up and seen up, no hints, nothing in
     /// flight) after the faults healed.
     pub settled: bool,
@@ -138,7 +146,7 @@ pub struct RunResult {
 impl RunResult {
     /// Whether the run is correct: formed, settled, nothing lost or invented.
     pub fn ok(&self) -> bool {
-        self.formed && self.settled && self.report.valid()
+        self.formed && self.settled && self.report.valid() && self.dot_collisions == 0
     }
 }
 
@@ -152,6 +160,9 @@ impl fmt::Display for RunResult {
             c.seed, c.nodes, if c.all_founders { ", all founders" } else { "" }, q.n, q.r, q.w, q.dw, c.clients, c.ops_per_client, c.bug,
             self.formed, self.settled, self.events, self.virtual_ms, self.trace
         )?;
+        if self.dot_collisions > 0 {
+            writeln!(f, "  {} merges met a reused dot", self.dot_collisions)?;
+        }
         writeln!(f, "  {}", self.report)?;
         for fault in &self.faults {
             writeln!(f, "  fault {fault}")?;

@@ -11,13 +11,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use quorra_core::membership::{
-    Action, Gossip, GossipConfig, GossipMsg, MemberInfo, Membership, SavedTable, Status,
+    Action, Gossip, GossipConfig, GossipMsg, MemberInfo, Membership, Status,
 };
 use quorra_core::quorum::{self, Needs, Target};
 use quorra_core::ring::{Ring, RingMember};
 use quorra_core::round::{merge_all, ReadRound, WriteRound};
 use quorra_core::{Actor, BucketProps, ConflictMode, Content, Object, VersionVector};
 
+use crate::disk::{Corrupt, Disk};
 use crate::Bug;
 
 /// A request id, unique per node life.
@@ -101,7 +102,7 @@ pub(crate) enum Msg {
         req: ReqId,
         key: String,
         ctx: VersionVector,
-        value: Vec<u8>,
+        value: Option<Vec<u8>>,
     },
     Coordinated {
         req: ReqId,
@@ -145,10 +146,11 @@ pub(crate) enum ClientReq {
         key: String,
         r: Option<u8>,
     },
+    /// A write, or with no value a delete, with the context read.
     Put {
         key: String,
         ctx: VersionVector,
-        value: Vec<u8>,
+        value: Option<Vec<u8>>,
     },
 }
 
@@ -231,8 +233,10 @@ enum Pending {
         to: ReplyTo,
         key: String,
         ctx: VersionVector,
-        value: Vec<u8>,
+        value: Option<Vec<u8>>,
         rest: Vec<String>,
+        /// An earlier coordinator timed out: it may have taken the write.
+        maybe_taken: bool,
     },
 }
 
@@ -250,17 +254,6 @@ struct WriteState {
     to: Option<ReplyTo>,
 }
 
-/// What survives a crash: the disk.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Disk {
-    /// The layout and member table, saved on every change (as the node's
-    /// `cluster.json`).
-    pub(crate) table: SavedTable,
-    pub(crate) objects: BTreeMap<String, Object>,
-    pub(crate) hints: BTreeMap<(String, String), Object>,
-    pub(crate) epoch: u64,
-}
-
 /// Disk faults.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct DiskFaults {
@@ -276,6 +269,8 @@ pub(crate) struct SimNode {
     pub(crate) disk: Disk,
     pub(crate) disk_faults: DiskFaults,
     pub(crate) clock_skew_ms: i64,
+    /// Merges into this node's store that met a reused dot.
+    pub(crate) dot_collisions: usize,
     membership: Membership,
     saved_version: u64,
     ring: Ring,
@@ -312,6 +307,7 @@ impl SimNode {
         disk: Disk,
         seeds: Vec<SocketAddr>,
         initial: BTreeSet<String>,
+        fresh_epoch: u64,
         gossip: GossipConfig,
         quorum: Quorum,
         timeouts: Timeouts,
@@ -320,6 +316,12 @@ impl SimNode {
         life: u64,
     ) -> Self {
         let id = node_id(i);
+        // A start after a crash may have lost unsynced writes: a new actor
+        // epoch, so that no dot is reused (the node's clean-stop marker).
+        let mut disk = disk;
+        if disk.open() {
+            disk.set_epoch(fresh_epoch);
+        }
         let me = MemberInfo {
             id: id.clone(),
             peer_addr: peer_addr(i),
@@ -336,7 +338,7 @@ impl SimNode {
             now,
             life.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i as u64,
         );
-        membership.restore(disk.table.clone(), now);
+        membership.restore(disk.table().clone(), now);
         let ring_members = membership.ring_members();
         let ring = Ring::build(&ring_members, PARTITIONS, TOKENS);
         Self {
@@ -344,6 +346,7 @@ impl SimNode {
             disk,
             disk_faults: DiskFaults::default(),
             clock_skew_ms: 0,
+            dot_collisions: 0,
             saved_version: membership.version(),
             membership,
             ring,
@@ -362,7 +365,7 @@ impl SimNode {
     }
 
     fn actor(&self) -> Actor {
-        Actor::new(self.id.clone(), self.disk.epoch)
+        Actor::new(self.id.clone(), self.disk.epoch())
     }
 
     /// Whether this node sees every one of `ids` as up.
@@ -400,7 +403,7 @@ impl SimNode {
     fn refresh_ring(&mut self) {
         if self.membership.version() != self.saved_version {
             self.saved_version = self.membership.version();
-            self.disk.table = self.membership.saved();
+            self.disk.save_table(self.membership.saved());
         }
         let mut members = self.membership.ring_members();
         members.sort();
@@ -516,7 +519,8 @@ impl SimNode {
                 ctx,
                 value,
                 rest,
-            } => self.forward(to, key, ctx, value, rest, now, out),
+                ..
+            } => self.forward(to, key, ctx, value, rest, true, out),
         }
         self.refresh_ring();
     }
@@ -590,7 +594,7 @@ impl SimNode {
                 hint_for,
             } => {
                 let result = self
-                    .store_replica(&key, &object, hint_for)
+                    .store_replica(&key, &object, hint_for, durable)
                     .map(|()| durable);
                 self.reply(out, from, Msg::Stored { req, result }, true);
             }
@@ -631,8 +635,8 @@ impl SimNode {
                     let k = (owner, key);
                     self.handoff_inflight.remove(&k);
                     // Deleted only once acknowledged, and only if unchanged.
-                    if result.is_ok() && self.disk.hints.get(&k) == Some(&snapshot) {
-                        self.disk.hints.remove(&k);
+                    if result.is_ok() && self.disk.hint(&k.0, &k.1) == Some(&snapshot) {
+                        self.disk.remove_hint(&k.0, &k.1);
                     }
                 }
                 Some(Pending::Repair) | None => {}
@@ -641,8 +645,15 @@ impl SimNode {
                 }
             },
             Msg::Coordinated { req, result } => match self.pending.remove(&req) {
-                Some(Pending::Forward { to, .. }) => {
-                    let result = result.map(|_| ());
+                Some(Pending::Forward {
+                    to, maybe_taken, ..
+                }) => {
+                    // After a coordinator that may have taken the write, a
+                    // refusal is no definite outcome (as the node answers).
+                    let result = result.map(|_| ()).map_err(|e| ClientError {
+                        definite: e.definite && !maybe_taken,
+                        ..e
+                    });
                     self.answer_write(to, result, out);
                 }
                 Some(other) => {
@@ -656,17 +667,36 @@ impl SimNode {
 
     // ---- storage (mirrors node::store) ----
 
-    fn local_read(&self, key: &str, hint_for: Option<&str>) -> Result<Option<Object>, ()> {
+    /// This node's own copy of `key`. A corrupt record is moved aside as
+    /// evidence and the node takes a new actor epoch before it writes again
+    /// (it may have held dots other replicas have): then the key reads as
+    /// missing.
+    fn own_object(&mut self, key: &str) -> Option<Object> {
+        match self.disk.object(key) {
+            Ok(o) => o.cloned(),
+            Err(Corrupt) => {
+                self.disk.quarantine(key);
+                if self.bug == Some(Bug::CorruptionReadAsMissing) {
+                    return None;
+                }
+                let epoch = self.disk.epoch();
+                let fresh = (epoch ^ self.next_req)
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    .rotate_left(29)
+                    | 1 << 63;
+                self.disk
+                    .set_epoch(if fresh == epoch { fresh ^ 1 } else { fresh });
+                None
+            }
+        }
+    }
+
+    fn local_read(&mut self, key: &str, hint_for: Option<&str>) -> Result<Option<Object>, ()> {
         if self.disk_faults.failing {
             return Err(());
         }
-        let local = self.disk.objects.get(key).cloned();
-        let hint = hint_for.and_then(|o| {
-            self.disk
-                .hints
-                .get(&(o.to_owned(), key.to_owned()))
-                .cloned()
-        });
+        let local = self.own_object(key);
+        let hint = hint_for.and_then(|o| self.disk.hint(o, key).cloned());
         Ok(merge_all([&local, &hint], self.quorum.mode))
     }
 
@@ -675,24 +705,24 @@ impl SimNode {
         key: &str,
         object: &Object,
         hint_for: Option<String>,
+        durable: bool,
     ) -> Result<(), ()> {
         if self.disk_faults.failing {
             return Err(());
         }
         let mode = self.quorum.mode;
-        let slot = match hint_for {
-            Some(owner) if owner != self.id => self.disk.hints.entry((owner, key.to_owned())),
-            _ => {
-                self.disk
-                    .objects
-                    .entry(key.to_owned())
-                    .and_modify(|o| o.merge(object, mode))
-                    .or_insert_with(|| object.clone());
-                return Ok(());
+        match hint_for {
+            Some(owner) if owner != self.id => {
+                let mut held = self.disk.hint(&owner, key).cloned().unwrap_or_default();
+                self.dot_collisions += held.merge_counting(object, mode);
+                self.disk.put_hint(&owner, key, held, durable);
             }
-        };
-        slot.and_modify(|o| o.merge(object, mode))
-            .or_insert_with(|| object.clone());
+            _ => {
+                let mut held = self.own_object(key).unwrap_or_default();
+                self.dot_collisions += held.merge_counting(object, mode);
+                self.disk.put_object(key, held, durable);
+            }
+        }
         Ok(())
     }
 
@@ -838,7 +868,7 @@ impl SimNode {
         };
         for target in stale {
             if target.node == self.id {
-                let _ = self.store_replica(&state.key, &merged, target.hint_for.clone());
+                let _ = self.store_replica(&state.key, &merged, target.hint_for.clone(), false);
                 continue;
             }
             let req = self.req(Pending::Repair);
@@ -860,7 +890,7 @@ impl SimNode {
         to: ReplyTo,
         key: String,
         ctx: VersionVector,
-        value: Vec<u8>,
+        value: Option<Vec<u8>>,
         forwarded: bool,
         now: u64,
         out: &mut Vec<Out>,
@@ -871,7 +901,7 @@ impl SimNode {
         let me_primary = order.iter().take(n).any(|id| *id == self.id);
         if !forwarded && !me_primary {
             let prefs: Vec<String> = order.iter().take(n).rev().cloned().collect();
-            self.forward(to, key, ctx, value, prefs, now, out);
+            self.forward(to, key, ctx, value, prefs, false, out);
             return;
         }
         let needs = Needs {
@@ -893,20 +923,20 @@ impl SimNode {
             _ => self.quorum.mode,
         };
         let stamp = now.saturating_add_signed(self.clock_skew_ms);
-        let mut object = self.disk.objects.get(&key).cloned().unwrap_or_default();
+        let mut object = self.own_object(&key).unwrap_or_default();
+        // `None` is a delete: a tombstone, versioned like any write.
+        let content = match value {
+            Some(value) => Content::value(value, "application/json", stamp),
+            None => Content::tombstone(stamp),
+        };
         object
-            .update(
-                &ctx,
-                &self.actor(),
-                Content::value(value, "application/json", stamp),
-                mode,
-            )
+            .update(&ctx, &self.actor(), content, mode)
             .expect("update");
         if object.siblings().len() > MAX_SIBLINGS {
             return self.answer_write(to, Err(ClientError::definite("too_many_siblings")), out);
         }
-        self.disk.objects.insert(key.clone(), object.clone());
         let durable = self.quorum.dw > 0;
+        self.disk.put_object(&key, object.clone(), durable);
         let early = round.stored_locally(me_primary, durable);
         let mut to = Some(to);
         if let Some(answer) = early {
@@ -951,7 +981,7 @@ impl SimNode {
             // A stand-in that is the coordinator itself (a read-only path
             // elsewhere; kept for symmetry with the node).
             let result = self
-                .store_replica(&key, &object, target.hint_for.clone())
+                .store_replica(&key, &object, target.hint_for.clone(), durable)
                 .map(|()| durable);
             self.write_reply(round, target, result, now, out);
             return;
@@ -1021,9 +1051,9 @@ impl SimNode {
         to: ReplyTo,
         key: String,
         ctx: VersionVector,
-        value: Vec<u8>,
+        value: Option<Vec<u8>>,
         mut rest: Vec<String>,
-        _now: u64,
+        maybe_taken: bool,
         out: &mut Vec<Out>,
     ) {
         let next = loop {
@@ -1046,6 +1076,7 @@ impl SimNode {
             ctx,
             value,
             rest,
+            maybe_taken,
         });
         let msg = Msg::Coordinate {
             req,
@@ -1064,7 +1095,7 @@ impl SimNode {
         let mut budget = HANDOFF_BUDGET;
         let keys: Vec<(String, String)> = self
             .disk
-            .hints
+            .hints()
             .keys()
             .filter(|(owner, _)| owner != &self.id && self.is_reachable(owner))
             .filter(|k| !self.handoff_inflight.contains(*k))
@@ -1075,11 +1106,11 @@ impl SimNode {
                 break;
             }
             budget -= 1;
-            let Some(snapshot) = self.disk.hints.get(&(owner.clone(), key.clone())).cloned() else {
+            let Some(snapshot) = self.disk.hint(&owner, &key).cloned() else {
                 continue;
             };
             if self.bug == Some(Bug::HintDeletedBeforeDelivery) {
-                self.disk.hints.remove(&(owner.clone(), key.clone()));
+                self.disk.remove_hint(&owner, &key);
             } else {
                 self.handoff_inflight.insert((owner.clone(), key.clone()));
             }
@@ -1102,7 +1133,7 @@ impl SimNode {
 
     /// Hints held.
     pub(crate) fn hints(&self) -> usize {
-        self.disk.hints.len()
+        self.disk.hints().len()
     }
 }
 

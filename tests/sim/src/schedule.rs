@@ -1,6 +1,7 @@
 //! Random fault schedules: crashes and restarts, partitions (symmetric and
 //! one-way), failing and slow disks, clock skew and, where the quorum
-//! settings can survive it, one wiped disk.
+//! settings can survive it, one disk that loses data: wiped, losing its
+//! unsynced writes to a power loss, or with a corrupt record.
 
 use crate::rng::Rng;
 use crate::Config;
@@ -15,6 +16,10 @@ pub enum Fault {
     /// Crash and lose the disk: the node comes back empty, with a new actor
     /// epoch.
     Wipe(usize),
+    /// Crash and lose every write not synced, as a power loss does.
+    PowerLoss(usize),
+    /// Corrupt one stored record (the pick among its keys).
+    Corrupt(usize, u64),
     /// Cut these nodes off from the rest, both ways.
     Partition(Vec<usize>),
     /// Drop every message from the first node to the second, replies
@@ -96,7 +101,11 @@ impl Schedule {
                     // initial member, any disk: it rejoins.
                     if config.wipes && !wiped && (i != 0 || config.all_founders) {
                         wiped = true;
-                        faults.push((at, Fault::Wipe(i)));
+                        match rng.below(3) {
+                            0 => faults.push((at, Fault::Wipe(i))),
+                            1 => faults.push((at, Fault::PowerLoss(i))),
+                            _ => faults.push((at, Fault::Corrupt(i, rng.next_u64()))),
+                        }
                         faults.push((at + len, Fault::Restart(i)));
                     } else {
                         faults.push((at, Fault::Crash(i)));

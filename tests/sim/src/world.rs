@@ -14,9 +14,10 @@ use quorra_core::membership::GossipConfig;
 use quorra_core::{Object, VersionVector};
 
 use crate::check::{check, FinalRead};
+use crate::disk::Disk;
 use crate::history::{decode, encode, History, Op, OpKind, Outcome};
 use crate::node::{
-    node_id, peer_addr, ClientReq, ClientResult, Disk, Msg, OpId, Out, ReqId, SimNode, Timeouts,
+    node_id, peer_addr, ClientReq, ClientResult, Msg, OpId, Out, ReqId, SimNode, Timeouts,
 };
 use crate::rng::Rng;
 use crate::schedule::{Fault, Schedule};
@@ -108,6 +109,8 @@ struct ClientOp {
     node: usize,
     key: String,
     register: bool,
+    /// A register delete (with the context read) instead of a write.
+    delete: bool,
     unique: u64,
     invoked_ms: u64,
     /// `None` while reading; the values the read saw once writing.
@@ -151,6 +154,8 @@ pub(crate) struct World {
     trace: u64,
     processed: u64,
     wiped: bool,
+    /// Reused dots met by nodes no longer running.
+    dot_collisions: usize,
     /// Replica and coordination messages scheduled and not yet delivered:
     /// the cluster is quiet only when none are left (a delayed read repair
     /// still lands, even after its sender stopped waiting for it).
@@ -175,12 +180,7 @@ impl World {
             events: BTreeMap::new(),
             rng,
             nodes: (0..n).map(|_| None).collect(),
-            disks: (0..n)
-                .map(|i| Disk {
-                    epoch: 1 + i as u64,
-                    ..Disk::default()
-                })
-                .collect(),
+            disks: (0..n).map(|i| Disk::new(1 + i as u64)).collect(),
             lives: vec![0; n],
             blocked: BTreeSet::new(),
             net,
@@ -193,6 +193,7 @@ impl World {
             trace: 0xcbf2_9ce4_8422_2325,
             processed: 0,
             wiped: false,
+            dot_collisions: 0,
             data_in_flight: 0,
             config,
         };
@@ -235,6 +236,8 @@ impl World {
             std::mem::take(&mut self.disks[i]),
             seeds,
             initial,
+            // Taken if the disk was not closed (the node crashed).
+            1_000 + self.rng.next_u64(),
             gossip_config(),
             self.config.quorum,
             self.timeouts(),
@@ -252,6 +255,7 @@ impl World {
     fn crash(&mut self, i: usize) {
         if let Some(node) = self.nodes[i].take() {
             // The disk survives a crash; what was only in memory does not.
+            self.dot_collisions += node.dot_collisions;
             self.disks[i] = node.disk;
             self.lives[i] += 1;
         }
@@ -268,11 +272,22 @@ impl World {
             Fault::Wipe(i) => {
                 self.crash(i);
                 // A new disk: a new actor epoch (the node's kv679 defence).
-                self.disks[i] = Disk {
-                    epoch: 1_000 + self.rng.next_u64(),
-                    ..Disk::default()
-                };
+                self.disks[i] = Disk::new(1_000 + self.rng.next_u64());
                 self.wiped = true;
+            }
+            Fault::PowerLoss(i) => {
+                self.crash(i);
+                self.disks[i].power_loss();
+                self.wiped = true;
+            }
+            Fault::Corrupt(i, pick) => {
+                let disk = match self.nodes[i].as_mut() {
+                    Some(node) => &mut node.disk,
+                    None => &mut self.disks[i],
+                };
+                if disk.corrupt(pick).is_some() {
+                    self.wiped = true;
+                }
             }
             Fault::Partition(side) => {
                 let side: BTreeSet<usize> = side.into_iter().collect();
@@ -501,11 +516,14 @@ impl World {
             format!("set-{k}")
         };
         let node = self.rng.below(self.config.nodes as u64) as usize;
+        // One register operation in five deletes what it read.
+        let delete = register && self.rng.below(5) == 0;
         let op = ClientOp {
             request: self.next_op,
             node,
             key: key.clone(),
             register,
+            delete,
             unique: self.next_unique,
             invoked_ms: self.now,
             observed: None,
@@ -535,7 +553,11 @@ impl World {
         let Some(op) = self.clients[client].current.take() else {
             return;
         };
-        let kind = if op.register {
+        let kind = if op.delete {
+            OpKind::RegDelete {
+                observed: op.observed.unwrap_or_default(),
+            }
+        } else if op.register {
             OpKind::RegWrite {
                 value: op.unique,
                 observed: op.observed.unwrap_or_default(),
@@ -574,12 +596,14 @@ impl World {
                 };
                 let seen: Vec<Option<Vec<u64>>> = siblings(object.as_ref());
                 let observed: Vec<u64> = seen.iter().flatten().flatten().copied().collect();
-                let value = if current.register {
-                    encode(&BTreeSet::from([current.unique]))
+                let value = if current.delete {
+                    None
+                } else if current.register {
+                    Some(encode(&BTreeSet::from([current.unique])))
                 } else {
                     let mut set: BTreeSet<u64> = observed.iter().copied().collect();
                     set.insert(current.unique);
-                    encode(&set)
+                    Some(encode(&set))
                 };
                 let ctx = object
                     .as_ref()
@@ -741,10 +765,18 @@ impl World {
         let everyone: Vec<usize> = (0..self.config.nodes).collect();
         let finals = self.read_all(&everyone, None);
         let report = check(&self.history, &finals);
+        let dot_collisions = self.dot_collisions
+            + self
+                .nodes
+                .iter()
+                .flatten()
+                .map(|n| n.dot_collisions)
+                .sum::<usize>();
         RunResult {
             config: self.config.clone(),
             report,
             formed,
+            dot_collisions,
             settled,
             faults: schedule.describe(),
             trace: self.trace,
