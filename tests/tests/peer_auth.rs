@@ -429,3 +429,73 @@ async fn quic_client_requests_are_held_to_the_same_limits() {
         .expect("put");
     assert_eq!(r.status, 204, "{}", r.text());
 }
+
+/// Peer requests and QUIC client requests past their concurrency limits are
+/// refused with `overloaded` rather than queued: a slow disk holds each
+/// request's permit, so some of a burst must be refused, and some served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_concurrency_limits_are_refused_overloaded() {
+    use quorra_core::proto::ClientRequest;
+    use quorra_core::{BucketName, Key, Limits, QuorumOverrides};
+    let c = TestCluster::start_with(&quorra_bin!(), 1, |_, cfg| {
+        cfg.fault_injection = true;
+        cfg.max_concurrent_requests = 1;
+        cfg.max_concurrent_peer_requests = 1;
+    })
+    .expect("cluster");
+    let slow = c
+        .client(0)
+        .put_json(
+            "/v1/debug/faults",
+            &serde_json::json!({ "disk_delay_ms": 400 }),
+        )
+        .await
+        .expect("faults");
+    assert_eq!(slow.status, 200, "{}", slow.text());
+    let target = c.nodes[0].peer.expect("peer address");
+    generate(&c.certs, &["peer".into()]).expect("node cert");
+    generate_role(&c.certs, Role::Client, &["app".into()]).expect("client cert");
+    let limits = Limits::default();
+    let bucket = BucketName::parse("b", &limits).expect("bucket");
+    let key = Key::parse(b"k".to_vec(), &limits).expect("key");
+    let peer_req = PeerRequest::ReplicaGet {
+        bucket: bucket.clone(),
+        key: key.clone(),
+        hint_for: None,
+    };
+    let client_req = PeerRequest::Client(ClientRequest::Get {
+        bucket,
+        key,
+        quorum: QuorumOverrides::default(),
+    });
+    for (who, req) in [("peer", peer_req), ("app", client_req)] {
+        let certs = NodeCerts::load(&c.certs, who).expect("load");
+        let t = std::sync::Arc::new(
+            Transport::bind("127.0.0.1:0".parse().expect("addr"), &certs, 1 << 20).expect("bind"),
+        );
+        let burst: Vec<_> = (0..6)
+            .map(|_| {
+                let (t, req) = (t.clone(), req.clone());
+                tokio::spawn(async move { t.request(target, &req, Duration::from_secs(10)).await })
+            })
+            .collect();
+        let (mut served, mut overloaded) = (0, 0);
+        for answer in burst {
+            match answer.await.expect("task") {
+                Ok(PeerResponse::Error { code, .. }) if code.as_str() == "overloaded" => {
+                    overloaded += 1
+                }
+                Ok(PeerResponse::Error { code, message }) => {
+                    panic!("{who}: unexpected error {code}: {message}")
+                }
+                Ok(_) => served += 1,
+                Err(e) => panic!("{who}: {e}"),
+            }
+        }
+        assert!(
+            overloaded > 0,
+            "{who}: none of six refused past a limit of 1"
+        );
+        assert!(served > 0, "{who}: none of six served");
+    }
+}
