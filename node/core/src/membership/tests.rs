@@ -81,8 +81,8 @@ struct Sim {
     cut: BTreeSet<(usize, usize)>,
     now: u64,
     config: GossipConfig,
-    /// When set, nodes `0..founders` are all initial members, and each
-    /// one's seed is the next node: every one a would-be founder.
+    /// When set, nodes `0..founders` are all initial members, with the
+    /// first three as everyone's seeds: every one a would-be founder.
     founders: Option<usize>,
 }
 
@@ -116,9 +116,10 @@ impl Sim {
     fn boot(&self, i: usize) -> Membership {
         if let Some(n) = self.founders {
             let all: Vec<usize> = (0..n).collect();
+            // The same seed list on every node, as operators write it.
             return Membership::new(
                 info(i, 1_000 + self.now, Status::Up),
-                vec![addr((i + 1) % n)],
+                (0..n.min(3)).map(addr).collect(),
                 initial(&all),
                 self.config,
                 self.now,
