@@ -64,10 +64,10 @@ pub struct NodeConfig {
     /// Requests from other nodes served at once; more are refused with
     /// `overloaded` (the sender counts it as a failed replica).
     pub max_concurrent_peer_requests: usize,
-    /// Replication and read-repair work carried on after answers; a read or
-    /// write waits for room (within its timeout) and the wait is counted
-    /// (`quorra_background_full_total`), so a slow replica cannot grow a
-    /// node's memory without limit.
+    /// Reads and writes under way on this node, replication and read
+    /// repair after their answers included; a client request past it is
+    /// refused `overloaded`, so a slow replica cannot grow a node's memory
+    /// without limit.
     pub max_background_tasks: usize,
     /// Log filter (`info`, `quorra_node=debug`, …), as `RUST_LOG`.
     pub log: String,

@@ -4,9 +4,10 @@
 //!
 //! - [`storage`]: the engine trait, with RocksDB and in-memory engines.
 //! - [`store`]: versioned, checksummed objects and the node's actor identity.
-//! - [`kv`]: the request path: coordination, quorums, read repair.
-//! - [`cluster`]: membership, the ring, calls to peers.
-//! - [`handoff`]: delivering hints to returning nodes.
+//! - [`driver`]: the driver of the node's state machine
+//!   ([`quorra_core::node`]): network, disk and timers in, effects out.
+//! - [`kv`]: the request edge: permission checks, validation, contexts.
+//! - [`cluster`]: the member table between runs, and membership notices.
 //! - [`faults`]: fault injection for tests (off unless configured).
 //! - [`net`]: certificates and the QUIC peer transport.
 //! - [`http`]: the HTTP API (axum).
@@ -21,8 +22,8 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod devcluster;
+pub mod driver;
 pub mod faults;
-pub mod handoff;
 pub mod http;
 pub mod kv;
 pub mod net;

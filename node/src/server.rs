@@ -16,8 +16,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::cluster::Cluster;
 use crate::config::{ConfigError, NodeConfig};
+use crate::driver::Driver;
 use crate::faults::Faults;
 use crate::http::{self, AppState};
 use crate::kv::Kv;
@@ -161,14 +161,15 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         Some(t) => Some(t.local_addr()?),
         None => None,
     };
-    let cluster = Cluster::new(
+    let driver = Driver::new(
         config.clone(),
+        store.clone(),
         transport.clone(),
         peer_addr.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
         http_addr,
         faults,
     );
-    let kv = Kv::new(store.clone(), config.clone(), cluster.clone(), context_key);
+    let kv = Kv::new(driver.clone(), config.clone(), context_key);
     let mut background = Vec::new();
     if let Some(t) = &transport {
         let handler_kv = kv.clone();
@@ -178,8 +179,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         });
         background.push(t.serve(handler));
     }
-    background.extend(cluster.spawn_gossip());
-    background.push(tokio::spawn(crate::handoff::run(kv.clone())));
+    background.push(driver.spawn_timer());
     let in_flight = kv.client_permits().clone();
     let state = AppState {
         kv,
@@ -208,7 +208,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         for task in background {
             task.abort();
         }
-        cluster.close();
+        driver.close();
         // Whatever was acknowledged without dw reaches the disk before exit,
         // and the clean-stop marker tells the next start it may keep the
         // actor epoch.

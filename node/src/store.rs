@@ -35,8 +35,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use quorra_core::context::{CausalContext, MAX_CONTEXT_ACTORS};
 use quorra_core::hash::{checksum, key_hash, partition_of};
+use quorra_core::node::Hint;
+use quorra_core::write::{apply_client_write, merge_replica, Merged, Refused};
 use quorra_core::{Actor, BucketName, ConflictMode, Content, Key, Limits, Object, VersionVector};
 use thiserror::Error;
 
@@ -84,14 +85,10 @@ pub enum StoreError {
         /// The metadata key.
         key: &'static str,
     },
-    /// The write would leave too many siblings.
-    #[error("the object would have {count} siblings; the limit is {limit}: read it, resolve the siblings and write back with the context")]
-    TooManySiblings {
-        /// Siblings after the write.
-        count: usize,
-        /// The configured limit.
-        limit: usize,
-    },
+    /// The write or merge was refused by the rules of the replica (too
+    /// many siblings, a context too large, a counter at its end).
+    #[error(transparent)]
+    Refused(#[from] Refused),
     /// The object would be larger than the object limit.
     #[error("the object would be {size} bytes with all its siblings; the limit is {limit}: resolve the siblings or write a smaller value")]
     ObjectTooLarge {
@@ -100,21 +97,6 @@ pub enum StoreError {
         /// The limit.
         limit: usize,
     },
-    /// The key's clock would outgrow what a context can carry.
-    #[error("the write would give the key's context {actors} actors ({bytes} bytes encoded); the limits are {max_actors} actors and {max_bytes} bytes")]
-    ContextTooLarge {
-        /// Actors after the write.
-        actors: usize,
-        /// Encoded context length after the write.
-        bytes: usize,
-        /// Most actors.
-        max_actors: usize,
-        /// Longest context.
-        max_bytes: usize,
-    },
-    /// The write cannot be versioned (a counter at its maximum).
-    #[error(transparent)]
-    Version(#[from] quorra_core::version::VersionError),
     /// The hint budget is used up.
     #[error("the hint budget is full ({hints} hints, {bytes} bytes held)")]
     HintBudgetFull {
@@ -126,6 +108,17 @@ pub enum StoreError {
     /// An object could not be encoded.
     #[error("cannot encode object: {0}")]
     Encode(String),
+}
+
+impl StoreError {
+    /// The stable code a client sees.
+    pub fn code(&self) -> quorra_core::ErrorCode {
+        match self {
+            Self::Refused(r) => r.code(),
+            Self::ObjectTooLarge { .. } => quorra_core::ErrorCode::ObjectTooLarge,
+            _ => quorra_core::ErrorCode::StorageError,
+        }
+    }
 }
 
 /// Why a stored record was refused.
@@ -374,33 +367,25 @@ impl ObjectStore {
         durability: Durability,
     ) -> Result<Object, StoreError> {
         let _guard = self.lock(bucket, key);
-        let mut object = self.read(bucket, key)?.object().unwrap_or_default();
-        // A context that saw more of this node's writes than it holds means
-        // it lost them (unsynced writes, a restored backup): new epoch.
-        let me = self.actor();
-        if ctx.get(&me) > object.clock().get(&me) {
-            self.rotate_actor("a context names writes of this node that it no longer holds")?;
-        }
-        object.update(ctx, &self.actor(), content, mode)?;
-        let count = object.siblings().len();
-        if count > self.limits.max_siblings {
-            return Err(StoreError::TooManySiblings {
-                count,
-                limit: self.limits.max_siblings,
-            });
-        }
-        let (actors, bytes) = (
-            object.clock().len(),
-            CausalContext::encoded_len(object.clock()),
-        );
-        if actors > MAX_CONTEXT_ACTORS || bytes > self.limits.max_context_bytes {
-            return Err(StoreError::ContextTooLarge {
-                actors,
-                bytes,
-                max_actors: MAX_CONTEXT_ACTORS,
-                max_bytes: self.limits.max_context_bytes,
-            });
-        }
+        let stored = self.read(bucket, key)?.object();
+        let object = loop {
+            match apply_client_write(
+                stored.as_ref(),
+                ctx,
+                &self.actor(),
+                content.clone(),
+                mode,
+                &self.limits,
+            ) {
+                Ok(object) => break object,
+                // A context that saw more of this node's writes than it
+                // holds means it lost them (unsynced writes, a restored
+                // backup): new epoch.
+                Err(Refused::StaleActor(_)) => self
+                    .rotate_actor("a context names writes of this node that it no longer holds")?,
+                Err(e) => return Err(e.into()),
+            }
+        };
         self.write(bucket, key, &object, durability)?;
         Ok(object)
     }
@@ -415,12 +400,16 @@ impl ObjectStore {
         durability: Durability,
     ) -> Result<Object, StoreError> {
         let _guard = self.lock(bucket, key);
-        let mut object = self.read(bucket, key)?.object().unwrap_or_default();
-        let me = self.actor();
-        if incoming.clock().get(&me) > object.clock().get(&me) {
-            self.rotate_actor("another replica holds writes of this node that it no longer holds")?;
-        }
-        let collisions = object.merge_counting(incoming, mode);
+        let stored = self.read(bucket, key)?.object();
+        let Merged { object, collisions } = loop {
+            match merge_replica(stored.as_ref(), incoming, &self.actor(), mode) {
+                Ok(merged) => break merged,
+                Err(Refused::StaleActor(_)) => self.rotate_actor(
+                    "another replica holds writes of this node that it no longer holds",
+                )?,
+                Err(e) => return Err(e.into()),
+            }
+        };
         if collisions > 0 {
             metrics::counter!("quorra_dot_collisions_total").increment(collisions as u64);
             tracing::error!(
@@ -538,30 +527,6 @@ impl ObjectStore {
         tracing::warn!(old = %actor, epoch = format!("{epoch:016x}"), "{why}: new actor epoch");
         *actor = Actor::new(self.node_id.clone(), epoch);
         Ok(())
-    }
-}
-
-/// An object held for a primary that could not take it (hinted handoff).
-#[derive(Debug, Clone)]
-pub struct Hint {
-    /// The node the object belongs to.
-    pub owner: String,
-    /// Bucket.
-    pub bucket: BucketName,
-    /// Key.
-    pub key: Key,
-    /// The state to deliver.
-    pub object: Object,
-    /// When the first write of this hint was taken (ms since the epoch).
-    pub created_ms: u64,
-    raw: Vec<u8>,
-    storage_key: Vec<u8>,
-}
-
-impl Hint {
-    /// The hint's key in the hint store (unique per owner and key).
-    pub fn storage_key(&self) -> &[u8] {
-        &self.storage_key
     }
 }
 
@@ -697,8 +662,6 @@ impl ObjectStore {
                     key,
                     object,
                     created_ms,
-                    raw: v.to_vec(),
-                    storage_key: k.to_vec(),
                 }),
                 _ => {
                     metrics::counter!("quorra_corrupt_hints_total").increment(1);
@@ -715,20 +678,24 @@ impl ObjectStore {
     /// whether it was deleted.
     pub fn delete_hint(&self, hint: &Hint) -> Result<bool, StoreError> {
         let _guard = self.lock(&hint.bucket, &hint.key);
-        match self.engine.get(Space::Hints, &hint.storage_key)? {
-            Some(now) if now == hint.raw => {
-                self.engine
-                    .delete(Space::Hints, &hint.storage_key, Durability::Buffered)?;
-                self.hints_held.fetch_sub(1, Ordering::Relaxed);
-                let _ = self
-                    .hint_bytes
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                        Some(b.saturating_sub(hint.raw.len() as u64))
-                    });
-                Ok(true)
-            }
-            _ => Ok(false),
+        let hkey = Self::hint_key(&hint.owner, &self.object_key(&hint.bucket, &hint.key));
+        let Some(raw) = self.engine.get(Space::Hints, &hkey)? else {
+            return Ok(false);
+        };
+        // Compared as values, not bytes: the same hint reads back equal
+        // whatever the encoder does.
+        if decode_hint(&raw) != Some((hint.created_ms, hint.object.clone())) {
+            return Ok(false);
         }
+        self.engine
+            .delete(Space::Hints, &hkey, Durability::Buffered)?;
+        self.hints_held.fetch_sub(1, Ordering::Relaxed);
+        let _ = self
+            .hint_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(raw.len() as u64))
+            });
+        Ok(true)
     }
 
     /// How many hints are held in all.

@@ -20,6 +20,8 @@
 //! - [`round`]: one request's round over its replicas (what to send, when
 //!   to answer, what to repair), driven by the node and by the simulator.
 //! - [`proto`]: the messages nodes exchange.
+//! - [`write`]: what a replica does to its stored copy: a client write
+//!   as coordinator, a replica's merge (shared with the simulator's disk).
 //! - [`error`]: stable error codes shared by the server and the client.
 
 pub mod auth;
@@ -29,11 +31,13 @@ pub mod error;
 pub mod hash;
 pub mod layout;
 pub mod membership;
+pub mod node;
 pub mod proto;
 pub mod quorum;
 pub mod ring;
 pub mod round;
 pub mod version;
+pub mod write;
 
 pub use bucket::{BucketName, BucketProps, ConflictMode, Key, Limits, QuorumOverrides};
 pub use context::CausalContext;

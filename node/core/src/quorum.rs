@@ -31,6 +31,9 @@ pub struct Plan {
     /// Reachable fallbacks not used yet, nearest first: stand-ins for targets
     /// that fail.
     pub spares: Vec<String>,
+    /// A planted bug, set only by the simulator's tests: stand-ins count
+    /// as primaries.
+    pub planted_fallbacks_count_as_primaries: bool,
 }
 
 /// Chooses the replicas for a key whose ranked nodes are `order`, with
@@ -61,7 +64,11 @@ pub fn plan(order: &[&str], n: usize, reachable: impl Fn(&str) -> bool) -> Plan 
         }
     }
     spares.reverse();
-    Plan { targets, spares }
+    Plan {
+        targets,
+        spares,
+        planted_fallbacks_count_as_primaries: false,
+    }
 }
 
 impl Plan {
@@ -78,7 +85,7 @@ impl Plan {
             .or_else(|| Some(failed.node.clone()));
         Some(Target {
             node,
-            primary: false,
+            primary: self.planted_fallbacks_count_as_primaries,
             hint_for,
         })
     }

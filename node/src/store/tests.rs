@@ -143,7 +143,7 @@ fn too_many_siblings_is_refused_and_changes_nothing() {
         .expect_err("refused");
     assert!(matches!(
         err,
-        StoreError::TooManySiblings { count: 3, limit: 2 }
+        StoreError::Refused(Refused::TooManySiblings { count: 3, limit: 2 })
     ));
     assert_eq!(
         live(&store.get(&b, &k).expect("get").expect("present")),
@@ -502,4 +502,39 @@ fn a_corrupt_record_met_by_a_merge_is_kept_and_rotates_the_epoch() {
         })
         .expect("scan");
     assert_eq!(evidence, [raw], "the corrupt bytes are kept as evidence");
+}
+
+/// The stored record format (format byte, checksum, msgpack object) keeps
+/// its bytes: a change needs a new fixture and a new format number. The
+/// fixture sits with the core's other golden files; `QUORRA_BLESS=1`
+/// rewrites it.
+#[test]
+fn the_stored_record_keeps_its_bytes() {
+    let mut object = quorra_core::Object::new();
+    for (node, value) in [("n1", "a"), ("n2", "b")] {
+        object
+            .update(
+                &VersionVector::new(),
+                &quorra_core::Actor::new(node, 0x0123_4567_89ab_cdef),
+                Content::value(value.as_bytes().to_vec(), "text/plain", 1_700_000_000_000),
+                ConflictMode::Siblings,
+            )
+            .expect("update");
+    }
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("core/tests/golden/record-v1.hex");
+    let encoded = encode_record(&object).expect("encode");
+    let hex: String = encoded.iter().map(|b| format!("{b:02x}")).collect();
+    if std::env::var_os("QUORRA_BLESS").is_some() {
+        std::fs::write(&path, format!("{hex}\n")).expect("bless");
+    }
+    let fixed = std::fs::read_to_string(&path).expect("fixture");
+    assert_eq!(hex, fixed.trim(), "the record format changed");
+    let bytes: Vec<u8> = (0..fixed.trim().len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&fixed[i..i + 2], 16).expect("hex"))
+        .collect();
+    let decoded = decode_record(&bytes).expect("the fixture decodes");
+    assert_eq!(decoded, object);
+    assert_eq!(encode_record(&decoded).expect("encode"), bytes);
 }

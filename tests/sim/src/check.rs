@@ -8,6 +8,9 @@
 //!   that read it superseded it, and that one is itself accounted for: the
 //!   accounted writes are the final siblings and, transitively, every value a
 //!   write that took effect had read.
+//!   A delete whose client read nothing carries no context: it is a blind
+//!   delete, which deletes whatever its own quorum read sees, so every value
+//!   written before it completed may vanish through it.
 //! - Everywhere: no value that was never written may appear, in a final read
 //!   or in what a write observed.
 //!
@@ -51,6 +54,9 @@ pub struct Report {
     pub recovered: BTreeSet<(String, u64)>,
     /// Final reads that failed: `(key, via, error)`.
     pub failed_reads: Vec<(String, String, String)>,
+    /// Elements a read that heard every primary (`pr = n`) missed, though
+    /// they were acknowledged before it began: `(key, element)`.
+    pub stale_reads: BTreeSet<(String, u64)>,
     /// The longest stretch with no operation acknowledged, while clients were
     /// running (ms).
     pub longest_unavailable_ms: u64,
@@ -64,6 +70,7 @@ impl Report {
             && self.unexpected.is_empty()
             && self.garbled.is_empty()
             && self.failed_reads.is_empty()
+            && self.stale_reads.is_empty()
     }
 
     /// Lost values, counted once per (key, value) whatever node read them.
@@ -93,6 +100,12 @@ impl fmt::Display for Report {
         for (k, v) in self.unexpected.iter().take(10) {
             write!(f, "\n  unexpected {k}={v}")?;
         }
+        for (k, v) in self.stale_reads.iter().take(10) {
+            write!(
+                f,
+                "\n  a pr = n read of {k} missed {v}, acknowledged before it"
+            )?;
+        }
         for (k, via, e) in self.failed_reads.iter().take(10) {
             write!(f, "\n  final read of {k} via {via} failed: {e}")?;
         }
@@ -112,7 +125,46 @@ struct KeyOps {
     deleted: BTreeSet<u64>,
     /// Values deletes read (whatever their outcome): someone wrote them.
     delete_observed: Vec<u64>,
+    /// When each register write was invoked.
+    invoked: BTreeMap<u64, u64>,
+    /// When the latest blind delete (one whose client read nothing, so it
+    /// sent no context) that may have taken effect completed: it deletes
+    /// whatever its own quorum read saw, which may be any value written
+    /// before it completed.
+    blind_delete_until: Option<u64>,
     register: bool,
+}
+
+/// A successful read that needed every primary (`pr = n`) during the
+/// workload, while no replica had lost data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StrongRead {
+    /// The key (a set key).
+    pub key: String,
+    /// When the read was sent.
+    pub invoked_ms: u64,
+    /// The elements it returned.
+    pub seen: BTreeSet<u64>,
+}
+
+/// Checks reads that heard every primary: each must hold every set element
+/// acknowledged before it began. The element's coordinator, a primary, had
+/// stored it; nothing removes an element from a set; so a read that really
+/// heard every primary cannot miss it. (A read answered by a stand-in
+/// counted as a primary can.)
+pub fn check_strong_reads(history: &History, reads: &[StrongRead], report: &mut Report) {
+    for read in reads {
+        for op in history.ops.iter().filter(|o| o.key == read.key) {
+            if let OpKind::SetAdd { element } = op.kind {
+                if op.outcome == Outcome::Ok
+                    && op.completed_ms < read.invoked_ms
+                    && !read.seen.contains(&element)
+                {
+                    report.stale_reads.insert((read.key.clone(), element));
+                }
+            }
+        }
+    }
 }
 
 /// Checks `history` against `finals`.
@@ -135,12 +187,16 @@ pub fn check(history: &History, finals: &[FinalRead]) -> Report {
                 k.register = true;
                 k.attempted.insert(*value, op.outcome);
                 k.observed.insert(*value, observed.clone());
+                k.invoked.insert(*value, op.invoked_ms);
             }
             OpKind::RegDelete { observed } => {
                 k.register = true;
                 k.delete_observed.extend(observed.iter().copied());
                 if op.outcome != Outcome::Fail {
                     k.deleted.extend(observed.iter().copied());
+                    if observed.is_empty() {
+                        k.blind_delete_until = k.blind_delete_until.max(Some(op.completed_ms));
+                    }
                 }
             }
         }
@@ -186,7 +242,15 @@ pub fn check(history: &History, finals: &[FinalRead]) -> Report {
             }
         }
         let accounted = if k.register {
-            let roots: BTreeSet<u64> = present.union(&k.deleted).copied().collect();
+            let mut roots: BTreeSet<u64> = present.union(&k.deleted).copied().collect();
+            if let Some(until) = k.blind_delete_until {
+                roots.extend(
+                    k.invoked
+                        .iter()
+                        .filter(|(_, &at)| at < until)
+                        .map(|(v, _)| *v),
+                );
+            }
             supersession_closure(&roots, &k.observed)
         } else {
             present

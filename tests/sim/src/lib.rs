@@ -1,13 +1,17 @@
-//! Deterministic simulation of Quorra's pure core, and the Jepsen-style
+//! Deterministic simulation of the Quorra node, and the Jepsen-style
 //! checkers shared with the real-process fault suite.
 //!
-//! A simulated cluster runs the node's own rules (SWIM membership, the
-//! ring, sloppy-quorum replica choice, the write and read rounds of
-//! `quorra_core::round`, dotted version vectors) over a seeded network that
-//! drops, delays, duplicates and reorders messages, with crashes, restarts,
-//! partitions, disk faults, clock skew and a wiped disk. Clients run the set
-//! and register workloads and record a [`History`]; after the faults heal,
-//! every node is read and [`check()`] looks for lost and unexpected values.
+//! A simulated cluster runs the node's own state machine
+//! (`quorra_core::node::Node`, the one `quorra-node` drives over QUIC and
+//! RocksDB) over a seeded network that drops, delays, duplicates and
+//! reorders messages, with crashes, restarts, partitions, disk faults (a
+//! disk that loses unsynced writes and corrupts records), clock skew and a
+//! wiped disk. This crate holds only those models, the clients and the
+//! checkers: `tests/boundary.rs` fails if it reaches into the core for
+//! anything but the machine, its protocol and the types they use. Clients
+//! run the set and register workloads and record a [`History`]; after the
+//! faults heal, every node is read and [`check()`] looks for lost and
+//! unexpected values.
 //!
 //! A run is a pure function of its [`Config`] (which a seed fully
 //! determines), so a failing seed replays exactly:
@@ -28,9 +32,10 @@ mod world;
 use std::fmt;
 use std::ops::RangeInclusive;
 
-pub use check::{check, FinalRead, Report};
+pub use check::{check, check_strong_reads, FinalRead, Report, StrongRead};
 pub use history::{History, Op, OpKind, Outcome};
 pub use node::Quorum;
+pub use quorra_core::node::Planted;
 pub use quorra_core::ConflictMode;
 
 /// The bucket every simulated key lives in.
@@ -39,14 +44,10 @@ pub const BUCKET: &str = "sim";
 /// A deliberate bug, to prove the checkers catch what they claim to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bug {
-    /// The coordinator keeps only its own new sibling, dropping concurrent
-    /// ones (as a last-write-wins bucket would).
-    CoordinatorDropsSiblings,
-    /// Hinted handoff deletes a hint when it sends it, not when the owner
-    /// acknowledged it.
-    HintDeletedBeforeDelivery,
-    /// A corrupt record reads as missing, and the node keeps its actor
-    /// epoch (kv679 through corruption).
+    /// A bug planted in the node's own state machine.
+    Node(Planted),
+    /// The disk model reads a corrupt record as missing, and the node keeps
+    /// its actor epoch (kv679 through corruption).
     CorruptionReadAsMissing,
 }
 

@@ -13,15 +13,16 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use quorra_core::membership::GossipConfig;
 use quorra_core::{Object, VersionVector};
 
-use crate::check::{check, FinalRead};
+use crate::check::{check, check_strong_reads, FinalRead, StrongRead};
 use crate::disk::Disk;
 use crate::history::{decode, encode, History, Op, OpKind, Outcome};
 use crate::node::{
-    node_id, peer_addr, ClientReq, ClientResult, Msg, OpId, Out, ReqId, SimNode, Timeouts,
+    node_id, peer_addr, ClientReq, ClientResult, OpId, Out, SimNode, Timeouts, Wire,
 };
 use crate::rng::Rng;
 use crate::schedule::{Fault, Schedule};
 use crate::{Config, RunResult};
+use quorra_core::node::{CallId, InboundId, StoreFailure, Stored};
 
 const GOSSIP_TICK_MS: u64 = 50;
 const HANDOFF_TICK_MS: u64 = 200;
@@ -48,20 +49,20 @@ enum Event {
         from: usize,
         to: usize,
         to_life: u64,
-        msg: Msg,
+        msg: Wire,
     },
-    Gossip {
+    /// A node's timer.
+    Wake {
         node: usize,
         life: u64,
+        at: u64,
     },
-    Handoff {
+    /// A slow storage operation finished.
+    Stored {
         node: usize,
         life: u64,
-    },
-    Timeout {
-        node: usize,
-        life: u64,
-        req: ReqId,
+        id: u64,
+        result: Result<Stored, StoreFailure>,
     },
     ClientNext {
         client: usize,
@@ -87,9 +88,8 @@ impl Event {
             Self::Deliver { from, to, msg, .. } => {
                 (*from as u64) << 32 | (*to as u64) << 8 | msg.tag()
             }
-            Self::Gossip { node, .. } => 0x100 + *node as u64,
-            Self::Handoff { node, .. } => 0x200 + *node as u64,
-            Self::Timeout { node, req, .. } => 0x300 + *node as u64 + (*req << 16),
+            Self::Wake { node, .. } => 0x100 + *node as u64,
+            Self::Stored { node, id, .. } => 0x300 + *node as u64 + (*id << 16),
             Self::ClientNext { client } => 0x400 + *client as u64,
             Self::ToNode { node, op, .. } => 0x500 + *node as u64 + (*op << 16),
             Self::Answer { op, .. } => 0x600 + (*op << 16),
@@ -111,6 +111,8 @@ struct ClientOp {
     register: bool,
     /// A register delete (with the context read) instead of a write.
     delete: bool,
+    /// A set read that needs every primary (r = pr = n).
+    strong: bool,
     unique: u64,
     invoked_ms: u64,
     /// `None` while reading; the values the read saw once writing.
@@ -154,8 +156,16 @@ pub(crate) struct World {
     trace: u64,
     processed: u64,
     wiped: bool,
+    /// Reads that heard every primary, to check against acknowledgements.
+    strong_reads: Vec<StrongRead>,
     /// Reused dots met by nodes no longer running.
     dot_collisions: usize,
+    /// Peer requests delivered and not answered yet: who sent each (node,
+    /// life, its call id).
+    routes: BTreeMap<InboundId, (usize, u64, CallId)>,
+    next_inbound: InboundId,
+    /// When each node's next timer event is scheduled.
+    wakes: Vec<u64>,
     /// Replica and coordination messages scheduled and not yet delivered:
     /// the cluster is quiet only when none are left (a delayed read repair
     /// still lands, even after its sender stopped waiting for it).
@@ -194,6 +204,10 @@ impl World {
             processed: 0,
             wiped: false,
             dot_collisions: 0,
+            strong_reads: Vec::new(),
+            routes: BTreeMap::new(),
+            next_inbound: 1,
+            wakes: vec![u64::MAX; n],
             data_in_flight: 0,
             config,
         };
@@ -213,6 +227,8 @@ impl World {
         Timeouts {
             replica_ms: 300,
             forward_ms: 800,
+            gossip_tick_ms: GOSSIP_TICK_MS,
+            handoff_ms: HANDOFF_TICK_MS,
         }
     }
 
@@ -246,10 +262,32 @@ impl World {
             life,
         );
         self.nodes[i] = Some(node);
+        self.wakes[i] = u64::MAX;
+        // Nodes do not tick in step.
         let jitter = self.rng.below(GOSSIP_TICK_MS);
-        self.at(jitter, Event::Gossip { node: i, life });
-        let jitter = self.rng.below(HANDOFF_TICK_MS);
-        self.at(jitter, Event::Handoff { node: i, life });
+        self.wakes[i] = self.now + jitter;
+        self.at(
+            jitter,
+            Event::Wake {
+                node: i,
+                life,
+                at: self.now + jitter,
+            },
+        );
+    }
+
+    /// Schedules node `i`'s next timer, if it is due before the one
+    /// scheduled.
+    fn schedule_wake(&mut self, i: usize) {
+        let Some(node) = self.nodes[i].as_ref() else {
+            return;
+        };
+        let at = node.poll_timeout().max(self.now);
+        if at < self.wakes[i] || self.wakes[i] < self.now {
+            self.wakes[i] = at;
+            let life = self.lives[i];
+            self.at(at - self.now, Event::Wake { node: i, life, at });
+        }
     }
 
     fn crash(&mut self, i: usize) {
@@ -349,67 +387,86 @@ impl World {
         let life = self.lives[from];
         for o in out {
             match o {
-                Out::Send { to, msg, extra_ms } => {
-                    let Some(to) = index(&to) else { continue };
-                    if msg.carries_data() {
-                        self.data_in_flight += 1;
-                    }
-                    if to == from {
-                        self.at(
-                            extra_ms,
-                            Event::Deliver {
-                                from,
-                                to,
-                                to_life: self.lives[to],
-                                msg,
-                            },
-                        );
-                        continue;
-                    }
-                    if self.blocked.contains(&(from, to))
-                        || self.rng.below(1000) < self.net.drop_per_mille
-                    {
-                        if msg.carries_data() {
-                            self.data_in_flight -= 1;
-                        }
-                        continue;
-                    }
-                    if self.rng.below(1000) < self.net.dup_per_mille {
-                        if msg.carries_data() {
-                            self.data_in_flight += 1;
-                        }
-                        let d = self.delay() + extra_ms;
-                        let event = Event::Deliver {
-                            from,
-                            to,
-                            to_life: self.lives[to],
-                            msg: msg.clone(),
-                        };
-                        self.at(d, event);
-                    }
-                    let d = self.delay() + extra_ms;
-                    let to_life = self.lives[to];
-                    self.at(
-                        d,
-                        Event::Deliver {
-                            from,
-                            to,
-                            to_life,
-                            msg,
+                Out::Send { to, wire } => {
+                    let wire = match wire {
+                        Wire::Request { call, request, .. } => Wire::Request {
+                            call,
+                            from_life: life,
+                            request,
                         },
-                    );
+                        w => w,
+                    };
+                    if to < self.config.nodes {
+                        let to_life = self.lives[to];
+                        self.transmit(from, to, to_life, wire);
+                    }
                 }
-                Out::Timeout { after, req } => self.at(
+                Out::Respond { inbound, response } => {
+                    if let Some((to, to_life, call)) = self.routes.remove(&inbound) {
+                        self.transmit(from, to, to_life, Wire::Response { call, response });
+                    }
+                }
+                Out::Stored { id, result, after } => self.at(
                     after,
-                    Event::Timeout {
+                    Event::Stored {
                         node: from,
                         life,
-                        req,
+                        id,
+                        result,
                     },
                 ),
                 Out::Answer { op, result } => self.at(1, Event::Answer { op, result }),
             }
         }
+        self.schedule_wake(from);
+    }
+
+    /// Puts a message on the network: lost, duplicated, delayed.
+    fn transmit(&mut self, from: usize, to: usize, to_life: u64, msg: Wire) {
+        if msg.carries_data() {
+            self.data_in_flight += 1;
+        }
+        if to == from {
+            self.at(
+                0,
+                Event::Deliver {
+                    from,
+                    to,
+                    to_life,
+                    msg,
+                },
+            );
+            return;
+        }
+        if self.blocked.contains(&(from, to)) || self.rng.below(1000) < self.net.drop_per_mille {
+            if msg.carries_data() {
+                self.data_in_flight -= 1;
+            }
+            return;
+        }
+        if self.rng.below(1000) < self.net.dup_per_mille {
+            if msg.carries_data() {
+                self.data_in_flight += 1;
+            }
+            let d = self.delay();
+            let event = Event::Deliver {
+                from,
+                to,
+                to_life,
+                msg: msg.clone(),
+            };
+            self.at(d, event);
+        }
+        let d = self.delay();
+        self.at(
+            d,
+            Event::Deliver {
+                from,
+                to,
+                to_life,
+                msg,
+            },
+        );
     }
 
     fn step(&mut self) -> bool {
@@ -439,40 +496,48 @@ impl World {
                     return true;
                 }
                 let mut out = Vec::new();
+                let inbound = self.next_inbound;
                 if let Some(node) = self.nodes[to].as_mut() {
-                    node.receive(&node_id(from), msg, now, &mut out);
+                    match msg {
+                        Wire::Request {
+                            call,
+                            from_life,
+                            request,
+                        } => {
+                            self.routes.insert(inbound, (from, from_life, call));
+                            self.next_inbound += 1;
+                            node.request(inbound, from, request, now, &mut out);
+                        }
+                        Wire::Response { call, response } => {
+                            node.reply(call, from, response, now, &mut out)
+                        }
+                    }
                 }
                 self.outputs(to, out);
             }
-            Event::Gossip { node, life } => {
-                if self.lives[node] != life {
+            Event::Wake { node, life, at } => {
+                if self.lives[node] != life || self.wakes[node] != at {
                     return true;
                 }
+                self.wakes[node] = u64::MAX;
                 let mut out = Vec::new();
                 if let Some(n) = self.nodes[node].as_mut() {
-                    n.tick(now, &mut out);
+                    n.wake(now, &mut out);
                 }
                 self.outputs(node, out);
-                self.at(GOSSIP_TICK_MS, Event::Gossip { node, life });
             }
-            Event::Handoff { node, life } => {
+            Event::Stored {
+                node,
+                life,
+                id,
+                result,
+            } => {
                 if self.lives[node] != life {
                     return true;
                 }
                 let mut out = Vec::new();
                 if let Some(n) = self.nodes[node].as_mut() {
-                    n.handoff(&mut out);
-                }
-                self.outputs(node, out);
-                self.at(HANDOFF_TICK_MS, Event::Handoff { node, life });
-            }
-            Event::Timeout { node, life, req } => {
-                if self.lives[node] != life {
-                    return true;
-                }
-                let mut out = Vec::new();
-                if let Some(n) = self.nodes[node].as_mut() {
-                    n.timeout(req, now, &mut out);
+                    n.stored(id, result, now, &mut out);
                 }
                 self.outputs(node, out);
             }
@@ -516,14 +581,17 @@ impl World {
             format!("set-{k}")
         };
         let node = self.rng.below(self.config.nodes as u64) as usize;
-        // One register operation in five deletes what it read.
+        // One register operation in five deletes what it read; one set
+        // operation in four reads from every primary.
         let delete = register && self.rng.below(5) == 0;
+        let strong = !register && self.rng.below(4) == 0;
         let op = ClientOp {
             request: self.next_op,
             node,
             key: key.clone(),
             register,
             delete,
+            strong,
             unique: self.next_unique,
             invoked_ms: self.now,
             observed: None,
@@ -537,7 +605,10 @@ impl World {
             Event::ToNode {
                 node,
                 op: request,
-                req: ClientReq::Get { key, r: None },
+                req: ClientReq::Get {
+                    key,
+                    r: strong.then_some(self.config.quorum.n),
+                },
             },
         );
         self.at(CLIENT_TIMEOUT_MS, Event::ClientTimeout { op: request });
@@ -596,6 +667,15 @@ impl World {
                 };
                 let seen: Vec<Option<Vec<u64>>> = siblings(object.as_ref());
                 let observed: Vec<u64> = seen.iter().flatten().flatten().copied().collect();
+                // Only while no replica lost data can such a read be held
+                // to every earlier acknowledgement.
+                if current.strong && !self.wiped {
+                    self.strong_reads.push(StrongRead {
+                        key: current.key.clone(),
+                        invoked_ms: current.invoked_ms,
+                        seen: observed.iter().copied().collect(),
+                    });
+                }
                 let value = if current.delete {
                     None
                 } else if current.register {
@@ -764,7 +844,8 @@ impl World {
         }
         let everyone: Vec<usize> = (0..self.config.nodes).collect();
         let finals = self.read_all(&everyone, None);
-        let report = check(&self.history, &finals);
+        let mut report = check(&self.history, &finals);
+        check_strong_reads(&self.history, &self.strong_reads, &mut report);
         let dot_collisions = self.dot_collisions
             + self
                 .nodes
@@ -796,8 +877,4 @@ fn siblings(object: Option<&Object>) -> Vec<Option<Vec<u64>>> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn index(id: &str) -> Option<usize> {
-    id.strip_prefix('n')?.parse().ok()
 }

@@ -9,7 +9,7 @@
 //! - `cargo test -p quorra-sim --test simulation -- --ignored` runs the
 //!   100-node schedules.
 
-use quorra_sim::{run, Bug, Config, ConflictMode, RunResult};
+use quorra_sim::{run, Bug, Config, ConflictMode, Planted, RunResult};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -100,20 +100,38 @@ fn replay() {
     assert!(result.ok(), "seed {seed} fails");
 }
 
-/// Finds the first of `count` seeds where `bug` is caught.
-fn caught(bug: Bug, count: u64) -> Option<RunResult> {
-    (1..=count).find_map(|seed| {
-        let mut config = Config::from_seed(seed, 5..=8);
-        config.bug = Some(bug);
-        let result = run(&config);
-        (!result.ok()).then_some(result)
-    })
+/// The first of the first `count` default seeds whose run `bug` makes
+/// fail; the search stops there.
+fn first_failing(bug: Bug, count: u64) -> RunResult {
+    (1..=count)
+        .find_map(|seed| {
+            let mut config = Config::from_seed(seed, 5..=20);
+            config.bug = Some(bug);
+            let result = run(&config);
+            (!result.ok()).then_some(result)
+        })
+        .unwrap_or_else(|| panic!("{bug:?} was not caught in the first {count} seeds"))
+}
+
+/// The first of the first 1,000 default seeds whose run a bug planted in
+/// the node's state machine makes fail.
+fn first_failing_default_seed(bug: Planted) -> RunResult {
+    first_failing(Bug::Node(bug), 1_000)
 }
 
 #[test]
-fn a_coordinator_that_drops_siblings_is_caught() {
-    let found = caught(Bug::CoordinatorDropsSiblings, 50)
-        .expect("dropping concurrent siblings must lose acknowledged writes");
+fn a_fallback_counted_as_a_primary_is_caught() {
+    // A read that must hear every primary (pr = n) is answered with a
+    // stand-in for a down primary, and misses what only that one holds.
+    let found = first_failing_default_seed(Planted::FallbackCountedAsPrimary);
+    println!("caught at seed {}", found.config.seed);
+    assert!(!found.report.stale_reads.is_empty(), "{found}");
+}
+
+#[test]
+fn a_hint_deleted_before_its_owner_stored_it_is_caught() {
+    let found = first_failing_default_seed(Planted::HintDeletedBeforeDelivery);
+    println!("caught at seed {}", found.config.seed);
     assert!(
         !found.report.lost.is_empty(),
         "caught as lost writes: {found}"
@@ -121,9 +139,20 @@ fn a_coordinator_that_drops_siblings_is_caught() {
 }
 
 #[test]
-fn hints_deleted_before_delivery_are_caught() {
-    let found = caught(Bug::HintDeletedBeforeDelivery, 300)
-        .expect("deleting hints before the owner has them must lose writes");
+fn the_coordinators_clock_as_the_only_actor_is_caught() {
+    // Two coordinators issue the same dot for different writes: replicas
+    // merging them meet a reused dot, and one write hides the other.
+    let found = first_failing_default_seed(Planted::ClockAsOnlyActor);
+    println!("caught at seed {}", found.config.seed);
+    assert!(
+        found.dot_collisions > 0 || !found.report.lost.is_empty(),
+        "{found}"
+    );
+}
+
+#[test]
+fn a_coordinator_that_drops_siblings_is_caught() {
+    let found = first_failing_default_seed(Planted::CoordinatorDropsSiblings);
     assert!(
         !found.report.lost.is_empty(),
         "caught as lost writes: {found}"
@@ -134,8 +163,8 @@ fn hints_deleted_before_delivery_are_caught() {
 fn a_corrupt_record_read_as_missing_is_caught() {
     // The simulated disk corrupts a record; a node that takes it for a
     // missing key and keeps its actor epoch loses acknowledged writes.
-    let found = caught(Bug::CorruptionReadAsMissing, 1_500)
-        .expect("reading a corrupt record as missing must lose writes");
+    let found = first_failing(Bug::CorruptionReadAsMissing, 1_000);
+    println!("caught at seed {}", found.config.seed);
     assert!(
         found.faults.iter().any(|f| f.contains("Corrupt")),
         "caught through a corruption: {found}"

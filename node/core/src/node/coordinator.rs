@@ -1,0 +1,588 @@
+//! The request path: any node takes any request and coordinates it over
+//! the key's replicas.
+//!
+//! - **Writes** are coordinated by a node in the key's preference list; a
+//!   node outside it forwards the write to the first one inside that may
+//!   coordinate, then the next. The coordinator versions the write with its
+//!   own actor (a storage effect), sends the new object to the other
+//!   replicas and answers after `w` acknowledgements, `dw` durable and `pw`
+//!   from primaries; replication goes on after the answer.
+//! - **Reads** ask the replicas, answer with the merge of the first `r`
+//!   replies (`pr` from primaries), then wait for the rest and send the
+//!   merge to every replica that lacked part of it (read repair).
+//! - **Deletes** are writes of a tombstone. A delete without a context
+//!   first reads at the read quorum and deletes what that read saw, so a
+//!   coordinator that lacks the key still deletes it everywhere.
+
+use std::collections::VecDeque;
+
+use super::{Call, CallFailure, ClientId, Event, Failure, InboundId, Node, Now, Planted, Wait};
+use super::{StoreFailure, StoreOp, Stored};
+use crate::proto::{Operation, PeerRequest, PeerResponse};
+use crate::quorum::{self, Needs, Plan, Target};
+use crate::round::{ReadRound, WriteRound};
+use crate::{Actor, BucketName, BucketProps, ConflictMode, Content, ErrorCode, Key, Object};
+use crate::{QuorumOverrides, VersionVector};
+
+/// Who waits for a round's answer.
+#[derive(Debug)]
+pub(super) enum ReplyTo {
+    /// A client of this node.
+    Client(ClientId),
+    /// A peer that forwarded a write here.
+    Peer(InboundId),
+    /// A delete without context, waiting for its read.
+    Delete(Box<(WriteJob, Self)>),
+}
+
+/// A write to coordinate.
+#[derive(Debug, Clone)]
+pub(super) struct WriteJob {
+    pub(super) bucket: BucketName,
+    pub(super) key: Key,
+    pub(super) context: VersionVector,
+    pub(super) operation: Operation,
+    pub(super) quorum: QuorumOverrides,
+    /// Forwarded here by a peer: never forwarded again.
+    pub(super) forwarded: bool,
+    /// A delete whose context came from its own read (even if empty).
+    pub(super) read_first: bool,
+}
+
+/// A read under way.
+#[derive(Debug)]
+pub(super) struct ReadState {
+    round: ReadRound,
+    bucket: BucketName,
+    key: Key,
+    mode: ConflictMode,
+    to: Option<ReplyTo>,
+}
+
+/// A write under way.
+#[derive(Debug)]
+pub(super) struct WriteState {
+    round: WriteRound,
+    bucket: BucketName,
+    key: Key,
+    mode: ConflictMode,
+    durable: bool,
+    me_primary: bool,
+    /// Once stored locally.
+    object: Option<Object>,
+    to: Option<ReplyTo>,
+}
+
+/// A write being forwarded to the key's replicas in turn.
+#[derive(Debug)]
+pub(super) struct Forward {
+    to: ReplyTo,
+    job: WriteJob,
+    /// Replicas not tried yet, in order.
+    rest: VecDeque<String>,
+    /// A replica that got the write and did not answer: it may have taken it.
+    maybe_taken: Option<String>,
+    /// Why the last one failed.
+    last: String,
+}
+
+impl Node {
+    /// What coordinating a request starts from: the bucket's properties
+    /// with the request's overrides, capped to the ring, and the key's
+    /// ranked nodes. Only a node that joined may coordinate: with a partial
+    /// ring it would pick the wrong replicas.
+    fn route(
+        &self,
+        bucket: &BucketName,
+        key: &Key,
+        q: &QuorumOverrides,
+    ) -> Result<(BucketProps, Vec<String>), Failure> {
+        if !self.has_joined() {
+            return Err(Failure::NotJoined);
+        }
+        let members = self.ring.members().len();
+        // Options that do not fit the bucket are invalid whatever the
+        // cluster; options that fit it but not the cluster are a shortfall.
+        let props = self
+            .settings
+            .bucket_props(bucket)
+            .with_overrides(q)
+            .map_err(|e| Failure::InvalidQuorum(e.to_string()))?;
+        if let Some(short) = quorum::beyond_cluster(q, members) {
+            return Err(Failure::Unavailable(short));
+        }
+        let p = self
+            .ring
+            .partition_of(bucket.as_str().as_bytes(), key.as_bytes());
+        let order = self.ring.order(p).map(str::to_owned).collect();
+        Ok((props.for_ring(members), order))
+    }
+
+    fn plan(&self, order: &[String], n: u8) -> Plan {
+        let refs: Vec<&str> = order.iter().map(String::as_str).collect();
+        let mut plan = quorum::plan(&refs, usize::from(n), |id| self.is_reachable(id));
+        if self.settings.planted == Some(Planted::FallbackCountedAsPrimary) {
+            plan.planted_fallbacks_count_as_primaries = true;
+            for t in &mut plan.targets {
+                t.primary = true;
+            }
+        }
+        plan
+    }
+
+    /// Answers whoever waits for a request.
+    pub(super) fn answer(
+        &mut self,
+        to: ReplyTo,
+        result: Result<Option<Object>, Failure>,
+        now: Now,
+    ) {
+        match to {
+            ReplyTo::Client(client) => self.effect(super::Effect::Answer { client, result }),
+            ReplyTo::Peer(inbound) => {
+                let response = match result {
+                    Ok(o) => PeerResponse::Coordinated(o),
+                    Err(Failure::Unavailable(s)) => PeerResponse::Unavailable(s),
+                    Err(f) => PeerResponse::Error {
+                        code: f.code(),
+                        message: f.to_string(),
+                    },
+                };
+                self.respond(inbound, response);
+            }
+            ReplyTo::Delete(waiting) => {
+                let (mut job, to) = *waiting;
+                match result {
+                    Ok(seen) => {
+                        job.context = seen.map(|o| o.clock().clone()).unwrap_or_default();
+                        // It passed the forwarding check already.
+                        job.forwarded = true;
+                        job.read_first = true;
+                        self.write(job, to, now);
+                    }
+                    Err(f) => self.answer(to, Err(f), now),
+                }
+            }
+        }
+    }
+
+    // ---- reads ----
+
+    /// Reads a key (tombstones included: the driver decides what a deleted
+    /// object looks like to its client).
+    pub(super) fn read(
+        &mut self,
+        bucket: BucketName,
+        key: Key,
+        q: QuorumOverrides,
+        to: ReplyTo,
+        now: Now,
+    ) {
+        let (props, order) = match self.route(&bucket, &key, &q) {
+            Ok(r) => r,
+            Err(f) => return self.answer(to, Err(f), now),
+        };
+        let needs = Needs {
+            total: props.r,
+            durable: 0,
+            primary: props.pr,
+        };
+        let plan = self.plan(&order, props.n_val);
+        let mut round = match ReadRound::new(plan, needs, props.conflict_mode) {
+            Ok(r) => r,
+            Err(s) => return self.answer(to, Err(Failure::Unavailable(s)), now),
+        };
+        let id = self.next_id();
+        let targets = round.start();
+        self.reads.insert(
+            id,
+            ReadState {
+                round,
+                bucket,
+                key,
+                mode: props.conflict_mode,
+                to: Some(to),
+            },
+        );
+        for t in targets {
+            self.send_read(id, t, now);
+        }
+    }
+
+    fn send_read(&mut self, round: u64, target: Target, now: Now) {
+        let Some(state) = self.reads.get(&round) else {
+            return;
+        };
+        let (bucket, key, mode) = (state.bucket.clone(), state.key.clone(), state.mode);
+        if target.node == self.me() {
+            let hint_for = target.hint_for.clone();
+            let op = StoreOp::Read {
+                bucket,
+                key,
+                hint_for,
+                mode,
+            };
+            return self.store(op, Wait::ReadLocal { round, target });
+        }
+        let node = target.node.clone();
+        let request = PeerRequest::ReplicaGet {
+            bucket,
+            key,
+            hint_for: target.hint_for.clone(),
+        };
+        let timeout = self.settings.replica_timeout_ms;
+        self.send_to(&node, request, timeout, Call::Read { round, target }, now);
+    }
+
+    /// A replica answered a read (or failed).
+    pub(super) fn read_reply(
+        &mut self,
+        round: u64,
+        target: Target,
+        result: Result<Option<Object>, ()>,
+        now: Now,
+    ) {
+        let Some(state) = self.reads.get_mut(&round) else {
+            return;
+        };
+        let step = state.round.reply(target, result);
+        let answer = step
+            .answer
+            .and_then(|a| Some((state.to.take()?, a.map_err(Failure::Unavailable))));
+        let done = !state.round.pending() && step.send.is_none();
+        if let Some((to, a)) = answer {
+            self.answer(to, a, now);
+        }
+        if let Some(sub) = step.send {
+            self.send_read(round, sub, now);
+        }
+        if done {
+            if let Some(state) = self.reads.remove(&round) {
+                self.read_repair(state, now);
+            }
+        }
+    }
+
+    /// Every replica answered or failed: the stale ones get the merge.
+    fn read_repair(&mut self, state: ReadState, now: Now) {
+        let Some((merged, stale)) = state.round.repairs() else {
+            return;
+        };
+        for target in stale {
+            self.event(Event::ReadRepair {
+                node: target.node.clone(),
+            });
+            if target.node == self.me() {
+                let op = self.hint_or_merge(
+                    &state.bucket,
+                    &state.key,
+                    merged.clone(),
+                    state.mode,
+                    false,
+                    target.hint_for.clone(),
+                    now,
+                );
+                self.store(op, Wait::Repair);
+                continue;
+            }
+            let request = PeerRequest::ReplicaPut {
+                bucket: state.bucket.clone(),
+                key: state.key.clone(),
+                object: merged.clone(),
+                mode: state.mode,
+                durable: false,
+                hint_for: target.hint_for.clone(),
+            };
+            let timeout = self.settings.replica_timeout_ms;
+            self.send_to(&target.node, request, timeout, Call::Repair, now);
+        }
+    }
+
+    // ---- writes ----
+
+    /// Coordinates a write, or forwards it when this node is not in the
+    /// key's preference list.
+    pub(super) fn write(&mut self, job: WriteJob, to: ReplyTo, now: Now) {
+        let (props, order) = match self.route(&job.bucket, &job.key, &job.quorum) {
+            Ok(r) => r,
+            Err(f) => return self.answer(to, Err(f), now),
+        };
+        let n = usize::from(props.n_val).min(order.len());
+        let me_primary = order[..n].iter().any(|id| id == self.me());
+        if !job.forwarded && !me_primary {
+            let rest = order[..n].iter().cloned().collect();
+            let fwd = Forward {
+                to,
+                job,
+                rest,
+                maybe_taken: None,
+                last: "no reachable node in the preference list".into(),
+            };
+            return self.forward_next(fwd, now);
+        }
+        if matches!(job.operation, Operation::Delete) && job.context.is_empty() && !job.read_first {
+            let (bucket, key, q) = (job.bucket.clone(), job.key.clone(), job.quorum);
+            return self.read(bucket, key, q, ReplyTo::Delete(Box::new((job, to))), now);
+        }
+        let needs = Needs {
+            total: props.w,
+            durable: props.dw,
+            primary: props.pw,
+        };
+        let plan = self.plan(&order, props.n_val);
+        let me = self.me().to_owned();
+        let round = match WriteRound::new(plan, needs, &me, me_primary) {
+            Ok(r) => r,
+            Err(s) => return self.answer(to, Err(Failure::Unavailable(s)), now),
+        };
+        let durable = props.dw > 0;
+        let mut mode = props.conflict_mode;
+        let mut actor = None;
+        match self.settings.planted {
+            Some(Planted::CoordinatorDropsSiblings) => mode = ConflictMode::Lww,
+            Some(Planted::ClockAsOnlyActor) => actor = Some(Actor::new("clock", 1)),
+            _ => {}
+        }
+        let content = match job.operation {
+            Operation::Put(mut content) => {
+                content.timestamp_ms = now.wall_ms;
+                content
+            }
+            Operation::Delete => Content::tombstone(now.wall_ms),
+        };
+        let id = self.next_id();
+        self.writes.insert(
+            id,
+            WriteState {
+                round,
+                bucket: job.bucket.clone(),
+                key: job.key.clone(),
+                mode: props.conflict_mode,
+                durable,
+                me_primary,
+                object: None,
+                to: Some(to),
+            },
+        );
+        let op = StoreOp::Coordinate {
+            bucket: job.bucket,
+            key: job.key,
+            context: job.context,
+            content,
+            mode,
+            durable,
+            actor,
+        };
+        self.store(op, Wait::Coordinate { round: id });
+    }
+
+    /// The coordinator's own store of the write finished: replicate it.
+    pub(super) fn coordinated(
+        &mut self,
+        round: u64,
+        result: Result<Stored, StoreFailure>,
+        now: Now,
+    ) {
+        let object = match result {
+            Ok(Stored::Written(o)) => o,
+            other => {
+                let failure = match other {
+                    Err(f) => f,
+                    Ok(o) => StoreFailure {
+                        code: ErrorCode::Internal,
+                        message: format!("storage answered {o:?}"),
+                    },
+                };
+                if let Some(to) = self.writes.remove(&round).and_then(|s| s.to) {
+                    self.answer(to, Err(Failure::Store(failure)), now);
+                }
+                return;
+            }
+        };
+        let Some(state) = self.writes.get_mut(&round) else {
+            return;
+        };
+        state.object = Some(object.clone());
+        let early = state.round.stored_locally(state.me_primary, state.durable);
+        let targets = state.round.start();
+        // With w=1 (and dw, pw met locally) the answer is known now:
+        // replication goes on behind it.
+        if let Some(answer) = early {
+            if let Some(to) = state.to.take() {
+                let result = answer.map(|()| Some(object)).map_err(Failure::Unavailable);
+                self.answer(to, result, now);
+            }
+        }
+        for t in targets {
+            self.send_write(round, t, now);
+        }
+        self.write_done(round, now);
+    }
+
+    fn send_write(&mut self, round: u64, target: Target, now: Now) {
+        let Some(state) = self.writes.get(&round) else {
+            return;
+        };
+        let Some(object) = state.object.clone() else {
+            return;
+        };
+        let request = PeerRequest::ReplicaPut {
+            bucket: state.bucket.clone(),
+            key: state.key.clone(),
+            object,
+            mode: state.mode,
+            durable: state.durable,
+            hint_for: target.hint_for.clone(),
+        };
+        let node = target.node.clone();
+        let timeout = self.settings.replica_timeout_ms;
+        self.send_to(&node, request, timeout, Call::Write { round, target }, now);
+    }
+
+    /// A replica acknowledged a write (`Ok(durable)`) or failed.
+    pub(super) fn write_reply(
+        &mut self,
+        round: u64,
+        target: Target,
+        result: Result<bool, ()>,
+        now: Now,
+    ) {
+        let Some(state) = self.writes.get_mut(&round) else {
+            return;
+        };
+        let step = state.round.reply(&target, result);
+        let answer = step.answer.and_then(|a| {
+            let object = state.object.clone();
+            Some((
+                state.to.take()?,
+                a.map(|()| object).map_err(Failure::Unavailable),
+            ))
+        });
+        if let Some((to, a)) = answer {
+            self.answer(to, a, now);
+        }
+        if let Some(sub) = step.send {
+            self.send_write(round, sub, now);
+        }
+        self.write_done(round, now);
+    }
+
+    /// Ends a write round once no reply is outstanding.
+    fn write_done(&mut self, round: u64, now: Now) {
+        let Some(state) = self.writes.get_mut(&round) else {
+            return;
+        };
+        if state.round.pending() {
+            return;
+        }
+        let finish = state.round.finish();
+        let object = state.object.clone();
+        if let Some(state) = self.writes.remove(&round) {
+            if let (Some(answer), Some(to)) = (finish, state.to) {
+                let result = answer.map(|()| object).map_err(Failure::Unavailable);
+                self.answer(to, result, now);
+            }
+        }
+    }
+
+    // ---- forwarding ----
+
+    /// Sends a forwarded write to the next replica that may coordinate.
+    fn forward_next(&mut self, mut fwd: Forward, now: Now) {
+        // Only to members that may coordinate: a joining node would refuse.
+        while let Some(node) = fwd.rest.pop_front() {
+            if !self.can_coordinate(&node) {
+                continue;
+            }
+            let job = &fwd.job;
+            let request = PeerRequest::Coordinate {
+                bucket: job.bucket.clone(),
+                key: job.key.clone(),
+                context: job.context.clone(),
+                operation: job.operation.clone(),
+                quorum: job.quorum,
+            };
+            let timeout = self.settings.request_timeout_ms;
+            return self.send_to(&node, request, timeout, Call::Forward(fwd), now);
+        }
+        let failure = Failure::NoCoordinator(fwd.last);
+        self.answer(fwd.to, Err(failure), now);
+    }
+
+    /// The replica a write was forwarded to answered, or did not.
+    pub(super) fn forward_answered(
+        &mut self,
+        mut fwd: Forward,
+        node: String,
+        result: Result<PeerResponse, CallFailure>,
+        now: Now,
+    ) {
+        match result {
+            Ok(PeerResponse::Coordinated(o)) => {
+                self.event(Event::Forwarded);
+                self.answer(fwd.to, Ok(o), now);
+            }
+            // A coordinator that got the request and did not answer may
+            // have taken the write: a later refusal is no definite outcome.
+            Ok(PeerResponse::Error { code, message }) => {
+                let failure = match fwd.maybe_taken {
+                    Some(earlier) => Failure::MaybeTaken(format!(
+                        "{node} refused it ({code}: {message}), but {earlier} may have taken it"
+                    )),
+                    None => Failure::Remote { code, message },
+                };
+                self.answer(fwd.to, Err(failure), now);
+            }
+            Ok(PeerResponse::Unavailable(s)) => {
+                self.answer(fwd.to, Err(Failure::Unavailable(s)), now)
+            }
+            Ok(other) => {
+                fwd.last = format!("{node}: unexpected answer {other:?}");
+                self.forward_next(fwd, now);
+            }
+            // Never sent: nothing taken.
+            Err(CallFailure::NotSent(e)) => {
+                fwd.last = format!("{node}: {e}");
+                self.forward_next(fwd, now);
+            }
+            Err(CallFailure::Lost(e)) => {
+                fwd.last = format!("{node}: {e}");
+                fwd.maybe_taken.get_or_insert(node);
+                self.forward_next(fwd, now);
+            }
+        }
+    }
+
+    /// The storage operation for a replica's object: kept as a hint when
+    /// this node stands in for another, merged into its own copy otherwise.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn hint_or_merge(
+        &self,
+        bucket: &BucketName,
+        key: &Key,
+        object: Object,
+        mode: ConflictMode,
+        durable: bool,
+        hint_for: Option<String>,
+        now: Now,
+    ) -> StoreOp {
+        match hint_for {
+            Some(owner) if owner != self.me() => StoreOp::Hint {
+                owner,
+                bucket: bucket.clone(),
+                key: key.clone(),
+                object,
+                mode,
+                durable,
+                created_ms: now.wall_ms,
+            },
+            _ => StoreOp::Merge {
+                bucket: bucket.clone(),
+                key: key.clone(),
+                object,
+                mode,
+                durable,
+            },
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Failure detection and the ring: the membership state machine's actions
+//! become peer requests, its changes a new ring, a saved member table and
+//! word to the driver that a peer restarted.
+
+use super::{Call, Effect, Event, Node, Now};
+use crate::membership::Action;
+use crate::proto::PeerRequest;
+use crate::ring::Ring;
+use std::sync::Arc;
+
+impl Node {
+    /// The failure detector's tick.
+    pub(super) fn gossip_tick(&mut self, now: Now) {
+        let actions = self.membership.handle_timeout(now.mono_ms);
+        self.run_actions(actions, now);
+        self.after_membership();
+    }
+
+    /// Sends what the membership asks for.
+    pub(super) fn run_actions(&mut self, actions: Vec<Action>, now: Now) {
+        let probe = self.membership.config().probe_timeout_ms;
+        for action in actions {
+            match action {
+                // Only the target's own certificate answers for it.
+                Action::Probe { target, addr, msg } => {
+                    let node = Some(target.clone());
+                    let call = Call::Probe { target };
+                    self.send(addr, node, PeerRequest::Gossip(msg), probe, call, now);
+                }
+                Action::IndirectProbe {
+                    via,
+                    target,
+                    target_addr,
+                } => {
+                    let request = PeerRequest::IndirectPing {
+                        target: target_addr,
+                    };
+                    let call = Call::IndirectOrigin { target };
+                    self.send(via, None, request, probe * 2, call, now);
+                }
+                Action::PushPull { addr, msg } => {
+                    let request = PeerRequest::Gossip(msg);
+                    self.send(addr, None, request, probe * 2, Call::PushPull, now);
+                }
+            }
+        }
+    }
+
+    /// After anything that may have changed membership: report what it
+    /// noticed; if the member table changed, rebuild the ring, save the
+    /// table and name the peers that restarted.
+    pub(super) fn after_membership(&mut self) {
+        for notice in self.membership.take_notices() {
+            self.effect(Effect::Notice(notice));
+        }
+        if self.membership.version() == self.saved_version {
+            return;
+        }
+        self.saved_version = self.membership.version();
+        self.effect(Effect::SaveTable(self.membership.saved()));
+        let me = self.me().to_owned();
+        let restarted: Vec<_> = self
+            .membership
+            .members()
+            .filter(|m| m.id != me)
+            .filter_map(|m| {
+                let old = self.incarnations.insert(m.id.clone(), m.incarnation)?;
+                (old != m.incarnation).then_some(m.peer_addr)
+            })
+            .collect();
+        for addr in restarted {
+            self.effect(Effect::PeerRestarted(addr));
+        }
+        let mut members = self.membership.ring_members();
+        members.sort();
+        if members != self.ring_members {
+            let ring = Ring::build(&members, self.settings.partitions, self.settings.tokens);
+            self.ring = Arc::new(ring);
+            self.event(Event::RingRebuilt {
+                members: members.len(),
+            });
+            self.ring_members = members;
+        }
+    }
+}

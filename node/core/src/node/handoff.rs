@@ -1,0 +1,270 @@
+//! Hinted handoff: delivering the writes this node took for an unreachable
+//! primary once that primary is reachable again.
+//!
+//! Each round goes owner by owner, one hint at a time; a reachable owner
+//! gets at most `rate_per_second` hints a second, so a returning node is
+//! not flattened. A hint is deleted only after its owner acknowledged it
+//! durably, and only if it did not change meanwhile (the store checks). A
+//! hint the owner refuses is retried with exponential backoff while the
+//! owner's other hints keep flowing, so one bad hint never wedges an
+//! owner; an owner that does not answer ends its turn for the round. A hint
+//! older than `max_hint_age_ms` (when set) is dropped and left to repair.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::Wait;
+use super::{Call, CallFailure, Event, Hint, Node, Now, Planted, StoreFailure, StoreOp, Stored};
+use crate::proto::{PeerRequest, PeerResponse};
+use crate::{BucketName, Key};
+
+/// First wait before a refused hint is tried again (ms); doubles per failure.
+const FIRST_BACKOFF_MS: u64 = 1_000;
+/// Longest wait between tries of a refused hint (ms).
+const MAX_BACKOFF_MS: u64 = 300_000;
+
+/// When a hint that failed may be tried again.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    at: u64,
+    failures: u32,
+}
+
+type HintKey = (String, BucketName, Key);
+
+fn hint_key(h: &Hint) -> HintKey {
+    (h.owner.clone(), h.bucket.clone(), h.key.clone())
+}
+
+/// One owner's turn in a round.
+#[derive(Debug)]
+struct Turn {
+    owner: String,
+    reachable: bool,
+    hints: VecDeque<Hint>,
+}
+
+/// A round under way.
+#[derive(Debug)]
+struct Round {
+    owners: VecDeque<String>,
+    budget: usize,
+    delivered: usize,
+    turn: Option<Turn>,
+}
+
+/// Handoff state: the round under way and the backoff of refused hints.
+#[derive(Debug, Default)]
+pub(super) struct Handoff {
+    round: Option<Round>,
+    backoff: Backoff,
+}
+
+/// Hints that failed, with when to try them again.
+#[derive(Debug, Default)]
+struct Backoff(BTreeMap<HintKey, Retry>);
+
+impl Backoff {
+    fn ready(&self, hint: &Hint, now: u64) -> bool {
+        self.0.get(&hint_key(hint)).is_none_or(|r| r.at <= now)
+    }
+
+    fn failed(&mut self, hint: &Hint, now: u64) -> u64 {
+        let r = self.0.entry(hint_key(hint)).or_insert(Retry {
+            at: now,
+            failures: 0,
+        });
+        r.failures = r.failures.saturating_add(1);
+        let wait = FIRST_BACKOFF_MS
+            .saturating_mul(1u64 << r.failures.saturating_sub(1).min(16))
+            .min(MAX_BACKOFF_MS);
+        r.at = now + wait;
+        wait
+    }
+
+    fn done(&mut self, hint: &Hint) {
+        self.0.remove(&hint_key(hint));
+    }
+}
+
+impl Node {
+    /// Starts a round, unless one is still under way.
+    pub(super) fn handoff_tick(&mut self, now: Now) {
+        if self.handoff.round.is_some() {
+            return;
+        }
+        let h = self.settings.handoff;
+        // Hints one round may deliver, from the rate.
+        let budget = (u64::from(h.rate_per_second) * h.interval_ms / 1000).max(1) as usize;
+        let me = self.me().to_owned();
+        let owners = self
+            .membership
+            .members()
+            .map(|m| m.id.clone())
+            .filter(|id| *id != me)
+            .collect();
+        self.handoff.round = Some(Round {
+            owners,
+            budget,
+            delivered: 0,
+            turn: None,
+        });
+        self.handoff_next(now);
+    }
+
+    /// Carries the round on until it waits for something, or ends.
+    fn handoff_next(&mut self, now: Now) {
+        let max_age = self.settings.handoff.max_hint_age_ms;
+        loop {
+            let Some(round) = self.handoff.round.as_mut() else {
+                return;
+            };
+            if let Some(turn) = round.turn.as_mut() {
+                let Some(hint) = turn.hints.pop_front() else {
+                    round.turn = None;
+                    continue;
+                };
+                if max_age > 0 && now.wall_ms.saturating_sub(hint.created_ms) > max_age {
+                    self.handoff.backoff.done(&hint);
+                    return self.store(
+                        StoreOp::DeleteHint(hint),
+                        Wait::HandoffDelete { expired: true },
+                    );
+                }
+                let reachable = turn.reachable;
+                if !reachable
+                    || round.budget == 0
+                    || !self.handoff.backoff.ready(&hint, now.mono_ms)
+                {
+                    continue;
+                }
+                round.budget -= 1;
+                if self.settings.planted == Some(Planted::HintDeletedBeforeDelivery) {
+                    self.store(StoreOp::DeleteHint(hint.clone()), Wait::Ignore);
+                }
+                let request = PeerRequest::ReplicaPut {
+                    bucket: hint.bucket.clone(),
+                    key: hint.key.clone(),
+                    object: hint.object.clone(),
+                    mode: self.settings.bucket_props(&hint.bucket).conflict_mode,
+                    durable: true,
+                    hint_for: None,
+                };
+                let owner = hint.owner.clone();
+                let timeout = self.settings.replica_timeout_ms;
+                return self.send_to(&owner, request, timeout, Call::Handoff(hint), now);
+            }
+            let Some(owner) = round.owners.pop_front() else {
+                let delivered = round.delivered;
+                self.handoff.round = None;
+                self.event(Event::HandoffRound { delivered });
+                return;
+            };
+            if round.budget == 0 {
+                continue;
+            }
+            // Hints waiting out a backoff are skipped, not counted against
+            // the round: read past them.
+            let limit = round.budget.saturating_add(self.handoff.backoff.0.len());
+            let reachable = self.is_reachable(&owner);
+            // An unreachable owner's hints are read only to expire them.
+            if !reachable && max_age == 0 {
+                continue;
+            }
+            if let Some(round) = self.handoff.round.as_mut() {
+                round.turn = Some(Turn {
+                    owner: owner.clone(),
+                    reachable,
+                    hints: VecDeque::new(),
+                });
+            }
+            return self.store(StoreOp::HintsFor { owner, limit }, Wait::HandoffHints);
+        }
+    }
+
+    /// The hints of the owner whose turn it is.
+    pub(super) fn handoff_hints(&mut self, result: Result<Stored, StoreFailure>, now: Now) {
+        let Some(turn) = self.handoff.round.as_mut().and_then(|r| r.turn.as_mut()) else {
+            return;
+        };
+        match result {
+            Ok(Stored::Hints(hints)) => turn.hints = hints.into(),
+            other => {
+                let owner = turn.owner.clone();
+                if let Some(r) = self.handoff.round.as_mut() {
+                    r.turn = None;
+                }
+                self.event(Event::StoreFailed {
+                    what: "reading hints",
+                    message: format!("{owner}: {other:?}"),
+                });
+            }
+        }
+        self.handoff_next(now);
+    }
+
+    /// The owner answered a hint, or did not.
+    pub(super) fn handoff_answered(
+        &mut self,
+        hint: Hint,
+        result: Result<PeerResponse, CallFailure>,
+        now: Now,
+    ) {
+        match result {
+            Ok(PeerResponse::Stored { .. }) => {
+                self.handoff.backoff.done(&hint);
+                // Deleted only now, and only if unchanged since read.
+                return self.store(
+                    StoreOp::DeleteHint(hint),
+                    Wait::HandoffDelete { expired: false },
+                );
+            }
+            // The owner is there but will not take this one: try it again
+            // later, and carry on with the others.
+            Ok(PeerResponse::Error { code, message }) => {
+                let wait_ms = self.handoff.backoff.failed(&hint, now.mono_ms);
+                self.event(Event::HintRefused {
+                    owner: hint.owner.clone(),
+                    code,
+                    message,
+                    wait_ms,
+                });
+            }
+            // No answer: the owner is likely gone again. This hint waits its
+            // turn; the owner's others wait for the next round.
+            _ => {
+                self.handoff.backoff.failed(&hint, now.mono_ms);
+                if let Some(r) = self.handoff.round.as_mut() {
+                    r.turn = None;
+                }
+            }
+        }
+        self.handoff_next(now);
+    }
+
+    /// A delivered or expired hint was deleted (or had changed, and stays).
+    pub(super) fn handoff_deleted(
+        &mut self,
+        expired: bool,
+        result: Result<Stored, StoreFailure>,
+        now: Now,
+    ) {
+        if result == Ok(Stored::HintDeleted(true)) {
+            if expired {
+                let owner = self
+                    .handoff
+                    .round
+                    .as_ref()
+                    .and_then(|r| r.turn.as_ref())
+                    .map(|t| t.owner.clone())
+                    .unwrap_or_default();
+                self.event(Event::HintExpired { owner });
+            } else {
+                if let Some(r) = self.handoff.round.as_mut() {
+                    r.delivered += 1;
+                }
+                self.event(Event::HintDelivered);
+            }
+        }
+        self.handoff_next(now);
+    }
+}

@@ -1,0 +1,599 @@
+//! The node as a sans-IO state machine: every decision a Quorra node makes,
+//! with no sockets, no disk, no clock and no async in it.
+//!
+//! The real node (`quorra-node`) and the deterministic simulator
+//! (`quorra-sim`) are both thin drivers of this one machine, as quinn drives
+//! `quinn-proto` and raft-rs drives `RawNode`: they feed it events and carry
+//! out the effects it asks for, so the simulator tests the node itself.
+//!
+//! - **Events in:** [`Node::handle_client`] (a client's read or write),
+//!   [`Node::handle_peer`] (a peer's request), [`Node::handle_reply`] (the
+//!   answer to a request this node sent), [`Node::handle_stored`] (a storage
+//!   operation finished) and [`Node::handle_timeout`] (a timer is due).
+//! - **Effects out:** [`Node::poll_effect`] yields what to send, what to
+//!   store, whom to answer ([`Effect`]); [`Node::poll_timeout`] says when to
+//!   call [`Node::handle_timeout`] next.
+//!
+//! What it decides:
+//! - forward a write or coordinate it ([`coordinator`]); the replicas and
+//!   stand-ins ([`crate::quorum`]); the read and write rounds
+//!   ([`crate::round`]); read repair; a delete without context reads first;
+//! - serving peers: a replica's read, hint-or-merge, coordinating a
+//!   forwarded write ([`serve`]);
+//! - gossip dispatch, the ring, saving the member table ([`gossip`]);
+//! - hint delivery, its rate, backoff and the delete rule ([`handoff`]);
+//! - readiness: only a node that founded or joined a cluster places keys.
+//!
+//! Storage is an effect too ([`StoreOp`]), so RocksDB stays on blocking
+//! threads; the rules a replica applies to its copy are the pure functions
+//! of [`crate::write`], shared by the real store and the simulator's disk.
+
+mod coordinator;
+mod gossip;
+mod handoff;
+mod io;
+mod serve;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+pub use io::{
+    CallFailure, CallId, ClientId, Effect, Event, Failure, Hint, InboundId, Now, Request,
+    StoreFailure, StoreId, StoreOp, Stored, Transmit,
+};
+
+use crate::membership::{Membership, Status};
+use crate::proto::{PeerRequest, PeerResponse};
+use crate::ring::{Ring, RingMember};
+use crate::{BucketName, BucketProps};
+
+use coordinator::{Forward, ReadState, ReplyTo, WriteState};
+use handoff::Handoff;
+
+/// Hinted handoff settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandoffSettings {
+    /// Time between delivery rounds (ms).
+    pub interval_ms: u64,
+    /// Most hints delivered per second.
+    pub rate_per_second: u32,
+    /// Hints older than this (wall ms since first taken) are dropped; 0
+    /// keeps them until delivered.
+    pub max_hint_age_ms: u64,
+}
+
+/// A deliberate bug, planted by tests to prove the simulator catches what
+/// it claims to. Never set outside them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Planted {
+    /// A fallback's answer is counted as a primary's (`pr`/`pw`).
+    FallbackCountedAsPrimary,
+    /// A hint is deleted when it is sent, before its owner stored it.
+    HintDeletedBeforeDelivery,
+    /// Every coordinator versions writes with one shared actor (a single
+    /// clock), not its own.
+    ClockAsOnlyActor,
+    /// The coordinator resolves the write last-write-wins, dropping the
+    /// concurrent siblings the client did not see.
+    CoordinatorDropsSiblings,
+}
+
+/// What the node is configured with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Partitions of the ring.
+    pub partitions: u32,
+    /// Tokens per node.
+    pub tokens: u16,
+    /// How long a replica may take to answer (ms).
+    pub replica_timeout_ms: u64,
+    /// How long a forwarded write may take (ms).
+    pub request_timeout_ms: u64,
+    /// How often the failure detector runs (ms).
+    pub gossip_tick_ms: u64,
+    /// Hinted handoff.
+    pub handoff: HandoffSettings,
+    /// Properties of every bucket not in `buckets`.
+    pub bucket_defaults: BucketProps,
+    /// Properties of named buckets.
+    pub buckets: BTreeMap<String, BucketProps>,
+    /// Most reads and writes under way at once (replication and read repair
+    /// go on after the answer); a client request past it is refused
+    /// `overloaded`, so a slow replica cannot grow a node's memory.
+    pub max_rounds: usize,
+    /// A planted bug (tests only).
+    pub planted: Option<Planted>,
+}
+
+impl Settings {
+    /// The properties of `bucket`.
+    pub fn bucket_props(&self, bucket: &BucketName) -> BucketProps {
+        self.buckets
+            .get(bucket.as_str())
+            .copied()
+            .unwrap_or(self.bucket_defaults)
+    }
+}
+
+/// An outgoing request and what its answer is for.
+#[derive(Debug)]
+struct Outgoing {
+    call: Call,
+    /// The node that must answer (`None`: whoever is at the address).
+    node: Option<String>,
+    deadline: u64,
+}
+
+/// What a peer request was sent for.
+#[derive(Debug)]
+enum Call {
+    Probe {
+        target: String,
+    },
+    IndirectOrigin {
+        target: String,
+    },
+    IndirectHelper {
+        inbound: InboundId,
+    },
+    PushPull,
+    Read {
+        round: u64,
+        target: crate::quorum::Target,
+    },
+    Write {
+        round: u64,
+        target: crate::quorum::Target,
+    },
+    Repair,
+    Forward(Forward),
+    Handoff(Hint),
+}
+
+impl Call {
+    /// Whether it is failure detection (not a request's work).
+    fn is_gossip(&self) -> bool {
+        matches!(
+            self,
+            Self::Probe { .. } | Self::IndirectOrigin { .. } | Self::IndirectHelper { .. }
+        ) || matches!(self, Self::PushPull)
+    }
+}
+
+/// What a storage operation was run for.
+#[derive(Debug)]
+enum Wait {
+    ReadLocal {
+        round: u64,
+        target: crate::quorum::Target,
+    },
+    Coordinate {
+        round: u64,
+    },
+    Repair,
+    ServeRead {
+        inbound: InboundId,
+    },
+    ServePut {
+        inbound: InboundId,
+        durable: bool,
+    },
+    HandoffHints,
+    HandoffDelete {
+        expired: bool,
+    },
+    /// A planted bug's early delete: its result changes nothing.
+    Ignore,
+}
+
+/// One node's state machine.
+#[derive(Debug)]
+pub struct Node {
+    settings: Settings,
+    membership: Membership,
+    ring: Arc<Ring>,
+    ring_members: Vec<RingMember>,
+    /// The membership version last saved.
+    saved_version: u64,
+    /// The incarnation each peer had when last seen.
+    incarnations: BTreeMap<String, u64>,
+    next_id: u64,
+    effects: VecDeque<Effect>,
+    calls: BTreeMap<CallId, Outgoing>,
+    deadlines: BTreeSet<(u64, CallId)>,
+    stores: BTreeMap<StoreId, Wait>,
+    reads: BTreeMap<u64, ReadState>,
+    writes: BTreeMap<u64, WriteState>,
+    handoff: Handoff,
+    next_gossip: u64,
+    next_handoff: u64,
+}
+
+impl Node {
+    /// A node with `membership` (built and restored by the driver, which
+    /// owns the seeds and the saved table), at `now`. `first_id` starts
+    /// the ids it names requests with: a driver that restarts a node on a
+    /// network that may still carry its old requests starts past them.
+    pub fn new(settings: Settings, mut membership: Membership, now: Now, first_id: u64) -> Self {
+        let mut members = membership.ring_members();
+        members.sort();
+        let ring = Arc::new(Ring::build(&members, settings.partitions, settings.tokens));
+        let mut effects: VecDeque<Effect> = membership
+            .take_notices()
+            .into_iter()
+            .map(Effect::Notice)
+            .collect();
+        // Founded at start (the only initial member): saved at once.
+        if membership.layout().is_some() {
+            effects.push_back(Effect::SaveTable(membership.saved()));
+        }
+        let incarnations = membership
+            .members()
+            .map(|m| (m.id.clone(), m.incarnation))
+            .collect();
+        Self {
+            next_gossip: now.mono_ms,
+            next_handoff: now.mono_ms + settings.handoff.interval_ms,
+            handoff: Handoff::default(),
+            saved_version: membership.version(),
+            settings,
+            membership,
+            ring,
+            ring_members: members,
+            incarnations,
+            next_id: first_id.max(1),
+            effects,
+            calls: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            stores: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            writes: BTreeMap::new(),
+        }
+    }
+
+    // ---- the driver's interface ----
+
+    /// The next effect to carry out.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] is due next (monotonic ms).
+    pub fn poll_timeout(&self) -> u64 {
+        let mut at = self.next_gossip.min(self.next_handoff);
+        if let Some((deadline, _)) = self.deadlines.first() {
+            at = at.min(*deadline);
+        }
+        at
+    }
+
+    /// Timers: requests past their deadline fail, the failure detector
+    /// runs, a handoff round starts.
+    pub fn handle_timeout(&mut self, now: Now) {
+        while let Some(&(deadline, call)) = self.deadlines.first() {
+            if deadline > now.mono_ms {
+                break;
+            }
+            self.deadlines.remove(&(deadline, call));
+            if let Some(out) = self.calls.remove(&call) {
+                self.failed(out, CallFailure::Lost("timed out".into()), now);
+            }
+        }
+        if now.mono_ms >= self.next_gossip {
+            self.next_gossip = now.mono_ms + self.settings.gossip_tick_ms;
+            self.gossip_tick(now);
+        }
+        if now.mono_ms >= self.next_handoff {
+            self.next_handoff = now.mono_ms + self.settings.handoff.interval_ms;
+            self.handoff_tick(now);
+        }
+    }
+
+    /// A client's request. Its answer comes as [`Effect::Answer`].
+    pub fn handle_client(&mut self, client: ClientId, request: Request, now: Now) {
+        let to = ReplyTo::Client(client);
+        if self.reads.len() + self.writes.len() >= self.settings.max_rounds {
+            return self.answer(to, Err(Failure::Busy), now);
+        }
+        match request {
+            Request::Get {
+                bucket,
+                key,
+                quorum,
+            } => self.read(bucket, key, quorum, to, now),
+            Request::Write {
+                bucket,
+                key,
+                context,
+                operation,
+                quorum,
+            } => self.write(
+                coordinator::WriteJob {
+                    bucket,
+                    key,
+                    context,
+                    operation,
+                    quorum,
+                    forwarded: false,
+                    read_first: false,
+                },
+                to,
+                now,
+            ),
+        }
+    }
+
+    /// A request from the peer whose node certificate names `from` (the
+    /// driver has checked it is a node). Its answer comes as
+    /// [`Effect::Respond`].
+    pub fn handle_peer(&mut self, inbound: InboundId, from: &str, request: PeerRequest, now: Now) {
+        self.serve(inbound, from, request, now);
+        self.after_membership();
+    }
+
+    /// The answer to request `call`, from the node whose certificate named
+    /// `from` (`None`: not a node certificate), or why none came.
+    pub fn handle_reply(
+        &mut self,
+        call: CallId,
+        from: Option<&str>,
+        result: Result<PeerResponse, CallFailure>,
+        now: Now,
+    ) {
+        let Some(out) = self.calls.remove(&call) else {
+            return; // late: it timed out already
+        };
+        self.deadlines.remove(&(out.deadline, call));
+        let result = match (&out.node, result) {
+            (Some(node), Ok(_)) if from != Some(node.as_str()) => Err(CallFailure::Lost(format!(
+                "answered by {}, not by node {node}",
+                from.unwrap_or("a certificate that is not a node's")
+            ))),
+            (_, result) => result,
+        };
+        match result {
+            Ok(response) => self.answered(out, from, response, now),
+            Err(why) => self.failed(out, why, now),
+        }
+        self.after_membership();
+    }
+
+    /// Storage operation `id` finished.
+    pub fn handle_stored(&mut self, id: StoreId, result: Result<Stored, StoreFailure>, now: Now) {
+        let Some(wait) = self.stores.remove(&id) else {
+            return;
+        };
+        match wait {
+            Wait::ReadLocal { round, target } => {
+                let result = match result {
+                    Ok(Stored::Read(o)) => Ok(o),
+                    _ => Err(()),
+                };
+                self.read_reply(round, target, result, now);
+            }
+            Wait::Coordinate { round } => self.coordinated(round, result, now),
+            Wait::Repair | Wait::Ignore => {}
+            Wait::ServeRead { inbound } => {
+                let response = match result {
+                    Ok(Stored::Read(o)) => PeerResponse::Object(o),
+                    other => refusal(other),
+                };
+                self.respond(inbound, response);
+            }
+            Wait::ServePut { inbound, durable } => {
+                let response = match result {
+                    Ok(Stored::Done) => PeerResponse::Stored { durable },
+                    other => refusal(other),
+                };
+                self.respond(inbound, response);
+            }
+            Wait::HandoffHints => self.handoff_hints(result, now),
+            Wait::HandoffDelete { expired } => self.handoff_deleted(expired, result, now),
+        }
+    }
+
+    // ---- what the driver may look at ----
+
+    /// The membership state (members, layout, counters).
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The current ring.
+    pub fn ring(&self) -> &Arc<Ring> {
+        &self.ring
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> &str {
+        self.membership.me()
+    }
+
+    /// Whether this node has founded or joined its cluster, so it may
+    /// coordinate requests (readiness).
+    pub fn has_joined(&self) -> bool {
+        self.membership.has_joined()
+    }
+
+    /// Whether `id` may coordinate (up, not still joining).
+    pub fn can_coordinate(&self, id: &str) -> bool {
+        id == self.me() && self.has_joined() || self.membership.status(id) == Some(Status::Up)
+    }
+
+    /// Whether requests may go to `id` (this node always may).
+    pub fn is_reachable(&self, id: &str) -> bool {
+        id == self.me() || self.membership.status(id).is_some_and(Status::is_reachable)
+    }
+
+    /// Whether a request's work is still under way: rounds, forwards,
+    /// repairs, hint deliveries, storage (failure detection excluded).
+    pub fn busy(&self) -> bool {
+        !self.reads.is_empty()
+            || !self.writes.is_empty()
+            || !self.stores.is_empty()
+            || self.calls.values().any(|c| !c.call.is_gossip())
+    }
+
+    // ---- plumbing ----
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn effect(&mut self, e: Effect) {
+        self.effects.push_back(e);
+    }
+
+    fn event(&mut self, e: Event) {
+        self.effects.push_back(Effect::Event(e));
+    }
+
+    fn store(&mut self, op: StoreOp, wait: Wait) {
+        let id = self.next_id();
+        self.stores.insert(id, wait);
+        self.effect(Effect::Store { id, op });
+    }
+
+    fn respond(&mut self, inbound: InboundId, response: PeerResponse) {
+        self.effect(Effect::Respond { inbound, response });
+    }
+
+    /// Sends `request` to member `node` (expected to answer for itself).
+    fn send_to(&mut self, node: &str, request: PeerRequest, timeout_ms: u64, call: Call, now: Now) {
+        match self.membership.get(node).map(|m| m.peer_addr) {
+            Some(addr) => self.send(addr, Some(node.to_owned()), request, timeout_ms, call, now),
+            None => {
+                let why = CallFailure::NotSent(format!("no peer address known for node {node}"));
+                let out = Outgoing {
+                    call,
+                    node: Some(node.to_owned()),
+                    deadline: now.mono_ms,
+                };
+                self.failed(out, why, now);
+            }
+        }
+    }
+
+    fn send(
+        &mut self,
+        addr: std::net::SocketAddr,
+        node: Option<String>,
+        request: PeerRequest,
+        timeout_ms: u64,
+        call: Call,
+        now: Now,
+    ) {
+        let id = self.next_id();
+        let deadline = now.mono_ms + timeout_ms;
+        self.deadlines.insert((deadline, id));
+        self.calls.insert(
+            id,
+            Outgoing {
+                call,
+                node: node.clone(),
+                deadline,
+            },
+        );
+        self.effect(Effect::Transmit(Transmit {
+            call: id,
+            addr,
+            node,
+            request,
+            timeout_ms,
+        }));
+    }
+
+    /// A peer answered a request.
+    fn answered(&mut self, out: Outgoing, from: Option<&str>, response: PeerResponse, now: Now) {
+        match out.call {
+            Call::Probe { target } => {
+                let reply = match response {
+                    PeerResponse::Gossip(g) => Some(g),
+                    _ => None,
+                };
+                let more = self.membership.probe_result(&target, reply, now.mono_ms);
+                self.run_actions(more, now);
+            }
+            Call::IndirectOrigin { target } => {
+                let reached = response == PeerResponse::Reached(true);
+                self.membership
+                    .indirect_result(&target, reached, now.mono_ms);
+            }
+            Call::IndirectHelper { inbound } => {
+                let reached = matches!(response, PeerResponse::Gossip(_));
+                self.respond(inbound, PeerResponse::Reached(reached));
+            }
+            Call::PushPull => {
+                if let (PeerResponse::Gossip(reply), Some(from)) = (response, from) {
+                    self.membership
+                        .handle_push_pull_reply(from, reply, now.mono_ms);
+                }
+            }
+            Call::Read { round, target } => {
+                let result = match response {
+                    PeerResponse::Object(o) => Ok(o),
+                    _ => Err(()),
+                };
+                self.read_reply(round, target, result, now);
+            }
+            Call::Write { round, target } => {
+                let result = match response {
+                    PeerResponse::Stored { durable } => Ok(durable),
+                    _ => Err(()),
+                };
+                self.write_reply(round, target, result, now);
+            }
+            Call::Repair => {}
+            Call::Forward(fwd) => {
+                let node = out.node.unwrap_or_default();
+                self.forward_answered(fwd, node, Ok(response), now);
+            }
+            Call::Handoff(hint) => self.handoff_answered(hint, Ok(response), now),
+        }
+    }
+
+    /// A request got no answer.
+    fn failed(&mut self, out: Outgoing, why: CallFailure, now: Now) {
+        match out.call {
+            Call::Probe { target } => {
+                let more = self.membership.probe_result(&target, None, now.mono_ms);
+                self.run_actions(more, now);
+            }
+            Call::IndirectOrigin { target } => {
+                self.membership.indirect_result(&target, false, now.mono_ms)
+            }
+            Call::IndirectHelper { inbound } => self.respond(inbound, PeerResponse::Reached(false)),
+            Call::PushPull | Call::Repair => {}
+            Call::Read { round, target } => self.read_reply(round, target, Err(()), now),
+            Call::Write { round, target } => self.write_reply(round, target, Err(()), now),
+            Call::Forward(fwd) => {
+                let node = out.node.unwrap_or_default();
+                self.forward_answered(fwd, node, Err(why), now);
+            }
+            Call::Handoff(hint) => self.handoff_answered(hint, Err(why), now),
+        }
+    }
+}
+
+/// A peer's error answer for a storage failure (or an impossible result).
+fn refusal(result: Result<Stored, StoreFailure>) -> PeerResponse {
+    match result {
+        Err(f) => PeerResponse::Error {
+            code: f.code,
+            message: f.message,
+        },
+        Ok(other) => PeerResponse::Error {
+            code: crate::ErrorCode::Internal,
+            message: format!("storage answered {other:?}"),
+        },
+    }
+}

@@ -1,0 +1,515 @@
+//! Decision tests of the node state machine: events in, effects out, no
+//! network and no disk. Each case states a situation (who is down, where
+//! the key lives) and the effect the coordinator must produce.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use super::*;
+use crate::layout::Layout;
+use crate::membership::{GossipConfig, MemberInfo, SavedTable};
+use crate::proto::Operation;
+use crate::{
+    ConflictMode, Content, ErrorCode, Key, Limits, Object, QuorumOverrides, VersionVector,
+};
+
+const NODES: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
+
+fn addr(id: &str) -> SocketAddr {
+    let i: u16 = id[1..].parse().expect("nK");
+    SocketAddr::from(([127, 0, 0, 1], 7000 + i))
+}
+
+fn info(id: &str, status: Status) -> MemberInfo {
+    MemberInfo {
+        id: id.into(),
+        peer_addr: addr(id),
+        http_addr: addr(id),
+        zone: None,
+        incarnation: 1,
+        status,
+    }
+}
+
+fn props(n: u8, r: u8, w: u8, pr: u8, pw: u8) -> BucketProps {
+    BucketProps {
+        n_val: n,
+        r,
+        w,
+        dw: 0,
+        pr,
+        pw,
+        conflict_mode: ConflictMode::Siblings,
+    }
+}
+
+fn now() -> Now {
+    Now {
+        mono_ms: 1_000,
+        wall_ms: 1_000,
+    }
+}
+
+/// Node `me` of a five-node cluster that has joined, seeing `down` down.
+fn node_with(me: &str, down: &[&str], p: BucketProps, planted: Option<Planted>) -> Node {
+    let all: BTreeSet<String> = NODES.iter().map(|s| s.to_string()).collect();
+    let mut m = Membership::new(
+        info(me, Status::Up),
+        Vec::new(),
+        all.clone(),
+        GossipConfig::default(),
+        0,
+        7,
+    );
+    let members = NODES
+        .iter()
+        .filter(|id| **id != me)
+        .map(|id| {
+            let status = if down.contains(id) {
+                Status::Down
+            } else {
+                Status::Up
+            };
+            info(id, status)
+        })
+        .collect();
+    m.restore(
+        SavedTable {
+            layout: Some(Layout::found(&all)),
+            members,
+        },
+        0,
+    );
+    let settings = Settings {
+        partitions: 64,
+        tokens: 16,
+        replica_timeout_ms: 100,
+        request_timeout_ms: 300,
+        gossip_tick_ms: 50,
+        handoff: HandoffSettings {
+            interval_ms: 1_000,
+            rate_per_second: 100,
+            max_hint_age_ms: 0,
+        },
+        bucket_defaults: p,
+        buckets: BTreeMap::new(),
+        max_rounds: 100,
+        planted,
+    };
+    let mut node = Node::new(settings, m, now(), 1);
+    drain(&mut node);
+    node
+}
+
+fn node(me: &str, down: &[&str]) -> Node {
+    node_with(me, down, props(3, 2, 2, 0, 0), None)
+}
+
+fn drain(node: &mut Node) -> Vec<Effect> {
+    std::iter::from_fn(|| node.poll_effect())
+        .filter(|e| !matches!(e, Effect::Event(_) | Effect::SaveTable(_)))
+        .collect()
+}
+
+fn bucket() -> BucketName {
+    BucketName::parse("b", &Limits::default()).expect("bucket")
+}
+
+/// The first key whose preference list (of 3) satisfies `pred`.
+fn key_where(node: &Node, pred: impl Fn(&[&str]) -> bool) -> (Key, Vec<String>) {
+    (0..10_000)
+        .find_map(|i| {
+            let key = Key::parse(format!("k{i}").into_bytes(), &Limits::default()).ok()?;
+            let p = node.ring().partition_of(b"b", key.as_bytes());
+            let order: Vec<String> = node.ring().order(p).map(str::to_owned).collect();
+            let prefs: Vec<&str> = order.iter().take(3).map(String::as_str).collect();
+            pred(&prefs).then_some((key, order))
+        })
+        .expect("a key like that")
+}
+
+fn put(key: &Key) -> Request {
+    Request::Write {
+        bucket: bucket(),
+        key: key.clone(),
+        context: VersionVector::new(),
+        operation: Operation::Put(Content::value(b"v".to_vec(), "text/plain", 0)),
+        quorum: QuorumOverrides::default(),
+    }
+}
+
+fn get(key: &Key, q: QuorumOverrides) -> Request {
+    Request::Get {
+        bucket: bucket(),
+        key: key.clone(),
+        quorum: q,
+    }
+}
+
+fn written(node: &str) -> Object {
+    crate::write::apply_client_write(
+        None,
+        &VersionVector::new(),
+        &crate::Actor::new(node, 1),
+        Content::value(b"v".to_vec(), "text/plain", 1),
+        ConflictMode::Siblings,
+        &Limits::default(),
+    )
+    .expect("write")
+}
+
+/// The transmits among `effects`: (call, node it must answer for, request).
+fn transmits(effects: &[Effect]) -> Vec<(CallId, String, PeerRequest)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Transmit(t) => Some((t.call, t.node.clone()?, t.request.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn store_ops(effects: &[Effect]) -> Vec<(StoreId, StoreOp)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Store { id, op } => Some((*id, op.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn answers(effects: &[Effect]) -> Vec<Result<Option<Object>, Failure>> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Answer { result, .. } => Some(result.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_node_outside_the_preference_list_forwards_and_a_primary_coordinates() {
+    let mut n = node("n1", &[]);
+    // (n1 in the preference list?, what the write turns into)
+    for (primary, expect_forward) in [(false, true), (true, false)] {
+        let (key, order) = key_where(&n, |p| p.contains(&"n1") == primary);
+        n.handle_client(1, put(&key), now());
+        let effects = drain(&mut n);
+        let sent = transmits(&effects);
+        if expect_forward {
+            assert_eq!(sent.len(), 1, "{effects:?}");
+            assert_eq!(sent[0].1, order[0], "to the first replica");
+            assert!(matches!(sent[0].2, PeerRequest::Coordinate { .. }));
+            assert!(store_ops(&effects).is_empty(), "nothing stored here");
+        } else {
+            assert!(sent.is_empty(), "stores first: {effects:?}");
+            let ops = store_ops(&effects);
+            assert!(matches!(ops[..], [(_, StoreOp::Coordinate { .. })]));
+        }
+    }
+}
+
+#[test]
+fn a_forward_that_timed_out_makes_a_later_refusal_not_definite() {
+    let mut n = node("n1", &[]);
+    let (key, order) = key_where(&n, |p| !p.contains(&"n1"));
+    n.handle_client(1, put(&key), now());
+    let first = transmits(&drain(&mut n));
+    n.handle_reply(
+        first[0].0,
+        None,
+        Err(CallFailure::Lost("timeout".into())),
+        now(),
+    );
+    let second = transmits(&drain(&mut n));
+    assert_eq!(second[0].1, order[1], "the next replica");
+    let refusal = PeerResponse::Error {
+        code: ErrorCode::StorageError,
+        message: "disk".into(),
+    };
+    n.handle_reply(second[0].0, Some(order[1].as_str()), Ok(refusal), now());
+    let result = answers(&drain(&mut n));
+    let failure = result[0].clone().expect_err("refused");
+    assert!(matches!(failure, Failure::MaybeTaken(_)), "{failure:?}");
+    assert!(!failure.definite());
+    assert_eq!(failure.code(), ErrorCode::Timeout);
+}
+
+#[test]
+fn a_down_primary_is_replaced_by_the_nearest_fallback_with_a_hint() {
+    let probe = node("n1", &[]);
+    let (key, order) = key_where(&probe, |p| p[0] != "n1" && p[1] != "n1" && p[2] != "n1");
+    let down = order[1].clone();
+    let mut n = node("n1", &[down.as_str()]);
+    n.handle_client(1, get(&key, QuorumOverrides::default()), now());
+    let effects = drain(&mut n);
+    let mut asked: Vec<(String, Option<String>)> = transmits(&effects)
+        .into_iter()
+        .map(|(_, node, req)| match req {
+            PeerRequest::ReplicaGet { hint_for, .. } => (node, hint_for),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // n1 is the first node past the preference list, or a later one.
+    for op in store_ops(&effects) {
+        if let (_, StoreOp::Read { hint_for, .. }) = op {
+            asked.push(("n1".into(), hint_for));
+        }
+    }
+    asked.sort();
+    let fallback = order[3].clone();
+    let mut expected = vec![
+        (order[0].clone(), None),
+        (order[2].clone(), None),
+        (fallback, Some(down)),
+    ];
+    expected.sort();
+    assert_eq!(asked, expected);
+}
+
+#[test]
+fn a_replica_put_is_a_hint_for_another_node_and_a_merge_otherwise() {
+    let key = Key::parse(b"k".to_vec(), &Limits::default()).expect("key");
+    // (hint_for, is it kept as a hint?)
+    let cases = [(None, false), (Some("n1"), false), (Some("n3"), true)];
+    for (hint_for, hint) in cases {
+        let mut n = node("n1", &[]);
+        let req = PeerRequest::ReplicaPut {
+            bucket: bucket(),
+            key: key.clone(),
+            object: written("n2"),
+            mode: ConflictMode::Siblings,
+            durable: true,
+            hint_for: hint_for.map(str::to_owned),
+        };
+        n.handle_peer(9, "n2", req, now());
+        let ops = store_ops(&drain(&mut n));
+        match (&ops[..], hint) {
+            ([(_, StoreOp::Hint { owner, .. })], true) => assert_eq!(owner, "n3"),
+            ([(_, StoreOp::Merge { durable, .. })], false) => assert!(durable),
+            other => panic!("{hint_for:?}: {other:?}"),
+        }
+        // The answer waits for the store.
+        let id = ops[0].0;
+        n.handle_stored(id, Ok(Stored::Done), now());
+        let responses: Vec<_> = drain(&mut n);
+        assert_eq!(
+            responses,
+            [Effect::Respond {
+                inbound: 9,
+                response: PeerResponse::Stored { durable: true }
+            }]
+        );
+    }
+}
+
+/// Runs a handoff round on `n` holding one hint for `owner`, answered by
+/// `reply`; returns the effects after the reply.
+fn deliver_one(n: &mut Node, owner: &str, reply: Result<PeerResponse, CallFailure>) -> Vec<Effect> {
+    let hint = Hint {
+        owner: owner.into(),
+        bucket: bucket(),
+        key: Key::parse(b"k".to_vec(), &Limits::default()).expect("key"),
+        object: written("n1"),
+        created_ms: 0,
+    };
+    let later = Now {
+        mono_ms: 2_000,
+        wall_ms: 2_000,
+    };
+    n.handle_timeout(later);
+    // Owners in order; the round asks each reachable owner for its hints.
+    loop {
+        let effects = drain(n);
+        let ops = store_ops(&effects);
+        let Some((id, StoreOp::HintsFor { owner: o, .. })) = ops.first().cloned() else {
+            let sent = transmits(&effects);
+            let (call, to, req) = sent.into_iter().next().expect("a delivery");
+            assert_eq!(to, owner);
+            assert!(matches!(
+                req,
+                PeerRequest::ReplicaPut {
+                    durable: true,
+                    hint_for: None,
+                    ..
+                }
+            ));
+            n.handle_reply(call, Some(owner), reply, later);
+            return drain(n);
+        };
+        let hints = if o == owner {
+            vec![hint.clone()]
+        } else {
+            Vec::new()
+        };
+        n.handle_stored(id, Ok(Stored::Hints(hints)), later);
+    }
+}
+
+#[test]
+fn a_hint_is_deleted_only_after_its_owner_stored_it() {
+    // (the owner's answer, whether the hint is deleted)
+    let refused = PeerResponse::Error {
+        code: ErrorCode::StorageError,
+        message: "disk".into(),
+    };
+    let cases = [
+        (Ok(PeerResponse::Stored { durable: true }), true),
+        (Ok(refused), false),
+        (Err(CallFailure::Lost("timeout".into())), false),
+    ];
+    for (reply, deleted) in cases {
+        let mut n = node("n1", &[]);
+        let effects = deliver_one(&mut n, "n4", reply.clone());
+        let deletes = store_ops(&effects)
+            .into_iter()
+            .filter(|(_, op)| matches!(op, StoreOp::DeleteHint(_)))
+            .count();
+        assert_eq!(deletes, usize::from(deleted), "{reply:?}: {effects:?}");
+    }
+}
+
+#[test]
+fn quorum_answers_count_primaries_for_pr() {
+    // Reads with r=2 and pr as given, one primary down (a fallback stands
+    // in), and every asked node answering.
+    let probe = node("n1", &[]);
+    let (key, order) = key_where(&probe, |p| !p.contains(&"n1"));
+    let down = order[0].clone();
+    // (pr, answered?)
+    for (pr, ok) in [(0, true), (2, true), (3, false)] {
+        let mut n = node_with("n1", &[down.as_str()], props(3, 2, 2, 0, 0), None);
+        let q = QuorumOverrides {
+            pr: Some(pr),
+            r: Some(2.max(pr)),
+            ..QuorumOverrides::default()
+        };
+        n.handle_client(1, get(&key, q), now());
+        let mut effects = drain(&mut n);
+        // Each replica answers "nothing here".
+        for (call, to, _) in transmits(&effects) {
+            n.handle_reply(call, Some(&to), Ok(PeerResponse::Object(None)), now());
+            effects.extend(drain(&mut n));
+        }
+        for (id, _) in store_ops(&effects) {
+            n.handle_stored(id, Ok(Stored::Read(None)), now());
+            effects.extend(drain(&mut n));
+        }
+        let result = answers(&effects);
+        assert_eq!(result.len(), 1, "pr={pr}: answered once: {effects:?}");
+        assert_eq!(result[0].is_ok(), ok, "pr={pr}: {result:?}");
+    }
+}
+
+#[test]
+fn a_planted_fallback_counted_as_a_primary_meets_pr_it_should_not() {
+    let probe = node("n1", &[]);
+    let (key, order) = key_where(&probe, |p| !p.contains(&"n1"));
+    let down = order[0].clone();
+    let p = props(3, 2, 2, 0, 0);
+    let mut n = node_with(
+        "n1",
+        &[down.as_str()],
+        p,
+        Some(Planted::FallbackCountedAsPrimary),
+    );
+    let q = QuorumOverrides {
+        pr: Some(3),
+        r: Some(3),
+        ..QuorumOverrides::default()
+    };
+    n.handle_client(1, get(&key, q), now());
+    let mut effects = drain(&mut n);
+    for (call, to, _) in transmits(&effects) {
+        n.handle_reply(call, Some(&to), Ok(PeerResponse::Object(None)), now());
+        effects.extend(drain(&mut n));
+    }
+    for (id, _) in store_ops(&effects) {
+        n.handle_stored(id, Ok(Stored::Read(None)), now());
+        effects.extend(drain(&mut n));
+    }
+    assert!(answers(&effects)[0].is_ok(), "the bug shows: pr=3 met");
+}
+
+#[test]
+fn a_write_with_pw_waits_for_primaries_not_fallbacks() {
+    let probe = node("n1", &[]);
+    let (key, order) = key_where(&probe, |p| p[0] == "n1");
+    let down = order[1].clone();
+    // w=2 pw=2: n1 (primary) and the fallback for `down` acknowledge
+    // first; the answer waits for the third primary.
+    let mut n = node_with("n1", &[down.as_str()], props(3, 2, 2, 0, 2), None);
+    n.handle_client(1, put(&key), now());
+    let ops = store_ops(&drain(&mut n));
+    n.handle_stored(ops[0].0, Ok(Stored::Written(written("n1"))), now());
+    let sent = transmits(&drain(&mut n));
+    let (fallback, primary): (Vec<_>, Vec<_>) = sent.into_iter().partition(|(_, _, r)| {
+        matches!(
+            r,
+            PeerRequest::ReplicaPut {
+                hint_for: Some(_),
+                ..
+            }
+        )
+    });
+    let stored = || Ok(PeerResponse::Stored { durable: false });
+    n.handle_reply(fallback[0].0, Some(&fallback[0].1), stored(), now());
+    assert!(answers(&drain(&mut n)).is_empty(), "w met, pw not");
+    n.handle_reply(primary[0].0, Some(&primary[0].1), stored(), now());
+    let result = answers(&drain(&mut n));
+    assert!(matches!(result[..], [Ok(Some(_))]), "{result:?}");
+}
+
+#[test]
+fn a_delete_without_context_reads_first_and_deletes_what_it_saw() {
+    let mut n = node("n1", &[]);
+    let (key, _) = key_where(&n, |p| p[0] == "n1");
+    let delete = Request::Write {
+        bucket: bucket(),
+        key: key.clone(),
+        context: VersionVector::new(),
+        operation: Operation::Delete,
+        quorum: QuorumOverrides::default(),
+    };
+    n.handle_client(1, delete, now());
+    let mut effects = drain(&mut n);
+    let seen = written("n2");
+    for (call, to, req) in transmits(&effects) {
+        assert!(matches!(req, PeerRequest::ReplicaGet { .. }), "reads first");
+        n.handle_reply(
+            call,
+            Some(&to),
+            Ok(PeerResponse::Object(Some(seen.clone()))),
+            now(),
+        );
+        effects.extend(drain(&mut n));
+    }
+    // The read answers after r=2 replies; the delete follows at once.
+    let context = store_ops(&effects)
+        .into_iter()
+        .find_map(|(_, op)| match op {
+            StoreOp::Coordinate { context, .. } => Some(context),
+            _ => None,
+        });
+    assert_eq!(context.as_ref(), Some(seen.clock()), "deletes what it saw");
+}
+
+#[test]
+fn a_node_that_has_not_joined_refuses_to_coordinate() {
+    let me = info("n1", Status::Up);
+    let m = Membership::new(
+        me,
+        vec![addr("n2")],
+        BTreeSet::new(),
+        GossipConfig::default(),
+        0,
+        1,
+    );
+    let mut n = Node::new(node("n1", &[]).settings().clone(), m, now(), 1);
+    let key = Key::parse(b"k".to_vec(), &Limits::default()).expect("key");
+    n.handle_client(1, put(&key), now());
+    let result = answers(&drain(&mut n));
+    assert_eq!(result, [Err(Failure::NotJoined)]);
+}

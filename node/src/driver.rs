@@ -1,0 +1,482 @@
+//! The driver: moves bytes between the network, the disk and the node's
+//! state machine ([`quorra_core::node::Node`]), which makes every decision.
+//!
+//! It feeds the machine client requests, peer requests, replies, finished
+//! storage operations and timer ticks, and carries out what it asks for:
+//! peer requests over QUIC (through the injected faults, when a test turned
+//! them on), storage operations on blocking threads against the
+//! [`ObjectStore`], answers to waiting clients and peers, the member table
+//! to disk, and metrics and logs. The deterministic simulator drives the
+//! same machine over a simulated network and disk.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use quorra_core::layout::Layout;
+use quorra_core::membership::MemberInfo;
+use quorra_core::node::{
+    CallFailure, Effect, Event, Failure, HandoffSettings, Node, Now, Request, Settings,
+    StoreFailure, StoreOp, Stored,
+};
+use quorra_core::proto::{PeerRequest, PeerResponse};
+use quorra_core::ring::Ring;
+use quorra_core::write::read_with_hint;
+use quorra_core::Object;
+use tokio::sync::oneshot;
+
+use crate::cluster::{self, SaveQueue};
+use crate::config::NodeConfig;
+use crate::faults::{Faults, Outgoing};
+use crate::net::transport::{NetError, Transport};
+use crate::storage::Durability;
+use crate::store::{HintBudget, ObjectStore, StoreError};
+
+/// Longest wait between timer ticks (ms): the failure detector's period.
+const GOSSIP_TICK_MS: u64 = 50;
+
+/// Who waits for an answer from the machine.
+type Waiters<T> = Mutex<HashMap<u64, oneshot::Sender<T>>>;
+
+/// One node's driver.
+pub struct Driver {
+    me: String,
+    config: Arc<NodeConfig>,
+    machine: Mutex<Node>,
+    store: Arc<ObjectStore>,
+    transport: Option<Arc<Transport>>,
+    faults: Arc<Faults>,
+    /// Member tables to save, on a thread of their own (none for a node
+    /// running alone).
+    saver: Option<SaveQueue>,
+    started: Instant,
+    next_id: AtomicU64,
+    clients: Waiters<Result<Option<Object>, Failure>>,
+    peers: Waiters<PeerResponse>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The machine's settings from the node's configuration.
+fn settings(config: &NodeConfig) -> Settings {
+    Settings {
+        partitions: config.partitions,
+        tokens: config.tokens,
+        replica_timeout_ms: config.replica_timeout_ms,
+        request_timeout_ms: config.request_timeout_ms,
+        gossip_tick_ms: GOSSIP_TICK_MS,
+        handoff: HandoffSettings {
+            interval_ms: config.handoff.interval_ms,
+            rate_per_second: config.handoff.rate_per_second,
+            max_hint_age_ms: config.handoff.max_hint_age_ms,
+        },
+        bucket_defaults: config.bucket_defaults,
+        buckets: config
+            .buckets
+            .keys()
+            .filter_map(|name| {
+                let bucket =
+                    quorra_core::BucketName::parse(name, &quorra_core::Limits::hard()).ok()?;
+                Some((name.clone(), config.bucket_props(&bucket)))
+            })
+            .collect(),
+        max_rounds: config.max_background_tasks,
+        planted: None,
+    }
+}
+
+impl Driver {
+    /// A driver for this node. `peer_addr` and `http_addr` are the bound
+    /// addresses; without a transport the node is a cluster of one.
+    pub fn new(
+        config: Arc<NodeConfig>,
+        store: Arc<ObjectStore>,
+        transport: Option<Arc<Transport>>,
+        peer_addr: SocketAddr,
+        http_addr: SocketAddr,
+        faults: Arc<Faults>,
+    ) -> Arc<Self> {
+        let clustered = transport.is_some();
+        let boot = now_ms();
+        let membership = cluster::boot_membership(&config, clustered, peer_addr, http_addr, boot);
+        let started = Instant::now();
+        let now = Now {
+            mono_ms: 0,
+            wall_ms: faults.now_ms(),
+        };
+        let machine = Node::new(settings(&config), membership, now, 1);
+        let saver = clustered.then(|| cluster::spawn_saver(cluster::table_path(&config)));
+        let driver = Arc::new(Self {
+            me: config.node_id.clone(),
+            config,
+            machine: Mutex::new(machine),
+            store,
+            transport,
+            faults,
+            saver,
+            started,
+            next_id: AtomicU64::new(1),
+            clients: Mutex::new(HashMap::new()),
+            peers: Mutex::new(HashMap::new()),
+        });
+        // What the machine said at boot (founded alone, saved table).
+        driver.step(|_, _| {});
+        driver
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            mono_ms: self.started.elapsed().as_millis() as u64,
+            wall_ms: self.faults.now_ms(),
+        }
+    }
+
+    /// Runs `f` on the machine, then carries out what it asked for.
+    fn step(self: &Arc<Self>, f: impl FnOnce(&mut Node, Now)) {
+        let effects: Vec<Effect> = {
+            let mut machine = lock(&self.machine);
+            f(&mut machine, self.now());
+            std::iter::from_fn(|| machine.poll_effect()).collect()
+        };
+        for effect in effects {
+            self.carry_out(effect);
+        }
+    }
+
+    /// A client's request (authorised and validated by the caller).
+    pub async fn request(self: &Arc<Self>, request: Request) -> Result<Option<Object>, Failure> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.clients).insert(id, tx);
+        self.step(|m, now| m.handle_client(id, request, now));
+        rx.await.unwrap_or_else(|_| {
+            Err(Failure::MaybeTaken(
+                "the node stopped before answering".into(),
+            ))
+        })
+    }
+
+    /// A request from the peer whose node certificate names `from`.
+    pub async fn peer(self: &Arc<Self>, from: &str, request: PeerRequest) -> PeerResponse {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.peers).insert(id, tx);
+        self.step(|m, now| m.handle_peer(id, from, request, now));
+        rx.await.unwrap_or_else(|_| PeerResponse::Error {
+            code: quorra_core::ErrorCode::Internal,
+            message: "the node stopped before answering".into(),
+        })
+    }
+
+    /// Starts the machine's timers: failure detection, handoff rounds,
+    /// request deadlines.
+    pub fn spawn_timer(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let due = lock(&this.machine).poll_timeout();
+                let wait = due
+                    .saturating_sub(this.now().mono_ms)
+                    .clamp(1, GOSSIP_TICK_MS);
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                this.step(|m, now| m.handle_timeout(now));
+                let foreign = lock(&this.machine).membership().foreign();
+                metrics::gauge!("quorra_gossip_foreign_messages").set(foreign as f64);
+            }
+        })
+    }
+
+    fn carry_out(self: &Arc<Self>, effect: Effect) {
+        match effect {
+            Effect::Transmit(t) => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let timeout = Duration::from_millis(t.timeout_ms);
+                    let (from, result) = this.send(t.addr, &t.request, timeout).await;
+                    this.step(|m, now| m.handle_reply(t.call, from.as_deref(), result, now));
+                });
+            }
+            Effect::Store { id, op } => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let store = this.store.clone();
+                    let budget = HintBudget {
+                        max_hints: this.config.handoff.max_hints,
+                        max_bytes: this.config.handoff.max_hint_bytes,
+                    };
+                    let result = tokio::task::spawn_blocking(move || execute(&store, op, budget))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(StoreFailure {
+                                code: quorra_core::ErrorCode::Internal,
+                                message: format!("storage task failed: {e}"),
+                            })
+                        });
+                    this.step(|m, now| m.handle_stored(id, result, now));
+                });
+            }
+            Effect::Answer { client, result } => {
+                if let Some(tx) = lock(&self.clients).remove(&client) {
+                    let _ = tx.send(result);
+                }
+            }
+            Effect::Respond { inbound, response } => {
+                if let Some(tx) = lock(&self.peers).remove(&inbound) {
+                    let _ = tx.send(response);
+                }
+            }
+            Effect::SaveTable(table) => {
+                let (version, refused) = {
+                    let m = lock(&self.machine);
+                    (m.membership().version(), m.membership().refused())
+                };
+                metrics::gauge!("quorra_membership_version").set(version as f64);
+                metrics::gauge!("quorra_gossip_refused_records").set(refused as f64);
+                if let Some(saver) = &self.saver {
+                    let _ = saver.send((version, table));
+                }
+            }
+            Effect::Notice(notice) => cluster::report(std::slice::from_ref(&notice)),
+            Effect::PeerRestarted(addr) => {
+                // Its pooled connection may belong to its previous life.
+                if let Some(t) = &self.transport {
+                    t.forget(addr);
+                }
+            }
+            Effect::Event(event) => self.record(event),
+        }
+    }
+
+    /// Sends one peer request through the injected faults (none unless the
+    /// node enables fault injection). Returns the node id the answering
+    /// certificate names, and the answer.
+    async fn send(
+        &self,
+        addr: SocketAddr,
+        request: &PeerRequest,
+        timeout: Duration,
+    ) -> (Option<String>, Result<PeerResponse, CallFailure>) {
+        let Some(t) = &self.transport else {
+            return (None, Err(CallFailure::NotSent("no peer transport".into())));
+        };
+        match self.faults.outgoing(addr) {
+            Outgoing::Drop => {
+                tokio::time::sleep(timeout).await;
+                return (None, Err(CallFailure::Lost(format!("{addr}: dropped"))));
+            }
+            Outgoing::Send { delay } if !delay.is_zero() => tokio::time::sleep(delay).await,
+            Outgoing::Send { .. } => {}
+        }
+        match t.request_from(addr, request, timeout).await {
+            Ok((peer, answer)) => (peer.node_id().map(str::to_owned), Ok(answer)),
+            // Never sent: the peer did not see it.
+            Err(e @ NetError::Connect { .. }) => (None, Err(CallFailure::NotSent(e.to_string()))),
+            Err(e) => (None, Err(CallFailure::Lost(e.to_string()))),
+        }
+    }
+
+    /// Metrics and logs for what the machine did.
+    fn record(&self, event: Event) {
+        match event {
+            Event::ReadRepair { node } => {
+                metrics::counter!("quorra_read_repairs_total").increment(1);
+                tracing::debug!(node, "read repair");
+            }
+            Event::Forwarded => metrics::counter!("quorra_forwarded_writes_total").increment(1),
+            Event::RingRebuilt { members } => tracing::info!(members, "ring rebuilt"),
+            Event::HintDelivered => metrics::counter!("quorra_hints_delivered_total").increment(1),
+            Event::HintExpired { owner } => {
+                metrics::counter!("quorra_hints_expired_total").increment(1);
+                tracing::warn!(owner, "hint older than handoff.max_hint_age_ms dropped");
+            }
+            Event::HintRefused {
+                owner,
+                code,
+                message,
+                wait_ms,
+            } => {
+                metrics::counter!("quorra_hints_refused_total").increment(1);
+                tracing::warn!(owner, %code, wait_ms, "hint refused: {message}");
+            }
+            Event::HandoffRound { delivered } => {
+                metrics::gauge!("quorra_hints_pending").set(self.store.hints_held() as f64);
+                metrics::gauge!("quorra_hint_bytes").set(self.store.hint_bytes() as f64);
+                if delivered > 0 {
+                    let pending = self.store.hints_held();
+                    tracing::info!(delivered, pending, "hinted handoff");
+                }
+            }
+            Event::StoreFailed { what, message } => tracing::warn!("{what} failed: {message}"),
+        }
+    }
+
+    // ---- what the HTTP API shows ----
+
+    /// This node's id.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// The current ring.
+    pub fn ring(&self) -> Arc<Ring> {
+        lock(&self.machine).ring().clone()
+    }
+
+    /// This node's cluster layout (`None` until it has founded or joined).
+    pub fn layout(&self) -> Option<Layout> {
+        lock(&self.machine).membership().layout().cloned()
+    }
+
+    /// Every member this node knows, with its status.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        lock(&self.machine)
+            .membership()
+            .members()
+            .cloned()
+            .collect()
+    }
+
+    /// Whether this node has founded or joined its cluster (readiness).
+    pub fn has_joined(&self) -> bool {
+        lock(&self.machine).has_joined()
+    }
+
+    /// Whether requests may go to `id`.
+    pub fn is_reachable(&self, id: &str) -> bool {
+        lock(&self.machine).is_reachable(id)
+    }
+
+    /// Gossip messages refused because their sender is in another cluster.
+    pub fn foreign_messages(&self) -> u64 {
+        lock(&self.machine).membership().foreign()
+    }
+
+    /// The node's fault switches.
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<ObjectStore> {
+        &self.store
+    }
+
+    /// Closes the peer transport.
+    pub fn close(&self) {
+        if let Some(t) = &self.transport {
+            t.close();
+        }
+    }
+}
+
+fn failure(e: StoreError) -> StoreFailure {
+    StoreFailure {
+        code: e.code(),
+        message: e.to_string(),
+    }
+}
+
+/// Runs one storage operation (on a blocking thread).
+fn execute(store: &ObjectStore, op: StoreOp, budget: HintBudget) -> Result<Stored, StoreFailure> {
+    let durability = |durable| {
+        if durable {
+            Durability::Fsync
+        } else {
+            Durability::Buffered
+        }
+    };
+    match op {
+        // `actor` is a simulator-only planted bug; a node never sets it.
+        StoreOp::Coordinate {
+            bucket,
+            key,
+            context,
+            content,
+            mode,
+            durable,
+            actor: _,
+        } => store
+            .coordinate(&bucket, &key, &context, content, mode, durability(durable))
+            .map(Stored::Written),
+        StoreOp::Read {
+            bucket,
+            key,
+            hint_for,
+            mode,
+        } => {
+            let local = store.get(&bucket, &key).map_err(failure)?;
+            let hint = match &hint_for {
+                Some(owner) => store.get_hint(owner, &bucket, &key).map_err(failure)?,
+                None => None,
+            };
+            Ok(Stored::Read(read_with_hint(local, hint, mode)))
+        }
+        StoreOp::Merge {
+            bucket,
+            key,
+            object,
+            mode,
+            durable,
+        } => store
+            .merge_replica(&bucket, &key, &object, mode, durability(durable))
+            .map(|_| Stored::Done),
+        StoreOp::Hint {
+            owner,
+            bucket,
+            key,
+            object,
+            mode,
+            durable,
+            created_ms,
+        } => {
+            let stored = store.store_hint(
+                &owner,
+                &bucket,
+                &key,
+                &object,
+                mode,
+                durability(durable),
+                budget,
+                created_ms,
+            );
+            if let Err(StoreError::HintBudgetFull { hints, bytes }) = &stored {
+                metrics::counter!("quorra_hints_dropped_total").increment(1);
+                tracing::warn!(
+                    owner,
+                    hints,
+                    bytes,
+                    "hint budget full: hint dropped; anti-entropy must repair"
+                );
+            }
+            stored.map(|()| Stored::Done)
+        }
+        StoreOp::HintsFor { owner, limit } => {
+            if store.hints_held() == 0 {
+                return Ok(Stored::Hints(Vec::new()));
+            }
+            store.hints_for(&owner, limit).map(Stored::Hints)
+        }
+        StoreOp::DeleteHint(hint) => store.delete_hint(&hint).map(Stored::HintDeleted),
+    }
+    .map_err(failure)
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
