@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use quorra_core::membership::{MemberInfo, Status};
-use quorra_core::proto::{ClientRequest, Operation, PeerRequest, PeerResponse};
+use quorra_core::proto::{Ask, ClientObject, ClusterInfo, ClusterShape, Get, Operation, Write};
 use quorra_core::ring::{Ring, RingMember};
 use quorra_core::{BucketName, Content, Key, Limits, Object, QuorumOverrides};
 
@@ -235,19 +235,18 @@ impl Client {
         addrs.extend(self.inner.config.seeds.iter().copied());
         let mut last = ClientError::Refused("no seed given".into());
         for addr in addrs {
-            let req = PeerRequest::Client(ClientRequest::ClusterInfo);
             match self
                 .inner
                 .transport
-                .request(addr, &req, self.inner.config.timeout)
+                .ask(addr, ClusterInfo, self.inner.config.timeout)
                 .await
             {
-                Ok(PeerResponse::ClusterInfo {
+                Ok(Ok(ClusterShape {
                     partitions,
                     tokens,
                     members,
                     ..
-                }) => {
+                })) => {
                     let ring_members: Vec<RingMember> = members
                         .iter()
                         .filter(|m| m.status != Status::Removed)
@@ -267,10 +266,7 @@ impl Client {
                     view.fetched = Instant::now();
                     return Ok(());
                 }
-                Ok(PeerResponse::Error { code, message }) => {
-                    last = ClientError::from_code(code, message)
-                }
-                Ok(other) => last = ClientError::Refused(format!("unexpected answer {other:?}")),
+                Ok(Err(refusal)) => last = ClientError::from(refusal),
                 Err(e) => last = net_error(e),
             }
         }
@@ -335,27 +331,28 @@ impl Client {
     }
 
     /// [`Self::call`] with the request's timeout, or the client's default.
-    async fn call_with(
+    async fn call_with<A: Ask>(
         &self,
         bucket: &str,
         key: &[u8],
-        req: PeerRequest,
+        req: A,
         opts: &Options,
-    ) -> Result<PeerResponse, ClientError> {
+    ) -> Result<A::Answer, ClientError> {
         let timeout = opts.timeout.unwrap_or(self.inner.config.timeout);
         self.call(bucket, key, req, timeout).await
     }
 
     /// Sends a request for `bucket`/`key` to the best node, moving down the
     /// route and backing off (with jitter) on retryable failures.
-    async fn call(
+    async fn call<A: Ask>(
         &self,
         bucket: &str,
         key: &[u8],
-        req: PeerRequest,
+        req: A,
         timeout: Duration,
-    ) -> Result<PeerResponse, ClientError> {
+    ) -> Result<A::Answer, ClientError> {
         self.maybe_refresh().await;
+        let req = req.into();
         let attempts = self.inner.config.attempts.max(1);
         let mut backoff = self.inner.config.backoff;
         let mut last = ClientError::Refused("no node to send to".into());
@@ -365,16 +362,16 @@ impl Client {
                 let _ = self.refresh().await;
                 continue;
             };
-            match self.inner.transport.request(addr, &req, timeout).await {
-                Ok(PeerResponse::Error { code, message }) => {
-                    let e = ClientError::from_code(code, message);
+            let reply = self.inner.transport.request(addr, &req, timeout).await;
+            match reply.and_then(|r| r.decode::<A>().map_err(|e| NetError::Frame(e.to_string()))) {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(refusal)) => {
+                    let e = ClientError::from(refusal);
                     if !e.is_retryable() {
                         return Err(e);
                     }
                     last = e;
                 }
-                Ok(PeerResponse::Unavailable(counts)) => last = ClientError::unavailable(counts),
-                Ok(answer) => return Ok(answer),
                 Err(e) => {
                     self.shun(&id);
                     last = net_error(e);
@@ -423,17 +420,13 @@ impl Client {
     ) -> Result<Fetched, ClientError> {
         let key = key.as_ref();
         let (b, k) = Self::names(bucket, key)?;
-        let req = PeerRequest::Client(ClientRequest::Get {
+        let req = Get {
             bucket: b,
             key: k,
             quorum: opts.quorum,
-        });
-        match self.call_with(bucket, key, req, opts).await? {
-            PeerResponse::ClientObject { object, context } => {
-                Ok(Fetched::from_object(object, context))
-            }
-            other => Err(ClientError::Refused(format!("unexpected answer {other:?}"))),
-        }
+        };
+        let ClientObject { object, context } = self.call_with(bucket, key, req, opts).await?;
+        Ok(Fetched::from_object(object, context))
     }
 
     /// Writes a value. Pass the context of the read it replaces (`None`
@@ -505,17 +498,15 @@ impl Client {
         opts: &Options,
     ) -> Result<(Option<Object>, Option<String>), ClientError> {
         let (b, k) = Self::names(bucket, key)?;
-        let req = PeerRequest::Client(ClientRequest::Write {
+        let req = Write {
             bucket: b,
             key: k,
             context: context.and_then(|c| c.0.clone()),
             operation,
             quorum: opts.quorum,
-        });
-        match self.call_with(bucket, key, req, opts).await? {
-            PeerResponse::ClientObject { object, context } => Ok((object, context)),
-            other => Err(ClientError::Refused(format!("unexpected answer {other:?}"))),
-        }
+        };
+        let ClientObject { object, context } = self.call_with(bucket, key, req, opts).await?;
+        Ok((object, context))
     }
 
     /// Read-modify-write: reads the key, merges any siblings with `resolve`,

@@ -1,5 +1,6 @@
 //! The client's errors: what failed, in terms a caller can act on.
 
+use quorra_core::proto::Refusal;
 use quorra_core::ErrorCode;
 use thiserror::Error;
 
@@ -82,5 +83,14 @@ impl ClientError {
             self,
             Self::Timeout(_) | Self::Refused(_) | Self::QuorumUnavailable { .. }
         )
+    }
+}
+
+impl From<Refusal> for ClientError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Unavailable(counts) => Self::unavailable(counts),
+            Refusal::Error { code, message } => Self::from_code(code, message),
+        }
     }
 }

@@ -2,19 +2,21 @@
 //!
 //! One connection per peer, reused from a pool and replaced when it dies; one
 //! bidirectional stream per request. A frame is a 4-byte big-endian length
-//! and an msgpack [`Envelope`]. Frames over the size limit, frames that do not
-//! decode and unknown protocol versions get a [`PeerResponse::Error`] on their
-//! stream; the connection and the node carry on.
+//! and an msgpack [`Envelope`] holding a [`Message`]: a request with its id
+//! one way, the [`Reply`] with the same id back. Frames over the size limit,
+//! frames that do not decode and unknown protocol versions get a refusal on
+//! their stream; the connection and the node carry on.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use quorra_core::auth::Principal;
-use quorra_core::proto::{Envelope, PeerRequest, PeerResponse, PROTOCOL_VERSION};
+use quorra_core::proto::{Ask, Envelope, Message, Refusal, Reply, Request, PROTOCOL_VERSION};
 use quorra_core::ErrorCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -70,17 +72,15 @@ pub enum NetError {
 pub const REQUEST_READ_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Handles one incoming request from the principal its certificate names.
-pub type Handler = Arc<
-    dyn Fn(Principal, PeerRequest) -> Pin<Box<dyn Future<Output = PeerResponse> + Send>>
-        + Send
-        + Sync,
->;
+pub type Handler =
+    Arc<dyn Fn(Principal, Request) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync>;
 
 /// A node's QUIC endpoint: server and client on one UDP socket.
 pub struct Transport {
     endpoint: quinn::Endpoint,
     pool: Mutex<HashMap<SocketAddr, (quinn::Connection, Principal)>>,
     max_frame: usize,
+    next_id: AtomicU64,
 }
 
 impl std::fmt::Debug for Transport {
@@ -124,6 +124,7 @@ impl Transport {
             endpoint,
             pool: Mutex::new(HashMap::new()),
             max_frame,
+            next_id: AtomicU64::new(1),
         }))
     }
 
@@ -192,13 +193,27 @@ impl Transport {
             .remove(&addr);
     }
 
+    /// Sends `req` to `addr` and waits up to `timeout` for its answer,
+    /// decoded as the answer to an `A`.
+    pub async fn ask<A: Ask>(
+        &self,
+        addr: SocketAddr,
+        req: A,
+        timeout: Duration,
+    ) -> Result<Result<A::Answer, Refusal>, NetError> {
+        let reply = self.request(addr, &req.into(), timeout).await?;
+        reply
+            .decode::<A>()
+            .map_err(|e| NetError::Frame(e.to_string()))
+    }
+
     /// Sends `req` to `addr` and waits up to `timeout` for the answer.
     pub async fn request(
         &self,
         addr: SocketAddr,
-        req: &PeerRequest,
+        req: &Request,
         timeout: Duration,
-    ) -> Result<PeerResponse, NetError> {
+    ) -> Result<Reply, NetError> {
         self.request_from(addr, req, timeout)
             .await
             .map(|(_, answer)| answer)
@@ -209,10 +224,14 @@ impl Transport {
     pub async fn request_from(
         &self,
         addr: SocketAddr,
-        req: &PeerRequest,
+        req: &Request,
         timeout: Duration,
-    ) -> Result<(Principal, PeerResponse), NetError> {
-        let frame = encode_frame(&Envelope::new(req))?;
+    ) -> Result<(Principal, Reply), NetError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode_frame(&Envelope::new(Message::Request {
+            id,
+            request: req.clone(),
+        }))?;
         let attempt = async {
             let (conn, peer) = self.connect(addr).await?;
             let fail = |reason: String| NetError::Request { addr, reason };
@@ -227,10 +246,22 @@ impl Transport {
                 .await
                 .map_err(|e| fail(e.to_string()))?;
             send.finish().map_err(|e| fail(e.to_string()))?;
-            let env: Envelope<PeerResponse> = read_frame(&mut recv, self.max_frame)
+            let env: Envelope<Message> = read_frame(&mut recv, self.max_frame)
                 .await
                 .map_err(|e| fail(e.to_string()))?;
-            Ok((peer, env.body))
+            match env.body {
+                // `None`: the peer could not read the request (a refusal).
+                Message::Response {
+                    id: answered,
+                    reply,
+                } if answered.is_none_or(|a| a == id) => Ok((peer, reply)),
+                Message::Response { id: answered, .. } => Err(NetError::Frame(format!(
+                    "the answer names request {answered:?}, not {id}"
+                ))),
+                Message::Request { .. } => Err(NetError::Frame(
+                    "a request came back where an answer was due".into(),
+                )),
+            }
         };
         let result = match tokio::time::timeout(timeout, attempt).await {
             Ok(r) => r,
@@ -269,7 +300,7 @@ async fn serve_connection(conn: quinn::Connection, handler: Handler, max_frame: 
             // does not hold it, and its task, forever.
             let read = tokio::time::timeout(
                 REQUEST_READ_DEADLINE,
-                read_frame::<Envelope<PeerRequest>>(&mut recv, max_frame),
+                read_frame::<Envelope<Message>>(&mut recv, max_frame),
             )
             .await
             .unwrap_or_else(|_| {
@@ -277,24 +308,37 @@ async fn serve_connection(conn: quinn::Connection, handler: Handler, max_frame: 
                     "no whole request within {REQUEST_READ_DEADLINE:?}"
                 )))
             });
-            let response = match read {
-                Ok(env) if env.version != PROTOCOL_VERSION => PeerResponse::Error {
-                    code: ErrorCode::InvalidParameter,
-                    message: format!(
-                        "protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
-                        env.version
+            let (id, reply) = match read {
+                Ok(env) if env.version != PROTOCOL_VERSION => (
+                    None,
+                    Reply::error(
+                        ErrorCode::InvalidParameter,
+                        format!(
+                            "protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
+                            env.version
+                        ),
                     ),
-                },
-                Ok(env) => handler(peer, env.body).await,
+                ),
+                Ok(Envelope {
+                    body: Message::Request { id, request },
+                    ..
+                }) => (Some(id), handler(peer, request).await),
+                Ok(Envelope {
+                    body: Message::Response { .. },
+                    ..
+                }) => (
+                    None,
+                    Reply::error(
+                        ErrorCode::InvalidParameter,
+                        "an answer came where a request was due",
+                    ),
+                ),
                 Err(e) => {
                     let _ = recv.stop(1u32.into());
-                    PeerResponse::Error {
-                        code: ErrorCode::InvalidParameter,
-                        message: e.to_string(),
-                    }
+                    (None, Reply::error(ErrorCode::InvalidParameter, e.to_string()))
                 }
             };
-            match encode_frame(&Envelope::new(response)) {
+            match encode_frame(&Envelope::new(Message::Response { id, reply })) {
                 Ok(frame) => {
                     let _ = send.write_all(&frame).await;
                     let _ = send.finish();

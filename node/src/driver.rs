@@ -21,7 +21,7 @@ use quorra_core::node::{
     CallFailure, Effect, Event, Failure, HandoffSettings, Node, Now, Request, Settings,
     StoreFailure, StoreOp, Stored,
 };
-use quorra_core::proto::{PeerRequest, PeerResponse};
+use quorra_core::proto::{PeerRequest, Reply};
 use quorra_core::ring::Ring;
 use quorra_core::write::read_with_hint;
 use quorra_core::Object;
@@ -40,6 +40,27 @@ const GOSSIP_TICK_MS: u64 = 50;
 /// Who waits for an answer from the machine.
 type Waiters<T> = Mutex<HashMap<u64, oneshot::Sender<T>>>;
 
+/// A waiter's entry, removed when its request ends however it ends (a
+/// caller that gave up drops it), so the map holds only live requests.
+struct Waiting<'a, T> {
+    waiters: &'a Waiters<T>,
+    id: u64,
+}
+
+impl<'a, T> Waiting<'a, T> {
+    fn new(waiters: &'a Waiters<T>, id: u64) -> (Self, oneshot::Receiver<T>) {
+        let (tx, rx) = oneshot::channel();
+        lock(waiters).insert(id, tx);
+        (Self { waiters, id }, rx)
+    }
+}
+
+impl<T> Drop for Waiting<'_, T> {
+    fn drop(&mut self) {
+        lock(self.waiters).remove(&self.id);
+    }
+}
+
 /// One node's driver.
 pub struct Driver {
     me: String,
@@ -54,7 +75,7 @@ pub struct Driver {
     started: Instant,
     next_id: AtomicU64,
     clients: Waiters<Result<Option<Object>, Failure>>,
-    peers: Waiters<PeerResponse>,
+    peers: Waiters<Reply>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -158,8 +179,7 @@ impl Driver {
     /// A client's request (authorised and validated by the caller).
     pub async fn request(self: &Arc<Self>, request: Request) -> Result<Option<Object>, Failure> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(&self.clients).insert(id, tx);
+        let (_waiting, rx) = Waiting::new(&self.clients, id);
         self.step(|m, now| m.handle_client(id, request, now));
         rx.await.unwrap_or_else(|_| {
             Err(Failure::MaybeTaken(
@@ -169,14 +189,16 @@ impl Driver {
     }
 
     /// A request from the peer whose node certificate names `from`.
-    pub async fn peer(self: &Arc<Self>, from: &str, request: PeerRequest) -> PeerResponse {
+    pub async fn peer(self: &Arc<Self>, from: &str, request: PeerRequest) -> Reply {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(&self.peers).insert(id, tx);
+        let (_waiting, rx) = Waiting::new(&self.peers, id);
         self.step(|m, now| m.handle_peer(id, from, request, now));
-        rx.await.unwrap_or_else(|_| PeerResponse::Error {
-            code: quorra_core::ErrorCode::Internal,
-            message: "the node stopped before answering".into(),
+        // It may have acted (stored, coordinated) before it stopped.
+        rx.await.unwrap_or_else(|_| {
+            Reply::error(
+                quorra_core::ErrorCode::Timeout,
+                "the node stopped before answering; the request may have taken effect",
+            )
         })
     }
 
@@ -204,7 +226,8 @@ impl Driver {
                 let this = self.clone();
                 tokio::spawn(async move {
                     let timeout = Duration::from_millis(t.timeout_ms);
-                    let (from, result) = this.send(t.addr, &t.request, timeout).await;
+                    let request = t.request.into();
+                    let (from, result) = this.send(t.addr, &request, timeout).await;
                     this.step(|m, now| m.handle_reply(t.call, from.as_deref(), result, now));
                 });
             }
@@ -232,16 +255,13 @@ impl Driver {
                     let _ = tx.send(result);
                 }
             }
-            Effect::Respond { inbound, response } => {
+            Effect::Respond { inbound, reply } => {
                 if let Some(tx) = lock(&self.peers).remove(&inbound) {
-                    let _ = tx.send(response);
+                    let _ = tx.send(reply);
                 }
             }
-            Effect::SaveTable(table) => {
-                let (version, refused) = {
-                    let m = lock(&self.machine);
-                    (m.membership().version(), m.membership().refused())
-                };
+            Effect::SaveTable { version, table } => {
+                let refused = lock(&self.machine).membership().refused();
                 metrics::gauge!("quorra_membership_version").set(version as f64);
                 metrics::gauge!("quorra_gossip_refused_records").set(refused as f64);
                 if let Some(saver) = &self.saver {
@@ -265,9 +285,9 @@ impl Driver {
     async fn send(
         &self,
         addr: SocketAddr,
-        request: &PeerRequest,
+        request: &quorra_core::proto::Request,
         timeout: Duration,
-    ) -> (Option<String>, Result<PeerResponse, CallFailure>) {
+    ) -> (Option<String>, Result<Reply, CallFailure>) {
         let Some(t) = &self.transport else {
             return (None, Err(CallFailure::NotSent("no peer transport".into())));
         };

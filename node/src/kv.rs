@@ -9,7 +9,8 @@
 //!   the cluster secret. How a read or write is then coordinated (forward
 //!   or coordinate, quorums, stand-ins, read repair, deletes) is the state
 //!   machine's: see [`quorra_core::node`].
-//! - **Peer requests** come in through [`Kv::handle_peer`], only from node
+//! - **Requests over QUIC** come in through [`Kv::handle_request`]: peer
+//!   requests only from node
 //!   certificates, within the peer concurrency limit (failure detection is
 //!   never refused for load).
 
@@ -19,7 +20,10 @@ use quorra_core::auth::{authorize, Access, Denied, Principal};
 use quorra_core::bucket::NameError;
 use quorra_core::context::{CausalContext, ContextError, ContextKey};
 use quorra_core::node::{Failure, Request};
-use quorra_core::proto::{ClientRequest, Operation, PeerRequest, PeerResponse};
+use quorra_core::proto::{
+    ClientObject, ClientRequest, ClusterInfo, ClusterShape, Get, Operation, PeerRequest, Refusal,
+    Reply, Request as WireRequest, Write,
+};
 use quorra_core::{BucketName, ErrorCode, Key, Object, QuorumOverrides, VersionVector};
 use thiserror::Error;
 use tokio::sync::Semaphore;
@@ -45,8 +49,8 @@ pub enum KvError {
     /// A name or value is refused by the limits.
     #[error(transparent)]
     Invalid(#[from] NameError),
-    /// No answer within the request timeout (the write may have happened).
-    #[error("no answer within {0} ms; the write's outcome is unknown")]
+    /// No answer within the request timeout (a write may have happened).
+    #[error("no answer within {0} ms (a write's outcome is unknown)")]
     Timeout(u64),
 }
 
@@ -208,80 +212,78 @@ impl Kv {
     }
 
     /// Answers a request from `from` (the principal its certificate names):
-    /// client requests from any role that may make them, everything else
+    /// client requests from any role that may make them, peer requests
     /// only from node certificates.
-    pub async fn handle_peer(&self, from: Principal, req: PeerRequest) -> PeerResponse {
+    pub async fn handle_request(&self, from: Principal, req: WireRequest) -> Reply {
         let access = match &req {
-            PeerRequest::Client(_) => Access::Client,
-            _ => Access::Peer,
+            WireRequest::Client(_) => Access::Client,
+            WireRequest::Peer(_) => Access::Peer,
         };
         if let Err(denied) = authorize(&from, access) {
             metrics::counter!("quorra_forbidden_requests_total").increment(1);
             tracing::warn!(%from, "refused: {denied}");
-            return PeerResponse::Error {
-                code: denied.code(),
-                message: denied.to_string(),
-            };
+            return Reply::error(denied.code(), denied.to_string());
         }
+        match req {
+            WireRequest::Peer(peer) => self.handle_peer(&from, peer).await,
+            WireRequest::Client(client) => self.handle_client(&from, client).await,
+        }
+    }
+
+    async fn handle_peer(&self, from: &Principal, req: PeerRequest) -> Reply {
         // Failure detection is never refused for load: a busy node that
         // stopped answering probes would be declared down, and its traffic
         // would pile onto others as hints.
-        let client = match req {
-            PeerRequest::Client(c) => c,
-            r @ (PeerRequest::Gossip(_) | PeerRequest::IndirectPing { .. }) => {
-                return self.driver.peer(&from.name, r).await
-            }
-            other => {
-                let Ok(_permit) = self.permits.peers.clone().try_acquire_owned() else {
-                    return overloaded("peer");
-                };
-                return self.driver.peer(&from.name, other).await;
-            }
-        };
+        if !matches!(req, PeerRequest::Gossip(_) | PeerRequest::IndirectPing(_)) {
+            let Ok(_permit) = self.permits.peers.clone().try_acquire_owned() else {
+                return overloaded("peer");
+            };
+            return self.driver.peer(&from.name, req).await;
+        }
+        self.driver.peer(&from.name, req).await
+    }
+
+    async fn handle_client(&self, from: &Principal, req: ClientRequest) -> Reply {
         let Ok(_permit) = self.permits.clients.clone().try_acquire_owned() else {
             return overloaded("client");
         };
-        let result = match client {
-            ClientRequest::Get {
+        let object = |(object, context)| ClientObject { object, context };
+        match req {
+            ClientRequest::Get(Get {
                 bucket,
                 key,
                 quorum,
-            } => {
+            }) => {
                 metrics::counter!("quorra_client_requests_total", "op" => "get").increment(1);
-                self.client_get(&from, bucket, key, quorum).await
+                let got = self.client_get(from, bucket, key, quorum).await;
+                Reply::answer::<Get>(got.map(object).map_err(Refusal::from))
             }
-            ClientRequest::Write {
+            ClientRequest::Write(Write {
                 bucket,
                 key,
                 context,
                 operation,
                 quorum,
-            } => {
+            }) => {
                 let at = if self.is_replica(&bucket, &key, &quorum) {
                     "replica"
                 } else {
                     "other"
                 };
                 metrics::counter!("quorra_client_writes_total", "at" => at).increment(1);
-                self.client_write(&from, bucket, key, context.as_deref(), operation, quorum)
-                    .await
+                let written = self
+                    .client_write(from, bucket, key, context.as_deref(), operation, quorum)
+                    .await;
+                Reply::answer::<Write>(written.map(object).map_err(Refusal::from))
             }
-            ClientRequest::ClusterInfo => {
-                return PeerResponse::ClusterInfo {
+            ClientRequest::ClusterInfo(ClusterInfo) => {
+                Reply::answer::<ClusterInfo>(Ok(ClusterShape {
                     partitions: self.config.partitions,
                     tokens: self.config.tokens,
                     node: self.driver.me().to_owned(),
                     members: self.driver.members(),
-                }
+                }))
             }
-        };
-        match result {
-            Ok((object, context)) => PeerResponse::ClientObject { object, context },
-            Err(KvError::Failed(Failure::Unavailable(s))) => PeerResponse::Unavailable(s),
-            Err(e) => PeerResponse::Error {
-                code: e.code(),
-                message: e.to_string(),
-            },
         }
     }
 
@@ -301,10 +303,19 @@ impl Kv {
     }
 }
 
-fn overloaded(from: &'static str) -> PeerResponse {
+fn overloaded(from: &'static str) -> Reply {
     metrics::counter!("quorra_overloaded_total", "from" => from).increment(1);
-    PeerResponse::Error {
-        code: ErrorCode::Overloaded,
-        message: "this node is at its limit of requests in flight; retry shortly".into(),
+    Reply::error(
+        ErrorCode::Overloaded,
+        "this node is at its limit of requests in flight; retry shortly",
+    )
+}
+
+impl From<KvError> for Refusal {
+    fn from(e: KvError) -> Self {
+        match e {
+            KvError::Failed(f) => f.into(),
+            e => Self::error(e.code(), e.to_string()),
+        }
     }
 }

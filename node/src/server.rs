@@ -175,7 +175,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         let handler_kv = kv.clone();
         let handler: crate::net::transport::Handler = Arc::new(move |from, req| {
             let kv = handler_kv.clone();
-            Box::pin(async move { kv.handle_peer(from, req).await })
+            Box::pin(async move { kv.handle_request(from, req).await })
         });
         background.push(t.serve(handler));
     }

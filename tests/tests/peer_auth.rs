@@ -4,27 +4,31 @@
 use std::time::Duration;
 
 use quorra_core::auth::Role;
+use quorra_core::membership::Gossip;
 use quorra_core::membership::{GossipMsg, MemberInfo, Status};
-use quorra_core::proto::{PeerRequest, PeerResponse};
+use quorra_core::proto::{ClusterInfo, IndirectPing, Request};
 use quorra_node::net::certs::{generate, generate_role, NodeCerts};
 use quorra_node::net::transport::Transport;
 use quorra_tests::cluster::TestCluster;
 use quorra_tests::quorra_bin;
 
-fn intruder_push_pull() -> PeerRequest {
-    PeerRequest::Gossip(
-        GossipMsg::PushPull {
-            members: vec![MemberInfo {
-                id: "intruder".into(),
-                peer_addr: "127.0.0.1:9".parse().expect("addr"),
-                http_addr: "127.0.0.1:9".parse().expect("addr"),
-                zone: None,
-                incarnation: u64::MAX - 1,
-                status: Status::Up,
-            }],
-        }
-        .into(),
-    )
+fn intruder_push_pull() -> Gossip {
+    GossipMsg::PushPull {
+        members: vec![MemberInfo {
+            id: "intruder".into(),
+            peer_addr: "127.0.0.1:9".parse().expect("addr"),
+            http_addr: "127.0.0.1:9".parse().expect("addr"),
+            zone: None,
+            incarnation: u64::MAX - 1,
+            status: Status::Up,
+        }],
+    }
+    .into()
+}
+
+/// A ping with nothing to tell.
+fn ping() -> Gossip {
+    GossipMsg::Ping { updates: vec![] }.into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,7 +45,7 @@ async fn a_peer_from_another_ca_cannot_join_or_send() {
     let certs = NodeCerts::load(foreign.path(), "intruder").expect("load");
     let t = Transport::bind("127.0.0.1:0".parse().expect("addr"), &certs, 1 << 20).expect("bind");
     let result = t
-        .request(target, &intruder_push_pull(), Duration::from_secs(5))
+        .ask(target, intruder_push_pull(), Duration::from_secs(5))
         .await;
     assert!(
         result.is_err(),
@@ -63,12 +67,11 @@ async fn a_peer_from_another_ca_cannot_join_or_send() {
     generate(&c.certs, &["n9".into()]).expect("cluster CA signs n9");
     let certs = NodeCerts::load(&c.certs, "n9").expect("load");
     let t = Transport::bind("127.0.0.1:0".parse().expect("addr"), &certs, 1 << 20).expect("bind");
-    let ping = PeerRequest::Gossip(GossipMsg::Ping { updates: vec![] }.into());
     let answer = t
-        .request(target, &ping, Duration::from_secs(5))
+        .ask(target, ping(), Duration::from_secs(5))
         .await
         .expect("member CA accepted");
-    assert!(matches!(answer, PeerResponse::Gossip(_)), "{answer:?}");
+    assert!(matches!(answer, Ok(Some(_))), "{answer:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,42 +83,40 @@ async fn oversized_and_malformed_frames_are_refused_and_the_node_keeps_serving()
     let t = Transport::bind("127.0.0.1:0".parse().expect("addr"), &certs, 64 << 20).expect("bind");
 
     // A frame far over the node's limit (2 x 8 MiB + 1 MiB).
-    let huge = PeerRequest::Gossip(
-        GossipMsg::PushPull {
-            members: (0..200_000)
-                .map(|i| MemberInfo {
-                    id: format!("m{i:0>100}"),
-                    peer_addr: "127.0.0.1:9".parse().expect("addr"),
-                    http_addr: "127.0.0.1:9".parse().expect("addr"),
-                    zone: None,
-                    incarnation: 1,
-                    status: Status::Up,
-                })
-                .collect(),
-        }
-        .into(),
-    );
-    match t.request(target, &huge, Duration::from_secs(10)).await {
-        Ok(PeerResponse::Error { message, .. }) => {
+    let huge: Gossip = GossipMsg::PushPull {
+        members: (0..200_000)
+            .map(|i| MemberInfo {
+                id: format!("m{i:0>100}"),
+                peer_addr: "127.0.0.1:9".parse().expect("addr"),
+                http_addr: "127.0.0.1:9".parse().expect("addr"),
+                zone: None,
+                incarnation: 1,
+                status: Status::Up,
+            })
+            .collect(),
+    }
+    .into();
+    match t.ask(target, huge, Duration::from_secs(10)).await {
+        Ok(Err(refusal)) => {
+            let (_, message) = refusal.parts();
             assert!(message.contains("exceeds"), "{message}")
         }
         Err(_) => {} // the node may reset the stream before answering
-        Ok(other) => panic!("an oversized frame must be refused, got {other:?}"),
+        Ok(Ok(other)) => panic!("an oversized frame must be refused, got {other:?}"),
     }
     // The node still serves peers and clients.
-    let ping = PeerRequest::Gossip(GossipMsg::Ping { updates: vec![] }.into());
     let ok = t
-        .request(target, &ping, Duration::from_secs(5))
+        .ask(target, ping(), Duration::from_secs(5))
         .await
         .expect("still serving peers");
-    assert!(matches!(ok, PeerResponse::Gossip(_)));
+    assert!(matches!(ok, Ok(Some(_))), "{ok:?}");
     let put = c.client(0).put("b", "k", "v", None, "").await.expect("put");
     assert_eq!(put.status, 204);
 }
 
 /// Every kind of peer request a node accepts from another node.
-fn every_peer_request(target: std::net::SocketAddr) -> Vec<(&'static str, PeerRequest)> {
-    use quorra_core::proto::Operation;
+fn every_peer_request(target: std::net::SocketAddr) -> Vec<(&'static str, Request)> {
+    use quorra_core::proto::{Coordinate, Operation, ReplicaGet, ReplicaPut};
     use quorra_core::{BucketName, Content, Key, Limits, Object, QuorumOverrides, VersionVector};
     let l = Limits::default();
     let bucket = BucketName::parse("b", &l).expect("bucket");
@@ -130,40 +131,40 @@ fn every_peer_request(target: std::net::SocketAddr) -> Vec<(&'static str, PeerRe
         )
         .expect("update");
     vec![
-        (
-            "gossip ping",
-            PeerRequest::Gossip(GossipMsg::Ping { updates: vec![] }.into()),
-        ),
-        ("push-pull", intruder_push_pull()),
-        ("indirect ping", PeerRequest::IndirectPing { target }),
+        ("gossip ping", ping().into()),
+        ("push-pull", intruder_push_pull().into()),
+        ("indirect ping", IndirectPing { target }.into()),
         (
             "replica get",
-            PeerRequest::ReplicaGet {
+            ReplicaGet {
                 bucket: bucket.clone(),
                 key: key.clone(),
                 hint_for: None,
-            },
+            }
+            .into(),
         ),
         (
             "replica put",
-            PeerRequest::ReplicaPut {
+            ReplicaPut {
                 bucket: bucket.clone(),
                 key: key.clone(),
                 object,
                 mode: quorra_core::ConflictMode::Siblings,
                 durable: false,
                 hint_for: None,
-            },
+            }
+            .into(),
         ),
         (
             "forwarded write",
-            PeerRequest::Coordinate {
+            Coordinate {
                 bucket,
                 key,
                 context: VersionVector::new(),
                 operation: Operation::Put(Content::value(b"forged".to_vec(), "text/plain", 1)),
                 quorum: QuorumOverrides::default(),
-            },
+            }
+            .into(),
         ),
     ]
 }
@@ -190,22 +191,18 @@ async fn refused_every_peer_request(c: &TestCluster, name: &str, target: std::ne
             .request(target, &req, Duration::from_secs(5))
             .await
             .expect("the node answers");
-        match answer {
-            PeerResponse::Error { code, .. } if code.as_str() == "forbidden" => {}
-            other => panic!("certificate {name} sent a {what} and got {other:?}"),
+        match answer.refused().map(|r| r.parts().0) {
+            Some(code) if code.as_str() == "forbidden" => {}
+            other => panic!("certificate {name} sent a {what} and got {answer:?}: {other:?}"),
         }
     }
     // Nothing it sent was stored, and client requests still work.
     assert_eq!(c.client(0).get("b", "k").await.expect("get").status, 404);
     let info = t
-        .request(
-            target,
-            &PeerRequest::Client(quorra_core::proto::ClientRequest::ClusterInfo),
-            Duration::from_secs(5),
-        )
+        .ask(target, ClusterInfo, Duration::from_secs(5))
         .await
         .expect("client request");
-    assert!(matches!(info, PeerResponse::ClusterInfo { .. }), "{info:?}");
+    assert!(info.is_ok(), "{info:?}");
 }
 
 /// What node `observer` believes about member `id`.
@@ -247,18 +244,14 @@ async fn a_node_cannot_announce_another_nodes_address_but_its_suspicion_spreads(
         incarnation: n2_inc + 1,
         status: Status::Up,
     };
-    t.request(
-        target,
-        &PeerRequest::Gossip(
-            GossipMsg::Ping {
-                updates: vec![moved],
-            }
-            .into(),
-        ),
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("n3 answers");
+    let moved: Gossip = GossipMsg::Ping {
+        updates: vec![moved],
+    }
+    .into();
+    t.ask(target, moved, Duration::from_secs(5))
+        .await
+        .expect("n3 answers")
+        .expect("n3 takes the gossip");
 
     // n1's suspicion of n2 at its current incarnation reaches n2 through
     // n3, and n2 refutes it with a higher incarnation.
@@ -274,18 +267,14 @@ async fn a_node_cannot_announce_another_nodes_address_but_its_suspicion_spreads(
         incarnation: n2_inc,
         status: Status::Suspect,
     };
-    t.request(
-        target,
-        &PeerRequest::Gossip(
-            GossipMsg::Ping {
-                updates: vec![suspect],
-            }
-            .into(),
-        ),
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("n3 answers");
+    let suspect: Gossip = GossipMsg::Ping {
+        updates: vec![suspect],
+    }
+    .into();
+    t.ask(target, suspect, Duration::from_secs(5))
+        .await
+        .expect("n3 answers")
+        .expect("n3 takes the gossip");
     let cr = &c;
     TestCluster::eventually(Duration::from_secs(20), "n2 refutes", || async move {
         member_seen_by(cr, 1, "n2").await["incarnation"].as_u64() > Some(n2_inc)
@@ -321,18 +310,14 @@ async fn an_incarnation_of_u64_max_cannot_silence_a_member() {
     };
     for i in [2, 1] {
         let target = c.nodes[i].peer.expect("peer");
-        t.request(
-            target,
-            &PeerRequest::Gossip(
-                GossipMsg::Ping {
-                    updates: vec![accusation.clone()],
-                }
-                .into(),
-            ),
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("the node answers");
+        let accuse: Gossip = GossipMsg::Ping {
+            updates: vec![accusation.clone()],
+        }
+        .into();
+        t.ask(target, accuse, Duration::from_secs(5))
+            .await
+            .expect("the node answers")
+            .expect("the node takes the gossip");
     }
     // Every node sees n2 up, and n2 still serves.
     c.wait_seen_as("n2", "up", Duration::from_secs(20))
@@ -356,7 +341,7 @@ async fn an_incarnation_of_u64_max_cannot_silence_a_member() {
 /// even decode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_client_requests_are_held_to_the_same_limits() {
-    use quorra_core::proto::{ClientRequest, Operation};
+    use quorra_core::proto::{Operation, Write};
     use quorra_core::{BucketName, Content, Key, Limits, QuorumOverrides};
     let c = TestCluster::start_with(&quorra_bin!(), 1, |_, cfg| {
         cfg.limits.max_key_bytes = 64;
@@ -378,14 +363,12 @@ async fn quic_client_requests_are_held_to_the_same_limits() {
             Key::parse(k.to_vec(), &loose).expect("key"),
         )
     };
-    let write = |(bucket, key): (BucketName, Key), content: Content| {
-        PeerRequest::Client(ClientRequest::Write {
-            bucket,
-            key,
-            context: None,
-            operation: Operation::Put(content),
-            quorum: QuorumOverrides::default(),
-        })
+    let write = |(bucket, key): (BucketName, Key), content: Content| Write {
+        bucket,
+        key,
+        context: None,
+        operation: Operation::Put(content),
+        quorum: QuorumOverrides::default(),
     };
     let small = || Content::value(b"v".to_vec(), "text/plain", 0);
     let long_type = Content::value(b"v".to_vec(), "x".repeat(1000), 0);
@@ -415,8 +398,8 @@ async fn quic_client_requests_are_held_to_the_same_limits() {
         ),
     ];
     for (what, req, code) in cases {
-        match t.request(target, &req, Duration::from_secs(5)).await {
-            Ok(PeerResponse::Error { code: got, .. }) if got.as_str() == code => {}
+        match t.ask(target, req, Duration::from_secs(5)).await {
+            Ok(Err(refusal)) if refusal.clone().parts().0.as_str() == code => {}
             other => panic!("{what} must be refused with {code}, got {other:?}"),
         }
     }
@@ -435,7 +418,7 @@ async fn quic_client_requests_are_held_to_the_same_limits() {
 /// request's permit, so some of a burst must be refused, and some served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_past_the_concurrency_limits_are_refused_overloaded() {
-    use quorra_core::proto::ClientRequest;
+    use quorra_core::proto::{Get, ReplicaGet};
     use quorra_core::{BucketName, Key, Limits, QuorumOverrides};
     let c = TestCluster::start_with(&quorra_bin!(), 1, |_, cfg| {
         cfg.fault_injection = true;
@@ -458,16 +441,18 @@ async fn requests_past_the_concurrency_limits_are_refused_overloaded() {
     let limits = Limits::default();
     let bucket = BucketName::parse("b", &limits).expect("bucket");
     let key = Key::parse(b"k".to_vec(), &limits).expect("key");
-    let peer_req = PeerRequest::ReplicaGet {
+    let peer_req: Request = ReplicaGet {
         bucket: bucket.clone(),
         key: key.clone(),
         hint_for: None,
-    };
-    let client_req = PeerRequest::Client(ClientRequest::Get {
+    }
+    .into();
+    let client_req: Request = Get {
         bucket,
         key,
         quorum: QuorumOverrides::default(),
-    });
+    }
+    .into();
     for (who, req) in [("peer", peer_req), ("app", client_req)] {
         let certs = NodeCerts::load(&c.certs, who).expect("load");
         let t = std::sync::Arc::new(
@@ -481,14 +466,11 @@ async fn requests_past_the_concurrency_limits_are_refused_overloaded() {
             .collect();
         let (mut served, mut overloaded) = (0, 0);
         for answer in burst {
-            match answer.await.expect("task") {
-                Ok(PeerResponse::Error { code, .. }) if code.as_str() == "overloaded" => {
-                    overloaded += 1
-                }
-                Ok(PeerResponse::Error { code, message }) => {
-                    panic!("{who}: unexpected error {code}: {message}")
-                }
-                Ok(_) => served += 1,
+            let reply = answer.await.expect("task");
+            match reply.as_ref().map(|r| r.refused().map(|r| r.parts())) {
+                Ok(Some((code, _))) if code.as_str() == "overloaded" => overloaded += 1,
+                Ok(Some((code, message))) => panic!("{who}: unexpected error {code}: {message}"),
+                Ok(None) => served += 1,
                 Err(e) => panic!("{who}: {e}"),
             }
         }

@@ -32,6 +32,7 @@ pub mod hash;
 pub mod layout;
 pub mod membership;
 pub mod node;
+pub mod placement;
 pub mod proto;
 pub mod quorum;
 pub mod ring;

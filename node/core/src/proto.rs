@@ -1,20 +1,40 @@
-//! The peer protocol: every message nodes exchange over QUIC, in one place,
-//! so the wire format has a single definition.
+//! The wire protocol: every message nodes and clients exchange over QUIC,
+//! in one place, so the format has a single definition.
 //!
 //! Each request travels on its own bidirectional stream as one frame (a
-//! 4-byte big-endian length, then an msgpack [`Envelope`]); the answer comes
-//! back the same way. The envelope carries [`PROTOCOL_VERSION`]; a peer
-//! refuses versions it does not speak with an error, never a crash.
+//! 4-byte big-endian length, then an msgpack [`Envelope`] holding a
+//! [`Message`]); the answer comes back the same way. The envelope carries
+//! [`PROTOCOL_VERSION`]; a peer refuses versions it does not speak with an
+//! error, never a crash.
+//!
+//! Requests come in two kinds, each with its own type: [`PeerRequest`]
+//! (only node certificates may send them) and [`ClientRequest`] (any client
+//! role). Cluster administration is not on this protocol: it is the HTTP
+//! API's `/v1/cluster/...` and `/v1/admin/...`, under the admin role.
+//!
+//! Every request has exactly one answer type, named by the [`Ask`] trait:
+//! a [`ReplicaGet`] is answered by an `Option<Object>`, a [`ReplicaPut`] by
+//! a [`ReplicaStored`], and so on. A [`Reply`] carries
+//! `Result<Answer, Refusal>` encoded, and the asker decodes it as the
+//! answer of the request it sent, so no code path matches an answer of the
+//! wrong kind: an answer that does not decode as the expected type is a
+//! malformed reply, like a garbled frame.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 use crate::bucket::{BucketName, ConflictMode, Key, QuorumOverrides};
 use crate::error::ErrorCode;
-use crate::membership::Gossip;
+use crate::membership::{Gossip, MemberInfo};
+use crate::quorum::Shortfall;
 use crate::version::{Content, Object, VersionVector};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// Names a request; its answer carries the same id.
+pub type RequestId = u64;
 
 /// A framed message with its protocol version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,7 +55,118 @@ impl<T> Envelope<T> {
     }
 }
 
-/// A client operation forwarded to a node in the key's preference list.
+/// Every message, either way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// A request.
+    Request {
+        /// Names it.
+        id: RequestId,
+        /// What is asked.
+        request: Request,
+    },
+    /// The answer to request `id` (`None`: to a request that could not be
+    /// read, so whose id is unknown).
+    Response {
+        /// The request answered.
+        id: Option<RequestId>,
+        /// The answer.
+        reply: Reply,
+    },
+}
+
+/// A request: from a node, or from a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Only node certificates may send these.
+    Peer(PeerRequest),
+    /// Any client role may send these (a node coordinates them).
+    Client(ClientRequest),
+}
+
+/// A request with one answer type.
+pub trait Ask: Into<Request> {
+    /// What answers it.
+    type Answer: Serialize + DeserializeOwned;
+}
+
+/// What one node asks another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Membership gossip.
+    Gossip(Gossip),
+    /// Ping a peer on the sender's behalf.
+    IndirectPing(IndirectPing),
+    /// Read a replica.
+    ReplicaGet(ReplicaGet),
+    /// Store a replica's object.
+    ReplicaPut(ReplicaPut),
+    /// Coordinate a client's write.
+    Coordinate(Coordinate),
+}
+
+/// Ping `target` on the sender's behalf; answered with whether it answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndirectPing {
+    /// The peer address to ping.
+    pub target: std::net::SocketAddr,
+}
+
+/// Read the local replica (or, for a fallback, the hint held for
+/// `hint_for`); answered with the object, if any.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaGet {
+    /// Bucket.
+    pub bucket: BucketName,
+    /// Key.
+    pub key: Key,
+    /// The primary this node stands in for, if any.
+    pub hint_for: Option<String>,
+}
+
+/// Merge `object` into the local replica, or keep it as a hint for
+/// `hint_for`; answered with [`ReplicaStored`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaPut {
+    /// Bucket.
+    pub bucket: BucketName,
+    /// Key.
+    pub key: Key,
+    /// The state to merge.
+    pub object: Object,
+    /// How the bucket resolves conflicts.
+    pub mode: ConflictMode,
+    /// Fsync before answering.
+    pub durable: bool,
+    /// The primary this node stands in for, if any.
+    pub hint_for: Option<String>,
+}
+
+/// A replica stored (or hinted) an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStored {
+    /// Whether it was fsynced.
+    pub durable: bool,
+}
+
+/// Coordinate a client write (the receiver is in the key's preference
+/// list); answered with the object after it (`None` for a delete of
+/// nothing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Coordinate {
+    /// Bucket.
+    pub bucket: BucketName,
+    /// Key.
+    pub key: Key,
+    /// The client's causal context.
+    pub context: VersionVector,
+    /// The write.
+    pub operation: Operation,
+    /// The client's quorum options.
+    pub quorum: QuorumOverrides,
+}
+
+/// A client operation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Operation {
     /// Write a value.
@@ -44,134 +175,118 @@ pub enum Operation {
     Delete,
 }
 
-/// What one node asks another.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum PeerRequest {
-    /// Membership gossip; answered with [`PeerResponse::Gossip`] (or
-    /// [`PeerResponse::Ok`] when there is nothing to say).
-    Gossip(Gossip),
-    /// Ping `target` on the sender's behalf; answered with
-    /// [`PeerResponse::Reached`].
-    IndirectPing {
-        /// The peer address to ping.
-        target: std::net::SocketAddr,
-    },
-    /// Read the local replica (or, for a fallback, the hint held for
-    /// `hint_for`); answered with [`PeerResponse::Object`].
-    ReplicaGet {
-        /// Bucket.
-        bucket: BucketName,
-        /// Key.
-        key: Key,
-        /// The primary this node stands in for, if any.
-        hint_for: Option<String>,
-    },
-    /// Merge `object` into the local replica, or keep it as a hint for
-    /// `hint_for`; answered with [`PeerResponse::Stored`].
-    ReplicaPut {
-        /// Bucket.
-        bucket: BucketName,
-        /// Key.
-        key: Key,
-        /// The state to merge.
-        object: Object,
-        /// How the bucket resolves conflicts.
-        mode: ConflictMode,
-        /// Fsync before answering.
-        durable: bool,
-        /// The primary this node stands in for, if any.
-        hint_for: Option<String>,
-    },
-    /// A client's request.
-    Client(ClientRequest),
-    /// Coordinate a client write (this node is in the key's preference list);
-    /// answered with [`PeerResponse::Coordinated`].
-    Coordinate {
-        /// Bucket.
-        bucket: BucketName,
-        /// Key.
-        key: Key,
-        /// The client's causal context.
-        context: VersionVector,
-        /// The write.
-        operation: Operation,
-        /// The client's quorum options.
-        quorum: QuorumOverrides,
-    },
-}
-
 /// A client's request (any node takes it and coordinates it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClientRequest {
-    /// Read a key with the given quorum; answered with
-    /// [`PeerResponse::ClientObject`].
-    Get {
-        /// Bucket.
-        bucket: BucketName,
-        /// Key.
-        key: Key,
-        /// Quorum options.
-        quorum: QuorumOverrides,
-    },
-    /// Write or delete a key; answered with [`PeerResponse::ClientObject`].
-    Write {
-        /// Bucket.
-        bucket: BucketName,
-        /// Key.
-        key: Key,
-        /// The opaque, authenticated causal context the client read (none
-        /// for a blind write).
-        context: Option<String>,
-        /// The write.
-        operation: Operation,
-        /// Quorum options.
-        quorum: QuorumOverrides,
-    },
-    /// The cluster's shape, for token-aware routing; answered with
-    /// [`PeerResponse::ClusterInfo`].
-    ClusterInfo,
+    /// Read a key.
+    Get(Get),
+    /// Write or delete a key.
+    Write(Write),
+    /// The cluster's shape.
+    ClusterInfo(ClusterInfo),
 }
 
-/// What a node answers.
+/// Read a key with the given quorum; answered with a [`ClientObject`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum PeerResponse {
-    /// Done, nothing to return.
-    Ok,
-    /// A gossip reply.
-    Gossip(Gossip),
-    /// Whether an indirect ping reached its target.
-    Reached(bool),
-    /// A replica's state of a key.
-    Object(Option<Object>),
-    /// The replica merged (or hinted) the object.
-    Stored {
-        /// Whether it was fsynced.
-        durable: bool,
-    },
-    /// A forwarded write was coordinated; the object after it (`None` for a
-    /// delete of nothing).
-    Coordinated(Option<Object>),
-    /// A client's read or write: the object (none when the key has no
-    /// value) and its opaque causal context, to send back with a write.
-    ClientObject {
-        /// The object.
-        object: Option<Object>,
-        /// Its authenticated context.
-        context: Option<String>,
-    },
-    /// The cluster's shape.
-    ClusterInfo {
-        /// Partitions of the ring.
-        partitions: u32,
-        /// Tokens per node.
-        tokens: u16,
-        /// The answering node.
-        node: String,
-        /// Every member the answering node knows.
-        members: Vec<crate::membership::MemberInfo>,
-    },
+pub struct Get {
+    /// Bucket.
+    pub bucket: BucketName,
+    /// Key.
+    pub key: Key,
+    /// Quorum options.
+    pub quorum: QuorumOverrides,
+}
+
+/// Write or delete a key; answered with a [`ClientObject`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Write {
+    /// Bucket.
+    pub bucket: BucketName,
+    /// Key.
+    pub key: Key,
+    /// The opaque, authenticated causal context the client read (none for
+    /// a blind write).
+    pub context: Option<String>,
+    /// The write.
+    pub operation: Operation,
+    /// Quorum options.
+    pub quorum: QuorumOverrides,
+}
+
+/// Ask for the cluster's shape, for token-aware routing; answered with a
+/// [`ClusterShape`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo;
+
+/// A client's read or write: the object (none when the key has no value)
+/// and its opaque causal context, to send back with a write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientObject {
+    /// The object.
+    pub object: Option<Object>,
+    /// Its authenticated context.
+    pub context: Option<String>,
+}
+
+/// The cluster's shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterShape {
+    /// Partitions of the ring.
+    pub partitions: u32,
+    /// Tokens per node.
+    pub tokens: u16,
+    /// The answering node.
+    pub node: String,
+    /// Every member the answering node knows.
+    pub members: Vec<MemberInfo>,
+}
+
+macro_rules! asks {
+    ($($req:ty => $kind:ident :: $variant:ident, $answer:ty;)*) => {$(
+        impl From<$req> for $kind {
+            fn from(r: $req) -> Self {
+                Self::$variant(r)
+            }
+        }
+        impl From<$req> for Request {
+            fn from(r: $req) -> Self {
+                Self::from($kind::from(r))
+            }
+        }
+        impl Ask for $req {
+            type Answer = $answer;
+        }
+    )*};
+}
+
+asks! {
+    Gossip => PeerRequest::Gossip, Option<Gossip>;
+    IndirectPing => PeerRequest::IndirectPing, bool;
+    ReplicaGet => PeerRequest::ReplicaGet, Option<Object>;
+    ReplicaPut => PeerRequest::ReplicaPut, ReplicaStored;
+    Coordinate => PeerRequest::Coordinate, Option<Object>;
+    Get => ClientRequest::Get, ClientObject;
+    Write => ClientRequest::Write, ClientObject;
+    ClusterInfo => ClientRequest::ClusterInfo, ClusterShape;
+}
+
+impl From<PeerRequest> for Request {
+    fn from(r: PeerRequest) -> Self {
+        Self::Peer(r)
+    }
+}
+
+impl From<ClientRequest> for Request {
+    fn from(r: ClientRequest) -> Self {
+        Self::Client(r)
+    }
+}
+
+/// Why a request was not done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
     /// Not enough replicas answered: what was needed and what came back.
-    Unavailable(crate::quorum::Shortfall),
+    Unavailable(Shortfall),
     /// The request failed.
     Error {
         /// Stable code.
@@ -179,4 +294,112 @@ pub enum PeerResponse {
         /// For a person.
         message: String,
     },
+}
+
+impl Refusal {
+    /// Its stable code and message.
+    pub fn parts(self) -> (ErrorCode, String) {
+        match self {
+            Self::Unavailable(s) => (ErrorCode::QuorumUnavailable, s.to_string()),
+            Self::Error { code, message } => (code, message),
+        }
+    }
+
+    /// A refusal with `code`.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// An answer, encoded: `Result<A::Answer, Refusal>` for the request `A` it
+/// answers. Only the asker, which knows `A`, decodes it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply(#[serde(with = "serde_bytes")] Vec<u8>);
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Reply({} bytes)", self.0.len())
+    }
+}
+
+/// A reply that does not decode as the answer to the request it answers.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("malformed answer: {0}")]
+pub struct MalformedReply(pub String);
+
+impl Reply {
+    /// The answer to an `A`.
+    pub fn answer<A: Ask>(result: Result<A::Answer, Refusal>) -> Self {
+        Self::encode(&result)
+    }
+
+    /// A refusal, whatever was asked (a refusal encodes the same for every
+    /// answer type).
+    pub fn refusal(refusal: Refusal) -> Self {
+        Self::encode(&Err::<(), _>(refusal))
+    }
+
+    /// [`Self::refusal`] of an error.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::refusal(Refusal::error(code, message))
+    }
+
+    fn encode<T: Serialize>(result: &Result<T, Refusal>) -> Self {
+        // These types always encode; if one ever did not, the asker would
+        // see a malformed reply, never a wrong one.
+        Self(rmp_serde::to_vec(result).unwrap_or_default())
+    }
+
+    /// The answer, decoded as the answer to an `A`.
+    pub fn decode<A: Ask>(&self) -> Result<Result<A::Answer, Refusal>, MalformedReply> {
+        rmp_serde::from_slice(&self.0).map_err(|e| MalformedReply(e.to_string()))
+    }
+
+    /// The refusal, if this reply is one, whatever was asked.
+    pub fn refused(&self) -> Option<Refusal> {
+        match rmp_serde::from_slice::<Result<serde::de::IgnoredAny, Refusal>>(&self.0) {
+            Ok(Err(refusal)) => Some(refusal),
+            _ => None,
+        }
+    }
+
+    /// The encoded size in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it is empty (never, for a reply that decodes).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_decodes_as_the_answer_to_any_request() {
+        let r = Reply::error(ErrorCode::Overloaded, "busy");
+        let want = Refusal::error(ErrorCode::Overloaded, "busy");
+        assert_eq!(r.decode::<ReplicaGet>(), Ok(Err(want.clone())));
+        assert_eq!(r.decode::<ClusterInfo>(), Ok(Err(want.clone())));
+        assert_eq!(r.refused(), Some(want));
+        let answer = Reply::answer::<ReplicaGet>(Ok(None));
+        assert_eq!(answer.refused(), None);
+    }
+
+    #[test]
+    fn an_answer_of_another_kind_is_malformed_not_misread() {
+        let stored = Reply::answer::<ReplicaPut>(Ok(ReplicaStored { durable: true }));
+        assert_eq!(
+            stored.decode::<ReplicaPut>(),
+            Ok(Ok(ReplicaStored { durable: true }))
+        );
+        assert!(stored.decode::<Get>().is_err());
+        assert!(stored.decode::<IndirectPing>().is_err());
+    }
 }

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use quorra_core::context::{CausalContext, ContextKey};
-use quorra_core::proto::{Envelope, PeerRequest, PeerResponse};
+use quorra_core::proto::{Envelope, Message, ReplicaPut, ReplicaStored, Reply};
 use quorra_core::{Actor, BucketName, ConflictMode, Content, Key, Limits, Object, VersionVector};
 
 fn fixture(name: &str) -> PathBuf {
@@ -69,34 +69,40 @@ fn object() -> Object {
 
 #[test]
 fn the_wire_envelope_keeps_its_bytes() {
-    let request = Envelope::new(PeerRequest::ReplicaPut {
-        bucket: bucket(),
-        key: key(),
-        object: object(),
-        mode: ConflictMode::Siblings,
-        durable: true,
-        hint_for: Some("n3".into()),
+    let request = Envelope::new(Message::Request {
+        id: 42,
+        request: ReplicaPut {
+            bucket: bucket(),
+            key: key(),
+            object: object(),
+            mode: ConflictMode::Siblings,
+            durable: true,
+            hint_for: Some("n3".into()),
+        }
+        .into(),
     });
-    let response = Envelope::new(PeerResponse::Stored { durable: true });
-    for (name, bytes) in [
-        (
-            "envelope-replica-put.hex",
-            rmp_serde::to_vec(&request).expect("encode"),
-        ),
-        (
-            "envelope-stored.hex",
-            rmp_serde::to_vec(&response).expect("encode"),
-        ),
+    let reply = Reply::answer::<ReplicaPut>(Ok(ReplicaStored { durable: true }));
+    let response = Envelope::new(Message::Response {
+        id: Some(42),
+        reply: reply.clone(),
+    });
+    for (name, message) in [
+        ("envelope-replica-put.hex", &request),
+        ("envelope-stored.hex", &response),
     ] {
+        let bytes = rmp_serde::to_vec(message).expect("encode");
         let fixed = unhex(&golden(name, &hex(&bytes)));
         assert_eq!(hex(&bytes), hex(&fixed), "{name}: the encoding changed");
+        // Decoding the fixture and encoding it again gives the same bytes.
+        let decoded: Envelope<Message> = rmp_serde::from_slice(&fixed).expect("decode");
+        assert_eq!(&decoded, message);
+        assert_eq!(rmp_serde::to_vec(&decoded).expect("encode"), fixed);
     }
-    // Decoding the fixture and encoding it again gives the same bytes.
-    let fixed =
-        unhex(&std::fs::read_to_string(fixture("envelope-replica-put.hex")).expect("fixture"));
-    let decoded: Envelope<PeerRequest> = rmp_serde::from_slice(&fixed).expect("decode");
-    assert_eq!(decoded, request);
-    assert_eq!(rmp_serde::to_vec(&decoded).expect("encode"), fixed);
+    // The answer decodes as the answer to the request it answers.
+    assert_eq!(
+        reply.decode::<ReplicaPut>(),
+        Ok(Ok(ReplicaStored { durable: true }))
+    );
 }
 
 #[test]

@@ -129,6 +129,9 @@ pub struct RunResult {
     /// (kv679). The merge keeps both, so nothing is lost, but a node must
     /// never do it.
     pub dot_collisions: usize,
+    /// Hints deleted before their owner durably stored what they held (the
+    /// handoff rule broken, whether or not a write was lost for it).
+    pub hints_deleted_early: Vec<String>,
     /// Whether it settled (every node up and seen up, no hints, nothing in
     /// flight) after the faults healed.
     pub settled: bool,
@@ -147,7 +150,11 @@ pub struct RunResult {
 impl RunResult {
     /// Whether the run is correct: formed, settled, nothing lost or invented.
     pub fn ok(&self) -> bool {
-        self.formed && self.settled && self.report.valid() && self.dot_collisions == 0
+        self.formed
+            && self.settled
+            && self.report.valid()
+            && self.dot_collisions == 0
+            && self.hints_deleted_early.is_empty()
     }
 }
 
@@ -163,6 +170,13 @@ impl fmt::Display for RunResult {
         )?;
         if self.dot_collisions > 0 {
             writeln!(f, "  {} merges met a reused dot", self.dot_collisions)?;
+        }
+        if let Some(first) = self.hints_deleted_early.first() {
+            writeln!(
+                f,
+                "  {} hints deleted early; the first: {first}",
+                self.hints_deleted_early.len()
+            )?;
         }
         writeln!(f, "  {}", self.report)?;
         for fault in &self.faults {

@@ -13,7 +13,7 @@ use quorra_core::node::{
     CallId, ClientId, Effect, Failure, HandoffSettings, Hint, InboundId, Node, Now, Request,
     Settings, StoreFailure, StoreOp, Stored,
 };
-use quorra_core::proto::{Operation, PeerRequest, PeerResponse};
+use quorra_core::proto::{self, Message, Operation, PeerRequest, Reply};
 use quorra_core::write::{apply_client_write, merge_replica, read_with_hint, Refused};
 use quorra_core::{
     Actor, BucketName, BucketProps, ConflictMode, Content, ErrorCode, Key, Limits, Object,
@@ -57,48 +57,32 @@ pub struct Quorum {
     pub mode: ConflictMode,
 }
 
-/// A message on the simulated network: the node's own protocol.
+/// A message on the simulated network: the node's own protocol
+/// ([`Message`]), with what the world needs to route it.
 #[derive(Debug, Clone)]
-pub(crate) enum Wire {
-    Request {
-        call: CallId,
-        /// The sender's life when it sent it: the answer goes back to it.
-        from_life: u64,
-        request: PeerRequest,
-    },
-    Response {
-        call: CallId,
-        response: PeerResponse,
-    },
+pub(crate) struct Packet {
+    /// The sender's life when it sent it: an answer goes back to that life.
+    pub(crate) from_life: u64,
+    /// Whether it carries replica data or a write (not failure detection):
+    /// the world waits for these to settle.
+    pub(crate) data: bool,
+    /// The message.
+    pub(crate) message: Message,
 }
 
-impl Wire {
-    /// Whether it carries replica data or a write (not failure detection).
-    pub(crate) fn carries_data(&self) -> bool {
-        match self {
-            Self::Request { request, .. } => !matches!(
-                request,
-                PeerRequest::Gossip(_) | PeerRequest::IndirectPing { .. }
-            ),
-            Self::Response { response, .. } => !matches!(
-                response,
-                PeerResponse::Gossip(_) | PeerResponse::Ok | PeerResponse::Reached(_)
-            ),
-        }
-    }
-
+impl Packet {
     /// A short name for traces.
     pub(crate) fn tag(&self) -> u64 {
-        match self {
-            Self::Request { request, .. } => match request {
-                PeerRequest::Gossip(_) => 1,
-                PeerRequest::IndirectPing { .. } => 3,
-                PeerRequest::ReplicaGet { .. } => 5,
-                PeerRequest::ReplicaPut { .. } => 7,
-                PeerRequest::Coordinate { .. } => 9,
-                PeerRequest::Client(_) => 11,
+        match &self.message {
+            Message::Request { request, .. } => match request {
+                proto::Request::Peer(PeerRequest::Gossip(_)) => 1,
+                proto::Request::Peer(PeerRequest::IndirectPing(_)) => 3,
+                proto::Request::Peer(PeerRequest::ReplicaGet(_)) => 5,
+                proto::Request::Peer(PeerRequest::ReplicaPut(_)) => 7,
+                proto::Request::Peer(PeerRequest::Coordinate(_)) => 9,
+                proto::Request::Client(_) => 11,
             },
-            Self::Response { .. } => 2,
+            Message::Response { .. } => 2,
         }
     }
 }
@@ -137,12 +121,9 @@ pub(crate) enum ClientResult {
 #[derive(Debug)]
 pub(crate) enum Out {
     /// Send a request to node `to`.
-    Send { to: usize, wire: Wire },
+    Send { to: usize, packet: Packet },
     /// Answer the peer request the world named `inbound`.
-    Respond {
-        inbound: InboundId,
-        response: PeerResponse,
-    },
+    Respond { inbound: InboundId, reply: Reply },
     /// A storage operation finishes after `after` ms (a slow disk).
     Stored {
         id: u64,
@@ -170,6 +151,12 @@ pub(crate) struct SimNode {
     pub(crate) clock_skew_ms: i64,
     /// Merges into this node's store that met a reused dot.
     pub(crate) dot_collisions: usize,
+    /// For the handoff monitor: the clock of each object this node's store
+    /// wrote with fsync, by key, since the world last looked.
+    pub(crate) synced: Vec<(String, VersionVector)>,
+    /// For the handoff monitor: the hints this node deleted (owner, key,
+    /// clock), since the world last looked.
+    pub(crate) hints_deleted: Vec<(String, String, VersionVector)>,
     machine: Node,
     /// Client requests in flight: whether each is a read.
     clients: BTreeMap<ClientId, bool>,
@@ -292,6 +279,8 @@ impl SimNode {
             disk_faults: DiskFaults::default(),
             clock_skew_ms: 0,
             dot_collisions: 0,
+            synced: Vec::new(),
+            hints_deleted: Vec::new(),
             machine,
             clients: BTreeMap::new(),
             rotations: 0,
@@ -392,13 +381,13 @@ impl SimNode {
         &mut self,
         call: CallId,
         from: usize,
-        response: PeerResponse,
+        reply: Reply,
         now: u64,
         out: &mut Vec<Out>,
     ) {
         let from = node_id(from);
         self.machine
-            .handle_reply(call, Some(&from), Ok(response), self.now(now));
+            .handle_reply(call, Some(&from), Ok(reply), self.now(now));
         self.drain(now, out);
     }
 
@@ -420,10 +409,16 @@ impl SimNode {
             match effect {
                 Effect::Transmit(t) => out.push(Out::Send {
                     to: index_of(t.addr),
-                    wire: Wire::Request {
-                        call: t.call,
+                    packet: Packet {
                         from_life: 0,
-                        request: t.request,
+                        data: !matches!(
+                            t.request,
+                            PeerRequest::Gossip(_) | PeerRequest::IndirectPing(_)
+                        ),
+                        message: Message::Request {
+                            id: t.call,
+                            request: t.request.into(),
+                        },
                     },
                 }),
                 Effect::Store { id, op } => {
@@ -448,10 +443,8 @@ impl SimNode {
                     };
                     out.push(Out::Answer { op: client, result });
                 }
-                Effect::Respond { inbound, response } => {
-                    out.push(Out::Respond { inbound, response })
-                }
-                Effect::SaveTable(table) => self.disk.save_table(table),
+                Effect::Respond { inbound, reply } => out.push(Out::Respond { inbound, reply }),
+                Effect::SaveTable { table, .. } => self.disk.save_table(table),
                 Effect::Notice(_) | Effect::PeerRestarted(_) | Effect::Event(_) => {}
             }
         }
@@ -529,6 +522,9 @@ impl SimNode {
                         }
                     }
                 };
+                if durable {
+                    self.synced.push((name.clone(), object.clock().clone()));
+                }
                 self.disk.put_object(&name, object.clone(), durable);
                 Ok(Stored::Written(object))
             }
@@ -565,6 +561,10 @@ impl SimNode {
                     }
                 };
                 self.dot_collisions += merged.collisions;
+                if durable {
+                    self.synced
+                        .push((name.clone(), merged.object.clock().clone()));
+                }
                 self.disk.put_object(&name, merged.object, durable);
                 Ok(Stored::Done)
             }
@@ -604,6 +604,8 @@ impl SimNode {
                 let unchanged = self.disk.hint(&hint.owner, &name) == Some(&hint.object);
                 if unchanged {
                     self.disk.remove_hint(&hint.owner, &name);
+                    let clock = hint.object.clock().clone();
+                    self.hints_deleted.push((hint.owner, name, clock));
                 }
                 Ok(Stored::HintDeleted(unchanged))
             }

@@ -17,12 +17,13 @@ use crate::check::{check, check_strong_reads, FinalRead, StrongRead};
 use crate::disk::Disk;
 use crate::history::{decode, encode, History, Op, OpKind, Outcome};
 use crate::node::{
-    node_id, peer_addr, ClientReq, ClientResult, OpId, Out, SimNode, Timeouts, Wire,
+    node_id, peer_addr, ClientReq, ClientResult, OpId, Out, Packet, SimNode, Timeouts,
 };
 use crate::rng::Rng;
 use crate::schedule::{Fault, Schedule};
 use crate::{Config, RunResult};
 use quorra_core::node::{CallId, InboundId, StoreFailure, Stored};
+use quorra_core::proto::{Message, Request};
 
 const GOSSIP_TICK_MS: u64 = 50;
 const HANDOFF_TICK_MS: u64 = 200;
@@ -49,7 +50,7 @@ enum Event {
         from: usize,
         to: usize,
         to_life: u64,
-        msg: Wire,
+        msg: Packet,
     },
     /// A node's timer.
     Wake {
@@ -160,9 +161,15 @@ pub(crate) struct World {
     strong_reads: Vec<StrongRead>,
     /// Reused dots met by nodes no longer running.
     dot_collisions: usize,
+    /// Per node: the join of the clocks its store wrote with fsync, by key
+    /// (kept across crashes and wipes: what it once acknowledged durably).
+    durable: Vec<BTreeMap<String, VersionVector>>,
+    /// Hints deleted before their owner durably stored what they held.
+    hints_deleted_early: Vec<String>,
     /// Peer requests delivered and not answered yet: who sent each (node,
     /// life, its call id).
-    routes: BTreeMap<InboundId, (usize, u64, CallId)>,
+    /// Requests being served: whom to answer, and whether it is data.
+    routes: BTreeMap<InboundId, (usize, u64, CallId, bool)>,
     next_inbound: InboundId,
     /// When each node's next timer event is scheduled.
     wakes: Vec<u64>,
@@ -204,6 +211,8 @@ impl World {
             processed: 0,
             wiped: false,
             dot_collisions: 0,
+            durable: vec![BTreeMap::new(); n],
+            hints_deleted_early: Vec::new(),
             strong_reads: Vec::new(),
             routes: BTreeMap::new(),
             next_inbound: 1,
@@ -383,27 +392,59 @@ impl World {
         d
     }
 
+    /// The handoff monitor: a hint may be deleted only once its owner has
+    /// durably stored everything it held (the rule the README states). It
+    /// watches every store, so it needs no lucky loss to notice.
+    fn watch_handoff(&mut self, i: usize) {
+        let Some(node) = self.nodes[i].as_mut() else {
+            return;
+        };
+        let synced = std::mem::take(&mut node.synced);
+        let deleted = std::mem::take(&mut node.hints_deleted);
+        for (key, clock) in synced {
+            self.durable[i].entry(key).or_default().join(&clock);
+        }
+        for (owner, key, clock) in deleted {
+            let owner_index = owner
+                .strip_prefix('n')
+                .and_then(|s| s.parse::<usize>().ok());
+            let stored = owner_index
+                .and_then(|o| self.durable.get(o))
+                .and_then(|d| d.get(&key))
+                .is_some_and(|c| c.descends(&clock));
+            if !stored {
+                self.hints_deleted_early.push(format!(
+                    "{} deleted its hint for {owner} of {key} at {} ms, before {owner} stored it",
+                    node_id(i),
+                    self.now
+                ));
+            }
+        }
+    }
+
     fn outputs(&mut self, from: usize, out: Vec<Out>) {
+        self.watch_handoff(from);
         let life = self.lives[from];
         for o in out {
             match o {
-                Out::Send { to, wire } => {
-                    let wire = match wire {
-                        Wire::Request { call, request, .. } => Wire::Request {
-                            call,
-                            from_life: life,
-                            request,
-                        },
-                        w => w,
-                    };
+                Out::Send { to, mut packet } => {
+                    packet.from_life = life;
                     if to < self.config.nodes {
                         let to_life = self.lives[to];
-                        self.transmit(from, to, to_life, wire);
+                        self.transmit(from, to, to_life, packet);
                     }
                 }
-                Out::Respond { inbound, response } => {
-                    if let Some((to, to_life, call)) = self.routes.remove(&inbound) {
-                        self.transmit(from, to, to_life, Wire::Response { call, response });
+                Out::Respond { inbound, reply } => {
+                    if let Some((to, to_life, call, data)) = self.routes.remove(&inbound) {
+                        let packet = Packet {
+                            from_life: life,
+                            data,
+                            message: Message::Response {
+                                id: Some(call),
+                                reply,
+                            },
+                        };
+                        self.transmit(from, to, to_life, packet);
                     }
                 }
                 Out::Stored { id, result, after } => self.at(
@@ -422,8 +463,8 @@ impl World {
     }
 
     /// Puts a message on the network: lost, duplicated, delayed.
-    fn transmit(&mut self, from: usize, to: usize, to_life: u64, msg: Wire) {
-        if msg.carries_data() {
+    fn transmit(&mut self, from: usize, to: usize, to_life: u64, msg: Packet) {
+        if msg.data {
             self.data_in_flight += 1;
         }
         if to == from {
@@ -439,13 +480,13 @@ impl World {
             return;
         }
         if self.blocked.contains(&(from, to)) || self.rng.below(1000) < self.net.drop_per_mille {
-            if msg.carries_data() {
+            if msg.data {
                 self.data_in_flight -= 1;
             }
             return;
         }
         if self.rng.below(1000) < self.net.dup_per_mille {
-            if msg.carries_data() {
+            if msg.data {
                 self.data_in_flight += 1;
             }
             let d = self.delay();
@@ -489,7 +530,7 @@ impl World {
                 to_life,
                 msg,
             } => {
-                if msg.carries_data() {
+                if msg.data {
                     self.data_in_flight -= 1;
                 }
                 if self.lives[to] != to_life || self.blocked.contains(&(from, to)) {
@@ -498,19 +539,27 @@ impl World {
                 let mut out = Vec::new();
                 let inbound = self.next_inbound;
                 if let Some(node) = self.nodes[to].as_mut() {
-                    match msg {
-                        Wire::Request {
-                            call,
-                            from_life,
-                            request,
+                    match msg.message {
+                        Message::Request {
+                            id,
+                            request: Request::Peer(request),
                         } => {
-                            self.routes.insert(inbound, (from, from_life, call));
+                            let route = (from, msg.from_life, id, msg.data);
+                            self.routes.insert(inbound, route);
                             self.next_inbound += 1;
                             node.request(inbound, from, request, now, &mut out);
                         }
-                        Wire::Response { call, response } => {
-                            node.reply(call, from, response, now, &mut out)
+                        Message::Response {
+                            id: Some(call),
+                            reply,
+                        } => node.reply(call, from, reply, now, &mut out),
+                        // Simulated clients call their node directly, and
+                        // every simulated request is read whole.
+                        Message::Request {
+                            request: Request::Client(_),
+                            ..
                         }
+                        | Message::Response { id: None, .. } => {}
                     }
                 }
                 self.outputs(to, out);
@@ -858,6 +907,7 @@ impl World {
             report,
             formed,
             dot_collisions,
+            hints_deleted_early: self.hints_deleted_early,
             settled,
             faults: schedule.describe(),
             trace: self.trace,

@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 
 use super::{Call, CallFailure, ClientId, Event, Failure, InboundId, Node, Now, Planted, Wait};
 use super::{StoreFailure, StoreOp, Stored};
-use crate::proto::{Operation, PeerRequest, PeerResponse};
+use crate::proto::{Coordinate, Operation, Refusal, ReplicaGet, ReplicaPut, Reply};
 use crate::quorum::{self, Needs, Plan, Target};
 use crate::round::{ReadRound, WriteRound};
 use crate::{Actor, BucketName, BucketProps, ConflictMode, Content, ErrorCode, Key, Object};
@@ -140,15 +140,8 @@ impl Node {
         match to {
             ReplyTo::Client(client) => self.effect(super::Effect::Answer { client, result }),
             ReplyTo::Peer(inbound) => {
-                let response = match result {
-                    Ok(o) => PeerResponse::Coordinated(o),
-                    Err(Failure::Unavailable(s)) => PeerResponse::Unavailable(s),
-                    Err(f) => PeerResponse::Error {
-                        code: f.code(),
-                        message: f.to_string(),
-                    },
-                };
-                self.respond(inbound, response);
+                let answer = result.map_err(Refusal::from);
+                self.respond(inbound, Reply::answer::<Coordinate>(answer));
             }
             ReplyTo::Delete(waiting) => {
                 let (mut job, to) = *waiting;
@@ -225,11 +218,12 @@ impl Node {
             return self.store(op, Wait::ReadLocal { round, target });
         }
         let node = target.node.clone();
-        let request = PeerRequest::ReplicaGet {
+        let request = ReplicaGet {
             bucket,
             key,
             hint_for: target.hint_for.clone(),
-        };
+        }
+        .into();
         let timeout = self.settings.replica_timeout_ms;
         self.send_to(&node, request, timeout, Call::Read { round, target }, now);
     }
@@ -285,14 +279,15 @@ impl Node {
                 self.store(op, Wait::Repair);
                 continue;
             }
-            let request = PeerRequest::ReplicaPut {
+            let request = ReplicaPut {
                 bucket: state.bucket.clone(),
                 key: state.key.clone(),
                 object: merged.clone(),
                 mode: state.mode,
                 durable: false,
                 hint_for: target.hint_for.clone(),
-            };
+            }
+            .into();
             let timeout = self.settings.replica_timeout_ms;
             self.send_to(&target.node, request, timeout, Call::Repair, now);
         }
@@ -426,14 +421,15 @@ impl Node {
         let Some(object) = state.object.clone() else {
             return;
         };
-        let request = PeerRequest::ReplicaPut {
+        let request = ReplicaPut {
             bucket: state.bucket.clone(),
             key: state.key.clone(),
             object,
             mode: state.mode,
             durable: state.durable,
             hint_for: target.hint_for.clone(),
-        };
+        }
+        .into();
         let node = target.node.clone();
         let timeout = self.settings.replica_timeout_ms;
         self.send_to(&node, request, timeout, Call::Write { round, target }, now);
@@ -495,13 +491,14 @@ impl Node {
                 continue;
             }
             let job = &fwd.job;
-            let request = PeerRequest::Coordinate {
+            let request = Coordinate {
                 bucket: job.bucket.clone(),
                 key: job.key.clone(),
                 context: job.context.clone(),
                 operation: job.operation.clone(),
                 quorum: job.quorum,
-            };
+            }
+            .into();
             let timeout = self.settings.request_timeout_ms;
             return self.send_to(&node, request, timeout, Call::Forward(fwd), now);
         }
@@ -514,17 +511,17 @@ impl Node {
         &mut self,
         mut fwd: Forward,
         node: String,
-        result: Result<PeerResponse, CallFailure>,
+        result: Result<Result<Option<Object>, Refusal>, CallFailure>,
         now: Now,
     ) {
         match result {
-            Ok(PeerResponse::Coordinated(o)) => {
+            Ok(Ok(o)) => {
                 self.event(Event::Forwarded);
                 self.answer(fwd.to, Ok(o), now);
             }
             // A coordinator that got the request and did not answer may
             // have taken the write: a later refusal is no definite outcome.
-            Ok(PeerResponse::Error { code, message }) => {
+            Ok(Err(Refusal::Error { code, message })) => {
                 let failure = match fwd.maybe_taken {
                     Some(earlier) => Failure::MaybeTaken(format!(
                         "{node} refused it ({code}: {message}), but {earlier} may have taken it"
@@ -533,12 +530,8 @@ impl Node {
                 };
                 self.answer(fwd.to, Err(failure), now);
             }
-            Ok(PeerResponse::Unavailable(s)) => {
+            Ok(Err(Refusal::Unavailable(s))) => {
                 self.answer(fwd.to, Err(Failure::Unavailable(s)), now)
-            }
-            Ok(other) => {
-                fwd.last = format!("{node}: unexpected answer {other:?}");
-                self.forward_next(fwd, now);
             }
             // Never sent: nothing taken.
             Err(CallFailure::NotSent(e)) => {

@@ -4,7 +4,7 @@
 
 use super::{Call, Effect, Event, Node, Now};
 use crate::membership::Action;
-use crate::proto::PeerRequest;
+use crate::proto::IndirectPing;
 use crate::ring::Ring;
 use std::sync::Arc;
 
@@ -25,22 +25,22 @@ impl Node {
                 Action::Probe { target, addr, msg } => {
                     let node = Some(target.clone());
                     let call = Call::Probe { target };
-                    self.send(addr, node, PeerRequest::Gossip(msg), probe, call, now);
+                    self.send(addr, node, msg.into(), probe, call, now);
                 }
                 Action::IndirectProbe {
                     via,
                     target,
                     target_addr,
                 } => {
-                    let request = PeerRequest::IndirectPing {
+                    let request = IndirectPing {
                         target: target_addr,
-                    };
+                    }
+                    .into();
                     let call = Call::IndirectOrigin { target };
                     self.send(via, None, request, probe * 2, call, now);
                 }
                 Action::PushPull { addr, msg } => {
-                    let request = PeerRequest::Gossip(msg);
-                    self.send(addr, None, request, probe * 2, Call::PushPull, now);
+                    self.send(addr, None, msg.into(), probe * 2, Call::PushPull, now);
                 }
             }
         }
@@ -57,7 +57,10 @@ impl Node {
             return;
         }
         self.saved_version = self.membership.version();
-        self.effect(Effect::SaveTable(self.membership.saved()));
+        self.effect(Effect::SaveTable {
+            version: self.saved_version,
+            table: self.membership.saved(),
+        });
         let me = self.me().to_owned();
         let restarted: Vec<_> = self
             .membership

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::Wait;
 use super::{Call, CallFailure, Event, Hint, Node, Now, Planted, StoreFailure, StoreOp, Stored};
-use crate::proto::{PeerRequest, PeerResponse};
+use crate::proto::{Refusal, ReplicaPut, ReplicaStored};
 use crate::{BucketName, Key};
 
 /// First wait before a refused hint is tried again (ms); doubles per failure.
@@ -57,6 +57,8 @@ struct Round {
 pub(super) struct Handoff {
     round: Option<Round>,
     backoff: Backoff,
+    /// A round was due while this one ran: the next starts when it ends.
+    overdue: bool,
 }
 
 /// Hints that failed, with when to try them again.
@@ -87,9 +89,10 @@ impl Backoff {
 }
 
 impl Node {
-    /// Starts a round, unless one is still under way.
+    /// Starts a round; one due while another runs starts when that ends.
     pub(super) fn handoff_tick(&mut self, now: Now) {
         if self.handoff.round.is_some() {
+            self.handoff.overdue = true;
             return;
         }
         let h = self.settings.handoff;
@@ -141,14 +144,15 @@ impl Node {
                 if self.settings.planted == Some(Planted::HintDeletedBeforeDelivery) {
                     self.store(StoreOp::DeleteHint(hint.clone()), Wait::Ignore);
                 }
-                let request = PeerRequest::ReplicaPut {
+                let request = ReplicaPut {
                     bucket: hint.bucket.clone(),
                     key: hint.key.clone(),
                     object: hint.object.clone(),
                     mode: self.settings.bucket_props(&hint.bucket).conflict_mode,
                     durable: true,
                     hint_for: None,
-                };
+                }
+                .into();
                 let owner = hint.owner.clone();
                 let timeout = self.settings.replica_timeout_ms;
                 return self.send_to(&owner, request, timeout, Call::Handoff(hint), now);
@@ -156,6 +160,9 @@ impl Node {
             let Some(owner) = round.owners.pop_front() else {
                 let delivered = round.delivered;
                 self.handoff.round = None;
+                if std::mem::take(&mut self.handoff.overdue) {
+                    self.next_handoff = now.mono_ms;
+                }
                 self.event(Event::HandoffRound { delivered });
                 return;
             };
@@ -206,11 +213,11 @@ impl Node {
     pub(super) fn handoff_answered(
         &mut self,
         hint: Hint,
-        result: Result<PeerResponse, CallFailure>,
+        result: Result<Result<ReplicaStored, Refusal>, CallFailure>,
         now: Now,
     ) {
         match result {
-            Ok(PeerResponse::Stored { .. }) => {
+            Ok(Ok(_)) => {
                 self.handoff.backoff.done(&hint);
                 // Deleted only now, and only if unchanged since read.
                 return self.store(
@@ -220,7 +227,8 @@ impl Node {
             }
             // The owner is there but will not take this one: try it again
             // later, and carry on with the others.
-            Ok(PeerResponse::Error { code, message }) => {
+            Ok(Err(refusal)) => {
+                let (code, message) = refusal.parts();
                 let wait_ms = self.handoff.backoff.failed(&hint, now.mono_ms);
                 self.event(Event::HintRefused {
                     owner: hint.owner.clone(),
@@ -231,7 +239,7 @@ impl Node {
             }
             // No answer: the owner is likely gone again. This hint waits its
             // turn; the owner's others wait for the next round.
-            _ => {
+            Err(_) => {
                 self.handoff.backoff.failed(&hint, now.mono_ms);
                 if let Some(r) = self.handoff.round.as_mut() {
                     r.turn = None;

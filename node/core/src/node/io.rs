@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use thiserror::Error;
 
 use crate::membership::{Notice, SavedTable};
-use crate::proto::{Operation, PeerRequest, PeerResponse};
+use crate::proto::{Operation, PeerRequest, Refusal, Reply};
 use crate::quorum::Shortfall;
 use crate::{Actor, VersionVector};
 use crate::{BucketName, ConflictMode, Content, ErrorCode, Key, Object, QuorumOverrides};
@@ -273,6 +273,15 @@ impl Failure {
     }
 }
 
+impl From<Failure> for Refusal {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Unavailable(s) => Self::Unavailable(s),
+            f => Self::error(f.code(), f.to_string()),
+        }
+    }
+}
+
 /// Something the node did that is worth a metric or a log line.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -344,11 +353,17 @@ pub enum Effect {
     Respond {
         /// The request.
         inbound: InboundId,
-        /// The answer.
-        response: PeerResponse,
+        /// The answer, encoded for the request it answers.
+        reply: Reply,
     },
     /// Save the layout and member table (fsynced, off the request path).
-    SaveTable(SavedTable),
+    SaveTable {
+        /// The membership version it holds: a saver that already wrote a
+        /// later one skips it.
+        version: u64,
+        /// The table.
+        table: SavedTable,
+    },
     /// Something membership noticed (founding, joining, another cluster).
     Notice(Notice),
     /// A peer restarted: a pooled connection to it may be dead.

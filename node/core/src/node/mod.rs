@@ -44,8 +44,12 @@ pub use io::{
     StoreFailure, StoreId, StoreOp, Stored, Transmit,
 };
 
+use crate::membership::Gossip;
 use crate::membership::{Membership, Status};
-use crate::proto::{PeerRequest, PeerResponse};
+use crate::proto::{
+    Ask, Coordinate, IndirectPing, PeerRequest, Refusal, ReplicaGet, ReplicaPut, ReplicaStored,
+    Reply,
+};
 use crate::ring::{Ring, RingMember};
 use crate::{BucketName, BucketProps};
 
@@ -227,7 +231,10 @@ impl Node {
             .collect();
         // Founded at start (the only initial member): saved at once.
         if membership.layout().is_some() {
-            effects.push_back(Effect::SaveTable(membership.saved()));
+            effects.push_back(Effect::SaveTable {
+                version: membership.version(),
+                table: membership.saved(),
+            });
         }
         let incarnations = membership
             .members()
@@ -278,7 +285,7 @@ impl Node {
             }
             self.deadlines.remove(&(deadline, call));
             if let Some(out) = self.calls.remove(&call) {
-                self.failed(out, CallFailure::Lost("timed out".into()), now);
+                self.settle(out, None, Err(CallFailure::Lost("timed out".into())), now);
             }
         }
         if now.mono_ms >= self.next_gossip {
@@ -289,12 +296,14 @@ impl Node {
             self.next_handoff = now.mono_ms + self.settings.handoff.interval_ms;
             self.handoff_tick(now);
         }
+        // Probes that timed out may have changed membership.
+        self.after_membership();
     }
 
     /// A client's request. Its answer comes as [`Effect::Answer`].
     pub fn handle_client(&mut self, client: ClientId, request: Request, now: Now) {
         let to = ReplyTo::Client(client);
-        if self.reads.len() + self.writes.len() >= self.settings.max_rounds {
+        if self.at_round_limit() {
             return self.answer(to, Err(Failure::Busy), now);
         }
         match request {
@@ -339,7 +348,7 @@ impl Node {
         &mut self,
         call: CallId,
         from: Option<&str>,
-        result: Result<PeerResponse, CallFailure>,
+        result: Result<Reply, CallFailure>,
         now: Now,
     ) {
         let Some(out) = self.calls.remove(&call) else {
@@ -353,10 +362,7 @@ impl Node {
             ))),
             (_, result) => result,
         };
-        match result {
-            Ok(response) => self.answered(out, from, response, now),
-            Err(why) => self.failed(out, why, now),
-        }
+        self.settle(out, from, result, now);
         self.after_membership();
     }
 
@@ -376,18 +382,18 @@ impl Node {
             Wait::Coordinate { round } => self.coordinated(round, result, now),
             Wait::Repair | Wait::Ignore => {}
             Wait::ServeRead { inbound } => {
-                let response = match result {
-                    Ok(Stored::Read(o)) => PeerResponse::Object(o),
-                    other => refusal(other),
+                let answer = match result {
+                    Ok(Stored::Read(o)) => Ok(o),
+                    other => Err(refusal(other)),
                 };
-                self.respond(inbound, response);
+                self.respond(inbound, Reply::answer::<ReplicaGet>(answer));
             }
             Wait::ServePut { inbound, durable } => {
-                let response = match result {
-                    Ok(Stored::Done) => PeerResponse::Stored { durable },
-                    other => refusal(other),
+                let answer = match result {
+                    Ok(Stored::Done) => Ok(ReplicaStored { durable }),
+                    other => Err(refusal(other)),
                 };
-                self.respond(inbound, response);
+                self.respond(inbound, Reply::answer::<ReplicaPut>(answer));
             }
             Wait::HandoffHints => self.handoff_hints(result, now),
             Wait::HandoffDelete { expired } => self.handoff_deleted(expired, result, now),
@@ -443,6 +449,11 @@ impl Node {
 
     // ---- plumbing ----
 
+    /// Whether as many reads and writes are under way as the node allows.
+    fn at_round_limit(&self) -> bool {
+        self.reads.len() + self.writes.len() >= self.settings.max_rounds
+    }
+
     fn next_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
@@ -463,8 +474,8 @@ impl Node {
         self.effect(Effect::Store { id, op });
     }
 
-    fn respond(&mut self, inbound: InboundId, response: PeerResponse) {
-        self.effect(Effect::Respond { inbound, response });
+    fn respond(&mut self, inbound: InboundId, reply: Reply) {
+        self.effect(Effect::Respond { inbound, reply });
     }
 
     /// Sends `request` to member `node` (expected to answer for itself).
@@ -478,7 +489,7 @@ impl Node {
                     node: Some(node.to_owned()),
                     deadline: now.mono_ms,
                 };
-                self.failed(out, why, now);
+                self.settle(out, None, Err(why), now);
             }
         }
     }
@@ -512,88 +523,73 @@ impl Node {
         }));
     }
 
-    /// A peer answered a request.
-    fn answered(&mut self, out: Outgoing, from: Option<&str>, response: PeerResponse, now: Now) {
+    /// A request was answered, or got no answer: each kind of call decodes
+    /// the answer of the request it sent.
+    fn settle(
+        &mut self,
+        out: Outgoing,
+        from: Option<&str>,
+        result: Result<Reply, CallFailure>,
+        now: Now,
+    ) {
         match out.call {
             Call::Probe { target } => {
-                let reply = match response {
-                    PeerResponse::Gossip(g) => Some(g),
-                    _ => None,
-                };
+                let reply = answer::<Gossip>(result).ok().and_then(Result::ok).flatten();
                 let more = self.membership.probe_result(&target, reply, now.mono_ms);
                 self.run_actions(more, now);
             }
             Call::IndirectOrigin { target } => {
-                let reached = response == PeerResponse::Reached(true);
+                let reached = matches!(answer::<IndirectPing>(result), Ok(Ok(true)));
                 self.membership
                     .indirect_result(&target, reached, now.mono_ms);
             }
             Call::IndirectHelper { inbound } => {
-                let reached = matches!(response, PeerResponse::Gossip(_));
-                self.respond(inbound, PeerResponse::Reached(reached));
+                let reached = matches!(answer::<Gossip>(result), Ok(Ok(Some(_))));
+                self.respond(inbound, Reply::answer::<IndirectPing>(Ok(reached)));
             }
             Call::PushPull => {
-                if let (PeerResponse::Gossip(reply), Some(from)) = (response, from) {
+                if let (Ok(Ok(Some(reply))), Some(from)) = (answer::<Gossip>(result), from) {
                     self.membership
                         .handle_push_pull_reply(from, reply, now.mono_ms);
                 }
             }
             Call::Read { round, target } => {
-                let result = match response {
-                    PeerResponse::Object(o) => Ok(o),
-                    _ => Err(()),
-                };
-                self.read_reply(round, target, result, now);
+                let got = answer::<ReplicaGet>(result).ok().and_then(Result::ok);
+                self.read_reply(round, target, got.ok_or(()), now);
             }
             Call::Write { round, target } => {
-                let result = match response {
-                    PeerResponse::Stored { durable } => Ok(durable),
-                    _ => Err(()),
-                };
-                self.write_reply(round, target, result, now);
+                let got = answer::<ReplicaPut>(result).ok().and_then(Result::ok);
+                self.write_reply(round, target, got.map(|s| s.durable).ok_or(()), now);
             }
             Call::Repair => {}
             Call::Forward(fwd) => {
                 let node = out.node.unwrap_or_default();
-                self.forward_answered(fwd, node, Ok(response), now);
+                self.forward_answered(fwd, node, answer::<Coordinate>(result), now);
             }
-            Call::Handoff(hint) => self.handoff_answered(hint, Ok(response), now),
-        }
-    }
-
-    /// A request got no answer.
-    fn failed(&mut self, out: Outgoing, why: CallFailure, now: Now) {
-        match out.call {
-            Call::Probe { target } => {
-                let more = self.membership.probe_result(&target, None, now.mono_ms);
-                self.run_actions(more, now);
-            }
-            Call::IndirectOrigin { target } => {
-                self.membership.indirect_result(&target, false, now.mono_ms)
-            }
-            Call::IndirectHelper { inbound } => self.respond(inbound, PeerResponse::Reached(false)),
-            Call::PushPull | Call::Repair => {}
-            Call::Read { round, target } => self.read_reply(round, target, Err(()), now),
-            Call::Write { round, target } => self.write_reply(round, target, Err(()), now),
-            Call::Forward(fwd) => {
-                let node = out.node.unwrap_or_default();
-                self.forward_answered(fwd, node, Err(why), now);
-            }
-            Call::Handoff(hint) => self.handoff_answered(hint, Err(why), now),
+            Call::Handoff(hint) => self.handoff_answered(hint, answer::<ReplicaPut>(result), now),
         }
     }
 }
 
-/// A peer's error answer for a storage failure (or an impossible result).
-fn refusal(result: Result<Stored, StoreFailure>) -> PeerResponse {
+/// A reply decoded as the answer to an `A`; one that does not decode is
+/// as good as none (the peer may have acted on the request).
+fn answer<A: Ask>(
+    result: Result<Reply, CallFailure>,
+) -> Result<Result<A::Answer, Refusal>, CallFailure> {
+    result.and_then(|r| {
+        r.decode::<A>()
+            .map_err(|e| CallFailure::Lost(e.to_string()))
+    })
+}
+
+/// A peer's refusal for a storage failure (or a driver's result of the
+/// wrong kind).
+fn refusal(result: Result<Stored, StoreFailure>) -> Refusal {
     match result {
-        Err(f) => PeerResponse::Error {
-            code: f.code,
-            message: f.message,
-        },
-        Ok(other) => PeerResponse::Error {
-            code: crate::ErrorCode::Internal,
-            message: format!("storage answered {other:?}"),
-        },
+        Err(f) => Refusal::error(f.code, f.message),
+        Ok(other) => Refusal::error(
+            crate::ErrorCode::Internal,
+            format!("storage answered {other:?}"),
+        ),
     }
 }

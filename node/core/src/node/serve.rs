@@ -3,34 +3,30 @@
 //! messages. Every answer is an [`super::Effect::Respond`].
 
 use super::coordinator::{ReplyTo, WriteJob};
-use super::{Call, InboundId, Node, Now, StoreOp, Wait};
-use crate::membership::GossipMsg;
-use crate::proto::{PeerRequest, PeerResponse};
-use crate::ErrorCode;
+use super::{Call, Failure, InboundId, Node, Now, StoreOp, Wait};
+use crate::membership::{Gossip, GossipMsg};
+use crate::proto::{Coordinate, IndirectPing, PeerRequest, ReplicaGet, ReplicaPut, Reply};
 
 impl Node {
     pub(super) fn serve(&mut self, inbound: InboundId, from: &str, request: PeerRequest, now: Now) {
         match request {
             PeerRequest::Gossip(msg) => {
-                let response = match self.membership.handle_message(from, msg, now.mono_ms) {
-                    Some(reply) => PeerResponse::Gossip(reply),
-                    None => PeerResponse::Ok,
-                };
-                self.respond(inbound, response);
+                let reply = self.membership.handle_message(from, msg, now.mono_ms);
+                self.respond(inbound, Reply::answer::<Gossip>(Ok(reply)));
             }
-            PeerRequest::IndirectPing { target } => {
+            PeerRequest::IndirectPing(IndirectPing { target }) => {
                 let ping = self.membership.envelope(GossipMsg::Ping {
                     updates: Vec::new(),
                 });
                 let timeout = self.membership.config().probe_timeout_ms;
                 let call = Call::IndirectHelper { inbound };
-                self.send(target, None, PeerRequest::Gossip(ping), timeout, call, now);
+                self.send(target, None, ping.into(), timeout, call, now);
             }
-            PeerRequest::ReplicaGet {
+            PeerRequest::ReplicaGet(ReplicaGet {
                 bucket,
                 key,
                 hint_for,
-            } => {
+            }) => {
                 let mode = self.settings.bucket_props(&bucket).conflict_mode;
                 let op = StoreOp::Read {
                     bucket,
@@ -40,24 +36,30 @@ impl Node {
                 };
                 self.store(op, Wait::ServeRead { inbound });
             }
-            PeerRequest::ReplicaPut {
+            PeerRequest::ReplicaPut(ReplicaPut {
                 bucket,
                 key,
                 object,
                 mode,
                 durable,
                 hint_for,
-            } => {
+            }) => {
                 let op = self.hint_or_merge(&bucket, &key, object, mode, durable, hint_for, now);
                 self.store(op, Wait::ServePut { inbound, durable });
             }
-            PeerRequest::Coordinate {
+            PeerRequest::Coordinate(Coordinate {
                 bucket,
                 key,
                 context,
                 operation,
                 quorum,
-            } => {
+            }) => {
+                // A forwarded write is a round like a client's, within the
+                // same bound.
+                if self.at_round_limit() {
+                    let busy = Err(Failure::Busy.into());
+                    return self.respond(inbound, Reply::answer::<Coordinate>(busy));
+                }
                 let job = WriteJob {
                     bucket,
                     key,
@@ -69,15 +71,6 @@ impl Node {
                 };
                 self.write(job, ReplyTo::Peer(inbound), now);
             }
-            // The driver answers clients itself (it authenticates their
-            // contexts); one that reaches the machine is a driver's bug.
-            PeerRequest::Client(_) => self.respond(
-                inbound,
-                PeerResponse::Error {
-                    code: ErrorCode::Internal,
-                    message: "client requests are not peer requests".into(),
-                },
-            ),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use super::*;
 use crate::layout::Layout;
 use crate::membership::{GossipConfig, MemberInfo, SavedTable};
-use crate::proto::Operation;
+use crate::proto::{Operation, ReplicaGet, ReplicaPut, ReplicaStored, Reply};
 use crate::{
     ConflictMode, Content, ErrorCode, Key, Limits, Object, QuorumOverrides, VersionVector,
 };
@@ -52,6 +52,16 @@ fn now() -> Now {
 
 /// Node `me` of a five-node cluster that has joined, seeing `down` down.
 fn node_with(me: &str, down: &[&str], p: BucketProps, planted: Option<Planted>) -> Node {
+    build(me, down, p, planted, 100)
+}
+
+fn build(
+    me: &str,
+    down: &[&str],
+    p: BucketProps,
+    planted: Option<Planted>,
+    max_rounds: usize,
+) -> Node {
     let all: BTreeSet<String> = NODES.iter().map(|s| s.to_string()).collect();
     let mut m = Membership::new(
         info(me, Status::Up),
@@ -93,7 +103,7 @@ fn node_with(me: &str, down: &[&str], p: BucketProps, planted: Option<Planted>) 
         },
         bucket_defaults: p,
         buckets: BTreeMap::new(),
-        max_rounds: 100,
+        max_rounds,
         planted,
     };
     let mut node = Node::new(settings, m, now(), 1);
@@ -107,7 +117,7 @@ fn node(me: &str, down: &[&str]) -> Node {
 
 fn drain(node: &mut Node) -> Vec<Effect> {
     std::iter::from_fn(|| node.poll_effect())
-        .filter(|e| !matches!(e, Effect::Event(_) | Effect::SaveTable(_)))
+        .filter(|e| !matches!(e, Effect::Event(_) | Effect::SaveTable { .. }))
         .collect()
 }
 
@@ -201,7 +211,7 @@ fn a_node_outside_the_preference_list_forwards_and_a_primary_coordinates() {
         if expect_forward {
             assert_eq!(sent.len(), 1, "{effects:?}");
             assert_eq!(sent[0].1, order[0], "to the first replica");
-            assert!(matches!(sent[0].2, PeerRequest::Coordinate { .. }));
+            assert!(matches!(sent[0].2, PeerRequest::Coordinate(_)));
             assert!(store_ops(&effects).is_empty(), "nothing stored here");
         } else {
             assert!(sent.is_empty(), "stores first: {effects:?}");
@@ -225,10 +235,7 @@ fn a_forward_that_timed_out_makes_a_later_refusal_not_definite() {
     );
     let second = transmits(&drain(&mut n));
     assert_eq!(second[0].1, order[1], "the next replica");
-    let refusal = PeerResponse::Error {
-        code: ErrorCode::StorageError,
-        message: "disk".into(),
-    };
+    let refusal = Reply::error(ErrorCode::StorageError, "disk");
     n.handle_reply(second[0].0, Some(order[1].as_str()), Ok(refusal), now());
     let result = answers(&drain(&mut n));
     let failure = result[0].clone().expect_err("refused");
@@ -248,7 +255,7 @@ fn a_down_primary_is_replaced_by_the_nearest_fallback_with_a_hint() {
     let mut asked: Vec<(String, Option<String>)> = transmits(&effects)
         .into_iter()
         .map(|(_, node, req)| match req {
-            PeerRequest::ReplicaGet { hint_for, .. } => (node, hint_for),
+            PeerRequest::ReplicaGet(ReplicaGet { hint_for, .. }) => (node, hint_for),
             other => panic!("{other:?}"),
         })
         .collect();
@@ -276,14 +283,15 @@ fn a_replica_put_is_a_hint_for_another_node_and_a_merge_otherwise() {
     let cases = [(None, false), (Some("n1"), false), (Some("n3"), true)];
     for (hint_for, hint) in cases {
         let mut n = node("n1", &[]);
-        let req = PeerRequest::ReplicaPut {
+        let req = ReplicaPut {
             bucket: bucket(),
             key: key.clone(),
             object: written("n2"),
             mode: ConflictMode::Siblings,
             durable: true,
             hint_for: hint_for.map(str::to_owned),
-        };
+        }
+        .into();
         n.handle_peer(9, "n2", req, now());
         let ops = store_ops(&drain(&mut n));
         match (&ops[..], hint) {
@@ -299,7 +307,7 @@ fn a_replica_put_is_a_hint_for_another_node_and_a_merge_otherwise() {
             responses,
             [Effect::Respond {
                 inbound: 9,
-                response: PeerResponse::Stored { durable: true }
+                reply: Reply::answer::<ReplicaPut>(Ok(ReplicaStored { durable: true }))
             }]
         );
     }
@@ -307,7 +315,7 @@ fn a_replica_put_is_a_hint_for_another_node_and_a_merge_otherwise() {
 
 /// Runs a handoff round on `n` holding one hint for `owner`, answered by
 /// `reply`; returns the effects after the reply.
-fn deliver_one(n: &mut Node, owner: &str, reply: Result<PeerResponse, CallFailure>) -> Vec<Effect> {
+fn deliver_one(n: &mut Node, owner: &str, reply: Result<Reply, CallFailure>) -> Vec<Effect> {
     let hint = Hint {
         owner: owner.into(),
         bucket: bucket(),
@@ -330,11 +338,11 @@ fn deliver_one(n: &mut Node, owner: &str, reply: Result<PeerResponse, CallFailur
             assert_eq!(to, owner);
             assert!(matches!(
                 req,
-                PeerRequest::ReplicaPut {
+                PeerRequest::ReplicaPut(ReplicaPut {
                     durable: true,
                     hint_for: None,
                     ..
-                }
+                })
             ));
             n.handle_reply(call, Some(owner), reply, later);
             return drain(n);
@@ -351,12 +359,14 @@ fn deliver_one(n: &mut Node, owner: &str, reply: Result<PeerResponse, CallFailur
 #[test]
 fn a_hint_is_deleted_only_after_its_owner_stored_it() {
     // (the owner's answer, whether the hint is deleted)
-    let refused = PeerResponse::Error {
-        code: ErrorCode::StorageError,
-        message: "disk".into(),
-    };
+    let refused = Reply::error(ErrorCode::StorageError, "disk");
     let cases = [
-        (Ok(PeerResponse::Stored { durable: true }), true),
+        (
+            Ok(Reply::answer::<ReplicaPut>(Ok(ReplicaStored {
+                durable: true,
+            }))),
+            true,
+        ),
         (Ok(refused), false),
         (Err(CallFailure::Lost("timeout".into())), false),
     ];
@@ -390,7 +400,12 @@ fn quorum_answers_count_primaries_for_pr() {
         let mut effects = drain(&mut n);
         // Each replica answers "nothing here".
         for (call, to, _) in transmits(&effects) {
-            n.handle_reply(call, Some(&to), Ok(PeerResponse::Object(None)), now());
+            n.handle_reply(
+                call,
+                Some(&to),
+                Ok(Reply::answer::<ReplicaGet>(Ok(None))),
+                now(),
+            );
             effects.extend(drain(&mut n));
         }
         for (id, _) in store_ops(&effects) {
@@ -423,7 +438,12 @@ fn a_planted_fallback_counted_as_a_primary_meets_pr_it_should_not() {
     n.handle_client(1, get(&key, q), now());
     let mut effects = drain(&mut n);
     for (call, to, _) in transmits(&effects) {
-        n.handle_reply(call, Some(&to), Ok(PeerResponse::Object(None)), now());
+        n.handle_reply(
+            call,
+            Some(&to),
+            Ok(Reply::answer::<ReplicaGet>(Ok(None))),
+            now(),
+        );
         effects.extend(drain(&mut n));
     }
     for (id, _) in store_ops(&effects) {
@@ -448,13 +468,17 @@ fn a_write_with_pw_waits_for_primaries_not_fallbacks() {
     let (fallback, primary): (Vec<_>, Vec<_>) = sent.into_iter().partition(|(_, _, r)| {
         matches!(
             r,
-            PeerRequest::ReplicaPut {
+            PeerRequest::ReplicaPut(ReplicaPut {
                 hint_for: Some(_),
                 ..
-            }
+            })
         )
     });
-    let stored = || Ok(PeerResponse::Stored { durable: false });
+    let stored = || {
+        Ok(Reply::answer::<ReplicaPut>(Ok(ReplicaStored {
+            durable: false,
+        })))
+    };
     n.handle_reply(fallback[0].0, Some(&fallback[0].1), stored(), now());
     assert!(answers(&drain(&mut n)).is_empty(), "w met, pw not");
     n.handle_reply(primary[0].0, Some(&primary[0].1), stored(), now());
@@ -477,11 +501,11 @@ fn a_delete_without_context_reads_first_and_deletes_what_it_saw() {
     let mut effects = drain(&mut n);
     let seen = written("n2");
     for (call, to, req) in transmits(&effects) {
-        assert!(matches!(req, PeerRequest::ReplicaGet { .. }), "reads first");
+        assert!(matches!(req, PeerRequest::ReplicaGet(_)), "reads first");
         n.handle_reply(
             call,
             Some(&to),
-            Ok(PeerResponse::Object(Some(seen.clone()))),
+            Ok(Reply::answer::<ReplicaGet>(Ok(Some(seen.clone())))),
             now(),
         );
         effects.extend(drain(&mut n));
@@ -512,4 +536,30 @@ fn a_node_that_has_not_joined_refuses_to_coordinate() {
     n.handle_client(1, put(&key), now());
     let result = answers(&drain(&mut n));
     assert_eq!(result, [Err(Failure::NotJoined)]);
+}
+
+#[test]
+fn past_the_round_limit_client_and_forwarded_writes_are_refused_overloaded() {
+    let mut n = build("n1", &[], props(3, 2, 2, 0, 0), None, 1);
+    let (key, _) = key_where(&n, |p| p[0] == "n1");
+    // One read under way fills the limit of one.
+    n.handle_client(1, get(&key, QuorumOverrides::default()), now());
+    assert!(answers(&drain(&mut n)).is_empty(), "the read waits");
+    n.handle_client(2, put(&key), now());
+    let refused = answers(&drain(&mut n));
+    assert!(matches!(refused[..], [Err(Failure::Busy)]), "{refused:?}");
+    let forwarded = crate::proto::Coordinate {
+        bucket: bucket(),
+        key,
+        context: VersionVector::new(),
+        operation: Operation::Delete,
+        quorum: QuorumOverrides::default(),
+    };
+    n.handle_peer(7, "n2", forwarded.into(), now());
+    let effects = drain(&mut n);
+    let [Effect::Respond { inbound: 7, reply }] = &effects[..] else {
+        panic!("one answer, nothing stored or sent: {effects:?}");
+    };
+    let code = reply.refused().map(|r| r.parts().0);
+    assert_eq!(code, Some(ErrorCode::Overloaded));
 }
