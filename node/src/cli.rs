@@ -34,6 +34,20 @@ pub enum Command {
     /// Create the cluster CA and secret (if absent) and certificates for
     /// nodes, clients and admins.
     Certs(CertsArgs),
+    /// Ask a node whether it is ready (its `/ready`): exit 0 if so, 1 if
+    /// not or unreachable. For health checks in images without curl.
+    Ready(ReadyArgs),
+}
+
+/// Settings for `quorra ready`.
+#[derive(Debug, Clone, Args)]
+pub struct ReadyArgs {
+    /// The node's HTTP address (the one it listens on).
+    #[arg(long, env = "QUORRA_HTTP_ADDR", default_value = "127.0.0.1:8098")]
+    pub http_addr: SocketAddr,
+    /// How long to wait for the answer, in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    pub timeout_ms: u64,
 }
 
 /// Settings for `quorra certs`.
@@ -118,6 +132,16 @@ pub struct NodeArgs {
     /// Requests served at once before refusing with `overloaded` [default: 1024].
     #[arg(long, env = "QUORRA_MAX_CONCURRENT_REQUESTS")]
     pub max_concurrent_requests: Option<usize>,
+    /// Replicas of each key, for buckets without their own setting
+    /// [default: 3].
+    #[arg(long, env = "QUORRA_N_VAL")]
+    pub n_val: Option<u8>,
+    /// Replicas a read waits for, by default [default: 2].
+    #[arg(long, env = "QUORRA_R")]
+    pub r: Option<u8>,
+    /// Replicas a write waits for, by default [default: 2].
+    #[arg(long, env = "QUORRA_W")]
+    pub w: Option<u8>,
     /// Log filter, e.g. `info` or `quorra_node=debug` [default: info].
     #[arg(long, env = "QUORRA_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -175,6 +199,15 @@ impl NodeArgs {
         if let Some(v) = self.max_concurrent_requests {
             c.max_concurrent_requests = v;
         }
+        if let Some(v) = self.n_val {
+            c.bucket_defaults.n_val = v;
+        }
+        if let Some(v) = self.r {
+            c.bucket_defaults.r = v;
+        }
+        if let Some(v) = self.w {
+            c.bucket_defaults.w = v;
+        }
         if let Some(v) = &self.log {
             c.log = v.clone();
         }
@@ -197,6 +230,7 @@ pub fn main() -> ExitCode {
         Command::Node(args) => runtime.block_on(run_node(*args)),
         Command::DevCluster(args) => runtime.block_on(devcluster::run(args)),
         Command::Certs(args) => certs(&args),
+        Command::Ready(args) => ready(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -246,6 +280,33 @@ fn certs(args: &CertsArgs) -> anyhow::Result<()> {
             args.out.display()
         );
     }
+    Ok(())
+}
+
+/// `GET /ready` over plain HTTP/1.0: the status line decides.
+fn ready(args: &ReadyArgs) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_millis(args.timeout_ms.max(1));
+    let mut stream = std::net::TcpStream::connect_timeout(&args.http_addr, timeout)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.http_addr))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET /ready HTTP/1.0\r\nHost: {}\r\n\r\n",
+        args.http_addr
+    )?;
+    let mut answer = Vec::new();
+    stream.take(64 * 1024).read_to_end(&mut answer)?;
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer.lines().next().unwrap_or_default();
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default().trim();
+    anyhow::ensure!(
+        status.split_whitespace().nth(1) == Some("200"),
+        "{} is not ready: {status} {body}",
+        args.http_addr
+    );
+    println!("ready: {body}");
     Ok(())
 }
 

@@ -33,6 +33,8 @@ fn node_help_documents_every_flag() {
         "--max-siblings",
         "--request-timeout-ms",
         "--max-concurrent-requests",
+        "--n-val",
+        "--w",
         "--log",
         "QUORRA_DATA_DIR",
     ] {
@@ -157,4 +159,31 @@ async fn dev_cluster_prints_urls_stops_on_sigterm_and_restarts_with_its_data() {
     assert!(wait_bounded(&mut again.0, Duration::from_secs(30))
         .expect("wait")
         .success());
+}
+
+/// `quorra ready` (the container health check) exits 0 for a ready node
+/// and 1, saying why, for an address where no node answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_reports_a_ready_node_and_fails_for_none() {
+    let c = quorra_tests::cluster::TestCluster::start(&quorra_bin!(), 1).expect("cluster");
+    let addr = c.nodes[0].url.trim_start_matches("http://").to_owned();
+    let ready = Command::new(quorra_bin!())
+        .args(["ready", "--http-addr", &addr])
+        .output()
+        .expect("run");
+    assert!(
+        ready.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ready.stderr)
+    );
+    // A port nobody listens on: bound, then closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port");
+    let none = Command::new(quorra_bin!())
+        .args(["ready", "--http-addr", &closed.to_string()])
+        .output()
+        .expect("run");
+    assert_eq!(none.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&none.stderr).contains(&closed.to_string()));
 }

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Builds the `quorra:local` image with no registry access, for machines that
+# have a Docker engine but cannot pull images:
+#
+# 1. a Debian base image, made once with debootstrap (from Debian's package
+#    mirror, debootstrap's default) and `docker import`ed as
+#    quorra-base:bookworm;
+# 2. the `local` target of deploy/Dockerfile on that base, with the `quorra`
+#    binary the test command builds (so RocksDB is not compiled again in
+#    another profile).
+#
+# Usage: deploy/build-local-image.sh [--bin PATH]
+#   --bin PATH   use this `quorra` binary instead of building one
+# Environment: QUORRA_IMAGE (default quorra:local), QUORRA_BASE_IMAGE
+# (default quorra-base:bookworm).
+source "$(dirname "$0")/../scripts/lib.sh"
+
+image=${QUORRA_IMAGE:-quorra:local}
+base=${QUORRA_BASE_IMAGE:-quorra-base:bookworm}
+suite=bookworm
+bin=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bin) bin=${2:?--bin needs a path}; shift 2 ;;
+    *) die "unknown argument $1 (usage: deploy/build-local-image.sh [--bin PATH])" ;;
+  esac
+done
+
+command -v docker >/dev/null 2>&1 || die "docker is not installed"
+docker info >/dev/null 2>&1 || die "the Docker engine does not answer (is dockerd running, may this user use it?)"
+
+if ! docker image inspect "$base" >/dev/null 2>&1; then
+  [ "$(id -u)" -eq 0 ] || die "making the base image needs root (debootstrap): run as root, or docker import a Debian $suite root filesystem as $base yourself"
+  command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
+  root=$(mktemp -d)
+  trap 'rm -rf "$root"' EXIT
+  say "making the $base base image with debootstrap (a few minutes, once)"
+  debootstrap --variant=minbase "$suite" "$root" >/dev/null ||
+    die "debootstrap failed (it needs Debian's package mirror)"
+  tar -C "$root" -c . | docker import - "$base" >/dev/null
+  rm -rf "$root"
+  trap - EXIT
+fi
+
+if [ -z "$bin" ]; then
+  ensure_deps
+  cd "$QUORRA_ROOT"
+  say "building quorra (the test command's build: reused when it is there)"
+  cargo test --workspace --no-run --quiet
+  bin="$CARGO_TARGET_DIR/debug/quorra-under-test"
+fi
+[ -x "$bin" ] || die "no quorra binary at $bin"
+
+ctx=$(mktemp -d)
+trap 'rm -rf "$ctx"' EXIT
+cp "$bin" "$ctx/quorra"
+# Debug info is most of a debug build's size; the image does not need it.
+command -v strip >/dev/null 2>&1 && strip --strip-debug "$ctx/quorra"
+if ! docker build --quiet --target local --build-arg "RUNTIME_BASE=$base" \
+  -f "$QUORRA_ROOT/deploy/Dockerfile" -t "$image" "$ctx" >"$ctx/build.log" 2>&1; then
+  cat "$ctx/build.log" >&2
+  die "docker build failed"
+fi
+say "built $image"
