@@ -27,6 +27,7 @@
 pub mod auth;
 pub mod bucket;
 pub mod context;
+pub mod decide;
 pub mod error;
 pub mod hash;
 pub mod layout;

@@ -156,7 +156,17 @@ impl GossipConfig {
     pub fn detection_bound_ms(&self, members: usize) -> u64 {
         self.probe_interval_ms * members.max(1) as u64
             + 2 * self.probe_timeout_ms
-            + self.suspect_timeout_ms
+            + self.suspicion_ms(members)
+    }
+
+    /// How long a suspect has to refute in a cluster of `members`:
+    /// `suspect_timeout_ms` up to 10 members, scaled by log10 of the size
+    /// beyond (twice at 100), as memberlist does. A refutation needs about
+    /// log(n) gossip rounds to reach everyone; a fixed timeout that fits a
+    /// small cluster declares live members down in a large one.
+    pub fn suspicion_ms(&self, members: usize) -> u64 {
+        let scale = (members.max(1) as f64).log10().max(1.0);
+        (self.suspect_timeout_ms as f64 * scale).round() as u64
     }
 }
 
@@ -251,6 +261,11 @@ pub enum Notice {
         ours: ClusterId,
     },
 }
+
+/// How far past the incarnation a node knows of a member a relayed "up"
+/// record of that member may be (a member raises its own by one per
+/// refutation, so relays rarely need more than a few).
+pub const MAX_RELAYED_STEP: u64 = 16;
 
 /// Most notices kept until the driver takes them.
 const MAX_NOTICES: usize = 64;
@@ -668,14 +683,26 @@ impl Membership {
         match self.members.get(&info.id) {
             // A member not known yet: how joins spread.
             None => info.status != Status::Removed,
-            // Someone else's verdict on a member: a suspicion or down, at
-            // the incarnation we know, with nothing else changed.
+            // Someone else's word on a member, with its addresses and zone
+            // as we know them (only the member itself may change those):
+            // - a verdict: suspect or down, at the incarnation we know;
+            // - the member's own news relayed: up (joined, or refuting a
+            //   suspicion) at a later incarnation, at most
+            //   [`MAX_RELAYED_STEP`] past ours. Without relays, a member's
+            //   refutation reaches only the nodes it talks to itself while
+            //   suspicions spread by gossip; at 100 members views then
+            //   never settle. The bound keeps a forger from pushing a member
+            //   to the top of the range, where it could no longer refute.
             Some(old) => {
-                matches!(info.status, Status::Suspect | Status::Down)
-                    && info.incarnation == old.incarnation
-                    && info.peer_addr == old.peer_addr
+                let same_place = info.peer_addr == old.peer_addr
                     && info.http_addr == old.http_addr
-                    && info.zone == old.zone
+                    && info.zone == old.zone;
+                let verdict = matches!(info.status, Status::Suspect | Status::Down)
+                    && info.incarnation == old.incarnation;
+                let relayed_up = info.status == Status::Up
+                    && info.incarnation >= old.incarnation
+                    && info.incarnation <= old.incarnation.saturating_add(MAX_RELAYED_STEP);
+                same_place && (verdict || relayed_up)
             }
         }
     }
@@ -686,11 +713,19 @@ impl Membership {
             let mine = &self.members[&self.me];
             let accused = matches!(info.status, Status::Suspect | Status::Down);
             if accused && info.incarnation >= mine.incarnation {
-                // Refute: a live node is never kept out. Past our own
-                // incarnation, not the accuser's number, so a forged one
-                // cannot push us to the top of the range.
+                // Refute: a live node is never kept out. Past the
+                // accusation when others may know us that far (relays move
+                // our incarnation by bounded steps); past our own number
+                // for a wilder one, so a forged number cannot push us to
+                // the top of the range.
+                let reachable = mine.incarnation.saturating_add(MAX_RELAYED_STEP);
+                let past = if info.incarnation <= reachable {
+                    info.incarnation
+                } else {
+                    mine.incarnation
+                };
                 let mut me = mine.clone();
-                me.incarnation = mine.incarnation.saturating_add(1);
+                me.incarnation = past.saturating_add(1);
                 self.members.insert(self.me.clone(), me.clone());
                 self.enqueue(me);
                 self.version += 1;
@@ -926,10 +961,11 @@ impl Membership {
     /// push-pull. Call it often (every few tens of milliseconds).
     pub fn handle_timeout(&mut self, now: u64) -> Vec<Action> {
         let mut actions = Vec::new();
+        let suspicion = self.config.suspicion_ms(self.members.len());
         let expired: Vec<String> = self
             .suspect_since
             .iter()
-            .filter(|(_, &since)| now.saturating_sub(since) >= self.config.suspect_timeout_ms)
+            .filter(|(_, &since)| now.saturating_sub(since) >= suspicion)
             .map(|(id, _)| id.clone())
             .collect();
         for id in expired {

@@ -119,6 +119,44 @@ impl Assignment {
     }
 }
 
+/// A partition whose replicas change from one assignment to the next: the
+/// data to stream (to each of `joining`, from `staying` or `leaving`) and
+/// the copies to drop once it has moved (on each of `leaving`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// The partition.
+    pub partition: u32,
+    /// Replicas in both assignments.
+    pub staying: Vec<String>,
+    /// Replicas only in the old one.
+    pub leaving: Vec<String>,
+    /// Replicas only in the new one.
+    pub joining: Vec<String>,
+}
+
+impl Assignment {
+    /// The partitions whose replicas differ in `next`, with who leaves and
+    /// who joins (a changed rank alone moves no data and is not listed).
+    pub fn transfers(&self, next: &Self) -> Vec<Transfer> {
+        (0..next.partitions().max(self.partitions()))
+            .filter_map(|p| {
+                let old: Vec<&str> = self.replicas(p).collect();
+                let new: Vec<&str> = next.replicas(p).collect();
+                let owned = |v: Vec<&str>| v.into_iter().map(str::to_owned).collect::<Vec<_>>();
+                let staying = owned(old.iter().copied().filter(|id| new.contains(id)).collect());
+                let leaving = owned(old.iter().copied().filter(|id| !new.contains(id)).collect());
+                let joining = owned(new.iter().copied().filter(|id| !old.contains(id)).collect());
+                (!leaving.is_empty() || !joining.is_empty()).then_some(Transfer {
+                    partition: p,
+                    staying,
+                    leaving,
+                    joining,
+                })
+            })
+            .collect()
+    }
+}
+
 /// Assigns `replicas` replicas of each of `partitions` partitions to
 /// `members`, moving as few of `previous`'s as the new shares need.
 pub fn assign(
@@ -574,6 +612,26 @@ mod tests {
         let again = assign(Some(&a), &members, Q, R);
         assert_eq!(again.moved_from(&a), 0);
         assert_eq!(again, a);
+    }
+
+    #[test]
+    fn transfers_name_every_moved_replica_once() {
+        let a = assign(None, &cluster(5, 3), Q, R);
+        let b = assign(Some(&a), &cluster(6, 3), Q, R);
+        let transfers = a.transfers(&b);
+        let joining: usize = transfers.iter().map(|t| t.joining.len()).sum();
+        let leaving: usize = transfers.iter().map(|t| t.leaving.len()).sum();
+        assert_eq!(joining, b.moved_from(&a));
+        assert_eq!(leaving, joining, "replica counts stay R per partition");
+        for t in &transfers {
+            assert_eq!(t.staying.len() + t.joining.len(), R, "{t:?}");
+            assert!(!t.joining.iter().any(|j| t.staying.contains(j)));
+        }
+        // The new node only gains; nobody else both leaves and joins one.
+        assert!(transfers
+            .iter()
+            .all(|t| !t.leaving.contains(&"n06".to_owned())));
+        assert!(a.transfers(&a).is_empty());
     }
 
     #[test]

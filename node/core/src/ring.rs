@@ -170,6 +170,44 @@ pub struct Ring {
 impl Ring {
     /// Builds the ring of `members` (order and duplicates do not matter).
     pub fn build(members: &[RingMember], partitions: u32, tokens: u16) -> Self {
+        Self::around(members, partitions, tokens, |_| Vec::new())
+    }
+
+    /// The ring whose first ranks are `assignment`'s replicas (placement
+    /// computed when a layout is committed, see [`crate::placement`]); the
+    /// ranks after them, the fallbacks, are the other `members` by the
+    /// token walk as [`Self::build`] picks them. An assigned node missing
+    /// from `members` is left out.
+    pub fn from_assignment(
+        assignment: &crate::placement::Assignment,
+        members: &[RingMember],
+        tokens: u16,
+    ) -> Self {
+        let mut sorted = members.to_vec();
+        sorted.sort();
+        sorted.dedup_by(|a, b| a.id == b.id);
+        let index: BTreeMap<&str, u16> = sorted
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id.as_str(), i as u16))
+            .collect();
+        Self::around(members, assignment.partitions(), tokens, |p| {
+            assignment
+                .replicas(p)
+                .filter_map(|id| index.get(id).copied())
+                .collect()
+        })
+    }
+
+    /// The ring of `members` whose partition `p` starts with `first(p)`
+    /// (member indexes into the sorted, deduplicated list), the remaining
+    /// ranks chosen as [`Self::build`] chooses them.
+    fn around(
+        members: &[RingMember],
+        partitions: u32,
+        tokens: u16,
+        first: impl Fn(u32) -> Vec<u16>,
+    ) -> Self {
         assert!(
             partitions.is_power_of_two(),
             "partitions must be a power of two"
@@ -227,11 +265,31 @@ impl Ring {
 
         let ranks = n.min(MAX_RANKS);
         let cap = ((partitions as f64) * LOAD_BOUND / n as f64).ceil() as usize;
-        let mut table: Vec<Vec<u16>> = vec![Vec::with_capacity(ranks); partitions as usize];
-        let mut zone_use: Vec<Vec<usize>> = vec![vec![0; zone_ids.len()]; partitions as usize];
-        for _rank in 0..ranks {
+        let mut table: Vec<Vec<u16>> = (0..partitions)
+            .map(|p| {
+                let mut row = first(p);
+                row.truncate(ranks);
+                row.reserve(ranks - row.len());
+                row
+            })
+            .collect();
+        let mut zone_use: Vec<Vec<usize>> = table
+            .iter()
+            .map(|row| {
+                let mut used = vec![0; zone_ids.len()];
+                for &m in row {
+                    used[zone_of[m as usize]] += 1;
+                }
+                used
+            })
+            .collect();
+        let given = table.iter().map(Vec::len).min().unwrap_or(0);
+        for _rank in given..ranks {
             let mut load = vec![0usize; n];
             for p in 0..partitions as usize {
+                if table[p].len() >= ranks {
+                    continue;
+                }
                 let chosen = clockwise[p]
                     .iter()
                     .enumerate()
@@ -409,6 +467,50 @@ mod tests {
         assert_eq!(one.preference_list(5, 3), ["n1"]);
         let q1 = Ring::build(&nodes(3), 1, DEFAULT_TOKENS);
         assert_eq!(q1.preference_list(0, 3).len(), 3);
+    }
+
+    #[test]
+    fn a_ring_from_an_assignment_prefers_it_and_falls_back_to_the_others() {
+        use crate::placement::{assign, Candidate};
+        let zones = ["a", "b", "c"];
+        let candidates = |n: usize| -> Vec<Candidate> {
+            (1..=n)
+                .map(|i| Candidate::new(format!("n{i}"), Some(zones[i % 3])))
+                .collect()
+        };
+        let members = |n: usize| -> Vec<RingMember> {
+            (1..=n)
+                .map(|i| RingMember::in_zone(format!("n{i}"), zones[i % 3]))
+                .collect()
+        };
+        let a = assign(None, &candidates(5), 256, 3);
+        let ring = Ring::from_assignment(&a, &members(5), DEFAULT_TOKENS);
+        for p in 0..256 {
+            let order: Vec<&str> = ring.order(p).collect();
+            let assigned: Vec<&str> = a.replicas(p).collect();
+            assert_eq!(&order[..3], &assigned[..], "partition {p}");
+            let mut all = order.clone();
+            all.sort();
+            all.dedup();
+            assert_eq!(all.len(), 5, "every member once: {order:?}");
+        }
+        // A sixth node: the preference lists move by its share, not more.
+        let b = assign(Some(&a), &candidates(6), 256, 3);
+        let after = Ring::from_assignment(&b, &members(6), DEFAULT_TOKENS);
+        let moved: usize = (0..256)
+            .map(|p| {
+                let before = ring.preference_list(p, 3);
+                after
+                    .preference_list(p, 3)
+                    .iter()
+                    .filter(|id| !before.contains(id))
+                    .count()
+            })
+            .sum();
+        assert!(
+            moved as f64 <= 1.1 * 768.0 / 6.0,
+            "{moved} of 768 replica slots moved"
+        );
     }
 
     #[test]

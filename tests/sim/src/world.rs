@@ -244,13 +244,17 @@ impl World {
     fn start_node(&mut self, i: usize) {
         self.lives[i] += 1;
         let life = self.lives[i];
-        // Either every node is an initial member and seeds the next one
-        // (each a would-be founder, as `quorra dev-cluster` configures
-        // them), or node 0 founds alone (no seeds, in every life: after a
-        // restart its saved layout brings it back) and is everyone's seed.
+        // Either every node is an initial member (each a would-be founder,
+        // as `quorra dev-cluster` configures them) and seeds node 0 and the
+        // next one, or node 0 founds alone (no seeds, in every life: after
+        // a restart its saved layout brings it back) and is everyone's
+        // seed. (Seeding only the next node makes discovery walk a ring of
+        // n hops: at 100 nodes the founders did not all meet in a minute.)
         let n = self.config.nodes;
         let (seeds, initial) = if self.config.all_founders {
-            (vec![peer_addr((i + 1) % n)], (0..n).map(node_id).collect())
+            let mut seeds = vec![peer_addr(0), peer_addr((i + 1) % n)];
+            seeds.dedup();
+            (seeds, (0..n).map(node_id).collect())
         } else if i == 0 {
             (Vec::new(), BTreeSet::from([node_id(0)]))
         } else {

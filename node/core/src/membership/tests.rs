@@ -634,17 +634,17 @@ fn member_of_three() -> Membership {
 }
 
 #[test]
-fn only_a_member_itself_may_move_or_revive_itself() {
+fn only_a_member_itself_may_move_itself_and_others_relay_it_up_a_bounded_step() {
     let mut m = member_of_three();
     let v = m.version();
-    // n2 announces that n3 moved, and that n3 is alive at a newer
-    // incarnation: both refused.
+    // n2 announces that n3 moved, that it is leaving from elsewhere, and
+    // that it is alive far past the incarnation n1 knows: all refused.
     let mut moved = info(3, 6, Status::Up);
     moved.peer_addr = addr(99);
-    let revived = info(3, 6, Status::Up);
+    let far = info(3, 5 + MAX_RELAYED_STEP + 1, Status::Up);
     let mut leaving = info(3, 5, Status::Leaving);
     leaving.http_addr = addr(98);
-    for forged in [moved, revived, leaving] {
+    for forged in [moved, far, leaving] {
         m.handle_message(
             "n2",
             GossipMsg::Ping {
@@ -657,8 +657,19 @@ fn only_a_member_itself_may_move_or_revive_itself() {
     assert_eq!(m.get("n3"), Some(&info(3, 5, Status::Up)));
     assert_eq!(m.refused(), 3);
     assert_eq!(m.version(), v);
-    // n3 itself may.
-    let mut moved = info(3, 6, Status::Up);
+    // n3's refutation relayed by n2 (up, one incarnation on, same place):
+    // taken, so refutations spread as fast as suspicions.
+    m.handle_message(
+        "n2",
+        GossipMsg::Ping {
+            updates: vec![info(3, 6, Status::Up)],
+        }
+        .into(),
+        3,
+    );
+    assert_eq!(m.get("n3"), Some(&info(3, 6, Status::Up)));
+    // n3 itself may move.
+    let mut moved = info(3, 7, Status::Up);
     moved.peer_addr = addr(99);
     m.handle_message(
         "n3",
@@ -666,9 +677,29 @@ fn only_a_member_itself_may_move_or_revive_itself() {
             updates: vec![moved.clone()],
         }
         .into(),
-        3,
+        4,
     );
     assert_eq!(m.get("n3"), Some(&moved));
+}
+
+#[test]
+fn a_suspicion_past_a_relayed_incarnation_is_refuted_past_it() {
+    // Relays may have raised n1's incarnation in others' views (by bounded
+    // steps); its refutation must outrank what they hold.
+    let mut m = member_of_three();
+    m.handle_message(
+        "n2",
+        GossipMsg::Ping {
+            updates: vec![info(1, 10 + MAX_RELAYED_STEP, Status::Suspect)],
+        }
+        .into(),
+        2,
+    );
+    let me = m.get("n1").expect("self");
+    assert_eq!(
+        (me.status, me.incarnation),
+        (Status::Up, 10 + MAX_RELAYED_STEP + 1)
+    );
 }
 
 #[test]
