@@ -5,9 +5,8 @@
 # 1. a Debian base image, made once with debootstrap (from Debian's package
 #    mirror, debootstrap's default) and `docker import`ed as
 #    quorra-base:bookworm;
-# 2. the `local` target of deploy/Dockerfile on that base, with the `quorra`
-#    binary the test command builds (so RocksDB is not compiled again in
-#    another profile).
+# 2. deploy/Dockerfile.local on that base, with the `quorra` binary the test
+#    command builds (so RocksDB is not compiled again in another profile).
 #
 # Usage: deploy/build-local-image.sh [--bin PATH]
 #   --bin PATH   use this `quorra` binary instead of building one
@@ -33,12 +32,12 @@ if ! docker image inspect "$base" >/dev/null 2>&1; then
   [ "$(id -u)" -eq 0 ] || die "making the base image needs root (debootstrap): run as root, or docker import a Debian $suite root filesystem as $base yourself"
   command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
   root=$(mktemp -d)
-  trap 'rm -rf "$root"' EXIT
+  trap 'rm -rf --one-file-system "$root"' EXIT
   say "making the $base base image with debootstrap (a few minutes, once)"
   debootstrap --variant=minbase "$suite" "$root" >/dev/null ||
     die "debootstrap failed (it needs Debian's package mirror)"
   tar -C "$root" -c . | docker import - "$base" >/dev/null
-  rm -rf "$root"
+  rm -rf --one-file-system "$root"
   trap - EXIT
 fi
 
@@ -56,9 +55,15 @@ trap 'rm -rf "$ctx"' EXIT
 cp "$bin" "$ctx/quorra"
 # Debug info is most of a debug build's size; the image does not need it.
 command -v strip >/dev/null 2>&1 && strip --strip-debug "$ctx/quorra"
-if ! docker build --quiet --target local --build-arg "RUNTIME_BASE=$base" \
-  -f "$QUORRA_ROOT/deploy/Dockerfile" -t "$image" "$ctx" >"$ctx/build.log" 2>&1; then
+if ! docker build --quiet --build-arg "RUNTIME_BASE=$base" \
+  -f "$QUORRA_ROOT/deploy/Dockerfile.local" -t "$image" "$ctx" >"$ctx/build.log" 2>&1; then
   cat "$ctx/build.log" >&2
   die "docker build failed"
 fi
-say "built $image"
+# The host's binary must run on the image's Debian (a newer host's glibc
+# would make every container crash at start).
+if ! out=$(docker run --rm "$image" --version 2>&1); then
+  docker image rm -f "$image" >/dev/null 2>&1 || true
+  die "the binary does not run on $base ($out): build on Debian $suite or an older system"
+fi
+say "built $image ($out)"

@@ -66,6 +66,9 @@ pub enum NetError {
     /// A frame was too large or malformed.
     #[error("bad frame: {0}")]
     Frame(String),
+    /// A frame could not be read whole (the stream failed or stalled).
+    #[error("incomplete frame: {0}")]
+    Stream(String),
 }
 
 /// How long a peer may take to send one whole request frame.
@@ -249,12 +252,22 @@ impl Transport {
             let env: Envelope<Message> = read_frame(&mut recv, self.max_frame)
                 .await
                 .map_err(|e| fail(e.to_string()))?;
+            if env.version != PROTOCOL_VERSION {
+                return Err(NetError::Frame(format!(
+                    "{addr} answered in protocol version {}; this build speaks {PROTOCOL_VERSION}",
+                    env.version
+                )));
+            }
             match env.body {
-                // `None`: the peer could not read the request (a refusal).
                 Message::Response {
                     id: answered,
                     reply,
-                } if answered.is_none_or(|a| a == id) => Ok((peer, reply)),
+                } if answered == Some(id) => Ok((peer, reply)),
+                // No id: the peer could not read the request, and may only
+                // refuse it.
+                Message::Response { id: None, reply } if reply.refused().is_some() => {
+                    Ok((peer, reply))
+                }
                 Message::Response { id: answered, .. } => Err(NetError::Frame(format!(
                     "the answer names request {answered:?}, not {id}"
                 ))),
@@ -304,7 +317,7 @@ async fn serve_connection(conn: quinn::Connection, handler: Handler, max_frame: 
             )
             .await
             .unwrap_or_else(|_| {
-                Err(NetError::Frame(format!(
+                Err(NetError::Stream(format!(
                     "no whole request within {REQUEST_READ_DEADLINE:?}"
                 )))
             });
@@ -335,7 +348,13 @@ async fn serve_connection(conn: quinn::Connection, handler: Handler, max_frame: 
                 ),
                 Err(e) => {
                     let _ = recv.stop(1u32.into());
-                    (None, Reply::error(ErrorCode::InvalidParameter, e.to_string()))
+                    // A frame that is bad is the sender's error; one that
+                    // did not arrive whole is worth another try.
+                    let code = match e {
+                        NetError::Stream(_) => ErrorCode::Timeout,
+                        _ => ErrorCode::InvalidParameter,
+                    };
+                    (None, Reply::error(code, e.to_string()))
                 }
             };
             match encode_frame(&Envelope::new(Message::Response { id, reply })) {
@@ -369,7 +388,7 @@ pub async fn read_frame<T: DeserializeOwned>(
     let mut len = [0u8; 4];
     recv.read_exact(&mut len)
         .await
-        .map_err(|e| NetError::Frame(format!("reading frame length: {e}")))?;
+        .map_err(|e| NetError::Stream(format!("reading frame length: {e}")))?;
     let len = u32::from_be_bytes(len) as usize;
     if len > max {
         return Err(NetError::Frame(format!(
@@ -379,6 +398,6 @@ pub async fn read_frame<T: DeserializeOwned>(
     let mut body = vec![0u8; len];
     recv.read_exact(&mut body)
         .await
-        .map_err(|e| NetError::Frame(format!("reading frame body: {e}")))?;
+        .map_err(|e| NetError::Stream(format!("reading frame body: {e}")))?;
     rmp_serde::from_slice(&body).map_err(|e| NetError::Frame(format!("undecodable frame: {e}")))
 }

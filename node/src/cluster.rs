@@ -124,6 +124,7 @@ pub fn boot_membership(
         me,
         seeds,
         initial,
+        config.shape(),
         config.gossip,
         0,
         boot_ms ^ 0x9e37_79b9_7f4a_7c15,
@@ -174,7 +175,22 @@ pub fn report(notices: &[Notice]) {
                 tracing::error!(
                     peer = %peer,
                     "not founding: initial member {peer} would found cluster {theirs}, this node {ours}; \
-                     give every initial member the same initial_members"
+                     give every initial member the same initial_members, partitions and tokens"
+                );
+            }
+            Notice::ShapeDiffers {
+                peer,
+                cluster,
+                theirs,
+                ours,
+            } => {
+                let from = peer
+                    .as_ref()
+                    .map_or("its saved table".to_owned(), |p| format!("node {p}"));
+                tracing::error!(
+                    %cluster,
+                    "not serving: cluster {cluster} (from {from}) has {theirs}, this node is configured with {ours}; \
+                     set partitions and tokens to the cluster's (they are fixed when a cluster is founded)"
                 );
             }
         }

@@ -234,6 +234,15 @@ impl NodeConfig {
         Duration::from_millis(self.request_timeout_ms)
     }
 
+    /// The ring shape this node is configured with (fixed in the cluster's
+    /// layout when it is founded).
+    pub fn shape(&self) -> quorra_core::layout::Shape {
+        quorra_core::layout::Shape {
+            partitions: self.partitions,
+            tokens: self.tokens,
+        }
+    }
+
     /// The properties of `bucket`.
     pub fn bucket_props(&self, bucket: &BucketName) -> BucketProps {
         let mut p = self.bucket_defaults;

@@ -317,6 +317,10 @@ impl Driver {
             Event::Forwarded => metrics::counter!("quorra_forwarded_writes_total").increment(1),
             Event::RingRebuilt { members } => tracing::info!(members, "ring rebuilt"),
             Event::HintDelivered => metrics::counter!("quorra_hints_delivered_total").increment(1),
+            Event::MissedWriteHinted { owner } => {
+                metrics::counter!("quorra_hints_for_missed_writes_total").increment(1);
+                tracing::debug!(owner, "hint kept for a primary that missed a write");
+            }
             Event::HintExpired { owner } => {
                 metrics::counter!("quorra_hints_expired_total").increment(1);
                 tracing::warn!(owner, "hint older than handoff.max_hint_age_ms dropped");

@@ -285,3 +285,72 @@ async fn a_read_repairs_a_stale_replica() {
         panic!("{e}");
     }
 }
+
+/// Three nodes with n = 3 have no fallback to stand in for a dead one: its
+/// coordinators keep a durable hint for each write it misses, and hand them
+/// over when it is back. With no read in between, the returned node alone
+/// (the other two paused, `r=1&pr=1`) serves every key within 60 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_no_fallback_gets_every_write_it_missed_through_hints() {
+    let mut c = TestCluster::start(&quorra_bin!(), 3).expect("cluster");
+    c.wait_converged(CONVERGE).await.expect("converged");
+    c.nodes[2].kill9();
+    for i in 0..100 {
+        let r = c
+            .client(i % 2)
+            .put("b", &format!("missed-{i}"), format!("v{i}"), None, "?w=2")
+            .await
+            .expect("put");
+        assert_eq!(r.status, 204, "write {i}: {}", r.text());
+    }
+    // Once n3 is known down, every call to it has ended, and each write's
+    // coordinator holds a hint for it: 100 in all.
+    c.wait_seen_as("n3", "down", detection_limit(3))
+        .await
+        .expect("n3 down");
+    let cr = &c;
+    TestCluster::eventually(Duration::from_secs(10), "100 hints for n3", || async move {
+        let held = cr.hints_pending(0).await.unwrap_or(0) + cr.hints_pending(1).await.unwrap_or(0);
+        held == 100
+    })
+    .await
+    .expect("a hint per missed write");
+    c.nodes[2].restart().expect("restart");
+    c.wait_seen_as("n3", "up", CONVERGE)
+        .await
+        .expect("n3 up again");
+    let cr = &c;
+    TestCluster::eventually(
+        Duration::from_secs(60),
+        "the hints for n3 delivered",
+        || async move {
+            cr.hints_pending(0).await == Some(0) && cr.hints_pending(1).await == Some(0)
+        },
+    )
+    .await
+    .expect("handoff");
+    c.nodes[0].pause().expect("pause n1");
+    c.nodes[1].pause().expect("pause n2");
+    let mut missing = Vec::new();
+    for i in 0..100 {
+        let got = c
+            .client(2)
+            .get_path(&format!("/v1/kv/b/missed-{i}?r=1&pr=1"))
+            .await
+            .expect("get");
+        if (got.status, got.text()) != (200, format!("v{i}")) {
+            if missing.is_empty() {
+                eprintln!("missed-{i} through n3 alone: {} {}", got.status, got.text());
+            }
+            missing.push(i);
+        }
+    }
+    c.nodes[0].resume().expect("resume n1");
+    c.nodes[1].resume().expect("resume n2");
+    assert!(
+        missing.is_empty(),
+        "n3 alone lacks {} of 100 keys it missed, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}

@@ -93,7 +93,38 @@ impl Project {
             .arg(repo().join("deploy/docker-compose.yml"))
             .args(["--profile", "five"])
             .envs(self.env.iter().map(|(k, v)| (k, v)));
+        // deploy/.env's defaults, not whatever the caller's shell holds.
+        for var in [
+            "QUORRA_N_VAL",
+            "QUORRA_R",
+            "QUORRA_W",
+            "QUORRA_LOG",
+            "QUORRA_BIND",
+        ] {
+            c.env_remove(var);
+        }
         c
+    }
+
+    /// A client of each node, at the port Docker published it on now.
+    fn clients(&self) -> anyhow::Result<Vec<Client>> {
+        (1..=NODES)
+            .map(|i| {
+                let port = self.http_port(&format!("n{i}"))?;
+                Ok(Client::new(&format!("http://127.0.0.1:{port}")))
+            })
+            .collect()
+    }
+
+    /// The host port Docker published service `svc`'s HTTP API on.
+    fn http_port(&self, svc: &str) -> anyhow::Result<u16> {
+        let out = run(self.compose().args(["port", svc, "8098"]))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no published port for {svc}: {text}"))
     }
 
     /// The container id of service `svc`.
@@ -119,12 +150,6 @@ impl Drop for Project {
             .args(["image", "rm", "-f", &self.image])
             .output();
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// Polls `check` every 200 ms until it holds or `limit` passes.
@@ -160,31 +185,30 @@ async fn a_compose_cluster_keeps_every_acknowledged_write_through_a_cut_and_a_ki
     };
     let tag = std::process::id();
     let image = format!("quorra-test:{tag}");
+    // From here on, everything made is removed on the way out.
+    let mut project = Project {
+        tool,
+        name: format!("quorratest{tag}"),
+        env: Vec::new(),
+        image: image.clone(),
+    };
     run(Command::new(repo().join("deploy/build-local-image.sh"))
         .arg("--bin")
         .arg(quorra_bin!())
         .env("QUORRA_IMAGE", &image))?;
-
     let subnet = free_subnet()?;
-    let ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect::<Result<_, _>>()?;
-    let mut env = vec![
-        ("QUORRA_IMAGE".to_owned(), image.clone()),
+    project.env = vec![
+        ("QUORRA_IMAGE".to_owned(), image),
         ("QUORRA_SUBNET".to_owned(), subnet.clone()),
     ];
-    for (i, p) in ports.iter().enumerate() {
-        env.push((format!("QUORRA_N{}_PORT", i + 1), p.to_string()));
+    // Empty ports: Docker picks free ones, read back below.
+    for i in 1..=NODES {
+        project
+            .env
+            .push((format!("QUORRA_N{i}_PORT"), String::new()));
     }
-    let project = Project {
-        tool,
-        name: format!("quorratest{tag}"),
-        env,
-        image,
-    };
     run(project.compose().args(["up", "-d"]))?;
-    let nodes: Vec<Client> = ports
-        .iter()
-        .map(|p| Client::new(&format!("http://127.0.0.1:{p}")))
-        .collect();
+    let nodes = project.clients()?;
 
     // Up: every node ready, and n1 sees all five members up.
     let n1 = &nodes[0];
@@ -220,8 +244,8 @@ async fn a_compose_cluster_keeps_every_acknowledged_write_through_a_cut_and_a_ki
     write_batch(&nodes, "cut", &mut acked, &mut attempted).await;
     run(Command::new("docker").args(["kill", &n3]))?;
     write_batch(&nodes, "cut-and-killed", &mut acked, &mut attempted).await;
-    // Heal: n2 back at its own address, n3 started again (the restart
-    // policy may have done it already).
+    // Heal: n2 back at its own address, n3 started again (starting a
+    // running container, if the restart policy was first, is no error).
     run(Command::new("docker").args([
         "network",
         "connect",
@@ -230,12 +254,16 @@ async fn a_compose_cluster_keeps_every_acknowledged_write_through_a_cut_and_a_ki
         &project.network(),
         &n2,
     ]))?;
-    let _ = Command::new("docker").args(["start", &n3]).output();
+    run(Command::new("docker").args(["start", &n3]))?;
     anyhow::ensure!(
         acked.len() * 2 >= attempted,
         "too few writes acknowledged with one node cut off and one killed: {} of {attempted}",
         acked.len()
     );
+
+    // A restarted or reconnected container is published on a new host
+    // port: look them up again.
+    let nodes = project.clients()?;
 
     // Every acknowledged write on each of its replicas, read directly;
     // hinted handoff and read repair get three minutes to get it there.

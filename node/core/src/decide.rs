@@ -19,8 +19,16 @@
 //!   the voters to accept either its own value or the accepted value a
 //!   promise carried; it ends [`Outcome::Chosen`] (saying whether the
 //!   chosen value is its own), [`Outcome::Behind`] (the version was decided
-//!   already) or [`Outcome::Outbid`] (a higher ballot is under way: retry
-//!   with a higher round, or report the conflict).
+//!   already), [`Outcome::Outbid`] (a higher ballot came first: retry with a
+//!   higher round, or report the conflict) or [`Outcome::Unknown`] (outbid
+//!   after asking to accept: retry before reporting anything).
+//!
+//! What the driver owes the protocol (to wire it into the node): the
+//! acceptor state and the layout it votes from are saved together, with
+//! fsync, before a reply leaves; `advance` follows a layout only once that
+//! layout is durable; a node that lost its disk does not vote on the
+//! version it rejoined during; ballots are never reused (`attempt`); and a
+//! proposer needs at least one voter.
 //!
 //! Both are pure: messages in, messages out, generic over the value.
 
@@ -28,14 +36,17 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-/// A proposal number: rounds first, the proposer's id breaks ties, so two
-/// proposers never share a ballot.
+/// A proposal number: rounds first, then the proposer's id, then a number
+/// the proposer draws afresh for each attempt, so no two attempts share a
+/// ballot (not two on one node, nor one before and one after a restart).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Ballot {
     /// The round.
     pub round: u64,
     /// The proposing node.
     pub node: String,
+    /// Unique per attempt (random, or a durable counter).
+    pub attempt: u64,
 }
 
 /// What proposers and acceptors say to each other about one version.
@@ -183,16 +194,27 @@ pub enum Outcome<V> {
         ours: bool,
     },
     /// The version was decided before: a voter is at `version` with
-    /// `value`.
+    /// `value`. `ours` when that is the version this proposer decides and
+    /// the value is its own (an earlier attempt of it won).
     Behind {
         /// The voter's version.
         version: u64,
         /// Its value.
         value: V,
+        /// Whether it is this proposer's value for its version.
+        ours: bool,
     },
-    /// A voter promised a higher ballot: another commit is under way.
-    /// Retry with a round above `promised.round`, or give up.
+    /// A voter promised a higher ballot before this attempt asked anyone
+    /// to accept: its value was not chosen by it. Retry with a round above
+    /// `promised.round`, or give up.
     Outbid {
+        /// The higher ballot.
+        promised: Ballot,
+    },
+    /// Outbid after asking voters to accept: a majority may have accepted
+    /// this value already. Not a failure: retry (a new attempt learns the
+    /// chosen value) before telling anyone the commit failed.
+    Unknown {
         /// The higher ballot.
         promised: Ballot,
     },
@@ -264,13 +286,23 @@ impl<V: Clone + PartialEq> Proposer<V> {
         match msg {
             Message::Decided { version, value } if version >= self.version => {
                 self.phase = Phase::Done;
-                Some(Err(Outcome::Behind { version, value }))
+                let ours = version == self.version && value == self.want;
+                Some(Err(Outcome::Behind {
+                    version,
+                    value,
+                    ours,
+                }))
             }
             Message::Outbid { version, promised }
                 if version == self.version && promised > self.ballot =>
             {
+                let asked = matches!(self.phase, Phase::Accepting { .. });
                 self.phase = Phase::Done;
-                Some(Err(Outcome::Outbid { promised }))
+                Some(Err(if asked {
+                    Outcome::Unknown { promised }
+                } else {
+                    Outcome::Outbid { promised }
+                }))
             }
             Message::Promise {
                 version,
@@ -332,6 +364,7 @@ mod tests {
         Ballot {
             round,
             node: node.into(),
+            attempt: 0,
         }
     }
 
@@ -377,7 +410,8 @@ mod tests {
             p.handle("v1", reply),
             Some(Err(Outcome::Behind {
                 version: 7,
-                value: "seven"
+                value: "seven",
+                ours: false
             }))
         );
     }
@@ -431,7 +465,22 @@ mod tests {
     /// retrying with a higher round, and a chosen value applied by every
     /// acceptor at once (as the commit and gossip do). Returns each
     /// proposer's last outcome.
-    fn race(acceptors: usize, proposers: usize, choices: &[u16]) -> Vec<Option<Outcome<String>>> {
+    fn race(
+        acceptors: usize,
+        proposers: usize,
+        choices: &[u16],
+        one_node: bool,
+    ) -> Vec<Option<Outcome<String>>> {
+        // Proposers on one node differ only by their attempt numbers.
+        let ballot = |round: u64, i: usize| Ballot {
+            round,
+            node: if one_node {
+                "p".into()
+            } else {
+                format!("p{i}")
+            },
+            attempt: i as u64,
+        };
         let ids = voters(acceptors);
         let mut accs: BTreeMap<String, Acceptor<String>> =
             ids.iter().map(|v| (v.clone(), Acceptor::new(0))).collect();
@@ -443,7 +492,7 @@ mod tests {
         let mut outcomes: Vec<Option<Outcome<String>>> = vec![None; proposers];
         let want = |i: usize| format!("value-{i}");
         for i in 0..proposers {
-            let (p, prep) = Proposer::new(1, ballot(1, &format!("p{i}")), ids.clone(), want(i));
+            let (p, prep) = Proposer::new(1, ballot(1, i), ids.clone(), want(i));
             props.push(p);
             for v in &ids {
                 to_acc.push((v.clone(), i, prep.clone()));
@@ -475,8 +524,8 @@ mod tests {
                             to_acc.push((v.clone(), to, next.clone()));
                         }
                     }
-                    Some(Err(Outcome::Outbid { promised })) => {
-                        let b = ballot(promised.round + 1, &format!("p{to}"));
+                    Some(Err(Outcome::Outbid { promised } | Outcome::Unknown { promised })) => {
+                        let b = ballot(promised.round + 1, to);
                         let (p, prep) = Proposer::new(1, b, ids.clone(), want(to));
                         props[to] = p;
                         for v in &ids {
@@ -499,7 +548,7 @@ mod tests {
             if to_acc.is_empty() && to_prop.is_empty() {
                 for (i, p) in props.iter_mut().enumerate() {
                     if outcomes[i].is_none() {
-                        let b = ballot(p.ballot.round + 1, &format!("p{i}"));
+                        let b = ballot(p.ballot.round + 1, i);
                         let (np, prep) = Proposer::new(1, b, ids.clone(), want(i));
                         *p = np;
                         for v in &ids {
@@ -520,7 +569,7 @@ mod tests {
         for (i, o) in outcomes.iter().enumerate() {
             let value = match o {
                 Some(Outcome::Chosen { value, .. } | Outcome::Behind { value, .. }) => value,
-                _ => continue,
+                Some(Outcome::Unknown { .. } | Outcome::Outbid { .. }) | None => continue,
             };
             values.insert(value.clone());
             if *value == format!("value-{i}") {
@@ -539,8 +588,9 @@ mod tests {
             acceptors in 1usize..6,
             proposers in 2usize..4,
             choices in proptest::collection::vec(any::<u16>(), 1..64),
+            one_node in any::<bool>(),
         ) {
-            let outcomes = race(acceptors, proposers, &choices);
+            let outcomes = race(acceptors, proposers, &choices, one_node);
             let (values, winners) = verdicts(&outcomes);
             prop_assert!(values.len() <= 1, "{outcomes:?}");
             prop_assert!(winners <= 1, "{outcomes:?}");
@@ -563,7 +613,7 @@ mod tests {
                     }
                 })
                 .collect();
-            let outcomes = race(3, 2, &choices);
+            let outcomes = race(3, 2, &choices, seed % 2 == 0);
             let (values, winners) = verdicts(&outcomes);
             assert!(
                 outcomes.iter().all(Option::is_some),

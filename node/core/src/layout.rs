@@ -36,11 +36,14 @@ pub struct ClusterId(String);
 
 impl ClusterId {
     /// The id of the cluster founded by `initial` (order and duplicates do
-    /// not matter).
-    pub fn founded_by<'a>(initial: impl IntoIterator<Item = &'a String>) -> Self {
+    /// not matter) with `shape`: founders configured with another shape
+    /// would found another cluster, so they never agree to found one.
+    pub fn founded_by<'a>(initial: impl IntoIterator<Item = &'a String>, shape: Shape) -> Self {
         let sorted: BTreeSet<&String> = initial.into_iter().collect();
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        ctx.update(b"quorra-cluster-v1");
+        ctx.update(b"quorra-cluster-v2");
+        ctx.update(&shape.partitions.to_be_bytes());
+        ctx.update(&shape.tokens.to_be_bytes());
         for id in sorted {
             // Length-prefixed, so ["ab","c"] and ["a","bc"] differ.
             ctx.update(&(id.len() as u64).to_be_bytes());
@@ -100,6 +103,33 @@ pub enum LayoutError {
     },
 }
 
+/// How the cluster cuts and spreads keys, fixed when it is founded: every
+/// node must place keys by the same shape, so it is part of the cluster's
+/// identity and of its layout, and a node configured otherwise neither
+/// founds with the others nor joins (it says why, loudly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shape {
+    /// Partitions of the key space (a power of two).
+    pub partitions: u32,
+    /// Tokens per node on the ring.
+    pub tokens: u16,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Self {
+            partitions: 256,
+            tokens: crate::ring::DEFAULT_TOKENS,
+        }
+    }
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} partitions, {} tokens", self.partitions, self.tokens)
+    }
+}
+
 /// Which cluster, at which layout version: what every gossip message says
 /// about its sender.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,15 +149,21 @@ pub struct Layout {
     pub version: u64,
     /// Node ids admitted to the cluster.
     pub members: BTreeSet<String>,
+    /// The cluster's shape (absent in layouts saved before it was kept:
+    /// those clusters use each node's configuration, as they always did).
+    #[serde(default)]
+    pub shape: Option<Shape>,
 }
 
 impl Layout {
-    /// The first layout of the cluster `initial` founds (version 1).
-    pub fn found(initial: &BTreeSet<String>) -> Self {
+    /// The first layout of the cluster `initial` founds with `shape`
+    /// (version 1).
+    pub fn found(initial: &BTreeSet<String>, shape: Shape) -> Self {
         Self {
-            cluster: ClusterId::founded_by(initial),
+            cluster: ClusterId::founded_by(initial, shape),
             version: 1,
             members: initial.clone(),
+            shape: Some(shape),
         }
     }
 
@@ -176,9 +212,13 @@ impl Layout {
         } else {
             self.version.max(other.version).saturating_add(1)
         };
-        let changed = version != self.version || union != self.members;
+        // The shape is fixed at founding (and part of the id); a legacy
+        // layout without one learns it from a member that has it.
+        let shape = self.shape.or(other.shape);
+        let changed = version != self.version || union != self.members || shape != self.shape;
         self.version = version;
         self.members = union;
+        self.shape = shape;
         Ok(changed)
     }
 }
@@ -194,15 +234,29 @@ mod tests {
 
     #[test]
     fn the_id_depends_on_the_member_set_only() {
-        let a = ClusterId::founded_by(&ids(&["n1", "n2", "n3"]));
-        let b = ClusterId::founded_by(&["n3".to_string(), "n1".into(), "n2".into(), "n1".into()]);
+        let a = ClusterId::founded_by(&ids(&["n1", "n2", "n3"]), Shape::default());
+        let b = ClusterId::founded_by(
+            &["n3".to_string(), "n1".into(), "n2".into(), "n1".into()],
+            Shape::default(),
+        );
         assert_eq!(a, b);
-        assert_ne!(a, ClusterId::founded_by(&ids(&["n1", "n2"])));
         assert_ne!(
-            ClusterId::founded_by(&ids(&["ab", "c"])),
-            ClusterId::founded_by(&ids(&["a", "bc"]))
+            a,
+            ClusterId::founded_by(&ids(&["n1", "n2"]), Shape::default())
+        );
+        assert_ne!(
+            ClusterId::founded_by(&ids(&["ab", "c"]), Shape::default()),
+            ClusterId::founded_by(&ids(&["a", "bc"]), Shape::default())
         );
         assert_eq!(a.as_str().len(), 32);
+        let other_shape = Shape {
+            partitions: 128,
+            ..Shape::default()
+        };
+        assert_ne!(
+            a,
+            ClusterId::founded_by(&ids(&["n1", "n2", "n3"]), other_shape)
+        );
     }
 
     #[test]
@@ -216,15 +270,15 @@ mod tests {
 
     #[test]
     fn layouts_of_other_clusters_do_not_merge() {
-        let mut a = Layout::found(&ids(&["n1"]));
-        let b = Layout::found(&ids(&["n2"]));
+        let mut a = Layout::found(&ids(&["n1"]), Shape::default());
+        let b = Layout::found(&ids(&["n2"]), Shape::default());
         assert!(matches!(a.merge(&b), Err(LayoutError::OtherCluster { .. })));
-        assert_eq!(a, Layout::found(&ids(&["n1"])));
+        assert_eq!(a, Layout::found(&ids(&["n1"]), Shape::default()));
     }
 
     #[test]
     fn a_saturated_version_still_merges_members() {
-        let mut a = Layout::found(&ids(&["n1"]));
+        let mut a = Layout::found(&ids(&["n1"]), Shape::default());
         let mut b = a.clone();
         b.version = u64::MAX;
         b.admit("n2");
@@ -241,7 +295,7 @@ mod tests {
             proptest::collection::btree_set(prop_oneof!["n1", "n2", "n3", "n4", "n5"], 0..5),
         )
             .prop_map(|(version, extra)| {
-                let mut l = Layout::found(&ids(&["n1"]));
+                let mut l = Layout::found(&ids(&["n1"]), Shape::default());
                 l.version = version;
                 l.members.extend(extra);
                 l

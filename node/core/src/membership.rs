@@ -47,7 +47,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::layout::{ClusterId, Layout, LayoutStamp};
+use crate::layout::{ClusterId, Layout, LayoutStamp, Shape};
 use crate::ring::RingMember;
 
 /// A member's state, as one node sees it.
@@ -250,6 +250,19 @@ pub enum Notice {
         /// This node's cluster (or the one it would found or is joining).
         ours: Option<ClusterId>,
     },
+    /// `peer`'s cluster has another shape than this node is configured
+    /// with: this node does not join it (nor, with a saved layout of
+    /// another shape, take that back), and places no keys.
+    ShapeDiffers {
+        /// Who said it (`None`: this node's saved table).
+        peer: Option<String>,
+        /// The cluster.
+        cluster: ClusterId,
+        /// The cluster's shape.
+        theirs: Shape,
+        /// This node's configuration.
+        ours: Shape,
+    },
     /// `peer`, an initial member, would found another cluster or none: the
     /// initial member lists differ, so this node does not found.
     InitialMembersDiffer {
@@ -351,10 +364,17 @@ pub struct Membership {
     /// introduction) is replaced by the member's own word whatever its
     /// incarnation, so a forged introduction cannot pin a member.
     firsthand: std::collections::BTreeSet<String>,
+    /// Per member, the incarnation relays of its "up" are measured from:
+    /// the highest it said itself (or, before it spoke to us, the one it
+    /// was introduced at). Relays never move it, so a chain of relayed
+    /// records cannot walk a member's incarnation up.
+    relay_base: BTreeMap<String, u64>,
     /// The initial members this node was configured with.
     initial: std::collections::BTreeSet<String>,
     /// The cluster this node would found: set when it is an initial member.
     founding: Option<ClusterId>,
+    /// The shape this node is configured with.
+    shape: Shape,
     /// This node's cluster, once founded or joined.
     layout: Option<Layout>,
     /// While unjoined: what each peer last said it would found.
@@ -374,11 +394,14 @@ impl Membership {
     /// `boot_ms`. `initial` is the configured initial member list: a node
     /// listed in it may found the cluster (at once when it is the only one
     /// listed), any other node joins an existing one. Seeds may include the
-    /// node's own address (the same list on every node).
+    /// node's own address (the same list on every node). `shape` is the
+    /// node's configured shape: it founds with it, and joins only a
+    /// cluster of that shape.
     pub fn new(
         me: MemberInfo,
         seeds: Vec<SocketAddr>,
         initial: std::collections::BTreeSet<String>,
+        shape: Shape,
         config: GossipConfig,
         now: u64,
         seed: u64,
@@ -388,7 +411,7 @@ impl Membership {
         me.status = Status::Joining;
         let founding = initial
             .contains(&me.id)
-            .then(|| ClusterId::founded_by(&initial));
+            .then(|| ClusterId::founded_by(&initial, shape));
         let id = me.id.clone();
         let mut m = Self {
             me: id.clone(),
@@ -405,8 +428,10 @@ impl Membership {
             version: 1,
             refused: 0,
             firsthand: std::collections::BTreeSet::new(),
+            relay_base: BTreeMap::new(),
             initial,
             founding,
+            shape,
             layout: None,
             heard_unjoined: BTreeMap::new(),
             cluster_seen: None,
@@ -546,6 +571,15 @@ impl Membership {
                 }
             }
             None => {
+                if let Some(theirs) = layout.shape.filter(|s| *s != self.shape) {
+                    let notice = Notice::ShapeDiffers {
+                        peer: Some(from.to_owned()),
+                        cluster: layout.cluster,
+                        theirs,
+                        ours: self.shape,
+                    };
+                    return self.notify(Some(from), notice);
+                }
                 let mut layout = layout;
                 layout.admit(&self.me);
                 let cluster = layout.cluster.clone();
@@ -581,7 +615,7 @@ impl Membership {
         if !all_agree {
             return;
         }
-        let layout = Layout::found(&self.initial);
+        let layout = Layout::found(&self.initial, self.shape);
         let cluster = layout.cluster.clone();
         self.layout = Some(layout);
         self.heard_unjoined.clear();
@@ -688,7 +722,8 @@ impl Membership {
             // - a verdict: suspect or down, at the incarnation we know;
             // - the member's own news relayed: up (joined, or refuting a
             //   suspicion) at a later incarnation, at most
-            //   [`MAX_RELAYED_STEP`] past ours. Without relays, a member's
+            //   [`MAX_RELAYED_STEP`] past the last it said itself (relays do
+            //   not move that base). Without relays, a member's
             //   refutation reaches only the nodes it talks to itself while
             //   suspicions spread by gossip; at 100 members views then
             //   never settle. The bound keeps a forger from pushing a member
@@ -699,9 +734,14 @@ impl Membership {
                     && info.zone == old.zone;
                 let verdict = matches!(info.status, Status::Suspect | Status::Down)
                     && info.incarnation == old.incarnation;
+                let base = self
+                    .relay_base
+                    .get(&info.id)
+                    .copied()
+                    .unwrap_or(old.incarnation);
                 let relayed_up = info.status == Status::Up
                     && info.incarnation >= old.incarnation
-                    && info.incarnation <= old.incarnation.saturating_add(MAX_RELAYED_STEP);
+                    && info.incarnation <= base.saturating_add(MAX_RELAYED_STEP);
                 same_place && (verdict || relayed_up)
             }
         }
@@ -749,6 +789,18 @@ impl Membership {
             Some(old) => info.supersedes(old),
             None => true,
         };
+        if own_word {
+            // Its own word replaces an introduction's number, forged or not.
+            let first = !self.firsthand.contains(&info.id);
+            let base = self.relay_base.entry(info.id.clone()).or_insert(0);
+            *base = if first {
+                info.incarnation
+            } else {
+                (*base).max(info.incarnation)
+            };
+        } else if !self.members.contains_key(&info.id) {
+            self.relay_base.insert(info.id.clone(), info.incarnation);
+        }
         if own_word && (changed || self.members.get(&info.id) == Some(&info)) {
             self.firsthand.insert(info.id.clone());
         }
@@ -777,6 +829,25 @@ impl Membership {
             self.apply(m, Source::Local, now);
         }
         if let Some(layout) = saved.layout {
+            // A node reconfigured with another shape since would place keys
+            // where its cluster does not: it stays out, and says so.
+            if let Some(theirs) = layout.shape.filter(|s| *s != self.shape) {
+                // Nor does it found anew (a lone initial member would have
+                // at start): its data belongs to the saved cluster.
+                self.layout = None;
+                self.founding = None;
+                if let Some(me) = self.members.get_mut(&self.me) {
+                    me.status = Status::Joining;
+                }
+                self.version += 1;
+                let notice = Notice::ShapeDiffers {
+                    peer: None,
+                    cluster: layout.cluster,
+                    theirs,
+                    ours: self.shape,
+                };
+                return self.notify(None, notice);
+            }
             // The saved identity is the node's for good: it wins over a
             // layout founded at start from the config.
             if self.layout.as_ref() != Some(&layout) {

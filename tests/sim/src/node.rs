@@ -233,6 +233,10 @@ impl SimNode {
             me,
             seeds,
             initial,
+            quorra_core::layout::Shape {
+                partitions: PARTITIONS,
+                tokens: TOKENS,
+            },
             gossip,
             now,
             life.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i as u64,

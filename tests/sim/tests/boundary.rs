@@ -22,6 +22,8 @@ const ALLOWED_MODULES: &[(&str, &[&str])] = &[
             "SavedTable",
         ],
     ),
+    // The ring's shape the machine is configured with.
+    ("layout", &["Shape"]),
 ];
 
 /// Plain data types from the crate root.

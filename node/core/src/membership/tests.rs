@@ -48,6 +48,7 @@ fn a_suspected_node_refutes() {
         info(1, 10, Status::Up),
         vec![],
         solo(1),
+        Shape::default(),
         GossipConfig::default(),
         0,
         1,
@@ -121,6 +122,7 @@ impl Sim {
                 info(i, 1_000 + self.now, Status::Up),
                 (0..n.min(3)).map(addr).collect(),
                 initial(&all),
+                Shape::default(),
                 self.config,
                 self.now,
                 1 + i as u64,
@@ -132,6 +134,7 @@ impl Sim {
             info(i, 1_000 + self.now, Status::Up),
             seeds,
             solo(0),
+            Shape::default(),
             self.config,
             self.now,
             1 + i as u64,
@@ -266,7 +269,7 @@ fn would_be_founders_form_one_cluster_and_a_wiped_one_rejoins_it() {
             && s.nodes.iter().flatten().all(Membership::has_joined)
     })
     .expect("one cluster of five");
-    let founded = Layout::found(&initial(&[0, 1, 2, 3, 4]));
+    let founded = Layout::found(&initial(&[0, 1, 2, 3, 4]), Shape::default());
     for m in sim.nodes.iter().flatten() {
         assert_eq!(m.layout(), Some(&founded));
     }
@@ -381,6 +384,7 @@ fn joining_needs_the_layout_of_a_member() {
         me.clone(),
         vec![addr(1), addr(2)],
         solo(1),
+        Shape::default(),
         GossipConfig::default(),
         0,
         1,
@@ -392,6 +396,7 @@ fn joining_needs_the_layout_of_a_member() {
         me.clone(),
         vec![addr(1), addr(2)],
         BTreeSet::new(),
+        Shape::default(),
         GossipConfig::default(),
         0,
         1,
@@ -402,6 +407,7 @@ fn joining_needs_the_layout_of_a_member() {
         info(2, 5, Status::Up),
         vec![],
         BTreeSet::new(),
+        Shape::default(),
         GossipConfig::default(),
         0,
         2,
@@ -414,6 +420,7 @@ fn joining_needs_the_layout_of_a_member() {
         info(3, 5, Status::Up),
         vec![],
         solo(3),
+        Shape::default(),
         GossipConfig::default(),
         0,
         3,
@@ -442,7 +449,7 @@ fn joining_needs_the_layout_of_a_member() {
 /// The standing a would-be founder of `initial` sends.
 fn would_found(nodes: &[usize]) -> Standing {
     Standing::Unjoined {
-        founding: Some(ClusterId::founded_by(&initial(nodes))),
+        founding: Some(ClusterId::founded_by(&initial(nodes), Shape::default())),
     }
 }
 
@@ -460,6 +467,7 @@ fn an_initial_member_founds_once_every_initial_member_would_found_the_same() {
         info(1, 10, Status::Up),
         vec![addr(2)],
         initial(&[1, 2, 3]),
+        Shape::default(),
         GossipConfig::default(),
         0,
         1,
@@ -484,7 +492,10 @@ fn an_initial_member_founds_once_every_initial_member_would_found_the_same() {
     m.handle_message("n3", ping_from(would_found(&[1, 2, 3])), 4);
     assert!(m.has_joined());
     let layout = m.layout().expect("founded");
-    assert_eq!(*layout, Layout::found(&initial(&[1, 2, 3])));
+    assert_eq!(
+        *layout,
+        Layout::found(&initial(&[1, 2, 3]), Shape::default())
+    );
     assert_eq!(m.status("n1"), Some(Status::Up));
 }
 
@@ -497,11 +508,12 @@ fn a_node_that_heard_of_its_cluster_never_founds_it_again() {
         info(1, 10, Status::Up),
         vec![addr(2)],
         initial(&[1, 2, 3]),
+        Shape::default(),
         GossipConfig::default(),
         0,
         1,
     );
-    let layout = Layout::found(&initial(&[1, 2, 3]));
+    let layout = Layout::found(&initial(&[1, 2, 3]), Shape::default());
     m.handle_message("n2", ping_from(Standing::Member(layout.stamp())), 1);
     m.handle_message("n2", ping_from(would_found(&[1, 2, 3])), 2);
     m.handle_message("n3", ping_from(would_found(&[1, 2, 3])), 3);
@@ -527,7 +539,7 @@ fn a_node_of_another_cluster_is_refused_both_ways() {
     let mut m = member_of_three();
     m.take_notices();
     let ours = m.layout().expect("member").cluster.clone();
-    let other = Layout::found(&initial(&[7]));
+    let other = Layout::found(&initial(&[7]), Shape::default());
     let v = m.version();
     let foreign = Gossip {
         standing: Standing::Member(other.stamp()),
@@ -568,6 +580,7 @@ fn a_node_of_another_cluster_is_refused_both_ways() {
         info(7, 5, Status::Up),
         vec![addr(1)],
         solo(7),
+        Shape::default(),
         GossipConfig::default(),
         0,
         7,
@@ -580,6 +593,7 @@ fn a_node_of_another_cluster_is_refused_both_ways() {
         info(5, 5, Status::Up),
         vec![addr(1)],
         BTreeSet::new(),
+        Shape::default(),
         GossipConfig::default(),
         0,
         5,
@@ -616,6 +630,7 @@ fn member_of_three() -> Membership {
         info(1, 10, Status::Up),
         vec![],
         solo(1),
+        Shape::default(),
         GossipConfig::default(),
         0,
         1,
@@ -753,6 +768,7 @@ fn an_accusation_at_u64_max_is_refuted_past_the_own_incarnation() {
         info(1, u64::MAX, Status::Up),
         vec![],
         solo(1),
+        Shape::default(),
         GossipConfig::default(),
         0,
         1,
@@ -776,6 +792,7 @@ fn a_restored_table_counts_only_if_saved_with_a_layout() {
             me.clone(),
             vec![addr(2)],
             initial(&[1, 2]),
+            Shape::default(),
             GossipConfig::default(),
             0,
             1,
@@ -798,7 +815,7 @@ fn a_restored_table_counts_only_if_saved_with_a_layout() {
         m.get("n2").is_some(),
         "its peers still serve to find the cluster"
     );
-    let layout = Layout::found(&initial(&[1, 2]));
+    let layout = Layout::found(&initial(&[1, 2]), Shape::default());
     let mut m = joining();
     m.restore(
         SavedTable {
@@ -822,6 +839,7 @@ fn a_forged_introduction_cannot_pin_a_member() {
         info(1, 10, Status::Up),
         vec![],
         solo(1),
+        Shape::default(),
         GossipConfig::default(),
         0,
         1,
@@ -856,4 +874,108 @@ fn a_forged_introduction_cannot_pin_a_member() {
         3,
     );
     assert_eq!(m.get("n3"), Some(&info(3, 5, Status::Up)));
+}
+
+#[test]
+fn a_chain_of_relays_cannot_walk_a_member_out_of_reach() {
+    // n2 relays n3 up at ever higher incarnations in one message, then
+    // accuses it there: each relay is measured from what n3 said itself
+    // (5), so the walk stops within one step and the accusation, at a
+    // number n3 never had, is refused.
+    let mut m = member_of_three();
+    let step = MAX_RELAYED_STEP;
+    let mut chain: Vec<MemberInfo> = [5 + step, 5 + 2 * step, 5 + 3 * step]
+        .into_iter()
+        .map(|i| info(3, i, Status::Up))
+        .collect();
+    chain.push(info(3, 5 + 3 * step, Status::Down));
+    m.handle_message("n2", GossipMsg::Ping { updates: chain }.into(), 2);
+    let seen = m.get("n3").expect("n3");
+    assert_eq!((seen.status, seen.incarnation), (Status::Up, 5 + step));
+    // n3's own word moves the base: relays reach one step past it.
+    m.handle_message(
+        "n3",
+        GossipMsg::Ping {
+            updates: vec![info(3, 5 + step + 1, Status::Up)],
+        }
+        .into(),
+        3,
+    );
+    m.handle_message(
+        "n2",
+        GossipMsg::Ping {
+            updates: vec![info(3, 5 + 2 * step, Status::Up)],
+        }
+        .into(),
+        4,
+    );
+    assert_eq!(m.get("n3").map(|i| i.incarnation), Some(5 + 2 * step));
+}
+
+#[test]
+fn a_node_of_another_shape_neither_founds_nor_joins_nor_restores() {
+    let other = Shape {
+        partitions: 128,
+        ..Shape::default()
+    };
+    let me = info(1, 10, Status::Up);
+    let founder = Membership::new(
+        info(3, 5, Status::Up),
+        vec![],
+        solo(3),
+        Shape::default(),
+        GossipConfig::default(),
+        0,
+        3,
+    );
+    // Joining a member of a cluster of another shape: refused, and said.
+    let mut m = Membership::new(
+        me.clone(),
+        vec![addr(3)],
+        BTreeSet::new(),
+        other,
+        GossipConfig::default(),
+        0,
+        1,
+    );
+    m.handle_push_pull_reply("n3", table_of(&founder), 1);
+    assert!(!m.has_joined(), "joined a cluster of another shape");
+    assert!(m.take_notices().iter().any(|n| matches!(
+        n,
+        Notice::ShapeDiffers { theirs, ours, .. } if *theirs == Shape::default() && *ours == other
+    )));
+    // The same shape joins.
+    let mut same = Membership::new(
+        me.clone(),
+        vec![addr(3)],
+        BTreeSet::new(),
+        Shape::default(),
+        GossipConfig::default(),
+        0,
+        1,
+    );
+    same.handle_push_pull_reply("n3", table_of(&founder), 1);
+    assert!(same.has_joined());
+    // A saved layout of another shape is not taken back, and a lone
+    // initial member reconfigured since does not found anew over it.
+    let mut restarted = Membership::new(
+        info(3, 6, Status::Up),
+        vec![],
+        solo(3),
+        other,
+        GossipConfig::default(),
+        0,
+        3,
+    );
+    restarted.restore(founder.saved(), 1);
+    assert!(!restarted.has_joined());
+    assert!(restarted
+        .take_notices()
+        .iter()
+        .any(|n| matches!(n, Notice::ShapeDiffers { peer: None, .. })));
+    // Founders of different shapes would found different clusters.
+    assert_ne!(
+        ClusterId::founded_by(&solo(1), Shape::default()),
+        ClusterId::founded_by(&solo(1), other)
+    );
 }

@@ -14,7 +14,7 @@
 //!   first reads at the read quorum and deletes what that read saw, so a
 //!   coordinator that lacks the key still deletes it everywhere.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use super::{Call, CallFailure, ClientId, Event, Failure, InboundId, Node, Now, Planted, Wait};
 use super::{StoreFailure, StoreOp, Stored};
@@ -71,6 +71,11 @@ pub(super) struct WriteState {
     /// Once stored locally.
     object: Option<Object>,
     to: Option<ReplyTo>,
+    /// The key's primaries, and those that have the write (acknowledged
+    /// it, or a stand-in holds it for them): the coordinator keeps a hint
+    /// for each of the others.
+    primaries: Vec<String>,
+    covered: BTreeSet<String>,
 }
 
 /// A write being forwarded to the key's replicas in turn.
@@ -357,6 +362,8 @@ impl Node {
                 me_primary,
                 object: None,
                 to: Some(to),
+                primaries: order[..n].to_vec(),
+                covered: BTreeSet::new(),
             },
         );
         let op = StoreOp::Coordinate {
@@ -398,6 +405,9 @@ impl Node {
             return;
         };
         state.object = Some(object.clone());
+        if state.me_primary {
+            state.covered.insert(self.membership.me().to_owned());
+        }
         let early = state.round.stored_locally(state.me_primary, state.durable);
         let targets = state.round.start();
         // With w=1 (and dw, pw met locally) the answer is known now:
@@ -446,6 +456,13 @@ impl Node {
         let Some(state) = self.writes.get_mut(&round) else {
             return;
         };
+        if result.is_ok() {
+            let holds_for = target
+                .hint_for
+                .clone()
+                .unwrap_or_else(|| target.node.clone());
+            state.covered.insert(holds_for);
+        }
         let step = state.round.reply(&target, result);
         let answer = step.answer.and_then(|a| {
             let object = state.object.clone();
@@ -474,10 +491,43 @@ impl Node {
         let finish = state.round.finish();
         let object = state.object.clone();
         if let Some(state) = self.writes.remove(&round) {
+            if let Some(object) = &object {
+                self.hint_missed(&state, object, now);
+            }
             if let (Some(answer), Some(to)) = (finish, state.to) {
                 let result = answer.map(|()| object).map_err(Failure::Unavailable);
                 self.answer(to, result, now);
             }
+        }
+    }
+
+    /// Keeps a durable hint, on this node, for each primary of a finished
+    /// write that has neither the write nor a stand-in holding it: one
+    /// that was down with no fallback to take its place (three nodes with
+    /// n = 3), or that failed with no spare left. Hinted handoff delivers
+    /// it when the primary is back, as Cassandra's coordinator hints do.
+    fn hint_missed(&mut self, state: &WriteState, object: &Object, now: Now) {
+        let me = self.me().to_owned();
+        let missed: Vec<String> = state
+            .primaries
+            .iter()
+            .filter(|p| **p != me && !state.covered.contains(*p))
+            .cloned()
+            .collect();
+        for owner in missed {
+            self.event(Event::MissedWriteHinted {
+                owner: owner.clone(),
+            });
+            let op = StoreOp::Hint {
+                owner,
+                bucket: state.bucket.clone(),
+                key: state.key.clone(),
+                object: object.clone(),
+                mode: state.mode,
+                durable: true,
+                created_ms: now.wall_ms,
+            };
+            self.store(op, Wait::MissedHint);
         }
     }
 
@@ -521,6 +571,14 @@ impl Node {
             }
             // A coordinator that got the request and did not answer may
             // have taken the write: a later refusal is no definite outcome.
+            // Refused before doing anything (too busy, not in the cluster
+            // yet): the next replica may take it.
+            Ok(Err(Refusal::Error { code, message }))
+                if matches!(code, ErrorCode::Overloaded | ErrorCode::QuorumUnavailable) =>
+            {
+                fwd.last = format!("{node}: {code}: {message}");
+                self.forward_next(fwd, now);
+            }
             Ok(Err(Refusal::Error { code, message })) => {
                 let failure = match fwd.maybe_taken {
                     Some(earlier) => Failure::MaybeTaken(format!(

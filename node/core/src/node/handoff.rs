@@ -217,7 +217,8 @@ impl Node {
         now: Now,
     ) {
         match result {
-            Ok(Ok(_)) => {
+            // Only a durable store lets the hint go.
+            Ok(Ok(stored)) if stored.durable => {
                 self.handoff.backoff.done(&hint);
                 // Deleted only now, and only if unchanged since read.
                 return self.store(
@@ -227,8 +228,14 @@ impl Node {
             }
             // The owner is there but will not take this one: try it again
             // later, and carry on with the others.
-            Ok(Err(refusal)) => {
-                let (code, message) = refusal.parts();
+            Ok(other) => {
+                let (code, message) = match other {
+                    Err(refusal) => refusal.parts(),
+                    Ok(_) => (
+                        crate::ErrorCode::Internal,
+                        "stored without fsync: the hint stays".to_owned(),
+                    ),
+                };
                 let wait_ms = self.handoff.backoff.failed(&hint, now.mono_ms);
                 self.event(Event::HintRefused {
                     owner: hint.owner.clone(),

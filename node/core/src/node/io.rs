@@ -299,6 +299,11 @@ pub enum Event {
     },
     /// A hint reached its owner and was deleted.
     HintDelivered,
+    /// The coordinator kept a hint for a primary that missed a write.
+    MissedWriteHinted {
+        /// The primary.
+        owner: String,
+    },
     /// A hint older than the maximum age was dropped.
     HintExpired {
         /// Its owner.

@@ -188,6 +188,8 @@ enum Wait {
     HandoffDelete {
         expired: bool,
     },
+    /// A hint the coordinator keeps for a primary that missed a write.
+    MissedHint,
     /// A planted bug's early delete: its result changes nothing.
     Ignore,
 }
@@ -381,6 +383,14 @@ impl Node {
             }
             Wait::Coordinate { round } => self.coordinated(round, result, now),
             Wait::Repair | Wait::Ignore => {}
+            Wait::MissedHint => {
+                if let Err(f) = result {
+                    self.event(Event::StoreFailed {
+                        what: "keeping a hint for a replica that missed a write",
+                        message: f.message,
+                    });
+                }
+            }
             Wait::ServeRead { inbound } => {
                 let answer = match result {
                     Ok(Stored::Read(o)) => Ok(o),

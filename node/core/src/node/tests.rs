@@ -67,6 +67,10 @@ fn build(
         info(me, Status::Up),
         Vec::new(),
         all.clone(),
+        crate::layout::Shape {
+            partitions: 64,
+            tokens: 16,
+        },
         GossipConfig::default(),
         0,
         7,
@@ -85,7 +89,13 @@ fn build(
         .collect();
     m.restore(
         SavedTable {
-            layout: Some(Layout::found(&all)),
+            layout: Some(Layout::found(
+                &all,
+                crate::layout::Shape {
+                    partitions: 64,
+                    tokens: 16,
+                },
+            )),
             members,
         },
         0,
@@ -527,6 +537,10 @@ fn a_node_that_has_not_joined_refuses_to_coordinate() {
         me,
         vec![addr("n2")],
         BTreeSet::new(),
+        crate::layout::Shape {
+            partitions: 64,
+            tokens: 16,
+        },
         GossipConfig::default(),
         0,
         1,
@@ -562,4 +576,91 @@ fn past_the_round_limit_client_and_forwarded_writes_are_refused_overloaded() {
     };
     let code = reply.refused().map(|r| r.parts().0);
     assert_eq!(code, Some(ErrorCode::Overloaded));
+}
+
+#[test]
+fn the_coordinator_keeps_a_hint_for_each_primary_that_missed_a_write() {
+    let probe = node("n1", &[]);
+    let (key, order) = key_where(&probe, |p| p[0] == "n1");
+    let others: Vec<&str> = order[3..].iter().map(String::as_str).collect();
+    // (down, replies) -> the primaries hinted: a primary down with no
+    // fallback to stand in; a primary that fails with no spare left; and,
+    // when every primary acknowledges, none.
+    let (x, y) = (order[1].as_str(), order[2].as_str());
+    // (nodes down, replies: node and success, primaries hinted)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, bool)>, Vec<&'a str>);
+    let cases: [Case; 3] = [
+        ([vec![x], others.clone()].concat(), vec![(y, true)], vec![x]),
+        (others.clone(), vec![(x, false), (y, true)], vec![x]),
+        (others.clone(), vec![(x, true), (y, true)], vec![]),
+    ];
+    for (down, replies, hinted) in cases {
+        let mut n = node("n1", &down);
+        n.handle_client(1, put(&key), now());
+        let ops = store_ops(&drain(&mut n));
+        n.handle_stored(ops[0].0, Ok(Stored::Written(written("n1"))), now());
+        let sent = transmits(&drain(&mut n));
+        let mut effects = Vec::new();
+        for (call, to, _) in sent {
+            let ok = replies
+                .iter()
+                .find(|(id, _)| *id == to)
+                .is_some_and(|r| r.1);
+            let reply = if ok {
+                Ok(Reply::answer::<ReplicaPut>(Ok(ReplicaStored {
+                    durable: false,
+                })))
+            } else {
+                Err(CallFailure::Lost("timeout".into()))
+            };
+            n.handle_reply(call, Some(&to), reply, now());
+            effects.extend(drain(&mut n));
+        }
+        let kept: Vec<String> = store_ops(&effects)
+            .into_iter()
+            .filter_map(|(_, op)| match op {
+                StoreOp::Hint { owner, durable, .. } => {
+                    assert!(durable, "a coordinator's hint is fsynced");
+                    Some(owner)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kept, hinted, "down {down:?}, replies {replies:?}");
+        assert!(
+            matches!(answers(&effects)[..], [Ok(Some(_))]),
+            "the write succeeds: {effects:?}"
+        );
+    }
+}
+
+#[test]
+fn a_forward_refused_before_any_work_goes_to_the_next_replica() {
+    // (the first replica's refusal, whether the write goes on to the next)
+    let cases = [
+        (ErrorCode::Overloaded, true),
+        (ErrorCode::QuorumUnavailable, true),
+        (ErrorCode::TooManySiblings, false),
+    ];
+    for (code, next) in cases {
+        let mut n = node("n1", &[]);
+        let (key, order) = key_where(&n, |p| !p.contains(&"n1"));
+        n.handle_client(1, put(&key), now());
+        let first = transmits(&drain(&mut n));
+        let refusal = Reply::error(code, "no");
+        n.handle_reply(first[0].0, Some(order[0].as_str()), Ok(refusal), now());
+        let effects = drain(&mut n);
+        let sent = transmits(&effects);
+        if next {
+            assert_eq!(sent.len(), 1, "{code}: {effects:?}");
+            assert_eq!(sent[0].1, order[1], "{code}: to the next replica");
+        } else {
+            assert!(sent.is_empty(), "{code}: {effects:?}");
+            let result = answers(&effects);
+            assert!(
+                matches!(result[..], [Err(Failure::Remote { .. })]),
+                "{result:?}"
+            );
+        }
+    }
 }
