@@ -130,6 +130,10 @@ pub fn boot_membership(
         boot_ms ^ 0x9e37_79b9_7f4a_7c15,
     );
     membership.restore(saved, 0);
+    membership.set_settings_digest(quorra_core::bucket::settings_digest(
+        &config.bucket_defaults,
+        &config.bucket_table(),
+    ));
     if let Some(layout) = membership.layout() {
         tracing::info!(cluster = %layout.cluster, version = layout.version, "member of cluster");
     } else {
@@ -176,6 +180,14 @@ pub fn report(notices: &[Notice]) {
                     peer = %peer,
                     "not founding: initial member {peer} would found cluster {theirs}, this node {ours}; \
                      give every initial member the same initial_members, partitions and tokens"
+                );
+            }
+            Notice::SettingsDiffer { peer } => {
+                tracing::error!(
+                    peer = %peer,
+                    "node {peer} has other bucket settings than this node ([bucket_defaults] or [buckets]: \
+                     n_val, quorums or conflict modes): writes through the two are stored and merged \
+                     differently; give every node the same bucket settings"
                 );
             }
             Notice::ShapeDiffers {

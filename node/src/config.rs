@@ -243,6 +243,18 @@ impl NodeConfig {
         }
     }
 
+    /// Every named bucket's effective properties (names were checked by
+    /// [`Self::validate`]).
+    pub fn bucket_table(&self) -> std::collections::BTreeMap<String, BucketProps> {
+        self.buckets
+            .keys()
+            .filter_map(|name| {
+                let bucket = BucketName::parse(name, &Limits::hard()).ok()?;
+                Some((name.clone(), self.bucket_props(&bucket)))
+            })
+            .collect()
+    }
+
     /// The properties of `bucket`.
     pub fn bucket_props(&self, bucket: &BucketName) -> BucketProps {
         let mut p = self.bucket_defaults;

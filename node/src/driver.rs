@@ -104,15 +104,7 @@ fn settings(config: &NodeConfig) -> Settings {
             max_hint_age_ms: config.handoff.max_hint_age_ms,
         },
         bucket_defaults: config.bucket_defaults,
-        buckets: config
-            .buckets
-            .keys()
-            .filter_map(|name| {
-                let bucket =
-                    quorra_core::BucketName::parse(name, &quorra_core::Limits::hard()).ok()?;
-                Some((name.clone(), config.bucket_props(&bucket)))
-            })
-            .collect(),
+        buckets: config.bucket_table(),
         max_rounds: config.max_background_tasks,
         planted: None,
     }

@@ -283,3 +283,29 @@ async fn c_partitions(c: &TestCluster) -> u32 {
     let v: Value = serde_json::from_slice(&ring.body).expect("json");
     v["partitions"].as_u64().expect("partitions") as u32
 }
+
+/// Bucket settings are each node's configuration until the layout holds
+/// them: two nodes that would store and merge a bucket differently (here
+/// one resolves conflicts last-write-wins, the other keeps siblings) say
+/// so in their logs, naming each other (that nodes configured alike say
+/// nothing is the membership unit test's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_different_bucket_settings_say_so() {
+    let c = TestCluster::start_with(&quorra_bin!(), 2, |i, cfg| {
+        if i == 1 {
+            cfg.bucket_defaults.conflict_mode = quorra_core::ConflictMode::Lww;
+        }
+    })
+    .expect("cluster");
+    c.wait_converged(CONVERGE).await.expect("converged");
+    for (i, other) in [(0, "n2"), (1, "n1")] {
+        let node = &c.nodes[i];
+        TestCluster::eventually(CONVERGE, "a log line naming the other", || async move {
+            node.log_text().lines().any(|l| {
+                l.contains("other bucket settings") && l.contains(&format!("node {other}"))
+            })
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}:\n{}", node.log_tail()));
+    }
+}

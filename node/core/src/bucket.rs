@@ -312,6 +312,17 @@ impl Key {
 
 /// Per-bucket properties: replication and conflict handling.
 ///
+/// A digest of a node's bucket settings (the defaults and every named
+/// bucket's properties): nodes compare it to notice a peer that would store
+/// and merge the same bucket differently.
+pub fn settings_digest(
+    defaults: &BucketProps,
+    buckets: &std::collections::BTreeMap<String, BucketProps>,
+) -> u64 {
+    let bytes = rmp_serde::to_vec(&(defaults, buckets)).unwrap_or_default();
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
 /// Quorum values are per-request defaults; each request may override them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

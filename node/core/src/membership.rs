@@ -211,6 +211,10 @@ pub struct Gossip {
     pub standing: Standing,
     /// The sender's layout (full-table exchanges only).
     pub layout: Option<Layout>,
+    /// A digest of the sender's bucket settings (full-table exchanges
+    /// only; see [`crate::bucket::settings_digest`]).
+    #[serde(default)]
+    pub settings: Option<u64>,
     /// The message.
     pub msg: GossipMsg,
 }
@@ -221,6 +225,7 @@ impl From<GossipMsg> for Gossip {
         Self {
             standing: Standing::Unjoined { founding: None },
             layout: None,
+            settings: None,
             msg,
         }
     }
@@ -262,6 +267,12 @@ pub enum Notice {
         theirs: Shape,
         /// This node's configuration.
         ours: Shape,
+    },
+    /// `peer` has other bucket settings (defaults or named buckets): the
+    /// two would store and merge the same keys differently.
+    SettingsDiffer {
+        /// The peer.
+        peer: String,
     },
     /// `peer`, an initial member, would found another cluster or none: the
     /// initial member lists differ, so this node does not found.
@@ -375,6 +386,8 @@ pub struct Membership {
     founding: Option<ClusterId>,
     /// The shape this node is configured with.
     shape: Shape,
+    /// A digest of this node's bucket settings, when set.
+    settings: Option<u64>,
     /// This node's cluster, once founded or joined.
     layout: Option<Layout>,
     /// While unjoined: what each peer last said it would found.
@@ -432,6 +445,7 @@ impl Membership {
             initial,
             founding,
             shape,
+            settings: None,
             layout: None,
             heard_unjoined: BTreeMap::new(),
             cluster_seen: None,
@@ -464,6 +478,7 @@ impl Membership {
         Gossip {
             standing: self.standing(),
             layout: None,
+            settings: None,
             msg,
         }
     }
@@ -473,6 +488,7 @@ impl Membership {
         Gossip {
             standing: self.standing(),
             layout: self.layout.clone(),
+            settings: self.settings,
             msg: GossipMsg::PushPull {
                 members: self.members.values().cloned().collect(),
             },
@@ -622,6 +638,12 @@ impl Membership {
         self.version += 1;
         self.mark_joined();
         self.notify(None, Notice::Founded { cluster });
+    }
+
+    /// Sets the digest of this node's bucket settings, sent with full
+    /// tables and compared with each peer's.
+    pub fn set_settings_digest(&mut self, digest: u64) {
+        self.settings = Some(digest);
     }
 
     /// This node's id.
@@ -884,6 +906,14 @@ impl Membership {
     fn take(&mut self, from: &str, envelope: Gossip, now: u64) -> bool {
         if !self.admit(from, &envelope.standing) {
             return false;
+        }
+        if let (Some(theirs), Some(ours)) = (envelope.settings, self.settings) {
+            if theirs != ours {
+                let notice = Notice::SettingsDiffer {
+                    peer: from.to_owned(),
+                };
+                self.notify(Some(from), notice);
+            }
         }
         let (GossipMsg::Ping { updates }
         | GossipMsg::Ack { updates }

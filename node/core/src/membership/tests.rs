@@ -457,6 +457,7 @@ fn ping_from(standing: Standing) -> Gossip {
     Gossip {
         standing,
         layout: None,
+        settings: None,
         msg: GossipMsg::Ping { updates: vec![] },
     }
 }
@@ -522,6 +523,7 @@ fn a_node_that_heard_of_its_cluster_never_founds_it_again() {
     let table = Gossip {
         standing: Standing::Member(layout.stamp()),
         layout: Some(layout.clone()),
+        settings: None,
         msg: GossipMsg::PushPull {
             members: vec![info(2, 5, Status::Up)],
         },
@@ -544,6 +546,7 @@ fn a_node_of_another_cluster_is_refused_both_ways() {
     let foreign = Gossip {
         standing: Standing::Member(other.stamp()),
         layout: Some(other.clone()),
+        settings: None,
         msg: GossipMsg::PushPull {
             members: vec![info(7, 5, Status::Up), info(2, 99, Status::Up)],
         },
@@ -559,6 +562,7 @@ fn a_node_of_another_cluster_is_refused_both_ways() {
         Gossip {
             standing: m.standing(),
             layout: None,
+            settings: None,
             msg: GossipMsg::PushPull { members: vec![] }
         },
         "the answer carries only our standing"
@@ -614,6 +618,7 @@ fn a_joined_nodes_layout_spreads_by_merge() {
     let table = Gossip {
         standing: Standing::Member(joined.stamp()),
         layout: Some(joined.clone()),
+        settings: None,
         msg: GossipMsg::PushPull { members: vec![] },
     };
     let v = m.version();
@@ -978,4 +983,40 @@ fn a_node_of_another_shape_neither_founds_nor_joins_nor_restores() {
         ClusterId::founded_by(&solo(1), Shape::default()),
         ClusterId::founded_by(&solo(1), other)
     );
+}
+
+#[test]
+fn a_peer_with_other_bucket_settings_is_reported_once() {
+    let mut founder = Membership::new(
+        info(3, 5, Status::Up),
+        vec![],
+        solo(3),
+        Shape::default(),
+        GossipConfig::default(),
+        0,
+        3,
+    );
+    founder.set_settings_digest(7);
+    for (ours, differs) in [(7, false), (8, true)] {
+        let mut m = Membership::new(
+            info(1, 10, Status::Up),
+            vec![addr(3)],
+            BTreeSet::new(),
+            Shape::default(),
+            GossipConfig::default(),
+            0,
+            1,
+        );
+        m.set_settings_digest(ours);
+        for now in 1..3 {
+            m.handle_push_pull_reply("n3", table_of(&founder), now);
+        }
+        let said = m
+            .take_notices()
+            .into_iter()
+            .filter(|n| matches!(n, Notice::SettingsDiffer { peer } if peer == "n3"))
+            .count();
+        assert_eq!(said, usize::from(differs), "digest {ours}");
+        assert!(m.has_joined(), "settings are reported, not refused");
+    }
 }
