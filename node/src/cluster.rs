@@ -186,8 +186,8 @@ pub fn report(notices: &[Notice]) {
                 tracing::error!(
                     peer = %peer,
                     "node {peer} has other bucket settings than this node ([bucket_defaults] or [buckets]: \
-                     n_val, quorums or conflict modes): writes through the two are stored and merged \
-                     differently; give every node the same bucket settings"
+                     n_val, quorums or conflict modes): writes through the two are replicated, acknowledged \
+                     or merged differently; give every node the same bucket settings"
                 );
             }
             Notice::ShapeDiffers {

@@ -310,11 +310,9 @@ impl Key {
     }
 }
 
-/// Per-bucket properties: replication and conflict handling.
-///
 /// A digest of a node's bucket settings (the defaults and every named
-/// bucket's properties): nodes compare it to notice a peer that would store
-/// and merge the same bucket differently.
+/// bucket's properties): nodes compare it to notice a peer that would
+/// replicate, acknowledge or merge the same bucket differently.
 pub fn settings_digest(
     defaults: &BucketProps,
     buckets: &std::collections::BTreeMap<String, BucketProps>,
@@ -323,6 +321,8 @@ pub fn settings_digest(
     xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
+/// Per-bucket properties: replication and conflict handling.
+///
 /// Quorum values are per-request defaults; each request may override them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -211,12 +211,12 @@ pub struct Gossip {
     pub standing: Standing,
     /// The sender's layout (full-table exchanges only).
     pub layout: Option<Layout>,
+    /// The message.
+    pub msg: GossipMsg,
     /// A digest of the sender's bucket settings (full-table exchanges
     /// only; see [`crate::bucket::settings_digest`]).
     #[serde(default)]
     pub settings: Option<u64>,
-    /// The message.
-    pub msg: GossipMsg,
 }
 
 impl From<GossipMsg> for Gossip {
@@ -290,6 +290,20 @@ pub enum Notice {
 /// record of that member may be (a member raises its own by one per
 /// refutation, so relays rarely need more than a few).
 pub const MAX_RELAYED_STEP: u64 = 16;
+
+impl Notice {
+    /// The kind of notice, so each kind is reported once per peer.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Founded { .. } => "founded",
+            Self::Joined { .. } => "joined",
+            Self::ForeignCluster { .. } => "foreign",
+            Self::ShapeDiffers { .. } => "shape",
+            Self::SettingsDiffer { .. } => "settings",
+            Self::InitialMembersDiffer { .. } => "initial",
+        }
+    }
+}
 
 /// Most notices kept until the driver takes them.
 const MAX_NOTICES: usize = 64;
@@ -386,6 +400,9 @@ pub struct Membership {
     founding: Option<ClusterId>,
     /// The shape this node is configured with.
     shape: Shape,
+    /// A saved layout refused for its shape: kept, so it is saved again
+    /// (the refusal holds across restarts) and no other cluster is joined.
+    refused_layout: Option<Layout>,
     /// A digest of this node's bucket settings, when set.
     settings: Option<u64>,
     /// This node's cluster, once founded or joined.
@@ -399,7 +416,7 @@ pub struct Membership {
     /// For the driver to report, oldest first.
     notices: VecDeque<Notice>,
     /// The last notice about each peer (each is reported once).
-    noted: BTreeMap<String, Notice>,
+    noted: BTreeMap<(String, &'static str), Notice>,
 }
 
 impl Membership {
@@ -445,6 +462,7 @@ impl Membership {
             initial,
             founding,
             shape,
+            refused_layout: None,
             settings: None,
             layout: None,
             heard_unjoined: BTreeMap::new(),
@@ -498,7 +516,7 @@ impl Membership {
     /// What to save for the next run (see [`Self::restore`]).
     pub fn saved(&self) -> SavedTable {
         SavedTable {
-            layout: self.layout.clone(),
+            layout: self.layout.clone().or_else(|| self.refused_layout.clone()),
             members: self.members.values().cloned().collect(),
         }
     }
@@ -516,10 +534,11 @@ impl Membership {
 
     fn notify(&mut self, peer: Option<&str>, notice: Notice) {
         if let Some(peer) = peer {
-            if self.noted.get(peer) == Some(&notice) {
+            let key = (peer.to_owned(), notice.kind());
+            if self.noted.get(&key) == Some(&notice) {
                 return;
             }
-            self.noted.insert(peer.to_owned(), notice.clone());
+            self.noted.insert(key, notice.clone());
         }
         if self.notices.len() >= MAX_NOTICES {
             self.notices.pop_front();
@@ -858,6 +877,8 @@ impl Membership {
                 // at start): its data belongs to the saved cluster.
                 self.layout = None;
                 self.founding = None;
+                self.cluster_seen = Some(layout.cluster.clone());
+                self.refused_layout = Some(layout.clone());
                 if let Some(me) = self.members.get_mut(&self.me) {
                     me.status = Status::Joining;
                 }

@@ -1,5 +1,6 @@
 //! Golden fixtures for the formats that outlive a process: the wire
-//! envelope peers exchange and the causal context clients hold (the stored
+//! envelope peers exchange (a replica write, its answer, and a full-table
+//! gossip message with a layout) and the causal context clients hold (the stored
 //! record's fixture is checked by `quorra-node`'s store tests, against the
 //! same directory). Each test decodes bytes checked into the repo and
 //! re-encodes them to the same bytes, so a format change is a visible
@@ -8,9 +9,12 @@
 //! `QUORRA_BLESS=1 cargo test -p quorra-core --test golden` rewrites the
 //! fixtures from the current encoders; commit them only on purpose.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use quorra_core::context::{CausalContext, ContextKey};
+use quorra_core::layout::{Layout, Shape};
+use quorra_core::membership::{Gossip, GossipMsg, MemberInfo, Standing, Status};
 use quorra_core::proto::{Envelope, Message, ReplicaPut, ReplicaStored, Reply};
 use quorra_core::{Actor, BucketName, ConflictMode, Content, Key, Limits, Object, VersionVector};
 
@@ -86,9 +90,14 @@ fn the_wire_envelope_keeps_its_bytes() {
         id: Some(42),
         reply: reply.clone(),
     });
+    let gossip = Envelope::new(Message::Request {
+        id: 7,
+        request: full_table().into(),
+    });
     for (name, message) in [
         ("envelope-replica-put.hex", &request),
         ("envelope-stored.hex", &response),
+        ("envelope-gossip.hex", &gossip),
     ] {
         let bytes = rmp_serde::to_vec(message).expect("encode");
         let fixed = unhex(&golden(name, &hex(&bytes)));
@@ -103,6 +112,26 @@ fn the_wire_envelope_keeps_its_bytes() {
         reply.decode::<ReplicaPut>(),
         Ok(Ok(ReplicaStored { durable: true }))
     );
+}
+
+/// A member's full table with its layout, as push-pull sends it.
+fn full_table() -> Gossip {
+    let initial: BTreeSet<String> = ["n1".to_string(), "n2".into()].into();
+    let layout = Layout::found(&initial, Shape::default());
+    let me = MemberInfo {
+        id: "n1".into(),
+        peer_addr: "10.0.0.1:7000".parse().expect("addr"),
+        http_addr: "10.0.0.1:8098".parse().expect("addr"),
+        zone: Some("z1".into()),
+        incarnation: 1_700_000_000_000,
+        status: Status::Up,
+    };
+    Gossip {
+        standing: Standing::Member(layout.stamp()),
+        layout: Some(layout),
+        msg: GossipMsg::PushPull { members: vec![me] },
+        settings: Some(0x0123_4567_89ab_cdef),
+    }
 }
 
 #[test]

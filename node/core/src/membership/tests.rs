@@ -974,6 +974,11 @@ fn a_node_of_another_shape_neither_founds_nor_joins_nor_restores() {
     );
     restarted.restore(founder.saved(), 1);
     assert!(!restarted.has_joined());
+    assert_eq!(
+        restarted.saved().layout,
+        founder.saved().layout,
+        "the refused layout is saved again, so the refusal outlives a restart"
+    );
     assert!(restarted
         .take_notices()
         .iter()

@@ -87,6 +87,8 @@ pub(super) struct Forward {
     rest: VecDeque<String>,
     /// A replica that got the write and did not answer: it may have taken it.
     maybe_taken: Option<String>,
+    /// The last refusal from a replica that did nothing (busy, not joined).
+    refused: Option<(ErrorCode, String)>,
     /// Why the last one failed.
     last: String,
 }
@@ -316,6 +318,7 @@ impl Node {
                 job,
                 rest,
                 maybe_taken: None,
+                refused: None,
                 last: "no reachable node in the preference list".into(),
             };
             return self.forward_next(fwd, now);
@@ -552,7 +555,12 @@ impl Node {
             let timeout = self.settings.request_timeout_ms;
             return self.send_to(&node, request, timeout, Call::Forward(fwd), now);
         }
-        let failure = Failure::NoCoordinator(fwd.last);
+        // Every replica that answered refused before doing anything, and
+        // none may have taken it: a definite refusal, theirs.
+        let failure = match (fwd.maybe_taken.is_none(), fwd.refused) {
+            (true, Some((code, message))) => Failure::Remote { code, message },
+            _ => Failure::NoCoordinator(fwd.last),
+        };
         self.answer(fwd.to, Err(failure), now);
     }
 
@@ -577,6 +585,7 @@ impl Node {
                 if matches!(code, ErrorCode::Overloaded | ErrorCode::QuorumUnavailable) =>
             {
                 fwd.last = format!("{node}: {code}: {message}");
+                fwd.refused = Some((code, message));
                 self.forward_next(fwd, now);
             }
             Ok(Err(Refusal::Error { code, message })) => {

@@ -664,3 +664,25 @@ fn a_forward_refused_before_any_work_goes_to_the_next_replica() {
         }
     }
 }
+
+#[test]
+fn a_forward_every_replica_refuses_before_any_work_is_a_definite_refusal() {
+    let mut n = node("n1", &[]);
+    let (key, order) = key_where(&n, |p| !p.contains(&"n1"));
+    n.handle_client(1, put(&key), now());
+    let mut effects = drain(&mut n);
+    for replica in &order[..3] {
+        let sent = transmits(&effects);
+        assert_eq!(sent.len(), 1, "{effects:?}");
+        assert_eq!(&sent[0].1, replica);
+        let busy = Reply::error(ErrorCode::Overloaded, "busy");
+        n.handle_reply(sent[0].0, Some(replica.as_str()), Ok(busy), now());
+        effects = drain(&mut n);
+    }
+    let result = answers(&effects);
+    let [Err(failure)] = &result[..] else {
+        panic!("one failed answer: {effects:?}");
+    };
+    assert_eq!(failure.code(), ErrorCode::Overloaded, "{failure:?}");
+    assert!(failure.definite(), "nothing was taken: {failure:?}");
+}
