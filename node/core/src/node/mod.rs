@@ -18,6 +18,7 @@
 //! - forward a write or coordinate it ([`coordinator`]); the replicas and
 //!   stand-ins ([`crate::quorum`]); the read and write rounds
 //!   ([`crate::round`]); read repair; a delete without context reads first;
+//!   hints the coordinator keeps for primaries that missed a write;
 //! - serving peers: a replica's read, hint-or-merge, coordinating a
 //!   forwarded write ([`serve`]);
 //! - gossip dispatch, the ring, saving the member table ([`gossip`]);
