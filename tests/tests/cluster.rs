@@ -354,3 +354,68 @@ async fn a_node_with_no_fallback_gets_every_write_it_missed_through_hints() {
         &missing[..missing.len().min(5)]
     );
 }
+
+/// Deletes reach a replica that was down for them the same way: the
+/// coordinators keep the tombstones as hints, and once it is back and they
+/// are handed over, the node alone (the other two paused) finds every
+/// deleted key gone rather than serving its old value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_a_down_replica_missed_reach_it_through_hints() {
+    let mut c = TestCluster::start(&quorra_bin!(), 3).expect("cluster");
+    c.wait_converged(CONVERGE).await.expect("converged");
+    for i in 0..20 {
+        let r = c
+            .client(0)
+            .put("b", &format!("doomed-{i}"), "v", None, "?w=3")
+            .await
+            .expect("put");
+        assert_eq!(r.status, 204, "write {i}: {}", r.text());
+    }
+    c.nodes[2].kill9();
+    c.wait_seen_as("n3", "down", detection_limit(3))
+        .await
+        .expect("n3 down");
+    for i in 0..20 {
+        // No context: the coordinator reads first and deletes what it saw.
+        let r = c
+            .client(i % 2)
+            .delete("b", &format!("doomed-{i}"), None)
+            .await
+            .expect("delete");
+        assert_eq!(r.status, 204, "delete {i}: {}", r.text());
+    }
+    c.nodes[2].restart().expect("restart");
+    c.wait_seen_as("n3", "up", CONVERGE)
+        .await
+        .expect("n3 up again");
+    let cr = &c;
+    TestCluster::eventually(
+        Duration::from_secs(60),
+        "the tombstones for n3 delivered",
+        || async move {
+            cr.hints_pending(0).await == Some(0) && cr.hints_pending(1).await == Some(0)
+        },
+    )
+    .await
+    .expect("handoff");
+    c.nodes[0].pause().expect("pause n1");
+    c.nodes[1].pause().expect("pause n2");
+    let mut alive = Vec::new();
+    for i in 0..20 {
+        let got = c
+            .client(2)
+            .get_path(&format!("/v1/kv/b/doomed-{i}?r=1&pr=1"))
+            .await
+            .expect("get");
+        if got.status != 404 {
+            alive.push((i, got.status));
+        }
+    }
+    c.nodes[0].resume().expect("resume n1");
+    c.nodes[1].resume().expect("resume n2");
+    assert!(
+        alive.is_empty(),
+        "n3 alone still serves {} of 20 deleted keys: {alive:?}",
+        alive.len()
+    );
+}
