@@ -234,12 +234,16 @@ impl Kv {
         // Failure detection is never refused for load: a busy node that
         // stopped answering probes would be declared down, and its traffic
         // would pile onto others as hints.
-        if !matches!(req, PeerRequest::Gossip(_) | PeerRequest::IndirectPing(_)) {
-            let Ok(_permit) = self.permits.peers.clone().try_acquire_owned() else {
-                return overloaded("peer");
-            };
-            return self.driver.peer(&from.name, req).await;
-        }
+        let failure_detection =
+            matches!(req, PeerRequest::Gossip(_) | PeerRequest::IndirectPing(_));
+        let _permit = if failure_detection {
+            None
+        } else {
+            match self.permits.peers.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => return overloaded("peer"),
+            }
+        };
         self.driver.peer(&from.name, req).await
     }
 

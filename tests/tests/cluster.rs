@@ -315,38 +315,17 @@ async fn a_node_with_no_fallback_gets_every_write_it_missed_through_hints() {
     })
     .await
     .expect("a hint per missed write");
-    c.nodes[2].restart().expect("restart");
-    c.wait_seen_as("n3", "up", CONVERGE)
-        .await
-        .expect("n3 up again");
-    let cr = &c;
-    TestCluster::eventually(
-        Duration::from_secs(60),
-        "the hints for n3 delivered",
-        || async move {
-            cr.hints_pending(0).await == Some(0) && cr.hints_pending(1).await == Some(0)
-        },
-    )
-    .await
-    .expect("handoff");
-    c.nodes[0].pause().expect("pause n1");
-    c.nodes[1].pause().expect("pause n2");
+    let keys: Vec<String> = (0..100).map(|i| format!("missed-{i}")).collect();
+    let seen = n3_alone_after_handoff(&mut c, &keys).await;
     let mut missing = Vec::new();
-    for i in 0..100 {
-        let got = c
-            .client(2)
-            .get_path(&format!("/v1/kv/b/missed-{i}?r=1&pr=1"))
-            .await
-            .expect("get");
-        if (got.status, got.text()) != (200, format!("v{i}")) {
+    for (i, (status, body)) in seen.into_iter().enumerate() {
+        if (status, body.as_str()) != (200, format!("v{i}").as_str()) {
             if missing.is_empty() {
-                eprintln!("missed-{i} through n3 alone: {} {}", got.status, got.text());
+                eprintln!("missed-{i} through n3 alone: {status} {body}");
             }
             missing.push(i);
         }
     }
-    c.nodes[0].resume().expect("resume n1");
-    c.nodes[1].resume().expect("resume n2");
     assert!(
         missing.is_empty(),
         "n3 alone lacks {} of 100 keys it missed, e.g. {:?}",
@@ -384,38 +363,47 @@ async fn deletes_a_down_replica_missed_reach_it_through_hints() {
             .expect("delete");
         assert_eq!(r.status, 204, "delete {i}: {}", r.text());
     }
-    c.nodes[2].restart().expect("restart");
-    c.wait_seen_as("n3", "up", CONVERGE)
-        .await
-        .expect("n3 up again");
-    let cr = &c;
-    TestCluster::eventually(
-        Duration::from_secs(60),
-        "the tombstones for n3 delivered",
-        || async move {
-            cr.hints_pending(0).await == Some(0) && cr.hints_pending(1).await == Some(0)
-        },
-    )
-    .await
-    .expect("handoff");
-    c.nodes[0].pause().expect("pause n1");
-    c.nodes[1].pause().expect("pause n2");
-    let mut alive = Vec::new();
-    for i in 0..20 {
-        let got = c
-            .client(2)
-            .get_path(&format!("/v1/kv/b/doomed-{i}?r=1&pr=1"))
-            .await
-            .expect("get");
-        if got.status != 404 {
-            alive.push((i, got.status));
-        }
-    }
-    c.nodes[0].resume().expect("resume n1");
-    c.nodes[1].resume().expect("resume n2");
+    let keys: Vec<String> = (0..20).map(|i| format!("doomed-{i}")).collect();
+    let seen = n3_alone_after_handoff(&mut c, &keys).await;
+    let alive: Vec<(usize, u16)> = seen
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (status, _))| *status != 404)
+        .map(|(i, (status, _))| (i, status))
+        .collect();
     assert!(
         alive.is_empty(),
         "n3 alone still serves {} of 20 deleted keys: {alive:?}",
         alive.len()
     );
+}
+
+/// Restarts n3 (killed earlier), waits until n1 and n2 have handed over
+/// every hint they held for it, then reads `keys` through n3 alone (n1 and
+/// n2 paused meanwhile) with `r=1&pr=1`: each key's status and body.
+async fn n3_alone_after_handoff(c: &mut TestCluster, keys: &[String]) -> Vec<(u16, String)> {
+    c.nodes[2].restart().expect("restart");
+    c.wait_seen_as("n3", "up", CONVERGE)
+        .await
+        .expect("n3 up again");
+    let cr = &*c;
+    TestCluster::eventually(Duration::from_secs(60), "the hints for n3 delivered", || async move {
+        cr.hints_pending(0).await == Some(0) && cr.hints_pending(1).await == Some(0)
+    })
+    .await
+    .expect("handoff");
+    c.nodes[0].pause().expect("pause n1");
+    c.nodes[1].pause().expect("pause n2");
+    let mut seen = Vec::new();
+    for key in keys {
+        let got = c
+            .client(2)
+            .get_path(&format!("/v1/kv/b/{key}?r=1&pr=1"))
+            .await
+            .expect("get");
+        seen.push((got.status, got.text()));
+    }
+    c.nodes[0].resume().expect("resume n1");
+    c.nodes[1].resume().expect("resume n2");
+    seen
 }

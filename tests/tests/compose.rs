@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use quorra_tests::cluster::TestCluster;
 use quorra_tests::http::Client;
 use quorra_tests::quorra_bin;
 use serde_json::Value;
@@ -152,22 +153,6 @@ impl Drop for Project {
     }
 }
 
-/// Polls `check` every 200 ms until it holds or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check().await {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    anyhow::bail!("{what}: not within {limit:?}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compose_cluster_keeps_every_acknowledged_write_through_a_cut_and_a_kill(
 ) -> anyhow::Result<()> {
@@ -212,7 +197,7 @@ async fn a_compose_cluster_keeps_every_acknowledged_write_through_a_cut_and_a_ki
 
     // Up: every node ready, and n1 sees all five members up.
     let n1 = &nodes[0];
-    eventually(Duration::from_secs(120), "five members up", || async {
+    TestCluster::eventually(Duration::from_secs(120), "five members up", || async {
         let Ok(a) = n1.get_path("/v1/cluster/members").await else {
             return false;
         };

@@ -177,14 +177,14 @@ pub fn assign(
             table: vec![Vec::new(); q],
         };
     }
-    let zone_of = zones(&members);
-    let zone_count = zone_of.iter().max().map_or(0, |z| z + 1);
+    let (zone_of, zone_count) = zones(&members);
     let spread = r.min(zone_count);
+    let quota = quotas(&members, (&zone_of, zone_count), q, r, spread);
     let mut state = State {
         zone_of,
         zone_count,
         spread,
-        quota: quotas(&members, q, r, spread),
+        quota,
         load: vec![0; members.len()],
         slots: vec![vec![None; r]; q],
     };
@@ -235,23 +235,19 @@ pub fn assign(
 }
 
 /// Each member's zone as a small integer (sorted members in, so the
-/// numbering is fixed).
-fn zones(members: &[Candidate]) -> Vec<usize> {
-    let mut ids: BTreeMap<String, usize> = BTreeMap::new();
-    members
-        .iter()
-        .map(|m| {
-            let name = m.zone.clone().unwrap_or_else(|| format!("\0{}", m.id));
-            let next = ids.len();
-            *ids.entry(name).or_insert(next)
-        })
-        .collect()
+/// numbering is fixed), and how many zones there are.
+fn zones(members: &[Candidate]) -> (Vec<usize>, usize) {
+    crate::ring::zone_numbers(members.iter().map(|m| (m.id.as_str(), m.zone.as_deref())))
 }
 
 /// Whole-slot shares: proportional to weight within the zone bounds.
-fn quotas(members: &[Candidate], q: usize, r: usize, spread: usize) -> Vec<usize> {
-    let zone_of = zones(members);
-    let zone_count = zone_of.iter().max().map_or(0, |z| z + 1);
+fn quotas(
+    members: &[Candidate],
+    (zone_of, zone_count): (&[usize], usize),
+    q: usize,
+    r: usize,
+    spread: usize,
+) -> Vec<usize> {
     let total = (q * r) as f64;
     // Zones first: a zone holds at most `r - spread + 1` replicas of a
     // partition (so the rest can span the other zones), at most one per

@@ -365,16 +365,6 @@ impl Reply {
             _ => None,
         }
     }
-
-    /// The encoded size in bytes.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether it is empty (never, for a reply that decodes).
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 #[cfg(test)]

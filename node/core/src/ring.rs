@@ -158,6 +158,24 @@ fn partition_point(p: u32, partitions: u32) -> u64 {
     ((p as u64) << shift) | (1u64 << (shift - 1))
 }
 
+/// Each member's zone as a small integer, numbered in the members' order,
+/// and how many zones there are; a member without a zone is a zone of its
+/// own. Shared by the ring and by [`crate::placement`].
+pub(crate) fn zone_numbers<'a>(
+    members: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) -> (Vec<usize>, usize) {
+    let mut ids: BTreeMap<String, usize> = BTreeMap::new();
+    let numbers = members
+        .into_iter()
+        .map(|(id, zone)| {
+            let name = zone.map_or_else(|| format!("\0{id}"), str::to_owned);
+            let next = ids.len();
+            *ids.entry(name).or_insert(next)
+        })
+        .collect();
+    (numbers, ids.len())
+}
+
 /// The partition → order table for one membership.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ring {
@@ -233,17 +251,8 @@ impl Ring {
                 })
                 .collect(),
         );
-        // Each member's zone as a small integer; a member without a zone is a
-        // zone of its own.
-        let mut zone_ids: BTreeMap<String, usize> = BTreeMap::new();
-        let zone_of: Vec<usize> = members
-            .iter()
-            .map(|m| {
-                let name = m.zone.clone().unwrap_or_else(|| format!("\0{}", m.id));
-                let next = zone_ids.len();
-                *zone_ids.entry(name).or_insert(next)
-            })
-            .collect();
+        let (zone_of, zone_count) =
+            zone_numbers(members.iter().map(|m| (m.id.as_str(), m.zone.as_deref())));
 
         // Distinct members clockwise from each partition's point.
         let clockwise: Vec<Vec<usize>> = (0..partitions)
@@ -276,7 +285,7 @@ impl Ring {
         let mut zone_use: Vec<Vec<usize>> = table
             .iter()
             .map(|row| {
-                let mut used = vec![0; zone_ids.len()];
+                let mut used = vec![0; zone_count];
                 for &m in row {
                     used[zone_of[m as usize]] += 1;
                 }
