@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use quorra_core::membership::{MemberInfo, Status};
+use quorra_core::membership::MemberInfo;
 use quorra_core::proto::{Ask, ClientObject, ClusterInfo, ClusterShape, Get, Operation, Write};
-use quorra_core::ring::{Ring, RingMember};
+use quorra_core::ring::Ring;
 use quorra_core::{BucketName, Content, Key, Limits, Object, QuorumOverrides};
 
 use crate::error::ClientError;
@@ -207,7 +207,7 @@ impl Client {
                 config,
                 transport,
                 view: RwLock::new(View {
-                    ring: Arc::new(Ring::build(&[], 1, 1)),
+                    ring: Arc::new(Ring::empty(1)),
                     members: HashMap::new(),
                     fetched: Instant::now(),
                 }),
@@ -242,20 +242,23 @@ impl Client {
                 .await
             {
                 Ok(Ok(ClusterShape {
-                    partitions,
-                    tokens,
+                    layout: None, node, ..
+                })) => {
+                    last = ClientError::Refused(format!("{node} has not joined its cluster yet"));
+                }
+                Ok(Ok(ClusterShape {
+                    layout: Some(layout),
+                    node,
+                    ..
+                })) if layout.check().is_err() => {
+                    last = ClientError::Refused(format!("{node} sent an invalid layout"));
+                }
+                Ok(Ok(ClusterShape {
+                    layout: Some(layout),
                     members,
                     ..
                 })) => {
-                    let ring_members: Vec<RingMember> = members
-                        .iter()
-                        .filter(|m| m.status != Status::Removed)
-                        .map(|m| RingMember {
-                            id: m.id.clone(),
-                            zone: m.zone.clone(),
-                        })
-                        .collect();
-                    let ring = Ring::build(&ring_members, partitions, tokens);
+                    let ring = Ring::build(&layout);
                     let mut view = self
                         .inner
                         .view

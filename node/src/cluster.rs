@@ -45,33 +45,56 @@ fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Tables waiting to be saved, with their membership version.
-pub type SaveQueue = std::sync::mpsc::Sender<(u64, SavedTable)>;
+/// Told whether a table (or a later one) is on disk.
+pub type Saved = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// A table to save, with its membership version, and who waits for it.
+pub struct SaveJob {
+    /// The membership version the table holds.
+    pub version: u64,
+    /// The table.
+    pub table: SavedTable,
+    /// Called once this version, or a later one, is on disk (or failed).
+    pub done: Option<Saved>,
+}
+
+/// Tables waiting to be saved.
+pub type SaveQueue = std::sync::mpsc::Sender<SaveJob>;
 
 /// The thread that writes tables to `path`: the newest first (an older
-/// table never replaces a newer one), each durably. It ends when the
-/// cluster view is dropped.
+/// table never replaces a newer one), each durably, then tells whoever
+/// waits. It ends when the cluster view is dropped.
 pub fn spawn_saver(path: std::path::PathBuf) -> SaveQueue {
-    let (tx, rx) = std::sync::mpsc::channel::<(u64, SavedTable)>();
+    let (tx, rx) = std::sync::mpsc::channel::<SaveJob>();
     std::thread::spawn(move || {
         let mut saved = 0;
-        while let Ok(mut next) = rx.recv() {
+        while let Ok(first) = rx.recv() {
             // Only the newest of what queued up meanwhile is worth writing.
+            let mut waiting: Vec<Saved> = Vec::new();
+            let mut next = (first.version, first.table);
+            waiting.extend(first.done);
             while let Ok(newer) = rx.try_recv() {
-                if newer.0 > next.0 {
-                    next = newer;
+                waiting.extend(newer.done);
+                if newer.version > next.0 {
+                    next = (newer.version, newer.table);
                 }
             }
             let (version, records) = next;
-            if version <= saved {
-                continue;
+            let mut outcome = Ok(());
+            if version > saved {
+                let result = serde_json::to_vec(&records)
+                    .map_err(std::io::Error::other)
+                    .and_then(|b| write_durably(&path, &b));
+                match result {
+                    Ok(()) => saved = version,
+                    Err(e) => {
+                        tracing::warn!("cannot save the member table: {e}");
+                        outcome = Err(e.to_string());
+                    }
+                }
             }
-            let result = serde_json::to_vec(&records)
-                .map_err(std::io::Error::other)
-                .and_then(|b| write_durably(&path, &b));
-            match result {
-                Ok(()) => saved = version,
-                Err(e) => tracing::warn!("cannot save the member table: {e}"),
+            for done in waiting {
+                done(outcome.clone());
             }
         }
     });
@@ -189,6 +212,24 @@ pub fn report(notices: &[Notice]) {
                      n_val, quorums or conflict modes): writes through the two are replicated, acknowledged \
                      or merged differently; give every node the same bucket settings"
                 );
+            }
+            Notice::LayoutsDiverge {
+                peer,
+                version,
+                ours,
+                theirs,
+            } => {
+                tracing::error!(
+                    peer = %peer,
+                    version,
+                    "node {peer} holds layout version {version} with digest {theirs}, this node {ours}: \
+                     two different layouts were committed as one version, which must never happen; \
+                     each node keeps its own until a later version is committed. Report this as a bug, \
+                     then stage and commit a change to move both to one version"
+                );
+            }
+            Notice::InvalidLayout { peer, reason } => {
+                tracing::error!(peer = %peer, "refused the layout node {peer} sent: {reason}");
             }
             Notice::ShapeDiffers {
                 peer,

@@ -15,11 +15,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use quorra_core::layout::Change;
 use quorra_core::layout::Layout;
+use quorra_core::membership::LayoutChangeError;
 use quorra_core::membership::MemberInfo;
 use quorra_core::node::{
-    CallFailure, Effect, Event, Failure, HandoffSettings, Node, Now, Request, Settings,
-    StoreFailure, StoreOp, Stored,
+    CallFailure, CommitFailure, Effect, Event, Failure, HandoffSettings, Node, Now, Request,
+    Settings, StoreFailure, StoreOp, Stored,
 };
 use quorra_core::proto::{PeerRequest, Reply};
 use quorra_core::ring::Ring;
@@ -76,6 +78,7 @@ pub struct Driver {
     next_id: AtomicU64,
     clients: Waiters<Result<Option<Object>, Failure>>,
     peers: Waiters<Reply>,
+    commits: Waiters<Result<Layout, CommitFailure>>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -143,6 +146,7 @@ impl Driver {
             next_id: AtomicU64::new(1),
             clients: Mutex::new(HashMap::new()),
             peers: Mutex::new(HashMap::new()),
+            commits: Mutex::new(HashMap::new()),
         });
         // What the machine said at boot (founded alone, saved table).
         driver.step(|_, _| {});
@@ -178,6 +182,25 @@ impl Driver {
                 "the node stopped before answering".into(),
             ))
         })
+    }
+
+    /// Stages a layout change (an operator's, authorised by the caller).
+    pub fn stage(
+        self: &Arc<Self>,
+        node: &str,
+        change: Change,
+    ) -> Result<Layout, LayoutChangeError> {
+        let mut out = Err(LayoutChangeError::NotJoined);
+        self.step(|m, _| out = m.stage(node, change));
+        out
+    }
+
+    /// Commits the changes staged against layout version `against`.
+    pub async fn commit(self: &Arc<Self>, against: u64) -> Result<Layout, CommitFailure> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (_waiting, rx) = Waiting::new(&self.commits, id);
+        self.step(|m, now| m.handle_commit(id, against, now));
+        rx.await.unwrap_or(Err(CommitFailure::Contended))
     }
 
     /// A request from the peer whose node certificate names `from`.
@@ -252,12 +275,51 @@ impl Driver {
                     let _ = tx.send(reply);
                 }
             }
-            Effect::SaveTable { version, table } => {
+            Effect::SaveTable {
+                version,
+                table,
+                done,
+            } => {
                 let refused = lock(&self.machine).membership().refused();
                 metrics::gauge!("quorra_membership_version").set(version as f64);
                 metrics::gauge!("quorra_gossip_refused_records").set(refused as f64);
-                if let Some(saver) = &self.saver {
-                    let _ = saver.send((version, table));
+                let done = done.map(|id| {
+                    let this = self.clone();
+                    let runtime = tokio::runtime::Handle::current();
+                    Box::new(move |result: Result<(), String>| {
+                        let result =
+                            result
+                                .map(|()| Stored::Done)
+                                .map_err(|message| StoreFailure {
+                                    code: quorra_core::ErrorCode::StorageError,
+                                    message,
+                                });
+                        runtime.spawn(async move {
+                            this.step(|m, now| m.handle_stored(id, result, now));
+                        });
+                    }) as cluster::Saved
+                });
+                match (&self.saver, done) {
+                    (Some(saver), done) => {
+                        let job = cluster::SaveJob {
+                            version,
+                            table: *table,
+                            done,
+                        };
+                        if let Err(failed) = saver.send(job) {
+                            if let Some(done) = failed.0.done {
+                                done(Err("the table saver stopped".into()));
+                            }
+                        }
+                    }
+                    // A node alone keeps no table: nothing to wait for.
+                    (None, Some(done)) => done(Ok(())),
+                    (None, None) => {}
+                }
+            }
+            Effect::Committed { client, result } => {
+                if let Some(tx) = lock(&self.commits).remove(&client) {
+                    let _ = tx.send(result);
                 }
             }
             Effect::Notice(notice) => cluster::report(std::slice::from_ref(&notice)),

@@ -282,8 +282,7 @@ impl Kv {
             }
             ClientRequest::ClusterInfo(ClusterInfo) => {
                 Reply::answer::<ClusterInfo>(Ok(ClusterShape {
-                    partitions: self.config.partitions,
-                    tokens: self.config.tokens,
+                    layout: self.driver.layout(),
                     node: self.driver.me().to_owned(),
                     members: self.driver.members(),
                 }))

@@ -649,6 +649,23 @@ impl ObjectStore {
             .map(|(_, o)| o))
     }
 
+    /// Keys and bytes this node holds per partition (a full scan of the
+    /// objects: for plans, not for the request path).
+    pub fn partition_usage(
+        &self,
+    ) -> Result<std::collections::BTreeMap<u32, (u64, u64)>, StoreError> {
+        let mut out: std::collections::BTreeMap<u32, (u64, u64)> = Default::default();
+        self.engine.scan(Space::Objects, b"", &mut |k, v| {
+            if let Some(p) = k.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) {
+                let entry = out.entry(u32::from_be_bytes(p)).or_default();
+                entry.0 += 1;
+                entry.1 += (k.len() + v.len()) as u64;
+            }
+            true
+        })?;
+        Ok(out)
+    }
+
     /// Up to `limit` hints held for `owner`, in storage order.
     pub fn hints_for(&self, owner: &str, limit: usize) -> Result<Vec<Hint>, StoreError> {
         let prefix = Self::hint_key(owner, b"");

@@ -81,6 +81,16 @@ impl Client {
         answer(req.send().await?).await
     }
 
+    /// POST a JSON document to any path.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<Answer> {
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        answer(req.send().await?).await
+    }
+
     /// GET any path.
     pub async fn get_path(&self, path: &str) -> anyhow::Result<Answer> {
         answer(self.http.get(format!("{}{path}", self.base)).send().await?).await

@@ -103,12 +103,15 @@ pub enum Message<V> {
 
 /// One voter's state for the version under decision. Durable: saved before
 /// any reply built from it leaves the node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Acceptor<V> {
     /// The version being decided: one past the acceptor's own.
     version: u64,
     promised: Option<Ballot>,
     accepted: Option<(Ballot, V)>,
+    /// Silent for `version`: the node lost what it promised for it.
+    #[serde(default)]
+    abstain: bool,
 }
 
 impl<V: Clone> Acceptor<V> {
@@ -119,6 +122,18 @@ impl<V: Clone> Acceptor<V> {
             version: current.saturating_add(1),
             promised: None,
             accepted: None,
+            abstain: false,
+        }
+    }
+
+    /// The acceptor of a node that lost its disk and rejoined at
+    /// `current`: it may have promised or accepted for `current + 1`
+    /// before and cannot know what, so it stays silent on that version
+    /// (as if down) and votes again from the next.
+    pub fn abstaining(current: u64) -> Self {
+        Self {
+            abstain: true,
+            ..Self::new(current)
         }
     }
 
@@ -151,7 +166,7 @@ impl<V: Clone> Acceptor<V> {
                 value: current.clone(),
             });
         }
-        if version > self.version {
+        if version > self.version || self.abstain {
             // This node lags: it cannot vote until gossip brings it the
             // versions before. Silence, as if it were down.
             return None;
@@ -399,6 +414,25 @@ mod tests {
                 ours: true
             })
         );
+    }
+
+    #[test]
+    fn a_rejoined_voter_is_silent_on_the_version_it_may_have_voted_on() {
+        let mut a: Acceptor<&str> = Acceptor::abstaining(4);
+        let prepare = Message::Prepare {
+            version: 5,
+            ballot: ballot(1, "a"),
+        };
+        assert_eq!(a.handle(prepare, &"four"), None);
+        a.advance(5);
+        let prepare = Message::Prepare {
+            version: 6,
+            ballot: ballot(1, "a"),
+        };
+        assert!(matches!(
+            a.handle(prepare, &"five"),
+            Some(Message::Promise { version: 6, .. })
+        ));
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub enum ErrorCode {
     ObjectTooLarge,
     /// The caller's certificate does not allow this request.
     Forbidden,
+    /// A layout commit lost to another one, or was planned against an
+    /// older version: look at the new plan and commit again.
+    LayoutConflict,
 }
 
 impl ErrorCode {
@@ -79,6 +82,7 @@ impl ErrorCode {
             Self::ContextTooLarge => "context_too_large",
             Self::ObjectTooLarge => "object_too_large",
             Self::Forbidden => "forbidden",
+            Self::LayoutConflict => "layout_conflict",
         }
     }
 
@@ -98,7 +102,7 @@ impl ErrorCode {
             | Self::ObjectTooLarge => 413,
             Self::RouteNotFound | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
-            Self::TooManySiblings => 409,
+            Self::TooManySiblings | Self::LayoutConflict => 409,
             Self::QuorumUnavailable | Self::Overloaded => 503,
             Self::Timeout => 504,
             Self::StorageError | Self::Internal => 500,
@@ -127,6 +131,7 @@ mod tests {
             ErrorCode::ContextTooLarge,
             ErrorCode::ObjectTooLarge,
             ErrorCode::Forbidden,
+            ErrorCode::LayoutConflict,
         ] {
             let json = serde_json_like(code);
             assert_eq!(json, code.as_str());

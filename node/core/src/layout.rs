@@ -21,10 +21,12 @@
 //! lose each other. Issue C extends this structure with partitions, zones,
 //! weights and bucket properties, changed by operators.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use crate::placement::{assign, Assignment, Candidate, Transfer};
 
 /// Bytes of the hash kept in a cluster id.
 const ID_BYTES: usize = 16;
@@ -111,7 +113,8 @@ pub enum LayoutError {
 pub struct Shape {
     /// Partitions of the key space (a power of two).
     pub partitions: u32,
-    /// Tokens per node on the ring.
+    /// Tokens per node on the ring (they pick the fallbacks after the
+    /// assigned replicas).
     pub tokens: u16,
 }
 
@@ -140,30 +143,214 @@ pub struct LayoutStamp {
     pub version: u64,
 }
 
-/// The cluster's layout.
+/// Replica slots per partition in a new cluster's assignment: the default
+/// `n_val`. Buckets with a larger `n_val` take their extra replicas from
+/// the ring's fallback order.
+pub const DEFAULT_REPLICAS: u8 = 3;
+/// The most partitions a cluster may have.
+pub const MAX_PARTITIONS: u32 = 65_536;
+/// The most a node's weight may be.
+pub const MAX_WEIGHT: u32 = 1_000;
+/// The longest zone name.
+pub const MAX_ZONE_LEN: usize = 64;
+
+/// A node's part in a layout version: its failure domain and how much it
+/// holds relative to the others. A member without a role holds no data.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Role {
+    /// Failure domain; a node without one is a zone of its own.
+    pub zone: Option<String>,
+    /// Relative capacity, 1 to [`MAX_WEIGHT`].
+    pub weight: u32,
+}
+
+/// A change an operator stages for the next layout version.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    /// Give the node this role: a join, or a new zone or weight.
+    Set(Role),
+    /// Take the node's role away (`leave`, `remove`): its replicas move to
+    /// the others.
+    Remove,
+    /// Hand the node's role and every replica it holds to another member
+    /// in one move (Cassandra's replace: the new node takes the dead one's
+    /// place instead of the cluster rebalancing twice).
+    ReplaceBy(String),
+    /// Undo what was staged for the node.
+    Keep,
+}
+
+/// One staged change. Staged changes spread by gossip; of two for one node
+/// the later wins (`seq`, then the author), on every node alike.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staged {
+    /// Above every staged change this node had seen.
+    pub seq: u64,
+    /// The node that staged it.
+    pub by: String,
+    /// The change.
+    pub change: Change,
+}
+
+impl Staged {
+    fn wins_over(&self, other: &Self) -> bool {
+        (self.seq, &self.by, &self.change) > (other.seq, &other.by, &other.change)
+    }
+}
+
+/// The cluster's layout: its identity, its members, and the committed
+/// version that says which nodes hold which partitions.
+///
+/// Two parts merge differently. The **admitted members** are a set that
+/// only grows (each joining node adds itself), merged by union, and the
+/// **staged changes** merge per node by [`Staged::seq`]: neither needs
+/// agreement. The **committed version** (`version`, `shape`, `roles`,
+/// `assignment`, `applied`) changes only by a commit that the voters of the
+/// version before decided (see [`crate::decide`]), so of two layouts the
+/// higher version's committed part wins, and two different committed parts
+/// of one version are a bug that [`Layout::merge`] reports, never resolves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layout {
     /// The cluster, fixed at bootstrap.
     pub cluster: ClusterId,
-    /// Raised on every change.
+    /// The committed version, raised by each commit.
     pub version: u64,
     /// Node ids admitted to the cluster.
     pub members: BTreeSet<String>,
-    /// The cluster's shape (absent in layouts saved before it was kept:
-    /// those clusters use each node's configuration, as they always did).
+    /// The cluster's shape.
     #[serde(default)]
     pub shape: Option<Shape>,
+    /// The nodes that hold data in this version, and how.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Role>,
+    /// Replica slots per partition.
+    #[serde(default = "default_replicas")]
+    pub replicas: u8,
+    /// Which nodes hold each partition (computed from the version before
+    /// when committed, see [`crate::placement`]).
+    #[serde(default)]
+    pub assignment: Option<Assignment>,
+    /// Staged changes numbered up to this are in this version (or were
+    /// dropped by it): the changes a commit took.
+    #[serde(default)]
+    pub applied: u64,
+    /// Changes staged for the next version, by node.
+    #[serde(default)]
+    pub staged: BTreeMap<String, Staged>,
+    /// Which commit made this version (the proposing node and its
+    /// commit's number): two commits of the same changes are still two
+    /// proposals, and only one of them becomes the version.
+    #[serde(default)]
+    pub committed_by: Option<String>,
+    /// While partitions move: the assignment before the change. Its
+    /// replicas keep serving reads, and a write needs its quorum from them
+    /// as well as from the new ones, until every node has copied the
+    /// partitions it gains and a handover version drops it.
+    #[serde(default)]
+    pub moving: Option<Assignment>,
+    /// Per node, the highest version whose gained partitions it has copied
+    /// (not part of the committed version: gossip merges it by maximum).
+    #[serde(default)]
+    pub synced: BTreeMap<String, u64>,
 }
+
+fn default_replicas() -> u8 {
+    DEFAULT_REPLICAS
+}
+
+/// How a [`Layout::merge`] went.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Merged {
+    /// Whether this layout changed.
+    pub changed: bool,
+    /// Set when the other layout has this one's version with another
+    /// committed part: `(version, our digest, their digest)`. Ours is kept.
+    pub diverged: Option<(u64, String, String)>,
+}
+
+/// Why a change cannot be staged or committed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum StageError {
+    /// The node never joined the cluster.
+    #[error("{0} is not a member of the cluster (start it with this cluster's seeds first)")]
+    NotAMember(String),
+    /// The node holds nothing to take away.
+    #[error("{0} holds no data in layout version {1}")]
+    NoRole(String, u64),
+    /// A weight out of range.
+    #[error("weight {0} is out of range (1 to {MAX_WEIGHT})")]
+    BadWeight(u32),
+    /// A zone name too long or empty.
+    #[error("a zone is 1 to {MAX_ZONE_LEN} bytes")]
+    BadZone,
+    /// `replace` onto a node that holds data already, or onto itself.
+    #[error("{0} cannot take {1}'s place: it must be a member that holds no data")]
+    BadReplacement(String, String),
+    /// Nothing is staged.
+    #[error("nothing is staged")]
+    NothingStaged,
+    /// The change would leave no node holding data.
+    #[error("the change would leave no node holding data")]
+    NoneLeft,
+    /// The layout predates assignments (not upgraded).
+    #[error("the layout has no assignment")]
+    NoAssignment,
+    /// No transfer is under way.
+    #[error("no partitions are moving")]
+    NothingMoving,
+    /// Nodes still copying the partitions they gain.
+    #[error("still copying partitions: {0:?}")]
+    StillCopying(Vec<String>),
+}
+
+/// A layout whose fields contradict each other (a bug, or forged).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid layout: {0}")]
+pub struct InvalidLayout(pub String);
 
 impl Layout {
     /// The first layout of the cluster `initial` founds with `shape`
-    /// (version 1).
+    /// (version 1), every member in a zone of its own.
     pub fn found(initial: &BTreeSet<String>, shape: Shape) -> Self {
+        let zones = initial.iter().map(|id| (id.clone(), None)).collect();
+        Self::found_in_zones(&zones, shape)
+    }
+
+    /// The first layout of the cluster the keys of `initial` found with
+    /// `shape` (version 1): each of them holds data, in the zone it maps
+    /// to, with weight 1.
+    pub fn found_in_zones(initial: &BTreeMap<String, Option<String>>, shape: Shape) -> Self {
+        let ids: BTreeSet<String> = initial.keys().cloned().collect();
+        let roles: BTreeMap<String, Role> = initial
+            .iter()
+            .map(|(id, zone)| {
+                let role = Role {
+                    zone: zone.clone(),
+                    weight: 1,
+                };
+                (id.clone(), role)
+            })
+            .collect();
+        let assignment = assign(
+            None,
+            &candidates(&roles),
+            shape.partitions,
+            DEFAULT_REPLICAS.into(),
+        );
         Self {
-            cluster: ClusterId::founded_by(initial, shape),
+            cluster: ClusterId::founded_by(&ids, shape),
             version: 1,
-            members: initial.clone(),
+            members: ids,
             shape: Some(shape),
+            roles,
+            replicas: DEFAULT_REPLICAS,
+            assignment: Some(assignment),
+            applied: 0,
+            staged: BTreeMap::new(),
+            committed_by: None,
+            moving: None,
+            synced: BTreeMap::new(),
         }
     }
 
@@ -175,52 +362,410 @@ impl Layout {
         }
     }
 
-    /// Admits `id`; returns whether the layout changed.
-    pub fn admit(&mut self, id: &str) -> bool {
-        if self.members.contains(id) {
+    /// The shape (a layout saved before shapes were kept uses the default).
+    pub fn shape(&self) -> Shape {
+        self.shape.unwrap_or_default()
+    }
+
+    /// A layout saved before roles and assignments existed gets them: every
+    /// admitted member holds data, in the zone `zone_of` says. Returns
+    /// whether it changed. The same members and zones give the same
+    /// assignment on every node.
+    pub fn upgrade(&mut self, zone_of: impl Fn(&str) -> Option<String>) -> bool {
+        if self.assignment.is_some() {
             return false;
         }
-        self.members.insert(id.to_owned());
-        self.version = self.version.saturating_add(1);
+        if self.roles.is_empty() {
+            self.roles = self
+                .members
+                .iter()
+                .map(|id| {
+                    let role = Role {
+                        zone: zone_of(id),
+                        weight: 1,
+                    };
+                    (id.clone(), role)
+                })
+                .collect();
+        }
+        let shape = self.shape();
+        self.shape = Some(shape);
+        self.assignment = Some(assign(
+            None,
+            &candidates(&self.roles),
+            shape.partitions,
+            self.replicas.into(),
+        ));
         true
     }
 
-    /// Merges `other` (of the same cluster) into this layout; returns
-    /// whether it changed. The members are the union; the version is the
-    /// higher one, or one above both when the union is new to both, so the
-    /// result is the same whichever node merges (a node that has both
-    /// versions' members agrees with one that merged them the other way
-    /// round). Versions saturate: a forged `u64::MAX` stops raising the
-    /// version, never the union.
-    pub fn merge(&mut self, other: &Self) -> Result<bool, LayoutError> {
+    /// A digest of the committed part: equal on two nodes exactly when
+    /// they agree on where every key lives.
+    pub fn digest(&self) -> String {
+        let committed = (
+            &self.cluster,
+            self.version,
+            self.shape,
+            &self.roles,
+            self.replicas,
+            &self.assignment,
+            self.applied,
+            &self.committed_by,
+            &self.moving,
+        );
+        let bytes = rmp_serde::to_vec(&committed).unwrap_or_default();
+        let d = ring::digest::digest(&ring::digest::SHA256, &bytes);
+        d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Checks what a layout from the network must hold before a node uses
+    /// it: a power-of-two partition count the assignment covers, and
+    /// assigned nodes that have roles.
+    pub fn check(&self) -> Result<(), InvalidLayout> {
+        let bad = |s: &str| Err(InvalidLayout(s.to_owned()));
+        let shape = self.shape();
+        if !shape.partitions.is_power_of_two() || shape.partitions > MAX_PARTITIONS {
+            return bad("partitions must be a power of two");
+        }
+        if self.replicas == 0 || usize::from(self.replicas) > crate::ring::MAX_RANKS {
+            return bad("replicas out of range");
+        }
+        if let Some(a) = &self.assignment {
+            if a.partitions() != shape.partitions {
+                return bad("the assignment does not cover every partition");
+            }
+            if a.nodes.iter().any(|n| !self.roles.contains_key(n)) {
+                return bad("a node is assigned without a role");
+            }
+            let nodes = a.nodes.len();
+            if a.table.iter().any(|row| {
+                row.len() > usize::from(self.replicas)
+                    || row.iter().any(|&i| usize::from(i) >= nodes)
+            }) {
+                return bad("an assignment row is out of range");
+            }
+        }
+        if let Some(m) = &self.moving {
+            let nodes = m.nodes.len();
+            if m.partitions() != shape.partitions
+                || m.table
+                    .iter()
+                    .any(|row| row.iter().any(|&i| usize::from(i) >= nodes))
+            {
+                return bad("the assignment before the move is out of range");
+            }
+        }
+        if self.roles.keys().any(|id| !self.members.contains(id)) {
+            return bad("a node holds a role without being a member");
+        }
+        Ok(())
+    }
+
+    /// Admits `id`; returns whether the layout changed. Admission changes
+    /// no committed version: a new member holds nothing until a commit
+    /// gives it a role.
+    pub fn admit(&mut self, id: &str) -> bool {
+        self.members.insert(id.to_owned())
+    }
+
+    /// Merges `other` (of the same cluster) into this layout. The members
+    /// are the union and the staged changes the later per node, so the
+    /// result is the same whichever node merges; the committed part is the
+    /// higher version's.
+    pub fn merge(&mut self, other: &Self) -> Result<Merged, LayoutError> {
         if other.cluster != self.cluster {
             return Err(LayoutError::OtherCluster {
                 ours: self.cluster.clone(),
                 theirs: other.cluster.clone(),
             });
         }
+        let mut out = Merged::default();
         if *other == *self {
-            return Ok(false);
+            return Ok(out);
         }
-        let union: BTreeSet<String> = self.members.union(&other.members).cloned().collect();
-        let version = if union == other.members && union == self.members {
-            self.version.max(other.version)
-        } else if union == other.members && other.version >= self.version {
-            other.version
-        } else if union == self.members && self.version >= other.version {
-            self.version
-        } else {
-            self.version.max(other.version).saturating_add(1)
-        };
-        // The shape is fixed at founding (and part of the id); a legacy
-        // layout without one learns it from a member that has it.
-        let shape = self.shape.or(other.shape);
-        let changed = version != self.version || union != self.members || shape != self.shape;
-        self.version = version;
-        self.members = union;
-        self.shape = shape;
-        Ok(changed)
+        for id in &other.members {
+            out.changed |= self.members.insert(id.clone());
+        }
+        if other.version > self.version {
+            self.version = other.version;
+            self.shape = other.shape;
+            self.roles = other.roles.clone();
+            self.replicas = other.replicas;
+            self.assignment = other.assignment.clone();
+            self.applied = other.applied;
+            self.committed_by = other.committed_by.clone();
+            self.moving = other.moving.clone();
+            out.changed = true;
+        } else if other.version == self.version {
+            let (ours, theirs) = (self.digest(), other.digest());
+            if ours != theirs {
+                out.diverged = Some((self.version, ours, theirs));
+            }
+        }
+        for (id, v) in &other.synced {
+            let ours = self.synced.entry(id.clone()).or_default();
+            if v > ours {
+                *ours = *v;
+                out.changed = true;
+            }
+        }
+        for (id, staged) in &other.staged {
+            let newer = self.staged.get(id).is_none_or(|s| staged.wins_over(s));
+            if newer && staged.seq > self.applied {
+                self.staged.insert(id.clone(), staged.clone());
+                out.changed = true;
+            }
+        }
+        let applied = self.applied;
+        let before = self.staged.len();
+        self.staged.retain(|_, s| s.seq > applied);
+        out.changed |= self.staged.len() != before;
+        Ok(out)
     }
+
+    /// Stages `change` for `node`, on behalf of `by`.
+    pub fn stage(&mut self, by: &str, node: &str, change: Change) -> Result<(), StageError> {
+        match &change {
+            Change::Set(role) => {
+                if !self.members.contains(node) {
+                    return Err(StageError::NotAMember(node.to_owned()));
+                }
+                if !(1..=MAX_WEIGHT).contains(&role.weight) {
+                    return Err(StageError::BadWeight(role.weight));
+                }
+                if role
+                    .zone
+                    .as_ref()
+                    .is_some_and(|z| z.is_empty() || z.len() > MAX_ZONE_LEN)
+                {
+                    return Err(StageError::BadZone);
+                }
+            }
+            Change::Remove => {
+                if !self.roles.contains_key(node) {
+                    return Err(StageError::NoRole(node.to_owned(), self.version));
+                }
+            }
+            Change::ReplaceBy(new) => {
+                if !self.roles.contains_key(node) {
+                    return Err(StageError::NoRole(node.to_owned(), self.version));
+                }
+                if new == node || !self.members.contains(new) || self.roles.contains_key(new) {
+                    return Err(StageError::BadReplacement(new.clone(), node.to_owned()));
+                }
+            }
+            Change::Keep => {}
+        }
+        let seq = self
+            .staged
+            .values()
+            .map(|s| s.seq)
+            .max()
+            .unwrap_or(0)
+            .max(self.applied)
+            .saturating_add(1);
+        let staged = Staged {
+            seq,
+            by: by.to_owned(),
+            change,
+        };
+        self.staged.insert(node.to_owned(), staged);
+        Ok(())
+    }
+
+    /// The committed version that committing the staged changes makes: the
+    /// next version, its roles, and an assignment that moves only what the
+    /// changes need. Staged changes are gone from it.
+    pub fn next(&self) -> Result<Self, StageError> {
+        let Some(previous) = &self.assignment else {
+            return Err(StageError::NoAssignment);
+        };
+        let effective: Vec<(&String, &Change)> = self
+            .staged
+            .iter()
+            .filter(|(_, s)| s.seq > self.applied && s.change != Change::Keep)
+            .map(|(id, s)| (id, &s.change))
+            .collect();
+        if effective.is_empty() {
+            return Err(StageError::NothingStaged);
+        }
+        let mut roles = self.roles.clone();
+        let original = previous;
+        let mut previous = previous.clone();
+        for (id, change) in effective {
+            match change {
+                Change::Set(role) => {
+                    roles.insert(id.clone(), role.clone());
+                }
+                Change::Remove => {
+                    roles.remove(id);
+                }
+                Change::ReplaceBy(new) => {
+                    if let Some(role) = roles.remove(id) {
+                        roles.insert(new.clone(), role);
+                        previous.rename(id, new);
+                    }
+                }
+                Change::Keep => {}
+            }
+        }
+        if roles.is_empty() {
+            return Err(StageError::NoneLeft);
+        }
+        let shape = self.shape();
+        let assignment = assign(
+            Some(&previous),
+            &candidates(&roles),
+            shape.partitions,
+            self.replicas.into(),
+        );
+        let applied = self.staged.values().map(|s| s.seq).max().unwrap_or(0);
+        // Reads stay with the replicas that surely hold the data: those
+        // before this change, or, mid-transfer, those before the last.
+        let moving = match &self.moving {
+            Some(m) => Some(m.clone()),
+            None => (assignment != *original).then(|| original.clone()),
+        };
+        Ok(Self {
+            cluster: self.cluster.clone(),
+            version: self.version.saturating_add(1),
+            members: self.members.clone(),
+            shape: Some(shape),
+            roles,
+            replicas: self.replicas,
+            assignment: Some(assignment),
+            applied: applied.max(self.applied),
+            staged: BTreeMap::new(),
+            committed_by: None,
+            moving,
+            synced: self.synced.clone(),
+        })
+    }
+
+    /// The partitions `node` holds in this version but did not before the
+    /// transfer under way: what it must copy from the replicas before.
+    pub fn gains(&self, node: &str) -> Vec<u32> {
+        let (Some(now), Some(before)) = (&self.assignment, &self.moving) else {
+            return Vec::new();
+        };
+        (0..now.partitions())
+            .filter(|&p| now.replicas(p).any(|id| id == node))
+            .filter(|&p| !before.replicas(p).any(|id| id == node))
+            .collect()
+    }
+
+    /// The nodes still copying partitions for this version.
+    pub fn copying(&self) -> Vec<String> {
+        let Some(now) = &self.assignment else {
+            return Vec::new();
+        };
+        if self.moving.is_none() {
+            return Vec::new();
+        }
+        now.nodes
+            .iter()
+            .filter(|id| self.synced.get(*id).copied().unwrap_or(0) < self.version)
+            .filter(|id| !self.gains(id).is_empty())
+            .cloned()
+            .collect()
+    }
+
+    /// Records that `node` copied every partition it gains in `version`.
+    pub fn mark_synced(&mut self, node: &str, version: u64) -> bool {
+        let v = self.synced.entry(node.to_owned()).or_default();
+        if version > *v {
+            *v = version;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The version that ends the transfer under way, once every new
+    /// replica has copied its partitions: the same assignment, with reads
+    /// moving to it and the replicas before released.
+    pub fn handover(&self) -> Result<Self, StageError> {
+        if self.moving.is_none() {
+            return Err(StageError::NothingMoving);
+        }
+        let copying = self.copying();
+        if !copying.is_empty() {
+            return Err(StageError::StillCopying(copying));
+        }
+        Ok(Self {
+            version: self.version.saturating_add(1),
+            staged: BTreeMap::new(),
+            committed_by: None,
+            moving: None,
+            ..self.clone()
+        })
+    }
+
+    /// What committing the staged changes would do.
+    pub fn plan(&self) -> Result<Plan, StageError> {
+        let next = self.next()?;
+        let (Some(before), Some(after)) = (&self.assignment, &next.assignment) else {
+            return Err(StageError::NoAssignment);
+        };
+        let loads = |a: &Assignment| {
+            a.loads()
+                .into_iter()
+                .map(|(id, n)| (id.to_owned(), n))
+                .collect()
+        };
+        Ok(Plan {
+            from: self.version,
+            to: next.version,
+            changes: self
+                .staged
+                .iter()
+                .filter(|(_, s)| s.seq > self.applied && s.change != Change::Keep)
+                .map(|(id, s)| (id.clone(), s.change.clone()))
+                .collect(),
+            slots: before.table.iter().map(Vec::len).sum(),
+            moved: after.moved_from(before),
+            transfers: before.transfers(after),
+            loads_before: loads(before),
+            loads_after: loads(after),
+            next,
+        })
+    }
+}
+
+/// What a commit of the staged changes would do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// The version the changes were staged against.
+    pub from: u64,
+    /// The version a commit makes.
+    pub to: u64,
+    /// The staged changes, by node.
+    pub changes: BTreeMap<String, Change>,
+    /// Replica slots (partitions × replicas).
+    pub slots: usize,
+    /// Slots whose owner changes: the replicas to copy.
+    pub moved: usize,
+    /// The partitions that change hands.
+    pub transfers: Vec<Transfer>,
+    /// Slots per node now.
+    pub loads_before: BTreeMap<String, usize>,
+    /// Slots per node after the commit.
+    pub loads_after: BTreeMap<String, usize>,
+    /// The layout a commit proposes.
+    #[serde(skip)]
+    pub next: Layout,
+}
+
+/// The placement candidates of a version's roles.
+fn candidates(roles: &BTreeMap<String, Role>) -> Vec<Candidate> {
+    roles
+        .iter()
+        .map(|(id, role)| Candidate {
+            id: id.clone(),
+            zone: role.zone.clone(),
+            weight: role.weight,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -277,47 +822,220 @@ mod tests {
     }
 
     #[test]
-    fn a_saturated_version_still_merges_members() {
-        let mut a = Layout::found(&ids(&["n1"]), Shape::default());
+    fn admitting_a_member_commits_nothing() {
+        let mut a = Layout::found(&ids(&["n1", "n2", "n3"]), Shape::default());
+        let digest = a.digest();
+        assert!(a.admit("n4"));
+        assert!(!a.admit("n4"));
+        assert_eq!(a.version, 1);
+        assert_eq!(a.digest(), digest, "a member without a role holds nothing");
+        assert!(!a.roles.contains_key("n4"));
+        a.check().expect("valid");
+    }
+
+    fn founded3() -> Layout {
+        let mut l = Layout::found(&ids(&["n1", "n2", "n3"]), Shape::default());
+        l.admit("n4");
+        l
+    }
+
+    fn role() -> Role {
+        Role {
+            zone: None,
+            weight: 1,
+        }
+    }
+
+    #[test]
+    fn a_commit_takes_the_staged_changes_and_moves_about_the_ideal_share() {
+        let mut l = founded3();
+        assert_eq!(l.next(), Err(StageError::NothingStaged));
+        l.stage("n1", "n4", Change::Set(role())).expect("stage");
+        let plan = l.plan().expect("plan");
+        assert_eq!((plan.from, plan.to), (1, 2));
+        assert_eq!(plan.slots, 256 * 3);
+        // The ideal is a quarter of the slots; at most 1.1 times that.
+        assert!(plan.moved * 4 <= plan.slots * 11 / 10, "{}", plan.moved);
+        assert_eq!(plan.loads_after["n4"], plan.moved);
+        let next = plan.next;
+        assert_eq!(next.version, 2);
+        assert!(next.staged.is_empty());
+        assert!(next.roles.contains_key("n4"));
+        next.check().expect("valid");
+        assert_ne!(next.digest(), l.digest());
+    }
+
+    #[test]
+    fn staging_checks_what_it_is_given() {
+        let mut l = founded3();
+        let e = l.stage("n1", "n9", Change::Set(role()));
+        assert_eq!(e, Err(StageError::NotAMember("n9".into())));
+        let heavy = Role {
+            zone: None,
+            weight: MAX_WEIGHT + 1,
+        };
+        assert_eq!(
+            l.stage("n1", "n4", Change::Set(heavy)),
+            Err(StageError::BadWeight(MAX_WEIGHT + 1))
+        );
+        assert_eq!(
+            l.stage("n1", "n4", Change::Remove),
+            Err(StageError::NoRole("n4".into(), 1))
+        );
+        assert!(matches!(
+            l.stage("n1", "n1", Change::ReplaceBy("n2".into())),
+            Err(StageError::BadReplacement(..))
+        ));
+        for id in ["n1", "n2", "n3"] {
+            l.stage("n1", id, Change::Remove).expect("stage");
+        }
+        assert_eq!(l.next(), Err(StageError::NoneLeft));
+        l.stage("n1", "n2", Change::Keep).expect("stage");
+        let next = l.next().expect("one left");
+        assert_eq!(next.roles.keys().collect::<Vec<_>>(), ["n2"]);
+    }
+
+    #[test]
+    fn a_replacement_takes_the_dead_nodes_slots_and_moves_nothing_else() {
+        let mut l = founded3();
+        let before = l.assignment.clone().expect("assigned");
+        l.stage("n1", "n2", Change::ReplaceBy("n4".into()))
+            .expect("stage");
+        let next = l.next().expect("next");
+        let after = next.assignment.expect("assigned");
+        assert!(!next.roles.contains_key("n2"));
+        for p in 0..256 {
+            let old: Vec<&str> = before.replicas(p).collect();
+            let new: Vec<&str> = after.replicas(p).collect();
+            let renamed: Vec<&str> = old
+                .iter()
+                .map(|&id| if id == "n2" { "n4" } else { id })
+                .collect();
+            assert_eq!(new, renamed, "partition {p}");
+        }
+    }
+
+    #[test]
+    fn equal_versions_with_other_commits_are_reported_and_ours_kept() {
+        let mut a = founded3();
         let mut b = a.clone();
-        b.version = u64::MAX;
-        b.admit("n2");
-        assert_eq!(b.version, u64::MAX);
-        a.admit("n3");
-        assert_eq!(a.merge(&b), Ok(true));
-        assert_eq!(a.members, ids(&["n1", "n2", "n3"]));
-        assert_eq!(a.version, u64::MAX);
+        a.stage("n1", "n4", Change::Set(role())).expect("stage");
+        b.stage("n2", "n1", Change::Remove).expect("stage");
+        let a2 = a.next().expect("a");
+        let b2 = b.next().expect("b");
+        let mut merged = a2.clone();
+        let m = merged.merge(&b2).expect("same cluster");
+        let (version, ours, theirs) = m.diverged.expect("reported");
+        assert_eq!((version, ours, theirs), (2, a2.digest(), b2.digest()));
+        assert_eq!(merged.digest(), a2.digest(), "ours kept");
+        // A later version wins over both.
+        let mut c = b2.clone();
+        c.stage("n2", "n4", Change::Set(role())).expect("stage");
+        let c3 = c.next().expect("c");
+        assert_eq!(merged.merge(&c3).map(|m| m.diverged), Ok(None));
+        assert_eq!(merged.digest(), c3.digest());
+    }
+
+    #[test]
+    fn forged_layouts_fail_the_check() {
+        let good = founded3();
+        let mut l = good.clone();
+        l.shape = Some(Shape {
+            partitions: 3,
+            tokens: 1,
+        });
+        assert!(l.check().is_err());
+        let mut l = good.clone();
+        if let Some(a) = &mut l.assignment {
+            a.table[0].push(u16::MAX);
+        }
+        assert!(l.check().is_err());
+        let mut l = good.clone();
+        l.roles.insert("stranger".into(), role());
+        assert!(l.check().is_err());
+        let mut l = good;
+        l.replicas = 0;
+        assert!(l.check().is_err());
+    }
+
+    #[test]
+    fn a_legacy_layout_is_upgraded_the_same_everywhere() {
+        let mut a = Layout::found(&ids(&["n1", "n2"]), Shape::default());
+        a.roles.clear();
+        a.assignment = None;
+        let mut b = a.clone();
+        assert!(a.upgrade(|_| None));
+        assert!(b.upgrade(|_| None));
+        assert!(!a.upgrade(|_| None));
+        assert_eq!(a, b);
+        assert_eq!(a.roles.len(), 2);
+        a.check().expect("valid");
+    }
+
+    /// A chain of versions, each committed from the one before with a
+    /// staged change, as the cluster decides them.
+    fn history() -> Vec<Layout> {
+        let mut l = Layout::found(&ids(&["n1", "n2", "n3"]), Shape::default());
+        let mut out = vec![l.clone()];
+        for (i, id) in ["n4", "n5", "n6"].iter().enumerate() {
+            l.admit(id);
+            l.stage("n1", id, Change::Set(role())).expect("stage");
+            l = l.next().expect("next");
+            assert_eq!(l.version, i as u64 + 2);
+            out.push(l.clone());
+        }
+        out
     }
 
     fn layout() -> impl Strategy<Value = Layout> {
         (
-            0u64..6,
-            proptest::collection::btree_set(prop_oneof!["n1", "n2", "n3", "n4", "n5"], 0..5),
+            0usize..4,
+            proptest::collection::btree_set(prop_oneof!["n7", "n8", "n9"], 0..3),
+            proptest::collection::vec(
+                (prop_oneof!["n1", "n2", "n7"], any::<bool>(), 0u64..3),
+                0..3,
+            ),
         )
-            .prop_map(|(version, extra)| {
-                let mut l = Layout::found(&ids(&["n1"]), Shape::default());
-                l.version = version;
+            .prop_map(|(v, extra, staged)| {
+                let mut l = history()[v].clone();
                 l.members.extend(extra);
+                for (node, set, by) in staged {
+                    let change = if set {
+                        Change::Set(role())
+                    } else {
+                        Change::Remove
+                    };
+                    l.members.insert(node.to_owned());
+                    let staged = Staged {
+                        seq: l.applied + 1 + by,
+                        by: format!("n{by}"),
+                        change,
+                    };
+                    l.staged.insert(node.to_owned(), staged);
+                }
                 l
             })
     }
 
     proptest! {
-        /// Merging is commutative and idempotent, and keeps every member
-        /// either side had: no join is ever lost.
+        /// Merging is commutative and idempotent, keeps every member either
+        /// side had (no join is ever lost), and takes the higher committed
+        /// version.
         #[test]
-        fn merge_is_a_union_whoever_merges(a in layout(), b in layout()) {
+        fn merge_is_the_same_whoever_merges(a in layout(), b in layout()) {
             let mut ab = a.clone();
-            ab.merge(&b).expect("same cluster");
+            let m = ab.merge(&b).expect("same cluster");
+            prop_assert_eq!(m.diverged, None);
             let mut ba = b.clone();
             ba.merge(&a).expect("same cluster");
             prop_assert_eq!(&ab, &ba);
             prop_assert!(ab.members.is_superset(&a.members));
             prop_assert!(ab.members.is_superset(&b.members));
-            prop_assert!(ab.version >= a.version.max(b.version));
+            prop_assert_eq!(ab.version, a.version.max(b.version));
             let again = ab.clone();
-            prop_assert_eq!(ab.merge(&again), Ok(false));
-            prop_assert_eq!(ab.merge(&a), Ok(false));
+            prop_assert_eq!(ab.merge(&again).map(|m| m.changed), Ok(false));
+            prop_assert_eq!(ab.merge(&a).map(|m| m.changed), Ok(false));
+            prop_assert!(ab.staged.values().all(|s| s.seq > ab.applied));
         }
     }
 }

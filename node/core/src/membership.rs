@@ -47,8 +47,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::layout::{ClusterId, Layout, LayoutStamp, Shape};
-use crate::ring::RingMember;
+use crate::decide::{Acceptor, Message as Vote};
+use crate::layout::{Change, ClusterId, Layout, LayoutStamp, Shape, StageError};
 
 /// A member's state, as one node sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -210,7 +210,7 @@ pub struct Gossip {
     /// The sender's cluster.
     pub standing: Standing,
     /// The sender's layout (full-table exchanges only).
-    pub layout: Option<Layout>,
+    pub layout: Option<Box<Layout>>,
     /// The message.
     pub msg: GossipMsg,
     /// A digest of the sender's bucket settings (full-table exchanges
@@ -274,6 +274,26 @@ pub enum Notice {
         /// The peer.
         peer: String,
     },
+    /// `peer` has this node's committed layout version with another
+    /// committed part: two commits were decided for one version, a bug.
+    /// Each node keeps its own; an operator must look.
+    LayoutsDiverge {
+        /// The peer.
+        peer: String,
+        /// The version both claim.
+        version: u64,
+        /// This node's digest of it.
+        ours: String,
+        /// The peer's.
+        theirs: String,
+    },
+    /// `peer` sent a layout whose fields contradict each other: not taken.
+    InvalidLayout {
+        /// The peer.
+        peer: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// `peer`, an initial member, would found another cluster or none: the
     /// initial member lists differ, so this node does not found.
     InitialMembersDiffer {
@@ -301,8 +321,21 @@ impl Notice {
             Self::ShapeDiffers { .. } => "shape",
             Self::SettingsDiffer { .. } => "settings",
             Self::InitialMembersDiffer { .. } => "initial",
+            Self::LayoutsDiverge { .. } => "diverge",
+            Self::InvalidLayout { .. } => "invalid_layout",
         }
     }
+}
+
+/// Why a layout change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutChangeError {
+    /// This node is in no cluster yet.
+    #[error("this node has not joined its cluster yet")]
+    NotJoined,
+    /// The change itself is refused.
+    #[error(transparent)]
+    Stage(#[from] StageError),
 }
 
 /// Most notices kept until the driver takes them.
@@ -315,6 +348,9 @@ pub struct SavedTable {
     pub layout: Option<Layout>,
     /// Every record it had.
     pub members: Vec<MemberInfo>,
+    /// What it promised and accepted for the next layout version.
+    #[serde(default)]
+    pub vote: Option<Acceptor<Layout>>,
 }
 
 /// Where a record comes from.
@@ -407,6 +443,8 @@ pub struct Membership {
     settings: Option<u64>,
     /// This node's cluster, once founded or joined.
     layout: Option<Layout>,
+    /// Its vote on the next layout version (see [`crate::decide`]).
+    vote: Acceptor<Layout>,
     /// While unjoined: what each peer last said it would found.
     heard_unjoined: BTreeMap<String, Option<ClusterId>>,
     /// While unjoined: the existing cluster heard of (then it never founds).
@@ -465,6 +503,7 @@ impl Membership {
             refused_layout: None,
             settings: None,
             layout: None,
+            vote: Acceptor::new(0),
             heard_unjoined: BTreeMap::new(),
             cluster_seen: None,
             foreign: 0,
@@ -505,7 +544,7 @@ impl Membership {
     fn full_table(&self) -> Gossip {
         Gossip {
             standing: self.standing(),
-            layout: self.layout.clone(),
+            layout: self.layout.clone().map(Box::new),
             settings: self.settings,
             msg: GossipMsg::PushPull {
                 members: self.members.values().cloned().collect(),
@@ -518,6 +557,7 @@ impl Membership {
         SavedTable {
             layout: self.layout.clone().or_else(|| self.refused_layout.clone()),
             members: self.members.values().cloned().collect(),
+            vote: self.layout.is_some().then(|| self.vote.clone()),
         }
     }
 
@@ -599,10 +639,30 @@ impl Membership {
 
     /// Takes a member's layout: joins its cluster, or merges it.
     fn take_layout(&mut self, from: &str, layout: Layout) {
+        if let Err(e) = layout.check() {
+            let notice = Notice::InvalidLayout {
+                peer: from.to_owned(),
+                reason: e.0,
+            };
+            return self.notify(Some(from), notice);
+        }
         match &mut self.layout {
             Some(ours) => {
-                if ours.merge(&layout) == Ok(true) {
+                let Ok(merged) = ours.merge(&layout) else {
+                    return;
+                };
+                if merged.changed {
                     self.version += 1;
+                }
+                self.vote.advance(ours.version);
+                if let Some((version, ours, theirs)) = merged.diverged {
+                    let notice = Notice::LayoutsDiverge {
+                        peer: from.to_owned(),
+                        version,
+                        ours,
+                        theirs,
+                    };
+                    self.notify(Some(from), notice);
                 }
             }
             None => {
@@ -618,6 +678,15 @@ impl Membership {
                 let mut layout = layout;
                 layout.admit(&self.me);
                 let cluster = layout.cluster.clone();
+                // A node that joins holding a role past the first version
+                // lost its disk: it cannot know what it voted on the
+                // version being decided, so it sits that one out. (A
+                // founder that took a peer's first layout never voted.)
+                self.vote = if layout.version > 1 && layout.roles.contains_key(&self.me) {
+                    Acceptor::abstaining(layout.version)
+                } else {
+                    Acceptor::new(layout.version)
+                };
                 self.layout = Some(layout);
                 self.version += 1;
                 self.mark_joined();
@@ -650,13 +719,66 @@ impl Membership {
         if !all_agree {
             return;
         }
-        let layout = Layout::found(&self.initial, self.shape);
+        // Each founder's zone is in its own record, which came with the
+        // message that said it would found: every founder sees the same.
+        let zones = self
+            .initial
+            .iter()
+            .map(|id| {
+                let zone = self.members.get(id).and_then(|m| m.zone.clone());
+                (id.clone(), zone)
+            })
+            .collect();
+        let layout = Layout::found_in_zones(&zones, self.shape);
         let cluster = layout.cluster.clone();
+        self.vote = Acceptor::new(layout.version);
         self.layout = Some(layout);
         self.heard_unjoined.clear();
         self.version += 1;
         self.mark_joined();
         self.notify(None, Notice::Founded { cluster });
+    }
+
+    /// Stages `change` for `node` in this node's layout (gossip spreads it).
+    pub fn stage(&mut self, node: &str, change: Change) -> Result<(), LayoutChangeError> {
+        let me = self.me.clone();
+        let layout = self.layout.as_mut().ok_or(LayoutChangeError::NotJoined)?;
+        layout.stage(&me, node, change)?;
+        self.version += 1;
+        Ok(())
+    }
+
+    /// A proposer's message about the next layout version, from `from`:
+    /// this node's vote, if it has one to give. The caller must save the
+    /// table (see [`Self::saved`]) before the answer leaves the node.
+    pub fn decide(&mut self, msg: Vote<Layout>) -> Option<Vote<Layout>> {
+        let current = self.layout.as_ref()?;
+        if let Vote::Accept { value, .. } = &msg {
+            if value.cluster != current.cluster || value.check().is_err() {
+                return None;
+            }
+        }
+        let before = self.vote.clone();
+        let answer = self.vote.handle(msg, current);
+        if self.vote != before {
+            self.version += 1;
+        }
+        answer
+    }
+
+    /// Takes a layout version the voters decided (or a voter already had).
+    pub fn adopt(&mut self, layout: &Layout) {
+        if layout.check().is_err() {
+            return;
+        }
+        if let Some(ours) = &mut self.layout {
+            if let Ok(merged) = ours.merge(layout) {
+                if merged.changed {
+                    self.version += 1;
+                }
+                self.vote.advance(ours.version);
+            }
+        }
     }
 
     /// Sets the digest of this node's bucket settings, sent with full
@@ -699,18 +821,6 @@ impl Membership {
     /// them (another member's address or liveness, a forged incarnation).
     pub fn refused(&self) -> u64 {
         self.refused
-    }
-
-    /// The members the ring is built from: everyone not removed.
-    pub fn ring_members(&self) -> Vec<RingMember> {
-        self.members
-            .values()
-            .filter(|m| m.status != Status::Removed)
-            .map(|m| RingMember {
-                id: m.id.clone(),
-                zone: m.zone.clone(),
-            })
-            .collect()
     }
 
     fn next_random(&mut self) -> u64 {
@@ -891,8 +1001,22 @@ impl Membership {
                 };
                 return self.notify(None, notice);
             }
+            // A layout saved before assignments existed gets one (every
+            // admitted member holds data, as it did).
+            let mut layout = layout;
+            let members = &self.members;
+            let me = self.me.clone();
+            layout.upgrade(|id| {
+                members
+                    .get(id)
+                    .filter(|m| m.id == me || m.status != Status::Removed)
+                    .and_then(|m| m.zone.clone())
+            });
             // The saved identity is the node's for good: it wins over a
             // layout founded at start from the config.
+            // Saved without a vote: before votes existed, so none was cast.
+            self.vote = saved.vote.unwrap_or_else(|| Acceptor::new(layout.version));
+            self.vote.advance(layout.version);
             if self.layout.as_ref() != Some(&layout) {
                 self.layout = Some(layout);
                 self.version += 1;
@@ -945,7 +1069,7 @@ impl Membership {
         // Only a member's layout counts, and only with its own stamp.
         if let (Some(layout), Standing::Member(stamp)) = (envelope.layout, &envelope.standing) {
             if layout.cluster == stamp.cluster {
-                self.take_layout(from, layout);
+                self.take_layout(from, *layout);
             }
         }
         self.try_found();

@@ -107,6 +107,35 @@ impl Assignment {
         out
     }
 
+    /// Gives every replica `old` holds to `new` (which must hold none),
+    /// keeping the node list sorted.
+    pub fn rename(&mut self, old: &str, new: &str) {
+        let Some(from) = self.nodes.iter().position(|n| n == old) else {
+            return;
+        };
+        let mut nodes = self.nodes.clone();
+        nodes[from] = new.to_owned();
+        nodes.sort();
+        let index: BTreeMap<&str, u16> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i as u16))
+            .collect();
+        for row in &mut self.table {
+            for slot in row.iter_mut() {
+                let id = match self.nodes.get(usize::from(*slot)) {
+                    Some(id) if id == old => new,
+                    Some(id) => id.as_str(),
+                    None => continue,
+                };
+                if let Some(&i) = index.get(id) {
+                    *slot = i;
+                }
+            }
+        }
+        self.nodes = nodes;
+    }
+
     /// How many (partition, node) replica pairs of `self` are not in
     /// `other`: the replicas a change from `other` to `self` must copy.
     pub fn moved_from(&self, other: &Self) -> usize {

@@ -31,7 +31,7 @@ use crate::quorum::Shortfall;
 use crate::version::{Content, Object, VersionVector};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Names a request; its answer carries the same id.
 pub type RequestId = u64;
@@ -103,7 +103,15 @@ pub enum PeerRequest {
     ReplicaPut(ReplicaPut),
     /// Coordinate a client's write.
     Coordinate(Coordinate),
+    /// A proposer's message deciding the next layout version.
+    Decide(Decide),
 }
+
+/// A proposer's message about the next layout version (see
+/// [`crate::decide`]); answered with the voter's reply, or none when it
+/// cannot vote (it lags, or lost its disk since).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decide(pub Box<crate::decide::Message<crate::layout::Layout>>);
 
 /// Ping `target` on the sender's behalf; answered with whether it answered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -231,10 +239,9 @@ pub struct ClientObject {
 /// The cluster's shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterShape {
-    /// Partitions of the ring.
-    pub partitions: u32,
-    /// Tokens per node.
-    pub tokens: u16,
+    /// The answering node's layout (`None` until it has joined): clients
+    /// route by [`crate::ring::Ring::build`] of it, as nodes do.
+    pub layout: Option<crate::layout::Layout>,
     /// The answering node.
     pub node: String,
     /// Every member the answering node knows.
@@ -265,6 +272,7 @@ asks! {
     ReplicaGet => PeerRequest::ReplicaGet, Option<Object>;
     ReplicaPut => PeerRequest::ReplicaPut, ReplicaStored;
     Coordinate => PeerRequest::Coordinate, Option<Object>;
+    Decide => PeerRequest::Decide, Option<crate::decide::Message<crate::layout::Layout>>;
     Get => ClientRequest::Get, ClientObject;
     Write => ClientRequest::Write, ClientObject;
     ClusterInfo => ClientRequest::ClusterInfo, ClusterShape;

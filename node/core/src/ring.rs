@@ -183,11 +183,73 @@ pub struct Ring {
     members: Vec<RingMember>,
     /// For each partition, member indexes by rank.
     table: Vec<Vec<u16>>,
+    /// While partitions move: each partition's replicas before the change
+    /// (member indexes), which serve reads until the handover.
+    before: Option<Vec<Vec<u16>>>,
 }
 
 impl Ring {
-    /// Builds the ring of `members` (order and duplicates do not matter).
-    pub fn build(members: &[RingMember], partitions: u32, tokens: u16) -> Self {
+    /// The ring of a layout: each partition's first ranks are the
+    /// replicas its committed assignment names, the ranks after them (the
+    /// fallbacks) the other nodes holding data, by the token walk. Members
+    /// without a role hold nothing and are in no partition's order. This is
+    /// the only ring a node or a client routes by.
+    pub fn build(layout: &crate::layout::Layout) -> Self {
+        let shape = layout.shape();
+        let members: Vec<RingMember> = layout
+            .roles
+            .iter()
+            .map(|(id, role)| RingMember {
+                id: id.clone(),
+                zone: role.zone.clone(),
+            })
+            .collect();
+        let mut ring = match &layout.assignment {
+            Some(a) if a.partitions() == shape.partitions => {
+                Self::from_assignment(a, &members, shape.tokens)
+            }
+            _ => Self::by_tokens(&members, shape.partitions, shape.tokens),
+        };
+        if let Some(before) = layout
+            .moving
+            .as_ref()
+            .filter(|m| m.partitions() == shape.partitions)
+        {
+            // Replicas before the change that hold no role now (leaving)
+            // join the member list, at the end of no partition's order.
+            for id in &before.nodes {
+                if !ring.members.iter().any(|m| m.id == *id) {
+                    ring.members.push(RingMember::new(id.clone()));
+                }
+            }
+            let index: BTreeMap<&str, u16> = ring
+                .members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.id.as_str(), i as u16))
+                .collect();
+            let table = (0..shape.partitions)
+                .map(|p| {
+                    before
+                        .replicas(p)
+                        .filter_map(|id| index.get(id).copied())
+                        .collect()
+                })
+                .collect();
+            ring.before = Some(table);
+        }
+        ring
+    }
+
+    /// A ring with no nodes (a node that has not joined yet).
+    pub fn empty(partitions: u32) -> Self {
+        Self::by_tokens(&[], partitions.max(1).next_power_of_two(), 1)
+    }
+
+    /// The ring of `members` by tokens alone (order and duplicates do not
+    /// matter): what placement did before assignments, kept to compare
+    /// against.
+    pub fn by_tokens(members: &[RingMember], partitions: u32, tokens: u16) -> Self {
         Self::around(members, partitions, tokens, |_| Vec::new())
     }
 
@@ -239,6 +301,7 @@ impl Ring {
                 partitions,
                 members,
                 table: vec![Vec::new(); partitions as usize],
+                before: None,
             };
         }
         let mut ring: HashRing<Token, StableHashBuilder> = HashRing::with_hasher(StableHashBuilder);
@@ -316,6 +379,7 @@ impl Ring {
             partitions,
             members,
             table,
+            before: None,
         }
     }
 
@@ -342,6 +406,23 @@ impl Ring {
             .unwrap_or_default()
             .iter()
             .map(|&m| self.members[m as usize].id.as_str())
+    }
+
+    /// While partition `p` moves: its replicas before the change (they
+    /// serve its reads, and a write needs its quorum from them too).
+    pub fn before(&self, p: u32) -> Option<Vec<&str>> {
+        let row = self.before.as_ref()?.get(p as usize)?;
+        let now: Vec<&str> = self.order(p).take(row.len()).collect();
+        let before: Vec<&str> = row
+            .iter()
+            .map(|&m| self.members[m as usize].id.as_str())
+            .collect();
+        // A partition whose replicas did not change is not moving.
+        let mut a = now.clone();
+        let mut b = before.clone();
+        a.sort_unstable();
+        b.sort_unstable();
+        (a != b).then_some(before)
     }
 
     /// The first `n` nodes of partition `p` (fewer if the ring is smaller).
@@ -373,7 +454,7 @@ mod tests {
     #[test]
     fn balanced_within_a_quarter_of_fair_share() {
         for n in [3usize, 5, 10] {
-            let ring = Ring::build(&nodes(n), 256, DEFAULT_TOKENS);
+            let ring = Ring::by_tokens(&nodes(n), 256, DEFAULT_TOKENS);
             for ranks in [1usize, 3] {
                 let fair = 256.0 * ranks.min(n) as f64 / n as f64;
                 for (node, owned) in ring.ownership(ranks) {
@@ -393,7 +474,7 @@ mod tests {
                 .map(|i| RingMember::new(format!("db-{}", i * 7 + 3)))
                 .collect();
             for q in [64u32, 1024] {
-                let ring = Ring::build(&members, q, DEFAULT_TOKENS);
+                let ring = Ring::by_tokens(&members, q, DEFAULT_TOKENS);
                 let fair = q as f64 / n as f64;
                 for (node, owned) in ring.ownership(1) {
                     assert!(
@@ -407,7 +488,7 @@ mod tests {
 
     #[test]
     fn preference_lists_are_distinct_nodes() {
-        let ring = Ring::build(&nodes(5), 256, DEFAULT_TOKENS);
+        let ring = Ring::by_tokens(&nodes(5), 256, DEFAULT_TOKENS);
         for p in 0..256 {
             let order: Vec<&str> = ring.order(p).collect();
             assert_eq!(order.len(), 5);
@@ -429,7 +510,7 @@ mod tests {
             RingMember::in_zone("c2", "c"),
         ];
         let zone = |id: &str| id[..1].to_owned();
-        let ring = Ring::build(&members, 256, DEFAULT_TOKENS);
+        let ring = Ring::by_tokens(&members, 256, DEFAULT_TOKENS);
         for p in 0..256 {
             let mut zones: Vec<String> = ring.preference_list(p, 3).into_iter().map(zone).collect();
             zones.sort();
@@ -437,7 +518,7 @@ mod tests {
         }
         // Two zones for three replicas: both zones are always used.
         let two = &members[..4];
-        let ring = Ring::build(two, 256, DEFAULT_TOKENS);
+        let ring = Ring::by_tokens(two, 256, DEFAULT_TOKENS);
         for p in 0..256 {
             let mut zones: Vec<String> = ring.preference_list(p, 3).into_iter().map(zone).collect();
             zones.dedup();
@@ -450,17 +531,17 @@ mod tests {
     #[test]
     fn same_members_same_ring_whatever_the_order() {
         let mut m = nodes(7);
-        let a = Ring::build(&m, 256, DEFAULT_TOKENS);
+        let a = Ring::by_tokens(&m, 256, DEFAULT_TOKENS);
         m.reverse();
         m.push(RingMember::new("n3"));
-        let b = Ring::build(&m, 256, DEFAULT_TOKENS);
+        let b = Ring::by_tokens(&m, 256, DEFAULT_TOKENS);
         assert_eq!(a, b);
     }
 
     #[test]
     fn a_join_moves_a_bounded_share_of_primaries() {
-        let before = Ring::build(&nodes(5), 256, DEFAULT_TOKENS);
-        let after = Ring::build(&nodes(6), 256, DEFAULT_TOKENS);
+        let before = Ring::by_tokens(&nodes(5), 256, DEFAULT_TOKENS);
+        let after = Ring::by_tokens(&nodes(6), 256, DEFAULT_TOKENS);
         let moved = (0..256)
             .filter(|&p| before.preference_list(p, 1) != after.preference_list(p, 1))
             .count();
@@ -470,11 +551,11 @@ mod tests {
 
     #[test]
     fn small_rings() {
-        let empty = Ring::build(&[], 8, DEFAULT_TOKENS);
+        let empty = Ring::by_tokens(&[], 8, DEFAULT_TOKENS);
         assert_eq!(empty.preference_list(0, 3), Vec::<&str>::new());
-        let one = Ring::build(&nodes(1), 8, DEFAULT_TOKENS);
+        let one = Ring::by_tokens(&nodes(1), 8, DEFAULT_TOKENS);
         assert_eq!(one.preference_list(5, 3), ["n1"]);
-        let q1 = Ring::build(&nodes(3), 1, DEFAULT_TOKENS);
+        let q1 = Ring::by_tokens(&nodes(3), 1, DEFAULT_TOKENS);
         assert_eq!(q1.preference_list(0, 3).len(), 3);
     }
 

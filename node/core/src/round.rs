@@ -179,6 +179,161 @@ impl WriteRound {
     }
 }
 
+/// A write's replication while its partition moves: one [`WriteRound`]
+/// per replica set (the replicas after the change, then those before it),
+/// each needing its own quorum, over one set of requests. A node in both
+/// sets with the same role gets the write once and its answer counts for
+/// both. The write succeeds only when every set's quorum is met, so an
+/// acknowledged write is on `w` replicas that serve reads now and on `w`
+/// that will serve them after the handover.
+#[derive(Debug, Clone)]
+pub struct WriteRounds {
+    rounds: Vec<WriteRound>,
+    /// Per round, the requests it waits for.
+    outstanding: Vec<Vec<Target>>,
+    answered: bool,
+    /// A planted bug (simulator tests only): only the first set decides.
+    planted_first_set_only: bool,
+}
+
+impl WriteRounds {
+    /// Rounds for `plans` (the first is the set after the change), with
+    /// `me_primary[i]` saying whether the coordinator `me` is a primary of
+    /// set `i`. Fails when one set cannot meet `needs`.
+    pub fn new(
+        plans: Vec<Plan>,
+        needs: Needs,
+        me: &str,
+        me_primary: &[bool],
+    ) -> Result<Self, Shortfall> {
+        let rounds = plans
+            .into_iter()
+            .zip(me_primary)
+            .map(|(plan, &primary)| WriteRound::new(plan, needs, me, primary))
+            .collect::<Result<Vec<_>, _>>()?;
+        let outstanding = vec![Vec::new(); rounds.len()];
+        Ok(Self {
+            rounds,
+            outstanding,
+            answered: false,
+            planted_first_set_only: false,
+        })
+    }
+
+    /// Plants the bug of counting only the set after the change.
+    pub fn plant_first_set_only(&mut self) {
+        self.planted_first_set_only = true;
+    }
+
+    /// The coordinator stored the write.
+    pub fn stored_locally(
+        &mut self,
+        me_primary: &[bool],
+        durable: bool,
+    ) -> Option<Result<(), Shortfall>> {
+        for (round, &primary) in self.rounds.iter_mut().zip(me_primary) {
+            round.stored_locally(primary, durable);
+        }
+        self.answer()
+    }
+
+    /// The requests to send now (once): each distinct target of any set.
+    pub fn start(&mut self) -> Vec<Target> {
+        let mut out: Vec<Target> = Vec::new();
+        for (i, round) in self.rounds.iter_mut().enumerate() {
+            for t in round.start() {
+                if !out.iter().any(|o| same_request(o, &t)) {
+                    out.push(t.clone());
+                }
+                self.outstanding[i].push(t);
+            }
+        }
+        out
+    }
+
+    /// A replica answered a request (or failed). Returns the stand-ins to
+    /// ask, and the answer once known.
+    pub fn reply(
+        &mut self,
+        target: &Target,
+        result: Result<bool, ()>,
+    ) -> (Vec<Target>, Option<Result<(), Shortfall>>) {
+        let mut send: Vec<Target> = Vec::new();
+        for (i, round) in self.rounds.iter_mut().enumerate() {
+            let waiting = &mut self.outstanding[i];
+            let Some(at) = waiting.iter().position(|t| same_request(t, target)) else {
+                continue;
+            };
+            let own = waiting.swap_remove(at);
+            let step = round.reply(&own, result);
+            if let Some(sub) = step.send {
+                if !send.iter().any(|o| same_request(o, &sub)) {
+                    send.push(sub.clone());
+                }
+                waiting.push(sub);
+            }
+        }
+        (send, self.answer())
+    }
+
+    /// Whether replies are still outstanding.
+    pub fn pending(&self) -> bool {
+        self.rounds.iter().any(WriteRound::pending)
+    }
+
+    /// The answer when every reply is in and none was given yet.
+    pub fn finish(&mut self) -> Option<Result<(), Shortfall>> {
+        if self.answered {
+            return None;
+        }
+        self.answered = true;
+        let deciding = if self.planted_first_set_only {
+            1
+        } else {
+            self.rounds.len()
+        };
+        for round in self.rounds.iter().take(deciding) {
+            if round.tracker.progress() != Progress::Done {
+                return Some(Err(round.tracker.shortfall()));
+            }
+        }
+        Some(Ok(()))
+    }
+
+    fn answer(&mut self) -> Option<Result<(), Shortfall>> {
+        if self.answered {
+            return None;
+        }
+        let deciding = if self.planted_first_set_only {
+            1
+        } else {
+            self.rounds.len()
+        };
+        let mut done = true;
+        for round in self.rounds.iter().take(deciding) {
+            match round.tracker.progress() {
+                Progress::Done => {}
+                Progress::Pending => done = false,
+                Progress::Failed(s) => {
+                    self.answered = true;
+                    return Some(Err(s));
+                }
+            }
+        }
+        if done {
+            self.answered = true;
+            return Some(Ok(()));
+        }
+        None
+    }
+}
+
+/// Whether two targets are the same request (a node holding the write for
+/// itself, or for the same primary).
+fn same_request(a: &Target, b: &Target) -> bool {
+    a.node == b.node && a.hint_for == b.hint_for
+}
+
 /// A read's round over the replicas.
 #[derive(Debug, Clone)]
 pub struct ReadRound {

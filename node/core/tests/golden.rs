@@ -128,7 +128,7 @@ fn full_table() -> Gossip {
     };
     Gossip {
         standing: Standing::Member(layout.stamp()),
-        layout: Some(layout),
+        layout: Some(Box::new(layout)),
         msg: GossipMsg::PushPull { members: vec![me] },
         settings: Some(0x0123_4567_89ab_cdef),
     }

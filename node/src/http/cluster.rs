@@ -104,9 +104,16 @@ pub(super) async fn status(State(state): State<AppState>) -> Response {
         .map(|m| m.id)
         .collect();
     // `null` until the node has founded or joined its cluster.
-    let layout = cluster
-        .layout()
-        .map(|l| json!({ "cluster_id": l.cluster, "version": l.version, "members": l.members }));
+    let layout = cluster.layout().map(|l| {
+        json!({
+            "cluster_id": l.cluster,
+            "version": l.version,
+            "digest": l.digest(),
+            "members": l.members,
+            "holding_data": l.roles.keys().collect::<Vec<_>>(),
+            "staged": l.staged.len(),
+        })
+    });
     Json(json!({
         "node": cluster.me(),
         "actor": state.kv.store().actor().to_string(),

@@ -3,6 +3,8 @@
 //! - `/v1/kv/{bucket}/{key}`: GET, PUT, DELETE (see [`kv`]).
 //! - `/v1/cluster/...`: members, ring, key location, status (see
 //!   [`cluster`]).
+//! - `/v1/admin/layout/...`: stage, plan and commit layout changes (see
+//!   [`admin`]).
 //! - `/health` (the process is up), `/ready` (it has joined the cluster and
 //!   serves requests),
 //!   `/metrics` (Prometheus text).
@@ -11,6 +13,7 @@
 //! refused at once with `overloaded`), each under the configured timeout, and
 //! each counted by method and status.
 
+pub mod admin;
 pub mod cluster;
 pub mod error;
 pub mod kv;
@@ -62,6 +65,16 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cluster/ring", get(cluster::ring))
         .route("/v1/cluster/status", get(cluster::status))
         .route("/v1/cluster/locate/{bucket}/{*key}", get(cluster::locate))
+        .route("/v1/admin/layout", get(admin::show))
+        .route("/v1/admin/layout/plan", get(admin::plan))
+        .route(
+            "/v1/admin/layout/commit",
+            axum::routing::post(admin::commit),
+        )
+        .route(
+            "/v1/admin/layout/{action}",
+            axum::routing::post(admin::stage),
+        )
         .route("/v1/debug/replica/{bucket}/{*key}", get(cluster::replica))
         .route("/v1/debug/faults", any(cluster::faults))
         .route("/health", get(health))

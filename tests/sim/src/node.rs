@@ -80,6 +80,7 @@ impl Packet {
                 proto::Request::Peer(PeerRequest::ReplicaGet(_)) => 5,
                 proto::Request::Peer(PeerRequest::ReplicaPut(_)) => 7,
                 proto::Request::Peer(PeerRequest::Coordinate(_)) => 9,
+                proto::Request::Peer(PeerRequest::Decide(_)) => 13,
                 proto::Request::Client(_) => 11,
             },
             Message::Response { .. } => 2,
@@ -132,6 +133,8 @@ pub(crate) enum Out {
     },
     /// Answer a client.
     Answer { op: OpId, result: ClientResult },
+    /// A layout commit ended: the new version, or why not.
+    Committed { result: Result<u64, String> },
 }
 
 /// Disk faults.
@@ -305,6 +308,35 @@ impl SimNode {
             .all(|id| self.machine.membership().status(id) == Some(Status::Up))
     }
 
+    /// This node's layout, once it has joined.
+    pub(crate) fn layout(&self) -> Option<&quorra_core::layout::Layout> {
+        self.machine.membership().layout()
+    }
+
+    /// An operator gives every admitted member without a role one (zone
+    /// and weight as founders have), and commits: the joins of a cluster
+    /// that node 0 founded alone.
+    pub(crate) fn commit_joins(&mut self, now: u64, out: &mut Vec<Out>) -> Result<(), String> {
+        use quorra_core::layout::{Change, Role};
+        let layout = self.layout().cloned().ok_or("not joined")?;
+        for id in layout
+            .members
+            .iter()
+            .filter(|id| !layout.roles.contains_key(*id))
+        {
+            let role = Role {
+                zone: None,
+                weight: 1,
+            };
+            self.machine
+                .stage(id, Change::Set(role))
+                .map_err(|e| e.to_string())?;
+        }
+        self.machine.handle_commit(0, layout.version, self.now(now));
+        self.drain(now, out);
+        Ok(())
+    }
+
     /// Whether requests or rounds are still in flight.
     pub(crate) fn busy(&self) -> bool {
         self.machine.busy()
@@ -448,7 +480,16 @@ impl SimNode {
                     out.push(Out::Answer { op: client, result });
                 }
                 Effect::Respond { inbound, reply } => out.push(Out::Respond { inbound, reply }),
-                Effect::SaveTable { table, .. } => self.disk.save_table(table),
+                Effect::SaveTable { table, done, .. } => {
+                    self.disk.save_table(*table);
+                    if let Some(id) = done {
+                        self.machine
+                            .handle_stored(id, Ok(Stored::Done), self.now(now));
+                    }
+                }
+                Effect::Committed { result, .. } => out.push(Out::Committed {
+                    result: result.map(|l| l.version).map_err(|e| e.to_string()),
+                }),
                 Effect::Notice(_) | Effect::PeerRestarted(_) | Effect::Event(_) => {}
             }
         }

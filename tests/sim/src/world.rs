@@ -137,6 +137,8 @@ struct Net {
 }
 
 pub(crate) struct World {
+    /// The outcome of the operator's last layout commit.
+    committed: Option<Result<u64, String>>,
     config: Config,
     now: u64,
     seq: u64,
@@ -211,6 +213,7 @@ impl World {
             processed: 0,
             wiped: false,
             dot_collisions: 0,
+            committed: None,
             durable: vec![BTreeMap::new(); n],
             hints_deleted_early: Vec::new(),
             strong_reads: Vec::new(),
@@ -461,6 +464,7 @@ impl World {
                     },
                 ),
                 Out::Answer { op, result } => self.at(1, Event::Answer { op, result }),
+                Out::Committed { result } => self.committed = Some(result),
             }
         }
         self.schedule_wake(from);
@@ -793,6 +797,49 @@ impl World {
             .all(|n| n.as_ref().is_some_and(|n| n.sees_all_up(&ids)))
     }
 
+    /// Node 0 founded alone and the others joined holding nothing: an
+    /// operator stages their joins and commits through node 0, as many
+    /// times as it takes (a commit may lose its voters to the network),
+    /// until every node's layout gives every node a role.
+    fn commit_joins(&mut self) -> bool {
+        let n = self.config.nodes;
+        let all_roles = |w: &Self| {
+            w.nodes.iter().all(|node| {
+                node.as_ref()
+                    .and_then(|node| node.layout())
+                    .is_some_and(|l| l.roles.len() == n)
+            })
+        };
+        let admitted = |w: &Self| {
+            w.nodes[0]
+                .as_ref()
+                .and_then(|node| node.layout())
+                .is_some_and(|l| l.members.len() == n)
+        };
+        if !self.run_until(SETTLE_BOUND_MS, admitted) {
+            return false;
+        }
+        for _ in 0..5 {
+            if all_roles(self) {
+                return true;
+            }
+            self.committed = None;
+            let now = self.now;
+            let mut out = Vec::new();
+            let started = match self.nodes[0].as_mut() {
+                Some(node) => node.commit_joins(now, &mut out).is_ok(),
+                None => false,
+            };
+            self.outputs(0, out);
+            self.schedule_wake(0);
+            if started {
+                self.run_until(SETTLE_BOUND_MS, |w| w.committed.is_some());
+            }
+            self.run_until(SETTLE_BOUND_MS, all_roles);
+        }
+        all_roles(self)
+    }
+
     fn quiet(&self) -> bool {
         self.formed()
             && self.data_in_flight == 0
@@ -862,7 +909,10 @@ impl World {
 
     pub(crate) fn run(mut self) -> RunResult {
         const REPAIR_PASSES: usize = 5;
-        let formed = self.run_until(SETTLE_BOUND_MS, Self::formed);
+        let mut formed = self.run_until(SETTLE_BOUND_MS, Self::formed);
+        if !self.config.all_founders {
+            formed &= self.commit_joins();
+        }
         let start = self.now;
         let schedule = Schedule::random(&mut self.rng, &self.config);
         for (at, fault) in schedule.faults.iter().cloned() {

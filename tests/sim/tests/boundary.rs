@@ -22,8 +22,9 @@ const ALLOWED_MODULES: &[(&str, &[&str])] = &[
             "SavedTable",
         ],
     ),
-    // The ring's shape the machine is configured with.
-    ("layout", &["Shape"]),
+    // The ring's shape the machine is configured with, and the layout and
+    // the changes an operator stages on it (data the machine is given).
+    ("layout", &["Shape", "Layout", "Change", "Role"]),
 ];
 
 /// Plain data types from the crate root.

@@ -20,7 +20,7 @@ use super::{Call, CallFailure, ClientId, Event, Failure, InboundId, Node, Now, P
 use super::{StoreFailure, StoreOp, Stored};
 use crate::proto::{Coordinate, Operation, Refusal, ReplicaGet, ReplicaPut, Reply};
 use crate::quorum::{self, Needs, Plan, Target};
-use crate::round::{ReadRound, WriteRound};
+use crate::round::{ReadRound, WriteRounds};
 use crate::{Actor, BucketName, BucketProps, ConflictMode, Content, ErrorCode, Key, Object};
 use crate::{QuorumOverrides, VersionVector};
 
@@ -62,12 +62,14 @@ pub(super) struct ReadState {
 /// A write under way.
 #[derive(Debug)]
 pub(super) struct WriteState {
-    round: WriteRound,
+    round: WriteRounds,
     bucket: BucketName,
     key: Key,
     mode: ConflictMode,
     durable: bool,
-    me_primary: bool,
+    /// Per replica set (after the change, and before it while the
+    /// partition moves): whether this node is one of its primaries.
+    me_primary: Vec<bool>,
     /// Once stored locally.
     object: Option<Object>,
     to: Option<ReplyTo>,
@@ -76,6 +78,15 @@ pub(super) struct WriteState {
     /// for each of the others.
     primaries: Vec<String>,
     covered: BTreeSet<String>,
+}
+
+/// Where a key's requests go.
+pub(super) struct Route {
+    props: BucketProps,
+    /// The key's nodes by rank: its replicas, then fallbacks.
+    order: Vec<String>,
+    /// While its partition moves: the replicas before the change first.
+    before: Option<Vec<String>>,
 }
 
 /// A write being forwarded to the key's replicas in turn.
@@ -98,12 +109,7 @@ impl Node {
     /// with the request's overrides, capped to the ring, and the key's
     /// ranked nodes. Only a node that joined may coordinate: with a partial
     /// ring it would pick the wrong replicas.
-    fn route(
-        &self,
-        bucket: &BucketName,
-        key: &Key,
-        q: &QuorumOverrides,
-    ) -> Result<(BucketProps, Vec<String>), Failure> {
+    fn route(&self, bucket: &BucketName, key: &Key, q: &QuorumOverrides) -> Result<Route, Failure> {
         if !self.has_joined() {
             return Err(Failure::NotJoined);
         }
@@ -121,8 +127,21 @@ impl Node {
         let p = self
             .ring
             .partition_of(bucket.as_str().as_bytes(), key.as_bytes());
-        let order = self.ring.order(p).map(str::to_owned).collect();
-        Ok((props.for_ring(members), order))
+        let order: Vec<String> = self.ring.order(p).map(str::to_owned).collect();
+        // While the partition moves, the replicas before the change come
+        // first in a second order (they hold what was written before), the
+        // others after them as fallbacks.
+        let before = self.ring.before(p).map(|before| {
+            let mut o: Vec<String> = before.into_iter().map(str::to_owned).collect();
+            let rest: Vec<String> = order.iter().filter(|id| !o.contains(id)).cloned().collect();
+            o.extend(rest);
+            o
+        });
+        Ok(Route {
+            props: props.for_ring(members),
+            order,
+            before,
+        })
     }
 
     fn plan(&self, order: &[String], n: u8) -> Plan {
@@ -178,10 +197,16 @@ impl Node {
         to: ReplyTo,
         now: Now,
     ) {
-        let (props, order) = match self.route(&bucket, &key, &q) {
+        let Route {
+            props,
+            order,
+            before,
+        } = match self.route(&bucket, &key, &q) {
             Ok(r) => r,
             Err(f) => return self.answer(to, Err(f), now),
         };
+        // Reads stay with the replicas before a move until the handover.
+        let order = before.unwrap_or(order);
         let needs = Needs {
             total: props.r,
             durable: 0,
@@ -305,14 +330,31 @@ impl Node {
     /// Coordinates a write, or forwards it when this node is not in the
     /// key's preference list.
     pub(super) fn write(&mut self, job: WriteJob, to: ReplyTo, now: Now) {
-        let (props, order) = match self.route(&job.bucket, &job.key, &job.quorum) {
+        let Route {
+            props,
+            order,
+            before,
+        } = match self.route(&job.bucket, &job.key, &job.quorum) {
             Ok(r) => r,
             Err(f) => return self.answer(to, Err(f), now),
         };
-        let n = usize::from(props.n_val).min(order.len());
-        let me_primary = order[..n].iter().any(|id| id == self.me());
-        if !job.forwarded && !me_primary {
-            let rest = order[..n].iter().cloned().collect();
+        let orders: Vec<Vec<String>> = std::iter::once(order).chain(before).collect();
+        let n = usize::from(props.n_val);
+        let primaries_of = |o: &Vec<String>| o[..n.min(o.len())].to_vec();
+        let me_primary: Vec<bool> = orders
+            .iter()
+            .map(|o| primaries_of(o).iter().any(|id| id == self.me()))
+            .collect();
+        let mut primaries: Vec<String> = Vec::new();
+        for o in &orders {
+            for id in primaries_of(o) {
+                if !primaries.contains(&id) {
+                    primaries.push(id);
+                }
+            }
+        }
+        if !job.forwarded && !me_primary.iter().any(|p| *p) {
+            let rest = primaries.iter().cloned().collect();
             let fwd = Forward {
                 to,
                 job,
@@ -332,12 +374,15 @@ impl Node {
             durable: props.dw,
             primary: props.pw,
         };
-        let plan = self.plan(&order, props.n_val);
+        let plans = orders.iter().map(|o| self.plan(o, props.n_val)).collect();
         let me = self.me().to_owned();
-        let round = match WriteRound::new(plan, needs, &me, me_primary) {
+        let mut round = match WriteRounds::new(plans, needs, &me, &me_primary) {
             Ok(r) => r,
             Err(s) => return self.answer(to, Err(Failure::Unavailable(s)), now),
         };
+        if self.settings.planted == Some(Planted::WriteCountsOnlyNewReplicas) {
+            round.plant_first_set_only();
+        }
         let durable = props.dw > 0;
         let mut mode = props.conflict_mode;
         let mut actor = None;
@@ -365,7 +410,7 @@ impl Node {
                 me_primary,
                 object: None,
                 to: Some(to),
-                primaries: order[..n].to_vec(),
+                primaries,
                 covered: BTreeSet::new(),
             },
         );
@@ -408,10 +453,10 @@ impl Node {
             return;
         };
         state.object = Some(object.clone());
-        if state.me_primary {
+        if state.me_primary.iter().any(|p| *p) {
             state.covered.insert(self.membership.me().to_owned());
         }
-        let early = state.round.stored_locally(state.me_primary, state.durable);
+        let early = state.round.stored_locally(&state.me_primary, state.durable);
         let targets = state.round.start();
         // With w=1 (and dw, pw met locally) the answer is known now:
         // replication goes on behind it.
@@ -466,8 +511,8 @@ impl Node {
                 .unwrap_or_else(|| target.node.clone());
             state.covered.insert(holds_for);
         }
-        let step = state.round.reply(&target, result);
-        let answer = step.answer.and_then(|a| {
+        let (subs, answer) = state.round.reply(&target, result);
+        let answer = answer.and_then(|a| {
             let object = state.object.clone();
             Some((
                 state.to.take()?,
@@ -477,7 +522,7 @@ impl Node {
         if let Some((to, a)) = answer {
             self.answer(to, a, now);
         }
-        if let Some(sub) = step.send {
+        for sub in subs {
             self.send_write(round, sub, now);
         }
         self.write_done(round, now);

@@ -2,10 +2,10 @@
 //! become peer requests, its changes a new ring, a saved member table and
 //! word to the driver that a peer restarted.
 
-use super::{Call, Effect, Event, Node, Now};
+use super::{ring_of, Call, Effect, Event, Node, Now};
+use crate::layout::Layout;
 use crate::membership::Action;
 use crate::proto::IndirectPing;
-use crate::ring::Ring;
 use std::sync::Arc;
 
 impl Node {
@@ -59,7 +59,8 @@ impl Node {
         self.saved_version = self.membership.version();
         self.effect(Effect::SaveTable {
             version: self.saved_version,
-            table: self.membership.saved(),
+            table: Box::new(self.membership.saved()),
+            done: None,
         });
         let me = self.me().to_owned();
         let restarted: Vec<_> = self
@@ -74,15 +75,13 @@ impl Node {
         for addr in restarted {
             self.effect(Effect::PeerRestarted(addr));
         }
-        let mut members = self.membership.ring_members();
-        members.sort();
-        if members != self.ring_members {
-            let ring = Ring::build(&members, self.settings.partitions, self.settings.tokens);
-            self.ring = Arc::new(ring);
+        let digest = self.membership.layout().map(Layout::digest);
+        if digest != self.ring_digest {
+            self.ring = Arc::new(ring_of(&self.membership, self.settings.partitions));
             self.event(Event::RingRebuilt {
-                members: members.len(),
+                members: self.ring.members().len(),
             });
-            self.ring_members = members;
+            self.ring_digest = digest;
         }
     }
 }

@@ -367,7 +367,18 @@ pub enum Effect {
         /// later one skips it.
         version: u64,
         /// The table.
-        table: SavedTable,
+        table: Box<SavedTable>,
+        /// When set, the node waits for it: feed [`Stored::Done`] (or the
+        /// failure) back under this id once this version, or a later one,
+        /// is on disk.
+        done: Option<StoreId>,
+    },
+    /// Answer a layout commit.
+    Committed {
+        /// The request.
+        client: ClientId,
+        /// The new layout, or why there is none.
+        result: Result<crate::layout::Layout, super::CommitFailure>,
     },
     /// Something membership noticed (founding, joining, another cluster).
     Notice(Notice),

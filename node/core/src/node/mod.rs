@@ -29,6 +29,7 @@
 //! threads; the rules a replica applies to its copy are the pure functions
 //! of [`crate::write`], shared by the real store and the simulator's disk.
 
+mod commit;
 mod coordinator;
 mod gossip;
 mod handoff;
@@ -40,6 +41,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
+pub use commit::CommitFailure;
 pub use io::{
     CallFailure, CallId, ClientId, Effect, Event, Failure, Hint, InboundId, Now, Request,
     StoreFailure, StoreId, StoreOp, Stored, Transmit,
@@ -48,10 +50,10 @@ pub use io::{
 use crate::membership::Gossip;
 use crate::membership::{Membership, Status};
 use crate::proto::{
-    Ask, Coordinate, IndirectPing, PeerRequest, Refusal, ReplicaGet, ReplicaPut, ReplicaStored,
-    Reply,
+    Ask, Coordinate, Decide, IndirectPing, PeerRequest, Refusal, ReplicaGet, ReplicaPut,
+    ReplicaStored, Reply,
 };
-use crate::ring::{Ring, RingMember};
+use crate::ring::Ring;
 use crate::{BucketName, BucketProps};
 
 use coordinator::{Forward, ReadState, ReplyTo, WriteState};
@@ -83,6 +85,9 @@ pub enum Planted {
     /// The coordinator resolves the write last-write-wins, dropping the
     /// concurrent siblings the client did not see.
     CoordinatorDropsSiblings,
+    /// While a partition moves, a write counts only the acknowledgements
+    /// of the replicas after the change, not those before it.
+    WriteCountsOnlyNewReplicas,
 }
 
 /// What the node is configured with.
@@ -155,6 +160,10 @@ enum Call {
     Repair,
     Forward(Forward),
     Handoff(Hint),
+    /// A proposal to a voter, for commit `commit`.
+    Decide {
+        commit: u64,
+    },
 }
 
 impl Call {
@@ -193,6 +202,16 @@ enum Wait {
     MissedHint,
     /// A planted bug's early delete: its result changes nothing.
     Ignore,
+    /// A peer's proposal was voted on; answer once the vote is saved.
+    Vote {
+        inbound: InboundId,
+        answer: Option<crate::decide::Message<crate::layout::Layout>>,
+    },
+    /// This node's own vote for its commit, counted once saved.
+    OwnVote {
+        commit: u64,
+        answer: Option<crate::decide::Message<crate::layout::Layout>>,
+    },
 }
 
 /// One node's state machine.
@@ -201,7 +220,8 @@ pub struct Node {
     settings: Settings,
     membership: Membership,
     ring: Arc<Ring>,
-    ring_members: Vec<RingMember>,
+    /// The digest of the layout the ring was built from.
+    ring_digest: Option<String>,
     /// The membership version last saved.
     saved_version: u64,
     /// The incarnation each peer had when last seen.
@@ -216,6 +236,18 @@ pub struct Node {
     handoff: Handoff,
     next_gossip: u64,
     next_handoff: u64,
+    /// Layout commits under way.
+    commits: BTreeMap<u64, commit::Commit>,
+    /// The highest ballot round seen.
+    max_round: u64,
+}
+
+/// The ring of the membership's layout; empty until the node has one.
+fn ring_of(membership: &Membership, partitions: u32) -> Ring {
+    match membership.layout() {
+        Some(layout) => Ring::build(layout),
+        None => Ring::empty(partitions),
+    }
 }
 
 impl Node {
@@ -224,9 +256,8 @@ impl Node {
     /// the ids it names requests with: a driver that restarts a node on a
     /// network that may still carry its old requests starts past them.
     pub fn new(settings: Settings, mut membership: Membership, now: Now, first_id: u64) -> Self {
-        let mut members = membership.ring_members();
-        members.sort();
-        let ring = Arc::new(Ring::build(&members, settings.partitions, settings.tokens));
+        let ring = Arc::new(ring_of(&membership, settings.partitions));
+        let ring_digest = membership.layout().map(crate::layout::Layout::digest);
         let mut effects: VecDeque<Effect> = membership
             .take_notices()
             .into_iter()
@@ -236,7 +267,8 @@ impl Node {
         if membership.layout().is_some() {
             effects.push_back(Effect::SaveTable {
                 version: membership.version(),
-                table: membership.saved(),
+                table: Box::new(membership.saved()),
+                done: None,
             });
         }
         let incarnations = membership
@@ -251,7 +283,7 @@ impl Node {
             settings,
             membership,
             ring,
-            ring_members: members,
+            ring_digest,
             incarnations,
             next_id: first_id.max(1),
             effects,
@@ -260,6 +292,8 @@ impl Node {
             stores: BTreeMap::new(),
             reads: BTreeMap::new(),
             writes: BTreeMap::new(),
+            commits: BTreeMap::new(),
+            max_round: 0,
         }
     }
 
@@ -275,6 +309,9 @@ impl Node {
         let mut at = self.next_gossip.min(self.next_handoff);
         if let Some((deadline, _)) = self.deadlines.first() {
             at = at.min(*deadline);
+        }
+        if let Some(retry) = self.next_commit_timer() {
+            at = at.min(retry);
         }
         at
     }
@@ -299,6 +336,7 @@ impl Node {
             self.next_handoff = now.mono_ms + self.settings.handoff.interval_ms;
             self.handoff_tick(now);
         }
+        self.commit_timers(now);
         // Probes that timed out may have changed membership.
         self.after_membership();
     }
@@ -406,6 +444,14 @@ impl Node {
                 };
                 self.respond(inbound, Reply::answer::<ReplicaPut>(answer));
             }
+            Wait::Vote { inbound, answer } => {
+                self.vote_saved(inbound, answer, result.is_ok());
+            }
+            Wait::OwnVote { commit, answer } => {
+                let answer = if result.is_ok() { answer } else { None };
+                let me = self.me().to_owned();
+                self.vote_answered(commit, &me, answer, now);
+            }
             Wait::HandoffHints => self.handoff_hints(result, now),
             Wait::HandoffDelete { expired } => self.handoff_deleted(expired, result, now),
         }
@@ -456,6 +502,7 @@ impl Node {
             || !self.writes.is_empty()
             || !self.stores.is_empty()
             || self.calls.values().any(|c| !c.call.is_gossip())
+            || !self.commits.is_empty()
     }
 
     // ---- plumbing ----
@@ -578,6 +625,11 @@ impl Node {
                 self.forward_answered(fwd, node, answer::<Coordinate>(result), now);
             }
             Call::Handoff(hint) => self.handoff_answered(hint, answer::<ReplicaPut>(result), now),
+            Call::Decide { commit } => {
+                let got = answer::<Decide>(result).ok().and_then(Result::ok).flatten();
+                let voter = out.node.unwrap_or_default();
+                self.vote_answered(commit, &voter, got, now);
+            }
         }
     }
 }

@@ -5,7 +5,7 @@
 use super::coordinator::{ReplyTo, WriteJob};
 use super::{Call, Failure, InboundId, Node, Now, StoreOp, Wait};
 use crate::membership::{Gossip, GossipMsg};
-use crate::proto::{Coordinate, IndirectPing, PeerRequest, ReplicaGet, ReplicaPut, Reply};
+use crate::proto::{Coordinate, Decide, IndirectPing, PeerRequest, ReplicaGet, ReplicaPut, Reply};
 
 impl Node {
     pub(super) fn serve(&mut self, inbound: InboundId, from: &str, request: PeerRequest, now: Now) {
@@ -47,6 +47,7 @@ impl Node {
                 let op = self.hint_or_merge(&bucket, &key, object, mode, durable, hint_for, now);
                 self.store(op, Wait::ServePut { inbound, durable });
             }
+            PeerRequest::Decide(Decide(msg)) => self.serve_decide(inbound, *msg),
             PeerRequest::Coordinate(Coordinate {
                 bucket,
                 key,

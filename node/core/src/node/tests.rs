@@ -97,6 +97,7 @@ fn build(
                 },
             )),
             members,
+            vote: None,
         },
         0,
     );
@@ -685,4 +686,217 @@ fn a_forward_every_replica_refuses_before_any_work_is_a_definite_refusal() {
     };
     assert_eq!(failure.code(), ErrorCode::Overloaded, "{failure:?}");
     assert!(failure.definite(), "nothing was taken: {failure:?}");
+}
+
+/// Runs a network of `nodes` (by id) until nothing is in flight, delivering
+/// messages in an order `seed` shuffles; saves complete at once. Returns
+/// each commit's outcome, by the node it was made at.
+fn run_commits(
+    nodes: &mut BTreeMap<String, Node>,
+    seed: u64,
+) -> BTreeMap<String, Result<Layout, CommitFailure>> {
+    enum Msg {
+        Request {
+            from: String,
+            to: String,
+            call: CallId,
+            request: PeerRequest,
+        },
+        Reply {
+            to: String,
+            from: String,
+            call: CallId,
+            reply: Reply,
+        },
+    }
+    let mut rng = seed | 1;
+    let mut next = move |n: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % n as u64) as usize
+    };
+    let mut t = now();
+    let mut flight: Vec<Msg> = Vec::new();
+    let mut routes: BTreeMap<(String, InboundId), (String, CallId)> = BTreeMap::new();
+    let mut outcomes = BTreeMap::new();
+    let mut inbound: InboundId = 0;
+    for _ in 0..100_000 {
+        for (id, node) in nodes.iter_mut() {
+            while let Some(e) = node.poll_effect() {
+                match e {
+                    // Only the commit's messages travel (gossip is lost).
+                    Effect::Transmit(tx) if matches!(tx.request, PeerRequest::Decide(_)) => flight
+                        .push(Msg::Request {
+                            from: id.clone(),
+                            to: tx.node.clone().expect("to a node"),
+                            call: tx.call,
+                            request: tx.request,
+                        }),
+                    Effect::Respond { inbound, reply } => {
+                        if let Some((to, call)) = routes.remove(&(id.clone(), inbound)) {
+                            flight.push(Msg::Reply {
+                                to,
+                                from: id.clone(),
+                                call,
+                                reply,
+                            });
+                        }
+                    }
+                    Effect::SaveTable { done: Some(s), .. } => {
+                        node.handle_stored(s, Ok(Stored::Done), t);
+                    }
+                    Effect::Committed { result, .. } => {
+                        outcomes.insert(id.clone(), result);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if flight.is_empty() {
+            if nodes.values().all(|n| n.commits.is_empty()) {
+                return outcomes;
+            }
+            t.mono_ms += 10;
+            for node in nodes.values_mut() {
+                node.handle_timeout(t);
+            }
+            continue;
+        }
+        let i = next(flight.len());
+        match flight.swap_remove(i) {
+            Msg::Request {
+                from,
+                to,
+                call,
+                request,
+            } => {
+                inbound += 1;
+                routes.insert((to.clone(), inbound), (from.clone(), call));
+                // A request to a node not in the map is lost.
+                if let Some(n) = nodes.get_mut(&to) {
+                    n.handle_peer(inbound, &from, request, t);
+                }
+            }
+            Msg::Reply {
+                to,
+                from,
+                call,
+                reply,
+            } => {
+                if let Some(n) = nodes.get_mut(&to) {
+                    n.handle_reply(call, Some(&from), Ok(reply), t);
+                }
+            }
+        }
+    }
+    panic!("the commits did not end");
+}
+
+fn five() -> BTreeMap<String, Node> {
+    NODES
+        .iter()
+        .map(|id| (id.to_string(), node(id, &[])))
+        .collect()
+}
+
+#[test]
+fn a_commit_makes_the_next_version_on_every_voter() {
+    let mut nodes = five();
+    let n1 = nodes.get_mut("n1").expect("n1");
+    n1.stage("n5", crate::layout::Change::Remove)
+        .expect("staged");
+    n1.handle_commit(1, 1, now());
+    let outcomes = run_commits(&mut nodes, 7);
+    let layout = outcomes["n1"].clone().expect("committed");
+    assert_eq!(layout.version, 2);
+    assert!(!layout.roles.contains_key("n5"));
+    assert_eq!(nodes["n1"].membership().layout(), Some(&layout));
+    assert!(
+        !nodes["n1"].ring().order(0).any(|id| id == "n5"),
+        "the ring follows the committed layout"
+    );
+    // Committing against a version that is gone is refused at once.
+    let n1 = nodes.get_mut("n1").expect("n1");
+    n1.handle_commit(2, 1, now());
+    let outcomes = run_commits(&mut nodes, 7);
+    assert!(
+        matches!(
+            outcomes["n1"],
+            Err(CommitFailure::Stale {
+                against: 1,
+                current: 2
+            })
+        ),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes["n1"].clone().map_err(|e| e.code()),
+        Err(ErrorCode::LayoutConflict)
+    );
+}
+
+#[test]
+fn of_two_concurrent_commits_exactly_one_wins_and_the_other_is_told() {
+    // Different changes, and the very same change committed twice: two
+    // commits are two proposals either way.
+    let cases = [[("n1", "n5"), ("n2", "n4")], [("n1", "n5"), ("n2", "n5")]];
+    for seed in 1..=64 {
+        let mut nodes = five();
+        for (at, leaves) in cases[seed as usize % 2] {
+            let n = nodes.get_mut(at).expect("node");
+            n.stage(leaves, crate::layout::Change::Remove)
+                .expect("staged");
+            n.handle_commit(1, 1, now());
+        }
+        let outcomes = run_commits(&mut nodes, seed);
+        let won: Vec<&Layout> = outcomes.values().filter_map(|o| o.as_ref().ok()).collect();
+        assert_eq!(won.len(), 1, "seed {seed}: {outcomes:?}");
+        let lost: Vec<&CommitFailure> =
+            outcomes.values().filter_map(|o| o.as_ref().err()).collect();
+        assert!(
+            matches!(lost[..], [CommitFailure::Conflict { version: 2 }]),
+            "seed {seed}: {lost:?}"
+        );
+        // Both proposers now hold the one chosen version.
+        assert_eq!(
+            nodes["n1"].membership().layout().map(Layout::digest),
+            Some(won[0].digest()),
+            "seed {seed}"
+        );
+        assert_eq!(
+            nodes["n2"].membership().layout().map(Layout::digest),
+            Some(won[0].digest()),
+            "seed {seed}"
+        );
+    }
+}
+
+#[test]
+fn a_commit_without_a_majority_of_voters_is_not_decided() {
+    let mut nodes = five();
+    for gone in ["n3", "n4", "n5"] {
+        nodes.remove(gone);
+    }
+    let n1 = nodes.get_mut("n1").expect("n1");
+    n1.stage("n5", crate::layout::Change::Remove)
+        .expect("staged");
+    n1.handle_commit(1, 1, now());
+    // Requests to the missing voters go nowhere and time out.
+    let outcomes = run_commits(&mut nodes, 3);
+    assert!(
+        matches!(
+            outcomes["n1"],
+            Err(CommitFailure::Unavailable {
+                answered: 5,
+                voters: 5,
+                version: 2
+            })
+        ),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        nodes["n1"].membership().layout().map(|l| l.version),
+        Some(1)
+    );
 }

@@ -1,0 +1,298 @@
+//! Layout administration, under the admin role: look at the layout, stage
+//! joins, leaves, removals, replacements and role changes, see the plan,
+//! commit it.
+//!
+//! - `GET /v1/admin/layout`: the committed version, its roles, the members
+//!   holding nothing, and what is staged.
+//! - `POST /v1/admin/layout/{join,leave,remove,replace,clear}`: stage one
+//!   change (JSON body, see [`StageBody`]); answered with the layout.
+//! - `GET /v1/admin/layout/plan`: what a commit would do: the partitions
+//!   that move, from whom to whom, keys and bytes estimated from this
+//!   node's data, and each node's share before and after.
+//! - `POST /v1/admin/layout/commit` with `{"version": V}`: commit what was
+//!   staged against version `V`; `409 layout_conflict` when another commit
+//!   came first or the layout moved on.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use quorra_core::auth::{authorize, Access};
+use quorra_core::layout::{Change, Layout, Plan, Role};
+use quorra_core::membership::LayoutChangeError;
+use quorra_core::ErrorCode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::kv::http_principal;
+use super::AppState;
+
+fn admin() -> Result<(), ApiError> {
+    authorize(&http_principal(), Access::Admin).map_err(|d| ApiError::new(d.code(), d.to_string()))
+}
+
+fn layout_of(state: &AppState) -> Result<Layout, ApiError> {
+    state.kv.cluster().layout().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::QuorumUnavailable,
+            "this node has not joined its cluster yet; ask another node",
+        )
+    })
+}
+
+/// The layout as operators read it.
+pub(crate) fn describe(layout: &Layout) -> Value {
+    let holding: Vec<&String> = layout
+        .members
+        .iter()
+        .filter(|id| !layout.roles.contains_key(*id))
+        .collect();
+    let loads = layout
+        .assignment
+        .as_ref()
+        .map(|a| {
+            a.loads()
+                .into_iter()
+                .map(|(id, n)| (id.to_owned(), n))
+                .collect::<BTreeMap<_, _>>()
+        })
+        .unwrap_or_default();
+    let roles: BTreeMap<&String, Value> = layout
+        .roles
+        .iter()
+        .map(|(id, r)| {
+            let slots = loads.get(id).copied().unwrap_or(0);
+            (
+                id,
+                json!({"zone": r.zone, "weight": r.weight, "slots": slots}),
+            )
+        })
+        .collect();
+    let staged: BTreeMap<&String, Value> = layout
+        .staged
+        .iter()
+        .map(|(id, s)| (id, json!({"change": s.change, "by": s.by})))
+        .collect();
+    let shape = layout.shape();
+    json!({
+        "cluster": layout.cluster,
+        "version": layout.version,
+        "digest": layout.digest(),
+        "partitions": shape.partitions,
+        "replicas": layout.replicas,
+        "roles": roles,
+        "members_without_data": holding,
+        "staged": staged,
+    })
+}
+
+/// `GET /v1/admin/layout`.
+pub(super) async fn show(State(state): State<AppState>) -> Response {
+    match admin().and_then(|()| layout_of(&state)) {
+        Ok(layout) => Json(describe(&layout)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The body of a staging request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StageBody {
+    /// The node the change is about (`leave` without one: this node).
+    node: Option<String>,
+    /// `join` and role changes: its zone (default: the zone it reports).
+    zone: Option<String>,
+    /// `join` and role changes: its weight (default 1, or its current).
+    weight: Option<u32>,
+    /// `replace`: the node taking `node`'s place.
+    with: Option<String>,
+}
+
+/// A JSON body (`None` when empty), refused with `invalid_parameter`
+/// when it does not parse.
+fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<Option<T>, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(bytes).map(Some).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("invalid JSON body: {e}"),
+        )
+    })
+}
+
+/// `POST /v1/admin/layout/{action}`.
+pub(super) async fn stage(
+    State(state): State<AppState>,
+    Path(action): Path<String>,
+    body: Bytes,
+) -> Response {
+    let staged = json_body::<StageBody>(&body).and_then(|b| stage_change(&state, &action, b));
+    match staged {
+        Ok(layout) => Json(describe(&layout)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn stage_change(
+    state: &AppState,
+    action: &str,
+    body: Option<StageBody>,
+) -> Result<Layout, ApiError> {
+    admin()?;
+    let layout = layout_of(state)?;
+    let cluster = state.kv.cluster();
+    let body = body.unwrap_or(StageBody {
+        node: None,
+        zone: None,
+        weight: None,
+        with: None,
+    });
+    let missing = |what: &str| {
+        ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("{action} needs \"{what}\" in its JSON body"),
+        )
+    };
+    let node = match (action, body.node) {
+        ("leave", None) => cluster.me().to_owned(),
+        (_, Some(node)) => node,
+        (_, None) => return Err(missing("node")),
+    };
+    let change = match action {
+        "join" => {
+            let current = layout.roles.get(&node);
+            let reported = cluster
+                .members()
+                .into_iter()
+                .find(|m| m.id == node)
+                .and_then(|m| m.zone);
+            Change::Set(Role {
+                zone: body
+                    .zone
+                    .or_else(|| current.and_then(|r| r.zone.clone()))
+                    .or(reported),
+                weight: body
+                    .weight
+                    .or_else(|| current.map(|r| r.weight))
+                    .unwrap_or(1),
+            })
+        }
+        "leave" | "remove" => Change::Remove,
+        "replace" => Change::ReplaceBy(body.with.ok_or_else(|| missing("with"))?),
+        "clear" => Change::Keep,
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::RouteNotFound,
+                format!("no layout action {action:?}: join, leave, remove, replace or clear"),
+            ))
+        }
+    };
+    cluster.stage(&node, change).map_err(change_error)
+}
+
+fn change_error(e: LayoutChangeError) -> ApiError {
+    let code = match e {
+        LayoutChangeError::NotJoined => ErrorCode::QuorumUnavailable,
+        LayoutChangeError::Stage(_) => ErrorCode::InvalidParameter,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+/// `GET /v1/admin/layout/plan`.
+pub(super) async fn plan(State(state): State<AppState>) -> Response {
+    match plan_of(&state).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn plan_of(state: &AppState) -> Result<Value, ApiError> {
+    admin()?;
+    let layout = layout_of(state)?;
+    let plan: Plan = layout
+        .plan()
+        .map_err(|e| change_error(LayoutChangeError::Stage(e)))?;
+    let store = state.kv.store().clone();
+    let usage = tokio::task::spawn_blocking(move || store.partition_usage())
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+        .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    // Partitions this node holds are counted; the others are estimated
+    // as the average of those.
+    let (held_keys, held_bytes) = usage
+        .values()
+        .fold((0u64, 0u64), |(k, b), u| (k + u.0, b + u.1));
+    let held = usage.len().max(1) as u64;
+    let estimate = |p: u32| {
+        usage
+            .get(&p)
+            .copied()
+            .unwrap_or((held_keys / held, held_bytes / held))
+    };
+    let mut keys = 0u64;
+    let mut bytes = 0u64;
+    let transfers: Vec<Value> = plan
+        .transfers
+        .iter()
+        .map(|t| {
+            let (k, b) = estimate(t.partition);
+            let copies = t.joining.len() as u64;
+            keys += k * copies;
+            bytes += b * copies;
+            json!({
+                "partition": t.partition,
+                "from": t.staying.iter().chain(&t.leaving).collect::<Vec<_>>(),
+                "to": t.joining,
+                "leaving": t.leaving,
+                "keys_estimated": k,
+                "bytes_estimated": b,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "from_version": plan.from,
+        "to_version": plan.to,
+        "changes": plan.changes,
+        "slots": plan.slots,
+        "slots_moving": plan.moved,
+        "share_moving": plan.moved as f64 / plan.slots.max(1) as f64,
+        "keys_estimated": keys,
+        "bytes_estimated": bytes,
+        "slots_before": plan.loads_before,
+        "slots_after": plan.loads_after,
+        "transfers": transfers,
+    }))
+}
+
+/// The body of a commit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CommitBody {
+    /// The layout version the plan was made against.
+    version: u64,
+}
+
+/// `POST /v1/admin/layout/commit`.
+pub(super) async fn commit(State(state): State<AppState>, body: Bytes) -> Response {
+    let body = admin().and_then(|()| {
+        json_body::<CommitBody>(&body)?.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidParameter,
+                "commit needs {\"version\": V}: the layout version the plan was made against",
+            )
+        })
+    });
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    match state.kv.cluster().commit(body.version).await {
+        Ok(layout) => Json(describe(&layout)).into_response(),
+        Err(e) => ApiError::new(e.code(), e.to_string()).into_response(),
+    }
+}

@@ -1,0 +1,245 @@
+//! `quorra cluster ...`: the operator's side of layout changes, over a
+//! node's HTTP admin endpoints (`/v1/admin/layout/...`), as Riak's
+//! `riak admin cluster` and Garage's `garage layout` work: stage changes,
+//! look at the plan, commit it.
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+/// Settings for `quorra cluster`.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Any node's HTTP URL.
+    #[arg(long, env = "QUORRA_URL", default_value = "http://127.0.0.1:8098")]
+    pub url: String,
+    /// Print the node's JSON answer instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: ClusterAction,
+}
+
+/// The layout actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClusterAction {
+    /// Show the committed layout and what is staged.
+    Status,
+    /// Stage giving a member data (a join), or a new zone or weight.
+    Join {
+        /// The node.
+        node: String,
+        /// Its zone (default: the zone it reports).
+        #[arg(long)]
+        zone: Option<String>,
+        /// Its weight (default 1).
+        #[arg(long)]
+        weight: Option<u32>,
+    },
+    /// Stage a node leaving: its data moves to the others.
+    Leave {
+        /// The node (default: the node asked).
+        node: Option<String>,
+    },
+    /// Stage removing a node (a dead one: its data is rebuilt elsewhere).
+    Remove {
+        /// The node.
+        node: String,
+    },
+    /// Stage a member taking a dead node's place and data in one move.
+    Replace {
+        /// The node to replace.
+        dead: String,
+        /// The member (holding no data yet) taking its place.
+        new: String,
+    },
+    /// Undo what is staged for a node.
+    Clear {
+        /// The node.
+        node: String,
+    },
+    /// Show what committing the staged changes would move.
+    Plan,
+    /// Commit the staged changes as the next layout version.
+    Commit {
+        /// The layout version the plan was made against (default: the
+        /// node's current one, as `plan` shows it).
+        #[arg(long)]
+        version: Option<u64>,
+    },
+}
+
+/// Runs `quorra cluster`.
+pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let base = args.url.trim_end_matches('/').to_owned();
+    let call = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut req = http.request(method, format!("{base}/v1/admin/layout{path}"));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let base = base.clone();
+        async move {
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("{base}: {e}"))?;
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            if !status.is_success() {
+                let code = body["error"]["code"].as_str().unwrap_or("?");
+                let msg = body["error"]["message"].as_str().unwrap_or("");
+                anyhow::bail!("{status} {code}: {msg}");
+            }
+            Ok::<Value, anyhow::Error>(body)
+        }
+    };
+    use reqwest::Method;
+    let answer = match &args.action {
+        ClusterAction::Status => call(Method::GET, "", None).await?,
+        ClusterAction::Join { node, zone, weight } => {
+            let body = json!({"node": node, "zone": zone, "weight": weight});
+            call(Method::POST, "/join", Some(body)).await?
+        }
+        ClusterAction::Leave { node } => {
+            call(Method::POST, "/leave", Some(json!({ "node": node }))).await?
+        }
+        ClusterAction::Remove { node } => {
+            call(Method::POST, "/remove", Some(json!({ "node": node }))).await?
+        }
+        ClusterAction::Replace { dead, new } => {
+            let body = json!({"node": dead, "with": new});
+            call(Method::POST, "/replace", Some(body)).await?
+        }
+        ClusterAction::Clear { node } => {
+            call(Method::POST, "/clear", Some(json!({ "node": node }))).await?
+        }
+        ClusterAction::Plan => call(Method::GET, "/plan", None).await?,
+        ClusterAction::Commit { version } => {
+            let version = match version {
+                Some(v) => *v,
+                None => call(Method::GET, "", None).await?["version"]
+                    .as_u64()
+                    .ok_or_else(|| anyhow::anyhow!("the node did not say its layout version"))?,
+            };
+            call(Method::POST, "/commit", Some(json!({ "version": version }))).await?
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else if matches!(args.action, ClusterAction::Plan) {
+        print!("{}", plan_text(&answer));
+    } else {
+        if matches!(args.action, ClusterAction::Commit { .. }) {
+            println!("committed layout version {}", answer["version"]);
+        }
+        print!("{}", layout_text(&answer));
+    }
+    Ok(())
+}
+
+/// A layout as text.
+pub fn layout_text(l: &Value) -> String {
+    let mut out = format!(
+        "cluster {} layout version {} (digest {}), {} partitions x {} replicas\n",
+        l["cluster"].as_str().unwrap_or("?"),
+        l["version"],
+        l["digest"].as_str().unwrap_or("?"),
+        l["partitions"],
+        l["replicas"],
+    );
+    out.push_str("node             zone         weight  slots\n");
+    if let Some(roles) = l["roles"].as_object() {
+        for (id, r) in roles {
+            out.push_str(&format!(
+                "{id:<16} {:<12} {:>6}  {:>5}\n",
+                r["zone"].as_str().unwrap_or("-"),
+                r["weight"],
+                r["slots"],
+            ));
+        }
+    }
+    if let Some(idle) = l["members_without_data"].as_array() {
+        for id in idle {
+            out.push_str(&format!(
+                "{:<16} (member, holds no data)\n",
+                id.as_str().unwrap_or("?")
+            ));
+        }
+    }
+    match l["staged"].as_object() {
+        Some(staged) if !staged.is_empty() => {
+            out.push_str("staged:\n");
+            for (id, s) in staged {
+                out.push_str(&format!("  {id}: {} (by {})\n", s["change"], s["by"]));
+            }
+            out.push_str("see `quorra cluster plan`, then `quorra cluster commit`\n");
+        }
+        _ => out.push_str("nothing staged\n"),
+    }
+    out
+}
+
+/// A plan as text.
+pub fn plan_text(p: &Value) -> String {
+    let mut out = format!(
+        "plan: layout version {} -> {}\n",
+        p["from_version"], p["to_version"]
+    );
+    if let Some(changes) = p["changes"].as_object() {
+        for (id, c) in changes {
+            out.push_str(&format!("  {id}: {c}\n"));
+        }
+    }
+    out.push_str(&format!(
+        "moving {} of {} replica slots ({:.1}%), about {} keys and {} bytes\n",
+        p["slots_moving"],
+        p["slots"],
+        p["share_moving"].as_f64().unwrap_or(0.0) * 100.0,
+        p["keys_estimated"],
+        p["bytes_estimated"],
+    ));
+    out.push_str("node             before   after\n");
+    let before = p["slots_before"].as_object();
+    let after = p["slots_after"].as_object();
+    let mut ids: Vec<&String> = before
+        .into_iter()
+        .chain(after)
+        .flat_map(|m| m.keys())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    for id in ids {
+        let b = before
+            .and_then(|m| m.get(id))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let a = after
+            .and_then(|m| m.get(id))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        out.push_str(&format!("{id:<16} {b:>6}  {a:>6}\n"));
+    }
+    if let Some(transfers) = p["transfers"].as_array() {
+        out.push_str(&format!("{} partitions change hands:\n", transfers.len()));
+        for t in transfers.iter().take(20) {
+            out.push_str(&format!(
+                "  partition {:>5}: {} -> {} (~{} keys)\n",
+                t["partition"], t["from"], t["to"], t["keys_estimated"],
+            ));
+        }
+        if transfers.len() > 20 {
+            out.push_str(&format!(
+                "  ... and {} more (--json lists all)\n",
+                transfers.len() - 20
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "commit with: quorra cluster commit --version {}\n",
+        p["from_version"]
+    ));
+    out
+}
