@@ -69,6 +69,13 @@ pub struct NodeConfig {
     /// refused `overloaded`, so a slow replica cannot grow a node's memory
     /// without limit.
     pub max_background_tasks: usize,
+    /// Most bytes per second this node copies when partitions move to it
+    /// after a layout change (0: no limit).
+    pub transfer_bytes_per_second: u64,
+    /// How long after a handover reaches this node it deletes the
+    /// partitions it gave away, in milliseconds (time for the new layout to
+    /// reach every node).
+    pub cleanup_grace_ms: u64,
     /// Log filter (`info`, `quorra_node=debug`, …), as `RUST_LOG`.
     pub log: String,
     /// Size limits on client input.
@@ -159,6 +166,8 @@ impl Default for NodeConfig {
             max_concurrent_requests: 1_024,
             max_concurrent_peer_requests: 4_096,
             max_background_tasks: 4_096,
+            transfer_bytes_per_second: 64 * 1024 * 1024,
+            cleanup_grace_ms: 30_000,
             log: "info".into(),
             limits: Limits::default(),
             bucket_defaults: BucketProps::default(),

@@ -109,6 +109,8 @@ fn settings(config: &NodeConfig) -> Settings {
         bucket_defaults: config.bucket_defaults,
         buckets: config.bucket_table(),
         max_rounds: config.max_background_tasks,
+        transfer_bytes_per_second: config.transfer_bytes_per_second,
+        cleanup_grace_ms: config.cleanup_grace_ms,
         planted: None,
     }
 }
@@ -397,7 +399,30 @@ impl Driver {
                 }
             }
             Event::StoreFailed { what, message } => tracing::warn!("{what} failed: {message}"),
+            Event::Handover { result } => match result {
+                Ok(version) => tracing::info!(
+                    version,
+                    "handover committed: reads moved to the new replicas"
+                ),
+                Err(e) => tracing::info!("handover not committed by this node: {e}"),
+            },
+            Event::TransferSynced { version } => {
+                tracing::info!(version, "copied every partition this node gains");
+            }
+            Event::PartitionCopied { partition, keys } => {
+                metrics::counter!("quorra_partitions_copied_total").increment(1);
+                metrics::counter!("quorra_objects_copied_total").increment(keys);
+                tracing::debug!(partition, keys, "partition copied");
+            }
+            Event::PartitionsDropped { partitions } => {
+                tracing::info!(partitions, "dropping partitions given away");
+            }
         }
+    }
+
+    /// Where this node's partition transfers stand.
+    pub fn transfer_status(&self) -> quorra_core::node::TransferStatus {
+        lock(&self.machine).transfer_status()
     }
 
     // ---- what the HTTP API shows ----
@@ -547,6 +572,25 @@ fn execute(store: &ObjectStore, op: StoreOp, budget: HintBudget) -> Result<Store
             store.hints_for(&owner, limit).map(Stored::Hints)
         }
         StoreOp::DeleteHint(hint) => store.delete_hint(&hint).map(Stored::HintDeleted),
+        StoreOp::Scan {
+            partition,
+            after,
+            max_bytes,
+        } => store
+            .scan_partition(partition, after.as_deref(), max_bytes)
+            .map(Stored::Scanned),
+        StoreOp::MergeAll { objects, durable } => store
+            .merge_all(&objects, durability(durable))
+            .map(|()| Stored::Done),
+        StoreOp::DropPartitions(partitions) => store.drop_partitions(&partitions).map(|n| {
+            tracing::info!(
+                partitions = partitions.len(),
+                objects = n,
+                "dropped partitions given away"
+            );
+            metrics::counter!("quorra_objects_dropped_total").increment(n);
+            Stored::Done
+        }),
     }
     .map_err(failure)
 }

@@ -41,7 +41,7 @@ use quorra_core::write::{apply_client_write, merge_replica, Merged, Refused};
 use quorra_core::{Actor, BucketName, ConflictMode, Content, Key, Limits, Object, VersionVector};
 use thiserror::Error;
 
-use crate::storage::{Durability, Engine, EngineError, Space};
+use crate::storage::{Durability, Engine, EngineError, Space, WriteOp};
 
 /// The object record format written by this build.
 const RECORD_FORMAT_V1: u8 = 1;
@@ -647,6 +647,89 @@ impl ObjectStore {
             .get(Space::Hints, &hkey)?
             .and_then(|raw| decode_hint(&raw))
             .map(|(_, o)| o))
+    }
+
+    /// About `max_bytes` of partition `partition`'s objects after the
+    /// storage key `after` (at least one, when there is one), and where to
+    /// go on from (`None`: the partition ends). Corrupt records are
+    /// skipped (counted and logged by the read path elsewhere).
+    pub fn scan_partition(
+        &self,
+        partition: u32,
+        after: Option<&[u8]>,
+        max_bytes: usize,
+    ) -> Result<quorra_core::proto::Chunk, StoreError> {
+        use quorra_core::proto::{Chunk, Pulled};
+        let prefix = partition.to_be_bytes();
+        let mut objects = Vec::new();
+        let mut bytes = 0usize;
+        let mut last: Option<Vec<u8>> = None;
+        let mut more = false;
+        self.engine.scan(Space::Objects, &prefix, &mut |k, v| {
+            if after.is_some_and(|a| k <= a) {
+                return true;
+            }
+            if bytes >= max_bytes && last.is_some() {
+                more = true;
+                return false;
+            }
+            last = Some(k.to_vec());
+            bytes += k.len() + v.len();
+            if let (Some((bucket, key)), Ok(object)) = (Self::parse_object_key(k), decode_record(v))
+            {
+                objects.push(Pulled {
+                    bucket,
+                    key,
+                    object,
+                });
+            }
+            true
+        })?;
+        Ok(Chunk {
+            objects,
+            next: last.filter(|_| more).map(quorra_core::proto::ByteBuf::from),
+        })
+    }
+
+    /// Merges copied objects, each as a replica's (then one sync when
+    /// `durability` asks for it).
+    pub fn merge_all(
+        &self,
+        objects: &[(quorra_core::proto::Pulled, ConflictMode)],
+        durability: Durability,
+    ) -> Result<(), StoreError> {
+        for (o, mode) in objects {
+            self.merge_replica(&o.bucket, &o.key, &o.object, *mode, Durability::Buffered)?;
+        }
+        if durability == Durability::Fsync {
+            self.engine.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every object of `partitions` (given away to other nodes).
+    pub fn drop_partitions(&self, partitions: &[u32]) -> Result<u64, StoreError> {
+        let mut dropped = 0;
+        for p in partitions {
+            let prefix = p.to_be_bytes();
+            let mut keys = Vec::new();
+            self.engine.scan(Space::Objects, &prefix, &mut |k, _| {
+                keys.push(k.to_vec());
+                true
+            })?;
+            for batch in keys.chunks(1024) {
+                let ops = batch
+                    .iter()
+                    .map(|k| WriteOp::Delete {
+                        space: Space::Objects,
+                        key: k.clone(),
+                    })
+                    .collect();
+                self.engine.write(ops, Durability::Buffered)?;
+                dropped += batch.len() as u64;
+            }
+        }
+        Ok(dropped)
     }
 
     /// Keys and bytes this node holds per partition (a full scan of the

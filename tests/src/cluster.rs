@@ -75,6 +75,7 @@ impl TestCluster {
         c.gossip = test_gossip();
         c.replica_timeout_ms = 2_000;
         c.handoff.interval_ms = 200;
+        c.cleanup_grace_ms = 1_000;
         c
     }
 

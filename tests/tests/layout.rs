@@ -200,3 +200,242 @@ async fn of_two_commits_at_once_exactly_one_wins_and_the_other_gets_409() {
         .collect();
     one_layout(&urls, 2).await;
 }
+
+/// Writes `k{i}` = `v{i}` for `i` in `range` through the nodes at `urls`
+/// in turn, `workers` at a time, with `w=2`; panics on any failure.
+async fn preload(urls: &[String], range: std::ops::Range<usize>, workers: usize) {
+    let mut set = tokio::task::JoinSet::new();
+    for w in 0..workers {
+        let urls = urls.to_vec();
+        let range = range.clone();
+        set.spawn(async move {
+            let clients: Vec<Client> = urls.iter().map(|u| Client::new(u)).collect();
+            for i in range.filter(|i| i % workers == w) {
+                let c = &clients[i % clients.len()];
+                let a = c
+                    .put("b", &format!("k{i}"), format!("v{i}"), None, "?w=2")
+                    .await
+                    .expect("answer");
+                assert_eq!(a.status, 204, "k{i}: {}", a.text());
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("preload worker");
+    }
+}
+
+/// Reads every `(key, value)` through the nodes at `urls` with `query`;
+/// returns the keys that did not read back their value.
+async fn verify(
+    urls: &[String],
+    keys: Vec<(String, String)>,
+    query: &str,
+    workers: usize,
+) -> Vec<String> {
+    let keys = std::sync::Arc::new(keys);
+    let mut set = tokio::task::JoinSet::new();
+    for w in 0..workers {
+        let urls = urls.to_vec();
+        let keys = keys.clone();
+        let query = query.to_owned();
+        set.spawn(async move {
+            let clients: Vec<Client> = urls.iter().map(|u| Client::new(u)).collect();
+            let mut bad = Vec::new();
+            for (i, (k, v)) in keys.iter().enumerate().filter(|(i, _)| i % workers == w) {
+                let c = &clients[i % clients.len()];
+                let a = c.get_path(&format!("/v1/kv/b/{k}{query}")).await;
+                match a {
+                    Ok(a) if a.status == 200 && a.text() == *v => {}
+                    Ok(a) => bad.push(format!("{k}: {} {}", a.status, a.text())),
+                    Err(e) => bad.push(format!("{k}: {e}")),
+                }
+            }
+            bad
+        });
+    }
+    let mut bad = Vec::new();
+    while let Some(r) = set.join_next().await {
+        bad.extend(r.expect("verify worker"));
+    }
+    bad
+}
+
+/// The done-when test of a join: 3 nodes hold many keys; a 4th joins
+/// while clients write and read at r=w=2; nothing fails, nothing is lost,
+/// a quarter of the replica slots move, and afterwards every key reads
+/// with r=n=3 from its new replicas, and the old ones dropped what they
+/// gave away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_joins_under_load_and_every_key_moves_to_its_new_replicas() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let keys: usize = std::env::var("QUORRA_JOIN_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let c = TestCluster::start(&quorra_bin!(), 3).expect("cluster");
+    c.wait_converged(CONVERGE).await.expect("converged");
+    let three: Vec<String> = c.nodes.iter().map(|n| n.url.clone()).collect();
+    let started = std::time::Instant::now();
+    preload(&three, 0..keys, 32).await;
+    println!("preloaded {keys} keys in {:?}", started.elapsed());
+    let n4 = start_fourth(&c).await;
+    let all: Vec<String> = three.iter().cloned().chain([n4.url.clone()]).collect();
+
+    // Load while the layout changes: writes of new keys and reads of the
+    // preloaded ones, at r=w=2, through every node.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let acked = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let ops = Arc::new(AtomicUsize::new(0));
+    let mut load = tokio::task::JoinSet::new();
+    for w in 0..8usize {
+        let (all, stop, failures, acked, ops) = (
+            all.clone(),
+            stop.clone(),
+            failures.clone(),
+            acked.clone(),
+            ops.clone(),
+        );
+        load.spawn(async move {
+            let clients: Vec<Client> = all.iter().map(|u| Client::new(u)).collect();
+            // Bounded: stops when told, or after this many operations.
+            for j in 0..50_000usize {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let c = &clients[(w + j) % clients.len()];
+                ops.fetch_add(1, Ordering::Relaxed);
+                if j % 2 == 0 {
+                    let (k, v) = (format!("live-{w}-{j}"), format!("x{j}"));
+                    match c.put("b", &k, v.clone(), None, "?w=2").await {
+                        Ok(a) if a.status == 204 => acked.lock().expect("lock").push((k, v)),
+                        Ok(a) => failures.lock().expect("lock").push(format!(
+                            "put {k}: {} {}",
+                            a.status,
+                            a.text()
+                        )),
+                        Err(e) => failures.lock().expect("lock").push(format!("put {k}: {e}")),
+                    }
+                } else {
+                    let i = (w * 7919 + j * 104_729) % keys;
+                    match c.get_path(&format!("/v1/kv/b/k{i}?r=2")).await {
+                        Ok(a) if a.status == 200 && a.text() == format!("v{i}") => {}
+                        Ok(a) => failures.lock().expect("lock").push(format!(
+                            "get k{i}: {} {}",
+                            a.status,
+                            a.text()
+                        )),
+                        Err(e) => failures
+                            .lock()
+                            .expect("lock")
+                            .push(format!("get k{i}: {e}")),
+                    }
+                }
+            }
+        });
+    }
+
+    let n1 = c.nodes[0].url.clone();
+    cluster_cli(&n1, &["join", "n4"]);
+    let plan: Value = serde_json::from_str(&cluster_cli(&n1, &["--json", "plan"])).expect("plan");
+    let share = plan["share_moving"].as_f64().expect("share");
+    assert!(share <= 1.1 / 4.0, "moves {share} of the slots");
+    println!(
+        "plan: {share:.3} of the slots move, ~{} keys",
+        plan["keys_estimated"]
+    );
+    cluster_cli(&n1, &["commit", "--version", "1"]);
+    let moved = std::time::Instant::now();
+    // The copy, the handover (version 3) and the cleanup, while the load runs.
+    TestCluster::eventually(Duration::from_secs(600), "handover everywhere", || {
+        let all = all.clone();
+        async move {
+            for url in &all {
+                let s = get_json(url, "/v1/cluster/status").await;
+                if s["layout"]["version"] != 3 || s["layout"]["moving"] != false {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await
+    .expect("handover");
+    println!("copied and handed over in {:?}", moved.elapsed());
+    stop.store(true, Ordering::Relaxed);
+    while let Some(r) = load.join_next().await {
+        r.expect("load worker");
+    }
+    let failures = failures.lock().expect("lock").clone();
+    println!("{} operations under the move", ops.load(Ordering::Relaxed));
+    assert!(
+        failures.is_empty(),
+        "{} failed requests, first: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+
+    // Every key, old and new, reads with r = n = 3 from its primaries.
+    let mut expected: Vec<(String, String)> = (0..keys)
+        .map(|i| (format!("k{i}"), format!("v{i}")))
+        .collect();
+    expected.extend(acked.lock().expect("lock").iter().cloned());
+    let bad = verify(&all, expected, "?r=3&pr=3", 32).await;
+    assert!(
+        bad.is_empty(),
+        "{} keys did not read back, first: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+
+    // n4 holds its share, and an old replica dropped what it gave away.
+    let ring = get_json(&n4.url, "/v1/cluster/ring").await;
+    assert!(
+        ring["primary_ownership"]["n4"].as_u64().unwrap_or(0) > 0,
+        "{}",
+        ring["primary_ownership"]
+    );
+    let mut checked = 0;
+    for i in 0..keys.min(200) {
+        let loc = get_json(&n1, &format!("/v1/cluster/locate/b/k{i}")).await;
+        let prefs: Vec<String> = loc["preference_list"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some(gone) = ["n1", "n2", "n3"]
+            .iter()
+            .find(|id| !prefs.iter().any(|p| p == *id))
+        else {
+            continue;
+        };
+        let url = c.nodes[c.index(gone)].url.clone();
+        let path = format!("/v1/debug/replica/b/k{i}");
+        TestCluster::eventually(CONVERGE, "the old replica drops it", || {
+            let (url, path) = (url.clone(), path.clone());
+            async move { get_json(&url, &path).await["found"] == false }
+        })
+        .await
+        .unwrap_or_else(|e| {
+            let log = c.nodes[c.index(gone)].log_text();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("drop") || l.contains("handover") || l.contains("copied"))
+                .collect();
+            panic!(
+                "k{i} still on {gone}: {e}\n{lines:#?}\nprefs {prefs:?} partition {}",
+                loc["partition"]
+            )
+        });
+        checked += 1;
+        if checked == 5 {
+            break;
+        }
+    }
+    assert!(checked > 0, "no key moved off an old replica");
+}

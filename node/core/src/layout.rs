@@ -390,12 +390,36 @@ impl Layout {
         }
         let shape = self.shape();
         self.shape = Some(shape);
-        self.assignment = Some(assign(
+        let assignment = assign(
             None,
             &candidates(&self.roles),
             shape.partitions,
             self.replicas.into(),
-        ));
+        );
+        // The data sits where the token ring put it: it moves to the
+        // assignment like any other change.
+        let members: Vec<crate::ring::RingMember> = self
+            .roles
+            .iter()
+            .map(|(id, r)| crate::ring::RingMember {
+                id: id.clone(),
+                zone: r.zone.clone(),
+            })
+            .collect();
+        let ring = crate::ring::Ring::by_tokens(&members, shape.partitions, shape.tokens);
+        let nodes: Vec<String> = self.roles.keys().cloned().collect();
+        let table = (0..shape.partitions)
+            .map(|p| {
+                ring.order(p)
+                    .take(usize::from(self.replicas))
+                    .filter_map(|id| nodes.iter().position(|n| n == id))
+                    .map(|i| i as u16)
+                    .collect()
+            })
+            .collect();
+        let before = Assignment { nodes, table };
+        self.moving = (before != assignment).then_some(before);
+        self.assignment = Some(assignment);
         true
     }
 

@@ -351,6 +351,9 @@ pub struct SavedTable {
     /// What it promised and accepted for the next layout version.
     #[serde(default)]
     pub vote: Option<Acceptor<Layout>>,
+    /// How far its copy of the partitions it gains has come.
+    #[serde(default)]
+    pub transfer: Option<crate::node::CopyProgress>,
 }
 
 /// Where a record comes from.
@@ -445,6 +448,9 @@ pub struct Membership {
     layout: Option<Layout>,
     /// Its vote on the next layout version (see [`crate::decide`]).
     vote: Acceptor<Layout>,
+    /// Its copy of gained partitions (kept here to be saved with the
+    /// table; the node machine drives it).
+    transfer: Option<crate::node::CopyProgress>,
     /// While unjoined: what each peer last said it would found.
     heard_unjoined: BTreeMap<String, Option<ClusterId>>,
     /// While unjoined: the existing cluster heard of (then it never founds).
@@ -504,6 +510,7 @@ impl Membership {
             settings: None,
             layout: None,
             vote: Acceptor::new(0),
+            transfer: None,
             heard_unjoined: BTreeMap::new(),
             cluster_seen: None,
             foreign: 0,
@@ -558,6 +565,7 @@ impl Membership {
             layout: self.layout.clone().or_else(|| self.refused_layout.clone()),
             members: self.members.values().cloned().collect(),
             vote: self.layout.is_some().then(|| self.vote.clone()),
+            transfer: self.transfer.clone(),
         }
     }
 
@@ -764,6 +772,30 @@ impl Membership {
             self.version += 1;
         }
         answer
+    }
+
+    /// The copy progress saved with the table.
+    pub fn transfer(&self) -> Option<&crate::node::CopyProgress> {
+        self.transfer.as_ref()
+    }
+
+    /// Replaces the copy progress (saved with the table).
+    pub fn set_transfer(&mut self, progress: Option<crate::node::CopyProgress>) {
+        if self.transfer != progress {
+            self.transfer = progress;
+            self.version += 1;
+        }
+    }
+
+    /// Records in this node's layout that it copied every partition it
+    /// gains in `version`; gossip spreads it.
+    pub fn mark_synced(&mut self, version: u64) {
+        let me = self.me.clone();
+        if let Some(l) = &mut self.layout {
+            if l.mark_synced(&me, version) {
+                self.version += 1;
+            }
+        }
     }
 
     /// Takes a layout version the voters decided (or a voter already had).
@@ -1017,6 +1049,7 @@ impl Membership {
             // Saved without a vote: before votes existed, so none was cast.
             self.vote = saved.vote.unwrap_or_else(|| Acceptor::new(layout.version));
             self.vote.advance(layout.version);
+            self.transfer = saved.transfer;
             if self.layout.as_ref() != Some(&layout) {
                 self.layout = Some(layout);
                 self.version += 1;

@@ -105,6 +105,43 @@ pub enum PeerRequest {
     Coordinate(Coordinate),
     /// A proposer's message deciding the next layout version.
     Decide(Decide),
+    /// A chunk of one partition's objects, for a new replica copying it.
+    Pull(Pull),
+}
+
+/// Ask a replica for the next chunk of partition `partition`'s objects, in
+/// storage order after `after`; answered with a [`Chunk`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pull {
+    /// The partition.
+    pub partition: u32,
+    /// Where the last chunk ended (`None`: from the start).
+    pub after: Option<serde_bytes::ByteBuf>,
+    /// About how many bytes to send (at least one object is sent).
+    pub max_bytes: u32,
+}
+
+/// Bytes as msgpack binary (cursors of [`Pull`] and [`Chunk`]).
+pub use serde_bytes::ByteBuf;
+
+/// One object of a [`Chunk`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pulled {
+    /// Bucket.
+    pub bucket: BucketName,
+    /// Key.
+    pub key: Key,
+    /// The replica's object.
+    pub object: Object,
+}
+
+/// Objects of one partition, in storage order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// The objects.
+    pub objects: Vec<Pulled>,
+    /// Where to go on from (`None`: the partition ends here).
+    pub next: Option<serde_bytes::ByteBuf>,
 }
 
 /// A proposer's message about the next layout version (see
@@ -273,6 +310,7 @@ asks! {
     ReplicaPut => PeerRequest::ReplicaPut, ReplicaStored;
     Coordinate => PeerRequest::Coordinate, Option<Object>;
     Decide => PeerRequest::Decide, Option<crate::decide::Message<crate::layout::Layout>>;
+    Pull => PeerRequest::Pull, Chunk;
     Get => ClientRequest::Get, ClientObject;
     Write => ClientRequest::Write, ClientObject;
     ClusterInfo => ClientRequest::ClusterInfo, ClusterShape;

@@ -112,13 +112,18 @@ pub(super) async fn status(State(state): State<AppState>) -> Response {
             "members": l.members,
             "holding_data": l.roles.keys().collect::<Vec<_>>(),
             "staged": l.staged.len(),
+            "moving": l.moving.is_some(),
         })
     });
+    let transfers = cluster.transfer_status();
+    metrics::gauge!("quorra_transfer_partitions_pending")
+        .set(transfers.gaining.saturating_sub(transfers.copied) as f64);
     Json(json!({
         "node": cluster.me(),
         "actor": state.kv.store().actor().to_string(),
         "cluster_id": cluster.layout().map(|l| l.cluster),
         "layout": layout,
+        "transfers": transfers,
         "joined": cluster.has_joined(),
         "foreign_gossip_refused": cluster.foreign_messages(),
         "members": cluster.members().len(),

@@ -174,6 +174,17 @@ impl Disk {
         }
     }
 
+    /// The names of every object record, in order.
+    pub(crate) fn object_names(&self) -> Vec<String> {
+        self.live.objects.keys().cloned().collect()
+    }
+
+    /// Deletes an object record (not synced, like a RocksDB delete).
+    pub(crate) fn remove_object(&mut self, key: &str) {
+        self.unsynced();
+        self.live.objects.remove(key);
+    }
+
     /// A hint held for `owner`.
     pub(crate) fn hint(&self, owner: &str, key: &str) -> Option<&Object> {
         self.live.hints.get(&(owner.to_owned(), key.to_owned()))

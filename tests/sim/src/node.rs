@@ -13,7 +13,7 @@ use quorra_core::node::{
     CallId, ClientId, Effect, Failure, HandoffSettings, Hint, InboundId, Node, Now, Request,
     Settings, StoreFailure, StoreOp, Stored,
 };
-use quorra_core::proto::{self, Message, Operation, PeerRequest, Reply};
+use quorra_core::proto::{self, Chunk, Message, Operation, PeerRequest, Pulled, Reply};
 use quorra_core::write::{apply_client_write, merge_replica, read_with_hint, Refused};
 use quorra_core::{
     Actor, BucketName, BucketProps, ConflictMode, Content, ErrorCode, Key, Limits, Object,
@@ -81,6 +81,7 @@ impl Packet {
                 proto::Request::Peer(PeerRequest::ReplicaPut(_)) => 7,
                 proto::Request::Peer(PeerRequest::Coordinate(_)) => 9,
                 proto::Request::Peer(PeerRequest::Decide(_)) => 13,
+                proto::Request::Peer(PeerRequest::Pull(_)) => 15,
                 proto::Request::Client(_) => 11,
             },
             Message::Response { .. } => 2,
@@ -268,6 +269,8 @@ impl SimNode {
             bucket_defaults: props,
             buckets: BTreeMap::new(),
             max_rounds: 4_096,
+            transfer_bytes_per_second: 0,
+            cleanup_grace_ms: 5_000,
             planted: match bug {
                 Some(Bug::Node(p)) => Some(p),
                 _ => None,
@@ -530,6 +533,37 @@ impl SimNode {
         }
     }
 
+    /// A replica's merge of `object` into its copy of `key`.
+    fn merge(
+        &mut self,
+        key: &Key,
+        object: &Object,
+        mode: ConflictMode,
+        durable: bool,
+    ) -> Result<Stored, StoreFailure> {
+        let name = name_of(key);
+        let stored = self.own_object(&name);
+        let merged = loop {
+            match merge_replica(stored.as_ref(), object, &self.actor(), mode) {
+                Ok(m) => break m,
+                Err(Refused::StaleActor(_)) => self.rotate(),
+                Err(e) => {
+                    return Err(StoreFailure {
+                        code: e.code(),
+                        message: e.to_string(),
+                    })
+                }
+            }
+        };
+        self.dot_collisions += merged.collisions;
+        if durable {
+            self.synced
+                .push((name.clone(), merged.object.clock().clone()));
+        }
+        self.disk.put_object(&name, merged.object, durable);
+        Ok(Stored::Done)
+    }
+
     fn execute(&mut self, op: StoreOp) -> Result<Stored, StoreFailure> {
         if self.disk_faults.failing {
             return Err(storage_error());
@@ -590,27 +624,59 @@ impl SimNode {
                 mode,
                 durable,
                 ..
-            } => {
-                let name = name_of(&key);
-                let stored = self.own_object(&name);
-                let merged = loop {
-                    match merge_replica(stored.as_ref(), &object, &self.actor(), mode) {
-                        Ok(m) => break m,
-                        Err(Refused::StaleActor(_)) => self.rotate(),
-                        Err(e) => {
-                            return Err(StoreFailure {
-                                code: e.code(),
-                                message: e.to_string(),
-                            })
-                        }
-                    }
-                };
-                self.dot_collisions += merged.collisions;
-                if durable {
-                    self.synced
-                        .push((name.clone(), merged.object.clock().clone()));
+            } => self.merge(&key, &object, mode, durable),
+            StoreOp::MergeAll { objects, durable } => {
+                for (pulled, mode) in objects {
+                    self.merge(&pulled.key, &pulled.object, mode, durable)?;
                 }
-                self.disk.put_object(&name, merged.object, durable);
+                Ok(Stored::Done)
+            }
+            StoreOp::Scan {
+                partition,
+                after,
+                max_bytes,
+            } => {
+                let after = after.map(|a| String::from_utf8_lossy(&a).into_owned());
+                let ring = self.machine.ring().clone();
+                let b = bucket();
+                let names: Vec<String> = self
+                    .disk
+                    .object_names()
+                    .into_iter()
+                    .filter(|n| after.as_ref().is_none_or(|a| n > a))
+                    .filter(|n| ring.partition_of(b.as_str().as_bytes(), n.as_bytes()) == partition)
+                    .collect();
+                let mut objects = Vec::new();
+                let mut bytes = 0;
+                let mut last = None;
+                for name in &names {
+                    if bytes >= max_bytes && !objects.is_empty() {
+                        break;
+                    }
+                    last = Some(name.clone());
+                    // A corrupt record is skipped, as the store skips it.
+                    if let Some(object) = self.own_object(name) {
+                        bytes += 100;
+                        objects.push(Pulled {
+                            bucket: b.clone(),
+                            key: key_of(name),
+                            object,
+                        });
+                    }
+                }
+                let more = last.as_ref().is_some_and(|l| names.last() != Some(l));
+                let next = last.filter(|_| more).map(|l| l.into_bytes().into());
+                Ok(Stored::Scanned(Chunk { objects, next }))
+            }
+            StoreOp::DropPartitions(partitions) => {
+                let ring = self.machine.ring().clone();
+                let b = bucket();
+                for name in self.disk.object_names() {
+                    let p = ring.partition_of(b.as_str().as_bytes(), name.as_bytes());
+                    if partitions.contains(&p) {
+                        self.disk.remove_object(&name);
+                    }
+                }
                 Ok(Stored::Done)
             }
             StoreOp::Hint {

@@ -812,6 +812,7 @@ fn a_restored_table_counts_only_if_saved_with_a_layout() {
             layout: None,
             members: members.clone(),
             vote: None,
+            transfer: None,
         },
         0,
     );
@@ -830,6 +831,7 @@ fn a_restored_table_counts_only_if_saved_with_a_layout() {
             layout: Some(layout.clone()),
             members,
             vote: None,
+            transfer: None,
         },
         0,
     );

@@ -83,7 +83,7 @@ impl CommitFailure {
 /// One commit under way.
 #[derive(Debug)]
 pub(super) struct Commit {
-    client: ClientId,
+    client: Option<ClientId>,
     want: Layout,
     proposer: Proposer<Layout>,
     voters: BTreeSet<String>,
@@ -117,10 +117,23 @@ impl Node {
             };
             return self.committed(client, Err(stale));
         }
-        let mut want = match layout.next() {
+        let want = match layout.next() {
             Ok(next) => next,
             Err(e) => return self.committed(client, Err(LayoutChangeError::from(e).into())),
         };
+        let layout = layout.clone();
+        self.start_commit(Some(client), &layout, want, now);
+    }
+
+    /// Proposes `want` as the version after `layout`'s to its voters; the
+    /// outcome goes to `client` (none for the node's own handover).
+    pub(super) fn start_commit(
+        &mut self,
+        client: Option<ClientId>,
+        layout: &Layout,
+        mut want: Layout,
+        now: Now,
+    ) {
         let voters: BTreeSet<String> = layout.roles.keys().cloned().collect();
         let id = self.next_id();
         want.committed_by = Some(format!("{}#{id}", self.me()));
@@ -301,7 +314,12 @@ impl Node {
 
     fn finish(&mut self, id: u64, result: Result<Layout, CommitFailure>) {
         if let Some(c) = self.commits.remove(&id) {
-            self.committed(c.client, result);
+            match c.client {
+                Some(client) => self.committed(client, result),
+                None => self.event(super::Event::Handover {
+                    result: result.map(|l| l.version).map_err(|e| e.to_string()),
+                }),
+            }
         }
     }
 

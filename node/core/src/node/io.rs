@@ -183,6 +183,28 @@ pub enum StoreOp {
     /// Delete a delivered (or expired) hint, unless it changed since it was
     /// read; answered with [`Stored::HintDeleted`].
     DeleteHint(Hint),
+    /// Read the objects of `partition` after `after` (storage order), about
+    /// `max_bytes` of them (at least one); answered with
+    /// [`Stored::Scanned`].
+    Scan {
+        /// The partition.
+        partition: u32,
+        /// Where the last scan ended.
+        after: Option<Vec<u8>>,
+        /// About how many bytes.
+        max_bytes: usize,
+    },
+    /// Merge copied objects into the local copies (as
+    /// [`StoreOp::Merge`] each); answered with [`Stored::Done`].
+    MergeAll {
+        /// The objects, each with its bucket's conflict mode.
+        objects: Vec<(crate::proto::Pulled, ConflictMode)>,
+        /// Fsync before answering.
+        durable: bool,
+    },
+    /// Delete every object of these partitions (they moved to other
+    /// nodes); answered with [`Stored::Done`].
+    DropPartitions(Vec<u32>),
 }
 
 /// A storage operation's result.
@@ -198,6 +220,8 @@ pub enum Stored {
     Hints(Vec<Hint>),
     /// Whether the hint was deleted (it was unchanged).
     HintDeleted(bool),
+    /// A scan's objects.
+    Scanned(crate::proto::Chunk),
 }
 
 /// Why a storage operation failed.
@@ -324,6 +348,28 @@ pub enum Event {
     HandoffRound {
         /// Hints delivered in it.
         delivered: usize,
+    },
+    /// This node's handover commit ended: the version it made, or why not.
+    Handover {
+        /// The outcome.
+        result: Result<u64, String>,
+    },
+    /// This node copied every partition it gains in layout `version`.
+    TransferSynced {
+        /// The version.
+        version: u64,
+    },
+    /// A gained partition is copied.
+    PartitionCopied {
+        /// The partition.
+        partition: u32,
+        /// Objects copied.
+        keys: u64,
+    },
+    /// Partitions this node no longer holds were deleted.
+    PartitionsDropped {
+        /// How many.
+        partitions: usize,
     },
     /// A storage operation failed outside a client's request.
     StoreFailed {

@@ -37,6 +37,7 @@ mod io;
 mod serve;
 #[cfg(test)]
 mod tests;
+mod transfer;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -46,11 +47,12 @@ pub use io::{
     CallFailure, CallId, ClientId, Effect, Event, Failure, Hint, InboundId, Now, Request,
     StoreFailure, StoreId, StoreOp, Stored, Transmit,
 };
+pub use transfer::{CopyProgress, PartitionCopy, TransferStatus};
 
 use crate::membership::Gossip;
 use crate::membership::{Membership, Status};
 use crate::proto::{
-    Ask, Coordinate, Decide, IndirectPing, PeerRequest, Refusal, ReplicaGet, ReplicaPut,
+    Ask, Coordinate, Decide, IndirectPing, PeerRequest, Pull, Refusal, ReplicaGet, ReplicaPut,
     ReplicaStored, Reply,
 };
 use crate::ring::Ring;
@@ -113,6 +115,12 @@ pub struct Settings {
     /// go on after the answer); a client request past it is refused
     /// `overloaded`, so a slow replica cannot grow a node's memory.
     pub max_rounds: usize,
+    /// Most bytes copied per second when partitions move (0: no limit).
+    pub transfer_bytes_per_second: u64,
+    /// How long after a handover reaches this node it deletes the
+    /// partitions it gave away (ms): time for the version to reach every
+    /// node, so none still reads them here.
+    pub cleanup_grace_ms: u64,
     /// A planted bug (tests only).
     pub planted: Option<Planted>,
 }
@@ -164,6 +172,11 @@ enum Call {
     Decide {
         commit: u64,
     },
+    /// A chunk of a gained partition, from a replica before the change.
+    Pull {
+        partition: u32,
+        source: String,
+    },
 }
 
 impl Call {
@@ -212,6 +225,14 @@ enum Wait {
         commit: u64,
         answer: Option<crate::decide::Message<crate::layout::Layout>>,
     },
+    /// A copied chunk was merged.
+    Copied(transfer::CopiedChunk),
+    /// A peer's pull was scanned.
+    ServePull {
+        inbound: InboundId,
+    },
+    /// Partitions given away were dropped.
+    Dropped,
 }
 
 /// One node's state machine.
@@ -240,6 +261,8 @@ pub struct Node {
     commits: BTreeMap<u64, commit::Commit>,
     /// The highest ballot round seen.
     max_round: u64,
+    /// Partitions being copied.
+    transfers: transfer::Transfers,
 }
 
 /// The ring of the membership's layout; empty until the node has one.
@@ -294,6 +317,7 @@ impl Node {
             writes: BTreeMap::new(),
             commits: BTreeMap::new(),
             max_round: 0,
+            transfers: transfer::Transfers::default(),
         }
     }
 
@@ -331,6 +355,7 @@ impl Node {
         if now.mono_ms >= self.next_gossip {
             self.next_gossip = now.mono_ms + self.settings.gossip_tick_ms;
             self.gossip_tick(now);
+            self.transfer_tick(now);
         }
         if now.mono_ms >= self.next_handoff {
             self.next_handoff = now.mono_ms + self.settings.handoff.interval_ms;
@@ -451,6 +476,19 @@ impl Node {
                 let answer = if result.is_ok() { answer } else { None };
                 let me = self.me().to_owned();
                 self.vote_answered(commit, &me, answer, now);
+            }
+            Wait::Copied(chunk) => {
+                let result = result.map(|_| ()).map_err(|f| f.message);
+                self.copied(chunk, result);
+            }
+            Wait::ServePull { inbound } => self.scanned(inbound, result),
+            Wait::Dropped => {
+                if let Err(f) = result {
+                    self.event(Event::StoreFailed {
+                        what: "dropping partitions given away",
+                        message: f.message,
+                    });
+                }
             }
             Wait::HandoffHints => self.handoff_hints(result, now),
             Wait::HandoffDelete { expired } => self.handoff_deleted(expired, result, now),
@@ -625,6 +663,14 @@ impl Node {
                 self.forward_answered(fwd, node, answer::<Coordinate>(result), now);
             }
             Call::Handoff(hint) => self.handoff_answered(hint, answer::<ReplicaPut>(result), now),
+            Call::Pull { partition, source } => {
+                let got = match answer::<Pull>(result) {
+                    Ok(Ok(chunk)) => Ok(chunk),
+                    Ok(Err(refusal)) => Err(format!("{refusal:?}")),
+                    Err(failure) => Err(failure.to_string()),
+                };
+                self.pulled(partition, source, got, now);
+            }
             Call::Decide { commit } => {
                 let got = answer::<Decide>(result).ok().and_then(Result::ok).flatten();
                 let voter = out.node.unwrap_or_default();

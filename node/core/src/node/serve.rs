@@ -48,6 +48,7 @@ impl Node {
                 self.store(op, Wait::ServePut { inbound, durable });
             }
             PeerRequest::Decide(Decide(msg)) => self.serve_decide(inbound, *msg),
+            PeerRequest::Pull(pull) => self.serve_pull(inbound, pull),
             PeerRequest::Coordinate(Coordinate {
                 bucket,
                 key,

@@ -98,6 +98,7 @@ fn build(
             )),
             members,
             vote: None,
+            transfer: None,
         },
         0,
     );
@@ -115,6 +116,8 @@ fn build(
         bucket_defaults: p,
         buckets: BTreeMap::new(),
         max_rounds,
+        transfer_bytes_per_second: 0,
+        cleanup_grace_ms: 5_000,
         planted,
     };
     let mut node = Node::new(settings, m, now(), 1);
