@@ -186,6 +186,8 @@ pub struct Ring {
     /// While partitions move: each partition's replicas before the change
     /// (member indexes), which serve reads until the handover.
     before: Option<Vec<Vec<u16>>>,
+    /// Replicas per partition in the assignment (0: none, a token ring).
+    replicas: usize,
 }
 
 impl Ring {
@@ -210,6 +212,7 @@ impl Ring {
             }
             _ => Self::by_tokens(&members, shape.partitions, shape.tokens),
         };
+        ring.replicas = usize::from(layout.replicas);
         if let Some(before) = layout
             .moving
             .as_ref()
@@ -302,6 +305,7 @@ impl Ring {
                 members,
                 table: vec![Vec::new(); partitions as usize],
                 before: None,
+                replicas: 0,
             };
         }
         let mut ring: HashRing<Token, StableHashBuilder> = HashRing::with_hasher(StableHashBuilder);
@@ -380,6 +384,7 @@ impl Ring {
             members,
             table,
             before: None,
+            replicas: 0,
         }
     }
 
@@ -412,7 +417,7 @@ impl Ring {
     /// serve its reads, and a write needs its quorum from them too).
     pub fn before(&self, p: u32) -> Option<Vec<&str>> {
         let row = self.before.as_ref()?.get(p as usize)?;
-        let now: Vec<&str> = self.order(p).take(row.len()).collect();
+        let now: Vec<&str> = self.order(p).take(self.replicas.max(row.len())).collect();
         let before: Vec<&str> = row
             .iter()
             .map(|&m| self.members[m as usize].id.as_str())

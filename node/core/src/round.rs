@@ -114,6 +114,21 @@ impl WriteRound {
         })
     }
 
+    /// A round in which the coordinator's own copy does not count (it is
+    /// not one of the replicas): every target is asked.
+    fn without_coordinator(plan: Plan, needs: Needs) -> Result<Self, Shortfall> {
+        precheck(&plan, needs)?;
+        let mut tracker = Tracker::new(needs);
+        for t in &plan.targets {
+            tracker.sent(t.primary);
+        }
+        Ok(Self {
+            plan,
+            tracker,
+            answered: false,
+        })
+    }
+
     /// The coordinator stored the write (durably or not). Returns the answer
     /// when that alone meets the quorum (`w=1`).
     pub fn stored_locally(
@@ -206,10 +221,23 @@ impl WriteRounds {
         me: &str,
         me_primary: &[bool],
     ) -> Result<Self, Shortfall> {
+        // The coordinator's copy counts in each set it is a replica of
+        // (and, a replica of none, as a stand-in in the first, as ever).
+        let counts = counted_sets(me_primary);
         let rounds = plans
             .into_iter()
             .zip(me_primary)
-            .map(|(plan, &primary)| WriteRound::new(plan, needs, me, primary))
+            .zip(&counts)
+            .map(|((mut plan, &primary), &counted)| {
+                if counted {
+                    return WriteRound::new(plan, needs, me, primary);
+                }
+                // The coordinator is not a replica of this set: its own copy
+                // counts for nothing here (nor does it stand in for one).
+                plan.targets.retain(|t| t.node != me);
+                plan.spares.retain(|s| s != me);
+                WriteRound::without_coordinator(plan, needs)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let outstanding = vec![Vec::new(); rounds.len()];
         Ok(Self {
@@ -231,8 +259,11 @@ impl WriteRounds {
         me_primary: &[bool],
         durable: bool,
     ) -> Option<Result<(), Shortfall>> {
-        for (round, &primary) in self.rounds.iter_mut().zip(me_primary) {
-            round.stored_locally(primary, durable);
+        let counts = counted_sets(me_primary);
+        for ((round, &primary), counted) in self.rounds.iter_mut().zip(me_primary).zip(counts) {
+            if counted {
+                round.stored_locally(primary, durable);
+            }
         }
         self.answer()
     }
@@ -326,6 +357,16 @@ impl WriteRounds {
         }
         None
     }
+}
+
+/// In which sets the coordinator's own copy counts.
+fn counted_sets(me_primary: &[bool]) -> Vec<bool> {
+    let anywhere = me_primary.iter().any(|p| *p);
+    me_primary
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| p || (i == 0 && !anywhere))
+        .collect()
 }
 
 /// Whether two targets are the same request (a node holding the write for
@@ -437,6 +478,37 @@ mod tests {
     use super::*;
     use crate::quorum::plan;
     use crate::{Actor, Content, VersionVector};
+
+    #[test]
+    fn a_write_while_its_partition_moves_needs_w_from_both_sets() {
+        let t = |n: &str| Target {
+            node: n.into(),
+            primary: true,
+            hint_for: None,
+        };
+        let up = |_: &str| true;
+        // "d" coordinates: a replica after the move, not one before it.
+        let now = plan(&["a", "b", "d"], 3, up);
+        let before = plan(&["a", "b", "c"], 3, up);
+        let mut r = WriteRounds::new(vec![now, before], needs(2, 0, 0), "d", &[true, false])
+            .expect("round");
+        assert_eq!(r.stored_locally(&[true, false], false), None);
+        let sent: Vec<String> = r.start().into_iter().map(|t| t.node).collect();
+        assert_eq!(sent, ["a", "b", "c"], "one request per node");
+        // "d" and "a" make the set after; the set before has only "a".
+        assert_eq!(r.reply(&t("a"), Ok(false)).1, None);
+        assert_eq!(r.reply(&t("c"), Ok(false)).1, Some(Ok(())));
+        // Every set failing its quorum fails the write.
+        let now = plan(&["a", "b", "d"], 3, up);
+        let before = plan(&["a", "b", "c"], 3, up);
+        let mut r = WriteRounds::new(vec![now, before], needs(2, 0, 0), "d", &[true, false])
+            .expect("round");
+        r.stored_locally(&[true, false], false);
+        r.start();
+        assert_eq!(r.reply(&t("b"), Ok(false)).1, None);
+        assert_eq!(r.reply(&t("a"), Err(())).1, None);
+        assert!(matches!(r.reply(&t("c"), Err(())).1, Some(Err(_))));
+    }
 
     fn needs(total: u8, durable: u8, primary: u8) -> Needs {
         Needs {

@@ -74,6 +74,8 @@ pub struct Config {
     /// node as its seed; otherwise node 0 founds alone and is everyone's
     /// seed, as `quorra dev-cluster` did before initial members.
     pub all_founders: bool,
+    /// A layout change an operator makes during the workload, or none.
+    pub layout_change: Option<schedule::LayoutChange>,
     /// A deliberate bug, or none.
     pub bug: Option<Bug>,
 }
@@ -100,8 +102,30 @@ impl Config {
             faults: true,
             wipes: quorum.w >= 2,
             all_founders: rng.below(2) == 0,
+            layout_change: None,
             bug: None,
         }
+        .with_layout_change(seed)
+    }
+
+    /// Half the runs change the layout during the workload: a node held
+    /// out of the first layout joins, or a node leaves (only where the
+    /// cluster keeps at least `n` data-holding nodes). Drawn from a stream
+    /// of its own, so the rest of the run's shape does not depend on it.
+    fn with_layout_change(mut self, seed: u64) -> Self {
+        let mut rng = rng::Rng::new(seed ^ 0x4c41_594f_5554_0001);
+        let spare = self.nodes > usize::from(self.quorum.n);
+        self.layout_change = match rng.below(4) {
+            0 if spare && !self.all_founders => {
+                Some(schedule::LayoutChange::JoinLate(self.nodes - 1))
+            }
+            1 if spare => {
+                let i = 1 + rng.below(self.nodes as u64 - 1) as usize;
+                Some(schedule::LayoutChange::Leave(i))
+            }
+            _ => None,
+        };
+        self
     }
 }
 
@@ -132,6 +156,10 @@ pub struct RunResult {
     /// Hints deleted before their owner durably stored what they held (the
     /// handoff rule broken, whether or not a write was lost for it).
     pub hints_deleted_early: Vec<String>,
+    /// Writes acknowledged while their partition moved, held by fewer than
+    /// `w` of the replicas before the move (which serve reads until the
+    /// handover).
+    pub dual_quorum_violations: Vec<String>,
     /// Whether it settled (every node up and seen up, no hints, nothing in
     /// flight) after the faults healed.
     pub settled: bool,
@@ -155,6 +183,7 @@ impl RunResult {
             && self.report.valid()
             && self.dot_collisions == 0
             && self.hints_deleted_early.is_empty()
+            && self.dual_quorum_violations.is_empty()
     }
 }
 
@@ -164,10 +193,17 @@ impl fmt::Display for RunResult {
         let q = c.quorum;
         writeln!(
             f,
-            "seed {} ({} nodes{}, n={} r={} w={} dw={}, {} clients x {} ops, bug {:?}): formed {}, settled {}, {} events, {} virtual ms, trace {:016x}",
-            c.seed, c.nodes, if c.all_founders { ", all founders" } else { "" }, q.n, q.r, q.w, q.dw, c.clients, c.ops_per_client, c.bug,
+            "seed {} ({} nodes{}, n={} r={} w={} dw={}, {} clients x {} ops, layout change {:?}, bug {:?}): formed {}, settled {}, {} events, {} virtual ms, trace {:016x}",
+            c.seed, c.nodes, if c.all_founders { ", all founders" } else { "" }, q.n, q.r, q.w, q.dw, c.clients, c.ops_per_client, c.layout_change, c.bug,
             self.formed, self.settled, self.events, self.virtual_ms, self.trace
         )?;
+        if let Some(first) = self.dual_quorum_violations.first() {
+            writeln!(
+                f,
+                "  {} writes acknowledged without w replicas before the move, first: {first}",
+                self.dual_quorum_violations.len()
+            )?;
+        }
         if self.dot_collisions > 0 {
             writeln!(f, "  {} merges met a reused dot", self.dot_collisions)?;
         }

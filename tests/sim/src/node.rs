@@ -132,8 +132,13 @@ pub(crate) enum Out {
         result: Result<Stored, StoreFailure>,
         after: u64,
     },
-    /// Answer a client.
-    Answer { op: OpId, result: ClientResult },
+    /// Answer a client; for a write acknowledged while its partition
+    /// moves, the key, its replicas before the move and the clock written.
+    Answer {
+        op: OpId,
+        result: ClientResult,
+        moving: Option<(String, Vec<String>, VersionVector)>,
+    },
     /// A layout commit ended: the new version, or why not.
     Committed { result: Result<u64, String> },
 }
@@ -163,7 +168,7 @@ pub(crate) struct SimNode {
     pub(crate) hints_deleted: Vec<(String, String, VersionVector)>,
     machine: Node,
     /// Client requests in flight: whether each is a read.
-    clients: BTreeMap<ClientId, bool>,
+    clients: BTreeMap<ClientId, (bool, String)>,
     /// Epochs taken, to derive the next one.
     rotations: u64,
     bug: Option<Bug>,
@@ -316,28 +321,38 @@ impl SimNode {
         self.machine.membership().layout()
     }
 
-    /// An operator gives every admitted member without a role one (zone
-    /// and weight as founders have), and commits: the joins of a cluster
-    /// that node 0 founded alone.
-    pub(crate) fn commit_joins(&mut self, now: u64, out: &mut Vec<Out>) -> Result<(), String> {
-        use quorra_core::layout::{Change, Role};
+    /// An operator stages `changes` through this node and commits them
+    /// against its layout version.
+    pub(crate) fn commit(
+        &mut self,
+        changes: &[(String, quorra_core::layout::Change)],
+        now: u64,
+        out: &mut Vec<Out>,
+    ) -> Result<(), String> {
         let layout = self.layout().cloned().ok_or("not joined")?;
-        for id in layout
-            .members
-            .iter()
-            .filter(|id| !layout.roles.contains_key(*id))
-        {
-            let role = Role {
-                zone: None,
-                weight: 1,
-            };
+        for (id, change) in changes {
             self.machine
-                .stage(id, Change::Set(role))
+                .stage(id, change.clone())
                 .map_err(|e| e.to_string())?;
         }
         self.machine.handle_commit(0, layout.version, self.now(now));
         self.drain(now, out);
         Ok(())
+    }
+
+    /// Whether this node holds `key` (or a hint of it for `owner`, when
+    /// given) at a version that includes `clock`.
+    pub(crate) fn holds(&self, key: &str, clock: &VersionVector, hint_for: Option<&str>) -> bool {
+        let object = match hint_for {
+            None => self.disk.object(key).ok().flatten(),
+            Some(owner) => self.disk.hint(owner, key),
+        };
+        object.is_some_and(|o| o.clock().descends(clock))
+    }
+
+    /// Whether partitions are still moving in this node's layout.
+    pub(crate) fn moving(&self) -> bool {
+        self.layout().is_some_and(|l| l.moving.is_some())
     }
 
     /// Whether requests or rounds are still in flight.
@@ -368,7 +383,7 @@ impl SimNode {
         let n = self.machine.settings().bucket_defaults.n_val;
         let request = match req {
             ClientReq::Get { key, r } => {
-                self.clients.insert(op, true);
+                self.clients.insert(op, (true, key.clone()));
                 Request::Get {
                     bucket: bucket(),
                     key: key_of(&key),
@@ -383,7 +398,7 @@ impl SimNode {
                 }
             }
             ClientReq::Put { key, ctx, value } => {
-                self.clients.insert(op, false);
+                self.clients.insert(op, (false, key.clone()));
                 let operation = match value {
                     Some(v) => Operation::Put(Content::value(v, "application/json", 0)),
                     None => Operation::Delete,
@@ -470,7 +485,33 @@ impl SimNode {
                     }
                 }
                 Effect::Answer { client, result } => {
-                    let read = self.clients.remove(&client).unwrap_or(true);
+                    let (read, key) = self
+                        .clients
+                        .remove(&client)
+                        .unwrap_or((true, String::new()));
+                    // A write acknowledged while its partition moves: the
+                    // replicas before the move, for the dual-quorum monitor.
+                    let moving = match (&result, read) {
+                        (Ok(Some(object)), false) => {
+                            let ring = self.machine.ring();
+                            let p = ring.partition_of(bucket().as_str().as_bytes(), key.as_bytes());
+                            let n = usize::from(self.machine.settings().bucket_defaults.n_val);
+                            ring.before(p).map(|before| {
+                                // The replicas before the move first, then
+                                // the fallbacks after them: its first n.
+                                let mut order: Vec<String> =
+                                    before.iter().map(|s| s.to_string()).collect();
+                                for id in ring.order(p) {
+                                    if !order.iter().any(|o| o == id) {
+                                        order.push(id.to_owned());
+                                    }
+                                }
+                                order.truncate(n);
+                                (key.clone(), order, object.clock().clone())
+                            })
+                        }
+                        _ => None,
+                    };
                     let result = result.map_err(|f: Failure| ClientError {
                         definite: f.definite(),
                         message: f.to_string(),
@@ -480,7 +521,11 @@ impl SimNode {
                     } else {
                         ClientResult::Put(result.map(|_| ()))
                     };
-                    out.push(Out::Answer { op: client, result });
+                    out.push(Out::Answer {
+                        op: client,
+                        result,
+                        moving,
+                    });
                 }
                 Effect::Respond { inbound, reply } => out.push(Out::Respond { inbound, reply }),
                 Effect::SaveTable { table, done, .. } => {

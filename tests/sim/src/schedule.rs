@@ -34,6 +34,18 @@ pub enum Fault {
     DiskSlow(usize, u64),
     /// Shift a node's wall clock by this many ms.
     ClockSkew(usize, i64),
+    /// An operator commits a layout change (retried until it is in).
+    Layout(LayoutChange),
+}
+
+/// A layout change an operator makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayoutChange {
+    /// The node, up from the start but held out of the first layout,
+    /// gets a role: its partitions move to it.
+    JoinLate(usize),
+    /// The node's role is taken away: its partitions move to the others.
+    Leave(usize),
 }
 
 /// Faults with the virtual ms (from the workload's start) they happen at.
@@ -51,6 +63,9 @@ impl Schedule {
         let window_ms = rng.between(3_000, 8_000);
         let mut faults = Vec::new();
         if !config.faults {
+            if let Some(change) = config.layout_change {
+                faults.push((window_ms / 2, Fault::Layout(change)));
+            }
             return Self { faults, window_ms };
         }
         let n = config.nodes as u64;
@@ -113,6 +128,9 @@ impl Schedule {
                     }
                 }
             }
+        }
+        if let Some(change) = config.layout_change {
+            faults.push((rng.below(window_ms), Fault::Layout(change)));
         }
         faults.sort_by_key(|(at, _)| *at);
         Self { faults, window_ms }

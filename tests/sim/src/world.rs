@@ -20,8 +20,9 @@ use crate::node::{
     node_id, peer_addr, ClientReq, ClientResult, OpId, Out, Packet, SimNode, Timeouts,
 };
 use crate::rng::Rng;
-use crate::schedule::{Fault, Schedule};
+use crate::schedule::{Fault, LayoutChange, Schedule};
 use crate::{Config, RunResult};
+use quorra_core::layout::{Change, Role};
 use quorra_core::node::{CallId, InboundId, StoreFailure, Stored};
 use quorra_core::proto::{Message, Request};
 
@@ -139,6 +140,11 @@ struct Net {
 pub(crate) struct World {
     /// The outcome of the operator's last layout commit.
     committed: Option<Result<u64, String>>,
+    /// Times the operator tried its layout change.
+    layout_attempts: u32,
+    /// Writes acknowledged while their partition moved without `w` of
+    /// the replicas before the move holding them.
+    dual_quorum_violations: Vec<String>,
     config: Config,
     now: u64,
     seq: u64,
@@ -148,6 +154,8 @@ pub(crate) struct World {
     nodes: Vec<Option<SimNode>>,
     disks: Vec<Disk>,
     lives: Vec<u64>,
+    /// When each node's current life started (virtual ms).
+    started_at: Vec<u64>,
     blocked: BTreeSet<(usize, usize)>,
     net: Net,
     clients: Vec<Client>,
@@ -201,6 +209,7 @@ impl World {
             nodes: (0..n).map(|_| None).collect(),
             disks: (0..n).map(|i| Disk::new(1 + i as u64)).collect(),
             lives: vec![0; n],
+            started_at: vec![0; n],
             blocked: BTreeSet::new(),
             net,
             clients: (0..config.clients).map(|_| Client::default()).collect(),
@@ -214,6 +223,8 @@ impl World {
             wiped: false,
             dot_collisions: 0,
             committed: None,
+            layout_attempts: 0,
+            dual_quorum_violations: Vec::new(),
             durable: vec![BTreeMap::new(); n],
             hints_deleted_early: Vec::new(),
             strong_reads: Vec::new(),
@@ -246,6 +257,7 @@ impl World {
 
     fn start_node(&mut self, i: usize) {
         self.lives[i] += 1;
+        self.started_at[i] = self.now;
         let life = self.lives[i];
         // Either every node is an initial member (each a would-be founder,
         // as `quorra dev-cluster` configures them) and seeds node 0 and the
@@ -318,6 +330,7 @@ impl World {
     fn apply(&mut self, fault: Fault) {
         match fault {
             Fault::Crash(i) => self.crash(i),
+            Fault::Layout(change) => self.operate(change),
             Fault::Restart(i) => {
                 if self.nodes[i].is_none() {
                     self.start_node(i);
@@ -463,7 +476,15 @@ impl World {
                         result,
                     },
                 ),
-                Out::Answer { op, result } => self.at(1, Event::Answer { op, result }),
+                Out::Answer { op, result, moving } => {
+                    if let Some((key, before, clock)) = moving {
+                        if std::env::var_os("QUORRA_SIM_DEBUG").is_some() {
+                            eprintln!("ack of {key} via n{from} clock {clock:?}");
+                        }
+                        self.check_dual_quorum(&key, &before, &clock);
+                    }
+                    self.at(1, Event::Answer { op, result });
+                }
                 Out::Committed { result } => self.committed = Some(result),
             }
         }
@@ -798,16 +819,22 @@ impl World {
     }
 
     /// Node 0 founded alone and the others joined holding nothing: an
-    /// operator stages their joins and commits through node 0, as many
-    /// times as it takes (a commit may lose its voters to the network),
-    /// until every node's layout gives every node a role.
+    /// operator stages their joins (all but a node held out to join
+    /// later) and commits through node 0, as many times as it takes (a
+    /// commit may lose its voters to the network), until every node's
+    /// layout gives each of them a role.
     fn commit_joins(&mut self) -> bool {
         let n = self.config.nodes;
-        let all_roles = |w: &Self| {
+        let late = match self.config.layout_change {
+            Some(LayoutChange::JoinLate(i)) => Some(node_id(i)),
+            _ => None,
+        };
+        let holders = n - usize::from(late.is_some());
+        let all_roles = move |w: &Self| {
             w.nodes.iter().all(|node| {
                 node.as_ref()
                     .and_then(|node| node.layout())
-                    .is_some_and(|l| l.roles.len() == n)
+                    .is_some_and(|l| l.roles.len() == holders)
             })
         };
         let admitted = |w: &Self| {
@@ -821,13 +848,28 @@ impl World {
         }
         for _ in 0..5 {
             if all_roles(self) {
-                return true;
+                // The first layout moves nothing: the copies are empty.
+                return self.run_until(SETTLE_BOUND_MS, |w| !w.any_moving());
             }
             self.committed = None;
             let now = self.now;
             let mut out = Vec::new();
             let started = match self.nodes[0].as_mut() {
-                Some(node) => node.commit_joins(now, &mut out).is_ok(),
+                Some(node) => {
+                    let changes: Vec<(String, Change)> = node
+                        .layout()
+                        .map(|l| {
+                            l.members
+                                .iter()
+                                .filter(|id| {
+                                    !l.roles.contains_key(*id) && Some(*id) != late.as_ref()
+                                })
+                                .map(|id| (id.clone(), Change::Set(role())))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    node.commit(&changes, now, &mut out).is_ok()
+                }
                 None => false,
             };
             self.outputs(0, out);
@@ -840,8 +882,114 @@ impl World {
         all_roles(self)
     }
 
+    /// A write acknowledged while its partition moves must be on `w` of
+    /// the replicas before the move (or stand-ins holding it for them):
+    /// reads go there until the handover.
+    fn check_dual_quorum(&mut self, key: &str, before: &[String], clock: &VersionVector) {
+        let w = usize::from(self.config.quorum.w);
+        let holding = before
+            .iter()
+            .filter(|b| {
+                // A replica down now, or restarted since the write began,
+                // may have stored and lost it (a crash, a power loss):
+                // given the benefit of the doubt.
+                let i = self.index_of_id(b);
+                let recent = 2 * CLIENT_TIMEOUT_MS;
+                if i.is_none_or(|i| {
+                    self.nodes[i].is_none() || self.now < self.started_at[i] + recent
+                }) {
+                    return true;
+                }
+                let own = self
+                    .nodes
+                    .iter()
+                    .flatten()
+                    .any(|n| n.id == **b && n.holds(key, clock, None));
+                own || self
+                    .nodes
+                    .iter()
+                    .flatten()
+                    .any(|n| n.holds(key, clock, Some(b.as_str())))
+            })
+            .count();
+        if holding < w && std::env::var_os("QUORRA_SIM_DEBUG").is_some() {
+            for b in before {
+                let i = self.index_of_id(b);
+                let node = i.and_then(|i| self.nodes[i].as_ref());
+                eprintln!(
+                    "  {b}: alive {} own {} hint-held-by {:?} version {:?}",
+                    node.is_some(),
+                    node.is_some_and(|n| n.holds(key, clock, None)),
+                    self.nodes
+                        .iter()
+                        .flatten()
+                        .filter(|n| n.holds(key, clock, Some(b)))
+                        .map(|n| n.id.clone())
+                        .collect::<Vec<_>>(),
+                    node.and_then(|n| n.layout().map(|l| (l.version, l.moving.is_some())))
+                );
+            }
+        }
+        if holding < w {
+            self.dual_quorum_violations.push(format!(
+                "{key} acknowledged at t={} on {holding} of the replicas before the move {before:?} (w={w})",
+                self.now
+            ));
+        }
+    }
+
+    /// The index of the node named `id`.
+    fn index_of_id(&self, id: &str) -> Option<usize> {
+        (0..self.config.nodes).find(|&i| node_id(i) == id)
+    }
+
+    /// Whether partitions are moving in any live node's layout.
+    fn any_moving(&self) -> bool {
+        self.nodes.iter().flatten().any(SimNode::moving)
+    }
+
+    /// The operator's layout change: made through a live node, checked
+    /// again every second until some node's layout shows it (bounded).
+    fn operate(&mut self, change: LayoutChange) {
+        let (id, want_role) = match change {
+            LayoutChange::JoinLate(i) => (node_id(i), true),
+            LayoutChange::Leave(i) => (node_id(i), false),
+        };
+        let done = self.nodes.iter().flatten().any(|node| {
+            node.layout()
+                .is_some_and(|l| l.roles.contains_key(&id) == want_role)
+        });
+        if done || self.layout_attempts >= 60 {
+            return;
+        }
+        self.layout_attempts += 1;
+        let n = self.config.nodes;
+        let start = self.rng.below(n as u64) as usize;
+        let via = (0..n).map(|k| (start + k) % n).find(|&k| {
+            self.nodes[k]
+                .as_ref()
+                .is_some_and(|node| node.layout().is_some())
+        });
+        if let Some(via) = via {
+            let change = if want_role {
+                Change::Set(role())
+            } else {
+                Change::Remove
+            };
+            let now = self.now;
+            let mut out = Vec::new();
+            if let Some(node) = self.nodes[via].as_mut() {
+                let _ = node.commit(&[(id, change)], now, &mut out);
+            }
+            self.outputs(via, out);
+            self.schedule_wake(via);
+        }
+        self.at(1_000, Event::Fault(Fault::Layout(change)));
+    }
+
     fn quiet(&self) -> bool {
         self.formed()
+            && !self.any_moving()
             && self.data_in_flight == 0
             && self
                 .nodes
@@ -962,6 +1110,7 @@ impl World {
             formed,
             dot_collisions,
             hints_deleted_early: self.hints_deleted_early,
+            dual_quorum_violations: self.dual_quorum_violations,
             settled,
             faults: schedule.describe(),
             trace: self.trace,
@@ -969,6 +1118,14 @@ impl World {
             virtual_ms: self.now,
             history: self.history,
         }
+    }
+}
+
+/// The role an operator gives a node: no zone, weight 1.
+fn role() -> Role {
+    Role {
+        zone: None,
+        weight: 1,
     }
 }
 

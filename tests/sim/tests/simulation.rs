@@ -154,6 +154,19 @@ fn the_coordinators_clock_as_the_only_actor_is_caught() {
 }
 
 #[test]
+fn a_write_that_counts_only_the_new_replicas_while_partitions_move_is_caught() {
+    // During a join or a leave, reads stay on the replicas before the
+    // change; a write acknowledged by the new ones alone is missing there.
+    let found = first_failing_default_seed(Planted::WriteCountsOnlyNewReplicas);
+    println!("caught at seed {}: {found}", found.config.seed);
+    assert!(found.config.layout_change.is_some(), "{found}");
+    assert!(
+        !found.dual_quorum_violations.is_empty(),
+        "caught by the dual-quorum monitor: {found}"
+    );
+}
+
+#[test]
 fn a_coordinator_that_drops_siblings_is_caught() {
     let found = first_failing_default_seed(Planted::CoordinatorDropsSiblings);
     assert!(

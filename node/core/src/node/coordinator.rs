@@ -353,7 +353,18 @@ impl Node {
                 }
             }
         }
-        if !job.forwarded && !me_primary.iter().any(|p| *p) {
+        let primary_anywhere = me_primary.iter().any(|p| *p);
+        if job.forwarded && !job.read_first && !primary_anywhere {
+            // The forwarder's layout names this node, this node's does not
+            // (one of the two is behind): a copy here would be on no
+            // replica, so refuse before any work and let it try the next.
+            let why = format!(
+                "not a replica of this key in layout version {}",
+                self.membership.layout().map_or(0, |l| l.version)
+            );
+            return self.answer(to, Err(Failure::NotAReplica(why)), now);
+        }
+        if !job.forwarded && !primary_anywhere {
             let rest = primaries.iter().cloned().collect();
             let fwd = Forward {
                 to,

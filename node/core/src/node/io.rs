@@ -267,15 +267,20 @@ pub enum Failure {
     /// Too many reads and writes under way on this node.
     #[error("this node has too much replication and repair in flight; retry shortly")]
     Busy,
+    /// A forwarded write reached a node that is no replica of its key in
+    /// its own layout.
+    #[error("{0}")]
+    NotAReplica(String),
 }
 
 impl Failure {
     /// The stable code for this failure.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::NotJoined | Self::Unavailable(_) | Self::NoCoordinator(_) => {
-                ErrorCode::QuorumUnavailable
-            }
+            Self::NotJoined
+            | Self::Unavailable(_)
+            | Self::NoCoordinator(_)
+            | Self::NotAReplica(_) => ErrorCode::QuorumUnavailable,
             Self::InvalidQuorum(_) => ErrorCode::InvalidParameter,
             Self::MaybeTaken(_) => ErrorCode::Timeout,
             Self::Remote { code, .. } => *code,
@@ -292,7 +297,11 @@ impl Failure {
             Self::Unavailable(s) => s.got == 0,
             Self::NoCoordinator(_) | Self::MaybeTaken(_) => false,
             Self::Remote { code, .. } => *code != ErrorCode::Timeout,
-            Self::NotJoined | Self::InvalidQuorum(_) | Self::Store(_) | Self::Busy => true,
+            Self::NotJoined
+            | Self::InvalidQuorum(_)
+            | Self::Store(_)
+            | Self::Busy
+            | Self::NotAReplica(_) => true,
         }
     }
 }

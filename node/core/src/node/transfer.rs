@@ -53,6 +53,9 @@ pub struct PartitionCopy {
     pub keys: u64,
     /// Bytes copied so far.
     pub bytes: u64,
+    /// Replicas copied from completely.
+    #[serde(default)]
+    pub copied_from: u32,
 }
 
 /// A node's copying for one move, saved with its member table.
@@ -188,6 +191,7 @@ impl Node {
     }
 
     fn start_pulls(&mut self, progress: &CopyProgress, now: Now) {
+        let mut finished = Vec::new();
         let second = now.mono_ms / 1_000;
         if self.transfers.window.0 != second {
             self.transfers.window = (second, 0);
@@ -216,6 +220,13 @@ impl Node {
                 .iter()
                 .find(|id| self.is_reachable(id))
                 .cloned();
+            if source.is_none() && copy.copied_from > 0 {
+                // Copied from at least one replica; the rest are down or
+                // removed (a dead node's partitions are rebuilt from the
+                // survivors).
+                finished.push(p);
+                continue;
+            }
             let Some(source) = source else {
                 let why = if copy.sources.is_empty() {
                     "no replica before the change is left to copy from".to_owned()
@@ -247,6 +258,25 @@ impl Node {
             };
             self.send_to(&source, request.into(), PULL_TIMEOUT_MS, call, now);
         }
+        if !finished.is_empty() {
+            let mut progress = self.progress();
+            for p in finished {
+                self.finish_partition(&mut progress, p);
+            }
+            self.membership.set_transfer(Some(progress));
+        }
+    }
+
+    fn finish_partition(&mut self, progress: &mut CopyProgress, partition: u32) {
+        let copy = progress.pending.remove(&partition).unwrap_or_default();
+        progress.copied_keys += copy.keys;
+        progress.copied_bytes += copy.bytes;
+        progress.done.insert(partition);
+        self.transfers.stalled.remove(&partition);
+        self.event(Event::PartitionCopied {
+            partition,
+            keys: copy.keys,
+        });
     }
 
     /// A source answered a pull (or failed).
@@ -332,17 +362,11 @@ impl Node {
             None => {
                 copy.sources.remove(0);
                 copy.cursor = None;
+                copy.copied_from += 1;
             }
         }
         if copy.sources.is_empty() {
-            let copy = progress.pending.remove(&partition).unwrap_or_default();
-            progress.copied_keys += copy.keys;
-            progress.copied_bytes += copy.bytes;
-            progress.done.insert(partition);
-            self.event(Event::PartitionCopied {
-                partition,
-                keys: copy.keys,
-            });
+            self.finish_partition(&mut progress, partition);
         }
         self.membership.set_transfer(Some(progress));
     }
