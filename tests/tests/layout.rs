@@ -261,15 +261,115 @@ async fn verify(
     bad
 }
 
-/// The done-when test of a join: 3 nodes hold many keys; a 4th joins
-/// while clients write and read at r=w=2; nothing fails, nothing is lost,
-/// a quarter of the replica slots move, and afterwards every key reads
-/// with r=n=3 from its new replicas, and the old ones dropped what they
-/// gave away.
+/// Clients writing new keys and reading preloaded ones at r=w=2 through
+/// every node, until stopped (bounded in count too).
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    failures: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    ops: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    workers: tokio::task::JoinSet<()>,
+}
+
+impl Load {
+    /// Starts 8 clients over `urls`; `tag` names this load's new keys.
+    fn start(urls: &[String], keys: usize, tag: &'static str) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        let stop = Arc::new(AtomicBool::new(false));
+        let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+        let acked = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+        let ops = Arc::new(AtomicUsize::new(0));
+        let mut workers = tokio::task::JoinSet::new();
+        for w in 0..8usize {
+            let urls = urls.to_vec();
+            let (stop, failures, acked, ops) =
+                (stop.clone(), failures.clone(), acked.clone(), ops.clone());
+            workers.spawn(async move {
+                let clients: Vec<Client> = urls.iter().map(|u| Client::new(u)).collect();
+                let fail = |m: String| failures.lock().expect("lock").push(m);
+                for j in 0..50_000usize {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let c = &clients[(w + j) % clients.len()];
+                    ops.fetch_add(1, Ordering::Relaxed);
+                    if j % 2 == 0 {
+                        let (k, v) = (format!("{tag}-{w}-{j}"), format!("x{j}"));
+                        match c.put("b", &k, v.clone(), None, "?w=2").await {
+                            Ok(a) if a.status == 204 => acked.lock().expect("lock").push((k, v)),
+                            Ok(a) => fail(format!("put {k}: {} {}", a.status, a.text())),
+                            Err(e) => fail(format!("put {k}: {e}")),
+                        }
+                    } else {
+                        let i = (w * 7919 + j * 104_729) % keys;
+                        match c.get_path(&format!("/v1/kv/b/k{i}?r=2")).await {
+                            Ok(a) if a.status == 200 && a.text() == format!("v{i}") => {}
+                            Ok(a) => fail(format!("get k{i}: {} {}", a.status, a.text())),
+                            Err(e) => fail(format!("get k{i}: {e}")),
+                        }
+                    }
+                }
+            });
+        }
+        Self {
+            stop,
+            failures,
+            acked,
+            ops,
+            workers,
+        }
+    }
+
+    /// Stops the clients; returns the writes acknowledged, and panics on
+    /// any failed request.
+    async fn finish(mut self, what: &str) -> Vec<(String, String)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        while let Some(r) = self.workers.join_next().await {
+            r.expect("load worker");
+        }
+        let failures = self.failures.lock().expect("lock").clone();
+        println!(
+            "{what}: {} operations under the move",
+            self.ops.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        assert!(
+            failures.is_empty(),
+            "{what}: {} failed requests, first: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+        let acked = self.acked.lock().expect("lock").clone();
+        acked
+    }
+}
+
+/// Waits until every url's node has layout `version` with nothing moving.
+async fn handed_over(urls: &[String], version: u64, limit: Duration) {
+    TestCluster::eventually(limit, "handover everywhere", || {
+        let urls = urls.to_vec();
+        async move {
+            for url in &urls {
+                let s = get_json(url, "/v1/cluster/status").await;
+                if s["layout"]["version"] != version || s["layout"]["moving"] != false {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await
+    .expect("handover");
+}
+
+/// The done-when tests of a join and a leave: 3 nodes hold many keys; a
+/// 4th joins while clients write and read at r=w=2: nothing fails,
+/// nothing is lost, at most 1.1 × a quarter of the replica slots move,
+/// and afterwards every key reads with r=n=3 from its new replicas, and an
+/// old one dropped what it gave away. Then the 4th leaves under the same
+/// load: every key still reads with r=n, and it holds nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fourth_node_joins_under_load_and_every_key_moves_to_its_new_replicas() {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::{Arc, Mutex};
+async fn a_fourth_node_joins_and_leaves_under_load_and_no_key_is_lost() {
     let keys: usize = std::env::var("QUORRA_JOIN_KEYS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -283,114 +383,34 @@ async fn a_fourth_node_joins_under_load_and_every_key_moves_to_its_new_replicas(
     let n4 = start_fourth(&c).await;
     let all: Vec<String> = three.iter().cloned().chain([n4.url.clone()]).collect();
 
-    // Load while the layout changes: writes of new keys and reads of the
-    // preloaded ones, at r=w=2, through every node.
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let acked = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
-    let ops = Arc::new(AtomicUsize::new(0));
-    let mut load = tokio::task::JoinSet::new();
-    for w in 0..8usize {
-        let (all, stop, failures, acked, ops) = (
-            all.clone(),
-            stop.clone(),
-            failures.clone(),
-            acked.clone(),
-            ops.clone(),
-        );
-        load.spawn(async move {
-            let clients: Vec<Client> = all.iter().map(|u| Client::new(u)).collect();
-            // Bounded: stops when told, or after this many operations.
-            for j in 0..50_000usize {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let c = &clients[(w + j) % clients.len()];
-                ops.fetch_add(1, Ordering::Relaxed);
-                if j % 2 == 0 {
-                    let (k, v) = (format!("live-{w}-{j}"), format!("x{j}"));
-                    match c.put("b", &k, v.clone(), None, "?w=2").await {
-                        Ok(a) if a.status == 204 => acked.lock().expect("lock").push((k, v)),
-                        Ok(a) => failures.lock().expect("lock").push(format!(
-                            "put {k}: {} {}",
-                            a.status,
-                            a.text()
-                        )),
-                        Err(e) => failures.lock().expect("lock").push(format!("put {k}: {e}")),
-                    }
-                } else {
-                    let i = (w * 7919 + j * 104_729) % keys;
-                    match c.get_path(&format!("/v1/kv/b/k{i}?r=2")).await {
-                        Ok(a) if a.status == 200 && a.text() == format!("v{i}") => {}
-                        Ok(a) => failures.lock().expect("lock").push(format!(
-                            "get k{i}: {} {}",
-                            a.status,
-                            a.text()
-                        )),
-                        Err(e) => failures
-                            .lock()
-                            .expect("lock")
-                            .push(format!("get k{i}: {e}")),
-                    }
-                }
-            }
-        });
-    }
-
+    // The join, under load.
+    let load = Load::start(&all, keys, "join");
     let n1 = c.nodes[0].url.clone();
     cluster_cli(&n1, &["join", "n4"]);
     let plan: Value = serde_json::from_str(&cluster_cli(&n1, &["--json", "plan"])).expect("plan");
     let share = plan["share_moving"].as_f64().expect("share");
     assert!(share <= 1.1 / 4.0, "moves {share} of the slots");
     println!(
-        "plan: {share:.3} of the slots move, ~{} keys",
+        "join plan: {share:.3} of the slots move, ~{} keys",
         plan["keys_estimated"]
     );
     cluster_cli(&n1, &["commit", "--version", "1"]);
     let moved = std::time::Instant::now();
-    // The copy, the handover (version 3) and the cleanup, while the load runs.
-    TestCluster::eventually(Duration::from_secs(600), "handover everywhere", || {
-        let all = all.clone();
-        async move {
-            for url in &all {
-                let s = get_json(url, "/v1/cluster/status").await;
-                if s["layout"]["version"] != 3 || s["layout"]["moving"] != false {
-                    return false;
-                }
-            }
-            true
-        }
-    })
-    .await
-    .expect("handover");
-    println!("copied and handed over in {:?}", moved.elapsed());
-    stop.store(true, Ordering::Relaxed);
-    while let Some(r) = load.join_next().await {
-        r.expect("load worker");
-    }
-    let failures = failures.lock().expect("lock").clone();
-    println!("{} operations under the move", ops.load(Ordering::Relaxed));
-    assert!(
-        failures.is_empty(),
-        "{} failed requests, first: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    handed_over(&all, 3, Duration::from_secs(600)).await;
+    println!("join copied and handed over in {:?}", moved.elapsed());
+    let acked = load.finish("join").await;
 
-    // Every key, old and new, reads with r = n = 3 from its primaries.
     let mut expected: Vec<(String, String)> = (0..keys)
         .map(|i| (format!("k{i}"), format!("v{i}")))
         .collect();
-    expected.extend(acked.lock().expect("lock").iter().cloned());
-    let bad = verify(&all, expected, "?r=3&pr=3", 32).await;
+    expected.extend(acked);
+    let bad = verify(&all, expected.clone(), "?r=3&pr=3", 32).await;
     assert!(
         bad.is_empty(),
         "{} keys did not read back, first: {:?}",
         bad.len(),
         &bad[..bad.len().min(5)]
     );
-
-    // n4 holds its share, and an old replica dropped what it gave away.
     let ring = get_json(&n4.url, "/v1/cluster/ring").await;
     assert!(
         ring["primary_ownership"]["n4"].as_u64().unwrap_or(0) > 0,
@@ -421,21 +441,168 @@ async fn a_fourth_node_joins_under_load_and_every_key_moves_to_its_new_replicas(
             async move { get_json(&url, &path).await["found"] == false }
         })
         .await
-        .unwrap_or_else(|e| {
-            let log = c.nodes[c.index(gone)].log_text();
-            let lines: Vec<&str> = log
-                .lines()
-                .filter(|l| l.contains("drop") || l.contains("handover") || l.contains("copied"))
-                .collect();
-            panic!(
-                "k{i} still on {gone}: {e}\n{lines:#?}\nprefs {prefs:?} partition {}",
-                loc["partition"]
-            )
-        });
+        .unwrap_or_else(|e| panic!("k{i} still on {gone}: {e}"));
         checked += 1;
         if checked == 5 {
             break;
         }
     }
     assert!(checked > 0, "no key moved off an old replica");
+
+    // The leave, under load: n4's partitions go back to the three.
+    let load = Load::start(&all, keys, "leave");
+    cluster_cli(&n1, &["leave", "n4"]);
+    cluster_cli(&n1, &["commit", "--version", "3"]);
+    let moved = std::time::Instant::now();
+    handed_over(&all, 5, Duration::from_secs(600)).await;
+    println!("leave copied and handed over in {:?}", moved.elapsed());
+    expected.extend(load.finish("leave").await);
+    let bad = verify(&three, expected.clone(), "?r=3&pr=3", 32).await;
+    assert!(
+        bad.is_empty(),
+        "{} keys did not read back after the leave, first: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+    let ring = get_json(&n1, "/v1/cluster/ring").await;
+    assert_eq!(
+        ring["primary_ownership"].get("n4"),
+        None,
+        "{}",
+        ring["primary_ownership"]
+    );
+    let layout = get_json(&n1, "/v1/admin/layout").await;
+    assert_eq!(layout["members_without_data"], json!(["n4"]), "{layout}");
+    // n4 dropped everything it held.
+    for (k, _) in expected.iter().step_by(expected.len() / 50 + 1) {
+        let path = format!("/v1/debug/replica/b/{k}");
+        let url = n4.url.clone();
+        TestCluster::eventually(CONVERGE, "the leaver drops its data", || {
+            let (url, path) = (url.clone(), path.clone());
+            async move { get_json(&url, &path).await["found"] == false }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{k} still on n4: {e}"));
+    }
+}
+
+/// A node killed for good and removed: its partitions are rebuilt on the
+/// others from the surviving replicas, and every key is back to n copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_removed_has_its_partitions_rebuilt_from_the_survivors() {
+    let keys = 3_000;
+    let mut c = TestCluster::start(&quorra_bin!(), 4).expect("cluster");
+    c.wait_converged(CONVERGE).await.expect("converged");
+    let four: Vec<String> = c.nodes.iter().map(|n| n.url.clone()).collect();
+    preload(&four, 0..keys, 16).await;
+    c.nodes[3].kill9();
+    c.wait_seen_as("n4", "down", CONVERGE)
+        .await
+        .expect("n4 down");
+    let three: Vec<String> = four[..3].to_vec();
+    cluster_cli(&three[0], &["remove", "n4"]);
+    cluster_cli(&three[0], &["commit", "--version", "1"]);
+    handed_over(&three, 3, Duration::from_secs(300)).await;
+    // Every key on each of the three, whatever n4 held.
+    for url in &three {
+        let mut missing = 0;
+        for i in 0..keys {
+            let r = get_json(url, &format!("/v1/debug/replica/b/k{i}")).await;
+            if r["found"] != true {
+                missing += 1;
+            }
+        }
+        assert_eq!(missing, 0, "{url} lacks {missing} of {keys} keys");
+    }
+}
+
+/// A transfer interrupted by killing the receiver resumes after its
+/// restart where it stopped: the partitions it reported copied stay
+/// copied, and it finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_interrupted_by_a_restart_resumes_and_never_goes_back() {
+    let keys = 20_000;
+    let c = TestCluster::start(&quorra_bin!(), 3).expect("cluster");
+    c.wait_converged(CONVERGE).await.expect("converged");
+    let three: Vec<String> = c.nodes.iter().map(|n| n.url.clone()).collect();
+    preload(&three, 0..keys, 32).await;
+    // A slow receiver: the copy takes a while.
+    generate(&c.certs, &["n4".into()]).expect("cert for n4");
+    let mut config = TestCluster::node_config("n4", &c.dir().join("n4"), &c.certs);
+    config.seeds = vec![c.nodes[0].peer.expect("n1 peer")];
+    config.transfer_bytes_per_second = 100_000;
+    let mut n4 = NodeProcess::start(&quorra_bin!(), &c.dir().join("n4"), config).expect("n4");
+    let all: Vec<String> = three.iter().cloned().chain([n4.url.clone()]).collect();
+    TestCluster::eventually(CONVERGE, "n4 admitted", || {
+        let url = three[0].clone();
+        async move { get_json(&url, "/v1/admin/layout").await["members_without_data"] == json!(["n4"]) }
+    })
+    .await
+    .expect("admitted");
+    cluster_cli(&three[0], &["join", "n4"]);
+    cluster_cli(&three[0], &["commit", "--version", "1"]);
+    let copied = |url: String| async move {
+        get_json(&url, "/v1/cluster/status").await["transfers"]["copied"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    // Part-way through: some partitions copied, not all.
+    let mut before = 0;
+    let url = n4.url.clone();
+    TestCluster::eventually(Duration::from_secs(120), "part of the copy", || {
+        let url = url.clone();
+        async move {
+            let s = get_json(&url, "/v1/cluster/status").await;
+            let (done, all) = (
+                s["transfers"]["copied"].as_u64().unwrap_or(0),
+                s["transfers"]["gaining"].as_u64().unwrap_or(0),
+            );
+            done >= 2 && done < all
+        }
+    })
+    .await
+    .expect("copy under way");
+    before = before.max(copied(n4.url.clone()).await);
+    n4.kill9();
+    n4.restart().expect("restart n4");
+    TestCluster::eventually(CONVERGE, "n4 back", || {
+        let url = n4.url.clone();
+        async move { get_json(&url, "/v1/cluster/status").await["joined"] == true }
+    })
+    .await
+    .expect("n4 back");
+    // Progress never goes back, and the copy finishes.
+    let mut last = 0;
+    let start = std::time::Instant::now();
+    loop {
+        let s = get_json(&n4.url, "/v1/cluster/status").await;
+        let now = s["transfers"]["copied"].as_u64().unwrap_or(0);
+        let moving = s["layout"]["moving"] == true;
+        if moving {
+            assert!(
+                now >= before,
+                "copied went back from {before} to {now} after the restart"
+            );
+            assert!(now >= last, "copied went back from {last} to {now}");
+            last = now;
+        } else if s["layout"]["version"] == 3 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "the copy did not finish: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    handed_over(&all, 3, Duration::from_secs(60)).await;
+    let expected = (0..keys)
+        .map(|i| (format!("k{i}"), format!("v{i}")))
+        .collect();
+    let bad = verify(&all, expected, "?r=3&pr=3", 16).await;
+    assert!(
+        bad.is_empty(),
+        "{} keys did not read back, first: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
 }
