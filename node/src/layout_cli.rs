@@ -156,8 +156,8 @@ pub fn layout_text(l: &Value) -> String {
             out.push_str(&format!(
                 "{id:<16} {:<12} {:>6}  {:>5}\n",
                 r["zone"].as_str().unwrap_or("-"),
-                r["weight"],
-                r["slots"],
+                r["weight"].as_u64().unwrap_or(0),
+                r["slots"].as_u64().unwrap_or(0),
             ));
         }
     }
@@ -173,7 +173,11 @@ pub fn layout_text(l: &Value) -> String {
         Some(staged) if !staged.is_empty() => {
             out.push_str("staged:\n");
             for (id, s) in staged {
-                out.push_str(&format!("  {id}: {} (by {})\n", s["change"], s["by"]));
+                out.push_str(&format!(
+                    "  {id}: {} (staged by {})\n",
+                    change_text(&s["change"]),
+                    s["by"].as_str().unwrap_or("?")
+                ));
             }
             out.push_str("see `quorra cluster plan`, then `quorra cluster commit`\n");
         }
@@ -190,7 +194,7 @@ pub fn plan_text(p: &Value) -> String {
     );
     if let Some(changes) = p["changes"].as_object() {
         for (id, c) in changes {
-            out.push_str(&format!("  {id}: {c}\n"));
+            out.push_str(&format!("  {id}: {}\n", change_text(c)));
         }
     }
     out.push_str(&format!(
@@ -204,14 +208,14 @@ pub fn plan_text(p: &Value) -> String {
     out.push_str("node             before   after\n");
     let before = p["slots_before"].as_object();
     let after = p["slots_after"].as_object();
-    let mut ids: Vec<&String> = before
+    let mut nodes: Vec<&String> = before
         .into_iter()
         .chain(after)
         .flat_map(|m| m.keys())
         .collect();
-    ids.sort();
-    ids.dedup();
-    for id in ids {
+    nodes.sort();
+    nodes.dedup();
+    for id in nodes {
         let b = before
             .and_then(|m| m.get(id))
             .and_then(Value::as_u64)
@@ -226,8 +230,12 @@ pub fn plan_text(p: &Value) -> String {
         out.push_str(&format!("{} partitions change hands:\n", transfers.len()));
         for t in transfers.iter().take(20) {
             out.push_str(&format!(
-                "  partition {:>5}: {} -> {} (~{} keys)\n",
-                t["partition"], t["from"], t["to"], t["keys_estimated"],
+                "  partition {:>3}: copied from {} to {}, given up by {} (~{} keys)\n",
+                t["partition"].as_u64().unwrap_or(0),
+                ids(&t["from"]),
+                ids(&t["to"]),
+                ids(&t["leaving"]),
+                t["keys_estimated"],
             ));
         }
         if transfers.len() > 20 {
@@ -242,4 +250,35 @@ pub fn plan_text(p: &Value) -> String {
         p["from_version"]
     ));
     out
+}
+
+/// A staged change as text.
+fn change_text(c: &Value) -> String {
+    if let Some(role) = c.get("set") {
+        return format!(
+            "join (zone {}, weight {})",
+            role["zone"].as_str().unwrap_or("-"),
+            role["weight"].as_u64().unwrap_or(1)
+        );
+    }
+    if let Some(new) = c.get("replace_by").and_then(Value::as_str) {
+        return format!("replaced by {new}");
+    }
+    match c.as_str() {
+        Some("remove") => "leave (its data moves to the others)".into(),
+        Some("keep") => "cleared".into(),
+        _ => c.to_string(),
+    }
+}
+
+/// A JSON list of node ids as `a,b,c`.
+fn ids(v: &Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
 }
