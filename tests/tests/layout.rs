@@ -113,7 +113,7 @@ async fn a_joined_node_holds_data_only_after_its_join_is_planned_and_committed()
 
     // Stage, plan, commit through the CLI.
     let staged = cluster_cli(&n1, &["join", "n4"]);
-    assert!(staged.contains("n4: {\"set\""), "{staged}");
+    assert!(staged.contains("n4: join (zone -, weight 1)"), "{staged}");
     let plan: Value =
         serde_json::from_str(&cluster_cli(&n1, &["--json", "plan"])).expect("plan JSON");
     assert_eq!(

@@ -233,6 +233,8 @@ enum Wait {
     },
     /// Partitions given away were dropped.
     Dropped,
+    /// The copy progress was saved.
+    ProgressSaved(Box<transfer::CopyProgress>),
 }
 
 /// One node's state machine.
@@ -482,6 +484,7 @@ impl Node {
                 self.copied(chunk, result);
             }
             Wait::ServePull { inbound } => self.scanned(inbound, result),
+            Wait::ProgressSaved(progress) => self.progress_saved(*progress, result.is_ok()),
             Wait::Dropped => {
                 if let Err(f) = result {
                     self.event(Event::StoreFailed {

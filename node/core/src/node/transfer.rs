@@ -99,6 +99,8 @@ pub struct TransferStatus {
 pub(super) struct Transfers {
     /// Partitions with a pull or merge under way.
     busy: BTreeSet<u32>,
+    /// The progress last saved to disk.
+    durable: Option<CopyProgress>,
     /// Partitions that failed, and until when they wait.
     retry_at: BTreeMap<u32, u64>,
     stalled: BTreeMap<u32, String>,
@@ -263,7 +265,22 @@ impl Node {
             for p in finished {
                 self.finish_partition(&mut progress, p);
             }
-            self.membership.set_transfer(Some(progress));
+            self.save_progress(progress);
+        }
+    }
+
+    /// Saves the copy progress with the table (fsynced); the status shows
+    /// it once it is on disk, so what it shows never goes back after a
+    /// restart.
+    fn save_progress(&mut self, progress: CopyProgress) {
+        self.membership.set_transfer(Some(progress.clone()));
+        self.save_then(Wait::ProgressSaved(Box::new(progress)));
+    }
+
+    /// A progress save finished.
+    pub(super) fn progress_saved(&mut self, progress: CopyProgress, saved: bool) {
+        if saved {
+            self.transfers.durable = Some(progress);
         }
     }
 
@@ -368,7 +385,7 @@ impl Node {
         if copy.sources.is_empty() {
             self.finish_partition(&mut progress, partition);
         }
-        self.membership.set_transfer(Some(progress));
+        self.save_progress(progress);
     }
 
     /// Commits the handover once every new replica synced, staggered by
@@ -466,7 +483,13 @@ impl Node {
         if layout.moving.is_none() {
             return TransferStatus::default();
         }
-        let progress = self.progress();
+        // What is on disk: a restart resumes from there.
+        let progress = self
+            .transfers
+            .durable
+            .clone()
+            .or_else(|| self.membership.transfer().cloned())
+            .unwrap_or_default();
         let gaining = progress.pending.len() + progress.done.len();
         let (mut keys, mut bytes) = (progress.copied_keys, progress.copied_bytes);
         for c in progress.pending.values() {
