@@ -98,7 +98,22 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     };
     use reqwest::Method;
     let answer = match &args.action {
-        ClusterAction::Status => call(Method::GET, "", None).await?,
+        ClusterAction::Status => {
+            let mut layout = call(Method::GET, "", None).await?;
+            // The asked node's transfers, when partitions move.
+            let status: Value = http
+                .get(format!("{base}/v1/cluster/status"))
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("{base}: {e}"))?
+                .json()
+                .await
+                .unwrap_or(Value::Null);
+            layout["moving"] = status["layout"]["moving"].clone();
+            layout["transfers"] = status["transfers"].clone();
+            layout["node"] = status["node"].clone();
+            layout
+        }
         ClusterAction::Join { node, zone, weight } => {
             let body = json!({"node": node, "zone": zone, "weight": weight});
             call(Method::POST, "/join", Some(body)).await?
@@ -167,6 +182,26 @@ pub fn layout_text(l: &Value) -> String {
                 "{:<16} (member, holds no data)\n",
                 id.as_str().unwrap_or("?")
             ));
+        }
+    }
+    if l["moving"] == true {
+        let t = &l["transfers"];
+        out.push_str(&format!(
+            "partitions moving: {} has copied {} of the {} partitions it gains ({} keys, {} bytes); handover waits for {}\n",
+            l["node"].as_str().unwrap_or("this node"),
+            t["copied"],
+            t["gaining"],
+            t["keys"],
+            t["bytes"],
+            ids(&t["waiting_for"]),
+        ));
+        if let Some(stalled) = t["stalled"].as_object() {
+            for (p, why) in stalled {
+                out.push_str(&format!(
+                    "  partition {p} stalled: {}\n",
+                    why.as_str().unwrap_or("?")
+                ));
+            }
         }
     }
     match l["staged"].as_object() {

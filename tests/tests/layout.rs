@@ -578,6 +578,10 @@ async fn a_transfer_interrupted_by_a_restart_resumes_and_never_goes_back() {
         let s = get_json(&n4.url, "/v1/cluster/status").await;
         let now = s["transfers"]["copied"].as_u64().unwrap_or(0);
         let moving = s["layout"]["moving"] == true;
+        if moving && last == 0 {
+            let text = cluster_cli(&n4.url, &["status"]);
+            assert!(text.contains("partitions moving: n4 has copied"), "{text}");
+        }
         if moving {
             assert!(
                 now >= before,
