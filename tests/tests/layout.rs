@@ -34,6 +34,15 @@ fn cluster_cli(url: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Every node's URL, `extra`'s last.
+fn urls_with(c: &TestCluster, extra: &NodeProcess) -> Vec<String> {
+    c.nodes
+        .iter()
+        .map(|n| n.url.clone())
+        .chain([extra.url.clone()])
+        .collect()
+}
+
 /// Starts n4, not an initial member, seeded with n1; waits until it joined.
 async fn start_fourth(c: &TestCluster) -> NodeProcess {
     generate(&c.certs, &["n4".into()]).expect("cert for n4");
@@ -97,12 +106,7 @@ async fn a_joined_node_holds_data_only_after_its_join_is_planned_and_committed()
     let n1 = c.nodes[0].url.clone();
 
     // Admitted, n4 is a member holding nothing: no partition names it.
-    let urls: Vec<String> = c
-        .nodes
-        .iter()
-        .map(|n| n.url.clone())
-        .chain([n4.url.clone()])
-        .collect();
+    let urls = urls_with(&c, &n4);
     let ring = get_json(&n4.url, "/v1/cluster/ring").await;
     assert_eq!(
         ring["primary_ownership"].get("n4"),
@@ -192,12 +196,7 @@ async fn of_two_commits_at_once_exactly_one_wins_and_the_other_gets_409() {
         "{}",
         lost.text()
     );
-    let urls: Vec<String> = c
-        .nodes
-        .iter()
-        .map(|n| n.url.clone())
-        .chain([n4.url.clone()])
-        .collect();
+    let urls = urls_with(&c, &n4);
     one_layout(&urls, 2).await;
 }
 

@@ -102,31 +102,31 @@ impl WriteRound {
         // target counts as asked from the start, so the coordinator's own
         // acknowledgement is judged against everything still to come.
         plan.targets.retain(|t| t.node != me);
-        let mut tracker = Tracker::new(needs);
-        tracker.sent(me_primary);
-        for t in &plan.targets {
-            tracker.sent(t.primary);
-        }
-        Ok(Self {
-            plan,
-            tracker,
-            answered: false,
-        })
+        Ok(Self::asking(plan, needs, Some(me_primary)))
     }
 
     /// A round in which the coordinator's own copy does not count (it is
     /// not one of the replicas): every target is asked.
     fn without_coordinator(plan: Plan, needs: Needs) -> Result<Self, Shortfall> {
         precheck(&plan, needs)?;
+        Ok(Self::asking(plan, needs, None))
+    }
+
+    /// A round asking `plan`'s targets, plus the coordinator's own copy
+    /// when it counts (`Some(primary)`).
+    fn asking(plan: Plan, needs: Needs, me_primary: Option<bool>) -> Self {
         let mut tracker = Tracker::new(needs);
+        if let Some(primary) = me_primary {
+            tracker.sent(primary);
+        }
         for t in &plan.targets {
             tracker.sent(t.primary);
         }
-        Ok(Self {
+        Self {
             plan,
             tracker,
             answered: false,
-        })
+        }
     }
 
     /// The coordinator stored the write (durably or not). Returns the answer
