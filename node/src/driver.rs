@@ -134,7 +134,10 @@ impl Driver {
             mono_ms: 0,
             wall_ms: faults.now_ms(),
         };
-        let machine = Node::new(settings(&config), membership, now, 1);
+        // Request ids and ballots start past any of an earlier run of this
+        // node (the boot time in ms, shifted): a restarted node never
+        // reuses a ballot, nor an id its peers may still answer.
+        let machine = Node::new(settings(&config), membership, now, boot << 20);
         let saver = clustered.then(|| cluster::spawn_saver(cluster::table_path(&config)));
         let driver = Arc::new(Self {
             me: config.node_id.clone(),

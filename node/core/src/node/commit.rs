@@ -258,7 +258,15 @@ impl Node {
 
     fn outcome(&mut self, id: u64, outcome: Outcome<Layout>, now: Now) {
         match outcome {
-            Outcome::Chosen { value, ours } | Outcome::Behind { value, ours, .. } => {
+            Outcome::Chosen { value, .. } | Outcome::Behind { value, .. } => {
+                // Ours when the decided version is the one this commit
+                // proposed: a voter's answer carries its whole layout
+                // (members, staged, synced moved on), so compare the
+                // commit, not the whole value.
+                let want = self.commits.get(&id).map(|c| &c.want);
+                let ours = want.is_some_and(|w| {
+                    w.version == value.version && w.committed_by == value.committed_by
+                });
                 self.membership.adopt(&value);
                 self.after_membership();
                 let result = if ours {

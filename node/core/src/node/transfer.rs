@@ -194,6 +194,11 @@ impl Node {
 
     fn start_pulls(&mut self, progress: &CopyProgress, now: Now) {
         let mut finished = Vec::new();
+        let layout_roles: BTreeSet<String> = self
+            .membership
+            .layout()
+            .map(|l| l.roles.keys().cloned().collect())
+            .unwrap_or_default();
         let second = now.mono_ms / 1_000;
         if self.transfers.window.0 != second {
             self.transfers.window = (second, 0);
@@ -215,17 +220,17 @@ impl Node {
             {
                 continue;
             }
-            // Down replicas are skipped: what they hold is on the others
-            // (a write needed w of them), and a removed node never answers.
+            // A replica down now is waited for (a write may be on it and
+            // on no other live replica before the change), unless it holds
+            // no role any more: a removed dead node, whose partitions are
+            // rebuilt from the survivors.
             let source = copy
                 .sources
                 .iter()
                 .find(|id| self.is_reachable(id))
                 .cloned();
-            if source.is_none() && copy.copied_from > 0 {
-                // Copied from at least one replica; the rest are down or
-                // removed (a dead node's partitions are rebuilt from the
-                // survivors).
+            let gone = |id: &String| !layout_roles.contains(id.as_str());
+            if source.is_none() && copy.copied_from > 0 && copy.sources.iter().all(gone) {
                 finished.push(p);
                 continue;
             }
@@ -434,9 +439,20 @@ impl Node {
         let Some(a) = &layout.assignment else {
             return;
         };
+        // Buckets with a larger n_val keep copies on the ranks after the
+        // assigned replicas: those stay too.
+        let n = self
+            .settings
+            .buckets
+            .values()
+            .map(|b| b.n_val)
+            .chain([self.settings.bucket_defaults.n_val])
+            .max()
+            .map_or(0, usize::from);
         let me = self.me();
         let gone: Vec<u32> = (0..a.partitions())
             .filter(|&p| !a.replicas(p).any(|id| id == me))
+            .filter(|&p| !self.ring.order(p).take(n).any(|id| id == me))
             .collect();
         if gone.is_empty() {
             return;
