@@ -147,16 +147,18 @@ pub fn boot_membership(
         me,
         seeds,
         initial,
-        config.shape(),
+        quorra_core::layout::Bootstrap {
+            shape: config.shape(),
+            buckets: quorra_core::bucket::BucketTable {
+                defaults: config.bucket_defaults,
+                named: config.bucket_table(),
+            },
+        },
         config.gossip,
         0,
         boot_ms ^ 0x9e37_79b9_7f4a_7c15,
     );
     membership.restore(saved, 0);
-    membership.set_settings_digest(quorra_core::bucket::settings_digest(
-        &config.bucket_defaults,
-        &config.bucket_table(),
-    ));
     if let Some(layout) = membership.layout() {
         tracing::info!(cluster = %layout.cluster, version = layout.version, "member of cluster");
     } else {
@@ -202,15 +204,27 @@ pub fn report(notices: &[Notice]) {
                 tracing::error!(
                     peer = %peer,
                     "not founding: initial member {peer} would found cluster {theirs}, this node {ours}; \
-                     give every initial member the same initial_members, partitions and tokens"
+                     give every initial member the same initial_members, partitions, tokens and bucket \
+                     properties ([bucket_defaults] and [buckets])"
                 );
             }
-            Notice::SettingsDiffer { peer } => {
-                tracing::error!(
-                    peer = %peer,
-                    "node {peer} has other bucket settings than this node ([bucket_defaults] or [buckets]: \
-                     n_val, quorums or conflict modes): writes through the two are replicated, acknowledged \
-                     or merged differently; give every node the same bucket settings"
+            Notice::BucketsDiffer { cluster, buckets } => {
+                let names = buckets
+                    .iter()
+                    .map(|b| {
+                        if b == "*" {
+                            "the defaults".to_owned()
+                        } else {
+                            format!("bucket {b}")
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                tracing::warn!(
+                    %cluster,
+                    "cluster {cluster} has other bucket properties than this node's configuration ({names}): \
+                     following the cluster's (the configuration only bootstraps a new cluster; \
+                     change them with PUT /v1/buckets/{{bucket}}/props)"
                 );
             }
             Notice::LayoutsDiverge {
@@ -240,10 +254,10 @@ pub fn report(notices: &[Notice]) {
                 let from = peer
                     .as_ref()
                     .map_or("its saved table".to_owned(), |p| format!("node {p}"));
-                tracing::error!(
+                tracing::warn!(
                     %cluster,
-                    "not serving: cluster {cluster} (from {from}) has {theirs}, this node is configured with {ours}; \
-                     set partitions and tokens to the cluster's (they are fixed when a cluster is founded)"
+                    "cluster {cluster} (from {from}) has {theirs}, this node's configuration says {ours}: \
+                     following the cluster's (the configuration only bootstraps a new cluster)"
                 );
             }
         }

@@ -106,8 +106,6 @@ fn settings(config: &NodeConfig) -> Settings {
             rate_per_second: config.handoff.rate_per_second,
             max_hint_age_ms: config.handoff.max_hint_age_ms,
         },
-        bucket_defaults: config.bucket_defaults,
-        buckets: config.bucket_table(),
         max_rounds: config.max_background_tasks,
         transfer_bytes_per_second: config.transfer_bytes_per_second,
         cleanup_grace_ms: config.cleanup_grace_ms,
@@ -376,6 +374,7 @@ impl Driver {
             Event::Forwarded => metrics::counter!("quorra_forwarded_writes_total").increment(1),
             Event::RingRebuilt { members } => tracing::info!(members, "ring rebuilt"),
             Event::HintDelivered => metrics::counter!("quorra_hints_delivered_total").increment(1),
+            Event::HintRehomed => metrics::counter!("quorra_hints_rehomed_total").increment(1),
             Event::MissedWriteHinted { owner } => {
                 metrics::counter!("quorra_hints_for_missed_writes_total").increment(1);
                 tracing::debug!(owner, "hint kept for a primary that missed a write");
@@ -438,6 +437,29 @@ impl Driver {
     /// The current ring.
     pub fn ring(&self) -> Arc<Ring> {
         lock(&self.machine).ring().clone()
+    }
+
+    /// Every bucket's properties in force: the cluster's (this node's
+    /// configuration until it is in one).
+    pub fn bucket_table(&self) -> quorra_core::bucket::BucketTable {
+        lock(&self.machine).bucket_table().clone()
+    }
+
+    /// The properties of `bucket` in force.
+    pub fn bucket_props(&self, bucket: &quorra_core::BucketName) -> quorra_core::BucketProps {
+        lock(&self.machine).bucket_props(bucket)
+    }
+
+    /// Gives `bucket` the properties `props` (a layout version of its own).
+    pub async fn set_bucket_props(
+        self: &Arc<Self>,
+        bucket: &quorra_core::BucketName,
+        props: quorra_core::BucketProps,
+    ) -> Result<Layout, CommitFailure> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (_waiting, rx) = Waiting::new(&self.commits, id);
+        self.step(|m, now| m.handle_bucket_props(id, bucket, props, now));
+        rx.await.unwrap_or(Err(CommitFailure::Contended))
     }
 
     /// This node's cluster layout (`None` until it has founded or joined).
@@ -575,19 +597,31 @@ fn execute(store: &ObjectStore, op: StoreOp, budget: HintBudget) -> Result<Store
             store.hints_for(&owner, limit).map(Stored::Hints)
         }
         StoreOp::DeleteHint(hint) => store.delete_hint(&hint).map(Stored::HintDeleted),
+        StoreOp::Rehome {
+            hint,
+            owners,
+            local,
+            mode,
+        } => store
+            .rehome_hint(&hint, &owners, local, mode, budget)
+            .map(Stored::HintDeleted),
         StoreOp::Scan {
             partition,
+            partitions,
             after,
             max_bytes,
         } => store
-            .scan_partition(partition, after.as_deref(), max_bytes)
+            .scan_partition(partition, partitions, after.as_deref(), max_bytes)
             .map(Stored::Scanned),
         StoreOp::MergeAll { objects, durable } => store
             .merge_all(&objects, durability(durable))
             .map(|()| Stored::Done),
-        StoreOp::DropPartitions(partitions) => store.drop_partitions(&partitions).map(|n| {
+        StoreOp::DropPartitions {
+            dropped,
+            partitions,
+        } => store.drop_partitions(&dropped, partitions).map(|n| {
             tracing::info!(
-                partitions = partitions.len(),
+                partitions = dropped.len(),
                 objects = n,
                 "dropped partitions given away"
             );

@@ -296,7 +296,7 @@ impl Kv {
         let ring = self.driver.ring();
         let p = ring.partition_of(bucket.as_str().as_bytes(), key.as_bytes());
         let n = self
-            .config
+            .driver
             .bucket_props(bucket)
             .with_overrides(q)
             .map(|p| p.n_val as usize)

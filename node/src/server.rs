@@ -129,10 +129,8 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     } else {
         Arc::new(rocks)
     };
-    let store = Arc::new(
-        ObjectStore::open(engine.clone(), &config.node_id, config.partitions)?
-            .with_limits(config.limits),
-    );
+    let store =
+        Arc::new(ObjectStore::open(engine.clone(), &config.node_id)?.with_limits(config.limits));
     // Contexts are authenticated with the cluster's secret (every node has
     // the same one, from `quorra certs`), or, for a node running alone,
     // with a secret of its own kept in its data dir.

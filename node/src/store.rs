@@ -3,8 +3,12 @@
 //! It owns three things the engine knows nothing about:
 //!
 //! - **Layout.** An object lives in [`Space::Objects`] under
-//!   `partition (u32 BE) | bucket length (u8) | bucket | key`, so one
-//!   partition is one contiguous range for handoff and anti-entropy scans.
+//!   `key hash, top 32 bits (u32 BE) | bucket length (u8) | bucket | key`.
+//!   A partition is a range of the hash's top bits, so whatever the
+//!   cluster's partition count, one partition is one contiguous range for
+//!   transfers and anti-entropy scans, and a node adopts its cluster's
+//!   count without rewriting a byte. (Data dirs from before, keyed by
+//!   partition number, are rewritten once when opened.)
 //! - **Integrity.** Each record is `format (u8) | xxh3-64 of payload (u64 BE) |
 //!   payload (msgpack Object)`. The checksum is verified on every read, on
 //!   every path (client reads, coordination, replica merges, hints); a
@@ -37,6 +41,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use quorra_core::hash::{checksum, key_hash, partition_of};
 use quorra_core::node::Hint;
+use quorra_core::proto::{Chunk, Pulled};
 use quorra_core::write::{apply_client_write, merge_replica, Merged, Refused};
 use quorra_core::{Actor, BucketName, ConflictMode, Content, Key, Limits, Object, VersionVector};
 use thiserror::Error;
@@ -52,7 +57,9 @@ const LOCK_STRIPES: usize = 1024;
 
 const META_NODE_ID: &[u8] = b"node_id";
 const META_EPOCH: &[u8] = b"actor_epoch";
-const META_PARTITIONS: &[u8] = b"partitions";
+/// The object key format: absent in data dirs keyed by partition number.
+const META_KEY_FORMAT: &[u8] = b"object_key_format";
+const KEY_FORMAT_HASH_PREFIX: u8 = 2;
 const META_CLEAN_STOP: &[u8] = b"clean_stop";
 const META_CONTEXT_SECRET: &[u8] = b"context_secret";
 const QUARANTINE_PREFIX: &[u8] = b"quarantine/";
@@ -70,14 +77,6 @@ pub enum StoreError {
         found: String,
         /// The node id in the configuration.
         configured: String,
-    },
-    /// The partition count differs from the one the data was written with.
-    #[error("the data dir was created with {found} partitions, but the configuration says {configured}; the partition count is fixed when a cluster is created")]
-    PartitionsChanged {
-        /// Stored count.
-        found: u32,
-        /// Configured count.
-        configured: u32,
     },
     /// Stored metadata cannot be read.
     #[error("node metadata {key} is unreadable; the data dir may be damaged")]
@@ -176,7 +175,6 @@ pub fn decode_record(bytes: &[u8]) -> Result<Object, CorruptRecord> {
 pub struct ObjectStore {
     engine: Arc<dyn Engine>,
     node_id: String,
-    partitions: u32,
     actor: RwLock<Actor>,
     locks: Vec<Mutex<()>>,
     corruptions: AtomicU64,
@@ -192,19 +190,15 @@ impl std::fmt::Debug for ObjectStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ObjectStore")
             .field("node_id", &self.node_id)
-            .field("partitions", &self.partitions)
             .finish_non_exhaustive()
     }
 }
 
 impl ObjectStore {
-    /// Opens the store: checks the data dir belongs to `node_id` and was made
-    /// with `partitions`, and loads or creates the actor epoch.
-    pub fn open(
-        engine: Arc<dyn Engine>,
-        node_id: &str,
-        partitions: u32,
-    ) -> Result<Self, StoreError> {
+    /// Opens the store: checks the data dir belongs to `node_id`, brings
+    /// its keys to this build's format, and loads or creates the actor
+    /// epoch.
+    pub fn open(engine: Arc<dyn Engine>, node_id: &str) -> Result<Self, StoreError> {
         let mut fresh = false;
         let epoch = match (
             engine.get(Space::Meta, META_NODE_ID)?,
@@ -218,16 +212,14 @@ impl ObjectStore {
                         configured: node_id.to_owned(),
                     });
                 }
-                let stored = engine
-                    .get(Space::Meta, META_PARTITIONS)?
-                    .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
-                    .map(u32::from_be_bytes)
-                    .ok_or(StoreError::BadMeta { key: "partitions" })?;
-                if stored != partitions {
-                    return Err(StoreError::PartitionsChanged {
-                        found: stored,
-                        configured: partitions,
-                    });
+                match engine.get(Space::Meta, META_KEY_FORMAT)?.as_deref() {
+                    Some([KEY_FORMAT_HASH_PREFIX]) => {}
+                    None => rekey_by_hash(engine.as_ref(), node_id)?,
+                    Some(_) => {
+                        return Err(StoreError::BadMeta {
+                            key: "object_key_format",
+                        })
+                    }
                 }
                 <[u8; 8]>::try_from(epoch.as_slice())
                     .map(u64::from_be_bytes)
@@ -240,7 +232,7 @@ impl ObjectStore {
                 engine.write(
                     vec![
                         meta_put(META_NODE_ID, node_id.as_bytes()),
-                        meta_put(META_PARTITIONS, &partitions.to_be_bytes()),
+                        meta_put(META_KEY_FORMAT, &[KEY_FORMAT_HASH_PREFIX]),
                         meta_put(META_EPOCH, &epoch.to_be_bytes()),
                     ],
                     Durability::Fsync,
@@ -258,7 +250,6 @@ impl ObjectStore {
         let store = Self {
             engine,
             node_id: node_id.to_owned(),
-            partitions,
             actor: RwLock::new(Actor::new(node_id, epoch)),
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             corruptions: AtomicU64::new(0),
@@ -328,22 +319,9 @@ impl ObjectStore {
         self.corruptions.load(Ordering::Relaxed)
     }
 
-    /// The partition count this store was created with.
-    pub fn partitions(&self) -> u32 {
-        self.partitions
-    }
-
     /// The storage key of an object.
     pub fn object_key(&self, bucket: &BucketName, key: &Key) -> Vec<u8> {
-        let b = bucket.as_str().as_bytes();
-        let partition = partition_of(key_hash(b, key.as_bytes()), self.partitions);
-        let mut out = Vec::with_capacity(5 + b.len() + key.as_bytes().len());
-        out.extend_from_slice(&partition.to_be_bytes());
-        // BucketName guarantees at most 255 bytes.
-        out.push(b.len() as u8);
-        out.extend_from_slice(b);
-        out.extend_from_slice(key.as_bytes());
-        out
+        object_key(bucket.as_str().as_bytes(), key.as_bytes())
     }
 
     /// Reads an object. A corrupt record reads as missing.
@@ -656,35 +634,43 @@ impl ObjectStore {
     pub fn scan_partition(
         &self,
         partition: u32,
+        partitions: u32,
         after: Option<&[u8]>,
         max_bytes: usize,
-    ) -> Result<quorra_core::proto::Chunk, StoreError> {
-        use quorra_core::proto::{Chunk, Pulled};
-        let prefix = partition.to_be_bytes();
+    ) -> Result<Chunk, StoreError> {
+        let first = partition_start(partition, partitions);
+        // Just past the cursor (the smallest key above it), or the
+        // partition's first key.
+        let start = match after {
+            Some(a) if a >= first.as_slice() => [a, &[0]].concat(),
+            _ => first.to_vec(),
+        };
         let mut objects = Vec::new();
         let mut bytes = 0usize;
         let mut last: Option<Vec<u8>> = None;
         let mut more = false;
-        self.engine.scan(Space::Objects, &prefix, &mut |k, v| {
-            if after.is_some_and(|a| k <= a) {
-                return true;
-            }
-            if bytes >= max_bytes && last.is_some() {
-                more = true;
-                return false;
-            }
-            last = Some(k.to_vec());
-            bytes += k.len() + v.len();
-            if let (Some((bucket, key)), Ok(object)) = (Self::parse_object_key(k), decode_record(v))
-            {
-                objects.push(Pulled {
-                    bucket,
-                    key,
-                    object,
-                });
-            }
-            true
-        })?;
+        self.engine
+            .scan_from(Space::Objects, b"", &start, &mut |k, v| {
+                if partition_of_key(k, partitions) != Some(partition) {
+                    return false;
+                }
+                if bytes >= max_bytes && last.is_some() {
+                    more = true;
+                    return false;
+                }
+                last = Some(k.to_vec());
+                bytes += k.len() + v.len();
+                if let (Some((bucket, key)), Ok(object)) =
+                    (Self::parse_object_key(k), decode_record(v))
+                {
+                    objects.push(Pulled {
+                        bucket,
+                        key,
+                        object,
+                    });
+                }
+                true
+            })?;
         Ok(Chunk {
             objects,
             next: last.filter(|_| more).map(quorra_core::proto::ByteBuf::from),
@@ -707,16 +693,21 @@ impl ObjectStore {
         Ok(())
     }
 
-    /// Deletes every object of `partitions` (given away to other nodes).
-    pub fn drop_partitions(&self, partitions: &[u32]) -> Result<u64, StoreError> {
-        let mut dropped = 0;
-        for p in partitions {
-            let prefix = p.to_be_bytes();
+    /// Deletes every object of `dropped` (given away to other nodes), of
+    /// the `partitions` the cluster has.
+    pub fn drop_partitions(&self, dropped: &[u32], partitions: u32) -> Result<u64, StoreError> {
+        let mut count = 0;
+        for &p in dropped {
             let mut keys = Vec::new();
-            self.engine.scan(Space::Objects, &prefix, &mut |k, _| {
-                keys.push(k.to_vec());
-                true
-            })?;
+            let start = partition_start(p, partitions);
+            self.engine
+                .scan_from(Space::Objects, b"", &start, &mut |k, _| {
+                    if partition_of_key(k, partitions) != Some(p) {
+                        return false;
+                    }
+                    keys.push(k.to_vec());
+                    true
+                })?;
             for batch in keys.chunks(1024) {
                 let ops = batch
                     .iter()
@@ -726,21 +717,22 @@ impl ObjectStore {
                     })
                     .collect();
                 self.engine.write(ops, Durability::Buffered)?;
-                dropped += batch.len() as u64;
+                count += batch.len() as u64;
             }
         }
-        Ok(dropped)
+        Ok(count)
     }
 
     /// Keys and bytes this node holds per partition (a full scan of the
     /// objects: for plans, not for the request path).
     pub fn partition_usage(
         &self,
+        partitions: u32,
     ) -> Result<std::collections::BTreeMap<u32, (u64, u64)>, StoreError> {
         let mut out: std::collections::BTreeMap<u32, (u64, u64)> = Default::default();
         self.engine.scan(Space::Objects, b"", &mut |k, v| {
-            if let Some(p) = k.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) {
-                let entry = out.entry(u32::from_be_bytes(p)).or_default();
+            if let Some(p) = partition_of_key(k, partitions) {
+                let entry = out.entry(p).or_default();
                 entry.0 += 1;
                 entry.1 += (k.len() + v.len()) as u64;
             }
@@ -771,6 +763,44 @@ impl ObjectStore {
             out.len() < limit
         })?;
         Ok(out)
+    }
+
+    /// Hands `hint` (held for a member that holds no data any more) to its
+    /// key's current replicas: a hint for each of `owners`, a merge into
+    /// this node's copy when `local`, all made durable (one fsync) before
+    /// the old hint is deleted, unless it changed meanwhile (then it is
+    /// handed over again next round). Returns whether it was deleted.
+    pub fn rehome_hint(
+        &self,
+        hint: &Hint,
+        owners: &[String],
+        local: bool,
+        mode: ConflictMode,
+        budget: HintBudget,
+    ) -> Result<bool, StoreError> {
+        for owner in owners {
+            self.store_hint(
+                owner,
+                &hint.bucket,
+                &hint.key,
+                &hint.object,
+                mode,
+                Durability::Buffered,
+                budget,
+                hint.created_ms,
+            )?;
+        }
+        if local {
+            self.merge_replica(
+                &hint.bucket,
+                &hint.key,
+                &hint.object,
+                mode,
+                Durability::Buffered,
+            )?;
+        }
+        self.engine.sync()?;
+        self.delete_hint(hint)
     }
 
     /// Deletes a delivered (or expired) hint, unless it changed since it
@@ -824,6 +854,108 @@ impl ObjectStore {
         })?;
         Ok(counts)
     }
+}
+
+/// The storage key of `bucket`/`key`: the top 32 bits of its hash, then
+/// the bucket (with its length) and the key.
+fn object_key(bucket: &[u8], key: &[u8]) -> Vec<u8> {
+    let prefix = (key_hash(bucket, key) >> 32) as u32;
+    let mut out = Vec::with_capacity(5 + bucket.len() + key.len());
+    out.extend_from_slice(&prefix.to_be_bytes());
+    // BucketName guarantees at most 255 bytes.
+    out.push(bucket.len() as u8);
+    out.extend_from_slice(bucket);
+    out.extend_from_slice(key);
+    out
+}
+
+/// The partition (of `partitions`) a storage key belongs to.
+fn partition_of_key(skey: &[u8], partitions: u32) -> Option<u32> {
+    let prefix = u32::from_be_bytes(skey.get(..4)?.try_into().ok()?);
+    Some(partition_of(u64::from(prefix) << 32, partitions))
+}
+
+/// The first storage key of `partition` (of `partitions`, a power of two):
+/// its hash range starts with the partition number in the top bits.
+fn partition_start(partition: u32, partitions: u32) -> [u8; 4] {
+    let bits = partitions.trailing_zeros();
+    let start = if bits == 0 {
+        0
+    } else {
+        u64::from(partition) << (32 - bits)
+    };
+    u32::try_from(start).unwrap_or(u32::MAX).to_be_bytes()
+}
+
+/// Rewrites a data dir keyed by partition number (the first format) to
+/// hash-prefixed keys, objects and hints alike, in batches that each put
+/// the new keys and delete the old ones atomically: a crash in between
+/// leaves keys of both formats, and the next open goes on (a key already
+/// in the new format is left as it is). The format marker is written last.
+fn rekey_by_hash(engine: &dyn Engine, node_id: &str) -> Result<(), StoreError> {
+    const BATCH: usize = 1024;
+    let mut moved = 0u64;
+    for space in [Space::Objects, Space::Hints] {
+        let mut cursor: Vec<u8> = Vec::new();
+        loop {
+            let mut ops = Vec::new();
+            let mut last = None;
+            engine.scan_from(space, b"", &cursor, &mut |k, v| {
+                last = Some(k.to_vec());
+                // A hint's key is its owner, a 0 byte, then the object key.
+                let at = match space {
+                    Space::Hints => match k.iter().position(|&b| b == 0) {
+                        Some(i) => i + 1,
+                        None => return true,
+                    },
+                    _ => 0,
+                };
+                let old = &k[at..];
+                let Some(len) = old.get(4).map(|&l| usize::from(l)) else {
+                    return true;
+                };
+                let (Some(bucket), Some(key)) = (old.get(5..5 + len), old.get(5 + len..)) else {
+                    return true;
+                };
+                let new = [&k[..at], &object_key(bucket, key)].concat();
+                if new != k {
+                    ops.push(WriteOp::Put {
+                        space,
+                        key: new,
+                        value: v.to_vec(),
+                    });
+                    ops.push(WriteOp::Delete {
+                        space,
+                        key: k.to_vec(),
+                    });
+                }
+                ops.len() < 2 * BATCH
+            })?;
+            // The scan stopped early only for a full batch.
+            let full = ops.len() >= 2 * BATCH;
+            moved += (ops.len() / 2) as u64;
+            if !ops.is_empty() {
+                engine.write(ops, Durability::Buffered)?;
+            }
+            match last {
+                Some(last) if full => cursor = [last.as_slice(), &[0]].concat(),
+                _ => break,
+            }
+        }
+    }
+    engine.sync()?;
+    engine.put(
+        Space::Meta,
+        META_KEY_FORMAT,
+        &[KEY_FORMAT_HASH_PREFIX],
+        Durability::Fsync,
+    )?;
+    tracing::info!(
+        node = node_id,
+        keys = moved,
+        "data dir rewritten to hash-prefixed keys"
+    );
+    Ok(())
 }
 
 /// What a read found.

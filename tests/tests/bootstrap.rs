@@ -240,72 +240,32 @@ async fn a_node_of_another_cluster_is_refused_with_a_clear_log_line() {
     assert!(line.contains(theirs_id), "{line}");
 }
 
-/// The ring's shape (partitions, tokens) is fixed when a cluster is
-/// founded and kept in its layout: a node configured with another shape
-/// would place keys where the others do not look, so it does not join; it
-/// stays out, refusing writes, and its log says what to set.
+/// Bucket properties are part of the cluster, founded from the initial
+/// members' configuration: initial members configured with different ones
+/// (here one resolves conflicts last-write-wins, the other keeps siblings)
+/// would found different clusters, so neither founds one; each says why
+/// and serves nothing. (A node that joins later follows the cluster's:
+/// the layout test's.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_configured_with_another_shape_does_not_join() {
-    let c = TestCluster::start(&quorra_bin!(), 2).expect("cluster");
-    c.wait_converged(CONVERGE).await.expect("converged");
-    generate(&c.certs, &["y".into()]).expect("cert for y");
-    let mut cy = config("y", c.dir(), &c.certs, &[]);
-    cy.seeds = vec![c.nodes[0].peer.expect("n1 peer")];
-    cy.partitions = c_partitions(&c).await / 2;
-    let y = NodeProcess::start(&quorra_bin!(), &c.dir().join("y"), cy).expect("y");
-    let yl = &y;
-    TestCluster::eventually(CONVERGE, "y's log names the shapes", || async move {
-        yl.log_text()
-            .contains("partitions and tokens to the cluster's")
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}:\n{}", y.log_tail()));
-    stays_unjoined(&y.url, "a node of another shape").await;
-    let line = y
-        .log_text()
-        .lines()
-        .find(|l| l.contains("not serving"))
-        .map(str::to_owned)
-        .unwrap_or_default();
-    assert!(
-        line.contains("128 partitions") && line.contains("256 partitions"),
-        "{line}"
-    );
-}
-
-/// The partition count node 1 serves with.
-async fn c_partitions(c: &TestCluster) -> u32 {
-    let ring = c
-        .client(0)
-        .get_path("/v1/cluster/ring")
-        .await
-        .expect("ring");
-    let v: Value = serde_json::from_slice(&ring.body).expect("json");
-    v["partitions"].as_u64().expect("partitions") as u32
-}
-
-/// Bucket settings are each node's configuration until the layout holds
-/// them: two nodes that would store and merge a bucket differently (here
-/// one resolves conflicts last-write-wins, the other keeps siblings) say
-/// so in their logs, naming each other (that nodes configured alike say
-/// nothing is the membership unit test's).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_with_different_bucket_settings_say_so() {
+async fn initial_members_with_different_bucket_properties_found_nothing() {
     let c = TestCluster::start_with(&quorra_bin!(), 2, |i, cfg| {
         if i == 1 {
             cfg.bucket_defaults.conflict_mode = quorra_core::ConflictMode::Lww;
         }
     })
     .expect("cluster");
-    c.wait_converged(CONVERGE).await.expect("converged");
     for (i, other) in [(0, "n2"), (1, "n1")] {
         let node = &c.nodes[i];
         TestCluster::eventually(CONVERGE, "a log line naming the other", || async move {
             node.log_text().lines().any(|l| {
-                l.contains("other bucket settings") && l.contains(&format!("node {other}"))
+                l.contains("not founding")
+                    && l.contains(&format!("initial member {other}"))
+                    && l.contains("bucket")
             })
         })
         .await
         .unwrap_or_else(|e| panic!("{e}:\n{}", node.log_tail()));
     }
+    stays_unjoined(&c.nodes[0].url, "n1").await;
+    stays_unjoined(&c.nodes[1].url, "n2").await;
 }

@@ -45,9 +45,18 @@ fn urls_with(c: &TestCluster, extra: &NodeProcess) -> Vec<String> {
 
 /// Starts n4, not an initial member, seeded with n1; waits until it joined.
 async fn start_fourth(c: &TestCluster) -> NodeProcess {
+    start_fourth_with(c, |_| {}).await
+}
+
+/// [`start_fourth`], its configuration changed by `tweak` first.
+async fn start_fourth_with(
+    c: &TestCluster,
+    tweak: impl FnOnce(&mut quorra_node::config::NodeConfig),
+) -> NodeProcess {
     generate(&c.certs, &["n4".into()]).expect("cert for n4");
     let mut config = TestCluster::node_config("n4", &c.dir().join("n4"), &c.certs);
     config.seeds = vec![c.nodes[0].peer.expect("n1 peer")];
+    tweak(&mut config);
     let n4 = NodeProcess::start(&quorra_bin!(), &c.dir().join("n4"), config).expect("n4");
     let url = n4.url.clone();
     TestCluster::eventually(CONVERGE, "n4 joins", || {
@@ -483,6 +492,169 @@ async fn a_fourth_node_joins_and_leaves_under_load_and_no_key_is_lost() {
         .await
         .unwrap_or_else(|e| panic!("{k} still on n4: {e}"));
     }
+}
+
+/// The partition count is the cluster's, fixed in its layout when it was
+/// founded; a node's configuration only bootstraps a new cluster. A node
+/// configured with another count joins on the cluster's layout, routes and
+/// stores by it, and after its join is committed holds its share: every
+/// key reads back with r=n through every node, it included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_configured_with_other_partitions_ends_up_on_the_clusters_layout() {
+    let keys = 2_000;
+    let c = TestCluster::start(&quorra_bin!(), 3).expect("cluster");
+    c.wait_converged(CONVERGE).await.expect("converged");
+    let three: Vec<String> = c.nodes.iter().map(|n| n.url.clone()).collect();
+    preload(&three, 0..keys, 16).await;
+    let theirs = get_json(&three[0], "/v1/cluster/ring").await["partitions"]
+        .as_u64()
+        .expect("partitions");
+    let n4 = start_fourth_with(&c, |config| {
+        config.partitions = u32::try_from(theirs / 4).expect("partitions");
+        // And bucket b merged last-write-wins, where the cluster keeps
+        // siblings.
+        config.buckets.insert(
+            "b".into(),
+            quorra_node::config::BucketOverrides {
+                conflict_mode: Some(quorra_core::ConflictMode::Lww),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let urls = urls_with(&c, &n4);
+    assert_eq!(
+        get_json(&n4.url, "/v1/cluster/ring").await["partitions"].as_u64(),
+        Some(theirs),
+        "n4 routes by the cluster's partition count"
+    );
+    let log = n4.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("following the cluster's") && l.contains("partitions")),
+        "n4 says it does not follow its configuration:\n{}",
+        n4.log_tail()
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("other bucket properties") && l.contains("bucket b")),
+        "n4 says it follows the cluster's bucket properties:\n{}",
+        n4.log_tail()
+    );
+    let props = get_json(&n4.url, "/v1/buckets/b/props").await;
+    assert_eq!(props["props"]["conflict_mode"], "siblings", "{props}");
+    cluster_cli(&three[0], &["join", "n4"]);
+    cluster_cli(&three[0], &["commit", "--version", "1"]);
+    let digest = one_layout(&urls, 2).await;
+    assert!(!digest.is_empty());
+    handed_over(&urls, 3, Duration::from_secs(300)).await;
+    let all: Vec<(String, String)> = (0..keys)
+        .map(|i| (format!("k{i}"), format!("v{i}")))
+        .collect();
+    let bad = verify(&urls, all, "?r=3", 8).await;
+    assert!(
+        bad.is_empty(),
+        "{} keys unread, first {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+    // n4 holds its share (with n=3 on 4 nodes, about three quarters of
+    // the keys), copied under the cluster's partitions.
+    let mut held = 0;
+    for i in 0..keys {
+        let r = get_json(&n4.url, &format!("/v1/debug/replica/b/k{i}")).await;
+        if r["found"] == true {
+            held += 1;
+        }
+    }
+    assert!(held >= keys / 2, "n4 holds {held} of {keys} keys");
+}
+
+/// Bucket properties are the cluster's, in its layout: set through one
+/// node, every node takes them in one new layout version and stores and
+/// merges by them (a last-write-wins bucket keeps one of two blind writes,
+/// another keeps both as siblings). A conflict mode, once set, and an
+/// `n_val` (whose change would move data) are refused with a stable code;
+/// bad input too, and the node keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_properties_are_the_clusters_and_change_through_their_endpoint() {
+    let c = TestCluster::start(&quorra_bin!(), 3).expect("cluster");
+    c.wait_converged(CONVERGE).await.expect("converged");
+    let urls: Vec<String> = c.nodes.iter().map(|n| n.url.clone()).collect();
+    let before = get_json(&urls[0], "/v1/buckets/sessions/props").await;
+    assert_eq!(before["named"], false, "{before}");
+    assert_eq!(before["props"]["conflict_mode"], "siblings", "{before}");
+
+    let put = |url: &str, body: Value| {
+        let url = url.to_owned();
+        async move {
+            Client::new(&url)
+                .put_json("/v1/buckets/sessions/props", &body)
+                .await
+                .expect("answer")
+        }
+    };
+    let set = put(&urls[0], json!({"conflict_mode": "lww"})).await;
+    assert_eq!(set.status, 200, "{}", set.text());
+    let v: Value = serde_json::from_slice(&set.body).expect("json");
+    assert_eq!(v["named"], true, "{v}");
+    assert_eq!(v["layout_version"], 2, "{v}");
+    one_layout(&urls, 2).await;
+    for url in &urls {
+        let p = get_json(url, "/v1/buckets/sessions/props").await;
+        assert_eq!(p["props"]["conflict_mode"], "lww", "{url}: {p}");
+    }
+
+    // Two blind writes of one key through two nodes, all replicas each.
+    for (bucket, kept) in [("sessions", 1), ("b", 2)] {
+        for (i, v) in [(0, "one"), (1, "two")] {
+            let a = Client::new(&urls[i])
+                .put(bucket, "k", v, None, "?w=3")
+                .await
+                .expect("answer");
+            assert_eq!(a.status, 204, "{}", a.text());
+        }
+        for url in &urls {
+            let r = get_json(url, &format!("/v1/debug/replica/{bucket}/k")).await;
+            let live = r["siblings"]
+                .as_array()
+                .map(|s| s.iter().filter(|x| x["deleted"] != true).count());
+            assert_eq!(live, Some(kept), "{url} {bucket}: {r}");
+        }
+    }
+
+    // Fixed once set, refused with a stable code; the layout stays.
+    for (body, status, code) in [
+        (
+            json!({"conflict_mode": "siblings"}),
+            409,
+            "bucket_props_fixed",
+        ),
+        (json!({"n_val": 2}), 409, "bucket_props_fixed"),
+        (json!({"r": 9}), 400, "invalid_parameter"),
+        (json!({"colour": "red"}), 400, "invalid_parameter"),
+    ] {
+        let a = put(&urls[1], body.clone()).await;
+        assert_eq!(a.status, status, "{body}: {}", a.text());
+        assert_eq!(a.error_code().as_deref(), Some(code), "{body}");
+    }
+    let bad = Client::new(&urls[1])
+        .put_json("/v1/buckets/no%20spaces/props", &json!({"r": 1}))
+        .await
+        .expect("answer");
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    one_layout(&urls, 2).await;
+    // Quorums change freely.
+    let quorum = put(&urls[2], json!({"r": 1, "w": 3})).await;
+    assert_eq!(quorum.status, 200, "{}", quorum.text());
+    one_layout(&urls, 3).await;
+    let p = get_json(&urls[0], "/v1/buckets/sessions/props").await;
+    assert_eq!(
+        (p["props"]["r"].as_u64(), p["props"]["w"].as_u64()),
+        (Some(1), Some(3)),
+        "{p}"
+    );
+    assert_eq!(p["props"]["conflict_mode"], "lww", "{p}");
 }
 
 /// A node killed for good and removed: its partitions are rebuilt on the

@@ -171,7 +171,7 @@ async fn corrupt_object_is_reported_and_never_returned() {
     {
         let engine: std::sync::Arc<dyn Engine> =
             std::sync::Arc::new(RocksEngine::open(&dir.path().join("data/db")).expect("open db"));
-        let store = ObjectStore::open(engine.clone(), "n1", 256).expect("store");
+        let store = ObjectStore::open(engine.clone(), "n1").expect("store");
         let l = Limits::default();
         let skey = store.object_key(
             &BucketName::parse("b", &l).expect("bucket"),

@@ -310,15 +310,57 @@ impl Key {
     }
 }
 
-/// A digest of a node's bucket settings (the defaults and every named
-/// bucket's properties): nodes compare it to notice a peer that would
-/// replicate, acknowledge or merge the same bucket differently.
-pub fn settings_digest(
-    defaults: &BucketProps,
-    buckets: &std::collections::BTreeMap<String, BucketProps>,
-) -> u64 {
-    let bytes = rmp_serde::to_vec(&(defaults, buckets)).unwrap_or_default();
-    xxhash_rust::xxh3::xxh3_64(&bytes)
+/// Every bucket's properties: the defaults, and the buckets set apart.
+/// The cluster's table lives in its layout (a node's configuration only
+/// bootstraps it), so every node replicates, acknowledges and merges a
+/// bucket alike.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketTable {
+    /// Properties of every bucket not named.
+    pub defaults: BucketProps,
+    /// Properties of named buckets.
+    pub named: std::collections::BTreeMap<String, BucketProps>,
+}
+
+impl BucketTable {
+    /// Most named buckets a table holds (a forged layout cannot grow a
+    /// node's memory past it).
+    pub const MAX_NAMED: usize = 10_000;
+
+    /// The properties of `bucket`.
+    pub fn props(&self, bucket: &str) -> BucketProps {
+        self.named.get(bucket).copied().unwrap_or(self.defaults)
+    }
+
+    /// The largest `n_val` of any bucket.
+    pub fn max_n_val(&self) -> u8 {
+        self.named
+            .values()
+            .map(|p| p.n_val)
+            .chain([self.defaults.n_val])
+            .max()
+            .unwrap_or(self.defaults.n_val)
+    }
+
+    /// Checks every entry (a table from the network or a configuration).
+    pub fn validate(&self) -> Result<(), PropsError> {
+        if self.named.len() > Self::MAX_NAMED {
+            return Err(PropsError(format!(
+                "{} named buckets; at most {}",
+                self.named.len(),
+                Self::MAX_NAMED
+            )));
+        }
+        self.defaults.validate()?;
+        for (name, props) in &self.named {
+            BucketName::parse(name, &Limits::hard())
+                .map_err(|e| PropsError(format!("bucket {name:?}: {}", e.message)))?;
+            props
+                .validate()
+                .map_err(|e| PropsError(format!("bucket {name}: {e}")))?;
+        }
+        Ok(())
+    }
 }
 
 /// Per-bucket properties: replication and conflict handling.

@@ -56,6 +56,9 @@ pub enum ErrorCode {
     /// A layout commit lost to another one, or was planned against an
     /// older version: look at the new plan and commit again.
     LayoutConflict,
+    /// A bucket property that is fixed (its conflict mode, or an `n_val`
+    /// whose change would move data) cannot be changed so.
+    BucketPropsFixed,
 }
 
 impl ErrorCode {
@@ -83,6 +86,7 @@ impl ErrorCode {
             Self::ObjectTooLarge => "object_too_large",
             Self::Forbidden => "forbidden",
             Self::LayoutConflict => "layout_conflict",
+            Self::BucketPropsFixed => "bucket_props_fixed",
         }
     }
 
@@ -102,7 +106,7 @@ impl ErrorCode {
             | Self::ObjectTooLarge => 413,
             Self::RouteNotFound | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
-            Self::TooManySiblings | Self::LayoutConflict => 409,
+            Self::TooManySiblings | Self::LayoutConflict | Self::BucketPropsFixed => 409,
             Self::QuorumUnavailable | Self::Overloaded => 503,
             Self::Timeout => 504,
             Self::StorageError | Self::Internal => 500,
@@ -132,6 +136,7 @@ mod tests {
             ErrorCode::ObjectTooLarge,
             ErrorCode::Forbidden,
             ErrorCode::LayoutConflict,
+            ErrorCode::BucketPropsFixed,
         ] {
             let json = serde_json_like(code);
             assert_eq!(json, code.as_str());

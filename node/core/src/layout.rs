@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::bucket::{BucketProps, BucketTable, ConflictMode};
 use crate::placement::{assign, Assignment, Candidate, Transfer};
 
 /// Bytes of the hash kept in a cluster id.
@@ -38,14 +39,24 @@ pub struct ClusterId(String);
 
 impl ClusterId {
     /// The id of the cluster founded by `initial` (order and duplicates do
-    /// not matter) with `shape`: founders configured with another shape
-    /// would found another cluster, so they never agree to found one.
-    pub fn founded_by<'a>(initial: impl IntoIterator<Item = &'a String>, shape: Shape) -> Self {
+    /// not matter) with `bootstrap`: founders configured with another
+    /// shape or other bucket properties would found another cluster, so
+    /// they never agree to found one.
+    pub fn founded_by<'a>(
+        initial: impl IntoIterator<Item = &'a String>,
+        bootstrap: impl Into<Bootstrap>,
+    ) -> Self {
+        let Bootstrap { shape, buckets } = bootstrap.into();
         let sorted: BTreeSet<&String> = initial.into_iter().collect();
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         ctx.update(b"quorra-cluster-v2");
         ctx.update(&shape.partitions.to_be_bytes());
         ctx.update(&shape.tokens.to_be_bytes());
+        // The default properties leave the ids of clusters founded before
+        // buckets were kept as they were.
+        if buckets != BucketTable::default() {
+            ctx.update(&rmp_serde::to_vec(&buckets).unwrap_or_default());
+        }
         for id in sorted {
             // Length-prefixed, so ["ab","c"] and ["a","bc"] differ.
             ctx.update(&(id.len() as u64).to_be_bytes());
@@ -123,6 +134,25 @@ impl Default for Shape {
         Self {
             partitions: 256,
             tokens: crate::ring::DEFAULT_TOKENS,
+        }
+    }
+}
+
+/// What a node's configuration says of a cluster it founds: its shape and
+/// its bucket properties. In a cluster, the cluster's layout rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bootstrap {
+    /// The shape.
+    pub shape: Shape,
+    /// The bucket properties.
+    pub buckets: BucketTable,
+}
+
+impl From<Shape> for Bootstrap {
+    fn from(shape: Shape) -> Self {
+        Self {
+            shape,
+            buckets: BucketTable::default(),
         }
     }
 }
@@ -253,6 +283,13 @@ pub struct Layout {
     /// (not part of the committed version: gossip merges it by maximum).
     #[serde(default)]
     pub synced: BTreeMap<String, u64>,
+    /// Every bucket's properties, the cluster's (founded from the
+    /// founders' configuration; `None` in a layout saved before buckets
+    /// were kept, where each node's configuration still rules). Changed
+    /// by a commit of their own ([`Layout::with_bucket`]), which moves no
+    /// data.
+    #[serde(default)]
+    pub buckets: Option<BucketTable>,
 }
 
 fn default_replicas() -> u8 {
@@ -304,6 +341,34 @@ pub enum StageError {
     StillCopying(Vec<String>),
 }
 
+/// Why bucket properties cannot be changed so.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BucketChangeError {
+    /// Properties out of range, or too many buckets.
+    #[error("{0}")]
+    Invalid(String),
+    /// Partitions are moving: their transfer counts on the version.
+    #[error("partitions are moving; change bucket properties after the handover (see `quorra cluster status`)")]
+    Moving,
+    /// The bucket's conflict mode is set for good.
+    #[error("bucket {bucket} resolves conflicts as {mode:?}, fixed when it was first given properties: its stored objects were merged that way")]
+    ModeFixed {
+        /// The bucket.
+        bucket: String,
+        /// Its mode.
+        mode: ConflictMode,
+    },
+    /// A direct `n_val` change would leave keys with too few or stray
+    /// copies.
+    #[error("bucket {bucket} has n_val {n_val}: changing it moves data, so it is not a property change; create a new bucket with the n_val you want and copy the keys")]
+    NValMovesData {
+        /// The bucket.
+        bucket: String,
+        /// Its n_val.
+        n_val: u8,
+    },
+}
+
 /// A layout whose fields contradict each other (a bug, or forged).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("invalid layout: {0}")]
@@ -312,15 +377,20 @@ pub struct InvalidLayout(pub String);
 impl Layout {
     /// The first layout of the cluster `initial` founds with `shape`
     /// (version 1), every member in a zone of its own.
-    pub fn found(initial: &BTreeSet<String>, shape: Shape) -> Self {
+    pub fn found(initial: &BTreeSet<String>, bootstrap: impl Into<Bootstrap>) -> Self {
         let zones = initial.iter().map(|id| (id.clone(), None)).collect();
-        Self::found_in_zones(&zones, shape)
+        Self::found_in_zones(&zones, bootstrap)
     }
 
     /// The first layout of the cluster the keys of `initial` found with
     /// `shape` (version 1): each of them holds data, in the zone it maps
     /// to, with weight 1.
-    pub fn found_in_zones(initial: &BTreeMap<String, Option<String>>, shape: Shape) -> Self {
+    pub fn found_in_zones(
+        initial: &BTreeMap<String, Option<String>>,
+        bootstrap: impl Into<Bootstrap>,
+    ) -> Self {
+        let bootstrap = bootstrap.into();
+        let shape = bootstrap.shape;
         let ids: BTreeSet<String> = initial.keys().cloned().collect();
         let roles: BTreeMap<String, Role> = initial
             .iter()
@@ -339,7 +409,7 @@ impl Layout {
             DEFAULT_REPLICAS.into(),
         );
         Self {
-            cluster: ClusterId::founded_by(&ids, shape),
+            cluster: ClusterId::founded_by(&ids, bootstrap.clone()),
             version: 1,
             members: ids,
             shape: Some(shape),
@@ -351,6 +421,7 @@ impl Layout {
             committed_by: None,
             moving: None,
             synced: BTreeMap::new(),
+            buckets: Some(bootstrap.buckets),
         }
     }
 
@@ -436,6 +507,7 @@ impl Layout {
             self.applied,
             &self.committed_by,
             &self.moving,
+            &self.buckets,
         );
         let bytes = rmp_serde::to_vec(&committed).unwrap_or_default();
         let d = ring::digest::digest(&ring::digest::SHA256, &bytes);
@@ -482,6 +554,11 @@ impl Layout {
         if self.roles.keys().any(|id| !self.members.contains(id)) {
             return bad("a node holds a role without being a member");
         }
+        if let Some(b) = &self.buckets {
+            if let Err(e) = b.validate() {
+                return Err(InvalidLayout(format!("bucket properties: {e}")));
+            }
+        }
         Ok(())
     }
 
@@ -519,6 +596,7 @@ impl Layout {
             self.applied = other.applied;
             self.committed_by = other.committed_by.clone();
             self.moving = other.moving.clone();
+            self.buckets = other.buckets.clone();
             out.changed = true;
         } else if other.version == self.version {
             let (ours, theirs) = (self.digest(), other.digest());
@@ -663,6 +741,52 @@ impl Layout {
             committed_by: None,
             moving,
             synced: self.synced.clone(),
+            buckets: self.buckets.clone(),
+        })
+    }
+
+    /// The version that gives `bucket` the properties `props`, over
+    /// `current` (the table in force: this layout's, or the node's
+    /// configuration for a layout that holds none). It moves no data, so
+    /// it changes nothing else: naming a bucket sets any of its
+    /// properties, but once named its conflict mode is fixed, and its
+    /// `n_val` changes only with the data moved, through a plan.
+    pub fn with_bucket(
+        &self,
+        current: &BucketTable,
+        bucket: &str,
+        props: BucketProps,
+    ) -> Result<Self, BucketChangeError> {
+        props
+            .validate()
+            .map_err(|e| BucketChangeError::Invalid(e.0))?;
+        if self.moving.is_some() {
+            return Err(BucketChangeError::Moving);
+        }
+        if let Some(was) = current.named.get(bucket) {
+            if was.conflict_mode != props.conflict_mode {
+                return Err(BucketChangeError::ModeFixed {
+                    bucket: bucket.to_owned(),
+                    mode: was.conflict_mode,
+                });
+            }
+            if was.n_val != props.n_val {
+                return Err(BucketChangeError::NValMovesData {
+                    bucket: bucket.to_owned(),
+                    n_val: was.n_val,
+                });
+            }
+        }
+        let mut table = current.clone();
+        table.named.insert(bucket.to_owned(), props);
+        table
+            .validate()
+            .map_err(|e| BucketChangeError::Invalid(e.0))?;
+        Ok(Self {
+            version: self.version.saturating_add(1),
+            committed_by: None,
+            buckets: Some(table),
+            ..self.clone()
         })
     }
 
@@ -1061,5 +1185,65 @@ mod tests {
             prop_assert_eq!(ab.merge(&a).map(|m| m.changed), Ok(false));
             prop_assert!(ab.staged.values().all(|s| s.seq > ab.applied));
         }
+    }
+
+    #[test]
+    fn bucket_properties_change_as_a_version_of_their_own_within_their_rules() {
+        let layout = Layout::found(&ids(&["n1", "n2", "n3"]), Shape::default());
+        let table = layout.buckets.clone().expect("founded with a table");
+        let lww = BucketProps {
+            conflict_mode: ConflictMode::Lww,
+            ..BucketProps::default()
+        };
+        let next = layout
+            .with_bucket(&table, "sessions", lww)
+            .expect("naming a bucket sets any property");
+        assert_eq!(next.version, 2);
+        assert_eq!(next.assignment, layout.assignment, "no data moves");
+        assert_eq!(next.roles, layout.roles);
+        assert_ne!(next.digest(), layout.digest(), "the digest covers buckets");
+        let named = next.buckets.clone().expect("table");
+        assert_eq!(named.props("sessions"), lww);
+        assert_eq!(named.props("other"), BucketProps::default());
+        next.check().expect("a valid layout");
+
+        let back = BucketProps::default();
+        assert!(matches!(
+            next.with_bucket(&named, "sessions", back),
+            Err(BucketChangeError::ModeFixed { .. })
+        ));
+        let two = BucketProps {
+            n_val: 2,
+            r: 1,
+            w: 1,
+            ..lww
+        };
+        assert!(matches!(
+            next.with_bucket(&named, "sessions", two),
+            Err(BucketChangeError::NValMovesData { n_val: 3, .. })
+        ));
+        let quorum = BucketProps { r: 1, w: 3, ..lww };
+        assert_eq!(
+            next.with_bucket(&named, "sessions", quorum)
+                .map(|l| l.buckets.map(|b| b.props("sessions"))),
+            Ok(Some(quorum))
+        );
+        let bad = BucketProps { r: 9, ..lww };
+        assert!(matches!(
+            next.with_bucket(&named, "new", bad),
+            Err(BucketChangeError::Invalid(_))
+        ));
+        let mut moving = next.clone();
+        moving.moving = moving.assignment.clone();
+        assert_eq!(
+            moving.with_bucket(&named, "new", lww),
+            Err(BucketChangeError::Moving)
+        );
+        // A forged table is refused as a whole layout.
+        let mut forged = next;
+        if let Some(b) = forged.buckets.as_mut() {
+            b.named.insert("bad name".into(), lww);
+        }
+        assert!(forged.check().is_err());
     }
 }

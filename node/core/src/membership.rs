@@ -47,7 +47,9 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bucket::BucketTable;
 use crate::decide::{Acceptor, Message as Vote};
+pub use crate::layout::Bootstrap;
 use crate::layout::{Change, ClusterId, Layout, LayoutStamp, Shape, StageError};
 
 /// A member's state, as one node sees it.
@@ -213,10 +215,6 @@ pub struct Gossip {
     pub layout: Option<Box<Layout>>,
     /// The message.
     pub msg: GossipMsg,
-    /// A digest of the sender's bucket settings (full-table exchanges
-    /// only; see [`crate::bucket::settings_digest`]).
-    #[serde(default)]
-    pub settings: Option<u64>,
 }
 
 impl From<GossipMsg> for Gossip {
@@ -225,7 +223,6 @@ impl From<GossipMsg> for Gossip {
         Self {
             standing: Standing::Unjoined { founding: None },
             layout: None,
-            settings: None,
             msg,
         }
     }
@@ -255,9 +252,9 @@ pub enum Notice {
         /// This node's cluster (or the one it would found or is joining).
         ours: Option<ClusterId>,
     },
-    /// `peer`'s cluster has another shape than this node is configured
-    /// with: this node does not join it (nor, with a saved layout of
-    /// another shape, take that back), and places no keys.
+    /// `peer`'s cluster (or this node's saved one) has another shape than
+    /// this node's configuration: the configuration only bootstraps a new
+    /// cluster, so the node follows its cluster's shape, and says so once.
     ShapeDiffers {
         /// Who said it (`None`: this node's saved table).
         peer: Option<String>,
@@ -268,11 +265,14 @@ pub enum Notice {
         /// This node's configuration.
         ours: Shape,
     },
-    /// `peer` has other bucket settings (defaults or named buckets): the
-    /// two would store and merge the same keys differently.
-    SettingsDiffer {
-        /// The peer.
-        peer: String,
+    /// The cluster's bucket properties differ from this node's
+    /// configuration: the configuration only bootstraps a new cluster, so
+    /// the node follows the cluster's, and says so once.
+    BucketsDiffer {
+        /// The cluster.
+        cluster: ClusterId,
+        /// The buckets whose properties differ (`*`: the defaults).
+        buckets: Vec<String>,
     },
     /// `peer` has this node's committed layout version with another
     /// committed part: two commits were decided for one version, a bug.
@@ -319,7 +319,7 @@ impl Notice {
             Self::Joined { .. } => "joined",
             Self::ForeignCluster { .. } => "foreign",
             Self::ShapeDiffers { .. } => "shape",
-            Self::SettingsDiffer { .. } => "settings",
+            Self::BucketsDiffer { .. } => "buckets",
             Self::InitialMembersDiffer { .. } => "initial",
             Self::LayoutsDiverge { .. } => "diverge",
             Self::InvalidLayout { .. } => "invalid_layout",
@@ -437,13 +437,10 @@ pub struct Membership {
     initial: std::collections::BTreeSet<String>,
     /// The cluster this node would found: set when it is an initial member.
     founding: Option<ClusterId>,
-    /// The shape this node is configured with.
+    /// The shape this node is configured with (it founds with it).
     shape: Shape,
-    /// A saved layout refused for its shape: kept, so it is saved again
-    /// (the refusal holds across restarts) and no other cluster is joined.
-    refused_layout: Option<Layout>,
-    /// A digest of this node's bucket settings, when set.
-    settings: Option<u64>,
+    /// The bucket properties it is configured with (it founds with them).
+    buckets: BucketTable,
     /// This node's cluster, once founded or joined.
     layout: Option<Layout>,
     /// Its vote on the next layout version (see [`crate::decide`]).
@@ -468,24 +465,32 @@ impl Membership {
     /// `boot_ms`. `initial` is the configured initial member list: a node
     /// listed in it may found the cluster (at once when it is the only one
     /// listed), any other node joins an existing one. Seeds may include the
-    /// node's own address (the same list on every node). `shape` is the
-    /// node's configured shape: it founds with it, and joins only a
-    /// cluster of that shape.
+    /// node's own address (the same list on every node). `bootstrap` is
+    /// what the node's configuration says of a cluster (its shape, its
+    /// bucket properties): the node founds with it; in a cluster, the
+    /// cluster's layout rules.
     pub fn new(
         me: MemberInfo,
         seeds: Vec<SocketAddr>,
         initial: std::collections::BTreeSet<String>,
-        shape: Shape,
+        bootstrap: impl Into<Bootstrap>,
         config: GossipConfig,
         now: u64,
         seed: u64,
     ) -> Self {
+        let Bootstrap { shape, buckets } = bootstrap.into();
         let mut me = me;
         let seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| *s != me.peer_addr).collect();
         me.status = Status::Joining;
-        let founding = initial
-            .contains(&me.id)
-            .then(|| ClusterId::founded_by(&initial, shape));
+        let founding = initial.contains(&me.id).then(|| {
+            ClusterId::founded_by(
+                &initial,
+                Bootstrap {
+                    shape,
+                    buckets: buckets.clone(),
+                },
+            )
+        });
         let id = me.id.clone();
         let mut m = Self {
             me: id.clone(),
@@ -506,8 +511,7 @@ impl Membership {
             initial,
             founding,
             shape,
-            refused_layout: None,
-            settings: None,
+            buckets,
             layout: None,
             vote: Acceptor::new(0),
             transfer: None,
@@ -542,7 +546,6 @@ impl Membership {
         Gossip {
             standing: self.standing(),
             layout: None,
-            settings: None,
             msg,
         }
     }
@@ -552,7 +555,6 @@ impl Membership {
         Gossip {
             standing: self.standing(),
             layout: self.layout.clone().map(Box::new),
-            settings: self.settings,
             msg: GossipMsg::PushPull {
                 members: self.members.values().cloned().collect(),
             },
@@ -562,7 +564,7 @@ impl Membership {
     /// What to save for the next run (see [`Self::restore`]).
     pub fn saved(&self) -> SavedTable {
         SavedTable {
-            layout: self.layout.clone().or_else(|| self.refused_layout.clone()),
+            layout: self.layout.clone(),
             members: self.members.values().cloned().collect(),
             vote: self.layout.is_some().then(|| self.vote.clone()),
             transfer: self.transfer.clone(),
@@ -677,11 +679,11 @@ impl Membership {
                 if let Some(theirs) = layout.shape.filter(|s| *s != self.shape) {
                     let notice = Notice::ShapeDiffers {
                         peer: Some(from.to_owned()),
-                        cluster: layout.cluster,
+                        cluster: layout.cluster.clone(),
                         theirs,
                         ours: self.shape,
                     };
-                    return self.notify(Some(from), notice);
+                    self.notify(Some(from), notice);
                 }
                 let mut layout = layout;
                 layout.admit(&self.me);
@@ -698,6 +700,7 @@ impl Membership {
                 self.layout = Some(layout);
                 self.version += 1;
                 self.mark_joined();
+                self.note_buckets();
                 self.notify(
                     None,
                     Notice::Joined {
@@ -737,7 +740,7 @@ impl Membership {
                 (id.clone(), zone)
             })
             .collect();
-        let layout = Layout::found_in_zones(&zones, self.shape);
+        let layout = Layout::found_in_zones(&zones, self.bootstrap());
         let cluster = layout.cluster.clone();
         self.vote = Acceptor::new(layout.version);
         self.layout = Some(layout);
@@ -813,10 +816,48 @@ impl Membership {
         }
     }
 
-    /// Sets the digest of this node's bucket settings, sent with full
-    /// tables and compared with each peer's.
-    pub fn set_settings_digest(&mut self, digest: u64) {
-        self.settings = Some(digest);
+    /// What this node's configuration founds a cluster with.
+    fn bootstrap(&self) -> Bootstrap {
+        Bootstrap {
+            shape: self.shape,
+            buckets: self.buckets.clone(),
+        }
+    }
+
+    /// The bucket properties in force: the cluster's, or this node's
+    /// configuration while its layout holds none (or it has none).
+    pub fn bucket_table(&self) -> &BucketTable {
+        self.layout
+            .as_ref()
+            .and_then(|l| l.buckets.as_ref())
+            .unwrap_or(&self.buckets)
+    }
+
+    /// Says which of the cluster's bucket properties this node's
+    /// configuration would have set otherwise.
+    fn note_buckets(&mut self) {
+        let Some(layout) = &self.layout else { return };
+        let Some(theirs) = &layout.buckets else {
+            return;
+        };
+        let ours = &self.buckets;
+        let named: std::collections::BTreeSet<&String> =
+            theirs.named.keys().chain(ours.named.keys()).collect();
+        let mut differ: Vec<String> = named
+            .into_iter()
+            .filter(|b| theirs.props(b) != ours.props(b))
+            .cloned()
+            .collect();
+        if theirs.defaults != ours.defaults {
+            differ.insert(0, "*".to_owned());
+        }
+        if !differ.is_empty() {
+            let notice = Notice::BucketsDiffer {
+                cluster: layout.cluster.clone(),
+                buckets: differ,
+            };
+            self.notify(None, notice);
+        }
     }
 
     /// This node's id.
@@ -1012,26 +1053,16 @@ impl Membership {
             self.apply(m, Source::Local, now);
         }
         if let Some(layout) = saved.layout {
-            // A node reconfigured with another shape since would place keys
-            // where its cluster does not: it stays out, and says so.
+            // A node reconfigured with another shape since follows its
+            // cluster's (the saved layout's), and says so.
             if let Some(theirs) = layout.shape.filter(|s| *s != self.shape) {
-                // Nor does it found anew (a lone initial member would have
-                // at start): its data belongs to the saved cluster.
-                self.layout = None;
-                self.founding = None;
-                self.cluster_seen = Some(layout.cluster.clone());
-                self.refused_layout = Some(layout.clone());
-                if let Some(me) = self.members.get_mut(&self.me) {
-                    me.status = Status::Joining;
-                }
-                self.version += 1;
                 let notice = Notice::ShapeDiffers {
                     peer: None,
-                    cluster: layout.cluster,
+                    cluster: layout.cluster.clone(),
                     theirs,
                     ours: self.shape,
                 };
-                return self.notify(None, notice);
+                self.notify(None, notice);
             }
             // A layout saved before assignments existed gets one (every
             // admitted member holds data, as it did).
@@ -1055,6 +1086,7 @@ impl Membership {
                 self.version += 1;
             }
             self.mark_joined();
+            self.note_buckets();
         }
     }
 
@@ -1084,14 +1116,6 @@ impl Membership {
     fn take(&mut self, from: &str, envelope: Gossip, now: u64) -> bool {
         if !self.admit(from, &envelope.standing) {
             return false;
-        }
-        if let (Some(theirs), Some(ours)) = (envelope.settings, self.settings) {
-            if theirs != ours {
-                let notice = Notice::SettingsDiffer {
-                    peer: from.to_owned(),
-                };
-                self.notify(Some(from), notice);
-            }
         }
         let (GossipMsg::Ping { updates }
         | GossipMsg::Ack { updates }

@@ -130,7 +130,6 @@ fn full_table() -> Gossip {
         standing: Standing::Member(layout.stamp()),
         layout: Some(Box::new(layout)),
         msg: GossipMsg::PushPull { members: vec![me] },
-        settings: Some(0x0123_4567_89ab_cdef),
     }
 }
 

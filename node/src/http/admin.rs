@@ -218,7 +218,8 @@ async fn plan_of(state: &AppState) -> Result<Value, ApiError> {
         .plan()
         .map_err(|e| change_error(LayoutChangeError::Stage(e)))?;
     let store = state.kv.store().clone();
-    let usage = tokio::task::spawn_blocking(move || store.partition_usage())
+    let partitions = layout.shape().partitions;
+    let usage = tokio::task::spawn_blocking(move || store.partition_usage(partitions))
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
         .map_err(|e| ApiError::new(e.code(), e.to_string()))?;

@@ -48,7 +48,8 @@ pub(super) struct RingQuery {
 /// `GET /v1/cluster/ring`: members, ownership, and each partition's nodes.
 pub(super) async fn ring(State(state): State<AppState>, Query(q): Query<RingQuery>) -> Json<Value> {
     let ring = state.kv.cluster().ring();
-    let n = q.n.unwrap_or(state.config.bucket_defaults.n_val as usize);
+    let defaults = state.kv.cluster().bucket_table().defaults;
+    let n = q.n.unwrap_or(defaults.n_val as usize);
     let partitions: Vec<Value> = (0..ring.partitions())
         .map(|p| json!({ "partition": p, "nodes": ring.preference_list(p, n) }))
         .collect();
@@ -71,7 +72,7 @@ pub(super) async fn locate(State(state): State<AppState>, req: Request) -> Respo
         Err(e) => return e.into_response(),
     };
     let ring = state.kv.cluster().ring();
-    let n = state.config.bucket_props(&bucket).n_val as usize;
+    let n = state.kv.cluster().bucket_props(&bucket).n_val as usize;
     let p = ring.partition_of(bucket.as_str().as_bytes(), key.as_bytes());
     let order: Vec<&str> = ring.order(p).collect();
     let split = n.min(order.len());
@@ -93,10 +94,8 @@ pub(super) async fn status(State(state): State<AppState>) -> Response {
         Err(e) => return ApiError::new(ErrorCode::Internal, e.to_string()).into_response(),
     };
     let cluster = state.kv.cluster();
-    let effective = state
-        .config
-        .bucket_defaults
-        .for_ring(cluster.ring().members().len());
+    let defaults = cluster.bucket_table().defaults;
+    let effective = defaults.for_ring(cluster.ring().members().len());
     let down: Vec<String> = cluster
         .members()
         .into_iter()
@@ -138,9 +137,9 @@ pub(super) async fn status(State(state): State<AppState>) -> Response {
         // A cluster smaller than n_val caps the bucket defaults (an explicit
         // request option past the cluster is refused instead).
         "bucket_defaults": {
-            "configured": state.config.bucket_defaults,
+            "configured": defaults,
             "effective": effective,
-            "capped": effective != state.config.bucket_defaults,
+            "capped": effective != defaults,
         },
     }))
     .into_response()

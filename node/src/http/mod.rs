@@ -5,6 +5,8 @@
 //!   [`cluster`]).
 //! - `/v1/admin/layout/...`: stage, plan and commit layout changes (see
 //!   [`admin`]).
+//! - `/v1/buckets/{bucket}/props`: the cluster's bucket properties (see
+//!   [`buckets`]).
 //! - `/health` (the process is up), `/ready` (it has joined the cluster and
 //!   serves requests),
 //!   `/metrics` (Prometheus text).
@@ -14,6 +16,7 @@
 //! each counted by method and status.
 
 pub mod admin;
+pub mod buckets;
 pub mod cluster;
 pub mod error;
 pub mod kv;
@@ -74,6 +77,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/admin/layout/{action}",
             axum::routing::post(admin::stage),
+        )
+        .route(
+            "/v1/buckets/{bucket}/props",
+            get(buckets::get_props).put(buckets::put_props),
         )
         .route("/v1/debug/replica/{bucket}/{*key}", get(cluster::replica))
         .route("/v1/debug/faults", any(cluster::faults))

@@ -135,6 +135,29 @@ fn scan_visits_prefix_in_order(e: &dyn Engine) {
     .expect("scan");
     assert_eq!(first, vec![b"p/1".to_vec()], "scan stops when told");
 
+    let mut from = Vec::new();
+    e.scan_from(Space::Objects, b"p/", b"p/1\0", &mut |k, _| {
+        from.push(k.to_vec());
+        true
+    })
+    .expect("scan_from");
+    assert_eq!(
+        from,
+        vec![b"p/2".to_vec(), b"p/3".to_vec()],
+        "a scan from a cursor starts at it and stays in the prefix"
+    );
+    let mut before = Vec::new();
+    e.scan_from(Space::Objects, b"p/", b"a", &mut |k, _| {
+        before.push(k.to_vec());
+        true
+    })
+    .expect("scan_from");
+    assert_eq!(
+        before.len(),
+        3,
+        "a cursor before the prefix starts at the prefix"
+    );
+
     let mut all = 0;
     e.scan(Space::Objects, b"", &mut |_, _| {
         all += 1;

@@ -50,14 +50,15 @@ impl Engine for FaultyEngine {
         self.inner.write(ops, durability)
     }
 
-    fn scan(
+    fn scan_from(
         &self,
         space: Space,
         prefix: &[u8],
+        start: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), EngineError> {
         self.check()?;
-        self.inner.scan(space, prefix, visit)
+        self.inner.scan_from(space, prefix, start, visit)
     }
 
     fn sync(&self) -> Result<(), EngineError> {

@@ -57,15 +57,16 @@ impl Engine for MemEngine {
         Ok(())
     }
 
-    fn scan(
+    fn scan_from(
         &self,
         space: Space,
         prefix: &[u8],
+        start: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), EngineError> {
         let map = self.lock();
         let t = tag(space);
-        for ((space_tag, k), v) in map.range((t, prefix.to_vec())..) {
+        for ((space_tag, k), v) in map.range((t, prefix.max(start).to_vec())..) {
             if *space_tag != t || !k.starts_with(prefix) {
                 break;
             }

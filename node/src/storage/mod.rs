@@ -102,6 +102,18 @@ pub trait Engine: Send + Sync + 'static {
     /// all or none survive.
     fn write(&self, ops: Vec<WriteOp>, durability: Durability) -> Result<(), EngineError>;
 
+    /// Visits the entries of `space` whose key starts with `prefix` and is
+    /// at least `start`, in ascending key order, until `visit` returns
+    /// `false`. (A scan that goes on from a cursor seeks to it, rather than
+    /// reading past everything before.)
+    fn scan_from(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), EngineError>;
+
     /// Visits the entries of `space` whose key starts with `prefix`, in
     /// ascending key order, until `visit` returns `false`.
     fn scan(
@@ -109,7 +121,9 @@ pub trait Engine: Send + Sync + 'static {
         space: Space,
         prefix: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), EngineError>;
+    ) -> Result<(), EngineError> {
+        self.scan_from(space, prefix, prefix, visit)
+    }
 
     /// Makes every write so far durable (fsyncs the write-ahead log).
     fn sync(&self) -> Result<(), EngineError>;

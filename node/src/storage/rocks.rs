@@ -99,15 +99,16 @@ impl Engine for RocksEngine {
         self.db.write_opt(batch, &wo).map_err(rocks)
     }
 
-    fn scan(
+    fn scan_from(
         &self,
         space: Space,
         prefix: &[u8],
+        start: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), EngineError> {
         let iter = self.db.iterator_cf(
             self.cf(space)?,
-            IteratorMode::From(prefix, Direction::Forward),
+            IteratorMode::From(prefix.max(start), Direction::Forward),
         );
         for item in iter {
             let (k, v) = item.map_err(rocks)?;

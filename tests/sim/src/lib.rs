@@ -108,10 +108,13 @@ impl Config {
         .with_layout_change(seed)
     }
 
-    /// Half the runs change the layout during the workload: a node held
-    /// out of the first layout joins, or a node leaves (only where the
-    /// cluster keeps at least `n` data-holding nodes). Drawn from a stream
-    /// of its own, so the rest of the run's shape does not depend on it.
+    /// Most runs change the layout during the workload: a node held out
+    /// of the first layout joins, a node leaves, or a node dies for good
+    /// and is removed (only where the cluster keeps at least `n`
+    /// data-holding nodes; a dead node only where `w` >= 2 and no disk is
+    /// wiped besides, so every acknowledged write has a copy that lives).
+    /// Drawn from a stream of its own, so the rest of the run's shape does
+    /// not depend on it.
     fn with_layout_change(mut self, seed: u64) -> Self {
         let mut rng = rng::Rng::new(seed ^ 0x4c41_594f_5554_0001);
         let spare = self.nodes > usize::from(self.quorum.n);
@@ -122,6 +125,11 @@ impl Config {
             1 if spare => {
                 let i = 1 + rng.below(self.nodes as u64 - 1) as usize;
                 Some(schedule::LayoutChange::Leave(i))
+            }
+            2 if spare && self.quorum.w >= 2 => {
+                self.wipes = false;
+                let i = 1 + rng.below(self.nodes as u64 - 1) as usize;
+                Some(schedule::LayoutChange::RemoveDead(i))
             }
             _ => None,
         };

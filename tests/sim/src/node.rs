@@ -238,19 +238,6 @@ impl SimNode {
             incarnation: now + 1,
             status: Status::Up,
         };
-        let mut membership = Membership::new(
-            me,
-            seeds,
-            initial,
-            quorra_core::layout::Shape {
-                partitions: PARTITIONS,
-                tokens: TOKENS,
-            },
-            gossip,
-            now,
-            life.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i as u64,
-        );
-        membership.restore(disk.table().clone(), now);
         let props = BucketProps {
             n_val: quorum.n,
             r: quorum.r,
@@ -260,6 +247,25 @@ impl SimNode {
             pw: quorum.pw,
             conflict_mode: quorum.mode,
         };
+        let mut membership = Membership::new(
+            me,
+            seeds,
+            initial,
+            quorra_core::layout::Bootstrap {
+                shape: quorra_core::layout::Shape {
+                    partitions: PARTITIONS,
+                    tokens: TOKENS,
+                },
+                buckets: quorra_core::bucket::BucketTable {
+                    defaults: props,
+                    named: BTreeMap::new(),
+                },
+            },
+            gossip,
+            now,
+            life.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i as u64,
+        );
+        membership.restore(disk.table().clone(), now);
         let settings = Settings {
             partitions: PARTITIONS,
             tokens: TOKENS,
@@ -271,8 +277,6 @@ impl SimNode {
                 rate_per_second: 160,
                 max_hint_age_ms: 0,
             },
-            bucket_defaults: props,
-            buckets: BTreeMap::new(),
             max_rounds: 4_096,
             transfer_bytes_per_second: 0,
             cleanup_grace_ms: 5_000,
@@ -380,7 +384,7 @@ impl SimNode {
 
     /// A client request arrived.
     pub(crate) fn client(&mut self, op: OpId, req: ClientReq, now: u64, out: &mut Vec<Out>) {
-        let n = self.machine.settings().bucket_defaults.n_val;
+        let n = self.machine.bucket_table().defaults.n_val;
         let request = match req {
             ClientReq::Get { key, r } => {
                 self.clients.insert(op, (true, key.clone()));
@@ -495,7 +499,7 @@ impl SimNode {
                         (Ok(Some(object)), false) => {
                             let ring = self.machine.ring();
                             let p = ring.partition_of(bucket().as_str().as_bytes(), key.as_bytes());
-                            let n = usize::from(self.machine.settings().bucket_defaults.n_val);
+                            let n = usize::from(self.machine.bucket_table().defaults.n_val);
                             ring.before(p).map(|before| {
                                 // The replicas before the move first, then
                                 // the fallbacks after them: its first n.
@@ -678,18 +682,18 @@ impl SimNode {
             }
             StoreOp::Scan {
                 partition,
+                partitions,
                 after,
                 max_bytes,
             } => {
                 let after = after.map(|a| String::from_utf8_lossy(&a).into_owned());
-                let ring = self.machine.ring().clone();
                 let b = bucket();
                 let names: Vec<String> = self
                     .disk
                     .object_names()
                     .into_iter()
                     .filter(|n| after.as_ref().is_none_or(|a| n > a))
-                    .filter(|n| ring.partition_of(b.as_str().as_bytes(), n.as_bytes()) == partition)
+                    .filter(|n| partition_of(b.as_str().as_bytes(), n, partitions) == partition)
                     .collect();
                 let mut objects = Vec::new();
                 let mut bytes = 0;
@@ -713,12 +717,14 @@ impl SimNode {
                 let next = last.filter(|_| more).map(|l| l.into_bytes().into());
                 Ok(Stored::Scanned(Chunk { objects, next }))
             }
-            StoreOp::DropPartitions(partitions) => {
-                let ring = self.machine.ring().clone();
+            StoreOp::DropPartitions {
+                dropped,
+                partitions,
+            } => {
                 let b = bucket();
                 for name in self.disk.object_names() {
-                    let p = ring.partition_of(b.as_str().as_bytes(), name.as_bytes());
-                    if partitions.contains(&p) {
+                    let p = partition_of(b.as_str().as_bytes(), &name, partitions);
+                    if dropped.contains(&p) {
                         self.disk.remove_object(&name);
                     }
                 }
@@ -755,6 +761,29 @@ impl SimNode {
                     .collect();
                 Ok(Stored::Hints(hints))
             }
+            StoreOp::Rehome {
+                hint,
+                owners,
+                local,
+                mode,
+            } => {
+                let name = name_of(&hint.key);
+                for owner in owners {
+                    let mut held = self.disk.hint(&owner, &name).cloned().unwrap_or_default();
+                    self.dot_collisions += held.merge_counting(&hint.object, mode);
+                    self.disk.put_hint(&owner, &name, held, true);
+                }
+                if local {
+                    self.merge(&hint.key, &hint.object, mode, true)?;
+                }
+                // Re-homed, not delivered: the handoff monitor's rule is
+                // about delivery to the owner, so it is not told.
+                let unchanged = self.disk.hint(&hint.owner, &name) == Some(&hint.object);
+                if unchanged {
+                    self.disk.remove_hint(&hint.owner, &name);
+                }
+                Ok(Stored::HintDeleted(unchanged))
+            }
             StoreOp::DeleteHint(hint) => {
                 let name = name_of(&hint.key);
                 let unchanged = self.disk.hint(&hint.owner, &name) == Some(&hint.object);
@@ -767,4 +796,12 @@ impl SimNode {
             }
         }
     }
+}
+
+/// The partition (of `partitions`) of `key` in `bucket`.
+fn partition_of(bucket: &[u8], key: &str, partitions: u32) -> u32 {
+    quorra_core::hash::partition_of(
+        quorra_core::hash::key_hash(bucket, key.as_bytes()),
+        partitions,
+    )
 }

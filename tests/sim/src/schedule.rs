@@ -46,6 +46,9 @@ pub enum LayoutChange {
     JoinLate(usize),
     /// The node's role is taken away: its partitions move to the others.
     Leave(usize),
+    /// The node is killed for good (it never restarts), then removed: its
+    /// partitions are rebuilt on the others from the surviving replicas.
+    RemoveDead(usize),
 }
 
 /// Faults with the virtual ms (from the workload's start) they happen at.

@@ -167,6 +167,8 @@ pub(crate) struct World {
     trace: u64,
     processed: u64,
     wiped: bool,
+    /// A node killed for good (it never restarts, and is removed).
+    dead: Option<usize>,
     /// Reads that heard every primary, to check against acknowledgements.
     strong_reads: Vec<StrongRead>,
     /// Reused dots met by nodes no longer running.
@@ -221,6 +223,7 @@ impl World {
             trace: 0xcbf2_9ce4_8422_2325,
             processed: 0,
             wiped: false,
+            dead: None,
             dot_collisions: 0,
             committed: None,
             layout_attempts: 0,
@@ -332,7 +335,7 @@ impl World {
             Fault::Crash(i) => self.crash(i),
             Fault::Layout(change) => self.operate(change),
             Fault::Restart(i) => {
-                if self.nodes[i].is_none() {
+                if self.nodes[i].is_none() && self.dead != Some(i) {
                     self.start_node(i);
                 }
             }
@@ -395,7 +398,7 @@ impl World {
         self.net.drop_per_mille = 0;
         self.net.dup_per_mille = 0;
         for i in 0..self.config.nodes {
-            if self.nodes[i].is_none() {
+            if self.nodes[i].is_none() && self.dead != Some(i) {
                 self.start_node(i);
             }
             if let Some(n) = self.nodes[i].as_mut() {
@@ -807,15 +810,22 @@ impl World {
 
     // ---- phases ----
 
+    /// Every node but one killed for good.
+    fn living(&self) -> Vec<usize> {
+        (0..self.config.nodes)
+            .filter(|&i| self.dead != Some(i))
+            .collect()
+    }
+
     fn all_ids(&self) -> Vec<String> {
-        (0..self.config.nodes).map(node_id).collect()
+        self.living().into_iter().map(node_id).collect()
     }
 
     fn formed(&self) -> bool {
         let ids = self.all_ids();
-        self.nodes
-            .iter()
-            .all(|n| n.as_ref().is_some_and(|n| n.sees_all_up(&ids)))
+        self.living()
+            .into_iter()
+            .all(|i| self.nodes[i].as_ref().is_some_and(|n| n.sees_all_up(&ids)))
     }
 
     /// Node 0 founded alone and the others joined holding nothing: an
@@ -954,6 +964,13 @@ impl World {
         let (id, want_role) = match change {
             LayoutChange::JoinLate(i) => (node_id(i), true),
             LayoutChange::Leave(i) => (node_id(i), false),
+            LayoutChange::RemoveDead(i) => {
+                if self.dead.is_none() {
+                    self.crash(i);
+                    self.dead = Some(i);
+                }
+                (node_id(i), false)
+            }
         };
         let done = self.nodes.iter().flatten().any(|node| {
             node.layout()
@@ -1078,6 +1095,19 @@ impl World {
         self.run_until(end - self.now, |_| false);
         self.heal_all();
         let mut settled = self.run_until(SETTLE_BOUND_MS, Self::quiet);
+        if !settled && std::env::var_os("QUORRA_SIM_DEBUG").is_some() {
+            for (i, n) in self.nodes.iter().enumerate() {
+                if let Some(n) = n {
+                    eprintln!(
+                        "unsettled n{i}: moving {} hints {} busy {} layout {:?}",
+                        n.moving(),
+                        n.hints(),
+                        n.busy(),
+                        n.layout().map(|l| (l.version, l.roles.len(), l.copying()))
+                    );
+                }
+            }
+        }
         // Without anti-entropy, a replica that lost its disk, or a w=1 write
         // that reached one replica, is found only by reads that reach it: a
         // full read (r = n) repairs every key first.
@@ -1093,7 +1123,7 @@ impl World {
                 }
             }
         }
-        let everyone: Vec<usize> = (0..self.config.nodes).collect();
+        let everyone = self.living();
         let finals = self.read_all(&everyone, None);
         let mut report = check(&self.history, &finals);
         check_strong_reads(&self.history, &self.strong_reads, &mut report);

@@ -459,7 +459,6 @@ fn ping_from(standing: Standing) -> Gossip {
     Gossip {
         standing,
         layout: None,
-        settings: None,
         msg: GossipMsg::Ping { updates: vec![] },
     }
 }
@@ -525,7 +524,6 @@ fn a_node_that_heard_of_its_cluster_never_founds_it_again() {
     let table = Gossip {
         standing: Standing::Member(layout.stamp()),
         layout: Some(Box::new(layout.clone())),
-        settings: None,
         msg: GossipMsg::PushPull {
             members: vec![info(2, 5, Status::Up)],
         },
@@ -548,7 +546,6 @@ fn a_node_of_another_cluster_is_refused_both_ways() {
     let foreign = Gossip {
         standing: Standing::Member(other.stamp()),
         layout: Some(Box::new(other.clone())),
-        settings: None,
         msg: GossipMsg::PushPull {
             members: vec![info(7, 5, Status::Up), info(2, 99, Status::Up)],
         },
@@ -564,7 +561,6 @@ fn a_node_of_another_cluster_is_refused_both_ways() {
         Gossip {
             standing: m.standing(),
             layout: None,
-            settings: None,
             msg: GossipMsg::PushPull { members: vec![] }
         },
         "the answer carries only our standing"
@@ -620,7 +616,6 @@ fn a_joined_nodes_layout_spreads_by_merge() {
     let table = Gossip {
         standing: Standing::Member(joined.stamp()),
         layout: Some(Box::new(joined.clone())),
-        settings: None,
         msg: GossipMsg::PushPull { members: vec![] },
     };
     let v = m.version();
@@ -924,7 +919,7 @@ fn a_chain_of_relays_cannot_walk_a_member_out_of_reach() {
 }
 
 #[test]
-fn a_node_of_another_shape_neither_founds_nor_joins_nor_restores() {
+fn a_node_configured_with_another_shape_follows_its_clusters() {
     let other = Shape {
         partitions: 128,
         ..Shape::default()
@@ -939,7 +934,8 @@ fn a_node_of_another_shape_neither_founds_nor_joins_nor_restores() {
         0,
         3,
     );
-    // Joining a member of a cluster of another shape: refused, and said.
+    // Joining a member of a cluster of another shape: it joins with the
+    // cluster's shape, and says that its configuration is not followed.
     let mut m = Membership::new(
         me.clone(),
         vec![addr(3)],
@@ -950,25 +946,14 @@ fn a_node_of_another_shape_neither_founds_nor_joins_nor_restores() {
         1,
     );
     m.handle_push_pull_reply("n3", table_of(&founder), 1);
-    assert!(!m.has_joined(), "joined a cluster of another shape");
+    assert!(m.has_joined(), "a joiner follows its cluster's shape");
+    assert_eq!(m.layout().map(Layout::shape), Some(Shape::default()));
     assert!(m.take_notices().iter().any(|n| matches!(
         n,
         Notice::ShapeDiffers { theirs, ours, .. } if *theirs == Shape::default() && *ours == other
     )));
-    // The same shape joins.
-    let mut same = Membership::new(
-        me.clone(),
-        vec![addr(3)],
-        BTreeSet::new(),
-        Shape::default(),
-        GossipConfig::default(),
-        0,
-        1,
-    );
-    same.handle_push_pull_reply("n3", table_of(&founder), 1);
-    assert!(same.has_joined());
-    // A saved layout of another shape is not taken back, and a lone
-    // initial member reconfigured since does not found anew over it.
+    // A saved layout of another shape is taken back, over the layout a
+    // lone initial member reconfigured since founds at start.
     let mut restarted = Membership::new(
         info(3, 6, Status::Up),
         vec![],
@@ -979,11 +964,11 @@ fn a_node_of_another_shape_neither_founds_nor_joins_nor_restores() {
         3,
     );
     restarted.restore(founder.saved(), 1);
-    assert!(!restarted.has_joined());
+    assert!(restarted.has_joined());
     assert_eq!(
         restarted.saved().layout,
         founder.saved().layout,
-        "the refused layout is saved again, so the refusal outlives a restart"
+        "the saved layout, shape and all, is the node's"
     );
     assert!(restarted
         .take_notices()
@@ -997,37 +982,67 @@ fn a_node_of_another_shape_neither_founds_nor_joins_nor_restores() {
 }
 
 #[test]
-fn a_peer_with_other_bucket_settings_is_reported_once() {
-    let mut founder = Membership::new(
+fn a_joiner_follows_the_clusters_bucket_properties_and_says_which_differ() {
+    use crate::bucket::{BucketProps, BucketTable, ConflictMode};
+    let lww = BucketProps {
+        conflict_mode: ConflictMode::Lww,
+        ..BucketProps::default()
+    };
+    let theirs = BucketTable {
+        defaults: BucketProps::default(),
+        named: [("sessions".to_owned(), lww)].into(),
+    };
+    let founder = Membership::new(
         info(3, 5, Status::Up),
         vec![],
         solo(3),
-        Shape::default(),
+        Bootstrap {
+            shape: Shape::default(),
+            buckets: theirs.clone(),
+        },
         GossipConfig::default(),
         0,
         3,
     );
-    founder.set_settings_digest(7);
-    for (ours, differs) in [(7, false), (8, true)] {
+    assert_eq!(
+        founder.bucket_table(),
+        &theirs,
+        "founded with its configuration"
+    );
+    for (ours, differ) in [
+        (theirs.clone(), vec![]),
+        (BucketTable::default(), vec!["sessions".to_owned()]),
+    ] {
         let mut m = Membership::new(
             info(1, 10, Status::Up),
             vec![addr(3)],
             BTreeSet::new(),
-            Shape::default(),
+            Bootstrap {
+                shape: Shape::default(),
+                buckets: ours.clone(),
+            },
             GossipConfig::default(),
             0,
             1,
         );
-        m.set_settings_digest(ours);
+        assert_eq!(m.bucket_table(), &ours, "unjoined: its configuration");
         for now in 1..3 {
             m.handle_push_pull_reply("n3", table_of(&founder), now);
         }
-        let said = m
+        assert!(m.has_joined());
+        assert_eq!(m.bucket_table(), &theirs, "joined: the cluster's");
+        let said: Vec<Vec<String>> = m
             .take_notices()
             .into_iter()
-            .filter(|n| matches!(n, Notice::SettingsDiffer { peer } if peer == "n3"))
-            .count();
-        assert_eq!(said, usize::from(differs), "digest {ours}");
-        assert!(m.has_joined(), "settings are reported, not refused");
+            .filter_map(|n| match n {
+                Notice::BucketsDiffer { buckets, .. } => Some(buckets),
+                _ => None,
+            })
+            .collect();
+        if differ.is_empty() {
+            assert!(said.is_empty(), "{said:?}");
+        } else {
+            assert_eq!(said, vec![differ], "said once, naming the bucket");
+        }
     }
 }

@@ -63,6 +63,9 @@ pub enum CommitFailure {
     /// Outbid again and again by other commits.
     #[error("other commits kept outbidding this one; look at the plan and retry")]
     Contended,
+    /// Bucket properties that cannot be set so.
+    #[error(transparent)]
+    Bucket(#[from] crate::layout::BucketChangeError),
 }
 
 impl CommitFailure {
@@ -76,6 +79,11 @@ impl CommitFailure {
             }
             Self::Refused(LayoutChangeError::Stage(_)) => ErrorCode::InvalidParameter,
             Self::Contended => ErrorCode::Timeout,
+            Self::Bucket(crate::layout::BucketChangeError::Invalid(_)) => {
+                ErrorCode::InvalidParameter
+            }
+            Self::Bucket(crate::layout::BucketChangeError::Moving) => ErrorCode::LayoutConflict,
+            Self::Bucket(_) => ErrorCode::BucketPropsFixed,
         }
     }
 }
@@ -102,6 +110,38 @@ impl Node {
             .layout()
             .cloned()
             .ok_or(LayoutChangeError::NotJoined)
+    }
+
+    /// The properties of `bucket` in force (the cluster's).
+    pub fn bucket_props(&self, bucket: &crate::BucketName) -> crate::BucketProps {
+        self.membership.bucket_table().props(bucket.as_str())
+    }
+
+    /// Every bucket's properties in force (the cluster's).
+    pub fn bucket_table(&self) -> &crate::bucket::BucketTable {
+        self.membership.bucket_table()
+    }
+
+    /// Gives `bucket` the properties `props`, as a layout version of its
+    /// own (decided like any commit, moving no data); the outcome comes as
+    /// [`Effect::Committed`].
+    pub fn handle_bucket_props(
+        &mut self,
+        client: ClientId,
+        bucket: &crate::BucketName,
+        props: crate::BucketProps,
+        now: Now,
+    ) {
+        let Some(layout) = self.membership.layout() else {
+            return self.committed(client, Err(LayoutChangeError::NotJoined.into()));
+        };
+        let current = self.membership.bucket_table().clone();
+        let want = match layout.with_bucket(&current, bucket.as_str(), props) {
+            Ok(want) => want,
+            Err(e) => return self.committed(client, Err(CommitFailure::Bucket(e))),
+        };
+        let layout = layout.clone();
+        self.start_commit(Some(client), &layout, want, now);
     }
 
     /// Commits the changes staged against layout version `against`; the

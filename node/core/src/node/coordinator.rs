@@ -117,7 +117,6 @@ impl Node {
         // Options that do not fit the bucket are invalid whatever the
         // cluster; options that fit it but not the cluster are a shortfall.
         let props = self
-            .settings
             .bucket_props(bucket)
             .with_overrides(q)
             .map_err(|e| Failure::InvalidQuorum(e.to_string()))?;

@@ -9,6 +9,11 @@
 //! owner's other hints keep flowing, so one bad hint never wedges an
 //! owner; an owner that does not answer ends its turn for the round. A hint
 //! older than `max_hint_age_ms` (when set) is dropped and left to repair.
+//!
+//! A hint held for a member that holds no data any more (it left, or was
+//! removed dead) can never be delivered: it goes to the key's current
+//! replicas instead, kept as a hint for each (or merged here, when this
+//! node is one), durably, before the old hint is deleted.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -40,6 +45,8 @@ fn hint_key(h: &Hint) -> HintKey {
 struct Turn {
     owner: String,
     reachable: bool,
+    /// The owner holds no data any more: its hints are re-homed.
+    departed: bool,
     hints: VecDeque<Hint>,
 }
 
@@ -99,12 +106,17 @@ impl Node {
         // Hints one round may deliver, from the rate.
         let budget = (u64::from(h.rate_per_second) * h.interval_ms / 1000).max(1) as usize;
         let me = self.me().to_owned();
-        let owners = self
+        // Every member, and every node the cluster ever admitted (a
+        // removed one may be gone from the member table).
+        let admitted = self.membership.layout().map(|l| l.members.clone());
+        let owners: std::collections::BTreeSet<String> = self
             .membership
             .members()
             .map(|m| m.id.clone())
+            .chain(admitted.into_iter().flatten())
             .filter(|id| *id != me)
             .collect();
+        let owners = owners.into_iter().collect();
         self.handoff.round = Some(Round {
             owners,
             budget,
@@ -133,14 +145,17 @@ impl Node {
                         Wait::HandoffDelete { expired: true },
                     );
                 }
-                let reachable = turn.reachable;
-                if !reachable
+                let (reachable, departed) = (turn.reachable, turn.departed);
+                if !(reachable || departed)
                     || round.budget == 0
                     || !self.handoff.backoff.ready(&hint, now.mono_ms)
                 {
                     continue;
                 }
                 round.budget -= 1;
+                if departed {
+                    return self.rehome(hint);
+                }
                 if self.settings.planted == Some(Planted::HintDeletedBeforeDelivery) {
                     self.store(StoreOp::DeleteHint(hint.clone()), Wait::Ignore);
                 }
@@ -148,7 +163,7 @@ impl Node {
                     bucket: hint.bucket.clone(),
                     key: hint.key.clone(),
                     object: hint.object.clone(),
-                    mode: self.settings.bucket_props(&hint.bucket).conflict_mode,
+                    mode: self.bucket_props(&hint.bucket).conflict_mode,
                     durable: true,
                     hint_for: None,
                 }
@@ -173,19 +188,78 @@ impl Node {
             // the round: read past them.
             let limit = round.budget.saturating_add(self.handoff.backoff.0.len());
             let reachable = self.is_reachable(&owner);
+            let departed = self.departed(&owner);
             // An unreachable owner's hints are read only to expire them.
-            if !reachable && max_age == 0 {
+            if !reachable && !departed && max_age == 0 {
                 continue;
             }
             if let Some(round) = self.handoff.round.as_mut() {
                 round.turn = Some(Turn {
                     owner: owner.clone(),
                     reachable,
+                    departed,
                     hints: VecDeque::new(),
                 });
             }
             return self.store(StoreOp::HintsFor { owner, limit }, Wait::HandoffHints);
         }
+    }
+
+    /// Whether `owner` holds no data in the layout, and none moves from
+    /// it: its hints can only go to the keys' current replicas.
+    fn departed(&self, owner: &str) -> bool {
+        let Some(layout) = self.membership.layout() else {
+            return false;
+        };
+        let moving_from = layout
+            .moving
+            .as_ref()
+            .is_some_and(|m| m.nodes.iter().any(|id| id == owner));
+        !layout.roles.contains_key(owner) && !moving_from
+    }
+
+    /// Hands `hint` (for a departed owner) to its key's replicas now: the
+    /// preference list, and while the partition moves, the replicas before
+    /// the move too.
+    fn rehome(&mut self, hint: Hint) {
+        let ring = self.ring.clone();
+        let p = ring.partition_of(hint.bucket.as_str().as_bytes(), hint.key.as_bytes());
+        let props = self.bucket_props(&hint.bucket);
+        let mut targets: std::collections::BTreeSet<&str> =
+            ring.order(p).take(usize::from(props.n_val)).collect();
+        targets.extend(ring.before(p).unwrap_or_default());
+        let me = self.me().to_owned();
+        let local = targets.remove(me.as_str());
+        let owners = targets
+            .into_iter()
+            .filter(|id| *id != hint.owner)
+            .map(str::to_owned)
+            .collect();
+        let op = StoreOp::Rehome {
+            hint,
+            owners,
+            local,
+            mode: props.conflict_mode,
+        };
+        self.store(op, Wait::HandoffRehomed);
+    }
+
+    /// A hint for a departed owner was re-homed (or failed to be).
+    pub(super) fn handoff_rehomed(&mut self, result: Result<Stored, StoreFailure>, now: Now) {
+        match result {
+            Ok(Stored::HintDeleted(true)) => {
+                if let Some(r) = self.handoff.round.as_mut() {
+                    r.delivered += 1;
+                }
+                self.event(Event::HintRehomed);
+            }
+            Ok(_) => {}
+            Err(f) => self.event(Event::StoreFailed {
+                what: "re-homing a hint",
+                message: f.message,
+            }),
+        }
+        self.handoff_next(now);
     }
 
     /// The hints of the owner whose turn it is.

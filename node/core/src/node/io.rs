@@ -189,6 +189,8 @@ pub enum StoreOp {
     Scan {
         /// The partition.
         partition: u32,
+        /// Of how many (the layout's count).
+        partitions: u32,
         /// Where the last scan ended.
         after: Option<Vec<u8>>,
         /// About how many bytes.
@@ -202,9 +204,29 @@ pub enum StoreOp {
         /// Fsync before answering.
         durable: bool,
     },
+    /// Hand a hint held for a member that no longer holds data to the
+    /// key's current replicas: keep it as a hint for each of `owners`,
+    /// merge it into the local copy when `local`, make that durable, then
+    /// delete the old hint if it did not change meanwhile; answered with
+    /// [`Stored::HintDeleted`].
+    Rehome {
+        /// The hint.
+        hint: Hint,
+        /// The key's current replicas to hold it for (not this node).
+        owners: Vec<String>,
+        /// Whether this node is one of them.
+        local: bool,
+        /// The bucket's conflict mode.
+        mode: ConflictMode,
+    },
     /// Delete every object of these partitions (they moved to other
     /// nodes); answered with [`Stored::Done`].
-    DropPartitions(Vec<u32>),
+    DropPartitions {
+        /// The partitions given away.
+        dropped: Vec<u32>,
+        /// Of how many (the layout's count).
+        partitions: u32,
+    },
 }
 
 /// A storage operation's result.
@@ -332,6 +354,9 @@ pub enum Event {
     },
     /// A hint reached its owner and was deleted.
     HintDelivered,
+    /// A hint for a member that holds no data any more went to its key's
+    /// current replicas.
+    HintRehomed,
     /// The coordinator kept a hint for a primary that missed a write.
     MissedWriteHinted {
         /// The primary.

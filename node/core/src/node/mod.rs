@@ -56,7 +56,6 @@ use crate::proto::{
     ReplicaStored, Reply,
 };
 use crate::ring::Ring;
-use crate::{BucketName, BucketProps};
 
 use coordinator::{Forward, ReadState, ReplyTo, WriteState};
 use handoff::Handoff;
@@ -107,10 +106,6 @@ pub struct Settings {
     pub gossip_tick_ms: u64,
     /// Hinted handoff.
     pub handoff: HandoffSettings,
-    /// Properties of every bucket not in `buckets`.
-    pub bucket_defaults: BucketProps,
-    /// Properties of named buckets.
-    pub buckets: BTreeMap<String, BucketProps>,
     /// Most reads and writes under way at once (replication and read repair
     /// go on after the answer); a client request past it is refused
     /// `overloaded`, so a slow replica cannot grow a node's memory.
@@ -123,16 +118,6 @@ pub struct Settings {
     pub cleanup_grace_ms: u64,
     /// A planted bug (tests only).
     pub planted: Option<Planted>,
-}
-
-impl Settings {
-    /// The properties of `bucket`.
-    pub fn bucket_props(&self, bucket: &BucketName) -> BucketProps {
-        self.buckets
-            .get(bucket.as_str())
-            .copied()
-            .unwrap_or(self.bucket_defaults)
-    }
 }
 
 /// An outgoing request and what its answer is for.
@@ -208,6 +193,7 @@ enum Wait {
         durable: bool,
     },
     HandoffHints,
+    HandoffRehomed,
     HandoffDelete {
         expired: bool,
     },
@@ -494,6 +480,7 @@ impl Node {
                 }
             }
             Wait::HandoffHints => self.handoff_hints(result, now),
+            Wait::HandoffRehomed => self.handoff_rehomed(result, now),
             Wait::HandoffDelete { expired } => self.handoff_deleted(expired, result, now),
         }
     }

@@ -27,7 +27,7 @@ impl Node {
                 key,
                 hint_for,
             }) => {
-                let mode = self.settings.bucket_props(&bucket).conflict_mode;
+                let mode = self.bucket_props(&bucket).conflict_mode;
                 let op = StoreOp::Read {
                     bucket,
                     key,

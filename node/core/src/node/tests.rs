@@ -10,7 +10,8 @@ use crate::layout::Layout;
 use crate::membership::{GossipConfig, MemberInfo, SavedTable};
 use crate::proto::{Operation, ReplicaGet, ReplicaPut, ReplicaStored, Reply};
 use crate::{
-    ConflictMode, Content, ErrorCode, Key, Limits, Object, QuorumOverrides, VersionVector,
+    BucketName, BucketProps, ConflictMode, Content, ErrorCode, Key, Limits, Object,
+    QuorumOverrides, VersionVector,
 };
 
 const NODES: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
@@ -63,14 +64,21 @@ fn build(
     max_rounds: usize,
 ) -> Node {
     let all: BTreeSet<String> = NODES.iter().map(|s| s.to_string()).collect();
+    let bootstrap = crate::layout::Bootstrap {
+        shape: crate::layout::Shape {
+            partitions: 64,
+            tokens: 16,
+        },
+        buckets: crate::bucket::BucketTable {
+            defaults: p,
+            named: BTreeMap::new(),
+        },
+    };
     let mut m = Membership::new(
         info(me, Status::Up),
         Vec::new(),
         all.clone(),
-        crate::layout::Shape {
-            partitions: 64,
-            tokens: 16,
-        },
+        bootstrap.clone(),
         GossipConfig::default(),
         0,
         7,
@@ -89,13 +97,7 @@ fn build(
         .collect();
     m.restore(
         SavedTable {
-            layout: Some(Layout::found(
-                &all,
-                crate::layout::Shape {
-                    partitions: 64,
-                    tokens: 16,
-                },
-            )),
+            layout: Some(Layout::found(&all, bootstrap)),
             members,
             vote: None,
             transfer: None,
@@ -113,8 +115,6 @@ fn build(
             rate_per_second: 100,
             max_hint_age_ms: 0,
         },
-        bucket_defaults: p,
-        buckets: BTreeMap::new(),
         max_rounds,
         transfer_bytes_per_second: 0,
         cleanup_grace_ms: 5_000,
@@ -393,6 +393,83 @@ fn a_hint_is_deleted_only_after_its_owner_stored_it() {
             .count();
         assert_eq!(deletes, usize::from(deleted), "{reply:?}: {effects:?}");
     }
+}
+
+#[test]
+fn a_hint_for_a_member_that_holds_no_data_goes_to_the_keys_replicas_now() {
+    // n9 was a member and holds no role (it left, or was removed dead);
+    // n2 holds one and is down.
+    let mut n = node("n1", &["n2"]);
+    let gossip = crate::membership::GossipMsg::Ping {
+        updates: vec![info("n9", Status::Down)],
+    };
+    n.membership.handle_message("n3", gossip.into(), 0);
+    let key = Key::parse(b"k".to_vec(), &Limits::default()).expect("key");
+    let p = n.ring().partition_of(b"b", b"k");
+    let replicas: BTreeSet<String> = n.ring().order(p).take(3).map(str::to_owned).collect();
+    let later = Now {
+        mono_ms: 2_000,
+        wall_ms: 2_000,
+    };
+    n.handle_timeout(later);
+    let mut rehomed = Vec::new();
+    let mut asked = BTreeSet::new();
+    for _ in 0..20 {
+        let effects = drain(&mut n);
+        let deliveries: Vec<String> = transmits(&effects)
+            .into_iter()
+            .filter(|(_, _, r)| matches!(r, PeerRequest::ReplicaPut(_)))
+            .map(|(_, to, _)| to)
+            .collect();
+        assert!(deliveries.is_empty(), "no hint is sent: {deliveries:?}");
+        let Some((id, op)) = store_ops(&effects).into_iter().next() else {
+            break;
+        };
+        let result = match op {
+            StoreOp::HintsFor { owner, .. } if owner != "n9" => {
+                asked.insert(owner);
+                Stored::Hints(Vec::new())
+            }
+            StoreOp::HintsFor { owner, .. } => {
+                asked.insert(owner.clone());
+                let hint = Hint {
+                    owner,
+                    bucket: bucket(),
+                    key: key.clone(),
+                    object: written("n1"),
+                    created_ms: 0,
+                };
+                Stored::Hints(vec![hint])
+            }
+            StoreOp::Rehome {
+                hint,
+                owners,
+                local,
+                ..
+            } => {
+                rehomed.push((hint.owner.clone(), owners, local));
+                Stored::HintDeleted(true)
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        n.handle_stored(id, Ok(result), later);
+    }
+    assert!(
+        asked.contains("n9"),
+        "the departed owner's hints are read: {asked:?}"
+    );
+    assert!(
+        !asked.contains("n2"),
+        "a down owner with a role waits: {asked:?}"
+    );
+    assert_eq!(rehomed.len(), 1, "{rehomed:?}");
+    let (owner, owners, local) = &rehomed[0];
+    assert_eq!(owner, "n9");
+    let mut to: BTreeSet<String> = owners.iter().cloned().collect();
+    if *local {
+        to.insert("n1".into());
+    }
+    assert_eq!(to, replicas, "exactly the key's replicas now");
 }
 
 #[test]

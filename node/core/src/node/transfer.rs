@@ -328,7 +328,7 @@ impl Node {
             .objects
             .into_iter()
             .map(|o| {
-                let mode = self.settings.bucket_props(&o.bucket).conflict_mode;
+                let mode = self.bucket_props(&o.bucket).conflict_mode;
                 (o, mode)
             })
             .collect();
@@ -441,14 +441,7 @@ impl Node {
         };
         // Buckets with a larger n_val keep copies on the ranks after the
         // assigned replicas: those stay too.
-        let n = self
-            .settings
-            .buckets
-            .values()
-            .map(|b| b.n_val)
-            .chain([self.settings.bucket_defaults.n_val])
-            .max()
-            .map_or(0, usize::from);
+        let n = usize::from(self.membership.bucket_table().max_n_val());
         let me = self.me();
         let gone: Vec<u32> = (0..a.partitions())
             .filter(|&p| !a.replicas(p).any(|id| id == me))
@@ -460,7 +453,11 @@ impl Node {
         self.event(Event::PartitionsDropped {
             partitions: gone.len(),
         });
-        self.store(StoreOp::DropPartitions(gone), Wait::Dropped);
+        let op = StoreOp::DropPartitions {
+            dropped: gone,
+            partitions: a.partitions(),
+        };
+        self.store(op, Wait::Dropped);
     }
 
     /// A peer pulls a chunk of a partition.
@@ -468,6 +465,7 @@ impl Node {
         let max_bytes = pull.max_bytes.clamp(1, CHUNK_BYTES) as usize;
         let op = StoreOp::Scan {
             partition: pull.partition,
+            partitions: self.ring.partitions(),
             after: pull.after.map(serde_bytes::ByteBuf::into_vec),
             max_bytes,
         };
