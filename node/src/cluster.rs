@@ -204,8 +204,14 @@ pub fn report(notices: &[Notice]) {
                 tracing::error!(
                     peer = %peer,
                     "not founding: initial member {peer} would found cluster {theirs}, this node {ours}; \
-                     give every initial member the same initial_members, partitions, tokens and bucket \
-                     properties ([bucket_defaults] and [buckets])"
+                     give every initial member the same initial_members, partitions and tokens"
+                );
+            }
+            Notice::FoundersBucketsDiffer { peer } => {
+                tracing::error!(
+                    peer = %peer,
+                    "not founding: initial member {peer} is configured with other bucket properties \
+                     ([bucket_defaults] or [buckets]); give every initial member the same"
                 );
             }
             Notice::BucketsDiffer { cluster, buckets } => {

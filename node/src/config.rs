@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use quorra_core::bucket::LimitsError;
 use quorra_core::membership::GossipConfig;
-use quorra_core::{BucketName, BucketProps, ConflictMode, Limits};
+use quorra_core::{BucketName, BucketProps, Limits};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -126,25 +126,9 @@ impl Default for HandoffConfig {
     }
 }
 
-/// Bucket properties that differ from the defaults; unset fields inherit.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BucketOverrides {
-    /// Replicas of each key.
-    pub n_val: Option<u8>,
-    /// Default read quorum.
-    pub r: Option<u8>,
-    /// Default write quorum.
-    pub w: Option<u8>,
-    /// Default durable-write quorum.
-    pub dw: Option<u8>,
-    /// Default primary read quorum.
-    pub pr: Option<u8>,
-    /// Default primary write quorum.
-    pub pw: Option<u8>,
-    /// Conflict resolution.
-    pub conflict_mode: Option<ConflictMode>,
-}
+/// Bucket properties that differ from the defaults; unset fields inherit
+/// (the same patch `PUT /v1/buckets/{bucket}/props` takes).
+pub type BucketOverrides = quorra_core::bucket::PropsPatch;
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -266,17 +250,10 @@ impl NodeConfig {
 
     /// The properties of `bucket`.
     pub fn bucket_props(&self, bucket: &BucketName) -> BucketProps {
-        let mut p = self.bucket_defaults;
-        if let Some(o) = self.buckets.get(bucket.as_str()) {
-            p.n_val = o.n_val.unwrap_or(p.n_val);
-            p.r = o.r.unwrap_or(p.r);
-            p.w = o.w.unwrap_or(p.w);
-            p.dw = o.dw.unwrap_or(p.dw);
-            p.pr = o.pr.unwrap_or(p.pr);
-            p.pw = o.pw.unwrap_or(p.pw);
-            p.conflict_mode = o.conflict_mode.unwrap_or(p.conflict_mode);
+        match self.buckets.get(bucket.as_str()) {
+            Some(o) => o.apply(self.bucket_defaults),
+            None => self.bucket_defaults,
         }
-        p
     }
 
     /// Checks every value; the message names the setting at fault.
@@ -423,7 +400,10 @@ mod tests {
         assert_eq!(c.data_dir, dir.path().join("data"));
         c.validate().expect("valid");
         let logs = BucketName::parse("logs", &c.limits).expect("bucket");
-        assert_eq!(c.bucket_props(&logs).conflict_mode, ConflictMode::Lww);
+        assert_eq!(
+            c.bucket_props(&logs).conflict_mode,
+            quorra_core::ConflictMode::Lww
+        );
         assert_eq!(c.bucket_props(&logs).n_val, 3, "unset fields inherit");
     }
 

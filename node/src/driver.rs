@@ -450,15 +450,16 @@ impl Driver {
         lock(&self.machine).bucket_props(bucket)
     }
 
-    /// Gives `bucket` the properties `props` (a layout version of its own).
+    /// Sets what `patch` names of `bucket`'s properties (a layout version
+    /// of its own).
     pub async fn set_bucket_props(
         self: &Arc<Self>,
         bucket: &quorra_core::BucketName,
-        props: quorra_core::BucketProps,
+        patch: quorra_core::bucket::PropsPatch,
     ) -> Result<Layout, CommitFailure> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (_waiting, rx) = Waiting::new(&self.commits, id);
-        self.step(|m, now| m.handle_bucket_props(id, bucket, props, now));
+        self.step(|m, now| m.handle_bucket_props(id, bucket, patch, now));
         rx.await.unwrap_or(Err(CommitFailure::Contended))
     }
 
@@ -603,7 +604,7 @@ fn execute(store: &ObjectStore, op: StoreOp, budget: HintBudget) -> Result<Store
             local,
             mode,
         } => store
-            .rehome_hint(&hint, &owners, local, mode, budget)
+            .rehome_hint(&hint, &owners, local, mode)
             .map(Stored::HintDeleted),
         StoreOp::Scan {
             partition,

@@ -60,6 +60,8 @@ const META_EPOCH: &[u8] = b"actor_epoch";
 /// The object key format: absent in data dirs keyed by partition number.
 const META_KEY_FORMAT: &[u8] = b"object_key_format";
 const KEY_FORMAT_HASH_PREFIX: u8 = 2;
+/// The partition count the first format kept (removed by the rewrite).
+const META_PARTITIONS_V1: &[u8] = b"partitions";
 const META_CLEAN_STOP: &[u8] = b"clean_stop";
 const META_CONTEXT_SECRET: &[u8] = b"context_secret";
 const QUARANTINE_PREFIX: &[u8] = b"quarantine/";
@@ -228,6 +230,11 @@ impl ObjectStore {
             // A new data dir, or one whose identity was lost: a new epoch, so
             // no dot issued before can ever be issued again.
             _ => {
+                if engine.get(Space::Meta, META_KEY_FORMAT)?.is_none() {
+                    // Objects may outlive the identity: in the first
+                    // format, rewrite them (nothing to do when empty).
+                    rekey_by_hash(engine.as_ref(), node_id)?;
+                }
                 let epoch = fresh_epoch();
                 engine.write(
                     vec![
@@ -651,8 +658,12 @@ impl ObjectStore {
         let mut more = false;
         self.engine
             .scan_from(Space::Objects, b"", &start, &mut |k, v| {
-                if partition_of_key(k, partitions) != Some(partition) {
-                    return false;
+                match partition_of_key(k, partitions) {
+                    Some(p) if p == partition => {}
+                    // A key too short to name a partition is not an
+                    // object's: skipped, never the end of the scan.
+                    None => return true,
+                    Some(_) => return false,
                 }
                 if bytes >= max_bytes && last.is_some() {
                     more = true;
@@ -702,8 +713,10 @@ impl ObjectStore {
             let start = partition_start(p, partitions);
             self.engine
                 .scan_from(Space::Objects, b"", &start, &mut |k, _| {
-                    if partition_of_key(k, partitions) != Some(p) {
-                        return false;
+                    match partition_of_key(k, partitions) {
+                        Some(q) if q == p => {}
+                        None => return true,
+                        Some(_) => return false,
                     }
                     keys.push(k.to_vec());
                     true
@@ -770,14 +783,21 @@ impl ObjectStore {
     /// this node's copy when `local`, all made durable (one fsync) before
     /// the old hint is deleted, unless it changed meanwhile (then it is
     /// handed over again next round). Returns whether it was deleted.
+    ///
+    /// Not held to the hint budget: it replaces a hint the budget already
+    /// counts, and a node full of hints for a dead peer must still be able
+    /// to hand them on.
     pub fn rehome_hint(
         &self,
         hint: &Hint,
         owners: &[String],
         local: bool,
         mode: ConflictMode,
-        budget: HintBudget,
     ) -> Result<bool, StoreError> {
+        let budget = HintBudget {
+            max_hints: u64::MAX,
+            max_bytes: u64::MAX,
+        };
         for owner in owners {
             self.store_hint(
                 owner,
@@ -933,7 +953,15 @@ fn rekey_by_hash(engine: &dyn Engine, node_id: &str) -> Result<(), StoreError> {
             })?;
             // The scan stopped early only for a full batch.
             let full = ops.len() >= 2 * BATCH;
+            let before = moved;
             moved += (ops.len() / 2) as u64;
+            if moved / 100_000 > before / 100_000 {
+                tracing::info!(
+                    node = node_id,
+                    keys = moved,
+                    "rewriting the data dir to hash-prefixed keys"
+                );
+            }
             if !ops.is_empty() {
                 engine.write(ops, Durability::Buffered)?;
             }
@@ -944,10 +972,16 @@ fn rekey_by_hash(engine: &dyn Engine, node_id: &str) -> Result<(), StoreError> {
         }
     }
     engine.sync()?;
-    engine.put(
-        Space::Meta,
-        META_KEY_FORMAT,
-        &[KEY_FORMAT_HASH_PREFIX],
+    // The old partition count goes with the marker: a build that keys by
+    // partition number refuses this data dir instead of reading it wrong.
+    engine.write(
+        vec![
+            meta_put(META_KEY_FORMAT, &[KEY_FORMAT_HASH_PREFIX]),
+            WriteOp::Delete {
+                space: Space::Meta,
+                key: META_PARTITIONS_V1.to_vec(),
+            },
+        ],
         Durability::Fsync,
     )?;
     tracing::info!(

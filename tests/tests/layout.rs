@@ -570,40 +570,63 @@ async fn a_node_configured_with_other_partitions_ends_up_on_the_clusters_layout(
     assert!(held >= keys / 2, "n4 holds {held} of {keys} keys");
 }
 
-/// Bucket properties are the cluster's, in its layout: set through one
-/// node, every node takes them in one new layout version and stores and
-/// merges by them (a last-write-wins bucket keeps one of two blind writes,
-/// another keeps both as siblings). A conflict mode, once set, and an
-/// `n_val` (whose change would move data) are refused with a stable code;
-/// bad input too, and the node keeps serving.
+/// Bucket properties are the cluster's, in its layout, founded from the
+/// initial members' configuration (here bucket `sessions` resolves
+/// conflicts last-write-wins): a change through one node becomes one new
+/// layout version on every node, and every node merges by them (a
+/// last-write-wins bucket keeps one of two blind writes, another keeps
+/// both as siblings). A conflict mode or an `n_val` (whose change would
+/// move data) is refused with a stable code, named bucket or not; bad
+/// input too, and the node keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bucket_properties_are_the_clusters_and_change_through_their_endpoint() {
-    let c = TestCluster::start(&quorra_bin!(), 3).expect("cluster");
+    let c = TestCluster::start_with(&quorra_bin!(), 3, |_, config| {
+        config.buckets.insert(
+            "sessions".into(),
+            quorra_node::config::BucketOverrides {
+                conflict_mode: Some(quorra_core::ConflictMode::Lww),
+                ..Default::default()
+            },
+        );
+    })
+    .expect("cluster");
     c.wait_converged(CONVERGE).await.expect("converged");
     let urls: Vec<String> = c.nodes.iter().map(|n| n.url.clone()).collect();
-    let before = get_json(&urls[0], "/v1/buckets/sessions/props").await;
-    assert_eq!(before["named"], false, "{before}");
-    assert_eq!(before["props"]["conflict_mode"], "siblings", "{before}");
+    let sessions = get_json(&urls[0], "/v1/buckets/sessions/props").await;
+    assert_eq!(sessions["named"], true, "{sessions}");
+    assert_eq!(sessions["props"]["conflict_mode"], "lww", "{sessions}");
+    let fresh = get_json(&urls[0], "/v1/buckets/fresh/props").await;
+    assert_eq!(fresh["named"], false, "{fresh}");
+    assert_eq!(fresh["props"]["conflict_mode"], "siblings", "{fresh}");
 
-    let put = |url: &str, body: Value| {
-        let url = url.to_owned();
+    let put = |url: &str, bucket: &str, body: Value| {
+        let (url, path) = (url.to_owned(), format!("/v1/buckets/{bucket}/props"));
         async move {
             Client::new(&url)
-                .put_json("/v1/buckets/sessions/props", &body)
+                .put_json(&path, &body)
                 .await
                 .expect("answer")
         }
     };
-    let set = put(&urls[0], json!({"conflict_mode": "lww"})).await;
+    let set = put(&urls[0], "sessions", json!({"r": 1, "w": 3})).await;
     assert_eq!(set.status, 200, "{}", set.text());
     let v: Value = serde_json::from_slice(&set.body).expect("json");
-    assert_eq!(v["named"], true, "{v}");
     assert_eq!(v["layout_version"], 2, "{v}");
     one_layout(&urls, 2).await;
     for url in &urls {
         let p = get_json(url, "/v1/buckets/sessions/props").await;
+        assert_eq!(
+            (p["props"]["r"].as_u64(), p["props"]["w"].as_u64()),
+            (Some(1), Some(3)),
+            "{url}: {p}"
+        );
         assert_eq!(p["props"]["conflict_mode"], "lww", "{url}: {p}");
     }
+    // The same again changes nothing: no new version.
+    let same = put(&urls[1], "sessions", json!({"r": 1})).await;
+    assert_eq!(same.status, 200, "{}", same.text());
+    let v: Value = serde_json::from_slice(&same.body).expect("json");
+    assert_eq!(v["layout_version"], 2, "{v}");
 
     // Two blind writes of one key through two nodes, all replicas each.
     for (bucket, kept) in [("sessions", 1), ("b", 2)] {
@@ -623,38 +646,40 @@ async fn bucket_properties_are_the_clusters_and_change_through_their_endpoint() 
         }
     }
 
-    // Fixed once set, refused with a stable code; the layout stays.
-    for (body, status, code) in [
+    // Fixed, named or not, refused with a stable code; the layout stays.
+    for (bucket, body, status, code) in [
         (
+            "sessions",
             json!({"conflict_mode": "siblings"}),
             409,
             "bucket_props_fixed",
         ),
-        (json!({"n_val": 2}), 409, "bucket_props_fixed"),
-        (json!({"r": 9}), 400, "invalid_parameter"),
-        (json!({"colour": "red"}), 400, "invalid_parameter"),
+        (
+            "fresh",
+            json!({"conflict_mode": "lww"}),
+            409,
+            "bucket_props_fixed",
+        ),
+        ("sessions", json!({"n_val": 5}), 409, "bucket_props_fixed"),
+        ("fresh", json!({"r": 9}), 400, "invalid_parameter"),
+        ("fresh", json!({"colour": "red"}), 400, "invalid_parameter"),
+        ("no%20spaces", json!({"r": 1}), 400, "invalid_bucket"),
     ] {
-        let a = put(&urls[1], body.clone()).await;
-        assert_eq!(a.status, status, "{body}: {}", a.text());
-        assert_eq!(a.error_code().as_deref(), Some(code), "{body}");
+        let a = put(&urls[1], bucket, body.clone()).await;
+        assert_eq!(a.status, status, "{bucket} {body}: {}", a.text());
+        assert_eq!(a.error_code().as_deref(), Some(code), "{bucket} {body}");
     }
-    let bad = Client::new(&urls[1])
-        .put_json("/v1/buckets/no%20spaces/props", &json!({"r": 1}))
-        .await
-        .expect("answer");
-    assert_eq!(bad.status, 400, "{}", bad.text());
     one_layout(&urls, 2).await;
-    // Quorums change freely.
-    let quorum = put(&urls[2], json!({"r": 1, "w": 3})).await;
-    assert_eq!(quorum.status, 200, "{}", quorum.text());
+    // A quorum of its own names a bucket.
+    let named = put(&urls[2], "fresh", json!({"r": 3})).await;
+    assert_eq!(named.status, 200, "{}", named.text());
     one_layout(&urls, 3).await;
-    let p = get_json(&urls[0], "/v1/buckets/sessions/props").await;
+    let p = get_json(&urls[0], "/v1/buckets/fresh/props").await;
     assert_eq!(
-        (p["props"]["r"].as_u64(), p["props"]["w"].as_u64()),
-        (Some(1), Some(3)),
+        (p["named"].clone(), p["props"]["r"].as_u64()),
+        (json!(true), Some(3)),
         "{p}"
     );
-    assert_eq!(p["props"]["conflict_mode"], "lww", "{p}");
 }
 
 /// A node killed for good and removed: its partitions are rebuilt on the

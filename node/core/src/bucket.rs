@@ -30,6 +30,16 @@ pub enum ConflictMode {
     Lww,
 }
 
+impl ConflictMode {
+    /// The mode as configurations and the API spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Siblings => "siblings",
+            Self::Lww => "lww",
+        }
+    }
+}
+
 /// Size limits on what clients send. Oversized input is refused with a stable
 /// error code before it touches storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -310,6 +320,41 @@ impl Key {
     }
 }
 
+/// Some of a bucket's properties, to set over the others (the body of a
+/// `PUT /v1/buckets/{bucket}/props`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PropsPatch {
+    /// Replicas of each key.
+    pub n_val: Option<u8>,
+    /// Read quorum.
+    pub r: Option<u8>,
+    /// Write quorum.
+    pub w: Option<u8>,
+    /// Durable-write quorum.
+    pub dw: Option<u8>,
+    /// Primary read quorum.
+    pub pr: Option<u8>,
+    /// Primary write quorum.
+    pub pw: Option<u8>,
+    /// Conflict resolution.
+    pub conflict_mode: Option<ConflictMode>,
+}
+
+impl PropsPatch {
+    /// `props` with the fields this patch sets.
+    pub fn apply(self, mut props: BucketProps) -> BucketProps {
+        props.n_val = self.n_val.unwrap_or(props.n_val);
+        props.r = self.r.unwrap_or(props.r);
+        props.w = self.w.unwrap_or(props.w);
+        props.dw = self.dw.unwrap_or(props.dw);
+        props.pr = self.pr.unwrap_or(props.pr);
+        props.pw = self.pw.unwrap_or(props.pw);
+        props.conflict_mode = self.conflict_mode.unwrap_or(props.conflict_mode);
+        props
+    }
+}
+
 /// Every bucket's properties: the defaults, and the buckets set apart.
 /// The cluster's table lives in its layout (a node's configuration only
 /// bootstraps it), so every node replicates, acknowledges and merges a
@@ -330,6 +375,12 @@ impl BucketTable {
     /// The properties of `bucket`.
     pub fn props(&self, bucket: &str) -> BucketProps {
         self.named.get(bucket).copied().unwrap_or(self.defaults)
+    }
+
+    /// A digest of the whole table: initial members found a cluster only
+    /// when theirs are equal.
+    pub fn digest(&self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(&rmp_serde::to_vec(self).unwrap_or_default())
     }
 
     /// The largest `n_val` of any bucket.

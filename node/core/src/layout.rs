@@ -39,24 +39,18 @@ pub struct ClusterId(String);
 
 impl ClusterId {
     /// The id of the cluster founded by `initial` (order and duplicates do
-    /// not matter) with `bootstrap`: founders configured with another
-    /// shape or other bucket properties would found another cluster, so
-    /// they never agree to found one.
-    pub fn founded_by<'a>(
-        initial: impl IntoIterator<Item = &'a String>,
-        bootstrap: impl Into<Bootstrap>,
-    ) -> Self {
-        let Bootstrap { shape, buckets } = bootstrap.into();
+    /// not matter) with `shape`: founders configured with another shape
+    /// would found another cluster, so they never agree to found one.
+    /// (Founders also agree on bucket properties before they found, see
+    /// [`BucketTable::digest`], but those are not the cluster's identity:
+    /// a founder that lost its disk rejoins whatever its configuration
+    /// says of them now.)
+    pub fn founded_by<'a>(initial: impl IntoIterator<Item = &'a String>, shape: Shape) -> Self {
         let sorted: BTreeSet<&String> = initial.into_iter().collect();
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         ctx.update(b"quorra-cluster-v2");
         ctx.update(&shape.partitions.to_be_bytes());
         ctx.update(&shape.tokens.to_be_bytes());
-        // The default properties leave the ids of clusters founded before
-        // buckets were kept as they were.
-        if buckets != BucketTable::default() {
-            ctx.update(&rmp_serde::to_vec(&buckets).unwrap_or_default());
-        }
         for id in sorted {
             // Length-prefixed, so ["ab","c"] and ["a","bc"] differ.
             ctx.update(&(id.len() as u64).to_be_bytes());
@@ -351,7 +345,7 @@ pub enum BucketChangeError {
     #[error("partitions are moving; change bucket properties after the handover (see `quorra cluster status`)")]
     Moving,
     /// The bucket's conflict mode is set for good.
-    #[error("bucket {bucket} resolves conflicts as {mode:?}, fixed when it was first given properties: its stored objects were merged that way")]
+    #[error("bucket {bucket} resolves conflicts as {}, fixed since the cluster was founded: its stored objects were merged that way (a new bucket of another mode needs bucket types, not built yet)", mode.as_str())]
     ModeFixed {
         /// The bucket.
         bucket: String,
@@ -360,7 +354,7 @@ pub enum BucketChangeError {
     },
     /// A direct `n_val` change would leave keys with too few or stray
     /// copies.
-    #[error("bucket {bucket} has n_val {n_val}: changing it moves data, so it is not a property change; create a new bucket with the n_val you want and copy the keys")]
+    #[error("bucket {bucket} has n_val {n_val}, fixed since the cluster was founded: changing it moves data, which a property change does not do")]
     NValMovesData {
         /// The bucket.
         bucket: String,
@@ -409,7 +403,7 @@ impl Layout {
             DEFAULT_REPLICAS.into(),
         );
         Self {
-            cluster: ClusterId::founded_by(&ids, bootstrap.clone()),
+            cluster: ClusterId::founded_by(&ids, shape),
             version: 1,
             members: ids,
             shape: Some(shape),
@@ -748,9 +742,10 @@ impl Layout {
     /// The version that gives `bucket` the properties `props`, over
     /// `current` (the table in force: this layout's, or the node's
     /// configuration for a layout that holds none). It moves no data, so
-    /// it changes nothing else: naming a bucket sets any of its
-    /// properties, but once named its conflict mode is fixed, and its
-    /// `n_val` changes only with the data moved, through a plan.
+    /// it changes nothing else, and only the quorum defaults may change: a
+    /// bucket's conflict mode and `n_val` are its own or the defaults'
+    /// since the cluster was founded (any bucket may already hold objects
+    /// merged and placed by them).
     pub fn with_bucket(
         &self,
         current: &BucketTable,
@@ -763,19 +758,18 @@ impl Layout {
         if self.moving.is_some() {
             return Err(BucketChangeError::Moving);
         }
-        if let Some(was) = current.named.get(bucket) {
-            if was.conflict_mode != props.conflict_mode {
-                return Err(BucketChangeError::ModeFixed {
-                    bucket: bucket.to_owned(),
-                    mode: was.conflict_mode,
-                });
-            }
-            if was.n_val != props.n_val {
-                return Err(BucketChangeError::NValMovesData {
-                    bucket: bucket.to_owned(),
-                    n_val: was.n_val,
-                });
-            }
+        let was = current.props(bucket);
+        if was.conflict_mode != props.conflict_mode {
+            return Err(BucketChangeError::ModeFixed {
+                bucket: bucket.to_owned(),
+                mode: was.conflict_mode,
+            });
+        }
+        if was.n_val != props.n_val {
+            return Err(BucketChangeError::NValMovesData {
+                bucket: bucket.to_owned(),
+                n_val: was.n_val,
+            });
         }
         let mut table = current.clone();
         table.named.insert(bucket.to_owned(), props);
@@ -1189,54 +1183,94 @@ mod tests {
 
     #[test]
     fn bucket_properties_change_as_a_version_of_their_own_within_their_rules() {
-        let layout = Layout::found(&ids(&["n1", "n2", "n3"]), Shape::default());
-        let table = layout.buckets.clone().expect("founded with a table");
         let lww = BucketProps {
             conflict_mode: ConflictMode::Lww,
             ..BucketProps::default()
         };
+        let founded = BucketTable {
+            defaults: BucketProps::default(),
+            named: [("sessions".to_owned(), lww)].into(),
+        };
+        let layout = Layout::found(
+            &ids(&["n1", "n2", "n3"]),
+            Bootstrap {
+                shape: Shape::default(),
+                buckets: founded.clone(),
+            },
+        );
+        assert_eq!(layout.buckets.as_ref(), Some(&founded), "founded with them");
+        let quorum = BucketProps { r: 1, w: 3, ..lww };
         let next = layout
-            .with_bucket(&table, "sessions", lww)
-            .expect("naming a bucket sets any property");
+            .with_bucket(&founded, "sessions", quorum)
+            .expect("quorum defaults change");
         assert_eq!(next.version, 2);
         assert_eq!(next.assignment, layout.assignment, "no data moves");
         assert_eq!(next.roles, layout.roles);
         assert_ne!(next.digest(), layout.digest(), "the digest covers buckets");
-        let named = next.buckets.clone().expect("table");
-        assert_eq!(named.props("sessions"), lww);
-        assert_eq!(named.props("other"), BucketProps::default());
+        let table = next.buckets.clone().expect("table");
+        assert_eq!(table.props("sessions"), quorum);
+        assert_eq!(table.props("other"), BucketProps::default());
         next.check().expect("a valid layout");
-
-        let back = BucketProps::default();
-        assert!(matches!(
-            next.with_bucket(&named, "sessions", back),
-            Err(BucketChangeError::ModeFixed { .. })
-        ));
-        let two = BucketProps {
-            n_val: 2,
-            r: 1,
-            w: 1,
-            ..lww
+        // A bucket not named takes the defaults: a quorum of its own is
+        // fine, a conflict mode or n_val of its own is not (it may hold
+        // objects already).
+        let own = BucketProps {
+            r: 3,
+            ..BucketProps::default()
         };
-        assert!(matches!(
-            next.with_bucket(&named, "sessions", two),
-            Err(BucketChangeError::NValMovesData { n_val: 3, .. })
-        ));
-        let quorum = BucketProps { r: 1, w: 3, ..lww };
-        assert_eq!(
-            next.with_bucket(&named, "sessions", quorum)
-                .map(|l| l.buckets.map(|b| b.props("sessions"))),
-            Ok(Some(quorum))
-        );
+        assert!(next.with_bucket(&table, "fresh", own).is_ok());
+        for (bucket, props, fixed_mode) in [
+            (
+                "sessions",
+                BucketProps {
+                    r: 1,
+                    w: 3,
+                    ..BucketProps::default()
+                },
+                true,
+            ),
+            ("fresh", lww, true),
+            (
+                "sessions",
+                BucketProps {
+                    n_val: 2,
+                    r: 1,
+                    w: 1,
+                    ..lww
+                },
+                false,
+            ),
+            (
+                "fresh",
+                BucketProps {
+                    n_val: 5,
+                    ..BucketProps::default()
+                },
+                false,
+            ),
+        ] {
+            let refused = next.with_bucket(&table, bucket, props);
+            if fixed_mode {
+                assert!(
+                    matches!(refused, Err(BucketChangeError::ModeFixed { .. })),
+                    "{refused:?}"
+                );
+            } else {
+                assert!(
+                    matches!(refused, Err(BucketChangeError::NValMovesData { .. })),
+                    "{refused:?}"
+                );
+            }
+        }
         let bad = BucketProps { r: 9, ..lww };
         assert!(matches!(
-            next.with_bucket(&named, "new", bad),
+            next.with_bucket(&table, "sessions", bad),
             Err(BucketChangeError::Invalid(_))
         ));
         let mut moving = next.clone();
         moving.moving = moving.assignment.clone();
         assert_eq!(
-            moving.with_bucket(&named, "new", lww),
+            moving.with_bucket(&table, "sessions", lww),
             Err(BucketChangeError::Moving)
         );
         // A forged table is refused as a whole layout.

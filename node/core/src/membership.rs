@@ -202,6 +202,10 @@ pub enum Standing {
         /// The cluster it would found: set when it is one of its own
         /// initial members.
         founding: Option<ClusterId>,
+        /// The digest of the bucket properties it would found with (see
+        /// [`BucketTable::digest`]): founders must agree on them too.
+        #[serde(default)]
+        buckets: Option<u64>,
     },
 }
 
@@ -221,7 +225,10 @@ impl From<GossipMsg> for Gossip {
     /// `msg` from a node in no cluster that founds none.
     fn from(msg: GossipMsg) -> Self {
         Self {
-            standing: Standing::Unjoined { founding: None },
+            standing: Standing::Unjoined {
+                founding: None,
+                buckets: None,
+            },
             layout: None,
             msg,
         }
@@ -294,6 +301,12 @@ pub enum Notice {
         /// What is wrong with it.
         reason: String,
     },
+    /// `peer`, an initial member, would found this cluster with other
+    /// bucket properties: this node does not found.
+    FoundersBucketsDiffer {
+        /// The peer.
+        peer: String,
+    },
     /// `peer`, an initial member, would found another cluster or none: the
     /// initial member lists differ, so this node does not found.
     InitialMembersDiffer {
@@ -321,6 +334,7 @@ impl Notice {
             Self::ShapeDiffers { .. } => "shape",
             Self::BucketsDiffer { .. } => "buckets",
             Self::InitialMembersDiffer { .. } => "initial",
+            Self::FoundersBucketsDiffer { .. } => "founders-buckets",
             Self::LayoutsDiverge { .. } => "diverge",
             Self::InvalidLayout { .. } => "invalid_layout",
         }
@@ -449,7 +463,7 @@ pub struct Membership {
     /// table; the node machine drives it).
     transfer: Option<crate::node::CopyProgress>,
     /// While unjoined: what each peer last said it would found.
-    heard_unjoined: BTreeMap<String, Option<ClusterId>>,
+    heard_unjoined: BTreeMap<String, (Option<ClusterId>, Option<u64>)>,
     /// While unjoined: the existing cluster heard of (then it never founds).
     cluster_seen: Option<ClusterId>,
     /// Messages refused because their sender is in another cluster.
@@ -482,15 +496,9 @@ impl Membership {
         let mut me = me;
         let seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| *s != me.peer_addr).collect();
         me.status = Status::Joining;
-        let founding = initial.contains(&me.id).then(|| {
-            ClusterId::founded_by(
-                &initial,
-                Bootstrap {
-                    shape,
-                    buckets: buckets.clone(),
-                },
-            )
-        });
+        let founding = initial
+            .contains(&me.id)
+            .then(|| ClusterId::founded_by(&initial, shape));
         let id = me.id.clone();
         let mut m = Self {
             me: id.clone(),
@@ -537,6 +545,7 @@ impl Membership {
             Some(l) => Standing::Member(l.stamp()),
             None => Standing::Unjoined {
                 founding: self.founding.clone(),
+                buckets: self.founding.as_ref().map(|_| self.buckets.digest()),
             },
         }
     }
@@ -617,7 +626,7 @@ impl Membership {
                     }
                 }
             }
-            (None, Standing::Unjoined { founding }) => {
+            (None, Standing::Unjoined { founding, buckets }) => {
                 if let Some(ours) = &self.founding {
                     if self.initial.contains(from) && founding.as_ref() != Some(ours) {
                         let notice = Notice::InitialMembersDiffer {
@@ -626,10 +635,16 @@ impl Membership {
                             ours: ours.clone(),
                         };
                         self.notify(Some(from), notice);
+                    } else if self.initial.contains(from) && *buckets != Some(self.buckets.digest())
+                    {
+                        let notice = Notice::FoundersBucketsDiffer {
+                            peer: from.to_owned(),
+                        };
+                        self.notify(Some(from), notice);
                     }
                 }
                 self.heard_unjoined
-                    .insert(from.to_owned(), founding.clone());
+                    .insert(from.to_owned(), (founding.clone(), *buckets));
                 return true;
             }
         };
@@ -722,11 +737,10 @@ impl Membership {
         let Some(founding) = &self.founding else {
             return;
         };
-        let all_agree = self
-            .initial
-            .iter()
-            .filter(|id| **id != self.me)
-            .all(|id| self.heard_unjoined.get(id) == Some(&Some(founding.clone())));
+        let all_agree = self.initial.iter().filter(|id| **id != self.me).all(|id| {
+            self.heard_unjoined.get(id)
+                == Some(&(Some(founding.clone()), Some(self.buckets.digest())))
+        });
         if !all_agree {
             return;
         }

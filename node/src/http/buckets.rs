@@ -5,49 +5,25 @@
 //! - `PUT /v1/buckets/{bucket}/props` with some of `n_val`, `r`, `w`,
 //!   `dw`, `pr`, `pw`, `conflict_mode` (admin role): the rest are kept.
 //!   The change is a layout version of its own, decided by the voters like
-//!   any commit; it moves no data. A bucket's conflict mode is fixed once
-//!   it is named, and so is its `n_val` (a change would move data):
-//!   `409 bucket_props_fixed`. While partitions move: `409
-//!   layout_conflict`, retry after the handover.
+//!   any commit; it moves no data, and one that changes nothing makes no
+//!   version. Only the quorum defaults change: a bucket's conflict mode
+//!   and `n_val` are fixed since the cluster was founded (any bucket may
+//!   hold objects merged and placed by them): `409 bucket_props_fixed`.
+//!   While partitions move, or when another change came first: `409
+//!   layout_conflict`, retry.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use quorra_core::auth::{authorize, Access};
-use quorra_core::{BucketName, BucketProps, ConflictMode, ErrorCode};
-use serde::Deserialize;
+use quorra_core::bucket::PropsPatch;
+use quorra_core::{BucketName, ErrorCode};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::kv::http_principal;
 use super::AppState;
-
-/// The properties a `PUT` sets; the others stay as they are.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PropsBody {
-    n_val: Option<u8>,
-    r: Option<u8>,
-    w: Option<u8>,
-    dw: Option<u8>,
-    pr: Option<u8>,
-    pw: Option<u8>,
-    conflict_mode: Option<ConflictMode>,
-}
-
-impl PropsBody {
-    fn over(self, mut p: BucketProps) -> BucketProps {
-        p.n_val = self.n_val.unwrap_or(p.n_val);
-        p.r = self.r.unwrap_or(p.r);
-        p.w = self.w.unwrap_or(p.w);
-        p.dw = self.dw.unwrap_or(p.dw);
-        p.pr = self.pr.unwrap_or(p.pr);
-        p.pw = self.pw.unwrap_or(p.pw);
-        p.conflict_mode = self.conflict_mode.unwrap_or(p.conflict_mode);
-        p
-    }
-}
 
 fn bucket_of(state: &AppState, name: &str) -> Result<BucketName, ApiError> {
     BucketName::parse(name, &state.config.limits).map_err(|e| ApiError::new(e.code, e.message))
@@ -94,7 +70,7 @@ async fn set_props(state: &AppState, bucket: &str, body: &[u8]) -> Result<Value,
     authorize(&http_principal(), Access::Admin)
         .map_err(|d| ApiError::new(d.code(), d.to_string()))?;
     let bucket = bucket_of(state, bucket)?;
-    let body: PropsBody = serde_json::from_slice(body).map_err(|e| {
+    let patch: PropsPatch = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidParameter,
             format!(
@@ -102,10 +78,10 @@ async fn set_props(state: &AppState, bucket: &str, body: &[u8]) -> Result<Value,
             ),
         )
     })?;
-    let cluster = state.kv.cluster();
-    let props = body.over(cluster.bucket_props(&bucket));
-    cluster
-        .set_bucket_props(&bucket, props)
+    state
+        .kv
+        .cluster()
+        .set_bucket_props(&bucket, patch)
         .await
         .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
     Ok(describe(state, &bucket))

@@ -111,8 +111,8 @@ impl Config {
     /// Most runs change the layout during the workload: a node held out
     /// of the first layout joins, a node leaves, or a node dies for good
     /// and is removed (only where the cluster keeps at least `n`
-    /// data-holding nodes; a dead node only where `w` >= 2 and no disk is
-    /// wiped besides, so every acknowledged write has a copy that lives).
+    /// data-holding nodes; a dead node only where `w` >= 3, so with one
+    /// more disk wiped every acknowledged write still has a copy).
     /// Drawn from a stream of its own, so the rest of the run's shape does
     /// not depend on it.
     fn with_layout_change(mut self, seed: u64) -> Self {
@@ -126,8 +126,7 @@ impl Config {
                 let i = 1 + rng.below(self.nodes as u64 - 1) as usize;
                 Some(schedule::LayoutChange::Leave(i))
             }
-            2 if spare && self.quorum.w >= 2 => {
-                self.wipes = false;
+            2 if spare && self.quorum.w >= 3 => {
                 let i = 1 + rng.below(self.nodes as u64 - 1) as usize;
                 Some(schedule::LayoutChange::RemoveDead(i))
             }

@@ -687,13 +687,16 @@ impl SimNode {
                 max_bytes,
             } => {
                 let after = after.map(|a| String::from_utf8_lossy(&a).into_owned());
+                // The machine's ring cuts keys as the layout it asks by.
+                let ring = self.machine.ring().clone();
+                assert_eq!(ring.partitions(), partitions, "a scan by another layout");
                 let b = bucket();
                 let names: Vec<String> = self
                     .disk
                     .object_names()
                     .into_iter()
                     .filter(|n| after.as_ref().is_none_or(|a| n > a))
-                    .filter(|n| partition_of(b.as_str().as_bytes(), n, partitions) == partition)
+                    .filter(|n| ring.partition_of(b.as_str().as_bytes(), n.as_bytes()) == partition)
                     .collect();
                 let mut objects = Vec::new();
                 let mut bytes = 0;
@@ -721,9 +724,11 @@ impl SimNode {
                 dropped,
                 partitions,
             } => {
+                let ring = self.machine.ring().clone();
+                assert_eq!(ring.partitions(), partitions, "a drop by another layout");
                 let b = bucket();
                 for name in self.disk.object_names() {
-                    let p = partition_of(b.as_str().as_bytes(), &name, partitions);
+                    let p = ring.partition_of(b.as_str().as_bytes(), name.as_bytes());
                     if dropped.contains(&p) {
                         self.disk.remove_object(&name);
                     }
@@ -796,12 +801,4 @@ impl SimNode {
             }
         }
     }
-}
-
-/// The partition (of `partitions`) of `key` in `bucket`.
-fn partition_of(bucket: &[u8], key: &str, partitions: u32) -> u32 {
-    quorra_core::hash::partition_of(
-        quorra_core::hash::key_hash(bucket, key.as_bytes()),
-        partitions,
-    )
 }

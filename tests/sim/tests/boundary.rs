@@ -22,9 +22,14 @@ const ALLOWED_MODULES: &[(&str, &[&str])] = &[
             "SavedTable",
         ],
     ),
-    // The ring's shape the machine is configured with, and the layout and
-    // the changes an operator stages on it (data the machine is given).
-    ("layout", &["Shape", "Layout", "Change", "Role"]),
+    // The ring's shape and bucket properties the machine is configured
+    // with, and the layout and the changes an operator stages on it (data
+    // the machine is given).
+    (
+        "layout",
+        &["Shape", "Bootstrap", "Layout", "Change", "Role"],
+    ),
+    ("bucket", &["BucketTable"]),
 ];
 
 /// Plain data types from the crate root.

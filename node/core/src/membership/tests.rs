@@ -426,7 +426,10 @@ fn joining_needs_the_layout_of_a_member() {
         3,
     );
     let mut unstamped = table_of(&member);
-    unstamped.standing = Standing::Unjoined { founding: None };
+    unstamped.standing = Standing::Unjoined {
+        founding: None,
+        buckets: None,
+    };
     m.handle_push_pull_reply("n3", unstamped, 2);
     assert!(!m.has_joined());
     // ...the table of a member does: it joins that cluster and adds itself
@@ -452,6 +455,7 @@ fn joining_needs_the_layout_of_a_member() {
 fn would_found(nodes: &[usize]) -> Standing {
     Standing::Unjoined {
         founding: Some(ClusterId::founded_by(&initial(nodes), Shape::default())),
+        buckets: Some(crate::bucket::BucketTable::default().digest()),
     }
 }
 
@@ -499,6 +503,38 @@ fn an_initial_member_founds_once_every_initial_member_would_found_the_same() {
         Layout::found(&initial(&[1, 2, 3]), Shape::default())
     );
     assert_eq!(m.status("n1"), Some(Status::Up));
+}
+
+#[test]
+fn founders_with_other_bucket_properties_do_not_found() {
+    let mut m = Membership::new(
+        info(1, 10, Status::Up),
+        vec![addr(2)],
+        initial(&[1, 2]),
+        Shape::default(),
+        GossipConfig::default(),
+        0,
+        1,
+    );
+    let lww = crate::bucket::BucketTable {
+        defaults: crate::bucket::BucketProps {
+            conflict_mode: crate::bucket::ConflictMode::Lww,
+            ..Default::default()
+        },
+        named: Default::default(),
+    };
+    let other = Standing::Unjoined {
+        founding: Some(ClusterId::founded_by(&initial(&[1, 2]), Shape::default())),
+        buckets: Some(lww.digest()),
+    };
+    m.handle_message("n2", ping_from(other), 1);
+    assert!(!m.has_joined(), "founded with other bucket properties");
+    assert!(matches!(
+        m.take_notices().as_slice(),
+        [Notice::FoundersBucketsDiffer { peer }] if peer == "n2"
+    ));
+    m.handle_message("n2", ping_from(would_found(&[1, 2])), 2);
+    assert!(m.has_joined(), "the same properties found");
 }
 
 #[test]

@@ -42,7 +42,7 @@ pub enum CommitFailure {
         current: u64,
     },
     /// Another commit became version `version` first.
-    #[error("another commit became layout version {version} first: look at the new plan and commit again")]
+    #[error("another change became layout version {version} first: look at the new plan (or the bucket's properties) and try again")]
     Conflict {
         /// The version decided.
         version: u64,
@@ -122,20 +122,26 @@ impl Node {
         self.membership.bucket_table()
     }
 
-    /// Gives `bucket` the properties `props`, as a layout version of its
-    /// own (decided like any commit, moving no data); the outcome comes as
-    /// [`Effect::Committed`].
+    /// Sets what `patch` names of `bucket`'s properties over the rest, as
+    /// a layout version of its own (decided like any commit, moving no
+    /// data); the outcome comes as [`Effect::Committed`]. A patch that
+    /// changes nothing makes no version.
     pub fn handle_bucket_props(
         &mut self,
         client: ClientId,
         bucket: &crate::BucketName,
-        props: crate::BucketProps,
+        patch: crate::bucket::PropsPatch,
         now: Now,
     ) {
         let Some(layout) = self.membership.layout() else {
             return self.committed(client, Err(LayoutChangeError::NotJoined.into()));
         };
         let current = self.membership.bucket_table().clone();
+        let props = patch.apply(current.props(bucket.as_str()));
+        if props == current.props(bucket.as_str()) && layout.buckets.is_some() {
+            let layout = layout.clone();
+            return self.committed(client, Ok(layout));
+        }
         let want = match layout.with_bucket(&current, bucket.as_str(), props) {
             Ok(want) => want,
             Err(e) => return self.committed(client, Err(CommitFailure::Bucket(e))),

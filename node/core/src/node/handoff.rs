@@ -10,10 +10,11 @@
 //! owner; an owner that does not answer ends its turn for the round. A hint
 //! older than `max_hint_age_ms` (when set) is dropped and left to repair.
 //!
-//! A hint held for a member that holds no data any more (it left, or was
-//! removed dead) can never be delivered: it goes to the key's current
-//! replicas instead, kept as a hint for each (or merged here, when this
-//! node is one), durably, before the old hint is deleted.
+//! A hint held for a member that holds no data any more and does not
+//! answer (it was removed dead, or left and went away) can never be
+//! delivered: it goes to the key's current replicas instead, kept as a
+//! hint for each (or merged here, when this node is one), durably, before
+//! the old hint is deleted.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -205,9 +206,16 @@ impl Node {
         }
     }
 
-    /// Whether `owner` holds no data in the layout, and none moves from
-    /// it: its hints can only go to the keys' current replicas.
+    /// Whether `owner` holds no data in the layout, none moves from it,
+    /// and it does not answer: its hints can only go to the keys' current
+    /// replicas. (One that answers takes its hints: harmless for a node
+    /// that left, whose keys' new replicas hold what was written, and
+    /// right for one that has just gained a role in a layout this node
+    /// does not have yet.)
     fn departed(&self, owner: &str) -> bool {
+        if self.is_reachable(owner) {
+            return false;
+        }
         let Some(layout) = self.membership.layout() else {
             return false;
         };
