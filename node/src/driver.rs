@@ -450,6 +450,26 @@ impl Driver {
         lock(&self.machine).bucket_props(bucket)
     }
 
+    /// Whether this node holds a replica of `key` (its first `n_val`
+    /// ranks, with `q`'s overrides): one look at the machine, on the
+    /// request path.
+    pub fn is_replica(
+        &self,
+        bucket: &quorra_core::BucketName,
+        key: &quorra_core::Key,
+        q: &quorra_core::QuorumOverrides,
+    ) -> bool {
+        let machine = lock(&self.machine);
+        let n = machine
+            .bucket_props(bucket)
+            .with_overrides(q)
+            .map_or(1, |p| usize::from(p.n_val));
+        let ring = machine.ring();
+        let p = ring.partition_of(bucket.as_str().as_bytes(), key.as_bytes());
+        let replica = ring.order(p).take(n).any(|id| id == self.me);
+        replica
+    }
+
     /// Sets what `patch` names of `bucket`'s properties (a layout version
     /// of its own).
     pub async fn set_bucket_props(

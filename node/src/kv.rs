@@ -293,16 +293,7 @@ impl Kv {
     /// Whether this node holds a replica of the key (for the metric that
     /// shows how well clients route).
     fn is_replica(&self, bucket: &BucketName, key: &Key, q: &QuorumOverrides) -> bool {
-        let ring = self.driver.ring();
-        let p = ring.partition_of(bucket.as_str().as_bytes(), key.as_bytes());
-        let n = self
-            .driver
-            .bucket_props(bucket)
-            .with_overrides(q)
-            .map(|p| p.n_val as usize)
-            .unwrap_or(1);
-        let replica = ring.order(p).take(n).any(|id| id == self.driver.me());
-        replica
+        self.driver.is_replica(bucket, key, q)
     }
 }
 

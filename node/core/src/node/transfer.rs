@@ -396,26 +396,21 @@ impl Node {
     /// Commits the handover once every new replica synced, staggered by
     /// rank so data-holding nodes do not all propose at once.
     fn try_handover(&mut self, layout: &Layout, now: Now) {
-        if layout.handover().is_err() || !self.commits.is_empty() {
+        if !self.commits.is_empty() {
             return;
         }
+        let Ok(want) = layout.handover() else {
+            return;
+        };
         let Some(rank) = layout.roles.keys().position(|id| id == self.me()) else {
             return;
         };
-        let since = match self.transfers.handover_since {
-            Some((v, at)) if v == layout.version => at,
-            _ => {
-                self.transfers.handover_since = Some((layout.version, now.mono_ms));
-                now.mono_ms
-            }
-        };
+        let since = first_seen(&mut self.transfers.handover_since, layout.version, now);
         if now.mono_ms < since + HANDOVER_STAGGER_MS * rank as u64 {
             return;
         }
-        if let Ok(want) = layout.handover() {
-            self.transfers.handover_since = Some((layout.version, now.mono_ms + 10_000));
-            self.start_commit(None, layout, want, now);
-        }
+        self.transfers.handover_since = Some((layout.version, now.mono_ms + 10_000));
+        self.start_commit(None, layout, want, now);
     }
 
     /// After a handover: drop the partitions this node no longer holds,
@@ -425,13 +420,7 @@ impl Node {
         if self.transfers.cleaned >= layout.version {
             return;
         }
-        let since = match self.transfers.clean_since {
-            Some((v, at)) if v == layout.version => at,
-            _ => {
-                self.transfers.clean_since = Some((layout.version, now.mono_ms));
-                now.mono_ms
-            }
-        };
+        let since = first_seen(&mut self.transfers.clean_since, layout.version, now);
         if now.mono_ms < since + self.settings.cleanup_grace_ms {
             return;
         }
@@ -538,4 +527,16 @@ fn approx_size(o: &crate::Object) -> u64 {
         .iter()
         .map(|s| s.content.value.len() as u64 + 64)
         .sum()
+}
+
+/// When this node first saw `version` in `slot` (a version and a time),
+/// recording now when the slot holds another version.
+fn first_seen(slot: &mut Option<(u64, u64)>, version: u64, now: Now) -> u64 {
+    match *slot {
+        Some((v, at)) if v == version => at,
+        _ => {
+            *slot = Some((version, now.mono_ms));
+            now.mono_ms
+        }
+    }
 }
