@@ -46,6 +46,7 @@ if [ "$full" = 1 ]; then
   QUORRA_SIM_FIRST_SEED=1001 QUORRA_SIM_SEEDS=4000 \
     cargo test -p quorra-sim --test simulation a_thousand || status=$?
   QUORRA_JEPSEN_SECS=300 cargo test -p quorra-tests --test jepsen || status=$?
+  QUORRA_JOIN_KEYS=100000 cargo test -p quorra-tests --test layout a_fourth_node_joins || status=$?
   phase full
 fi
 say "all phases took $((SECONDS - started)) s"

@@ -378,10 +378,12 @@ async fn handed_over(urls: &[String], version: u64, limit: Duration) {
 /// load: every key still reads with r=n, and it holds nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fourth_node_joins_and_leaves_under_load_and_no_key_is_lost() {
+    // The done-when size (100,000) runs under `scripts/test.sh --full`;
+    // the default run keeps CI's time budget with a fifth of it.
     let keys: usize = std::env::var("QUORRA_JOIN_KEYS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+        .unwrap_or(20_000);
     let c = TestCluster::start(&quorra_bin!(), 3).expect("cluster");
     c.wait_converged(CONVERGE).await.expect("converged");
     let three: Vec<String> = c.nodes.iter().map(|n| n.url.clone()).collect();
