@@ -277,6 +277,14 @@ pub struct Layout {
     /// (not part of the committed version: gossip merges it by maximum).
     #[serde(default)]
     pub synced: BTreeMap<String, u64>,
+    /// Per node, the highest version it saved with no write still in
+    /// flight that it began under a version before (merged by maximum,
+    /// like `synced`). A move copies only once every live member
+    /// acknowledged its version: a coordinator that did not know of the
+    /// move would write to the replicas before it alone, after a copy
+    /// might already have passed the key (Garage's layout sync rule).
+    #[serde(default)]
+    pub acked: BTreeMap<String, u64>,
     /// Every bucket's properties, the cluster's (founded from the
     /// founders' configuration; `None` in a layout saved before buckets
     /// were kept, where each node's configuration still rules). Changed
@@ -415,6 +423,7 @@ impl Layout {
             committed_by: None,
             moving: None,
             synced: BTreeMap::new(),
+            acked: BTreeMap::new(),
             buckets: Some(bootstrap.buckets),
         }
     }
@@ -598,12 +607,11 @@ impl Layout {
                 out.diverged = Some((self.version, ours, theirs));
             }
         }
-        for (id, v) in &other.synced {
-            let ours = self.synced.entry(id.clone()).or_default();
-            if v > ours {
-                *ours = *v;
-                out.changed = true;
-            }
+        for (id, &v) in &other.synced {
+            out.changed |= raise(&mut self.synced, id, v);
+        }
+        for (id, &v) in &other.acked {
+            out.changed |= raise(&mut self.acked, id, v);
         }
         for (id, staged) in &other.staged {
             let newer = self.staged.get(id).is_none_or(|s| staged.wins_over(s));
@@ -735,6 +743,7 @@ impl Layout {
             committed_by: None,
             moving,
             synced: self.synced.clone(),
+            acked: self.acked.clone(),
             buckets: self.buckets.clone(),
         })
     }
@@ -814,13 +823,24 @@ impl Layout {
 
     /// Records that `node` copied every partition it gains in `version`.
     pub fn mark_synced(&mut self, node: &str, version: u64) -> bool {
-        let v = self.synced.entry(node.to_owned()).or_default();
-        if version > *v {
-            *v = version;
-            true
-        } else {
-            false
-        }
+        raise(&mut self.synced, node, version)
+    }
+
+    /// Records that `node` saved `version` and finished every write it
+    /// began under a version before.
+    pub fn mark_acked(&mut self, node: &str, version: u64) -> bool {
+        raise(&mut self.acked, node, version)
+    }
+
+    /// The members that have not acknowledged this version, of those
+    /// `counted` (the live ones: a node that is down coordinates nothing).
+    pub fn unacked(&self, counted: impl Fn(&str) -> bool) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|id| counted(id))
+            .filter(|id| self.acked.get(*id).copied().unwrap_or(0) < self.version)
+            .cloned()
+            .collect()
     }
 
     /// The version that ends the transfer under way, once every new
@@ -871,6 +891,17 @@ impl Layout {
             loads_after: loads(after),
             next,
         })
+    }
+}
+
+/// Raises `map[node]` to `version`; whether it rose.
+fn raise(map: &mut BTreeMap<String, u64>, node: &str, version: u64) -> bool {
+    let v = map.entry(node.to_owned()).or_default();
+    if version > *v {
+        *v = version;
+        true
+    } else {
+        false
     }
 }
 

@@ -815,6 +815,17 @@ impl Membership {
         }
     }
 
+    /// Records in this node's layout that it saved `version` and finished
+    /// every write begun under a version before; gossip spreads it.
+    pub fn mark_acked(&mut self, version: u64) {
+        let me = self.me.clone();
+        if let Some(l) = &mut self.layout {
+            if l.mark_acked(&me, version) {
+                self.version += 1;
+            }
+        }
+    }
+
     /// Takes a layout version the voters decided (or a voter already had).
     pub fn adopt(&mut self, layout: &Layout) {
         if layout.check().is_err() {

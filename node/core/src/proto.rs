@@ -31,7 +31,7 @@ use crate::quorum::Shortfall;
 use crate::version::{Content, Object, VersionVector};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Names a request; its answer carries the same id.
 pub type RequestId = u64;

@@ -45,7 +45,12 @@ pub(super) struct WriteJob {
     pub(super) quorum: QuorumOverrides,
     /// Forwarded here by a peer: never forwarded again.
     pub(super) forwarded: bool,
-    /// A delete whose context came from its own read (even if empty).
+    /// A delete whose context is settled: the node the client asked read
+    /// the key and took what it saw (even nothing) as the context, or a
+    /// peer forwarded it (and had done so). A blind delete is resolved
+    /// once, where it enters: a forward that arrives late or twice, or
+    /// goes on to the next replica, deletes what the client could have
+    /// seen, never a write acknowledged after the delete was.
     pub(super) read_first: bool,
 }
 
@@ -78,6 +83,9 @@ pub(super) struct WriteState {
     /// for each of the others.
     primaries: Vec<String>,
     covered: BTreeSet<String>,
+    /// The layout version it was routed by: until it ends, this node does
+    /// not acknowledge a later one (see [`crate::layout::Layout::acked`]).
+    pub(super) layout: u64,
 }
 
 /// Where a key's requests go.
@@ -173,8 +181,6 @@ impl Node {
                 match result {
                     Ok(seen) => {
                         job.context = seen.map(|o| o.clock().clone()).unwrap_or_default();
-                        // It passed the forwarding check already.
-                        job.forwarded = true;
                         job.read_first = true;
                         self.write(job, to, now);
                     }
@@ -353,7 +359,11 @@ impl Node {
             }
         }
         let primary_anywhere = me_primary.iter().any(|p| *p);
-        if job.forwarded && !job.read_first && !primary_anywhere {
+        if matches!(job.operation, Operation::Delete) && job.context.is_empty() && !job.read_first {
+            let (bucket, key, q) = (job.bucket.clone(), job.key.clone(), job.quorum);
+            return self.read(bucket, key, q, ReplyTo::Delete(Box::new((job, to))), now);
+        }
+        if job.forwarded && !primary_anywhere {
             // The forwarder's layout names this node, this node's does not
             // (one of the two is behind): a copy here would be on no
             // replica, so refuse before any work and let it try the next.
@@ -374,10 +384,6 @@ impl Node {
                 last: "no reachable node in the preference list".into(),
             };
             return self.forward_next(fwd, now);
-        }
-        if matches!(job.operation, Operation::Delete) && job.context.is_empty() && !job.read_first {
-            let (bucket, key, q) = (job.bucket.clone(), job.key.clone(), job.quorum);
-            return self.read(bucket, key, q, ReplyTo::Delete(Box::new((job, to))), now);
         }
         let needs = Needs {
             total: props.w,
@@ -422,6 +428,7 @@ impl Node {
                 to: Some(to),
                 primaries,
                 covered: BTreeSet::new(),
+                layout: self.membership.layout().map_or(0, |l| l.version),
             },
         );
         let op = StoreOp::Coordinate {

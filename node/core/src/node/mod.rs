@@ -89,6 +89,10 @@ pub enum Planted {
     /// While a partition moves, a write counts only the acknowledgements
     /// of the replicas after the change, not those before it.
     WriteCountsOnlyNewReplicas,
+    /// A move copies without waiting for every live member to acknowledge
+    /// its layout version, so a write from a coordinator that has not
+    /// heard of the move can land behind the copy on the old replicas only.
+    CopyBeforeAcknowledged,
 }
 
 /// What the node is configured with.
@@ -221,6 +225,8 @@ enum Wait {
     Dropped,
     /// The copy progress was saved.
     ProgressSaved(Box<transfer::CopyProgress>),
+    /// The table holding this layout version was saved: acknowledge it.
+    LayoutSaved(u64),
 }
 
 /// One node's state machine.
@@ -471,6 +477,7 @@ impl Node {
             }
             Wait::ServePull { inbound } => self.scanned(inbound, result),
             Wait::ProgressSaved(progress) => self.progress_saved(*progress, result.is_ok()),
+            Wait::LayoutSaved(version) => self.layout_saved(version, result.is_ok()),
             Wait::Dropped => {
                 if let Err(f) = result {
                     self.event(Event::StoreFailed {

@@ -69,7 +69,8 @@ impl Node {
                     operation,
                     quorum,
                     forwarded: true,
-                    read_first: false,
+                    // The node the client asked settled a blind delete.
+                    read_first: true,
                 };
                 self.write(job, ReplyTo::Peer(inbound), now);
             }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use super::*;
 use crate::layout::Layout;
 use crate::membership::{GossipConfig, MemberInfo, SavedTable};
-use crate::proto::{Operation, ReplicaGet, ReplicaPut, ReplicaStored, Reply};
+use crate::proto::{Coordinate, Operation, ReplicaGet, ReplicaPut, ReplicaStored, Reply};
 use crate::{
     BucketName, BucketProps, ConflictMode, Content, ErrorCode, Key, Limits, Object,
     QuorumOverrides, VersionVector,
@@ -979,4 +979,167 @@ fn a_commit_without_a_majority_of_voters_is_not_decided() {
         nodes["n1"].membership().layout().map(|l| l.version),
         Some(1)
     );
+}
+
+/// Node `me` of five, `down` down, that adopted the layout removing n5:
+/// a move under way.
+fn mid_move(me: &str, down: &[&str], planted: Option<Planted>) -> (Node, Layout) {
+    let mut n = node_with(me, down, props(3, 2, 2, 0, 0), planted);
+    let mut l = n.membership().layout().cloned().expect("a layout");
+    l.stage("n1", "n5", crate::layout::Change::Remove)
+        .expect("staged");
+    let next = l.next().expect("the next version");
+    n.membership.adopt(&next);
+    n.after_membership();
+    (n, next)
+}
+
+/// Runs the timers at `t`, completing every save at once; the effects
+/// other than saves and events.
+fn tick(n: &mut Node, t: Now) -> Vec<Effect> {
+    n.handle_timeout(t);
+    let mut out = Vec::new();
+    while let Some(e) = n.poll_effect() {
+        match e {
+            Effect::SaveTable { done: Some(s), .. } => n.handle_stored(s, Ok(Stored::Done), t),
+            Effect::SaveTable { .. } | Effect::Event(_) => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn pulls(effects: &[Effect]) -> usize {
+    transmits(effects)
+        .iter()
+        .filter(|(_, _, r)| matches!(r, PeerRequest::Pull(_)))
+        .count()
+}
+
+#[test]
+fn a_move_copies_only_once_every_live_member_acknowledged_its_version() {
+    for planted in [None, Some(Planted::CopyBeforeAcknowledged)] {
+        let (mut n, next) = mid_move("n1", &["n4"], planted);
+        assert!(!next.gains("n1").is_empty(), "n1 gains partitions");
+        let mut t = now();
+        let mut effects = Vec::new();
+        for _ in 0..2 {
+            t.mono_ms += 100;
+            effects.extend(tick(&mut n, t));
+        }
+        let layout = n.membership().layout().cloned().expect("layout");
+        assert_eq!(
+            layout.acked.get("n1"),
+            Some(&next.version),
+            "it acknowledged the version once saved"
+        );
+        if planted.is_some() {
+            assert!(pulls(&effects) > 0, "the planted bug copies at once");
+            continue;
+        }
+        // n2, n3 and n5 are live and may still route by version 1: a
+        // write of theirs would reach the replicas before the move only.
+        assert_eq!(pulls(&effects), 0, "{effects:?}");
+        let why = n.transfer_status().stalled.into_values().next();
+        assert_eq!(
+            why.as_deref(),
+            Some("waiting for n2, n3, n5 to acknowledge layout version 2"),
+        );
+        // n4 is down: it coordinates nothing, and is not waited for.
+        let mut acked = layout.clone();
+        for id in ["n2", "n3", "n5"] {
+            acked.mark_acked(id, next.version);
+        }
+        n.membership.adopt(&acked);
+        t.mono_ms += 100;
+        let effects = tick(&mut n, t);
+        assert!(pulls(&effects) > 0, "{effects:?}");
+    }
+}
+
+#[test]
+fn a_node_acknowledges_a_version_only_after_its_writes_routed_by_the_one_before_end() {
+    let mut n = node("n1", &[]);
+    let (key, _) = key_where(&n, |p| p.contains(&"n1"));
+    n.handle_client(1, put(&key), now());
+    let effects = drain(&mut n);
+    let (id, _) = store_ops(&effects)
+        .into_iter()
+        .next()
+        .expect("stored first");
+    n.handle_stored(id, Ok(Stored::Written(written("n1"))), now());
+    let sent = transmits(&drain(&mut n));
+    assert!(!sent.is_empty(), "the write goes to the other replicas");
+    // A move is committed while the write is under way.
+    let mut l = n.membership().layout().cloned().expect("a layout");
+    l.stage("n1", "n5", crate::layout::Change::Remove)
+        .expect("staged");
+    let next = l.next().expect("the next version");
+    n.membership.adopt(&next);
+    n.after_membership();
+    let mut t = now();
+    t.mono_ms += 60;
+    tick(&mut n, t);
+    let acked = |n: &Node| {
+        n.membership()
+            .layout()
+            .and_then(|l| l.acked.get("n1").copied())
+    };
+    assert_eq!(acked(&n), None, "a write routed by version 1 is in flight");
+    // The replicas answer: the write ends, and the version is acknowledged.
+    for (call, from, _) in sent {
+        let reply = Reply::answer::<ReplicaPut>(Ok(ReplicaStored { durable: false }));
+        n.handle_reply(call, Some(&from), Ok(reply), t);
+    }
+    drain(&mut n);
+    assert!(n.writes.is_empty(), "the write ended");
+    t.mono_ms += 60;
+    tick(&mut n, t);
+    assert_eq!(acked(&n), Some(next.version));
+}
+
+#[test]
+fn a_blind_delete_is_resolved_where_it_enters_and_a_late_forward_deletes_nothing_newer() {
+    let blind = |key: &Key| Request::Write {
+        bucket: bucket(),
+        key: key.clone(),
+        context: VersionVector::new(),
+        operation: Operation::Delete,
+        quorum: QuorumOverrides::default(),
+    };
+    // The node the client asked, outside the key's preference list,
+    // reads before it forwards anything.
+    let mut entry = node("n1", &[]);
+    let (key, _) = key_where(&entry, |p| !p.contains(&"n1"));
+    entry.handle_client(1, blind(&key), now());
+    let sent = transmits(&drain(&mut entry));
+    assert!(!sent.is_empty());
+    assert!(
+        sent.iter()
+            .all(|(_, _, r)| matches!(r, PeerRequest::ReplicaGet(_))),
+        "reads first: {sent:?}"
+    );
+    // A replica that receives the forwarded delete (late, or twice: it
+    // was settled where it entered) writes the tombstone with the context
+    // it carries and reads nothing: what it holds now may be a write
+    // acknowledged after the delete.
+    let mut replica = node("n2", &[]);
+    let (key, _) = key_where(&replica, |p| p[0] == "n2");
+    let forwarded = Coordinate {
+        bucket: bucket(),
+        key: key.clone(),
+        context: VersionVector::new(),
+        operation: Operation::Delete,
+        quorum: QuorumOverrides::default(),
+    };
+    replica.handle_peer(1, "n1", forwarded.into(), now());
+    let effects = drain(&mut replica);
+    assert!(transmits(&effects).is_empty(), "no read: {effects:?}");
+    let context = store_ops(&effects)
+        .into_iter()
+        .find_map(|(_, op)| match op {
+            StoreOp::Coordinate { context, .. } => Some(context),
+            _ => None,
+        });
+    assert_eq!(context, Some(VersionVector::new()), "{effects:?}");
 }

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Call, Event, Node, Now, StoreOp, Wait};
 use crate::layout::Layout;
+use crate::membership::Status;
 use crate::proto::{Chunk, Pull, Pulled, Refusal};
 
 /// Partitions copied at once.
@@ -113,6 +114,8 @@ pub(super) struct Transfers {
     clean_since: Option<(u64, u64)>,
     /// When a handover became possible (mono ms), per layout version.
     handover_since: Option<(u64, u64)>,
+    /// The layout version whose save this node waits for to acknowledge it.
+    acking: Option<u64>,
 }
 
 /// A fingerprint of the assignment a move starts from.
@@ -132,6 +135,7 @@ impl Node {
         let Some(layout) = self.membership.layout().cloned() else {
             return;
         };
+        self.acknowledge(&layout);
         if layout.moving.is_none() {
             self.transfers.handover_since = None;
             if self.membership.transfer().is_some() {
@@ -189,7 +193,63 @@ impl Node {
             }
             return self.try_handover(&layout, now);
         }
+        if let Some(why) = self.waiting_for_acks(&layout) {
+            for p in progress.pending.keys() {
+                if !self.transfers.busy.contains(p) {
+                    self.transfers.stalled.insert(*p, why.clone());
+                }
+            }
+            return;
+        }
         self.start_pulls(&progress, now);
+    }
+
+    /// Acknowledges the layout version once the table holding it is saved
+    /// and no write routed by a version before it is still under way.
+    fn acknowledge(&mut self, layout: &Layout) {
+        let version = layout.version;
+        let acked = layout.acked.get(self.me()).copied().unwrap_or(0);
+        if acked >= version || self.transfers.acking == Some(version) {
+            return;
+        }
+        if self.writes.values().any(|w| w.layout < version) {
+            return;
+        }
+        self.transfers.acking = Some(version);
+        self.save_then(Wait::LayoutSaved(version));
+    }
+
+    /// The table holding layout `version` was saved (or not).
+    pub(super) fn layout_saved(&mut self, version: u64, saved: bool) {
+        if self.transfers.acking == Some(version) {
+            self.transfers.acking = None;
+        }
+        if saved {
+            self.membership.mark_acked(version);
+        }
+    }
+
+    /// Why a copy or a cleanup for `layout` must wait: live members that
+    /// have not acknowledged its version (a node that is down coordinates
+    /// nothing meanwhile).
+    fn waiting_for_acks(&self, layout: &Layout) -> Option<String> {
+        if self.settings.planted == Some(super::Planted::CopyBeforeAcknowledged) {
+            return None;
+        }
+        let waiting = layout.unacked(|id| {
+            id == self.me()
+                || self
+                    .membership
+                    .status(id)
+                    .is_some_and(|s| !matches!(s, Status::Down | Status::Removed))
+        });
+        (!waiting.is_empty()).then(|| {
+            format!(
+                "waiting for {} to acknowledge layout version {}",
+                waiting.join(", "),
+                layout.version
+            )
+        })
     }
 
     fn start_pulls(&mut self, progress: &CopyProgress, now: Now) {
@@ -422,6 +482,10 @@ impl Node {
         }
         let since = first_seen(&mut self.transfers.clean_since, layout.version, now);
         if now.mono_ms < since + self.settings.cleanup_grace_ms {
+            return;
+        }
+        // A node still routing by the version before reads here.
+        if self.waiting_for_acks(layout).is_some() {
             return;
         }
         self.transfers.cleaned = layout.version;
