@@ -198,6 +198,18 @@ impl Driver {
         out
     }
 
+    /// Stages a bucket's `n_val` change (an operator's, authorised by the
+    /// caller).
+    pub fn stage_n_val(
+        self: &Arc<Self>,
+        bucket: &str,
+        n_val: u8,
+    ) -> Result<Layout, LayoutChangeError> {
+        let mut out = Err(LayoutChangeError::NotJoined);
+        self.step(|m, _| out = m.stage_n_val(bucket, n_val));
+        out
+    }
+
     /// Commits the changes staged against layout version `against`.
     pub async fn commit(self: &Arc<Self>, against: u64) -> Result<Layout, CommitFailure> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);

@@ -58,6 +58,14 @@ pub enum ClusterAction {
         /// The node.
         node: String,
     },
+    /// Stage a bucket's new n_val (it moves data: plan and commit it like
+    /// a node's change; its current n_val clears what is staged).
+    NVal {
+        /// The bucket.
+        bucket: String,
+        /// Its new n_val (its quorum values must fit it).
+        n_val: u8,
+    },
     /// Show what committing the staged changes would move.
     Plan,
     /// Commit the staged changes as the next layout version.
@@ -130,6 +138,10 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         }
         ClusterAction::Clear { node } => {
             call(Method::POST, "/clear", Some(json!({ "node": node }))).await?
+        }
+        ClusterAction::NVal { bucket, n_val } => {
+            let body = json!({"bucket": bucket, "n_val": n_val});
+            call(Method::POST, "/n_val", Some(body)).await?
         }
         ClusterAction::Plan => call(Method::GET, "/plan", None).await?,
         ClusterAction::Commit { version } => {
@@ -204,20 +216,28 @@ pub fn layout_text(l: &Value) -> String {
             }
         }
     }
-    match l["staged"].as_object() {
-        Some(staged) if !staged.is_empty() => {
-            out.push_str("staged:\n");
-            for (id, s) in staged {
-                out.push_str(&format!(
-                    "  {id}: {} (staged by {})\n",
-                    change_text(&s["change"]),
-                    s["by"].as_str().unwrap_or("?")
-                ));
-            }
-            out.push_str("see `quorra cluster plan`, then `quorra cluster commit`\n");
-        }
-        _ => out.push_str("nothing staged\n"),
+    let staged = l["staged"].as_object().filter(|s| !s.is_empty());
+    let n_vals = l["staged_n_val"].as_object().filter(|s| !s.is_empty());
+    if staged.is_none() && n_vals.is_none() {
+        out.push_str("nothing staged\n");
+        return out;
     }
+    out.push_str("staged:\n");
+    for (id, s) in staged.into_iter().flatten() {
+        out.push_str(&format!(
+            "  {id}: {} (staged by {})\n",
+            change_text(&s["change"]),
+            s["by"].as_str().unwrap_or("?")
+        ));
+    }
+    for (bucket, s) in n_vals.into_iter().flatten() {
+        out.push_str(&format!(
+            "  bucket {bucket}: n_val {} (staged by {})\n",
+            s["n_val"],
+            s["by"].as_str().unwrap_or("?")
+        ));
+    }
+    out.push_str("see `quorra cluster plan`, then `quorra cluster commit`\n");
     out
 }
 
@@ -231,6 +251,20 @@ pub fn plan_text(p: &Value) -> String {
         for (id, c) in changes {
             out.push_str(&format!("  {id}: {}\n", change_text(c)));
         }
+    }
+    if let Some(n_vals) = p["n_val_changes"].as_object() {
+        for (bucket, c) in n_vals {
+            out.push_str(&format!(
+                "  bucket {bucket}: n_val {} -> {}\n",
+                c["from"], c["to"]
+            ));
+        }
+    }
+    if let Some(copies) = p["bucket_copies"].as_array().filter(|c| !c.is_empty()) {
+        out.push_str(&format!(
+            "{} partition copies of single buckets (n_val changes)\n",
+            copies.len()
+        ));
     }
     out.push_str(&format!(
         "moving {} of {} replica slots ({:.1}%), about {} keys and {} bytes\n",

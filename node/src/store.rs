@@ -40,6 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use quorra_core::hash::{checksum, key_hash, partition_of};
+use quorra_core::layout::Scope;
 use quorra_core::node::Hint;
 use quorra_core::proto::{Chunk, Pulled};
 use quorra_core::write::{apply_client_write, merge_replica, Merged, Refused};
@@ -706,9 +707,14 @@ impl ObjectStore {
 
     /// Deletes every object of `dropped` (given away to other nodes), of
     /// the `partitions` the cluster has.
-    pub fn drop_partitions(&self, dropped: &[u32], partitions: u32) -> Result<u64, StoreError> {
+    pub fn drop_partitions(
+        &self,
+        dropped: &[(u32, Scope)],
+        partitions: u32,
+    ) -> Result<u64, StoreError> {
         let mut count = 0;
-        for &p in dropped {
+        for (p, scope) in dropped {
+            let p = *p;
             let mut keys = Vec::new();
             let start = partition_start(p, partitions);
             self.engine
@@ -718,7 +724,9 @@ impl ObjectStore {
                         None => return true,
                         Some(_) => return false,
                     }
-                    keys.push(k.to_vec());
+                    if bucket_of_key(k).is_some_and(|b| scope.covers(b)) {
+                        keys.push(k.to_vec());
+                    }
                     true
                 })?;
             for batch in keys.chunks(1024) {
@@ -887,6 +895,12 @@ fn object_key(bucket: &[u8], key: &[u8]) -> Vec<u8> {
     out.extend_from_slice(bucket);
     out.extend_from_slice(key);
     out
+}
+
+/// The bucket a storage key belongs to (`None`: not a key of this format).
+fn bucket_of_key(skey: &[u8]) -> Option<&str> {
+    let len = usize::from(*skey.get(4)?);
+    std::str::from_utf8(skey.get(5..5 + len)?).ok()
 }
 
 /// The partition (of `partitions`) a storage key belongs to.

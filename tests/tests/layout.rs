@@ -684,6 +684,106 @@ async fn bucket_properties_are_the_clusters_and_change_through_their_endpoint() 
     );
 }
 
+/// A bucket's n_val raised through plan and commit: every key of it gets
+/// its new copy from the replicas that held it, under load; only that
+/// bucket is copied; afterwards every key reads with r = the new n_val.
+/// A direct change through the props endpoint is refused and says how.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_n_val_raised_through_plan_and_commit_copies_the_bucket_to_its_new_replicas() {
+    let keys = 2_000;
+    let c = TestCluster::start_with(&quorra_bin!(), 3, |_, config| {
+        config.bucket_defaults.n_val = 2;
+    })
+    .expect("cluster");
+    c.wait_converged(CONVERGE).await.expect("converged");
+    let urls: Vec<String> = c.nodes.iter().map(|n| n.url.clone()).collect();
+    preload(&urls, 0..keys, 16).await;
+    let copies = |bucket: &'static str, i: usize| {
+        let urls = urls.clone();
+        async move {
+            let mut found = 0;
+            for url in &urls {
+                let r = get_json(url, &format!("/v1/debug/replica/{bucket}/k{i}")).await;
+                found += usize::from(r["found"] == true);
+            }
+            found
+        }
+    };
+    // Another bucket of the same defaults, not changed: it stays at two.
+    for i in 0..50 {
+        let a = Client::new(&urls[i % 3])
+            .put("other", &format!("k{i}"), format!("v{i}"), None, "?w=2")
+            .await
+            .expect("answer");
+        assert_eq!(a.status, 204, "{}", a.text());
+    }
+    for i in 0..50 {
+        assert_eq!(copies("b", i).await, 2, "k{i} before");
+    }
+
+    let direct = Client::new(&urls[0])
+        .put_json("/v1/buckets/b/props", &json!({"n_val": 3}))
+        .await
+        .expect("answer");
+    assert_eq!(direct.status, 409, "{}", direct.text());
+    assert_eq!(direct.error_code().as_deref(), Some("bucket_props_fixed"));
+    assert!(
+        direct.text().contains("quorra cluster n-val b"),
+        "{}",
+        direct.text()
+    );
+
+    let staged = cluster_cli(&urls[0], &["n-val", "b", "3"]);
+    assert!(staged.contains("bucket b: n_val 3"), "{staged}");
+    let plan: Value =
+        serde_json::from_str(&cluster_cli(&urls[0], &["--json", "plan"])).expect("plan JSON");
+    assert_eq!(
+        plan["n_val_changes"]["b"],
+        json!({"from": 2, "to": 3}),
+        "{plan}"
+    );
+    let bucket_copies = plan["bucket_copies"].as_array().map_or(0, Vec::len);
+    assert!(bucket_copies > 0, "{plan}");
+    let text = cluster_cli(&urls[0], &["plan"]);
+    assert!(text.contains("bucket b: n_val 2 -> 3"), "{text}");
+
+    let load = Load::start(&urls, keys, "nval");
+    cluster_cli(&urls[0], &["commit", "--version", "1"]);
+    handed_over(&urls, 3, Duration::from_secs(300)).await;
+    let acked = load.finish("n_val 2 -> 3").await;
+
+    let props = get_json(&urls[0], "/v1/buckets/b/props").await;
+    assert_eq!(props["props"]["n_val"], 3, "{props}");
+    // Copied, not repaired: counted before any read at r=3 could repair.
+    let mut short = Vec::new();
+    for i in 0..keys {
+        let found = copies("b", i).await;
+        if found != 3 {
+            short.push(format!("k{i}: {found}"));
+        }
+    }
+    assert!(
+        short.is_empty(),
+        "{} keys lack a copy: {:?}",
+        short.len(),
+        &short[..short.len().min(5)]
+    );
+    let all: Vec<(String, String)> = (0..keys)
+        .map(|i| (format!("k{i}"), format!("v{i}")))
+        .chain(acked)
+        .collect();
+    let bad = verify(&urls, all, "?r=3&pr=3", 8).await;
+    assert!(
+        bad.is_empty(),
+        "{} keys do not read with r=3: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+    for i in 0..50 {
+        assert_eq!(copies("other", i).await, 2, "other/k{i} was not copied");
+    }
+}
+
 /// A node killed for good and removed: its partitions are rebuilt on the
 /// others from the surviving replicas, and every key is back to n copies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -205,19 +205,20 @@ pub enum Change {
     Keep,
 }
 
-/// One staged change. Staged changes spread by gossip; of two for one node
-/// the later wins (`seq`, then the author), on every node alike.
+/// One staged change: to a node ([`Change`]), or a bucket's `n_val`.
+/// Staged changes spread by gossip; of two for one node or bucket the
+/// later wins (`seq`, then the author), on every node alike.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Staged {
+pub struct Staged<C = Change> {
     /// Above every staged change this node had seen.
     pub seq: u64,
     /// The node that staged it.
     pub by: String,
     /// The change.
-    pub change: Change,
+    pub change: C,
 }
 
-impl Staged {
+impl<C: Ord> Staged<C> {
     fn wins_over(&self, other: &Self) -> bool {
         (self.seq, &self.by, &self.change) > (other.seq, &other.by, &other.change)
     }
@@ -262,6 +263,10 @@ pub struct Layout {
     /// Changes staged for the next version, by node.
     #[serde(default)]
     pub staged: BTreeMap<String, Staged>,
+    /// `n_val` changes staged for the next version, by bucket: they move
+    /// data, so they go through plan and commit like a node's.
+    #[serde(default)]
+    pub staged_n_val: BTreeMap<String, Staged<u8>>,
     /// Which commit made this version (the proposing node and its
     /// commit's number): two commits of the same changes are still two
     /// proposals, and only one of them becomes the version.
@@ -273,6 +278,11 @@ pub struct Layout {
     /// partitions it gains and a handover version drops it.
     #[serde(default)]
     pub moving: Option<Assignment>,
+    /// While partitions move: the bucket properties before the change
+    /// (their `n_val` says how many of the replicas before hold a
+    /// bucket's keys). `None`: the same as now.
+    #[serde(default)]
+    pub moving_buckets: Option<BucketTable>,
     /// Per node, the highest version whose gained partitions it has copied
     /// (not part of the committed version: gossip merges it by maximum).
     #[serde(default)]
@@ -341,6 +351,15 @@ pub enum StageError {
     /// Nodes still copying the partitions they gain.
     #[error("still copying partitions: {0:?}")]
     StillCopying(Vec<String>),
+    /// An `n_val` that does not fit the bucket.
+    #[error("bucket {0}: {1}")]
+    BadNVal(String, String),
+    /// An `n_val` change on a layout without bucket properties.
+    #[error("this layout predates bucket properties in the layout: set any bucket's properties first (PUT /v1/buckets/{{bucket}}/props)")]
+    NoBucketTable,
+    /// An `n_val` change while partitions move.
+    #[error("partitions are moving; commit an n_val change after the handover (see `quorra cluster status`), or clear it")]
+    NValWhileMoving,
 }
 
 /// Why bucket properties cannot be changed so.
@@ -362,7 +381,7 @@ pub enum BucketChangeError {
     },
     /// A direct `n_val` change would leave keys with too few or stray
     /// copies.
-    #[error("bucket {bucket} has n_val {n_val}, fixed since the cluster was founded: changing it moves data, which a property change does not do")]
+    #[error("bucket {bucket} has n_val {n_val}: changing it moves data, so it is staged and committed like a node's change (`quorra cluster n-val {bucket} N`, then `quorra cluster plan` and `commit`)")]
     NValMovesData {
         /// The bucket.
         bucket: String,
@@ -393,6 +412,7 @@ impl Layout {
     ) -> Self {
         let bootstrap = bootstrap.into();
         let shape = bootstrap.shape;
+        let replicas = replicas_for(&bootstrap.buckets);
         let ids: BTreeSet<String> = initial.keys().cloned().collect();
         let roles: BTreeMap<String, Role> = initial
             .iter()
@@ -404,24 +424,21 @@ impl Layout {
                 (id.clone(), role)
             })
             .collect();
-        let assignment = assign(
-            None,
-            &candidates(&roles),
-            shape.partitions,
-            DEFAULT_REPLICAS.into(),
-        );
+        let assignment = assign(None, &candidates(&roles), shape.partitions, replicas.into());
         Self {
             cluster: ClusterId::founded_by(&ids, shape),
             version: 1,
             members: ids,
             shape: Some(shape),
             roles,
-            replicas: DEFAULT_REPLICAS,
+            replicas,
             assignment: Some(assignment),
             applied: 0,
             staged: BTreeMap::new(),
+            staged_n_val: BTreeMap::new(),
             committed_by: None,
             moving: None,
+            moving_buckets: None,
             synced: BTreeMap::new(),
             acked: BTreeMap::new(),
             buckets: Some(bootstrap.buckets),
@@ -511,6 +528,7 @@ impl Layout {
             &self.committed_by,
             &self.moving,
             &self.buckets,
+            &self.moving_buckets,
         );
         let bytes = rmp_serde::to_vec(&committed).unwrap_or_default();
         let d = ring::digest::digest(&ring::digest::SHA256, &bytes);
@@ -557,7 +575,7 @@ impl Layout {
         if self.roles.keys().any(|id| !self.members.contains(id)) {
             return bad("a node holds a role without being a member");
         }
-        if let Some(b) = &self.buckets {
+        for b in self.buckets.iter().chain(&self.moving_buckets) {
             if let Err(e) = b.validate() {
                 return Err(InvalidLayout(format!("bucket properties: {e}")));
             }
@@ -599,6 +617,7 @@ impl Layout {
             self.applied = other.applied;
             self.committed_by = other.committed_by.clone();
             self.moving = other.moving.clone();
+            self.moving_buckets = other.moving_buckets.clone();
             self.buckets = other.buckets.clone();
             out.changed = true;
         } else if other.version == self.version {
@@ -620,10 +639,21 @@ impl Layout {
                 out.changed = true;
             }
         }
+        for (bucket, staged) in &other.staged_n_val {
+            let newer = self
+                .staged_n_val
+                .get(bucket)
+                .is_none_or(|s| staged.wins_over(s));
+            if newer && staged.seq > self.applied {
+                self.staged_n_val.insert(bucket.clone(), staged.clone());
+                out.changed = true;
+            }
+        }
         let applied = self.applied;
-        let before = self.staged.len();
+        let before = self.staged.len() + self.staged_n_val.len();
         self.staged.retain(|_, s| s.seq > applied);
-        out.changed |= self.staged.len() != before;
+        self.staged_n_val.retain(|_, s| s.seq > applied);
+        out.changed |= self.staged.len() + self.staged_n_val.len() != before;
         Ok(out)
     }
 
@@ -660,21 +690,59 @@ impl Layout {
             }
             Change::Keep => {}
         }
-        let seq = self
-            .staged
-            .values()
-            .map(|s| s.seq)
-            .max()
-            .unwrap_or(0)
-            .max(self.applied)
-            .saturating_add(1);
         let staged = Staged {
-            seq,
+            seq: self.next_seq(),
             by: by.to_owned(),
             change,
         };
         self.staged.insert(node.to_owned(), staged);
         Ok(())
+    }
+
+    /// Stages `n_val` for the named `bucket`, on behalf of `by` (its
+    /// current `n_val` undoes a staged change). Its quorum values must fit
+    /// the new `n_val`.
+    pub fn stage_n_val(&mut self, by: &str, bucket: &str, n_val: u8) -> Result<(), StageError> {
+        let Some(table) = &self.buckets else {
+            return Err(StageError::NoBucketTable);
+        };
+        let mut props = table.props(bucket);
+        props.n_val = n_val;
+        props
+            .validate()
+            .map_err(|e| StageError::BadNVal(bucket.to_owned(), e.0))?;
+        let staged = Staged {
+            seq: self.next_seq(),
+            by: by.to_owned(),
+            change: n_val,
+        };
+        self.staged_n_val.insert(bucket.to_owned(), staged);
+        Ok(())
+    }
+
+    /// The number a change staged now gets: above every one seen.
+    fn next_seq(&self) -> u64 {
+        self.staged
+            .values()
+            .map(|s| s.seq)
+            .chain(self.staged_n_val.values().map(|s| s.seq))
+            .max()
+            .unwrap_or(0)
+            .max(self.applied)
+            .saturating_add(1)
+    }
+
+    /// The staged `n_val` changes that change something: bucket, from, to.
+    pub fn n_val_changes(&self) -> Vec<(String, u8, u8)> {
+        let Some(table) = &self.buckets else {
+            return Vec::new();
+        };
+        self.staged_n_val
+            .iter()
+            .filter(|(_, s)| s.seq > self.applied)
+            .map(|(b, s)| (b.clone(), table.props(b).n_val, s.change))
+            .filter(|(_, from, to)| from != to)
+            .collect()
     }
 
     /// The committed version that committing the staged changes makes: the
@@ -690,9 +758,32 @@ impl Layout {
             .filter(|(_, s)| s.seq > self.applied && s.change != Change::Keep)
             .map(|(id, s)| (id, &s.change))
             .collect();
-        if effective.is_empty() {
+        let n_vals = self.n_val_changes();
+        if effective.is_empty() && n_vals.is_empty() {
             return Err(StageError::NothingStaged);
         }
+        if !n_vals.is_empty() && self.moving.is_some() {
+            return Err(StageError::NValWhileMoving);
+        }
+        let mut buckets = self.buckets.clone();
+        if let Some(table) = &mut buckets {
+            for (bucket, _, n_val) in &n_vals {
+                let props = table.props(bucket);
+                table.named.insert(
+                    bucket.clone(),
+                    crate::BucketProps {
+                        n_val: *n_val,
+                        ..props
+                    },
+                );
+            }
+            table
+                .validate()
+                .map_err(|e| StageError::BadNVal(String::new(), e.0))?;
+        }
+        // Every rank a bucket keeps copies on is assigned (and so copied
+        // when it changes hands).
+        let replicas = buckets.as_ref().map_or(self.replicas, replicas_for);
         let mut roles = self.roles.clone();
         let original = previous;
         let mut previous = previous.clone();
@@ -721,14 +812,23 @@ impl Layout {
             Some(&previous),
             &candidates(&roles),
             shape.partitions,
-            self.replicas.into(),
+            replicas.into(),
         );
-        let applied = self.staged.values().map(|s| s.seq).max().unwrap_or(0);
+        let applied = self
+            .staged
+            .values()
+            .map(|s| s.seq)
+            .chain(self.staged_n_val.values().map(|s| s.seq))
+            .max()
+            .unwrap_or(0);
         // Reads stay with the replicas that surely hold the data: those
         // before this change, or, mid-transfer, those before the last.
-        let moving = match &self.moving {
-            Some(m) => Some(m.clone()),
-            None => (assignment != *original).then(|| original.clone()),
+        let (moving, moving_buckets) = match &self.moving {
+            Some(m) => (Some(m.clone()), self.moving_buckets.clone()),
+            None if assignment != *original || !n_vals.is_empty() => {
+                (Some(original.clone()), self.buckets.clone())
+            }
+            None => (None, None),
         };
         Ok(Self {
             cluster: self.cluster.clone(),
@@ -736,15 +836,17 @@ impl Layout {
             members: self.members.clone(),
             shape: Some(shape),
             roles,
-            replicas: self.replicas,
+            replicas,
             assignment: Some(assignment),
             applied: applied.max(self.applied),
             staged: BTreeMap::new(),
+            staged_n_val: BTreeMap::new(),
             committed_by: None,
             moving,
+            moving_buckets,
             synced: self.synced.clone(),
             acked: self.acked.clone(),
-            buckets: self.buckets.clone(),
+            buckets,
         })
     }
 
@@ -793,16 +895,61 @@ impl Layout {
         })
     }
 
-    /// The partitions `node` holds in this version but did not before the
-    /// transfer under way: what it must copy from the replicas before.
-    pub fn gains(&self, node: &str) -> Vec<u32> {
+    /// What `node` holds in this version but did not before the transfer
+    /// under way: per partition, the buckets it must copy from the
+    /// replicas before. A bucket's keys are on the first `n_val` of a
+    /// partition's replicas, so a node gains a bucket where its rank now
+    /// is within the bucket's `n_val` and its rank before was not.
+    pub fn gains(&self, node: &str) -> BTreeMap<u32, Scope> {
         let (Some(now), Some(before)) = (&self.assignment, &self.moving) else {
-            return Vec::new();
+            return BTreeMap::new();
         };
-        (0..now.partitions())
-            .filter(|&p| now.replicas(p).any(|id| id == node))
-            .filter(|&p| !before.replicas(p).any(|id| id == node))
-            .collect()
+        let table_now = self.buckets.as_ref();
+        let table_before = self.moving_buckets.as_ref().or(table_now);
+        // Without a table (a layout from before buckets were kept), every
+        // assigned rank counts.
+        let n_of = |t: Option<&BucketTable>, b: Option<&str>| {
+            t.map_or(usize::MAX, |t| {
+                usize::from(b.map_or(t.defaults, |b| t.props(b)).n_val)
+            })
+        };
+        let named: BTreeSet<&str> = table_now
+            .iter()
+            .chain(table_before.iter())
+            .flat_map(|t| t.named.keys())
+            .map(String::as_str)
+            .collect();
+        let mut out = BTreeMap::new();
+        for p in 0..now.partitions() {
+            let Some(rank) = now.replicas(p).position(|id| id == node) else {
+                continue;
+            };
+            let was = before.replicas(p).position(|id| id == node);
+            let gained = |b: Option<&str>| {
+                rank < n_of(table_now, b) && was.is_none_or(|r| r >= n_of(table_before, b))
+            };
+            let scope = if gained(None) {
+                Scope::AllBut(
+                    named
+                        .iter()
+                        .filter(|b| !gained(Some(b)))
+                        .map(|b| b.to_string())
+                        .collect(),
+                )
+            } else {
+                Scope::Only(
+                    named
+                        .iter()
+                        .filter(|b| gained(Some(b)))
+                        .map(|b| b.to_string())
+                        .collect(),
+                )
+            };
+            if !scope.is_empty() {
+                out.insert(p, scope);
+            }
+        }
+        out
     }
 
     /// The nodes still copying partitions for this version.
@@ -857,8 +1004,10 @@ impl Layout {
         Ok(Self {
             version: self.version.saturating_add(1),
             staged: BTreeMap::new(),
+            staged_n_val: BTreeMap::new(),
             committed_by: None,
             moving: None,
+            moving_buckets: None,
             ..self.clone()
         })
     }
@@ -884,6 +1033,17 @@ impl Layout {
                 .filter(|(_, s)| s.seq > self.applied && s.change != Change::Keep)
                 .map(|(id, s)| (id.clone(), s.change.clone()))
                 .collect(),
+            n_vals: self.n_val_changes(),
+            bucket_copies: next
+                .roles
+                .keys()
+                .flat_map(|id| {
+                    next.gains(id)
+                        .into_iter()
+                        .filter(|(_, scope)| *scope != Scope::default())
+                        .map(move |(p, scope)| (p, id.clone(), scope))
+                })
+                .collect(),
             slots: before.table.iter().map(Vec::len).sum(),
             moved: after.moved_from(before),
             transfers: before.transfers(after),
@@ -892,6 +1052,43 @@ impl Layout {
             next,
         })
     }
+}
+
+/// Which buckets of a partition a node copies when it gains it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Every bucket but these.
+    AllBut(BTreeSet<String>),
+    /// These buckets only.
+    Only(BTreeSet<String>),
+}
+
+impl Default for Scope {
+    fn default() -> Self {
+        Self::AllBut(BTreeSet::new())
+    }
+}
+
+impl Scope {
+    /// Whether the scope takes `bucket`'s keys.
+    pub fn covers(&self, bucket: &str) -> bool {
+        match self {
+            Self::AllBut(not) => !not.contains(bucket),
+            Self::Only(only) => only.contains(bucket),
+        }
+    }
+
+    /// Whether it takes no bucket at all.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Self::Only(only) if only.is_empty())
+    }
+}
+
+/// Replica slots per partition for a bucket table: its largest `n_val`,
+/// so every rank any bucket keeps copies on is assigned.
+fn replicas_for(table: &BucketTable) -> u8 {
+    table.max_n_val().clamp(1, crate::ring::MAX_RANKS as u8)
 }
 
 /// Raises `map[node]` to `version`; whether it rose.
@@ -914,6 +1111,11 @@ pub struct Plan {
     pub to: u64,
     /// The staged changes, by node.
     pub changes: BTreeMap<String, Change>,
+    /// The staged `n_val` changes: bucket, from, to.
+    pub n_vals: Vec<(String, u8, u8)>,
+    /// Copies of some buckets only (an `n_val` change): partition, the
+    /// node that copies, the buckets.
+    pub bucket_copies: Vec<(u32, String, Scope)>,
     /// Replica slots (partitions × replicas).
     pub slots: usize,
     /// Slots whose owner changes: the replicas to copy.
@@ -1310,5 +1512,117 @@ mod tests {
             b.named.insert("bad name".into(), lww);
         }
         assert!(forged.check().is_err());
+    }
+
+    /// Four members whose bucket `small` keeps 2 copies, the rest 3.
+    fn with_small_bucket() -> Layout {
+        let small = BucketProps {
+            n_val: 2,
+            r: 1,
+            w: 1,
+            ..BucketProps::default()
+        };
+        let table = BucketTable {
+            defaults: BucketProps::default(),
+            named: [("small".to_string(), small)].into(),
+        };
+        let bootstrap = Bootstrap {
+            shape: Shape::default(),
+            buckets: table,
+        };
+        Layout::found(&ids(&["n1", "n2", "n3", "n4"]), bootstrap)
+    }
+
+    #[test]
+    fn an_n_val_change_is_staged_planned_and_copies_only_its_bucket() {
+        let mut l = with_small_bucket();
+        assert_eq!(l.replicas, 3, "the largest n_val");
+        // Quorum values must fit the new n_val; it is undone by staging
+        // the current one.
+        let mut strict = l.clone();
+        assert!(matches!(
+            strict.stage_n_val("n1", "other", 1),
+            Err(StageError::BadNVal(..))
+        ));
+        strict.stage_n_val("n1", "small", 2).expect("staged");
+        assert_eq!(strict.next(), Err(StageError::NothingStaged));
+
+        l.stage_n_val("n1", "small", 3).expect("staged");
+        let plan = l.plan().expect("plan");
+        assert_eq!(plan.n_vals, vec![("small".to_string(), 2, 3)]);
+        assert_eq!(plan.moved, 0, "no slot changes owner");
+        assert_eq!(plan.bucket_copies.len(), 256, "one new copy per partition");
+        let next = plan.next;
+        assert_eq!(next.assignment, l.assignment, "the same replicas");
+        assert_eq!(next.moving.as_ref(), l.assignment.as_ref());
+        assert_eq!(next.moving_buckets, l.buckets);
+        assert_eq!(
+            next.buckets.as_ref().map(|t| t.props("small").n_val),
+            Some(3)
+        );
+        assert!(next.staged_n_val.is_empty());
+        let a = next.assignment.as_ref().expect("assigned");
+        for id in ["n1", "n2", "n3", "n4"] {
+            for (p, scope) in next.gains(id) {
+                // The third replica copies the small bucket, nothing else.
+                assert_eq!(a.replicas(p).nth(2), Some(id));
+                assert_eq!(scope, Scope::Only(["small".to_string()].into()));
+                assert!(scope.covers("small") && !scope.covers("other"));
+            }
+        }
+        // Another n_val change waits for the handover.
+        let mut again = next.clone();
+        again.stage_n_val("n1", "small", 2).expect("staged");
+        assert_eq!(again.next(), Err(StageError::NValWhileMoving));
+        let mut synced = next.clone();
+        for id in ["n1", "n2", "n3", "n4"] {
+            synced.mark_synced(id, next.version);
+        }
+        let done = synced.handover().expect("handover");
+        assert_eq!(
+            (done.moving.as_ref(), done.moving_buckets.as_ref()),
+            (None, None)
+        );
+        done.check().expect("valid");
+    }
+
+    #[test]
+    fn an_n_val_past_the_assigned_replicas_assigns_more_and_copies_them() {
+        let mut l = Layout::found(
+            &ids(&["n1", "n2", "n3", "n4", "n5", "n6"]),
+            with_small_bucket()
+                .buckets
+                .clone()
+                .map(|buckets| Bootstrap {
+                    shape: Shape::default(),
+                    buckets,
+                })
+                .expect("a table"),
+        );
+        l.stage_n_val("n1", "small", 5).expect("staged");
+        let next = l.next().expect("next");
+        assert_eq!(next.replicas, 5, "every rank a bucket uses is assigned");
+        let a = next.assignment.as_ref().expect("assigned");
+        assert!((0..a.partitions()).all(|p| a.replicas(p).count() == 5));
+        // The fourth and fifth replicas of each partition copy the small
+        // bucket; a default bucket's copies stay on the first three.
+        let mut fourth_and_fifth = 0;
+        for id in ["n1", "n2", "n3", "n4", "n5", "n6"] {
+            for (p, scope) in next.gains(id) {
+                let rank = a.replicas(p).position(|r| r == id).expect("assigned");
+                let was = l
+                    .assignment
+                    .as_ref()
+                    .and_then(|b| b.replicas(p).position(|r| r == id));
+                if rank >= 3 {
+                    fourth_and_fifth += 1;
+                    assert!(scope.covers("small") && !scope.covers("other"));
+                } else {
+                    // A default bucket is copied only by a new replica.
+                    assert_eq!(scope.covers("other"), was.is_none(), "{p} {id}");
+                }
+            }
+        }
+        assert!(fourth_and_fifth >= 2 * 256 - 256 / 4, "{fourth_and_fifth}");
     }
 }

@@ -773,6 +773,15 @@ impl Membership {
         Ok(())
     }
 
+    /// Stages `n_val` for `bucket` in this node's layout.
+    pub fn stage_n_val(&mut self, bucket: &str, n_val: u8) -> Result<(), LayoutChangeError> {
+        let me = self.me.clone();
+        let layout = self.layout.as_mut().ok_or(LayoutChangeError::NotJoined)?;
+        layout.stage_n_val(&me, bucket, n_val)?;
+        self.version += 1;
+        Ok(())
+    }
+
     /// A proposer's message about the next layout version, from `from`:
     /// this node's vote, if it has one to give. The caller must save the
     /// table (see [`Self::saved`]) before the answer leaves the node.

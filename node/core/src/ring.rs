@@ -413,6 +413,18 @@ impl Ring {
             .map(|&m| self.members[m as usize].id.as_str())
     }
 
+    /// While partitions move: partition `p`'s replicas before the change,
+    /// whether or not they differ from its replicas now (a bucket whose
+    /// `n_val` changes keeps its keys on another number of them).
+    pub fn moving_from(&self, p: u32) -> Option<Vec<&str>> {
+        let row = self.before.as_ref()?.get(p as usize)?;
+        Some(
+            row.iter()
+                .map(|&m| self.members[m as usize].id.as_str())
+                .collect(),
+        )
+    }
+
     /// While partition `p` moves: its replicas before the change (they
     /// serve its reads, and a write needs its quorum from them too).
     pub fn before(&self, p: u32) -> Option<Vec<&str>> {

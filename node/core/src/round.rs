@@ -214,10 +214,10 @@ pub struct WriteRounds {
 impl WriteRounds {
     /// Rounds for `plans` (the first is the set after the change), with
     /// `me_primary[i]` saying whether the coordinator `me` is a primary of
-    /// set `i`. Fails when one set cannot meet `needs`.
+    /// set `i`. Fails when one set cannot meet its `needs[i]`.
     pub fn new(
         plans: Vec<Plan>,
-        needs: Needs,
+        needs: &[Needs],
         me: &str,
         me_primary: &[bool],
     ) -> Result<Self, Shortfall> {
@@ -226,9 +226,10 @@ impl WriteRounds {
         let counts = counted_sets(me_primary);
         let rounds = plans
             .into_iter()
+            .zip(needs.iter().copied())
             .zip(me_primary)
             .zip(&counts)
-            .map(|((mut plan, &primary), &counted)| {
+            .map(|(((mut plan, needs), &primary), &counted)| {
                 if counted {
                     return WriteRound::new(plan, needs, me, primary);
                 }
@@ -490,7 +491,7 @@ mod tests {
         // "d" coordinates: a replica after the move, not one before it.
         let now = plan(&["a", "b", "d"], 3, up);
         let before = plan(&["a", "b", "c"], 3, up);
-        let mut r = WriteRounds::new(vec![now, before], needs(2, 0, 0), "d", &[true, false])
+        let mut r = WriteRounds::new(vec![now, before], &[needs(2, 0, 0); 2], "d", &[true, false])
             .expect("round");
         assert_eq!(r.stored_locally(&[true, false], false), None);
         let sent: Vec<String> = r.start().into_iter().map(|t| t.node).collect();
@@ -501,7 +502,7 @@ mod tests {
         // Every set failing its quorum fails the write.
         let now = plan(&["a", "b", "d"], 3, up);
         let before = plan(&["a", "b", "c"], 3, up);
-        let mut r = WriteRounds::new(vec![now, before], needs(2, 0, 0), "d", &[true, false])
+        let mut r = WriteRounds::new(vec![now, before], &[needs(2, 0, 0); 2], "d", &[true, false])
             .expect("round");
         r.stored_locally(&[true, false], false);
         r.start();

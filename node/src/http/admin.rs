@@ -6,6 +6,9 @@
 //!   holding nothing, and what is staged.
 //! - `POST /v1/admin/layout/{join,leave,remove,replace,clear}`: stage one
 //!   change (JSON body, see [`StageBody`]); answered with the layout.
+//! - `POST /v1/admin/layout/n_val` with `{"bucket": B, "n_val": N}`: stage
+//!   a bucket's `n_val` change (it moves data, so it is planned and
+//!   committed like a node's; staging the current value clears it).
 //! - `GET /v1/admin/layout/plan`: what a commit would do: the partitions
 //!   that move, from whom to whom, keys and bytes estimated from this
 //!   node's data, and each node's share before and after.
@@ -76,6 +79,12 @@ pub(crate) fn describe(layout: &Layout) -> Value {
         .iter()
         .map(|(id, s)| (id, json!({"change": s.change, "by": s.by})))
         .collect();
+    let staged_n_val: BTreeMap<&String, Value> = layout
+        .staged_n_val
+        .iter()
+        .filter(|(_, s)| s.seq > layout.applied)
+        .map(|(bucket, s)| (bucket, json!({"n_val": s.change, "by": s.by})))
+        .collect();
     let shape = layout.shape();
     json!({
         "cluster": layout.cluster,
@@ -86,6 +95,7 @@ pub(crate) fn describe(layout: &Layout) -> Value {
         "roles": roles,
         "members_without_data": holding,
         "staged": staged,
+        "staged_n_val": staged_n_val,
     })
 }
 
@@ -109,6 +119,10 @@ pub(super) struct StageBody {
     weight: Option<u32>,
     /// `replace`: the node taking `node`'s place.
     with: Option<String>,
+    /// `n_val`: the bucket.
+    bucket: Option<String>,
+    /// `n_val`: its new `n_val`.
+    n_val: Option<u8>,
 }
 
 /// A JSON body (`None` when empty), refused with `invalid_parameter`
@@ -151,6 +165,8 @@ fn stage_change(
         zone: None,
         weight: None,
         with: None,
+        bucket: None,
+        n_val: None,
     });
     let missing = |what: &str| {
         ApiError::new(
@@ -158,6 +174,15 @@ fn stage_change(
             format!("{action} needs \"{what}\" in its JSON body"),
         )
     };
+    if action == "n_val" {
+        let bucket = body.bucket.ok_or_else(|| missing("bucket"))?;
+        let bucket = quorra_core::BucketName::parse(&bucket, &state.config.limits)
+            .map_err(|e| ApiError::new(e.code, e.message))?;
+        let n_val = body.n_val.ok_or_else(|| missing("n_val"))?;
+        return cluster
+            .stage_n_val(bucket.as_str(), n_val)
+            .map_err(change_error);
+    }
     let node = match (action, body.node) {
         ("leave", None) => cluster.me().to_owned(),
         (_, Some(node)) => node,
@@ -188,7 +213,9 @@ fn stage_change(
         _ => {
             return Err(ApiError::new(
                 ErrorCode::RouteNotFound,
-                format!("no layout action {action:?}: join, leave, remove, replace or clear"),
+                format!(
+                    "no layout action {action:?}: join, leave, remove, replace, clear or n_val"
+                ),
             ))
         }
     };
@@ -255,10 +282,35 @@ async fn plan_of(state: &AppState) -> Result<Value, ApiError> {
             })
         })
         .collect();
+    // An n_val change copies one bucket's keys of a partition: estimated
+    // as the partition's, an upper bound.
+    let bucket_copies: Vec<Value> = plan
+        .bucket_copies
+        .iter()
+        .map(|(p, to, scope)| {
+            let (k, b) = estimate(*p);
+            keys += k;
+            bytes += b;
+            json!({
+                "partition": p,
+                "to": to,
+                "buckets": scope,
+                "keys_estimated_at_most": k,
+                "bytes_estimated_at_most": b,
+            })
+        })
+        .collect();
+    let n_vals: BTreeMap<&String, Value> = plan
+        .n_vals
+        .iter()
+        .map(|(bucket, from, to)| (bucket, json!({"from": from, "to": to})))
+        .collect();
     Ok(json!({
         "from_version": plan.from,
         "to_version": plan.to,
         "changes": plan.changes,
+        "n_val_changes": n_vals,
+        "bucket_copies": bucket_copies,
         "slots": plan.slots,
         "slots_moving": plan.moved,
         "share_moving": plan.moved as f64 / plan.slots.max(1) as f64,

@@ -6,9 +6,11 @@
 //!   `dw`, `pr`, `pw`, `conflict_mode` (admin role): the rest are kept.
 //!   The change is a layout version of its own, decided by the voters like
 //!   any commit; it moves no data, and one that changes nothing makes no
-//!   version. Only the quorum defaults change: a bucket's conflict mode
-//!   and `n_val` are fixed since the cluster was founded (any bucket may
-//!   hold objects merged and placed by them): `409 bucket_props_fixed`.
+//!   version. Only the quorum defaults change here: a bucket's conflict
+//!   mode is fixed since the cluster was founded (any bucket may hold
+//!   objects merged by it), and its `n_val` moves data, so it changes
+//!   through plan and commit (`POST /v1/admin/layout/n_val`): `409
+//!   bucket_props_fixed`.
 //!   While partitions move, or when another change came first: `409
 //!   layout_conflict`, retry.
 

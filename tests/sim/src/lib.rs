@@ -109,8 +109,8 @@ impl Config {
     }
 
     /// Most runs change the layout during the workload: a node held out
-    /// of the first layout joins, a node leaves, or a node dies for good
-    /// and is removed (only where the cluster keeps at least `n`
+    /// of the first layout joins, a node leaves, a node dies for good
+    /// and is removed, or the bucket's n_val goes up by one (only where the cluster keeps at least `n`
     /// data-holding nodes; a dead node only where `w` >= 3, so with one
     /// more disk wiped every acknowledged write still has a copy).
     /// Drawn from a stream of its own, so the rest of the run's shape does
@@ -130,6 +130,7 @@ impl Config {
                 let i = 1 + rng.below(self.nodes as u64 - 1) as usize;
                 Some(schedule::LayoutChange::RemoveDead(i))
             }
+            3 if spare && rng.below(2) == 0 => Some(schedule::LayoutChange::RaiseNVal),
             _ => None,
         };
         self

@@ -344,6 +344,22 @@ impl SimNode {
         Ok(())
     }
 
+    /// Stages the bucket's `n_val` and commits it.
+    pub(crate) fn commit_n_val(
+        &mut self,
+        n_val: u8,
+        now: u64,
+        out: &mut Vec<Out>,
+    ) -> Result<(), String> {
+        let layout = self.layout().cloned().ok_or("not joined")?;
+        self.machine
+            .stage_n_val(crate::BUCKET, n_val)
+            .map_err(|e| e.to_string())?;
+        self.machine.handle_commit(0, layout.version, self.now(now));
+        self.drain(now, out);
+        Ok(())
+    }
+
     /// Whether this node holds `key` (or a hint of it for `owner`, when
     /// given) at a version that includes `clock`.
     pub(crate) fn holds(&self, key: &str, clock: &VersionVector, hint_for: Option<&str>) -> bool {
@@ -384,7 +400,7 @@ impl SimNode {
 
     /// A client request arrived.
     pub(crate) fn client(&mut self, op: OpId, req: ClientReq, now: u64, out: &mut Vec<Out>) {
-        let n = self.machine.bucket_table().defaults.n_val;
+        let n = self.machine.bucket_props(&bucket()).n_val;
         let request = match req {
             ClientReq::Get { key, r } => {
                 self.clients.insert(op, (true, key.clone()));
@@ -395,8 +411,10 @@ impl SimNode {
                     // primary: a fallback standing in for a replica it timed
                     // out on would not repair what only that replica holds.
                     quorum: QuorumOverrides {
-                        r,
-                        pr: r.filter(|&r| r >= n),
+                        // A full read hears the n_val in force, which an
+                        // operator may have raised.
+                        r: r.map(|r| r.max(n)),
+                        pr: r.map(|_| n),
                         ..QuorumOverrides::default()
                     },
                 }
@@ -499,8 +517,16 @@ impl SimNode {
                         (Ok(Some(object)), false) => {
                             let ring = self.machine.ring();
                             let p = ring.partition_of(bucket().as_str().as_bytes(), key.as_bytes());
-                            let n = usize::from(self.machine.bucket_table().defaults.n_val);
-                            ring.before(p).map(|before| {
+                            let n = usize::from(self.machine.bucket_props(&bucket()).n_val);
+                            // The n_val before the move (an operator may
+                            // have raised it).
+                            let n_before = self
+                                .machine
+                                .membership()
+                                .layout()
+                                .and_then(|l| l.moving_buckets.as_ref())
+                                .map_or(n, |t| usize::from(t.props(crate::BUCKET).n_val));
+                            ring.moving_from(p).and_then(|before| {
                                 // The replicas before the move first, then
                                 // the fallbacks after them: its first n.
                                 let mut order: Vec<String> =
@@ -510,8 +536,13 @@ impl SimNode {
                                         order.push(id.to_owned());
                                     }
                                 }
-                                order.truncate(n);
-                                (key.clone(), order, object.clock().clone())
+                                order.truncate(n_before);
+                                let mut was: Vec<&str> = order.iter().map(String::as_str).collect();
+                                let mut now: Vec<&str> = ring.order(p).take(n).collect();
+                                was.sort_unstable();
+                                now.sort_unstable();
+                                (was != now)
+                                    .then(|| (key.clone(), order.clone(), object.clock().clone()))
                             })
                         }
                         _ => None,
@@ -729,7 +760,10 @@ impl SimNode {
                 let b = bucket();
                 for name in self.disk.object_names() {
                     let p = ring.partition_of(b.as_str().as_bytes(), name.as_bytes());
-                    if dropped.contains(&p) {
+                    if dropped
+                        .iter()
+                        .any(|(q, scope)| *q == p && scope.covers(b.as_str()))
+                    {
                         self.disk.remove_object(&name);
                     }
                 }

@@ -49,6 +49,9 @@ pub enum LayoutChange {
     /// The node is killed for good (it never restarts), then removed: its
     /// partitions are rebuilt on the others from the surviving replicas.
     RemoveDead(usize),
+    /// The bucket's `n_val` goes up by one (staged and committed): every
+    /// key gets a copy on its next replica.
+    RaiseNVal,
 }
 
 /// Faults with the virtual ms (from the workload's start) they happen at.

@@ -112,6 +112,16 @@ impl Node {
             .ok_or(LayoutChangeError::NotJoined)
     }
 
+    /// Stages `n_val` for `bucket`; returns the layout with it.
+    pub fn stage_n_val(&mut self, bucket: &str, n_val: u8) -> Result<Layout, LayoutChangeError> {
+        self.membership.stage_n_val(bucket, n_val)?;
+        self.after_membership();
+        self.membership
+            .layout()
+            .cloned()
+            .ok_or(LayoutChangeError::NotJoined)
+    }
+
     /// The properties of `bucket` in force (the cluster's).
     pub fn bucket_props(&self, bucket: &crate::BucketName) -> crate::BucketProps {
         self.membership.bucket_table().props(bucket.as_str())

@@ -95,6 +95,9 @@ pub(super) struct Route {
     order: Vec<String>,
     /// While its partition moves: the replicas before the change first.
     before: Option<Vec<String>>,
+    /// How many of those hold the key's bucket (its `n_val` before the
+    /// change).
+    before_n: u8,
 }
 
 /// A write being forwarded to the key's replicas in turn.
@@ -135,19 +138,40 @@ impl Node {
             .ring
             .partition_of(bucket.as_str().as_bytes(), key.as_bytes());
         let order: Vec<String> = self.ring.order(p).map(str::to_owned).collect();
+        let props = props.for_ring(members);
         // While the partition moves, the replicas before the change come
         // first in a second order (they hold what was written before), the
-        // others after them as fallbacks.
-        let before = self.ring.before(p).map(|before| {
+        // others after them as fallbacks; the bucket's keys are on as many
+        // of them as its n_val before the change.
+        let before_n = self
+            .membership
+            .layout()
+            .and_then(|l| l.moving_buckets.as_ref())
+            .map_or(props.n_val, |t| {
+                t.props(bucket.as_str()).for_ring(members).n_val
+            });
+        let before = self.ring.moving_from(p).and_then(|before| {
+            let mut was: Vec<&str> = before.iter().take(usize::from(before_n)).copied().collect();
+            let mut now: Vec<&str> = order
+                .iter()
+                .take(usize::from(props.n_val))
+                .map(String::as_str)
+                .collect();
+            was.sort_unstable();
+            now.sort_unstable();
+            if was == now {
+                return None;
+            }
             let mut o: Vec<String> = before.into_iter().map(str::to_owned).collect();
             let rest: Vec<String> = order.iter().filter(|id| !o.contains(id)).cloned().collect();
             o.extend(rest);
-            o
+            Some(o)
         });
         Ok(Route {
-            props: props.for_ring(members),
+            props,
             order,
             before,
+            before_n,
         })
     }
 
@@ -206,18 +230,22 @@ impl Node {
             props,
             order,
             before,
+            before_n,
         } = match self.route(&bucket, &key, &q) {
             Ok(r) => r,
             Err(f) => return self.answer(to, Err(f), now),
         };
         // Reads stay with the replicas before a move until the handover.
-        let order = before.unwrap_or(order);
-        let needs = Needs {
-            total: props.r,
-            durable: 0,
-            primary: props.pr,
+        let (order, n) = match before {
+            Some(before) => (before, before_n),
+            None => (order, props.n_val),
         };
-        let plan = self.plan(&order, props.n_val);
+        let needs = Needs {
+            total: props.r.min(n),
+            durable: 0,
+            primary: props.pr.min(n),
+        };
+        let plan = self.plan(&order, n);
         let mut round = match ReadRound::new(plan, needs, props.conflict_mode) {
             Ok(r) => r,
             Err(s) => return self.answer(to, Err(Failure::Unavailable(s)), now),
@@ -339,20 +367,23 @@ impl Node {
             props,
             order,
             before,
+            before_n,
         } = match self.route(&job.bucket, &job.key, &job.quorum) {
             Ok(r) => r,
             Err(f) => return self.answer(to, Err(f), now),
         };
-        let orders: Vec<Vec<String>> = std::iter::once(order).chain(before).collect();
-        let n = usize::from(props.n_val);
-        let primaries_of = |o: &Vec<String>| o[..n.min(o.len())].to_vec();
-        let me_primary: Vec<bool> = orders
+        // Each replica set with its n: after the change, and before it.
+        let sets: Vec<(Vec<String>, u8)> = std::iter::once((order, props.n_val))
+            .chain(before.map(|b| (b, before_n)))
+            .collect();
+        let primaries_of = |(o, n): &(Vec<String>, u8)| o[..usize::from(*n).min(o.len())].to_vec();
+        let me_primary: Vec<bool> = sets
             .iter()
-            .map(|o| primaries_of(o).iter().any(|id| id == self.me()))
+            .map(|set| primaries_of(set).iter().any(|id| id == self.me()))
             .collect();
         let mut primaries: Vec<String> = Vec::new();
-        for o in &orders {
-            for id in primaries_of(o) {
+        for set in &sets {
+            for id in primaries_of(set) {
                 if !primaries.contains(&id) {
                     primaries.push(id);
                 }
@@ -385,14 +416,19 @@ impl Node {
             };
             return self.forward_next(fwd, now);
         }
-        let needs = Needs {
-            total: props.w,
-            durable: props.dw,
-            primary: props.pw,
-        };
-        let plans = orders.iter().map(|o| self.plan(o, props.n_val)).collect();
+        // A set with fewer replicas (a bucket's n_val before it grew)
+        // needs no more acknowledgements than it has replicas.
+        let needs: Vec<Needs> = sets
+            .iter()
+            .map(|(_, n)| Needs {
+                total: props.w.min(*n),
+                durable: props.dw.min(*n),
+                primary: props.pw.min(*n),
+            })
+            .collect();
+        let plans = sets.iter().map(|(o, n)| self.plan(o, *n)).collect();
         let me = self.me().to_owned();
-        let mut round = match WriteRounds::new(plans, needs, &me, &me_primary) {
+        let mut round = match WriteRounds::new(plans, &needs, &me, &me_primary) {
             Ok(r) => r,
             Err(s) => return self.answer(to, Err(Failure::Unavailable(s)), now),
         };

@@ -219,11 +219,12 @@ pub enum StoreOp {
         /// The bucket's conflict mode.
         mode: ConflictMode,
     },
-    /// Delete every object of these partitions (they moved to other
-    /// nodes); answered with [`Stored::Done`].
+    /// Delete the objects of these partitions' buckets in scope (they
+    /// moved to other nodes, or a bucket's `n_val` no longer reaches this
+    /// node); answered with [`Stored::Done`].
     DropPartitions {
-        /// The partitions given away.
-        dropped: Vec<u32>,
+        /// The partitions given away, and which buckets of each.
+        dropped: Vec<(u32, crate::layout::Scope)>,
         /// Of how many (the layout's count).
         partitions: u32,
     },

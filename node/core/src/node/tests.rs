@@ -1143,3 +1143,109 @@ fn a_blind_delete_is_resolved_where_it_enters_and_a_late_forward_deletes_nothing
         });
     assert_eq!(context, Some(VersionVector::new()), "{effects:?}");
 }
+
+#[test]
+fn a_raised_n_val_copies_the_buckets_keys_to_the_replica_that_gains_it() {
+    let mut n = node("n1", &[]);
+    let v1 = n.membership().layout().cloned().expect("a layout");
+    // small: n_val 2, then raised back to 3 (the replicas stay).
+    let mut l = v1.clone();
+    l.stage_n_val("n1", "small", 2).expect("staged");
+    let mut v2 = l.next().expect("v2");
+    for id in NODES {
+        v2.mark_synced(id, v2.version);
+    }
+    let mut v3 = v2.handover().expect("v3");
+    v3.stage_n_val("n1", "small", 3).expect("staged");
+    let mut v4 = v3.next().expect("v4");
+    for id in NODES {
+        v4.mark_acked(id, v4.version);
+    }
+    assert_eq!(v4.assignment, v1.assignment, "the same replicas");
+    n.membership.adopt(&v4);
+    n.after_membership();
+    let gains = v4.gains("n1");
+    assert!(!gains.is_empty());
+    let mut t = now();
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        t.mono_ms += 100;
+        sent.extend(transmits(&tick(&mut n, t)));
+    }
+    let pulls: Vec<_> = sent
+        .into_iter()
+        .filter_map(|(call, to, r)| match r {
+            PeerRequest::Pull(pull) => Some((call, to, pull)),
+            _ => None,
+        })
+        .collect();
+    assert!(!pulls.is_empty(), "it pulls");
+    let (call, from, pull) = pulls[0].clone();
+    assert!(gains.contains_key(&pull.partition));
+    let object = |bucket: &str| crate::proto::Pulled {
+        bucket: BucketName::parse(bucket, &Limits::default()).expect("bucket"),
+        key: Key::parse(b"k".to_vec(), &Limits::default()).expect("key"),
+        object: written("n2"),
+    };
+    let chunk = crate::proto::Chunk {
+        objects: vec![object("small"), object("other")],
+        next: None,
+    };
+    n.handle_reply(
+        call,
+        Some(&from),
+        Ok(Reply::answer::<crate::proto::Pull>(Ok(chunk))),
+        t,
+    );
+    let merged: Vec<String> = store_ops(&drain(&mut n))
+        .into_iter()
+        .flat_map(|(_, op)| match op {
+            StoreOp::MergeAll { objects, .. } => objects
+                .into_iter()
+                .map(|(o, _)| o.bucket.as_str().to_owned())
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(merged, ["small"], "only the bucket whose n_val grew");
+}
+
+#[test]
+fn after_an_n_val_went_down_the_replica_past_it_drops_that_buckets_keys_only() {
+    let mut n = node("n1", &[]);
+    let mut l = n.membership().layout().cloned().expect("a layout");
+    l.stage_n_val("n1", "small", 2).expect("staged");
+    let mut v2 = l.next().expect("v2");
+    for id in NODES {
+        v2.mark_synced(id, v2.version);
+    }
+    let mut v3 = v2.handover().expect("v3");
+    for id in NODES {
+        v3.mark_acked(id, v3.version);
+    }
+    n.membership.adopt(&v3);
+    n.after_membership();
+    let mut t = now();
+    let mut dropped = Vec::new();
+    for _ in 0..3 {
+        // Past the cleanup grace.
+        t.mono_ms += 6_000;
+        for (_, op) in store_ops(&tick(&mut n, t)) {
+            if let StoreOp::DropPartitions { dropped: d, .. } = op {
+                dropped.extend(d);
+            }
+        }
+    }
+    // A third replica drops small's keys; a node past the third (holding
+    // none of the partition) drops all; the first two keep everything.
+    let small = crate::layout::Scope::Only(["small".to_string()].into());
+    let want: Vec<(u32, crate::layout::Scope)> = (0..64)
+        .filter_map(|p| match n.ring().order(p).position(|id| id == "n1") {
+            Some(0 | 1) => None,
+            Some(2) => Some((p, small.clone())),
+            _ => Some((p, crate::layout::Scope::default())),
+        })
+        .collect();
+    assert!(want.iter().any(|(_, s)| *s == small));
+    assert_eq!(dropped, want);
+}

@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::{Call, Event, Node, Now, StoreOp, Wait};
-use crate::layout::Layout;
+use crate::layout::{Layout, Scope};
 use crate::membership::Status;
 use crate::proto::{Chunk, Pull, Pulled, Refusal};
 
@@ -57,6 +57,9 @@ pub struct PartitionCopy {
     /// Replicas copied from completely.
     #[serde(default)]
     pub copied_from: u32,
+    /// The buckets copied (all but an `n_val` change's others).
+    #[serde(default)]
+    pub scope: Scope,
 }
 
 /// A node's copying for one move, saved with its member table.
@@ -118,9 +121,10 @@ pub(super) struct Transfers {
     acking: Option<u64>,
 }
 
-/// A fingerprint of the assignment a move starts from.
+/// A fingerprint of the assignment and bucket properties a move starts
+/// from.
 fn fingerprint(layout: &Layout) -> u64 {
-    let bytes = rmp_serde::to_vec(&layout.moving).unwrap_or_default();
+    let bytes = rmp_serde::to_vec(&(&layout.moving, &layout.moving_buckets)).unwrap_or_default();
     crate::hash::checksum(&bytes)
 }
 
@@ -156,16 +160,18 @@ impl Node {
         }
         progress.version = layout.version;
         // Partitions gained now (a commit mid-move may change them).
-        let gains: BTreeSet<u32> = layout.gains(&me).into_iter().collect();
-        progress.pending.retain(|p, _| gains.contains(p));
-        progress.done.retain(|p| gains.contains(p));
-        for &p in &gains {
+        let gains = layout.gains(&me);
+        progress
+            .pending
+            .retain(|p, c| gains.get(p).is_some_and(|s| *s == c.scope));
+        progress.done.retain(|p| gains.contains_key(p));
+        for (&p, scope) in &gains {
             if progress.done.contains(&p) || progress.pending.contains_key(&p) {
                 continue;
             }
             let sources = self
                 .ring
-                .before(p)
+                .moving_from(p)
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|id| *id != me)
@@ -175,6 +181,7 @@ impl Node {
                 p,
                 PartitionCopy {
                     sources,
+                    scope: scope.clone(),
                     ..PartitionCopy::default()
                 },
             );
@@ -384,9 +391,17 @@ impl Node {
         };
         let bytes: u64 = chunk.objects.iter().map(|o| approx_size(&o.object)).sum();
         self.transfers.window.1 += bytes;
+        // An n_val change copies only the buckets it concerns.
+        let scope = self
+            .membership
+            .transfer()
+            .and_then(|t| t.pending.get(&partition))
+            .map(|c| c.scope.clone())
+            .unwrap_or_default();
         let objects: Vec<(Pulled, crate::ConflictMode)> = chunk
             .objects
             .into_iter()
+            .filter(|o| scope.covers(o.bucket.as_str()))
             .map(|o| {
                 let mode = self.bucket_props(&o.bucket).conflict_mode;
                 (o, mode)
@@ -473,9 +488,11 @@ impl Node {
         self.start_commit(None, layout, want, now);
     }
 
-    /// After a handover: drop the partitions this node no longer holds,
-    /// once the new version had time to reach every node (a node still on
-    /// the version before would read them here).
+    /// After a handover: drop what this node no longer holds (partitions,
+    /// or a bucket's keys after its `n_val` went down), once the new
+    /// version had time to reach every node and every live one
+    /// acknowledged it (a node still on the version before would read
+    /// them here).
     fn cleanup(&mut self, layout: &Layout, now: Now) {
         if self.transfers.cleaned >= layout.version {
             return;
@@ -492,13 +509,37 @@ impl Node {
         let Some(a) = &layout.assignment else {
             return;
         };
-        // Buckets with a larger n_val keep copies on the ranks after the
-        // assigned replicas: those stay too.
-        let n = usize::from(self.membership.bucket_table().max_n_val());
+        // A bucket's keys stay on the first n_val of a partition's ranks
+        // (assigned replicas first): this node drops those of every bucket
+        // whose n_val does not reach its rank (all of them where it has no
+        // rank: partitions given away; some, after an n_val went down).
+        let table = self.membership.bucket_table();
         let me = self.me();
-        let gone: Vec<u32> = (0..a.partitions())
-            .filter(|&p| !a.replicas(p).any(|id| id == me))
-            .filter(|&p| !self.ring.order(p).take(n).any(|id| id == me))
+        let gone: Vec<(u32, Scope)> = (0..a.partitions())
+            .filter_map(|p| {
+                let rank = self.ring.order(p).position(|id| id == me);
+                let kept = |n: u8| rank.is_some_and(|r| r < usize::from(n));
+                let scope = if !kept(table.defaults.n_val) {
+                    Scope::AllBut(
+                        table
+                            .named
+                            .iter()
+                            .filter(|(_, props)| kept(props.n_val))
+                            .map(|(b, _)| b.clone())
+                            .collect(),
+                    )
+                } else {
+                    Scope::Only(
+                        table
+                            .named
+                            .iter()
+                            .filter(|(_, props)| !kept(props.n_val))
+                            .map(|(b, _)| b.clone())
+                            .collect(),
+                    )
+                };
+                (!scope.is_empty()).then_some((p, scope))
+            })
             .collect();
         if gone.is_empty() {
             return;
