@@ -656,7 +656,7 @@ fn execute(store: &ObjectStore, op: StoreOp, budget: HintBudget) -> Result<Store
             tracing::info!(
                 partitions = dropped.len(),
                 objects = n,
-                "dropped partitions given away"
+                "dropped what this node no longer holds (partitions given away, keys past a lowered n_val)"
             );
             metrics::counter!("quorra_objects_dropped_total").increment(n);
             Stored::Done

@@ -205,7 +205,10 @@ pub fn layout_text(l: &Value) -> String {
             t["gaining"],
             t["keys"],
             t["bytes"],
-            ids(&t["waiting_for"]),
+            match ids(&t["waiting_for"]) {
+                w if w.is_empty() => "no copy: it is being committed".to_owned(),
+                w => w,
+            },
         ));
         if let Some(stalled) = t["stalled"].as_object() {
             for (p, why) in stalled {

@@ -119,6 +119,9 @@ pub(super) struct Transfers {
     handover_since: Option<(u64, u64)>,
     /// The layout version whose save this node waits for to acknowledge it.
     acking: Option<u64>,
+    /// Why no copy may start yet: members that have not acknowledged the
+    /// version (as of the last tick).
+    unacked: Option<String>,
 }
 
 /// A fingerprint of the assignment and bucket properties a move starts
@@ -200,12 +203,8 @@ impl Node {
             }
             return self.try_handover(&layout, now);
         }
-        if let Some(why) = self.waiting_for_acks(&layout) {
-            for p in progress.pending.keys() {
-                if !self.transfers.busy.contains(p) {
-                    self.transfers.stalled.insert(*p, why.clone());
-                }
-            }
+        self.transfers.unacked = self.waiting_for_acks(&layout);
+        if self.transfers.unacked.is_some() {
             return;
         }
         self.start_pulls(&progress, now);
@@ -610,7 +609,17 @@ impl Node {
             copied: progress.done.len(),
             keys,
             bytes,
-            stalled: self.transfers.stalled.clone(),
+            stalled: match &self.transfers.unacked {
+                // Every partition not started waits for the same.
+                Some(why) => progress
+                    .pending
+                    .keys()
+                    .filter(|p| !self.transfers.busy.contains(p))
+                    .map(|&p| (p, why.clone()))
+                    .chain(self.transfers.stalled.clone())
+                    .collect(),
+                None => self.transfers.stalled.clone(),
+            },
             waiting_for: layout.copying(),
         }
     }
