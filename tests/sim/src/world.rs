@@ -494,39 +494,6 @@ impl World {
         self.schedule_wake(from);
     }
 
-    /// Stages and commits the bucket's n_val one above the configured
-    /// one through a random live node, again every second until some
-    /// node's layout shows it (bounded).
-    fn raise_n_val(&mut self) {
-        let want = self.config.quorum.n + 1;
-        let done = self.nodes.iter().flatten().any(|node| {
-            node.layout()
-                .and_then(|l| l.buckets.as_ref())
-                .is_some_and(|t| t.props(crate::BUCKET).n_val == want)
-        });
-        if done || self.layout_attempts >= 60 {
-            return;
-        }
-        self.layout_attempts += 1;
-        let n = self.config.nodes;
-        let start = self.rng.below(n as u64) as usize;
-        let via = (0..n).map(|k| (start + k) % n).find(|&k| {
-            self.nodes[k]
-                .as_ref()
-                .is_some_and(|node| node.layout().is_some())
-        });
-        if let Some(via) = via {
-            let now = self.now;
-            let mut out = Vec::new();
-            if let Some(node) = self.nodes[via].as_mut() {
-                let _ = node.commit_n_val(want, now, &mut out);
-            }
-            self.outputs(via, out);
-            self.schedule_wake(via);
-        }
-        self.at(1_000, Event::Fault(Fault::Layout(LayoutChange::RaiseNVal)));
-    }
-
     /// Puts a message on the network: lost, duplicated, delayed.
     fn transmit(&mut self, from: usize, to: usize, to_life: u64, msg: Packet) {
         if msg.data {
@@ -994,13 +961,12 @@ impl World {
     /// The operator's layout change: made through a live node, checked
     /// again every second until some node's layout shows it (bounded).
     fn operate(&mut self, change: LayoutChange) {
-        if change == LayoutChange::RaiseNVal {
-            return self.raise_n_val();
-        }
+        // What the change is, and whether a node's layout shows it done.
+        let raised = self.config.quorum.n + 1;
         let (id, want_role) = match change {
             LayoutChange::JoinLate(i) => (node_id(i), true),
             LayoutChange::Leave(i) => (node_id(i), false),
-            LayoutChange::RaiseNVal => return,
+            LayoutChange::RaiseNVal => (String::new(), false),
             LayoutChange::RemoveDead(i) => {
                 if self.dead.is_none() {
                     self.crash(i);
@@ -1010,8 +976,13 @@ impl World {
             }
         };
         let done = self.nodes.iter().flatten().any(|node| {
-            node.layout()
-                .is_some_and(|l| l.roles.contains_key(&id) == want_role)
+            node.layout().is_some_and(|l| match change {
+                LayoutChange::RaiseNVal => l
+                    .buckets
+                    .as_ref()
+                    .is_some_and(|t| t.props(crate::BUCKET).n_val == raised),
+                _ => l.roles.contains_key(&id) == want_role,
+            })
         });
         if done || self.layout_attempts >= 60 {
             return;
@@ -1025,15 +996,20 @@ impl World {
                 .is_some_and(|node| node.layout().is_some())
         });
         if let Some(via) = via {
-            let change = if want_role {
-                Change::Set(role())
-            } else {
-                Change::Remove
-            };
             let now = self.now;
             let mut out = Vec::new();
             if let Some(node) = self.nodes[via].as_mut() {
-                let _ = node.commit(&[(id, change)], now, &mut out);
+                let _ = match change {
+                    LayoutChange::RaiseNVal => node.commit_n_val(raised, now, &mut out),
+                    _ => {
+                        let c = if want_role {
+                            Change::Set(role())
+                        } else {
+                            Change::Remove
+                        };
+                        node.commit(&[(id, c)], now, &mut out)
+                    }
+                };
             }
             self.outputs(via, out);
             self.schedule_wake(via);

@@ -985,13 +985,19 @@ fn a_commit_without_a_majority_of_voters_is_not_decided() {
 /// a move under way.
 fn mid_move(me: &str, down: &[&str], planted: Option<Planted>) -> (Node, Layout) {
     let mut n = node_with(me, down, props(3, 2, 2, 0, 0), planted);
+    let next = remove_n5(&mut n);
+    (n, next)
+}
+
+/// Gives `n` the next layout version, which removes n5 (a move); returns it.
+fn remove_n5(n: &mut Node) -> Layout {
     let mut l = n.membership().layout().cloned().expect("a layout");
     l.stage("n1", "n5", crate::layout::Change::Remove)
         .expect("staged");
     let next = l.next().expect("the next version");
     n.membership.adopt(&next);
     n.after_membership();
-    (n, next)
+    next
 }
 
 /// Runs the timers at `t`, completing every save at once; the effects
@@ -1071,12 +1077,7 @@ fn a_node_acknowledges_a_version_only_after_its_writes_routed_by_the_one_before_
     let sent = transmits(&drain(&mut n));
     assert!(!sent.is_empty(), "the write goes to the other replicas");
     // A move is committed while the write is under way.
-    let mut l = n.membership().layout().cloned().expect("a layout");
-    l.stage("n1", "n5", crate::layout::Change::Remove)
-        .expect("staged");
-    let next = l.next().expect("the next version");
-    n.membership.adopt(&next);
-    n.after_membership();
+    let next = remove_n5(&mut n);
     let mut t = now();
     t.mono_ms += 60;
     tick(&mut n, t);
