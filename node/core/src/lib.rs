@@ -12,6 +12,8 @@
 //! - [`context`]: the opaque causal context handed to clients, and its codec.
 //! - [`bucket`]: bucket and key names, bucket properties, request limits.
 //! - [`hash`]: the stable, seed-fixed key hash and partition function.
+//! - [`hashtree`]: per-partition hash trees for anti-entropy (not wired
+//!   to the node yet).
 //! - [`ring`]: tokens, partitions and preference lists.
 //! - [`layout`]: the cluster's identity and layout (its members, version).
 //! - [`membership`]: SWIM-style gossip and failure detection, and how a
@@ -30,6 +32,7 @@ pub mod context;
 pub mod decide;
 pub mod error;
 pub mod hash;
+pub mod hashtree;
 pub mod layout;
 pub mod membership;
 pub mod node;
