@@ -374,6 +374,15 @@ impl Object {
         collisions
     }
 
+    /// A digest of the version (the clock and each sibling's dot, not the
+    /// values): what anti-entropy's hash trees compare. Two replicas of a
+    /// key agree on it exactly when they hold the same version.
+    pub fn version_digest(&self) -> u64 {
+        let dots: Vec<&Dot> = self.siblings.iter().map(|s| &s.dot).collect();
+        let bytes = rmp_serde::to_vec(&(&self.clock, dots)).unwrap_or_default();
+        crate::hash::checksum(&bytes)
+    }
+
     /// Whether `other` holds nothing this object lacks (merging it would not
     /// change this object).
     pub fn dominates(&self, other: &Self, mode: ConflictMode) -> bool {

@@ -46,6 +46,26 @@ fn same_context_same_coordinator_keeps_both_writes() {
 }
 
 #[test]
+fn replicas_agree_on_the_version_digest_exactly_when_they_hold_one_version() {
+    let mut o = Object::new();
+    o.update(&VersionVector::new(), &a("n1"), val("x", 1), SIB)
+        .expect("update");
+    let mut replica = Object::new();
+    replica.merge(&o, SIB);
+    assert_eq!(o.version_digest(), replica.version_digest());
+    // A concurrent write elsewhere is another version, merged or not.
+    let mut other = Object::new();
+    other
+        .update(&VersionVector::new(), &a("n2"), val("x", 1), SIB)
+        .expect("update");
+    assert_ne!(o.version_digest(), other.version_digest());
+    replica.merge(&other, SIB);
+    assert_ne!(o.version_digest(), replica.version_digest());
+    o.merge(&other, SIB);
+    assert_eq!(o.version_digest(), replica.version_digest());
+}
+
+#[test]
 fn blind_write_becomes_a_sibling() {
     let mut o = Object::new();
     o.update(&VersionVector::new(), &a("n1"), val("x", 1), SIB)
