@@ -14,6 +14,10 @@
 //! replicas that differ descend only into the branches that differ, then
 //! list the keys of the segments that differ.
 //!
+//! [`Exchange`] is one side of a comparison as messages (ask for a node's
+//! children, descend where they differ), so the node can run it over the
+//! network against the other side's [`HashTree::children`].
+//!
 //! The tree is plain data: the node persists it, and a rebuild from a scan
 //! ([`HashTree::from_entries`]) gives the same tree as the updates did.
 
@@ -94,26 +98,89 @@ impl HashTree {
         node_hash(&children)
     }
 
-    /// The segments two replicas disagree on, found level by level as an
-    /// exchange does: what `theirs` answers for each node asked.
-    pub fn differing_segments(&self, theirs: &Self) -> Vec<usize> {
-        let mut out = Vec::new();
-        let (Some(ours_top), Some(theirs_top)) = (self.children(1, 0), theirs.children(1, 0))
-        else {
-            return out;
-        };
-        for branch in differing(&ours_top, &theirs_top) {
-            let (Some(a), Some(b)) = (self.children(2, branch), theirs.children(2, branch)) else {
-                continue;
-            };
-            out.extend(differing(&a, &b).into_iter().map(|s| branch * FANOUT + s));
+    /// Compares this tree with `theirs` as an exchange between two
+    /// replicas does, question by question (both trees at hand: for tests
+    /// and for a node comparing trees it holds).
+    pub fn compare(&self, theirs: &Self) -> Exchange {
+        let (mut x, first) = Exchange::start();
+        let mut questions = vec![first];
+        while let Some((depth, index)) = questions.pop() {
+            let answer = theirs.children(depth, index);
+            questions.extend(x.answer(self, (depth, index), answer.as_deref()));
         }
-        out
+        x
     }
 
     /// Inner node `i` of the level below the root.
     fn inner(&self, i: usize) -> u64 {
         node_hash(&self.segments[i * FANOUT..(i + 1) * FANOUT])
+    }
+}
+
+/// One side of a tree comparison with another replica, as messages: ask
+/// for the root's children, then for the segments under each child that
+/// differs; what is left are the segments whose keys the two must list
+/// and repair. The answers come from the other side's
+/// [`HashTree::children`].
+#[derive(Debug, Clone, Default)]
+pub struct Exchange {
+    /// Questions asked and not answered: (depth, index).
+    asked: Vec<(u8, usize)>,
+    /// Segments found to differ.
+    segments: Vec<usize>,
+    /// Bytes of hashes received (what the comparison cost).
+    pub bytes: u64,
+}
+
+impl Exchange {
+    /// A new comparison and its first question.
+    pub fn start() -> (Self, (u8, usize)) {
+        let first = (1, 0);
+        let exchange = Self {
+            asked: vec![first],
+            ..Self::default()
+        };
+        (exchange, first)
+    }
+
+    /// The other side answered question `(depth, index)` with `theirs`
+    /// (`None`: it could not); returns the questions to ask next.
+    pub fn answer(
+        &mut self,
+        ours: &HashTree,
+        (depth, index): (u8, usize),
+        theirs: Option<&[u64]>,
+    ) -> Vec<(u8, usize)> {
+        let Some(at) = self.asked.iter().position(|q| *q == (depth, index)) else {
+            return Vec::new();
+        };
+        self.asked.swap_remove(at);
+        let (Some(theirs), Some(mine)) = (theirs, ours.children(depth, index)) else {
+            return Vec::new();
+        };
+        if theirs.len() != mine.len() {
+            return Vec::new();
+        }
+        self.bytes += 8 * theirs.len() as u64;
+        let differ = differing(&mine, theirs);
+        if depth == DEPTH {
+            self.segments
+                .extend(differ.into_iter().map(|s| index * FANOUT + s));
+            return Vec::new();
+        }
+        let next: Vec<(u8, usize)> = differ.into_iter().map(|i| (depth + 1, i)).collect();
+        self.asked.extend(next.iter().copied());
+        next
+    }
+
+    /// Whether every question was answered.
+    pub fn done(&self) -> bool {
+        self.asked.is_empty()
+    }
+
+    /// The segments found to differ so far (in the order found).
+    pub fn segments(&self) -> &[usize] {
+        &self.segments
     }
 }
 
@@ -163,7 +230,7 @@ mod tests {
         }
         assert_eq!(a, b);
         assert_eq!(a.root(), b.root());
-        assert!(a.differing_segments(&b).is_empty());
+        assert!(a.compare(&b).segments().is_empty());
         // What in-sync replicas exchange: the root's children, 256 bytes.
         let top = a.children(1, 0).expect("top");
         assert_eq!(top.len() * 8, 256);
@@ -181,8 +248,31 @@ mod tests {
         let mut want = vec![HashTree::segment_of(*h1), HashTree::segment_of(*h2)];
         want.sort_unstable();
         want.dedup();
-        assert_eq!(full.differing_segments(&other), want);
+        let mut found = full.compare(&other).segments().to_vec();
+        found.sort_unstable();
+        assert_eq!(found, want);
         assert_ne!(full.root(), other.root());
+    }
+
+    #[test]
+    fn an_exchange_costs_a_level_in_sync_and_a_branch_per_difference() {
+        let keys: Vec<(u64, Vec<u8>)> = (0..10_000).map(key).collect();
+        let a = HashTree::from_entries(keys.iter().map(|(h, k)| (*h, k.as_slice(), 1)));
+        let x = a.compare(&a.clone());
+        assert!(x.segments().is_empty());
+        assert_eq!(x.bytes, 256, "two in-sync replicas of 10,000 keys");
+        let mut b = a.clone();
+        let (h, k) = &keys[99];
+        b.update(*h, k, Some(1), None);
+        let x = a.compare(&b);
+        assert_eq!(x.segments(), [HashTree::segment_of(*h)]);
+        assert_eq!(x.bytes, 512, "the root's children, then one branch");
+        // A question nobody asked, or an answer of the wrong size, is
+        // ignored.
+        let (mut x, _) = Exchange::start();
+        assert!(x.answer(&a, (2, 3), Some(&[0; FANOUT])).is_empty());
+        assert!(x.answer(&a, (1, 0), Some(&[0; 3])).is_empty());
+        assert!(x.done() && x.segments().is_empty());
     }
 
     #[test]
