@@ -421,15 +421,21 @@ impl Driver {
                 Err(e) => tracing::info!("handover not committed by this node: {e}"),
             },
             Event::TransferSynced { version } => {
+                metrics::gauge!("quorra_transfer_partitions_pending").set(0.0);
                 tracing::info!(version, "copied every partition this node gains");
             }
-            Event::PartitionCopied { partition, keys } => {
+            Event::PartitionCopied {
+                partition,
+                keys,
+                pending,
+            } => {
+                metrics::gauge!("quorra_transfer_partitions_pending").set(pending as f64);
                 metrics::counter!("quorra_partitions_copied_total").increment(1);
                 metrics::counter!("quorra_objects_copied_total").increment(keys);
                 tracing::debug!(partition, keys, "partition copied");
             }
             Event::PartitionsDropped { partitions } => {
-                tracing::info!(partitions, "dropping partitions given away");
+                tracing::info!(partitions, "dropping what this node no longer holds");
             }
         }
     }

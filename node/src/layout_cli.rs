@@ -154,17 +154,31 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
             call(Method::POST, "/commit", Some(json!({ "version": version }))).await?
         }
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string_pretty(&answer)?)
     } else if matches!(args.action, ClusterAction::Plan) {
-        print!("{}", plan_text(&answer));
+        plan_text(&answer)
+    } else if matches!(args.action, ClusterAction::Commit { .. }) {
+        format!(
+            "committed layout version {}\n{}",
+            answer["version"],
+            layout_text(&answer)
+        )
     } else {
-        if matches!(args.action, ClusterAction::Commit { .. }) {
-            println!("committed layout version {}", answer["version"]);
-        }
-        print!("{}", layout_text(&answer));
+        layout_text(&answer)
+    };
+    emit(&text)
+}
+
+/// Writes `text` to stdout; a reader that went away (`| head`) is not an
+/// error.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
-    Ok(())
 }
 
 /// A layout as text.

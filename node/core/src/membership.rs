@@ -455,6 +455,8 @@ pub struct Membership {
     shape: Shape,
     /// The bucket properties it is configured with (it founds with them).
     buckets: BucketTable,
+    /// Their digest, which founders compare.
+    buckets_digest: u64,
     /// This node's cluster, once founded or joined.
     layout: Option<Layout>,
     /// Its vote on the next layout version (see [`crate::decide`]).
@@ -519,6 +521,7 @@ impl Membership {
             initial,
             founding,
             shape,
+            buckets_digest: buckets.digest(),
             buckets,
             layout: None,
             vote: Acceptor::new(0),
@@ -545,7 +548,7 @@ impl Membership {
             Some(l) => Standing::Member(l.stamp()),
             None => Standing::Unjoined {
                 founding: self.founding.clone(),
-                buckets: self.founding.as_ref().map(|_| self.buckets.digest()),
+                buckets: self.founding.as_ref().map(|_| self.buckets_digest),
             },
         }
     }
@@ -635,8 +638,7 @@ impl Membership {
                             ours: ours.clone(),
                         };
                         self.notify(Some(from), notice);
-                    } else if self.initial.contains(from) && *buckets != Some(self.buckets.digest())
-                    {
+                    } else if self.initial.contains(from) && *buckets != Some(self.buckets_digest) {
                         let notice = Notice::FoundersBucketsDiffer {
                             peer: from.to_owned(),
                         };
@@ -739,7 +741,7 @@ impl Membership {
         };
         let all_agree = self.initial.iter().filter(|id| **id != self.me).all(|id| {
             self.heard_unjoined.get(id)
-                == Some(&(Some(founding.clone()), Some(self.buckets.digest())))
+                == Some(&(Some(founding.clone()), Some(self.buckets_digest)))
         });
         if !all_agree {
             return;

@@ -166,7 +166,7 @@ pub(crate) struct SimNode {
     /// For the handoff monitor: the hints this node deleted (owner, key,
     /// clock), since the world last looked.
     pub(crate) hints_deleted: Vec<(String, String, VersionVector)>,
-    machine: Node,
+    pub(crate) machine: Node,
     /// Client requests in flight: whether each is a read.
     clients: BTreeMap<ClientId, (bool, String)>,
     /// Epochs taken, to derive the next one.

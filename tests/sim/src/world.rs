@@ -1091,6 +1091,27 @@ impl World {
         if !self.config.all_founders {
             formed &= self.commit_joins();
         }
+        if !formed && std::env::var_os("QUORRA_SIM_DEBUG").is_some() {
+            for (i, n) in self.nodes.iter().enumerate() {
+                if let Some(n) = n {
+                    eprintln!(
+                        "unformed n{i}: layout {:?} acked {:?} stalled {:?}",
+                        n.layout().map(|l| (
+                            l.version,
+                            l.members.len(),
+                            l.roles.len(),
+                            l.moving.is_some(),
+                            l.copying()
+                        )),
+                        n.layout().map(|l| l.acked.clone()),
+                        (
+                            n.machine.transfer_status(),
+                            n.machine.membership().transfer().map(|t| t.pending.clone())
+                        ),
+                    );
+                }
+            }
+        }
         let start = self.now;
         let schedule = Schedule::random(&mut self.rng, &self.config);
         for (at, fault) in schedule.faults.iter().cloned() {

@@ -400,6 +400,8 @@ pub enum Event {
         partition: u32,
         /// Objects copied.
         keys: u64,
+        /// Gained partitions still to copy.
+        pending: usize,
     },
     /// Partitions this node no longer holds were deleted.
     PartitionsDropped {

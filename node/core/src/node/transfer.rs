@@ -36,7 +36,7 @@ pub(super) const MAX_PULLS: usize = 2;
 /// Bytes asked for per chunk.
 pub(super) const CHUNK_BYTES: u32 = 1 << 20;
 /// How long a pull may take (ms).
-const PULL_TIMEOUT_MS: u64 = 10_000;
+const PULL_TIMEOUT_MS: u64 = 5_000;
 /// Wait before asking a replica again after a failure (ms).
 const RETRY_MS: u64 = 1_000;
 /// Per data-holding node, by rank, the wait before it commits a handover
@@ -364,6 +364,7 @@ impl Node {
         self.event(Event::PartitionCopied {
             partition,
             keys: copy.keys,
+            pending: progress.pending.len(),
         });
     }
 
