@@ -796,6 +796,12 @@ impl Layout {
                     roles.remove(id);
                 }
                 Change::ReplaceBy(new) => {
+                    // Checked when staged, but another change staged since
+                    // may have given `new` a place (two replacements by
+                    // one node would put it twice in a partition).
+                    if roles.contains_key(new) || previous.nodes.contains(new) {
+                        return Err(StageError::BadReplacement(new.clone(), id.clone()));
+                    }
                     if let Some(role) = roles.remove(id) {
                         roles.insert(new.clone(), role);
                         previous.rename(id, new);
@@ -1624,5 +1630,23 @@ mod tests {
             }
         }
         assert!(fourth_and_fifth >= 2 * 256 - 256 / 4, "{fourth_and_fifth}");
+    }
+
+    #[test]
+    fn two_replacements_by_one_node_are_refused_at_commit() {
+        let mut l = Layout::found(&ids(&["n1", "n2", "n3", "n4"]), Shape::default());
+        l.admit("n5");
+        l.stage("n1", "n3", Change::ReplaceBy("n5".into()))
+            .expect("staged");
+        l.stage("n2", "n4", Change::ReplaceBy("n5".into()))
+            .expect("staged: each is fine alone");
+        assert_eq!(
+            l.next(),
+            Err(StageError::BadReplacement("n5".into(), "n4".into()))
+        );
+        l.stage("n1", "n4", Change::Keep).expect("cleared");
+        let next = l.next().expect("one replacement");
+        assert!(next.roles.contains_key("n5") && !next.roles.contains_key("n3"));
+        next.check().expect("valid");
     }
 }
