@@ -145,6 +145,10 @@ pub struct NodeArgs {
     /// Replicas a write waits for, by default [default: 2].
     #[arg(long, env = "QUORRA_W")]
     pub w: Option<u8>,
+    /// Time between anti-entropy exchanges in ms; 0 turns them off
+    /// [default: 250].
+    #[arg(long, env = "QUORRA_ANTI_ENTROPY_INTERVAL_MS", value_name = "MS")]
+    pub anti_entropy_interval_ms: Option<u64>,
     /// Log filter, e.g. `info` or `quorra_node=debug` [default: info].
     #[arg(long, env = "QUORRA_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -195,6 +199,9 @@ impl NodeArgs {
         }
         if let Some(v) = self.max_siblings {
             c.limits.max_siblings = v;
+        }
+        if let Some(v) = self.anti_entropy_interval_ms {
+            c.anti_entropy.interval_ms = v;
         }
         if let Some(v) = self.request_timeout_ms {
             c.request_timeout_ms = v;

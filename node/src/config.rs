@@ -53,6 +53,8 @@ pub struct NodeConfig {
     pub gossip: GossipConfig,
     /// Hinted handoff.
     pub handoff: HandoffConfig,
+    /// Active anti-entropy.
+    pub anti_entropy: AntiEntropyConfig,
     /// Number of partitions of the key space: a power of two, fixed when the
     /// cluster is created.
     pub partitions: u32,
@@ -126,6 +128,30 @@ impl Default for HandoffConfig {
     }
 }
 
+/// Active anti-entropy settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AntiEntropyConfig {
+    /// Time from the end of one exchange (one partition with its other
+    /// replicas) to the start of the next, in milliseconds: the pace, and
+    /// so the cost, of anti-entropy. 0 turns it off; `POST
+    /// /v1/admin/repair` still runs.
+    pub interval_ms: u64,
+    /// Object records the scrub re-reads per second to check their
+    /// checksums (a corrupt one is moved aside and repaired from another
+    /// replica by the next exchange). 0 turns the scrub off.
+    pub scrub_records_per_second: u64,
+}
+
+impl Default for AntiEntropyConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 250,
+            scrub_records_per_second: 100,
+        }
+    }
+}
+
 /// Bucket properties that differ from the defaults; unset fields inherit
 /// (the same patch `PUT /v1/buckets/{bucket}/props` takes).
 pub type BucketOverrides = quorra_core::bucket::PropsPatch;
@@ -145,6 +171,7 @@ impl Default for NodeConfig {
             replica_timeout_ms: 2_000,
             gossip: GossipConfig::default(),
             handoff: HandoffConfig::default(),
+            anti_entropy: AntiEntropyConfig::default(),
             partitions: 256,
             request_timeout_ms: 5_000,
             max_concurrent_requests: 1_024,

@@ -53,6 +53,10 @@ pub struct DevClusterArgs {
     /// Log filter for the nodes (their logs go to DIR/nI/node.log).
     #[arg(long, default_value = "info", value_name = "FILTER")]
     pub log: String,
+    /// Time between each node's anti-entropy exchanges in ms (0: off),
+    /// written to new nodes' configs.
+    #[arg(long, default_value_t = crate::config::AntiEntropyConfig::default().interval_ms, value_name = "MS")]
+    pub anti_entropy_interval_ms: u64,
 }
 
 struct Member {
@@ -163,6 +167,10 @@ fn node_config(
         initial_members: initial_members.to_vec(),
         cert_dir: Some(PathBuf::from("../certs")),
         log: args.log.clone(),
+        anti_entropy: crate::config::AntiEntropyConfig {
+            interval_ms: args.anti_entropy_interval_ms,
+            ..Default::default()
+        },
         ..NodeConfig::default()
     };
     config.validate()?;

@@ -109,6 +109,9 @@ fn settings(config: &NodeConfig) -> Settings {
         max_rounds: config.max_background_tasks,
         transfer_bytes_per_second: config.transfer_bytes_per_second,
         cleanup_grace_ms: config.cleanup_grace_ms,
+        anti_entropy: quorra_core::node::AntiEntropySettings {
+            interval_ms: config.anti_entropy.interval_ms,
+        },
         planted: None,
     }
 }
@@ -437,7 +440,58 @@ impl Driver {
             Event::PartitionsDropped { partitions } => {
                 tracing::info!(partitions, "dropping what this node no longer holds");
             }
+            Event::Exchanged {
+                partition,
+                peer,
+                bytes_compared,
+                keys_differing,
+                keys_fetched,
+                keys_pushed,
+                failed,
+            } => {
+                metrics::counter!("quorra_aae_exchanges_total").increment(1);
+                metrics::counter!("quorra_aae_bytes_compared_total").increment(bytes_compared);
+                metrics::counter!("quorra_aae_keys_repaired_total", "direction" => "fetched")
+                    .increment(keys_fetched);
+                metrics::counter!("quorra_aae_keys_repaired_total", "direction" => "pushed")
+                    .increment(keys_pushed);
+                metrics::gauge!("quorra_aae_trees_built").set(self.store.tree_builds() as f64);
+                match failed {
+                    Some(why) => {
+                        metrics::counter!("quorra_aae_exchanges_failed_total").increment(1);
+                        tracing::debug!(partition, peer, "anti-entropy exchange stopped: {why}");
+                    }
+                    None if keys_differing > 0 => tracing::info!(
+                        partition,
+                        peer,
+                        keys_differing,
+                        keys_fetched,
+                        keys_pushed,
+                        "anti-entropy repaired a partition"
+                    ),
+                    None => {}
+                }
+            }
         }
+    }
+
+    /// What anti-entropy did and is doing.
+    pub fn anti_entropy_status(&self) -> quorra_core::node::AntiEntropyStatus {
+        lock(&self.machine).anti_entropy_status()
+    }
+
+    /// The partitions this node replicates, each with its replicas.
+    pub fn partitions_held(&self) -> Vec<u32> {
+        lock(&self.machine).partitions_held()
+    }
+
+    /// Asks for an anti-entropy exchange of `partition` (`None`: of every
+    /// partition this node replicates) ahead of the cycle; returns how many
+    /// partitions were queued.
+    pub fn request_repair(self: &Arc<Self>, partition: Option<u32>) -> usize {
+        let mut queued = 0;
+        self.step(|m, now| queued = m.request_repair(partition, now));
+        queued
     }
 
     /// Where this node's partition transfers stand.
@@ -652,6 +706,26 @@ fn execute(store: &ObjectStore, op: StoreOp, budget: HintBudget) -> Result<Store
         } => store
             .scan_partition(partition, partitions, after.as_deref(), max_bytes)
             .map(Stored::Scanned),
+        StoreOp::Tree {
+            partition,
+            partitions,
+        } => store
+            .tree(partition, partitions)
+            .map(|t| Stored::Tree(Box::new(t))),
+        StoreOp::SegmentKeys {
+            partition,
+            partitions,
+            segments,
+        } => store
+            .segment_keys(partition, partitions, &segments)
+            .map(Stored::Keys),
+        StoreOp::Exchange {
+            objects,
+            wanted,
+            max_bytes,
+        } => store
+            .exchange(&objects, &wanted, max_bytes)
+            .map(Stored::Objects),
         StoreOp::MergeAll { objects, durable } => store
             .merge_all(&objects, durability(durable))
             .map(|()| Stored::Done),
@@ -669,6 +743,27 @@ fn execute(store: &ObjectStore, op: StoreOp, budget: HintBudget) -> Result<Store
         }),
     }
     .map_err(failure)
+}
+
+/// Runs the scrub forever at `per_second` records a second, in steps of a
+/// tenth of a second's records, on a blocking thread; a pass that ends
+/// starts over.
+pub fn spawn_scrub(store: Arc<ObjectStore>, per_second: u64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let step = (per_second / 10).max(1) as usize;
+        let pause = Duration::from_millis(1_000 * step as u64 / per_second.max(1));
+        let mut cursor: Option<Vec<u8>> = None;
+        loop {
+            tokio::time::sleep(pause.max(Duration::from_millis(10))).await;
+            let s = store.clone();
+            let after = cursor.take();
+            match tokio::task::spawn_blocking(move || s.scrub(after.as_deref(), step)).await {
+                Ok(Ok(next)) => cursor = next,
+                Ok(Err(e)) => tracing::warn!("scrub step failed: {e}"),
+                Err(e) => tracing::warn!("scrub step failed: {e}"),
+            }
+        }
+    })
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).

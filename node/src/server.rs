@@ -178,6 +178,10 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         background.push(t.serve(handler));
     }
     background.push(driver.spawn_timer());
+    let scrub_rate = config.anti_entropy.scrub_records_per_second;
+    if scrub_rate > 0 {
+        background.push(crate::driver::spawn_scrub(store.clone(), scrub_rate));
+    }
     let in_flight = kv.client_permits().clone();
     let state = AppState {
         kv,

@@ -187,6 +187,9 @@ pub struct ObjectStore {
     /// writers of different keys cannot overshoot it together.
     hint_budget: Mutex<()>,
     limits: Limits,
+    /// Anti-entropy's hash trees, kept in step with every write.
+    trees: trees::Trees,
+    scrub: scrub::ScrubCounters,
 }
 
 impl std::fmt::Debug for ObjectStore {
@@ -265,7 +268,10 @@ impl ObjectStore {
             hint_bytes: AtomicU64::new(0),
             hint_budget: Mutex::new(()),
             limits: Limits::default(),
+            trees: trees::Trees::default(),
+            scrub: scrub::ScrubCounters::default(),
         };
+        store.load_trees(clean)?;
         if clean {
             // Running from here on: the next stop must leave it anew.
             store
@@ -372,7 +378,7 @@ impl ObjectStore {
                 Err(e) => return Err(e.into()),
             }
         };
-        self.write(bucket, key, &object, durability)?;
+        self.write(bucket, key, stored.as_ref(), &object, durability)?;
         Ok(object)
     }
 
@@ -405,7 +411,7 @@ impl ObjectStore {
                 "a merge met one dot with two contents: both kept"
             );
         }
-        self.write(bucket, key, &object, durability)?;
+        self.write(bucket, key, stored.as_ref(), &object, durability)?;
         Ok(object)
     }
 
@@ -413,8 +419,13 @@ impl ObjectStore {
     /// next start keeps this actor. Call it last, when nothing else writes.
     pub fn close(&self) -> Result<(), StoreError> {
         self.engine.sync()?;
-        self.engine
-            .put(Space::Meta, META_CLEAN_STOP, b"1", Durability::Fsync)?;
+        // The trees go with the marker: the next start loads them only
+        // when it finds both. Every gate is held, so no write is half
+        // done (in the engine, not yet in its tree).
+        let _gates = self.close_all_gates();
+        let mut ops = self.saved_trees();
+        ops.push(meta_put(META_CLEAN_STOP, b"1"));
+        self.engine.write(ops, Durability::Fsync)?;
         Ok(())
     }
 
@@ -447,6 +458,8 @@ impl ObjectStore {
                 // written them.
                 let mut evidence = QUARANTINE_PREFIX.to_vec();
                 evidence.extend_from_slice(&skey);
+                let hash = trees::hash_of(bucket, key);
+                let _gate = self.trees.gate(hash);
                 self.engine.write(
                     vec![
                         crate::storage::WriteOp::Put {
@@ -461,16 +474,23 @@ impl ObjectStore {
                     ],
                     Durability::Fsync,
                 )?;
+                // Its digest at write time is unreadable: the partition's
+                // tree is built anew at its next exchange.
+                self.trees.invalidate(hash);
+                drop(_gate);
                 self.rotate_actor("a record of this node was corrupt")?;
                 Ok(Stored::Corrupt)
             }
         }
     }
 
+    /// Writes `object` over `old` (what the key held), and updates the
+    /// partition's tree with the change.
     fn write(
         &self,
         bucket: &BucketName,
         key: &Key,
+        old: Option<&Object>,
         object: &Object,
         durability: Durability,
     ) -> Result<(), StoreError> {
@@ -490,12 +510,12 @@ impl ObjectStore {
                 "large object: resolve its siblings"
             );
         }
-        self.engine.put(
-            Space::Objects,
-            &self.object_key(bucket, key),
-            &record,
-            durability,
-        )?;
+        let skey = self.object_key(bucket, key);
+        let hash = trees::hash_of(bucket, key);
+        let _gate = self.trees.gate(hash);
+        self.engine
+            .put(Space::Objects, &skey, &record, durability)?;
+        self.trees.update(hash, &skey, old, Some(object));
         Ok(())
     }
 
@@ -741,6 +761,8 @@ impl ObjectStore {
                 count += batch.len() as u64;
             }
         }
+        let dropped: Vec<u32> = dropped.iter().map(|(p, _)| *p).collect();
+        self.trees.invalidate_partitions(partitions, &dropped);
         Ok(count)
     }
 
@@ -882,6 +904,12 @@ impl ObjectStore {
         })?;
         Ok(counts)
     }
+}
+
+/// The storage key of `bucket`/`key` in [`Space::Objects`] (for tools and
+/// tests that reach the engine's raw API).
+pub fn storage_key(bucket: &BucketName, key: &Key) -> Vec<u8> {
+    object_key(bucket.as_str().as_bytes(), key.as_bytes())
 }
 
 /// The storage key of `bucket`/`key`: the top 32 bits of its hash, then
@@ -1034,6 +1062,11 @@ fn fresh_epoch() -> u64 {
     // Never 0, so an epoch is always visibly set.
     rand::random::<u64>() | 1
 }
+
+mod scrub;
+mod trees;
+
+pub use scrub::ScrubStats;
 
 #[cfg(test)]
 mod tests;

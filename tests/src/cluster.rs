@@ -76,6 +76,9 @@ impl TestCluster {
         c.replica_timeout_ms = 2_000;
         c.handoff.interval_ms = 200;
         c.cleanup_grace_ms = 1_000;
+        // Off unless a test turns it on: a test of hints or read repair
+        // must not pass on anti-entropy's work.
+        c.anti_entropy.interval_ms = 0;
         c
     }
 

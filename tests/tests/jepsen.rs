@@ -31,6 +31,8 @@ async fn no_acknowledged_write_is_lost_under_faults() -> anyhow::Result<()> {
     let (nodes, clients, keys) = (5, 10, 3);
     let mut cluster = TestCluster::start_with(&quorra_bin!(), nodes, |_, c| {
         c.fault_injection = true;
+        // Every repair mechanism runs, as in production.
+        c.anti_entropy = quorra_node::config::AntiEntropyConfig::default();
         c.replica_timeout_ms = 1_000;
         c.request_timeout_ms = 2_500;
     })?;

@@ -4,9 +4,11 @@
 //! few hundred bytes of hashes instead of their key lists (Riak's AAE,
 //! Cassandra's Merkle-tree repair).
 //!
-//! A tree has [`SEGMENTS`] leaves. A key falls in the segment its hash's
-//! low bits name (the partition takes the high bits, so a partition's keys
-//! spread over all segments). A segment is the XOR of its entries' hashes
+//! A tree has [`SEGMENTS`] leaves. A key falls in the segment named by the
+//! [`SEGMENT_BITS`] bits of its hash just below the partition's bits, so a
+//! segment is one contiguous range of the store's hash-prefixed keys and
+//! its keys are listed by a range scan ([`segment_range`]). A segment is
+//! the XOR of its entries' hashes
 //! (an entry is a key and the digest of its stored version), so an update
 //! costs O(1) and reads nothing: XOR the old entry out and the new one in.
 //! Above the segments sit [`FANOUT`]-wide levels; an inner node hashes its
@@ -30,6 +32,9 @@ pub const FANOUT: usize = 32;
 pub const SEGMENTS: usize = FANOUT * FANOUT;
 /// Levels below the root: the root's children, then the segments.
 pub const DEPTH: u8 = 2;
+/// Bits of a key's hash that name its segment (`2^SEGMENT_BITS` is
+/// [`SEGMENTS`]).
+pub const SEGMENT_BITS: u32 = 10;
 
 const ENTRY_SEED: u64 = 0x4145_454e_5452_5931; // "AEENTRY1"
 const NODE_SEED: u64 = 0x4145_4e4f_4445_5331; // "AENODES1"
@@ -54,25 +59,22 @@ impl HashTree {
         }
     }
 
-    /// The tree of these entries: (key hash, key, version digest).
-    pub fn from_entries<'a>(entries: impl IntoIterator<Item = (u64, &'a [u8], u64)>) -> Self {
+    /// The tree of these entries: (segment, key, version digest).
+    pub fn from_entries<'a>(entries: impl IntoIterator<Item = (usize, &'a [u8], u64)>) -> Self {
         let mut tree = Self::new();
-        for (hash, key, digest) in entries {
-            tree.update(hash, key, None, Some(digest));
+        for (segment, key, digest) in entries {
+            tree.update(segment, key, None, Some(digest));
         }
         tree
     }
 
-    /// The segment of a key with hash `key_hash`.
-    pub fn segment_of(key_hash: u64) -> usize {
-        (key_hash % SEGMENTS as u64) as usize
-    }
-
-    /// Records that the key (`key_hash`, `key`: the storage key, unique
-    /// in the partition) went from version digest `old` to `new` (`None`:
-    /// absent).
-    pub fn update(&mut self, key_hash: u64, key: &[u8], old: Option<u64>, new: Option<u64>) {
-        let segment = &mut self.segments[Self::segment_of(key_hash)];
+    /// Records that the key (`key`: the storage key, unique in the
+    /// partition) of `segment` ([`segment_of`]) went from version digest
+    /// `old` to `new` (`None`: absent).
+    pub fn update(&mut self, segment: usize, key: &[u8], old: Option<u64>, new: Option<u64>) {
+        let Some(segment) = self.segments.get_mut(segment) else {
+            return;
+        };
         for digest in [old, new].into_iter().flatten() {
             *segment ^= entry(key, digest);
         }
@@ -184,6 +186,24 @@ impl Exchange {
     }
 }
 
+/// The segment of a key with hash `key_hash` in a ring of `partitions`
+/// partitions (a power of two): the bits below the partition's.
+pub fn segment_of(key_hash: u64, partitions: u32) -> usize {
+    let bits = partitions.trailing_zeros();
+    ((key_hash << bits) >> (64 - SEGMENT_BITS)) as usize
+}
+
+/// The range of 32-bit key-hash prefixes (the store's key prefix) that
+/// segment `segment` of `partition` covers: `start..end`, `end` exclusive
+/// (as `u64`, since the last segment ends at `2^32`). Partition counts
+/// are at most `2^16`, so partition and segment bits fit in the prefix.
+pub fn segment_range(partition: u32, partitions: u32, segment: usize) -> (u64, u64) {
+    let bits = partitions.trailing_zeros();
+    let width = 1u64 << (32 - bits - SEGMENT_BITS);
+    let start = (u64::from(partition) << (32 - bits)) | (segment as u64 * width);
+    (start, start + width)
+}
+
 /// The positions where two equally long lists of hashes differ.
 pub fn differing(ours: &[u64], theirs: &[u64]) -> Vec<usize> {
     ours.iter()
@@ -213,14 +233,17 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn key(i: u32) -> (u64, Vec<u8>) {
+    const PARTITIONS: u32 = 64;
+
+    /// Key `i`'s segment and bytes.
+    fn key(i: u32) -> (usize, Vec<u8>) {
         let k = format!("k{i}").into_bytes();
-        (crate::hash::key_hash(b"b", &k), k)
+        (segment_of(crate::hash::key_hash(b"b", &k), PARTITIONS), k)
     }
 
     #[test]
     fn in_sync_replicas_agree_on_the_root_and_find_nothing() {
-        let keys: Vec<(u64, Vec<u8>)> = (0..10_000).map(key).collect();
+        let keys: Vec<(usize, Vec<u8>)> = (0..10_000).map(key).collect();
         let a = HashTree::from_entries(keys.iter().map(|(h, k)| (*h, k.as_slice(), 7)));
         // Another order, by updates through an older version.
         let mut b = HashTree::new();
@@ -238,14 +261,14 @@ mod tests {
 
     #[test]
     fn one_missing_key_and_one_other_version_are_found_in_their_segments() {
-        let keys: Vec<(u64, Vec<u8>)> = (0..10_000).map(key).collect();
+        let keys: Vec<(usize, Vec<u8>)> = (0..10_000).map(key).collect();
         let full = HashTree::from_entries(keys.iter().map(|(h, k)| (*h, k.as_slice(), 1)));
         let mut other = full.clone();
         let (h1, k1) = &keys[17];
         other.update(*h1, k1, Some(1), None);
         let (h2, k2) = &keys[4_242];
         other.update(*h2, k2, Some(1), Some(2));
-        let mut want = vec![HashTree::segment_of(*h1), HashTree::segment_of(*h2)];
+        let mut want = vec![*h1, *h2];
         want.sort_unstable();
         want.dedup();
         let mut found = full.compare(&other).segments().to_vec();
@@ -256,7 +279,7 @@ mod tests {
 
     #[test]
     fn an_exchange_costs_a_level_in_sync_and_a_branch_per_difference() {
-        let keys: Vec<(u64, Vec<u8>)> = (0..10_000).map(key).collect();
+        let keys: Vec<(usize, Vec<u8>)> = (0..10_000).map(key).collect();
         let a = HashTree::from_entries(keys.iter().map(|(h, k)| (*h, k.as_slice(), 1)));
         let x = a.compare(&a.clone());
         assert!(x.segments().is_empty());
@@ -265,7 +288,7 @@ mod tests {
         let (h, k) = &keys[99];
         b.update(*h, k, Some(1), None);
         let x = a.compare(&b);
-        assert_eq!(x.segments(), [HashTree::segment_of(*h)]);
+        assert_eq!(x.segments(), [*h]);
         assert_eq!(x.bytes, 512, "the root's children, then one branch");
         // A question nobody asked, or an answer of the wrong size, is
         // ignored.
@@ -284,6 +307,25 @@ mod tests {
         assert!(t.children(3, 0).is_none());
     }
 
+    #[test]
+    fn a_segment_is_one_prefix_range_inside_its_partition() {
+        for partitions in [1u32, 2, 64, 256, 65_536] {
+            for i in 0..2_000u32 {
+                let k = format!("k{i}").into_bytes();
+                let hash = crate::hash::key_hash(b"b", &k);
+                let p = crate::hash::partition_of(hash, partitions);
+                let s = segment_of(hash, partitions);
+                let (start, end) = segment_range(p, partitions, s);
+                let prefix = hash >> 32;
+                assert!((start..end).contains(&prefix), "{partitions} {i}");
+            }
+        }
+        // Segments tile the partition.
+        assert_eq!(segment_range(3, 64, 0).0, 3 << 26);
+        assert_eq!(segment_range(3, 64, SEGMENTS - 1).1, 4 << 26);
+        assert_eq!(segment_range(0, 1, SEGMENTS - 1).1, 1 << 32);
+    }
+
     proptest! {
         /// Any sequence of writes and deletes leaves the tree a rebuild
         /// from the final state gives.
@@ -300,7 +342,7 @@ mod tests {
                     None => state.remove(&i),
                 };
             }
-            let keys: Vec<(u64, Vec<u8>, u64)> = state
+            let keys: Vec<(usize, Vec<u8>, u64)> = state
                 .iter()
                 .map(|(&i, &d)| {
                     let (h, k) = key(i);

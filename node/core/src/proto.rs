@@ -107,6 +107,73 @@ pub enum PeerRequest {
     Decide(Decide),
     /// A chunk of one partition's objects, for a new replica copying it.
     Pull(Pull),
+    /// Anti-entropy: hashes of a partition's tree.
+    TreeHashes(TreeHashes),
+    /// Anti-entropy: the keys and version digests of tree segments.
+    SegmentKeys(SegmentKeys),
+    /// Anti-entropy: merge these objects and send back those.
+    Exchange(Exchange),
+}
+
+/// Anti-entropy: ask a replica for hashes of its tree of `partition` (see
+/// [`crate::hashtree`]): for each question `(depth, index)`, the children
+/// of that node; answered with one entry per question (`None`: out of
+/// range).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeHashes {
+    /// The partition.
+    pub partition: u32,
+    /// Of how many (both sides must cut the ring the same way).
+    pub partitions: u32,
+    /// The questions.
+    pub questions: Vec<(u8, u16)>,
+}
+
+/// Anti-entropy: ask a replica for the keys it holds in these segments of
+/// `partition`, each with its version digest; answered with the
+/// [`KeyDigest`]s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentKeys {
+    /// The partition.
+    pub partition: u32,
+    /// Of how many.
+    pub partitions: u32,
+    /// The segments.
+    pub segments: Vec<u16>,
+}
+
+/// A key and the digest of the version a replica holds
+/// ([`crate::Object::version_digest`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct KeyDigest {
+    /// Bucket.
+    pub bucket: BucketName,
+    /// Key.
+    pub key: Key,
+    /// Its version digest.
+    pub digest: u64,
+}
+
+/// Anti-entropy's repair: merge `objects` (the sender's copies of keys the
+/// two disagree on; those the receiver does not replicate are ignored) and
+/// answer with this replica's copies of `wanted`, as [`Fetched`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exchange {
+    /// The sender's objects.
+    pub objects: Vec<Pulled>,
+    /// The keys the sender wants.
+    pub wanted: Vec<(BucketName, Key)>,
+}
+
+/// Objects read for an [`Exchange`]: about a chunk's worth, so the answer
+/// fits a frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fetched {
+    /// The objects found (a key not held is left out).
+    pub objects: Vec<Pulled>,
+    /// How many of the wanted keys, from the first, were looked at: ask
+    /// again for the rest.
+    pub answered: u32,
 }
 
 /// Ask a replica for the next chunk of partition `partition`'s objects, in
@@ -311,6 +378,9 @@ asks! {
     Coordinate => PeerRequest::Coordinate, Option<Object>;
     Decide => PeerRequest::Decide, Option<crate::decide::Message<crate::layout::Layout>>;
     Pull => PeerRequest::Pull, Chunk;
+    TreeHashes => PeerRequest::TreeHashes, Vec<Option<Vec<u64>>>;
+    SegmentKeys => PeerRequest::SegmentKeys, Vec<KeyDigest>;
+    Exchange => PeerRequest::Exchange, Fetched;
     Get => ClientRequest::Get, ClientObject;
     Write => ClientRequest::Write, ClientObject;
     ClusterInfo => ClientRequest::ClusterInfo, ClusterShape;

@@ -398,6 +398,11 @@ impl Ring {
         &self.members
     }
 
+    /// Replica slots of each partition: the largest `n_val` of any bucket.
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+
     /// The partition of a key.
     pub fn partition_of(&self, bucket: &[u8], key: &[u8]) -> u32 {
         partition_of(key_hash(bucket, key), self.partitions)

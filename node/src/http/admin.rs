@@ -349,3 +349,65 @@ pub(super) async fn commit(State(state): State<AppState>, body: Bytes) -> Respon
         Err(e) => ApiError::new(e.code(), e.to_string()).into_response(),
     }
 }
+
+/// Options of `POST /v1/admin/repair`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RepairQuery {
+    /// The partition (none: every partition this node replicates).
+    partition: Option<u32>,
+}
+
+/// `POST /v1/admin/repair?partition=P`: an anti-entropy exchange of
+/// partition `P` (or of every partition this node replicates) with its
+/// other replicas, ahead of the cycle. Answers at once (202); progress is
+/// in `GET /v1/cluster/status` under `anti_entropy`.
+pub(super) async fn repair(
+    State(state): State<AppState>,
+    q: Result<axum::extract::Query<RepairQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(e) = admin() {
+        return e.into_response();
+    }
+    let q = match q {
+        Ok(axum::extract::Query(q)) => q,
+        Err(e) => {
+            let why = format!("repair takes ?partition=P (a partition number) or nothing: {e}");
+            return ApiError::new(ErrorCode::InvalidParameter, why).into_response();
+        }
+    };
+    let cluster = state.kv.cluster();
+    if cluster.layout().is_none() {
+        return ApiError::new(
+            ErrorCode::QuorumUnavailable,
+            "this node is not in a cluster yet: it replicates nothing to repair",
+        )
+        .into_response();
+    }
+    let partitions = cluster.ring().partitions();
+    if let Some(p) = q.partition {
+        if p >= partitions {
+            let why = format!(
+                "partition {p} does not exist: the ring has {partitions} (0 to {})",
+                partitions - 1
+            );
+            return ApiError::new(ErrorCode::InvalidParameter, why).into_response();
+        }
+        if !cluster.partitions_held().contains(&p) {
+            let why = format!(
+                "this node holds no replica of partition {p}: ask one of its replicas (GET /v1/cluster/ring)"
+            );
+            return ApiError::new(ErrorCode::InvalidParameter, why).into_response();
+        }
+    }
+    let queued = cluster.request_repair(q.partition);
+    (
+        axum::http::StatusCode::ACCEPTED,
+        Json(json!({
+            "node": cluster.me(),
+            "partitions_queued": queued,
+            "progress": "GET /v1/cluster/status: anti_entropy",
+        })),
+    )
+        .into_response()
+}

@@ -115,6 +115,7 @@ pub(super) async fn status(State(state): State<AppState>) -> Response {
         })
     });
     let transfers = cluster.transfer_status();
+    let anti_entropy = anti_entropy_json(&state);
     metrics::gauge!("quorra_transfer_partitions_pending")
         .set(transfers.gaining.saturating_sub(transfers.copied) as f64);
     Json(json!({
@@ -123,6 +124,7 @@ pub(super) async fn status(State(state): State<AppState>) -> Response {
         "cluster_id": cluster.layout().map(|l| l.cluster),
         "layout": layout,
         "transfers": transfers,
+        "anti_entropy": anti_entropy,
         "joined": cluster.has_joined(),
         "foreign_gossip_refused": cluster.foreign_messages(),
         "members": cluster.members().len(),
@@ -143,6 +145,49 @@ pub(super) async fn status(State(state): State<AppState>) -> Response {
         },
     }))
     .into_response()
+}
+
+/// Anti-entropy in the status: counters, and the age of each held
+/// partition's last exchange with all its replicas (`null`: none yet since
+/// this node started).
+fn anti_entropy_json(state: &AppState) -> Value {
+    let cluster = state.kv.cluster();
+    let ae = cluster.anti_entropy_status();
+    let now = crate::driver::now_ms();
+    let held = cluster.partitions_held();
+    let ages: std::collections::BTreeMap<u32, Option<u64>> = held
+        .iter()
+        .map(|p| (*p, ae.last_exchange.get(p).map(|t| now.saturating_sub(*t))))
+        .collect();
+    let never = ages.values().filter(|a| a.is_none()).count();
+    let oldest = if never > 0 {
+        None
+    } else {
+        ages.values().flatten().max().copied()
+    };
+    let scrub = state.kv.store().scrub_stats();
+    json!({
+        "enabled": ae.enabled,
+        "interval_ms": state.config.anti_entropy.interval_ms,
+        "exchanges": ae.stats.exchanges,
+        "exchanges_failed": ae.stats.failed,
+        "bytes_compared": ae.stats.bytes_compared,
+        "keys_fetched": ae.stats.keys_fetched,
+        "keys_pushed": ae.stats.keys_pushed,
+        "trees_built": state.kv.store().tree_builds(),
+        "running": ae.running,
+        "requested": ae.requested,
+        "partitions_held": held.len(),
+        "partitions_never_exchanged": never,
+        "oldest_exchange_age_ms": oldest,
+        "last_exchange_age_ms": ages,
+        "scrub": {
+            "records_per_second": state.config.anti_entropy.scrub_records_per_second,
+            "records_checked": scrub.checked,
+            "corrupt_found": scrub.corrupt,
+            "passes": scrub.passes,
+        },
+    })
 }
 
 /// `GET /v1/debug/replica/{bucket}/{key}`: this node's own copy, siblings

@@ -74,6 +74,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/admin/layout/commit",
             axum::routing::post(admin::commit),
         )
+        .route("/v1/admin/repair", axum::routing::post(admin::repair))
         .route(
             "/v1/admin/layout/{action}",
             axum::routing::post(admin::stage),

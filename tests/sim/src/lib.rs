@@ -168,6 +168,9 @@ pub struct RunResult {
     /// `w` of the replicas before the move (which serve reads until the
     /// handover).
     pub dual_quorum_violations: Vec<String>,
+    /// Keys whose replicas still held different versions once anti-entropy
+    /// had its time after the faults healed.
+    pub diverged: Vec<String>,
     /// Whether it settled (every node up and seen up, no hints, nothing in
     /// flight) after the faults healed.
     pub settled: bool,
@@ -192,6 +195,7 @@ impl RunResult {
             && self.dot_collisions == 0
             && self.hints_deleted_early.is_empty()
             && self.dual_quorum_violations.is_empty()
+            && self.diverged.is_empty()
     }
 }
 
@@ -210,6 +214,13 @@ impl fmt::Display for RunResult {
                 f,
                 "  {} writes acknowledged without w replicas before the move, first: {first}",
                 self.dual_quorum_violations.len()
+            )?;
+        }
+        if let Some(first) = self.diverged.first() {
+            writeln!(
+                f,
+                "  {} keys never converged on their replicas (anti-entropy), first: {first}",
+                self.diverged.len()
             )?;
         }
         if self.dot_collisions > 0 {

@@ -8,10 +8,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
+use quorra_core::hash::{key_hash, partition_of};
+use quorra_core::hashtree::{segment_of, HashTree};
 use quorra_core::membership::{GossipConfig, MemberInfo, Membership, Status};
 use quorra_core::node::{
-    CallId, ClientId, Effect, Failure, HandoffSettings, Hint, InboundId, Node, Now, Request,
-    Settings, StoreFailure, StoreOp, Stored,
+    AntiEntropySettings, CallId, ClientId, Effect, Failure, HandoffSettings, Hint, InboundId, Node,
+    Now, Request, Settings, StoreFailure, StoreOp, Stored,
 };
 use quorra_core::proto::{self, Chunk, Message, Operation, PeerRequest, Pulled, Reply};
 use quorra_core::write::{apply_client_write, merge_replica, read_with_hint, Refused};
@@ -38,6 +40,8 @@ pub(crate) struct Timeouts {
     pub(crate) forward_ms: u64,
     pub(crate) gossip_tick_ms: u64,
     pub(crate) handoff_ms: u64,
+    /// Between anti-entropy exchanges (0: off).
+    pub(crate) anti_entropy_ms: u64,
 }
 
 /// The bucket's quorum settings for a run.
@@ -82,6 +86,9 @@ impl Packet {
                 proto::Request::Peer(PeerRequest::Coordinate(_)) => 9,
                 proto::Request::Peer(PeerRequest::Decide(_)) => 13,
                 proto::Request::Peer(PeerRequest::Pull(_)) => 15,
+                proto::Request::Peer(PeerRequest::TreeHashes(_)) => 17,
+                proto::Request::Peer(PeerRequest::SegmentKeys(_)) => 19,
+                proto::Request::Peer(PeerRequest::Exchange(_)) => 21,
                 proto::Request::Client(_) => 11,
             },
             Message::Response { .. } => 2,
@@ -280,6 +287,9 @@ impl SimNode {
             max_rounds: 4_096,
             transfer_bytes_per_second: 0,
             cleanup_grace_ms: 5_000,
+            anti_entropy: AntiEntropySettings {
+                interval_ms: timeouts.anti_entropy_ms,
+            },
             planted: match bug {
                 Some(Bug::Node(p)) => Some(p),
                 _ => None,
@@ -368,6 +378,28 @@ impl SimNode {
             Some(owner) => self.disk.hint(owner, key),
         };
         object.is_some_and(|o| o.clock().descends(clock))
+    }
+
+    /// The partitions this node replicates, as its machine sees the ring.
+    pub(crate) fn partitions_held(&self) -> BTreeSet<u32> {
+        self.machine.partitions_held().into_iter().collect()
+    }
+
+    /// The partition `key` falls in (as this node's ring cuts keys).
+    pub(crate) fn partition_of(&self, key: &str) -> u32 {
+        self.machine
+            .ring()
+            .partition_of(crate::BUCKET.as_bytes(), key.as_bytes())
+    }
+
+    /// Every key this node holds a record of.
+    pub(crate) fn key_names(&self) -> Vec<String> {
+        self.disk.object_names()
+    }
+
+    /// This node's own readable copy of `key`.
+    pub(crate) fn copy_of(&self, key: &str) -> Option<Object> {
+        self.disk.object(key).ok().flatten().cloned()
     }
 
     /// Whether partitions are still moving in this node's layout.
@@ -487,9 +519,15 @@ impl SimNode {
                     to: index_of(t.addr),
                     packet: Packet {
                         from_life: 0,
+                        // Failure detection and anti-entropy never end:
+                        // the world does not wait for them to settle.
                         data: !matches!(
                             t.request,
-                            PeerRequest::Gossip(_) | PeerRequest::IndirectPing(_)
+                            PeerRequest::Gossip(_)
+                                | PeerRequest::IndirectPing(_)
+                                | PeerRequest::TreeHashes(_)
+                                | PeerRequest::SegmentKeys(_)
+                                | PeerRequest::Exchange(_)
                         ),
                         message: Message::Request {
                             id: t.call,
@@ -644,6 +682,22 @@ impl SimNode {
         Ok(Stored::Done)
     }
 
+    /// The readable objects of `partition` (of `partitions`), by name.
+    fn partition_objects(&self, partition: u32, partitions: u32) -> Vec<(String, Object)> {
+        self.disk
+            .object_names()
+            .into_iter()
+            .filter(|n| {
+                let hash = key_hash(crate::BUCKET.as_bytes(), n.as_bytes());
+                partition_of(hash, partitions) == partition
+            })
+            .filter_map(|n| {
+                let object = self.disk.object(&n).ok().flatten()?.clone();
+                Some((n, object))
+            })
+            .collect()
+    }
+
     fn execute(&mut self, op: StoreOp) -> Result<Stored, StoreFailure> {
         if self.disk_faults.failing {
             return Err(storage_error());
@@ -750,6 +804,69 @@ impl SimNode {
                 let more = last.as_ref().is_some_and(|l| names.last() != Some(l));
                 let next = last.filter(|_| more).map(|l| l.into_bytes().into());
                 Ok(Stored::Scanned(Chunk { objects, next }))
+            }
+            StoreOp::Tree {
+                partition,
+                partitions,
+            } => {
+                // Built from the disk each time (the store keeps one up to
+                // date; both give the same tree). A corrupt record is left
+                // out, as a build leaves it out.
+                let mut tree = HashTree::new();
+                for (name, object) in self.partition_objects(partition, partitions) {
+                    let hash = key_hash(crate::BUCKET.as_bytes(), name.as_bytes());
+                    let segment = segment_of(hash, partitions);
+                    tree.update(
+                        segment,
+                        name.as_bytes(),
+                        None,
+                        Some(object.version_digest()),
+                    );
+                }
+                Ok(Stored::Tree(Box::new(tree)))
+            }
+            StoreOp::SegmentKeys {
+                partition,
+                partitions,
+                segments,
+            } => {
+                let keys = self
+                    .partition_objects(partition, partitions)
+                    .into_iter()
+                    .filter(|(name, _)| {
+                        let hash = key_hash(crate::BUCKET.as_bytes(), name.as_bytes());
+                        segments.contains(&(segment_of(hash, partitions) as u16))
+                    })
+                    .map(|(name, object)| proto::KeyDigest {
+                        bucket: bucket(),
+                        key: key_of(&name),
+                        digest: object.version_digest(),
+                    })
+                    .collect();
+                Ok(Stored::Keys(keys))
+            }
+            StoreOp::Exchange {
+                objects,
+                wanted,
+                max_bytes: _,
+            } => {
+                for (pulled, mode) in objects {
+                    self.merge(&pulled.key, &pulled.object, mode, true)?;
+                }
+                let mut found = Vec::new();
+                for (b, key) in &wanted {
+                    if let Some(object) = self.own_object(&name_of(key)) {
+                        found.push(Pulled {
+                            bucket: b.clone(),
+                            key: key.clone(),
+                            object,
+                        });
+                    }
+                }
+                Ok(Stored::Objects(proto::Fetched {
+                    objects: found,
+                    answered: wanted.len() as u32,
+                }))
             }
             StoreOp::DropPartitions {
                 dropped,

@@ -28,6 +28,8 @@ use quorra_core::proto::{Message, Request};
 
 const GOSSIP_TICK_MS: u64 = 50;
 const HANDOFF_TICK_MS: u64 = 200;
+/// Between anti-entropy exchanges of a node (virtual ms).
+const ANTI_ENTROPY_MS: u64 = 200;
 const CLIENT_TIMEOUT_MS: u64 = 2_000;
 /// How long the cluster may take to form, to settle after the faults heal,
 /// and to answer the final reads (virtual ms).
@@ -255,6 +257,7 @@ impl World {
             forward_ms: 800,
             gossip_tick_ms: GOSSIP_TICK_MS,
             handoff_ms: HANDOFF_TICK_MS,
+            anti_entropy_ms: ANTI_ENTROPY_MS,
         }
     }
 
@@ -1017,6 +1020,35 @@ impl World {
         self.at(1_000, Event::Fault(Fault::Layout(change)));
     }
 
+    /// Keys whose replicas (the living nodes whose ring places the key's
+    /// partition on them) hold different versions, or a version only some
+    /// of them hold.
+    fn diverged(&self) -> Vec<String> {
+        let living: Vec<&SimNode> = self
+            .living()
+            .into_iter()
+            .filter_map(|i| self.nodes[i].as_ref())
+            .collect();
+        let held: Vec<BTreeSet<u32>> = living.iter().map(|n| n.partitions_held()).collect();
+        let names: BTreeSet<String> = living.iter().flat_map(|n| n.key_names()).collect();
+        let Some(first) = living.first() else {
+            return Vec::new();
+        };
+        names
+            .into_iter()
+            .filter(|name| {
+                let p = first.partition_of(name);
+                let copies: Vec<Option<Object>> = living
+                    .iter()
+                    .zip(&held)
+                    .filter(|(_, h)| h.contains(&p))
+                    .map(|(n, _)| n.copy_of(name))
+                    .collect();
+                copies.windows(2).any(|w| w[0] != w[1])
+            })
+            .collect()
+    }
+
     fn quiet(&self) -> bool {
         self.formed()
             && !self.any_moving()
@@ -1086,7 +1118,6 @@ impl World {
     }
 
     pub(crate) fn run(mut self) -> RunResult {
-        const REPAIR_PASSES: usize = 5;
         let mut formed = self.run_until(SETTLE_BOUND_MS, Self::formed);
         if !self.config.all_founders {
             formed &= self.commit_joins();
@@ -1142,21 +1173,11 @@ impl World {
                 }
             }
         }
-        // Without anti-entropy, a replica that lost its disk, or a w=1 write
-        // that reached one replica, is found only by reads that reach it: a
-        // full read (r = n) repairs every key first.
-        let q = self.config.quorum;
-        if self.wiped || q.r + q.w <= q.n {
-            // The full read needs every primary (pr = n); one whose request
-            // was lost to the network's random loss is asked again.
-            for _ in 0..REPAIR_PASSES {
-                let reads = self.read_all(&[0], Some(q.n));
-                settled &= self.run_until(SETTLE_BOUND_MS, Self::quiet);
-                if reads.iter().all(|f| f.result.is_ok()) {
-                    break;
-                }
-            }
-        }
+        // Anti-entropy brings every replica of every key to one version: a
+        // replica that lost its disk, missed a w=1 write or found a corrupt
+        // record gets it back with no read (a run fails otherwise).
+        settled &= self.run_until(SETTLE_BOUND_MS, |w| w.diverged().is_empty());
+        let diverged = self.diverged();
         let everyone = self.living();
         let finals = self.read_all(&everyone, None);
         let mut report = check(&self.history, &finals);
@@ -1175,6 +1196,7 @@ impl World {
             dot_collisions,
             hints_deleted_early: self.hints_deleted_early,
             dual_quorum_violations: self.dual_quorum_violations,
+            diverged,
             settled,
             faults: schedule.describe(),
             trace: self.trace,

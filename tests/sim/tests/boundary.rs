@@ -1,6 +1,7 @@
 //! The simulator tests the node, not a copy of it: its sources may take
 //! from `quorra-core` only the state machine (`node`), its protocol
-//! (`proto`), the pure storage rules its disk model applies (`write`), the
+//! (`proto`), the pure storage rules its disk model applies (`write`, the
+//! anti-entropy tree), the
 //! membership the machine is built with, and plain data types. Reaching for
 //! the coordinator's building blocks (`quorum`, `round`, `ring`, ...) would
 //! be the start of a second node.
@@ -12,6 +13,10 @@ const ALLOWED_MODULES: &[(&str, &[&str])] = &[
     ("node", &[]),
     ("proto", &[]),
     ("write", &[]),
+    // The store's anti-entropy tree and the key hash it files keys under:
+    // storage rules the disk model applies, as the store does.
+    ("hashtree", &["HashTree", "segment_of"]),
+    ("hash", &["key_hash", "partition_of"]),
     (
         "membership",
         &[

@@ -219,6 +219,36 @@ pub enum StoreOp {
         /// The bucket's conflict mode.
         mode: ConflictMode,
     },
+    /// This node's hash tree of `partition` (built from a scan first if it
+    /// has none: after a crash, or a corrupt record); answered with
+    /// [`Stored::Tree`].
+    Tree {
+        /// The partition.
+        partition: u32,
+        /// Of how many.
+        partitions: u32,
+    },
+    /// The keys of these segments of `partition` with their version
+    /// digests; answered with [`Stored::Keys`].
+    SegmentKeys {
+        /// The partition.
+        partition: u32,
+        /// Of how many.
+        partitions: u32,
+        /// The segments.
+        segments: Vec<u16>,
+    },
+    /// Merge `objects` (as [`StoreOp::MergeAll`], fsynced), then read
+    /// `wanted` from the first, until about `max_bytes` are read (at
+    /// least one); answered with [`Stored::Objects`].
+    Exchange {
+        /// The objects, each with its bucket's conflict mode.
+        objects: Vec<(crate::proto::Pulled, ConflictMode)>,
+        /// The keys to read.
+        wanted: Vec<(BucketName, Key)>,
+        /// About how many bytes to read.
+        max_bytes: usize,
+    },
     /// Delete the objects of these partitions' buckets in scope (they
     /// moved to other nodes, or a bucket's `n_val` no longer reaches this
     /// node); answered with [`Stored::Done`].
@@ -245,6 +275,12 @@ pub enum Stored {
     HintDeleted(bool),
     /// A scan's objects.
     Scanned(crate::proto::Chunk),
+    /// A partition's hash tree.
+    Tree(Box<crate::hashtree::HashTree>),
+    /// Keys and their version digests.
+    Keys(Vec<crate::proto::KeyDigest>),
+    /// Objects read, and how many of the keys asked for were looked at.
+    Objects(crate::proto::Fetched),
 }
 
 /// Why a storage operation failed.
@@ -407,6 +443,23 @@ pub enum Event {
     PartitionsDropped {
         /// How many.
         partitions: usize,
+    },
+    /// An anti-entropy exchange of one partition with one replica ended.
+    Exchanged {
+        /// The partition.
+        partition: u32,
+        /// The other replica.
+        peer: String,
+        /// Bytes of tree hashes received to compare.
+        bytes_compared: u64,
+        /// Keys found to differ.
+        keys_differing: u64,
+        /// Objects received and merged here.
+        keys_fetched: u64,
+        /// Objects sent to the other replica.
+        keys_pushed: u64,
+        /// Why it stopped early, if it did.
+        failed: Option<String>,
     },
     /// A storage operation failed outside a client's request.
     StoreFailed {

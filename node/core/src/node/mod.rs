@@ -29,6 +29,7 @@
 //! threads; the rules a replica applies to its copy are the pure functions
 //! of [`crate::write`], shared by the real store and the simulator's disk.
 
+mod antientropy;
 mod commit;
 mod coordinator;
 mod gossip;
@@ -42,6 +43,7 @@ mod transfer;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
+pub use antientropy::{AntiEntropySettings, AntiEntropyStats, AntiEntropyStatus};
 pub use commit::CommitFailure;
 pub use io::{
     CallFailure, CallId, ClientId, Effect, Event, Failure, Hint, InboundId, Now, Request,
@@ -120,6 +122,8 @@ pub struct Settings {
     /// partitions it gave away (ms): time for the version to reach every
     /// node, so none still reads them here.
     pub cleanup_grace_ms: u64,
+    /// Active anti-entropy.
+    pub anti_entropy: AntiEntropySettings,
     /// A planted bug (tests only).
     pub planted: Option<Planted>,
 }
@@ -166,15 +170,35 @@ enum Call {
         partition: u32,
         source: String,
     },
+    /// A step of an anti-entropy exchange.
+    AntiEntropy {
+        run: u64,
+        step: antientropy::Step,
+    },
 }
 
 impl Call {
-    /// Whether it is failure detection (not a request's work).
-    fn is_gossip(&self) -> bool {
+    /// Whether it is background upkeep (failure detection, anti-entropy),
+    /// not a request's work.
+    fn is_background(&self) -> bool {
         matches!(
             self,
-            Self::Probe { .. } | Self::IndirectOrigin { .. } | Self::IndirectHelper { .. }
-        ) || matches!(self, Self::PushPull)
+            Self::Probe { .. }
+                | Self::IndirectOrigin { .. }
+                | Self::IndirectHelper { .. }
+                | Self::PushPull
+                | Self::AntiEntropy { .. }
+        )
+    }
+}
+
+impl Wait {
+    /// Whether it is anti-entropy's (background upkeep, never done).
+    fn is_background(&self) -> bool {
+        matches!(
+            self,
+            Self::AntiEntropy { .. } | Self::ServeAntiEntropy { .. }
+        )
     }
 }
 
@@ -227,6 +251,16 @@ enum Wait {
     ProgressSaved(Box<transfer::CopyProgress>),
     /// The table holding this layout version was saved: acknowledge it.
     LayoutSaved(u64),
+    /// A step of this node's anti-entropy exchange.
+    AntiEntropy {
+        run: u64,
+        step: antientropy::Step,
+    },
+    /// A peer's anti-entropy request was served by storage.
+    ServeAntiEntropy {
+        inbound: InboundId,
+        served: antientropy::Served,
+    },
 }
 
 /// One node's state machine.
@@ -257,6 +291,8 @@ pub struct Node {
     max_round: u64,
     /// Partitions being copied.
     transfers: transfer::Transfers,
+    /// Anti-entropy exchanges.
+    ae: antientropy::AntiEntropy,
 }
 
 /// The ring of the membership's layout; empty until the node has one.
@@ -312,6 +348,7 @@ impl Node {
             commits: BTreeMap::new(),
             max_round: 0,
             transfers: transfer::Transfers::default(),
+            ae: antientropy::AntiEntropy::default(),
         }
     }
 
@@ -330,6 +367,9 @@ impl Node {
         }
         if let Some(retry) = self.next_commit_timer() {
             at = at.min(retry);
+        }
+        if let Some(exchange) = self.anti_entropy_timer() {
+            at = at.min(exchange);
         }
         at
     }
@@ -356,6 +396,7 @@ impl Node {
             self.handoff_tick(now);
         }
         self.commit_timers(now);
+        self.anti_entropy_tick(now);
         // Probes that timed out may have changed membership.
         self.after_membership();
     }
@@ -478,6 +519,10 @@ impl Node {
             Wait::ServePull { inbound } => self.scanned(inbound, result),
             Wait::ProgressSaved(progress) => self.progress_saved(*progress, result.is_ok()),
             Wait::LayoutSaved(version) => self.layout_saved(version, result.is_ok()),
+            Wait::AntiEntropy { run, step } => self.anti_entropy_stored(run, step, result, now),
+            Wait::ServeAntiEntropy { inbound, served } => {
+                self.anti_entropy_served(inbound, served, result);
+            }
             Wait::Dropped => {
                 if let Err(f) = result {
                     self.event(Event::StoreFailed {
@@ -531,12 +576,13 @@ impl Node {
     }
 
     /// Whether a request's work is still under way: rounds, forwards,
-    /// repairs, hint deliveries, storage (failure detection excluded).
+    /// repairs, hint deliveries, storage (failure detection and
+    /// anti-entropy, which never end, excluded).
     pub fn busy(&self) -> bool {
         !self.reads.is_empty()
             || !self.writes.is_empty()
-            || !self.stores.is_empty()
-            || self.calls.values().any(|c| !c.call.is_gossip())
+            || self.stores.values().any(|w| !w.is_background())
+            || self.calls.values().any(|c| !c.call.is_background())
             || !self.commits.is_empty()
     }
 
@@ -668,6 +714,7 @@ impl Node {
                 };
                 self.pulled(partition, source, got, now);
             }
+            Call::AntiEntropy { run, step } => self.anti_entropy_answered(run, step, result, now),
             Call::Decide { commit } => {
                 let got = answer::<Decide>(result).ok().and_then(Result::ok).flatten();
                 let voter = out.node.unwrap_or_default();

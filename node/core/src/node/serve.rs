@@ -2,6 +2,7 @@
 //! merge), coordinating a forwarded write, and the failure detector's
 //! messages. Every answer is an [`super::Effect::Respond`].
 
+use super::antientropy::AntiEntropyRequest;
 use super::coordinator::{ReplyTo, WriteJob};
 use super::{Call, Failure, InboundId, Node, Now, StoreOp, Wait};
 use crate::membership::{Gossip, GossipMsg};
@@ -49,6 +50,15 @@ impl Node {
             }
             PeerRequest::Decide(Decide(msg)) => self.serve_decide(inbound, *msg),
             PeerRequest::Pull(pull) => self.serve_pull(inbound, pull),
+            PeerRequest::TreeHashes(h) => {
+                self.serve_anti_entropy(inbound, AntiEntropyRequest::Hashes(h))
+            }
+            PeerRequest::SegmentKeys(k) => {
+                self.serve_anti_entropy(inbound, AntiEntropyRequest::Keys(k))
+            }
+            PeerRequest::Exchange(x) => {
+                self.serve_anti_entropy(inbound, AntiEntropyRequest::Exchange(x))
+            }
             PeerRequest::Coordinate(Coordinate {
                 bucket,
                 key,

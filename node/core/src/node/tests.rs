@@ -118,6 +118,7 @@ fn build(
         max_rounds,
         transfer_bytes_per_second: 0,
         cleanup_grace_ms: 5_000,
+        anti_entropy: crate::node::AntiEntropySettings { interval_ms: 0 },
         planted,
     };
     let mut node = Node::new(settings, m, now(), 1);
