@@ -745,9 +745,13 @@ fn execute(store: &ObjectStore, op: StoreOp, budget: HintBudget) -> Result<Store
     .map_err(failure)
 }
 
+/// The rest between two scrub passes (a small store would otherwise be
+/// re-read many times a second).
+const SCRUB_PASS_PAUSE: Duration = Duration::from_secs(10);
+
 /// Runs the scrub forever at `per_second` records a second, in steps of a
 /// tenth of a second's records, on a blocking thread; a pass that ends
-/// starts over.
+/// starts over after [`SCRUB_PASS_PAUSE`].
 pub fn spawn_scrub(store: Arc<ObjectStore>, per_second: u64) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let step = (per_second / 10).max(1) as usize;
@@ -758,6 +762,7 @@ pub fn spawn_scrub(store: Arc<ObjectStore>, per_second: u64) -> tokio::task::Joi
             let s = store.clone();
             let after = cursor.take();
             match tokio::task::spawn_blocking(move || s.scrub(after.as_deref(), step)).await {
+                Ok(Ok(None)) => tokio::time::sleep(SCRUB_PASS_PAUSE).await,
                 Ok(Ok(next)) => cursor = next,
                 Ok(Err(e)) => tracing::warn!("scrub step failed: {e}"),
                 Err(e) => tracing::warn!("scrub step failed: {e}"),

@@ -666,47 +666,64 @@ impl ObjectStore {
         after: Option<&[u8]>,
         max_bytes: usize,
     ) -> Result<Chunk, StoreError> {
-        let first = partition_start(partition, partitions);
-        // Just past the cursor (the smallest key above it), or the
-        // partition's first key.
-        let start = match after {
-            Some(a) if a >= first.as_slice() => [a, &[0]].concat(),
-            _ => first.to_vec(),
-        };
+        // Just past the cursor (the smallest key above it).
+        let start = after.map(|a| [a, &[0]].concat()).unwrap_or_default();
         let mut objects = Vec::new();
         let mut bytes = 0usize;
         let mut last: Option<Vec<u8>> = None;
         let mut more = false;
-        self.engine
-            .scan_from(Space::Objects, b"", &start, &mut |k, v| {
-                match partition_of_key(k, partitions) {
-                    Some(p) if p == partition => {}
-                    // A key too short to name a partition is not an
-                    // object's: skipped, never the end of the scan.
-                    None => return true,
-                    Some(_) => return false,
-                }
-                if bytes >= max_bytes && last.is_some() {
-                    more = true;
-                    return false;
-                }
-                last = Some(k.to_vec());
-                bytes += k.len() + v.len();
-                if let (Some((bucket, key)), Ok(object)) =
-                    (Self::parse_object_key(k), decode_record(v))
-                {
-                    objects.push(Pulled {
-                        bucket,
-                        key,
-                        object,
-                    });
-                }
-                true
-            })?;
+        self.each_in_partition(partition, partitions, &start, &mut |k, v| {
+            if bytes >= max_bytes && last.is_some() {
+                more = true;
+                return false;
+            }
+            last = Some(k.to_vec());
+            bytes += k.len() + v.len();
+            if let (Some((bucket, key)), Ok(object)) = (Self::parse_object_key(k), decode_record(v))
+            {
+                objects.push(Pulled {
+                    bucket,
+                    key,
+                    object,
+                });
+            }
+            true
+        })?;
         Ok(Chunk {
             objects,
             next: last.filter(|_| more).map(quorra_core::proto::ByteBuf::from),
         })
+    }
+
+    /// Calls `f` with each record of `partition` (of `partitions`) from
+    /// the storage key `from` on (the partition's first key at the
+    /// earliest), in storage order, until `f` returns false. A key too
+    /// short to name a partition is not an object's: skipped, never the
+    /// end of the scan.
+    fn each_in_partition(
+        &self,
+        partition: u32,
+        partitions: u32,
+        from: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let first = partition_start(partition, partitions);
+        let start = if from > first.as_slice() {
+            from.to_vec()
+        } else {
+            first.to_vec()
+        };
+        self.engine.scan_from(
+            Space::Objects,
+            b"",
+            &start,
+            &mut |k, v| match partition_of_key(k, partitions) {
+                Some(p) if p == partition => f(k, v),
+                None => true,
+                Some(_) => false,
+            },
+        )?;
+        Ok(())
     }
 
     /// Merges copied objects, each as a replica's (then one sync when
@@ -736,19 +753,12 @@ impl ObjectStore {
         for (p, scope) in dropped {
             let p = *p;
             let mut keys = Vec::new();
-            let start = partition_start(p, partitions);
-            self.engine
-                .scan_from(Space::Objects, b"", &start, &mut |k, _| {
-                    match partition_of_key(k, partitions) {
-                        Some(q) if q == p => {}
-                        None => return true,
-                        Some(_) => return false,
-                    }
-                    if bucket_of_key(k).is_some_and(|b| scope.covers(b)) {
-                        keys.push(k.to_vec());
-                    }
-                    true
-                })?;
+            self.each_in_partition(p, partitions, b"", &mut |k, _| {
+                if bucket_of_key(k).is_some_and(|b| scope.covers(b)) {
+                    keys.push(k.to_vec());
+                }
+                true
+            })?;
             for batch in keys.chunks(1024) {
                 let ops = batch
                     .iter()

@@ -26,7 +26,7 @@ use quorra_core::hashtree::{segment_of, segment_range, HashTree};
 use quorra_core::proto::{Fetched, KeyDigest, Pulled};
 use quorra_core::{BucketName, ConflictMode, Key, Object};
 
-use super::{decode_record, partition_of_key, partition_start, ObjectStore, StoreError};
+use super::{decode_record, ObjectStore, StoreError};
 use crate::storage::{Durability, Space, WriteOp};
 
 /// Gate stripes, by the top bits of a key's hash.
@@ -149,22 +149,19 @@ impl ObjectStore {
             }
         }
         let _closed = self.trees.close_gates(partition, partitions);
+        // Another build may have finished while this one waited.
+        if let Some(tree) = unpoison(self.trees.table.lock()).trees.get(&partition) {
+            return Ok(tree.clone());
+        }
         let mut tree = HashTree::new();
-        let start = partition_start(partition, partitions);
-        self.engine
-            .scan_from(Space::Objects, b"", &start, &mut |k, v| {
-                match partition_of_key(k, partitions) {
-                    Some(p) if p == partition => {}
-                    None => return true,
-                    Some(_) => return false,
-                }
-                // A corrupt record is left out: it reads as missing.
-                if let (Some(hash), Ok(object)) = (hash_of_key(k), decode_record(v)) {
-                    let segment = segment_of(hash, partitions);
-                    tree.update(segment, k, None, Some(object.version_digest()));
-                }
-                true
-            })?;
+        self.each_in_partition(partition, partitions, b"", &mut |k, v| {
+            // A corrupt record is left out: it reads as missing.
+            if let (Some(hash), Ok(object)) = (hash_of_key(k), decode_record(v)) {
+                let segment = segment_of(hash, partitions);
+                tree.update(segment, k, None, Some(object.version_digest()));
+            }
+            true
+        })?;
         self.trees.builds.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("quorra_aae_tree_builds_total").increment(1);
         let mut table = unpoison(self.trees.table.lock());

@@ -328,11 +328,17 @@ impl Node {
             partitions: run.partitions,
             questions: run.asked.clone(),
         };
-        let call = Call::AntiEntropy {
-            run: run.id,
-            step: Step::Hashes,
+        self.send_step(request.into(), Step::Hashes, now);
+    }
+
+    /// Sends the current exchange's next request to its peer; the answer
+    /// comes back as `step`.
+    fn send_step(&mut self, request: crate::proto::PeerRequest, step: Step, now: Now) {
+        let Some(run) = self.ae.run.as_ref() else {
+            return;
         };
-        self.send_to(&peer, request.into(), STEP_TIMEOUT_MS, call, now);
+        let (peer, call) = (run.peer.clone(), Call::AntiEntropy { run: run.id, step });
+        self.send_to(&peer, request, STEP_TIMEOUT_MS, call, now);
     }
 
     /// Lists the keys of the next batch of differing segments, or ends the
@@ -394,13 +400,8 @@ impl Node {
             run.fetch.iter().take(KEYS_PER_REPAIR).cloned().collect();
         run.pushed += objects.len() as u64;
         run.asked_keys = wanted.len();
-        let peer = run.peer.clone();
-        let call = Call::AntiEntropy {
-            run: run.id,
-            step: Step::Exchanged,
-        };
         let request = Exchange { objects, wanted };
-        self.send_to(&peer, request.into(), STEP_TIMEOUT_MS, call, now);
+        self.send_step(request.into(), Step::Exchanged, now);
     }
 
     /// The exchange with the current peer ended (`failed`: why it stopped
@@ -464,12 +465,7 @@ impl Node {
                     partitions: run.partitions,
                     segments: run.batch.clone(),
                 };
-                let peer = run.peer.clone();
-                let call = Call::AntiEntropy {
-                    run: id,
-                    step: Step::TheirKeys,
-                };
-                self.send_to(&peer, request.into(), STEP_TIMEOUT_MS, call, now);
+                self.send_step(request.into(), Step::TheirKeys, now);
             }
             (Step::Read, Ok(Stored::Objects(Fetched { objects, answered }))) => {
                 let answered = (answered as usize).min(run.push.len()).max(1);
@@ -550,12 +546,7 @@ impl Node {
             partitions: run.partitions,
             questions: run.asked.clone(),
         };
-        let peer = run.peer.clone();
-        let call = Call::AntiEntropy {
-            run: run.id,
-            step: Step::Hashes,
-        };
-        self.send_to(&peer, request.into(), STEP_TIMEOUT_MS, call, now);
+        self.send_step(request.into(), Step::Hashes, now);
     }
 
     /// The peer's keys of the batch: what each side lacks, or holds in
@@ -620,17 +611,7 @@ impl Node {
         }
         run.fetch.drain(..answered.min(run.fetch.len()));
         run.fetched += fetched.objects.len() as u64;
-        let partition = run.partition;
-        let me = self.me().to_owned();
-        let objects: Vec<(Pulled, crate::ConflictMode)> = fetched
-            .objects
-            .into_iter()
-            .filter(|o| self.key_holders(&o.bucket, partition).contains(&me))
-            .map(|o| {
-                let mode = self.bucket_props(&o.bucket).conflict_mode;
-                (o, mode)
-            })
-            .collect();
+        let objects = self.held_here(fetched.objects);
         let op = StoreOp::Exchange {
             objects,
             wanted: Vec::new(),
@@ -643,6 +624,25 @@ impl Node {
                 step: Step::Merged,
             },
         );
+    }
+
+    /// The objects of keys this node holds (as it sees the layout), each
+    /// with its bucket's conflict mode: what it merges from an exchange.
+    fn held_here(&self, objects: Vec<Pulled>) -> Vec<(Pulled, crate::ConflictMode)> {
+        let me = self.me();
+        objects
+            .into_iter()
+            .filter(|o| {
+                let p = self
+                    .ring
+                    .partition_of(o.bucket.as_str().as_bytes(), o.key.as_bytes());
+                self.key_holders(&o.bucket, p).contains(me)
+            })
+            .map(|o| {
+                let mode = self.bucket_props(&o.bucket).conflict_mode;
+                (o, mode)
+            })
+            .collect()
     }
 
     // ---- serving a peer's exchange ----
@@ -697,22 +697,7 @@ impl Node {
                     let why = format!("{} keys wanted at once", x.wanted.len());
                     return self.respond(inbound, refuse(why));
                 }
-                let me = self.me().to_owned();
-                // Only what this node holds (as it sees the layout).
-                let objects: Vec<(Pulled, crate::ConflictMode)> = x
-                    .objects
-                    .into_iter()
-                    .filter(|o| {
-                        let p = self
-                            .ring
-                            .partition_of(o.bucket.as_str().as_bytes(), o.key.as_bytes());
-                        self.key_holders(&o.bucket, p).contains(&me)
-                    })
-                    .map(|o| {
-                        let mode = self.bucket_props(&o.bucket).conflict_mode;
-                        (o, mode)
-                    })
-                    .collect();
+                let objects = self.held_here(x.objects);
                 let op = StoreOp::Exchange {
                     objects,
                     wanted: x.wanted,
