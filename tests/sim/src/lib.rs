@@ -78,6 +78,10 @@ pub struct Config {
     pub layout_change: Option<schedule::LayoutChange>,
     /// A deliberate bug, or none.
     pub bug: Option<Bug>,
+    /// Whether nodes run anti-entropy (then a run ends waiting for every
+    /// replica to converge; without it, a full read at `r = n` repairs
+    /// what a wipe or a `w=1` write left behind).
+    pub anti_entropy: bool,
 }
 
 impl Config {
@@ -104,6 +108,7 @@ impl Config {
             all_founders: rng.below(2) == 0,
             layout_change: None,
             bug: None,
+            anti_entropy: true,
         }
         .with_layout_change(seed)
     }

@@ -257,7 +257,11 @@ impl World {
             forward_ms: 800,
             gossip_tick_ms: GOSSIP_TICK_MS,
             handoff_ms: HANDOFF_TICK_MS,
-            anti_entropy_ms: ANTI_ENTROPY_MS,
+            anti_entropy_ms: if self.config.anti_entropy {
+                ANTI_ENTROPY_MS
+            } else {
+                0
+            },
         }
     }
 
@@ -1173,11 +1177,30 @@ impl World {
                 }
             }
         }
-        // Anti-entropy brings every replica of every key to one version: a
-        // replica that lost its disk, missed a w=1 write or found a corrupt
-        // record gets it back with no read (a run fails otherwise).
-        settled &= self.run_until(SETTLE_BOUND_MS, |w| w.diverged().is_empty());
-        let diverged = self.diverged();
+        let q = self.config.quorum;
+        let diverged = if self.config.anti_entropy {
+            // Anti-entropy brings every replica of every key to one
+            // version: a replica that lost its disk, missed a w=1 write or
+            // found a corrupt record gets it back with no read (a run fails
+            // otherwise).
+            settled &= self.run_until(SETTLE_BOUND_MS, |w| w.diverged().is_empty());
+            self.diverged()
+        } else {
+            // Without it, a replica that lost its disk, or a w=1 write that
+            // reached one replica, is found only by reads that reach it: a
+            // full read (r = n, every primary; one lost to the network's
+            // random loss is asked again) repairs every key first.
+            if self.wiped || q.r + q.w <= q.n {
+                for _ in 0..5 {
+                    let reads = self.read_all(&[0], Some(q.n));
+                    settled &= self.run_until(SETTLE_BOUND_MS, Self::quiet);
+                    if reads.iter().all(|f| f.result.is_ok()) {
+                        break;
+                    }
+                }
+            }
+            Vec::new()
+        };
         let everyone = self.living();
         let finals = self.read_all(&everyone, None);
         let mut report = check(&self.history, &finals);
