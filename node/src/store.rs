@@ -458,7 +458,7 @@ impl ObjectStore {
                 // written them.
                 let mut evidence = QUARANTINE_PREFIX.to_vec();
                 evidence.extend_from_slice(&skey);
-                let hash = trees::hash_of(bucket, key);
+                let hash = trees::hash_of_key(&skey).unwrap_or_default();
                 let _gate = self.trees.gate(hash);
                 self.engine.write(
                     vec![
@@ -511,7 +511,9 @@ impl ObjectStore {
             );
         }
         let skey = self.object_key(bucket, key);
-        let hash = trees::hash_of(bucket, key);
+        // The storage key holds the hash's top 32 bits: all the gate, the
+        // partition and the segment need (no second hash per write).
+        let hash = trees::hash_of_key(&skey).unwrap_or_default();
         let _gate = self.trees.gate(hash);
         self.engine
             .put(Space::Objects, &skey, &record, durability)?;

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use quorra_core::hash::{key_hash, partition_of};
+use quorra_core::hash::partition_of;
 use quorra_core::hashtree::{segment_of, segment_range, HashTree};
 use quorra_core::proto::{Fetched, KeyDigest, Pulled};
 use quorra_core::{BucketName, ConflictMode, Key, Object};
@@ -312,14 +312,9 @@ impl ObjectStore {
 
 /// The key hash's top 32 bits (all the storage key keeps) as a hash whose
 /// partition and segment are the key's.
-fn hash_of_key(skey: &[u8]) -> Option<u64> {
+pub(crate) fn hash_of_key(skey: &[u8]) -> Option<u64> {
     let prefix = u32::from_be_bytes(skey.get(..4)?.try_into().ok()?);
     Some(u64::from(prefix) << 32)
-}
-
-/// The key hash the store files `bucket`/`key` under.
-pub(crate) fn hash_of(bucket: &BucketName, key: &Key) -> u64 {
-    key_hash(bucket.as_str().as_bytes(), key.as_bytes())
 }
 
 fn saved_key(partitions: u32, partition: u32) -> Vec<u8> {

@@ -411,13 +411,15 @@ impl Node {
             return;
         };
         let bytes = run.exchange.bytes;
+        let fetched = std::mem::take(&mut run.fetched);
+        let pushed = std::mem::take(&mut run.pushed);
         let event = super::Event::Exchanged {
             partition: run.partition,
             peer: std::mem::take(&mut run.peer),
             bytes_compared: bytes,
             keys_differing: std::mem::take(&mut run.differing),
-            keys_fetched: std::mem::take(&mut run.fetched),
-            keys_pushed: std::mem::take(&mut run.pushed),
+            keys_fetched: fetched,
+            keys_pushed: pushed,
             failed: failed.clone(),
         };
         run.failed |= failed.is_some();
@@ -425,19 +427,11 @@ impl Node {
         run.push.clear();
         run.fetch.clear();
         let stats = &mut self.ae.stats;
-        if let super::Event::Exchanged {
-            bytes_compared,
-            keys_fetched,
-            keys_pushed,
-            ..
-        } = &event
-        {
-            stats.exchanges += 1;
-            stats.failed += u64::from(failed.is_some());
-            stats.bytes_compared += bytes_compared;
-            stats.keys_fetched += keys_fetched;
-            stats.keys_pushed += keys_pushed;
-        }
+        stats.exchanges += 1;
+        stats.failed += u64::from(failed.is_some());
+        stats.bytes_compared += bytes;
+        stats.keys_fetched += fetched;
+        stats.keys_pushed += pushed;
         self.event(event);
         self.next_peer(now);
     }
@@ -468,8 +462,9 @@ impl Node {
                 self.send_step(request.into(), Step::TheirKeys, now);
             }
             (Step::Read, Ok(Stored::Objects(Fetched { objects, answered }))) => {
-                let answered = (answered as usize).min(run.push.len()).max(1);
-                run.push.drain(..answered.min(run.push.len()));
+                // At least one key is looked at each time.
+                let n = (answered as usize).max(1).min(run.push.len());
+                run.push.drain(..n);
                 self.exchange_with_peer(objects, now);
             }
             (Step::Merged, Ok(_)) => self.repair_step(now),

@@ -5,12 +5,16 @@ use quorra_core::proto::Pulled;
 use quorra_core::{BucketName, ConflictMode, Content, Key, Limits, VersionVector};
 
 use super::super::ObjectStore;
-use super::hash_of;
 use crate::storage::memory::MemEngine;
 use crate::storage::rocks::RocksEngine;
 use crate::storage::{Durability, Engine, Space};
 
 const PARTITIONS: u32 = 16;
+
+/// The key hash the store files `bucket`/`key` under.
+fn hash_of(bucket: &BucketName, key: &Key) -> u64 {
+    quorra_core::hash::key_hash(bucket.as_str().as_bytes(), key.as_bytes())
+}
 
 fn bk(k: &str) -> (BucketName, Key) {
     let l = Limits::default();
