@@ -55,6 +55,8 @@ pub struct NodeConfig {
     pub handoff: HandoffConfig,
     /// Active anti-entropy.
     pub anti_entropy: AntiEntropyConfig,
+    /// Tombstone reaping.
+    pub tombstones: TombstoneConfig,
     /// Number of partitions of the key space: a power of two, fixed when the
     /// cluster is created.
     pub partitions: u32,
@@ -152,6 +154,30 @@ impl Default for AntiEntropyConfig {
     }
 }
 
+/// Tombstone reaping settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TombstoneConfig {
+    /// How long after a delete its tombstone may be reaped, in
+    /// milliseconds, once every replica of the key holds it (checked by
+    /// asking each, after anti-entropy compared the partition). 0 keeps
+    /// tombstones for ever. A node out of the cluster for longer (removed
+    /// while down, or restored from a backup) must be wiped before it
+    /// rejoins.
+    pub grace_ms: u64,
+}
+
+impl Default for TombstoneConfig {
+    fn default() -> Self {
+        Self {
+            // One day. Reaping waits for every replica anyway: the grace
+            // is the margin for what that check cannot see (a late hint,
+            // a node restored from a backup).
+            grace_ms: 86_400_000,
+        }
+    }
+}
+
 /// Bucket properties that differ from the defaults; unset fields inherit
 /// (the same patch `PUT /v1/buckets/{bucket}/props` takes).
 pub type BucketOverrides = quorra_core::bucket::PropsPatch;
@@ -172,6 +198,7 @@ impl Default for NodeConfig {
             gossip: GossipConfig::default(),
             handoff: HandoffConfig::default(),
             anti_entropy: AntiEntropyConfig::default(),
+            tombstones: TombstoneConfig::default(),
             partitions: 256,
             request_timeout_ms: 5_000,
             max_concurrent_requests: 1_024,
@@ -286,6 +313,14 @@ impl NodeConfig {
     /// Checks every value; the message names the setting at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let (grace, hint_age) = (self.tombstones.grace_ms, self.handoff.max_hint_age_ms);
+        if grace > 0 && hint_age > grace {
+            return invalid(format!(
+                "tombstones.grace_ms ({grace}) is shorter than handoff.max_hint_age_ms ({hint_age}): \
+                 a hint delivered after its key's tombstone was reaped would bring deleted data back; \
+                 raise the grace period or lower the hint age"
+            ));
+        }
         if !node_id_ok(&self.node_id) {
             return invalid(format!(
                 "node_id {:?} must be 1 to 64 characters of A-Z a-z 0-9 _ . -",

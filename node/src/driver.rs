@@ -112,6 +112,9 @@ fn settings(config: &NodeConfig) -> Settings {
         anti_entropy: quorra_core::node::AntiEntropySettings {
             interval_ms: config.anti_entropy.interval_ms,
         },
+        tombstones: quorra_core::node::TombstoneSettings {
+            grace_ms: config.tombstones.grace_ms,
+        },
         planted: None,
     }
 }
@@ -472,7 +475,31 @@ impl Driver {
                     None => {}
                 }
             }
+            Event::Reaped {
+                partition,
+                listed,
+                reaped,
+                failed,
+            } => {
+                metrics::counter!("quorra_reap_passes_total").increment(1);
+                match failed {
+                    Some(why) => tracing::warn!(partition, "tombstone reaping stopped: {why}"),
+                    None if listed > 0 => tracing::info!(
+                        partition,
+                        listed,
+                        reaped,
+                        kept = listed - reaped,
+                        "tombstones past the grace period reaped (kept: some replica lacks them)"
+                    ),
+                    None => {}
+                }
+            }
         }
+    }
+
+    /// What tombstone reaping did and is doing.
+    pub fn reap_status(&self) -> quorra_core::node::ReapStatus {
+        lock(&self.machine).reap_status()
     }
 
     /// What anti-entropy did and is doing.
@@ -726,6 +753,19 @@ fn execute(store: &ObjectStore, op: StoreOp, budget: HintBudget) -> Result<Store
         } => store
             .exchange(&objects, &wanted, max_bytes)
             .map(Stored::Objects),
+        StoreOp::Tombstones {
+            partition,
+            partitions,
+            before_ms,
+            limit,
+        } => store
+            .tombstones(partition, partitions, before_ms, limit)
+            .map(Stored::Keys),
+        StoreOp::Reap {
+            keys,
+            commit,
+            now_ms,
+        } => store.reap(&keys, commit, now_ms).map(Stored::Reaped),
         StoreOp::MergeAll { objects, durable } => store
             .merge_all(&objects, durability(durable))
             .map(|()| Stored::Done),

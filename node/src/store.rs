@@ -190,6 +190,7 @@ pub struct ObjectStore {
     /// Anti-entropy's hash trees, kept in step with every write.
     trees: trees::Trees,
     scrub: scrub::ScrubCounters,
+    tombstones: tombstones::TombstoneCounters,
 }
 
 impl std::fmt::Debug for ObjectStore {
@@ -270,8 +271,10 @@ impl ObjectStore {
             limits: Limits::default(),
             trees: trees::Trees::default(),
             scrub: scrub::ScrubCounters::default(),
+            tombstones: tombstones::TombstoneCounters::default(),
         };
         store.load_trees(clean)?;
+        store.open_tombstones()?;
         if clean {
             // Running from here on: the next stop must leave it anew.
             store
@@ -360,9 +363,13 @@ impl ObjectStore {
     ) -> Result<Object, StoreError> {
         let _guard = self.lock(bucket, key);
         let stored = self.read(bucket, key)?.object();
+        // A reaped key's write starts from its tombstone: the clock it
+        // makes covers every value the delete removed.
+        let marker = self.marker_if_missing(bucket, key, stored.as_ref())?;
+        let base = stored.as_ref().or(marker.as_ref());
         let object = loop {
             match apply_client_write(
-                stored.as_ref(),
+                base,
                 ctx,
                 &self.actor(),
                 content.clone(),
@@ -378,8 +385,28 @@ impl ObjectStore {
                 Err(e) => return Err(e.into()),
             }
         };
-        self.write(bucket, key, stored.as_ref(), &object, durability)?;
+        self.write(
+            bucket,
+            key,
+            stored.as_ref(),
+            &object,
+            marker.is_some(),
+            durability,
+        )?;
         Ok(object)
+    }
+
+    /// The marker of a reaped key that holds nothing now.
+    fn marker_if_missing(
+        &self,
+        bucket: &BucketName,
+        key: &Key,
+        stored: Option<&Object>,
+    ) -> Result<Option<Object>, StoreError> {
+        match stored {
+            Some(_) => Ok(None),
+            None => self.marker(&self.object_key(bucket, key)),
+        }
     }
 
     /// Merges another replica's state of an object into the local one.
@@ -393,8 +420,14 @@ impl ObjectStore {
     ) -> Result<Object, StoreError> {
         let _guard = self.lock(bucket, key);
         let stored = self.read(bucket, key)?.object();
+        // Over a reaped key: what its tombstone had deleted stays deleted.
+        let marker = self.marker_if_missing(bucket, key, stored.as_ref())?;
+        if let Some(m) = &marker {
+            self.check_resurrection(bucket, key, m, incoming);
+        }
+        let base = stored.as_ref().or(marker.as_ref());
         let Merged { object, collisions } = loop {
-            match merge_replica(stored.as_ref(), incoming, &self.actor(), mode) {
+            match merge_replica(base, incoming, &self.actor(), mode) {
                 Ok(merged) => break merged,
                 Err(Refused::StaleActor(_)) => self.rotate_actor(
                     "another replica holds writes of this node that it no longer holds",
@@ -411,7 +444,14 @@ impl ObjectStore {
                 "a merge met one dot with two contents: both kept"
             );
         }
-        self.write(bucket, key, stored.as_ref(), &object, durability)?;
+        self.write(
+            bucket,
+            key,
+            stored.as_ref(),
+            &object,
+            marker.is_some(),
+            durability,
+        )?;
         Ok(object)
     }
 
@@ -460,20 +500,20 @@ impl ObjectStore {
                 evidence.extend_from_slice(&skey);
                 let hash = trees::hash_of_key(&skey).unwrap_or_default();
                 let _gate = self.trees.gate(hash);
-                self.engine.write(
-                    vec![
-                        crate::storage::WriteOp::Put {
-                            space: Space::Meta,
-                            key: evidence,
-                            value: bytes,
-                        },
-                        crate::storage::WriteOp::Delete {
-                            space: Space::Objects,
-                            key: skey,
-                        },
-                    ],
-                    Durability::Fsync,
-                )?;
+                let mut ops = vec![
+                    WriteOp::Put {
+                        space: Space::Meta,
+                        key: evidence,
+                        value: bytes,
+                    },
+                    WriteOp::Delete {
+                        space: Space::Objects,
+                        key: skey.clone(),
+                    },
+                ];
+                Self::unindex(&skey, &mut ops);
+                self.engine.write(ops, Durability::Fsync)?;
+                self.recount_tombstones()?;
                 // Its digest at write time is unreadable: the partition's
                 // tree is built anew at its next exchange.
                 self.trees.invalidate(hash);
@@ -484,14 +524,16 @@ impl ObjectStore {
         }
     }
 
-    /// Writes `object` over `old` (what the key held), and updates the
-    /// partition's tree with the change.
+    /// Writes `object` over `old` (what the key held; `forget_marker`:
+    /// over a reaped key's marker), and updates the partition's tree and
+    /// the tombstone index with the change.
     fn write(
         &self,
         bucket: &BucketName,
         key: &Key,
         old: Option<&Object>,
         object: &Object,
+        forget_marker: bool,
         durability: Durability,
     ) -> Result<(), StoreError> {
         let record = encode_record(object)?;
@@ -514,10 +556,20 @@ impl ObjectStore {
         // The storage key holds the hash's top 32 bits: all the gate, the
         // partition and the segment need (no second hash per write).
         let hash = trees::hash_of_key(&skey).unwrap_or_default();
+        let mut ops = Vec::with_capacity(3);
+        let held = Self::index_ops(&skey, old, object, &mut ops);
+        if forget_marker {
+            Self::forget_marker(&skey, &mut ops);
+        }
+        ops.push(WriteOp::Put {
+            space: Space::Objects,
+            key: skey.clone(),
+            value: record,
+        });
         let _gate = self.trees.gate(hash);
-        self.engine
-            .put(Space::Objects, &skey, &record, durability)?;
+        self.engine.write(ops, durability)?;
         self.trees.update(hash, &skey, old, Some(object));
+        self.count_tombstones(held, -i64::from(forget_marker));
         Ok(())
     }
 
@@ -773,6 +825,11 @@ impl ObjectStore {
                 count += batch.len() as u64;
             }
         }
+        for (p, scope) in dropped {
+            let covers = |skey: &[u8]| bucket_of_key(skey).is_some_and(|b| scope.covers(b));
+            self.drop_tombstones(*p, partitions, &covers)?;
+        }
+        self.recount_tombstones()?;
         let dropped: Vec<u32> = dropped.iter().map(|(p, _)| *p).collect();
         self.trees.invalidate_partitions(partitions, &dropped);
         Ok(count)
@@ -1076,9 +1133,11 @@ fn fresh_epoch() -> u64 {
 }
 
 mod scrub;
+mod tombstones;
 mod trees;
 
 pub use scrub::ScrubStats;
+pub use tombstones::TombstoneCounts;
 
 #[cfg(test)]
 mod tests;

@@ -113,6 +113,8 @@ pub enum PeerRequest {
     SegmentKeys(SegmentKeys),
     /// Anti-entropy: merge these objects and send back those.
     Exchange(Exchange),
+    /// Tombstone reaping: check, or delete, tombstones.
+    Reap(Reap),
 }
 
 /// Anti-entropy: ask a replica for hashes of its tree of `partition` (see
@@ -174,6 +176,19 @@ pub struct Fetched {
     /// How many of the wanted keys, from the first, were looked at: ask
     /// again for the rest.
     pub answered: u32,
+}
+
+/// Tombstone reaping. Without `commit`: for each key, whether this
+/// replica holds exactly that tombstone version (only tombstones, the same
+/// version digest). With `commit`: delete each key still held at that
+/// version (keeping a marker that catches a resurrection), and say which
+/// were. Answered with one `bool` per key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reap {
+    /// The keys and the tombstone versions the reaper holds.
+    pub keys: Vec<KeyDigest>,
+    /// Delete, rather than check.
+    pub commit: bool,
 }
 
 /// Ask a replica for the next chunk of partition `partition`'s objects, in
@@ -381,6 +396,7 @@ asks! {
     TreeHashes => PeerRequest::TreeHashes, Vec<Option<Vec<u64>>>;
     SegmentKeys => PeerRequest::SegmentKeys, Vec<KeyDigest>;
     Exchange => PeerRequest::Exchange, Fetched;
+    Reap => PeerRequest::Reap, Vec<bool>;
     Get => ClientRequest::Get, ClientObject;
     Write => ClientRequest::Write, ClientObject;
     ClusterInfo => ClientRequest::ClusterInfo, ClusterShape;

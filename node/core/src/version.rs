@@ -263,6 +263,16 @@ impl Object {
         self.live_siblings().next().is_none()
     }
 
+    /// When the newest of its tombstones was written (wall ms), if it
+    /// holds only tombstones: what tombstone reaping's grace period is
+    /// counted from. `None` while a value lives (or nothing was written).
+    pub fn deleted_at(&self) -> Option<u64> {
+        if !self.is_deleted() {
+            return None;
+        }
+        self.siblings.iter().map(|s| s.content.timestamp_ms).max()
+    }
+
     /// Whether the object has never seen a write.
     pub fn is_empty(&self) -> bool {
         self.clock.is_empty() && self.siblings.is_empty()

@@ -144,6 +144,17 @@ pub fn merge_replica(
     Ok(Merged { object, collisions })
 }
 
+/// The live siblings of `incoming` that the reaped tombstone `reaped` had
+/// superseded: a replica that brings them back would resurrect deleted
+/// data. Merging with the tombstone drops them again; the caller counts
+/// and logs them.
+pub fn resurrected(reaped: &Object, incoming: &Object) -> usize {
+    incoming
+        .live_siblings()
+        .filter(|s| reaped.clock().covers(&s.dot))
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -411,3 +411,30 @@ pub(super) async fn repair(
     )
         .into_response()
 }
+
+/// `POST /v1/admin/compact`: compacts the objects down to the engine's
+/// last level, so deleted and reaped keys leave the disk now rather than
+/// at the engine's own pace (RocksDB keeps a deletion marker until then).
+/// Answers when done, with the deletion markers left.
+pub(super) async fn compact(State(state): State<AppState>) -> Response {
+    if let Err(e) = admin() {
+        return e.into_response();
+    }
+    let store = state.kv.store().clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let engine = store.engine();
+        engine.compact(crate::storage::Space::Objects)?;
+        engine.deletion_markers(crate::storage::Space::Objects)
+    })
+    .await;
+    match done {
+        Ok(Ok(markers)) => Json(json!({
+            "node": state.kv.cluster().me(),
+            "compacted": "objects",
+            "deletion_markers": markers,
+        }))
+        .into_response(),
+        Ok(Err(e)) => ApiError::new(ErrorCode::StorageError, e.to_string()).into_response(),
+        Err(e) => ApiError::new(ErrorCode::Internal, e.to_string()).into_response(),
+    }
+}

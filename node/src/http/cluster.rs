@@ -116,6 +116,7 @@ pub(super) async fn status(State(state): State<AppState>) -> Response {
     });
     let transfers = cluster.transfer_status();
     let anti_entropy = anti_entropy_json(&state);
+    let tombstones = tombstones_json(&state);
     metrics::gauge!("quorra_transfer_partitions_pending")
         .set(transfers.gaining.saturating_sub(transfers.copied) as f64);
     Json(json!({
@@ -125,6 +126,7 @@ pub(super) async fn status(State(state): State<AppState>) -> Response {
         "layout": layout,
         "transfers": transfers,
         "anti_entropy": anti_entropy,
+        "tombstones": tombstones,
         "joined": cluster.has_joined(),
         "foreign_gossip_refused": cluster.foreign_messages(),
         "members": cluster.members().len(),
@@ -187,6 +189,31 @@ fn anti_entropy_json(state: &AppState) -> Value {
             "corrupt_found": scrub.corrupt,
             "passes": scrub.passes,
         },
+    })
+}
+
+/// Tombstones in the status: how many this node holds, what reaping did,
+/// the markers it keeps and the resurrections they caught, and the
+/// engine's own deletion markers (gone after a compaction).
+fn tombstones_json(state: &AppState) -> Value {
+    let reap = state.kv.cluster().reap_status();
+    let store = state.kv.store();
+    let counts = store.tombstone_counts();
+    let engine_markers = store
+        .engine()
+        .deletion_markers(crate::storage::Space::Objects)
+        .ok()
+        .flatten();
+    json!({
+        "grace_ms": reap.grace_ms,
+        "held": counts.held,
+        "reap_passes": reap.stats.passes,
+        "listed": reap.stats.listed,
+        "reaped": reap.stats.reaped,
+        "running": reap.running,
+        "reaped_markers": counts.markers,
+        "resurrections": counts.resurrections,
+        "engine_deletion_markers": engine_markers,
     })
 }
 

@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(admin::commit),
         )
         .route("/v1/admin/repair", axum::routing::post(admin::repair))
+        .route("/v1/admin/compact", axum::routing::post(admin::compact))
         .route(
             "/v1/admin/layout/{action}",
             axum::routing::post(admin::stage),

@@ -68,4 +68,13 @@ impl Engine for FaultyEngine {
         }
         self.inner.sync()
     }
+
+    fn compact(&self, space: Space) -> Result<(), EngineError> {
+        self.check()?;
+        self.inner.compact(space)
+    }
+
+    fn deletion_markers(&self, space: Space) -> Result<Option<u64>, EngineError> {
+        self.inner.deletion_markers(space)
+    }
 }

@@ -128,6 +128,18 @@ pub trait Engine: Send + Sync + 'static {
     /// Makes every write so far durable (fsyncs the write-ahead log).
     fn sync(&self) -> Result<(), EngineError>;
 
+    /// Compacts `space` down to its last level, so what was deleted leaves
+    /// the disk (an engine that keeps no deletion markers has nothing to do).
+    fn compact(&self, _space: Space) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// How many deletion markers `space` still holds, in memory and on
+    /// disk (`None`: the engine keeps none).
+    fn deletion_markers(&self, _space: Space) -> Result<Option<u64>, EngineError> {
+        Ok(None)
+    }
+
     /// Sets one key.
     fn put(
         &self,

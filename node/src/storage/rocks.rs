@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options,
-    WriteBatch, WriteOptions, DB,
+    properties, BottommostLevelCompaction, ColumnFamily, ColumnFamilyDescriptor, CompactOptions,
+    DBCompressionType, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
 };
 
 use super::{Durability, Engine, EngineError, Space, WriteOp};
@@ -121,6 +121,41 @@ impl Engine for RocksEngine {
 
     fn sync(&self) -> Result<(), EngineError> {
         self.db.flush_wal(true).map_err(rocks)
+    }
+
+    fn compact(&self, space: Space) -> Result<(), EngineError> {
+        let cf = self.cf(space)?;
+        self.db.flush_cf(cf).map_err(rocks)?;
+        let mut opts = CompactOptions::default();
+        // The last level too: a deletion marker is dropped only there.
+        opts.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+        self.db
+            .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &opts);
+        Ok(())
+    }
+
+    fn deletion_markers(&self, space: Space) -> Result<Option<u64>, EngineError> {
+        let cf = self.cf(space)?;
+        let int = |name| {
+            self.db
+                .property_int_value_cf(cf, name)
+                .map(Option::unwrap_or_default)
+                .map_err(rocks)
+        };
+        let in_memory = int(properties::NUM_DELETES_ACTIVE_MEM_TABLE)?
+            + int(properties::NUM_DELETES_IMM_MEM_TABLES)?;
+        // "# entries=..; # deletions=N; ..." over every table file.
+        let tables = self
+            .db
+            .property_value_cf(cf, properties::AGGREGATED_TABLE_PROPERTIES)
+            .map_err(rocks)?
+            .unwrap_or_default();
+        let on_disk = tables
+            .split(';')
+            .filter_map(|part| part.trim().strip_prefix("# deletions="))
+            .filter_map(|n| n.trim().parse::<u64>().ok())
+            .sum::<u64>();
+        Ok(Some(in_memory + on_disk))
     }
 }
 

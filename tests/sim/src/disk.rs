@@ -44,6 +44,8 @@ struct Contents {
     open: bool,
     /// Corrupt records moved aside as evidence.
     quarantined: u64,
+    /// Markers of reaped keys: when, and the tombstone.
+    reaped: BTreeMap<String, (u64, Object)>,
 }
 
 /// A node's disk.
@@ -183,6 +185,57 @@ impl Disk {
     pub(crate) fn remove_object(&mut self, key: &str) {
         self.unsynced();
         self.live.objects.remove(key);
+    }
+
+    /// Makes every write so far durable (a write-ahead log sync).
+    pub(crate) fn sync_all(&mut self) {
+        self.sync();
+    }
+
+    /// Reaps a key: its record goes, a marker of its tombstone stays (not
+    /// synced, like the store's batch).
+    pub(crate) fn reap(&mut self, key: &str, tombstone: Object, now_ms: u64) {
+        self.unsynced();
+        self.live.objects.remove(key);
+        self.live.reaped.insert(key.to_owned(), (now_ms, tombstone));
+    }
+
+    /// The tombstone a reaped key left, while its marker is kept.
+    pub(crate) fn marker(&self, key: &str) -> Option<&Object> {
+        self.live.reaped.get(key).map(|(_, t)| t)
+    }
+
+    /// Whether a readable record holds only tombstones.
+    pub(crate) fn holds_tombstones(&self) -> bool {
+        self.live
+            .objects
+            .values()
+            .any(|r| matches!(r, Record::Ok(o) if o.deleted_at().is_some()))
+    }
+
+    /// Drops the marker of `key` (a write replaced it).
+    pub(crate) fn forget_marker(&mut self, key: &str) {
+        if self.live.reaped.contains_key(key) {
+            self.unsynced();
+            self.live.reaped.remove(key);
+        }
+    }
+
+    /// Drops the markers made before `before_ms` among `keys`.
+    pub(crate) fn expire_markers(&mut self, before_ms: u64, keys: &dyn Fn(&str) -> bool) {
+        let old: Vec<String> = self
+            .live
+            .reaped
+            .iter()
+            .filter(|(k, (at, _))| *at < before_ms && keys(k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !old.is_empty() {
+            self.unsynced();
+            for k in old {
+                self.live.reaped.remove(&k);
+            }
+        }
     }
 
     /// A hint held for `owner`.

@@ -82,6 +82,10 @@ pub struct Config {
     /// replica to converge; without it, a full read at `r = n` repairs
     /// what a wipe or a `w=1` write left behind).
     pub anti_entropy: bool,
+    /// One node down this long (virtual ms) from early in the workload
+    /// (0: none): longer than the tombstone grace, so it misses deletes
+    /// whose tombstones become due while it is away.
+    pub outage_ms: u64,
 }
 
 impl Config {
@@ -109,6 +113,7 @@ impl Config {
             layout_change: None,
             bug: None,
             anti_entropy: true,
+            outage_ms: 0,
         }
         .with_layout_change(seed)
     }
@@ -166,6 +171,20 @@ pub struct RunResult {
     /// (kv679). The merge keeps both, so nothing is lost, but a node must
     /// never do it.
     pub dot_collisions: usize,
+    /// Values a merge brought back to a key whose tombstone was reaped,
+    /// caught by the reaped tombstone's marker and deleted again (a late
+    /// hint may do it; a reap before every replica held the tombstone
+    /// does).
+    pub resurrections_caught: usize,
+    /// Deleted values alive at the end on some replica although a reaped
+    /// tombstone had deleted them: the reaping rule broken.
+    pub resurrected: Vec<String>,
+    /// Tombstones reaped while a replica of their key still held a value
+    /// they deleted: the reaping rule broken, whether or not the value
+    /// came back.
+    pub reaped_early: Vec<String>,
+    /// Tombstones reaped (every replica holding them, past the grace).
+    pub reaped: usize,
     /// Hints deleted before their owner durably stored what they held (the
     /// handoff rule broken, whether or not a write was lost for it).
     pub hints_deleted_early: Vec<String>,
@@ -198,6 +217,8 @@ impl RunResult {
             && self.settled
             && self.report.valid()
             && self.dot_collisions == 0
+            && self.resurrected.is_empty()
+            && self.reaped_early.is_empty()
             && self.hints_deleted_early.is_empty()
             && self.dual_quorum_violations.is_empty()
             && self.diverged.is_empty()
@@ -210,9 +231,9 @@ impl fmt::Display for RunResult {
         let q = c.quorum;
         writeln!(
             f,
-            "seed {} ({} nodes{}, n={} r={} w={} dw={}, {} clients x {} ops, layout change {:?}, bug {:?}): formed {}, settled {}, {} events, {} virtual ms, trace {:016x}",
+            "seed {} ({} nodes{}, n={} r={} w={} dw={}, {} clients x {} ops, layout change {:?}, bug {:?}): formed {}, settled {}, {} events, {} virtual ms, {} tombstones reaped, trace {:016x}",
             c.seed, c.nodes, if c.all_founders { ", all founders" } else { "" }, q.n, q.r, q.w, q.dw, c.clients, c.ops_per_client, c.layout_change, c.bug,
-            self.formed, self.settled, self.events, self.virtual_ms, self.trace
+            self.formed, self.settled, self.events, self.virtual_ms, self.reaped, self.trace
         )?;
         if let Some(first) = self.dual_quorum_violations.first() {
             writeln!(
@@ -226,6 +247,27 @@ impl fmt::Display for RunResult {
                 f,
                 "  {} keys never converged on their replicas (anti-entropy), first: {first}",
                 self.diverged.len()
+            )?;
+        }
+        if let Some(first) = self.resurrected.first() {
+            writeln!(
+                f,
+                "  {} deleted values alive again after their tombstone was reaped, first: {first}",
+                self.resurrected.len()
+            )?;
+        }
+        if let Some(first) = self.reaped_early.first() {
+            writeln!(
+                f,
+                "  {} tombstones reaped too early, first: {first}",
+                self.reaped_early.len()
+            )?;
+        }
+        if self.resurrections_caught > 0 {
+            writeln!(
+                f,
+                "  {} values brought back to reaped keys, caught by markers",
+                self.resurrections_caught
             )?;
         }
         if self.dot_collisions > 0 {

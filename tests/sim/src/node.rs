@@ -13,10 +13,10 @@ use quorra_core::hashtree::{segment_of, HashTree};
 use quorra_core::membership::{GossipConfig, MemberInfo, Membership, Status};
 use quorra_core::node::{
     AntiEntropySettings, CallId, ClientId, Effect, Failure, HandoffSettings, Hint, InboundId, Node,
-    Now, Request, Settings, StoreFailure, StoreOp, Stored,
+    Now, Request, Settings, StoreFailure, StoreOp, Stored, TombstoneSettings,
 };
 use quorra_core::proto::{self, Chunk, Message, Operation, PeerRequest, Pulled, Reply};
-use quorra_core::write::{apply_client_write, merge_replica, read_with_hint, Refused};
+use quorra_core::write::{apply_client_write, merge_replica, read_with_hint, resurrected, Refused};
 use quorra_core::{
     Actor, BucketName, BucketProps, ConflictMode, Content, ErrorCode, Key, Limits, Object,
     QuorumOverrides, VersionVector,
@@ -42,6 +42,8 @@ pub(crate) struct Timeouts {
     pub(crate) handoff_ms: u64,
     /// Between anti-entropy exchanges (0: off).
     pub(crate) anti_entropy_ms: u64,
+    /// Tombstone reaping's grace period (0: never reaped).
+    pub(crate) tombstone_grace_ms: u64,
 }
 
 /// The bucket's quorum settings for a run.
@@ -89,6 +91,7 @@ impl Packet {
                 proto::Request::Peer(PeerRequest::TreeHashes(_)) => 17,
                 proto::Request::Peer(PeerRequest::SegmentKeys(_)) => 19,
                 proto::Request::Peer(PeerRequest::Exchange(_)) => 21,
+                proto::Request::Peer(PeerRequest::Reap(_)) => 23,
                 proto::Request::Client(_) => 11,
             },
             Message::Response { .. } => 2,
@@ -167,6 +170,15 @@ pub(crate) struct SimNode {
     pub(crate) clock_skew_ms: i64,
     /// Merges into this node's store that met a reused dot.
     pub(crate) dot_collisions: usize,
+    /// Values a merge brought back after their key's tombstone was reaped
+    /// (each deleted again by the marker's tombstone).
+    pub(crate) resurrections: usize,
+    /// Tombstones this node's reaping passes deleted.
+    pub(crate) reaped: usize,
+    /// For the reaping monitor: each key this node's store reaped, with
+    /// the tombstone's clock and the key's replicas as this node sees
+    /// them, since the world last looked.
+    pub(crate) reaps: Vec<(String, VersionVector, Vec<String>)>,
     /// For the handoff monitor: the clock of each object this node's store
     /// wrote with fsync, by key, since the world last looked.
     pub(crate) synced: Vec<(String, VersionVector)>,
@@ -290,6 +302,9 @@ impl SimNode {
             anti_entropy: AntiEntropySettings {
                 interval_ms: timeouts.anti_entropy_ms,
             },
+            tombstones: TombstoneSettings {
+                grace_ms: timeouts.tombstone_grace_ms,
+            },
             planted: match bug {
                 Some(Bug::Node(p)) => Some(p),
                 _ => None,
@@ -308,6 +323,9 @@ impl SimNode {
             disk_faults: DiskFaults::default(),
             clock_skew_ms: 0,
             dot_collisions: 0,
+            resurrections: 0,
+            reaped: 0,
+            reaps: Vec::new(),
             synced: Vec::new(),
             hints_deleted: Vec::new(),
             machine,
@@ -395,6 +413,27 @@ impl SimNode {
     /// Every key this node holds a record of.
     pub(crate) fn key_names(&self) -> Vec<String> {
         self.disk.object_names()
+    }
+
+    /// The replicas of `name` in this node's layout: the first `n_val`,
+    /// and while its partition moves the first `n_val` before.
+    fn holders_of(&self, name: &str) -> Vec<String> {
+        let ring = self.machine.ring();
+        let members = ring.members().len();
+        let n = usize::from(self.machine.bucket_props(&bucket()).for_ring(members).n_val);
+        let p = ring.partition_of(crate::BUCKET.as_bytes(), name.as_bytes());
+        let mut out: Vec<String> = ring.order(p).take(n).map(str::to_owned).collect();
+        for id in ring.moving_from(p).unwrap_or_default().into_iter().take(n) {
+            if !out.iter().any(|o| o == id) {
+                out.push(id.to_owned());
+            }
+        }
+        out
+    }
+
+    /// Whether this node holds a tombstone.
+    pub(crate) fn holds_tombstones(&self) -> bool {
+        self.disk.holds_tombstones()
     }
 
     /// This node's own readable copy of `key`.
@@ -519,7 +558,7 @@ impl SimNode {
                     to: index_of(t.addr),
                     packet: Packet {
                         from_life: 0,
-                        // Failure detection and anti-entropy never end:
+                        // Failure detection, anti-entropy and reaping never end:
                         // the world does not wait for them to settle.
                         data: !matches!(
                             t.request,
@@ -528,6 +567,7 @@ impl SimNode {
                                 | PeerRequest::TreeHashes(_)
                                 | PeerRequest::SegmentKeys(_)
                                 | PeerRequest::Exchange(_)
+                                | PeerRequest::Reap(_)
                         ),
                         message: Message::Request {
                             id: t.call,
@@ -611,6 +651,9 @@ impl SimNode {
                 Effect::Committed { result, .. } => out.push(Out::Committed {
                     result: result.map(|l| l.version).map_err(|e| e.to_string()),
                 }),
+                Effect::Event(quorra_core::node::Event::Reaped { reaped, .. }) => {
+                    self.reaped += reaped as usize;
+                }
                 Effect::Notice(_) | Effect::PeerRestarted(_) | Effect::Event(_) => {}
             }
         }
@@ -660,7 +703,20 @@ impl SimNode {
         durable: bool,
     ) -> Result<Stored, StoreFailure> {
         let name = name_of(key);
-        let stored = self.own_object(&name);
+        let mut stored = self.own_object(&name);
+        if stored.is_none() {
+            if let Some(marker) = self.disk.marker(&name) {
+                let back = resurrected(marker, object);
+                if back > 0 && std::env::var_os("QUORRA_SIM_DEBUG").is_some() {
+                    eprintln!(
+                        "{} resurrection of {name}: marker {marker:?}, incoming {object:?}",
+                        self.id
+                    );
+                }
+                self.resurrections += back;
+                stored = Some(marker.clone());
+            }
+        }
         let merged = loop {
             match merge_replica(stored.as_ref(), object, &self.actor(), mode) {
                 Ok(m) => break m,
@@ -678,6 +734,7 @@ impl SimNode {
             self.synced
                 .push((name.clone(), merged.object.clock().clone()));
         }
+        self.disk.forget_marker(&name);
         self.disk.put_object(&name, merged.object, durable);
         Ok(Stored::Done)
     }
@@ -713,7 +770,11 @@ impl SimNode {
                 ..
             } => {
                 let name = name_of(&key);
-                let stored = self.own_object(&name);
+                // A reaped key's write starts from its tombstone, as the
+                // store's does.
+                let stored = self
+                    .own_object(&name)
+                    .or_else(|| self.disk.marker(&name).cloned());
                 let object = loop {
                     let me = actor.clone().unwrap_or_else(|| self.actor());
                     let limits = Limits::default();
@@ -738,6 +799,7 @@ impl SimNode {
                 if durable {
                     self.synced.push((name.clone(), object.clock().clone()));
                 }
+                self.disk.forget_marker(&name);
                 self.disk.put_object(&name, object.clone(), durable);
                 Ok(Stored::Written(object))
             }
@@ -867,6 +929,58 @@ impl SimNode {
                     objects: found,
                     answered: wanted.len() as u32,
                 }))
+            }
+            StoreOp::Tombstones {
+                partition,
+                partitions,
+                before_ms,
+                limit,
+            } => {
+                let keys = self
+                    .partition_objects(partition, partitions)
+                    .into_iter()
+                    .filter(|(_, o)| o.deleted_at().is_some_and(|at| at <= before_ms))
+                    .take(limit)
+                    .map(|(name, object)| proto::KeyDigest {
+                        bucket: bucket(),
+                        key: key_of(&name),
+                        digest: object.version_digest(),
+                    })
+                    .collect();
+                let in_partition = |name: &str| {
+                    let hash = key_hash(crate::BUCKET.as_bytes(), name.as_bytes());
+                    partition_of(hash, partitions) == partition
+                };
+                self.disk.expire_markers(before_ms, &in_partition);
+                Ok(Stored::Keys(keys))
+            }
+            StoreOp::Reap {
+                keys,
+                commit,
+                now_ms,
+            } => {
+                let mut out = Vec::new();
+                for k in &keys {
+                    let name = name_of(&k.key);
+                    let held = self
+                        .own_object(&name)
+                        .filter(|o| o.deleted_at().is_some() && o.version_digest() == k.digest);
+                    if let (Some(tombstone), true) = (&held, commit) {
+                        let holders = self.holders_of(&name);
+                        if std::env::var_os("QUORRA_SIM_DEBUG").is_some() {
+                            eprintln!("{} reaps {name} (replicas {holders:?})", self.id);
+                        }
+                        self.reaps
+                            .push((name.clone(), tombstone.clock().clone(), holders));
+                        self.disk.reap(&name, tombstone.clone(), now_ms);
+                    }
+                    out.push(held.is_some());
+                }
+                // "Held" is said of what survives a power loss.
+                if !commit && out.contains(&true) {
+                    self.disk.sync_all();
+                }
+                Ok(Stored::Reaped(out))
             }
             StoreOp::DropPartitions {
                 dropped,

@@ -138,6 +138,13 @@ impl Schedule {
         if let Some(change) = config.layout_change {
             faults.push((rng.below(window_ms), Fault::Layout(change)));
         }
+        let mut window_ms = window_ms;
+        if config.outage_ms > 0 {
+            let i = rng.below(n) as usize;
+            faults.push((300, Fault::Crash(i)));
+            faults.push((300 + config.outage_ms, Fault::Restart(i)));
+            window_ms = window_ms.max(config.outage_ms + 600);
+        }
         faults.sort_by_key(|(at, _)| *at);
         Self { faults, window_ms }
     }

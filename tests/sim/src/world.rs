@@ -30,6 +30,12 @@ const GOSSIP_TICK_MS: u64 = 50;
 const HANDOFF_TICK_MS: u64 = 200;
 /// Between anti-entropy exchanges of a node (virtual ms).
 const ANTI_ENTROPY_MS: u64 = 200;
+/// Tombstones are reaped this long after their delete (virtual ms), once
+/// every replica holds them: short, so runs reap while faults still hit.
+const TOMBSTONE_GRACE_MS: u64 = 1_000;
+/// After the replicas converge: at most this long for every partition's
+/// reaping pass (about an exchange cycle).
+const REAP_PHASE_MS: u64 = 12_000;
 const CLIENT_TIMEOUT_MS: u64 = 2_000;
 /// How long the cluster may take to form, to settle after the faults heal,
 /// and to answer the final reads (virtual ms).
@@ -175,6 +181,12 @@ pub(crate) struct World {
     strong_reads: Vec<StrongRead>,
     /// Reused dots met by nodes no longer running.
     dot_collisions: usize,
+    resurrections: usize,
+    reaped: usize,
+    /// Reaps while a replica still held a value the tombstone deleted.
+    reaped_early: Vec<String>,
+    /// Every reaped tombstone's clock, by key: what no value may outlive.
+    reaped_clocks: BTreeMap<String, VersionVector>,
     /// Per node: the join of the clocks its store wrote with fsync, by key
     /// (kept across crashes and wipes: what it once acknowledged durably).
     durable: Vec<BTreeMap<String, VersionVector>>,
@@ -227,6 +239,10 @@ impl World {
             wiped: false,
             dead: None,
             dot_collisions: 0,
+            resurrections: 0,
+            reaped: 0,
+            reaped_clocks: BTreeMap::new(),
+            reaped_early: Vec::new(),
             committed: None,
             layout_attempts: 0,
             dual_quorum_violations: Vec::new(),
@@ -259,6 +275,12 @@ impl World {
             handoff_ms: HANDOFF_TICK_MS,
             anti_entropy_ms: if self.config.anti_entropy {
                 ANTI_ENTROPY_MS
+            } else {
+                0
+            },
+            // Reaping rides on anti-entropy's exchanges.
+            tombstone_grace_ms: if self.config.anti_entropy {
+                TOMBSTONE_GRACE_MS
             } else {
                 0
             },
@@ -332,6 +354,8 @@ impl World {
         if let Some(node) = self.nodes[i].take() {
             // The disk survives a crash; what was only in memory does not.
             self.dot_collisions += node.dot_collisions;
+            self.resurrections += node.resurrections;
+            self.reaped += node.reaped;
             self.disks[i] = node.disk;
             self.lives[i] += 1;
         }
@@ -431,6 +455,11 @@ impl World {
         };
         let synced = std::mem::take(&mut node.synced);
         let deleted = std::mem::take(&mut node.hints_deleted);
+        let reaps = std::mem::take(&mut node.reaps);
+        for (key, clock, holders) in reaps {
+            self.watch_reap(i, &key, &clock, &holders);
+            self.reaped_clocks.entry(key).or_default().join(&clock);
+        }
         for (key, clock) in synced {
             self.durable[i].entry(key).or_default().join(&clock);
         }
@@ -1053,6 +1082,58 @@ impl World {
             .collect()
     }
 
+    /// The reaping monitor, at each reap: no replica of the key may still
+    /// hold a value the tombstone deleted (it would bring it back).
+    fn watch_reap(&mut self, reaper: usize, key: &str, clock: &VersionVector, holders: &[String]) {
+        for id in holders {
+            let Some(i) = self.index_of_id(id) else {
+                continue;
+            };
+            let disk = match self.nodes[i].as_ref() {
+                Some(n) => &n.disk,
+                None => &self.disks[i],
+            };
+            let Ok(Some(copy)) = disk.object(key) else {
+                continue;
+            };
+            if copy.live_siblings().any(|s| clock.covers(&s.dot)) {
+                self.reaped_early.push(format!(
+                    "{} reaped {key} at {} ms while {id} held a value its tombstone deleted",
+                    node_id(reaper),
+                    self.now
+                ));
+            }
+        }
+    }
+
+    /// The reaping monitor: values alive on a replica although a reaped
+    /// tombstone of their key had deleted them (their dot is in its clock).
+    fn resurrected(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for i in self.living() {
+            let Some(node) = self.nodes[i].as_ref() else {
+                continue;
+            };
+            for (key, clock) in &self.reaped_clocks {
+                let Some(copy) = node.copy_of(key) else {
+                    continue;
+                };
+                for s in copy.live_siblings().filter(|s| clock.covers(&s.dot)) {
+                    out.push(format!("{key} on {}: {:?}", node_id(i), s.dot));
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether no living node holds a tombstone.
+    fn reaped_all(&self) -> bool {
+        self.living()
+            .into_iter()
+            .filter_map(|i| self.nodes[i].as_ref())
+            .all(|n| !n.holds_tombstones())
+    }
+
     fn quiet(&self) -> bool {
         self.formed()
             && !self.any_moving()
@@ -1184,6 +1265,11 @@ impl World {
             // found a corrupt record gets it back with no read (a run fails
             // otherwise).
             settled &= self.run_until(SETTLE_BOUND_MS, |w| w.diverged().is_empty());
+            // Then time for tombstones to be reaped everywhere: whatever a
+            // reap wrongly deleted is back (or caught by a marker) by then,
+            // and the replicas must still agree.
+            self.run_until(REAP_PHASE_MS, Self::reaped_all);
+            settled &= self.run_until(SETTLE_BOUND_MS, |w| w.diverged().is_empty());
             self.diverged()
         } else {
             // Without it, a replica that lost its disk, or a w=1 write that
@@ -1212,11 +1298,24 @@ impl World {
                 .flatten()
                 .map(|n| n.dot_collisions)
                 .sum::<usize>();
+        let reaped = self.reaped + self.nodes.iter().flatten().map(|n| n.reaped).sum::<usize>();
+        let resurrected = self.resurrected();
+        let resurrections_caught = self.resurrections
+            + self
+                .nodes
+                .iter()
+                .flatten()
+                .map(|n| n.resurrections)
+                .sum::<usize>();
         RunResult {
             config: self.config.clone(),
             report,
             formed,
             dot_collisions,
+            resurrections_caught,
+            resurrected,
+            reaped_early: self.reaped_early,
+            reaped,
             hints_deleted_early: self.hints_deleted_early,
             dual_quorum_violations: self.dual_quorum_violations,
             diverged,

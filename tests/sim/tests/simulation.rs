@@ -25,16 +25,18 @@ fn sweep(first: u64, count: u64, nodes: std::ops::RangeInclusive<usize>) -> Vec<
     let mut failures = Vec::new();
     let mut acked = 0;
     let mut events = 0;
+    let mut reaped = 0;
     for seed in first..first + count {
         let result = run(&Config::from_seed(seed, nodes.clone()));
         acked += result.report.acked;
         events += result.events;
+        reaped += result.reaped;
         if !result.ok() {
             failures.push(result);
         }
     }
     println!(
-        "{count} schedules from seed {first}: {acked} acknowledged writes checked, {events} events, {} failed",
+        "{count} schedules from seed {first}: {acked} acknowledged writes checked, {events} events, {reaped} tombstones reaped, {} failed",
         failures.len()
     );
     failures
@@ -135,6 +137,25 @@ fn a_fallback_counted_as_a_primary_is_caught() {
 }
 
 #[test]
+fn a_reap_without_asking_every_replica_is_caught() {
+    // A replica that missed a delete still holds the value when the others
+    // reap the tombstone. The reaping monitor sees it at the reap, whether
+    // or not the value comes back later (a marker may delete it again).
+    // Many keys, so that many end deleted, and one node down for longer
+    // than the grace, so that it misses deletes that become due.
+    let found = (1..=1_000)
+        .find_map(|seed| {
+            let mut config = long_outage(seed);
+            config.bug = Some(Bug::Node(Planted::ReapWithoutAsking));
+            let result = run(&config);
+            (!result.ok()).then_some(result)
+        })
+        .expect("a reap without asking is caught within 1,000 seeds");
+    println!("caught at seed {}", found.config.seed);
+    assert!(!found.reaped_early.is_empty(), "{found}");
+}
+
+#[test]
 fn a_hint_deleted_before_its_owner_stored_it_is_caught() {
     // The simulator watches every hint delete against what the owner has
     // durably stored, so the broken rule shows at its first delete, lost
@@ -225,4 +246,25 @@ fn lww_buckets_lose_concurrent_writes_as_documented() {
         .filter(|r| !r.report.lost.is_empty())
         .count();
     assert!(lossy > 0, "lww must be seen losing concurrent writes");
+}
+
+/// A run with many keys and one node down for 15 s from early on: longer
+/// than the tombstone grace and an exchange cycle.
+fn long_outage(seed: u64) -> Config {
+    let mut config = Config::from_seed(seed, 5..=8);
+    config.keys = 24;
+    config.outage_ms = 15_000;
+    config
+}
+
+#[test]
+fn a_replica_down_longer_than_the_grace_brings_no_deleted_value_back() {
+    let mut reaped = 0;
+    for seed in 1..=20 {
+        let result = run(&long_outage(seed));
+        assert!(result.ok(), "{result}");
+        reaped += result.reaped;
+    }
+    println!("{reaped} tombstones reaped");
+    assert!(reaped > 0, "tombstones are reaped once the replica is back");
 }

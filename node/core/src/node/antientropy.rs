@@ -151,7 +151,7 @@ impl Node {
                 self.ae.requested.push_back(p);
             }
         }
-        if self.ae.run.is_none() {
+        if self.ae.run.is_none() && !self.reaping() {
             self.ae.next_at = now.mono_ms;
             self.anti_entropy_tick(now);
         }
@@ -172,12 +172,17 @@ impl Node {
     /// When anti-entropy wants [`Self::handle_timeout`] next.
     pub(super) fn anti_entropy_timer(&self) -> Option<u64> {
         let on = self.settings.anti_entropy.interval_ms > 0 || !self.ae.requested.is_empty();
-        (on && self.ae.run.is_none() && self.has_joined()).then_some(self.ae.next_at)
+        let idle = self.ae.run.is_none() && !self.reaping();
+        (on && idle && self.has_joined()).then_some(self.ae.next_at)
     }
 
     /// Starts the next exchange if one is due.
     pub(super) fn anti_entropy_tick(&mut self, now: Now) {
-        if self.ae.run.is_some() || now.mono_ms < self.ae.next_at || !self.has_joined() {
+        if self.ae.run.is_some()
+            || self.reaping()
+            || now.mono_ms < self.ae.next_at
+            || !self.has_joined()
+        {
             return;
         }
         let automatic = self.settings.anti_entropy.interval_ms > 0;
@@ -190,13 +195,19 @@ impl Node {
             self.ae.next_at = now.mono_ms + self.settings.anti_entropy.interval_ms.max(1_000);
             return;
         };
-        let peers: VecDeque<String> = self
-            .holders(partition)
-            .into_iter()
-            .filter(|id| id != self.me() && self.is_reachable(id))
+        let holders = self.holders(partition);
+        let peers: VecDeque<String> = holders
+            .iter()
+            .filter(|id| *id != self.me() && self.is_reachable(id))
+            .cloned()
             .collect();
         if peers.is_empty() {
-            return self.schedule_next(now);
+            self.schedule_next(now);
+            // A partition this node alone replicates: nothing to compare.
+            if holders.len() == 1 {
+                self.start_reap(partition, now);
+            }
+            return;
         }
         let id = self.ae.next_run;
         self.ae.next_run += 1;
@@ -259,7 +270,7 @@ impl Node {
 
     /// Partition `p`'s replicas: its replica slots, and while it moves the
     /// replicas before the change too.
-    fn holders(&self, p: u32) -> Vec<String> {
+    pub(super) fn holders(&self, p: u32) -> Vec<String> {
         let mut out: Vec<String> = self
             .ring
             .order(p)
@@ -276,7 +287,7 @@ impl Node {
 
     /// The nodes that hold `bucket`'s keys of partition `p`: the first
     /// `n_val` replicas, and while it moves the first `n_val` before.
-    fn key_holders(&self, bucket: &BucketName, p: u32) -> BTreeSet<String> {
+    pub(super) fn key_holders(&self, bucket: &BucketName, p: u32) -> BTreeSet<String> {
         let members = self.ring.members().len();
         let n = usize::from(self.bucket_props(bucket).for_ring(members).n_val);
         let before_n = self
@@ -293,7 +304,7 @@ impl Node {
         out
     }
 
-    fn schedule_next(&mut self, now: Now) {
+    pub(super) fn schedule_next(&mut self, now: Now) {
         self.ae.run = None;
         self.ae.next_at = now.mono_ms + self.settings.anti_entropy.interval_ms;
         if !self.ae.requested.is_empty() {
@@ -316,7 +327,12 @@ impl Node {
             if !failed {
                 self.ae.last.insert(partition, now.wall_ms);
             }
-            return self.schedule_next(now);
+            self.schedule_next(now);
+            // Compared with every replica: its tombstones may be reaped.
+            if !failed {
+                self.start_reap(partition, now);
+            }
+            return;
         };
         let (exchange, first) = TreeExchange::start();
         run.peer = peer.clone();

@@ -249,6 +249,32 @@ pub enum StoreOp {
         /// About how many bytes to read.
         max_bytes: usize,
     },
+    /// Up to `limit` keys of `partition` that hold only tombstones, the
+    /// newest written before `before_ms` (wall ms), with their version
+    /// digests; markers of keys reaped before `before_ms` are forgotten
+    /// on the way. Answered with [`Stored::Keys`].
+    Tombstones {
+        /// The partition.
+        partition: u32,
+        /// Of how many.
+        partitions: u32,
+        /// Tombstones written before this are listed.
+        before_ms: u64,
+        /// Most keys.
+        limit: usize,
+    },
+    /// For each key, whether it is held as exactly that tombstone version;
+    /// with `commit`, each one that is is deleted, and a marker of it kept
+    /// (see [`crate::write::resurrected`]). Answered with
+    /// [`Stored::Reaped`].
+    Reap {
+        /// The keys and tombstone versions.
+        keys: Vec<crate::proto::KeyDigest>,
+        /// Delete, rather than check.
+        commit: bool,
+        /// Now (wall ms): when a marker was made.
+        now_ms: u64,
+    },
     /// Delete the objects of these partitions' buckets in scope (they
     /// moved to other nodes, or a bucket's `n_val` no longer reaches this
     /// node); answered with [`Stored::Done`].
@@ -281,6 +307,9 @@ pub enum Stored {
     Keys(Vec<crate::proto::KeyDigest>),
     /// Objects read, and how many of the keys asked for were looked at.
     Objects(crate::proto::Fetched),
+    /// For each key of a [`StoreOp::Reap`], whether it held that tombstone
+    /// (and, on a commit, was deleted).
+    Reaped(Vec<bool>),
 }
 
 /// Why a storage operation failed.
@@ -458,6 +487,17 @@ pub enum Event {
         keys_fetched: u64,
         /// Objects sent to the other replica.
         keys_pushed: u64,
+        /// Why it stopped early, if it did.
+        failed: Option<String>,
+    },
+    /// A pass of tombstone reaping over one partition ended.
+    Reaped {
+        /// The partition.
+        partition: u32,
+        /// Tombstones past the grace period that were looked at.
+        listed: u64,
+        /// Those every replica held, deleted here.
+        reaped: u64,
         /// Why it stopped early, if it did.
         failed: Option<String>,
     },

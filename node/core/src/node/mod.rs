@@ -35,6 +35,7 @@ mod coordinator;
 mod gossip;
 mod handoff;
 mod io;
+mod reap;
 mod serve;
 #[cfg(test)]
 mod tests;
@@ -49,6 +50,7 @@ pub use io::{
     CallFailure, CallId, ClientId, Effect, Event, Failure, Hint, InboundId, Now, Request,
     StoreFailure, StoreId, StoreOp, Stored, Transmit,
 };
+pub use reap::{ReapStats, ReapStatus, TombstoneSettings};
 pub use transfer::{CopyProgress, PartitionCopy, TransferStatus};
 
 use crate::membership::Gossip;
@@ -95,6 +97,9 @@ pub enum Planted {
     /// its layout version, so a write from a coordinator that has not
     /// heard of the move can land behind the copy on the old replicas only.
     CopyBeforeAcknowledged,
+    /// Tombstone reaping deletes what it lists without asking the other
+    /// replicas whether they hold the tombstone.
+    ReapWithoutAsking,
 }
 
 /// What the node is configured with.
@@ -124,6 +129,8 @@ pub struct Settings {
     pub cleanup_grace_ms: u64,
     /// Active anti-entropy.
     pub anti_entropy: AntiEntropySettings,
+    /// Tombstone reaping.
+    pub tombstones: TombstoneSettings,
     /// A planted bug (tests only).
     pub planted: Option<Planted>,
 }
@@ -175,6 +182,11 @@ enum Call {
         run: u64,
         step: antientropy::Step,
     },
+    /// A check or delete of a tombstone reaping pass.
+    Reap {
+        pass: u64,
+        step: reap::ReapStep,
+    },
 }
 
 impl Call {
@@ -188,6 +200,7 @@ impl Call {
                 | Self::IndirectHelper { .. }
                 | Self::PushPull
                 | Self::AntiEntropy { .. }
+                | Self::Reap { .. }
         )
     }
 }
@@ -197,7 +210,10 @@ impl Wait {
     fn is_background(&self) -> bool {
         matches!(
             self,
-            Self::AntiEntropy { .. } | Self::ServeAntiEntropy { .. }
+            Self::AntiEntropy { .. }
+                | Self::ServeAntiEntropy { .. }
+                | Self::Reap { .. }
+                | Self::ServeReap { .. }
         )
     }
 }
@@ -261,6 +277,15 @@ enum Wait {
         inbound: InboundId,
         served: antientropy::Served,
     },
+    /// A step of this node's tombstone reaping pass.
+    Reap {
+        pass: u64,
+        step: reap::ReapStep,
+    },
+    /// A reaper's check or delete was run.
+    ServeReap {
+        inbound: InboundId,
+    },
 }
 
 /// One node's state machine.
@@ -293,6 +318,8 @@ pub struct Node {
     transfers: transfer::Transfers,
     /// Anti-entropy exchanges.
     ae: antientropy::AntiEntropy,
+    /// Tombstone reaping.
+    reaper: reap::Reaper,
 }
 
 /// The ring of the membership's layout; empty until the node has one.
@@ -349,6 +376,7 @@ impl Node {
             max_round: 0,
             transfers: transfer::Transfers::default(),
             ae: antientropy::AntiEntropy::default(),
+            reaper: reap::Reaper::default(),
         }
     }
 
@@ -523,6 +551,8 @@ impl Node {
             Wait::ServeAntiEntropy { inbound, served } => {
                 self.anti_entropy_served(inbound, served, result);
             }
+            Wait::Reap { pass, step } => self.reap_stored(pass, step, result, now),
+            Wait::ServeReap { inbound } => self.reap_served(inbound, result),
             Wait::Dropped => {
                 if let Err(f) = result {
                     self.event(Event::StoreFailed {
@@ -715,6 +745,7 @@ impl Node {
                 self.pulled(partition, source, got, now);
             }
             Call::AntiEntropy { run, step } => self.anti_entropy_answered(run, step, result, now),
+            Call::Reap { pass, step } => self.reap_answered(pass, step, result, now),
             Call::Decide { commit } => {
                 let got = answer::<Decide>(result).ok().and_then(Result::ok).flatten();
                 let voter = out.node.unwrap_or_default();

@@ -59,6 +59,7 @@ impl Node {
             PeerRequest::Exchange(x) => {
                 self.serve_anti_entropy(inbound, AntiEntropyRequest::Exchange(x))
             }
+            PeerRequest::Reap(r) => self.serve_reap(inbound, r, now),
             PeerRequest::Coordinate(Coordinate {
                 bucket,
                 key,

@@ -119,6 +119,7 @@ fn build(
         transfer_bytes_per_second: 0,
         cleanup_grace_ms: 5_000,
         anti_entropy: crate::node::AntiEntropySettings { interval_ms: 0 },
+        tombstones: crate::node::TombstoneSettings { grace_ms: 0 },
         planted,
     };
     let mut node = Node::new(settings, m, now(), 1);
@@ -1250,4 +1251,84 @@ fn after_an_n_val_went_down_the_replica_past_it_drops_that_buckets_keys_only() {
         .collect();
     assert!(want.iter().any(|(_, s)| *s == small));
     assert_eq!(dropped, want);
+}
+
+/// A reaping pass of n1 over the partition of a key whose replicas are
+/// n1 (first), then two others: n1 lists the key's tombstone, asks the
+/// other two in turn, each answering `held` (`None`: no answer). Returns
+/// the keys n1 deletes (its own commit) and the replicas told to delete.
+fn reap_pass(
+    down: &[&str],
+    held: [Option<bool>; 2],
+) -> (Vec<crate::proto::KeyDigest>, Vec<String>) {
+    let (key, order) = key_where(&node("n1", &[]), |p| p[0] == "n1");
+    let mut n = node("n1", down);
+    n.settings.tombstones.grace_ms = 500;
+    let p = n.ring().partition_of(b"b", key.as_bytes());
+    assert!(n.start_reap(p, now()));
+    let ops = store_ops(&drain(&mut n));
+    let [(id, StoreOp::Tombstones { before_ms, .. })] = ops.as_slice() else {
+        panic!("a listing first: {ops:?}");
+    };
+    assert_eq!(*before_ms, now().wall_ms - 500, "the grace period is kept");
+    let tombstone = crate::proto::KeyDigest {
+        bucket: bucket(),
+        key,
+        digest: 7,
+    };
+    n.handle_stored(*id, Ok(Stored::Keys(vec![tombstone])), now());
+    let mut asked = Vec::new();
+    let mut effects = drain(&mut n);
+    for answer in held {
+        let sent = transmits(&effects);
+        let Some((call, to, PeerRequest::Reap(r))) = sent.first().cloned() else {
+            break;
+        };
+        assert!(!r.commit, "every replica is asked before any deletes");
+        assert_eq!(sent.len(), 1, "one replica at a time");
+        asked.push(to.clone());
+        let reply = match answer {
+            Some(h) => Ok(Reply::answer::<crate::proto::Reap>(Ok(vec![h]))),
+            None => Err(CallFailure::Lost("timed out".into())),
+        };
+        n.handle_reply(call, Some(&to), reply, now());
+        effects = drain(&mut n);
+    }
+    assert!(asked.iter().all(|a| order[1..3].contains(a)), "{asked:?}");
+    let deleted_here = store_ops(&effects)
+        .into_iter()
+        .filter_map(|(_, op)| match op {
+            StoreOp::Reap { keys, commit, .. } => commit.then_some(keys),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let told = transmits(&effects)
+        .into_iter()
+        .filter_map(|(_, to, req)| matches!(req, PeerRequest::Reap(r) if r.commit).then_some(to))
+        .collect();
+    (deleted_here, told)
+}
+
+#[test]
+fn a_tombstone_is_reaped_only_when_every_replica_holds_it() {
+    let (here, told) = reap_pass(&[], [Some(true), Some(true)]);
+    assert_eq!(here.len(), 1, "both replicas hold it: reaped here");
+    assert_eq!(told.len(), 2, "and on both of them");
+    for held in [
+        [Some(true), Some(false)],
+        [Some(false), Some(true)],
+        [Some(true), None],
+    ] {
+        let (here, told) = reap_pass(&[], held);
+        assert!(here.is_empty() && told.is_empty(), "{held:?}: kept");
+    }
+}
+
+#[test]
+fn a_tombstone_with_a_replica_down_is_kept_without_asking() {
+    let n = node("n1", &[]);
+    let (_, order) = key_where(&n, |p| p[0] == "n1");
+    let (here, told) = reap_pass(&[order[2].as_str()], [Some(true), Some(true)]);
+    assert!(here.is_empty() && told.is_empty());
 }
