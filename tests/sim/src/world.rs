@@ -1291,22 +1291,14 @@ impl World {
         let finals = self.read_all(&everyone, None);
         let mut report = check(&self.history, &finals);
         check_strong_reads(&self.history, &self.strong_reads, &mut report);
-        let dot_collisions = self.dot_collisions
-            + self
-                .nodes
-                .iter()
-                .flatten()
-                .map(|n| n.dot_collisions)
-                .sum::<usize>();
-        let reaped = self.reaped + self.nodes.iter().flatten().map(|n| n.reaped).sum::<usize>();
+        // Counted by the nodes alive now, and by those that crashed.
+        let living = |count: fn(&SimNode) -> usize| -> usize {
+            self.nodes.iter().flatten().map(count).sum()
+        };
+        let dot_collisions = self.dot_collisions + living(|n| n.dot_collisions);
+        let reaped = self.reaped + living(|n| n.reaped);
+        let resurrections_caught = self.resurrections + living(|n| n.resurrections);
         let resurrected = self.resurrected();
-        let resurrections_caught = self.resurrections
-            + self
-                .nodes
-                .iter()
-                .flatten()
-                .map(|n| n.resurrections)
-                .sum::<usize>();
         RunResult {
             config: self.config.clone(),
             report,
