@@ -482,6 +482,9 @@ impl Driver {
                 failed,
             } => {
                 metrics::counter!("quorra_reap_passes_total").increment(1);
+                let counts = self.store.tombstone_counts();
+                metrics::gauge!("quorra_tombstones_held").set(counts.held as f64);
+                metrics::gauge!("quorra_tombstone_markers").set(counts.markers as f64);
                 match failed {
                     Some(why) => tracing::warn!(partition, "tombstone reaping stopped: {why}"),
                     None if listed > 0 => tracing::info!(

@@ -101,7 +101,9 @@ async fn a_tombstone_is_reaped_only_once_every_replica_holds_it() {
     )
     .await
     .expect("reaped");
-    assert_eq!(total(&c, &[0, 1, 2], "reaped").await, KEYS as u64);
+    // (A key may be reaped twice: an exchange can bring a replica's
+    // tombstone back to the reaper before that replica's delete lands.)
+    assert!(total(&c, &[0, 1, 2], "reaped").await >= KEYS as u64);
 
     // Nothing came back: not on any replica, not through any node, and no
     // replica tried to bring a value back.
