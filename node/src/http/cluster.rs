@@ -127,6 +127,7 @@ pub(super) async fn status(State(state): State<AppState>) -> Response {
         "transfers": transfers,
         "anti_entropy": anti_entropy,
         "tombstones": tombstones,
+        "storage": storage_json(&state),
         "joined": cluster.has_joined(),
         "foreign_gossip_refused": cluster.foreign_messages(),
         "members": cluster.members().len(),
@@ -214,6 +215,16 @@ fn tombstones_json(state: &AppState) -> Value {
         "reaped_markers": counts.markers,
         "resurrections": counts.resurrections,
         "engine_deletion_markers": engine_markers,
+    })
+}
+
+/// The engine's write counters: durable writes and the WAL syncs they
+/// took (concurrent ones share a sync).
+fn storage_json(state: &AppState) -> Value {
+    let counts = state.kv.store().engine().sync_counts();
+    json!({
+        "durable_writes": counts.map(|c| c.durable_writes),
+        "wal_syncs": counts.map(|c| c.wal_syncs),
     })
 }
 

@@ -77,4 +77,8 @@ impl Engine for FaultyEngine {
     fn deletion_markers(&self, space: Space) -> Result<Option<u64>, EngineError> {
         self.inner.deletion_markers(space)
     }
+
+    fn sync_counts(&self) -> Option<super::SyncCounts> {
+        self.inner.sync_counts()
+    }
 }

@@ -50,6 +50,16 @@ pub enum Durability {
     Fsync,
 }
 
+/// Durable writes against the WAL syncs they took: concurrent durable
+/// writes share a sync (group commit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncCounts {
+    /// Writes made with [`Durability::Fsync`].
+    pub durable_writes: u64,
+    /// WAL syncs.
+    pub wal_syncs: u64,
+}
+
 /// One change in an atomic batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOp {
@@ -132,6 +142,12 @@ pub trait Engine: Send + Sync + 'static {
     /// the disk (an engine that keeps no deletion markers has nothing to do).
     fn compact(&self, _space: Space) -> Result<(), EngineError> {
         Ok(())
+    }
+
+    /// Durable writes and the WAL syncs that made them durable (`None`:
+    /// the engine does not count them).
+    fn sync_counts(&self) -> Option<SyncCounts> {
+        None
     }
 
     /// How many deletion markers `space` still holds, in memory and on

@@ -6,16 +6,21 @@
 
 use std::path::Path;
 
+use rocksdb::statistics::{StatsLevel, Ticker};
 use rocksdb::{
     properties, BottommostLevelCompaction, ColumnFamily, ColumnFamilyDescriptor, CompactOptions,
     DBCompressionType, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
 };
 
-use super::{Durability, Engine, EngineError, Space, WriteOp};
+use super::{Durability, Engine, EngineError, Space, SyncCounts, WriteOp};
 
 /// A RocksDB database with the column families `objects`, `hints` and `meta`.
 pub struct RocksEngine {
     db: DB,
+    /// Holds the database's statistics (its tickers count WAL syncs).
+    opts: Options,
+    /// Writes made with [`Durability::Fsync`].
+    durable_writes: std::sync::atomic::AtomicU64,
     /// Crash-test mode: the write-ahead log is buffered in the process and
     /// written only by a sync, so killing the process loses every write not
     /// yet synced, as a power loss does (a plain kill keeps the OS cache).
@@ -54,6 +59,10 @@ impl RocksEngine {
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(4);
         opts.set_manual_wal_flush(lose_unsynced);
+        // Tickers only (no timers or histograms): WAL syncs and write
+        // groups, for the status and the group-commit test.
+        opts.enable_statistics();
+        opts.set_statistics_level(StatsLevel::ExceptHistogramOrTimers);
         let cfs = Space::ALL.iter().map(|s| {
             let mut cf = Options::default();
             cf.set_compression_type(DBCompressionType::Lz4);
@@ -61,7 +70,12 @@ impl RocksEngine {
         });
         let db =
             DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| open_err(e.into_string()))?;
-        Ok(Self { db, lose_unsynced })
+        Ok(Self {
+            db,
+            opts,
+            durable_writes: std::sync::atomic::AtomicU64::new(0),
+            lose_unsynced,
+        })
     }
 
     fn cf(&self, space: Space) -> Result<&ColumnFamily, EngineError> {
@@ -85,6 +99,10 @@ impl Engine for RocksEngine {
             }
         }
         let sync = durability == Durability::Fsync;
+        if sync {
+            self.durable_writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut wo = WriteOptions::default();
         if self.lose_unsynced {
             // The log stays in the process until a sync writes it out.
@@ -134,6 +152,15 @@ impl Engine for RocksEngine {
         Ok(())
     }
 
+    fn sync_counts(&self) -> Option<SyncCounts> {
+        Some(SyncCounts {
+            durable_writes: self
+                .durable_writes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            wal_syncs: self.opts.get_ticker_count(Ticker::WalFileSynced),
+        })
+    }
+
     fn deletion_markers(&self, space: Space) -> Result<Option<u64>, EngineError> {
         let cf = self.cf(space)?;
         let int = |name| {
@@ -168,6 +195,50 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = RocksEngine::open(dir.path()).expect("open");
         crate::storage::conformance::run(&engine);
+    }
+
+    /// Concurrent durable writers share WAL syncs (RocksDB's write groups:
+    /// the leader appends every queued writer's batch and syncs once), so
+    /// fsync is paid per group, not per write.
+    #[test]
+    fn concurrent_durable_writes_share_wal_syncs() {
+        const WRITERS: usize = 32;
+        const EACH: usize = 25;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = std::sync::Arc::new(RocksEngine::open(dir.path()).expect("open"));
+        // Alone, each durable write takes a sync of its own.
+        let before = engine.sync_counts().expect("counts");
+        for i in 0..EACH {
+            let key = format!("alone-{i}");
+            engine
+                .put(Space::Objects, key.as_bytes(), b"v", Durability::Fsync)
+                .expect("put");
+        }
+        let alone = engine.sync_counts().expect("counts");
+        assert_eq!(alone.wal_syncs - before.wal_syncs, EACH as u64);
+        let before = alone;
+        std::thread::scope(|s| {
+            for w in 0..WRITERS {
+                let engine = engine.clone();
+                s.spawn(move || {
+                    for i in 0..EACH {
+                        let key = format!("w{w}-{i}");
+                        engine
+                            .put(Space::Objects, key.as_bytes(), b"v", Durability::Fsync)
+                            .expect("put");
+                    }
+                });
+            }
+        });
+        let after = engine.sync_counts().expect("counts");
+        let writes = after.durable_writes - before.durable_writes;
+        let syncs = after.wal_syncs - before.wal_syncs;
+        assert_eq!(writes, (WRITERS * EACH) as u64);
+        assert!(syncs > 0, "durable writes sync the WAL");
+        assert!(
+            syncs < writes / 4,
+            "{syncs} WAL syncs for {writes} concurrent durable writes"
+        );
     }
 
     #[test]
