@@ -24,7 +24,7 @@ use quorra_core::proto::{
     ClientObject, ClientRequest, ClusterInfo, ClusterShape, Get, Operation, PeerRequest, Refusal,
     Reply, Request as WireRequest, Write,
 };
-use quorra_core::{BucketName, ErrorCode, Key, Object, QuorumOverrides, VersionVector};
+use quorra_core::{BucketName, Content, ErrorCode, Key, Object, QuorumOverrides, VersionVector};
 use thiserror::Error;
 use tokio::sync::Semaphore;
 
@@ -52,6 +52,9 @@ pub enum KvError {
     /// No answer within the request timeout (a write may have happened).
     #[error("no answer within {0} ms (a write's outcome is unknown)")]
     Timeout(u64),
+    /// A create-only write found a value under the key.
+    #[error("the key has a value, and the write creates only a key with none (If-None-Match: *); read it and write with its context to replace it")]
+    Exists,
 }
 
 impl KvError {
@@ -63,6 +66,7 @@ impl KvError {
             Self::Context(e) => e.code(),
             Self::Invalid(e) => e.code,
             Self::Timeout(_) => ErrorCode::Timeout,
+            Self::Exists => ErrorCode::PreconditionFailed,
         }
     }
 }
@@ -199,6 +203,30 @@ impl Kv {
             .await?;
         let context = self.context_for(&bucket, &key, object.as_ref());
         Ok((object, context))
+    }
+
+    /// A write that creates the key only if it has no value (HTTP's
+    /// `If-None-Match: *`): a read at the request's quorum first, then, if
+    /// no value lives, the write with that read's context (so it replaces
+    /// a tombstone). Two creates racing through different nodes can both
+    /// pass the read: their values become siblings, as in Riak.
+    pub async fn client_create(
+        &self,
+        who: &Principal,
+        bucket: BucketName,
+        key: Key,
+        content: Content,
+        quorum: QuorumOverrides,
+    ) -> Result<(Option<Object>, Option<String>), KvError> {
+        let (found, context) = self
+            .client_get(who, bucket.clone(), key.clone(), quorum)
+            .await?;
+        if found.as_ref().is_some_and(|o| !o.is_deleted()) {
+            return Err(KvError::Exists);
+        }
+        let op = Operation::Put(content);
+        self.client_write(who, bucket, key, context.as_deref(), op, quorum)
+            .await
     }
 
     /// The authenticated context a client gets with `object`.

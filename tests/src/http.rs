@@ -121,6 +121,25 @@ impl Client {
         answer(req.send().await?).await
     }
 
+    /// PUT a value with extra request headers.
+    pub async fn put_with(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: impl Into<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Answer> {
+        let mut req = self
+            .http
+            .put(format!("{}/v1/kv/{bucket}/{key}", self.base))
+            .header("content-type", "text/plain")
+            .body(value.into());
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        answer(req.send().await?).await
+    }
+
     /// DELETE a key, with an optional context.
     pub async fn delete(
         &self,

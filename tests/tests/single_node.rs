@@ -337,3 +337,50 @@ async fn binary_keys_and_values_round_trip() {
         "%2F and / name the same key"
     );
 }
+
+/// `If-None-Match: *` writes only a key with no value: 412 over a value
+/// (which stays), a create over a tombstone replaces it without a sibling,
+/// and any other use of the header is a 400.
+#[tokio::test]
+async fn if_none_match_creates_only_a_key_without_a_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path());
+    let c = Client::new(&node.url);
+    let create = [("if-none-match", "*")];
+    let r = c.put_with("b", "k", "first", &create).await.expect("put");
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = c.put_with("b", "k", "second", &create).await.expect("put");
+    assert_eq!(r.status, 412, "{}", r.text());
+    assert_eq!(r.error_code().as_deref(), Some("precondition_failed"));
+    assert_eq!(c.get("b", "k").await.expect("get").values(), vec!["first"]);
+
+    for headers in [
+        vec![("if-none-match", "\"abc\"")],
+        vec![
+            ("if-none-match", "*"),
+            ("x-quorra-context", r.context.as_deref().unwrap_or("x")),
+        ],
+    ] {
+        let r = c.put_with("b", "k", "third", &headers).await.expect("put");
+        assert_eq!(r.status, 400, "{headers:?}: {}", r.text());
+        assert_eq!(r.error_code().as_deref(), Some("invalid_parameter"));
+    }
+
+    let read = c.get("b", "k").await.expect("get");
+    let r = c
+        .delete("b", "k", read.context.as_deref())
+        .await
+        .expect("delete");
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = c.put_with("b", "k", "again", &create).await.expect("put");
+    assert_eq!(r.status, 204, "over a tombstone: {}", r.text());
+    let read = c.get("b", "k").await.expect("get");
+    assert_eq!(
+        read.values(),
+        vec!["again"],
+        "one value, no sibling: {}",
+        read.text()
+    );
+    // The node still serves after every refusal.
+    assert_eq!(c.get("b", "k").await.expect("get").status, 200);
+}

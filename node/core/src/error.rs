@@ -59,6 +59,9 @@ pub enum ErrorCode {
     /// A bucket property that is fixed (its conflict mode, or an `n_val`
     /// whose change would move data) cannot be changed so.
     BucketPropsFixed,
+    /// A conditional write's condition does not hold (`If-None-Match: *`
+    /// on a key that has a value).
+    PreconditionFailed,
 }
 
 impl ErrorCode {
@@ -87,6 +90,7 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::LayoutConflict => "layout_conflict",
             Self::BucketPropsFixed => "bucket_props_fixed",
+            Self::PreconditionFailed => "precondition_failed",
         }
     }
 
@@ -106,6 +110,7 @@ impl ErrorCode {
             | Self::ObjectTooLarge => 413,
             Self::RouteNotFound | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::PreconditionFailed => 412,
             Self::TooManySiblings | Self::LayoutConflict | Self::BucketPropsFixed => 409,
             Self::QuorumUnavailable | Self::Overloaded => 503,
             Self::Timeout => 504,
@@ -137,6 +142,7 @@ mod tests {
             ErrorCode::Forbidden,
             ErrorCode::LayoutConflict,
             ErrorCode::BucketPropsFixed,
+            ErrorCode::PreconditionFailed,
         ] {
             let json = serde_json_like(code);
             assert_eq!(json, code.as_str());

@@ -58,6 +58,13 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
         }
         Method::PUT | Method::POST | Method::DELETE => {
             let ctx = context(req.headers())?;
+            let create_only = if_none_match(req.headers())?;
+            if create_only && (req.method() == Method::DELETE || ctx.is_some()) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidParameter,
+                    "If-None-Match: * creates a key that has no value: not with a delete, and not with X-Quorra-Context",
+                ));
+            }
             let op = if req.method() == Method::DELETE {
                 Operation::Delete
             } else {
@@ -68,10 +75,17 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
                 content.meta = meta;
                 Operation::Put(content)
             };
-            let (_, ctx) = state
-                .kv
-                .client_write(&http_principal(), bucket, key, ctx.as_deref(), op, quorum)
-                .await?;
+            let kv = &state.kv;
+            let (_, ctx) = match op {
+                Operation::Put(content) if create_only => {
+                    kv.client_create(&http_principal(), bucket, key, content, quorum)
+                        .await?
+                }
+                op => {
+                    kv.client_write(&http_principal(), bucket, key, ctx.as_deref(), op, quorum)
+                        .await?
+                }
+            };
             Ok(no_content(ctx))
         }
         _ => Err(ApiError::new(
@@ -129,6 +143,19 @@ fn parse_query(query: Option<&str>) -> Result<QuorumOverrides, ApiError> {
         *slot = Some(n);
     }
     Ok(q)
+}
+
+/// Whether the write is create-only (`If-None-Match: *`; any other value
+/// is refused, as no entity tags are issued).
+fn if_none_match(headers: &HeaderMap) -> Result<bool, ApiError> {
+    match headers.get(header::IF_NONE_MATCH) {
+        None => Ok(false),
+        Some(v) if v.as_bytes().trim_ascii() == b"*" => Ok(true),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            "If-None-Match takes only *: write only if the key has no value",
+        )),
+    }
 }
 
 /// The raw `X-Quorra-Context` (the node decodes and authenticates it).
