@@ -110,18 +110,18 @@ impl Client {
         context: Option<&str>,
         query: &str,
     ) -> anyhow::Result<Answer> {
-        let mut req = self
-            .http
-            .put(format!("{}/v1/kv/{bucket}/{key}{query}", self.base))
-            .header("content-type", "text/plain")
-            .body(value.into());
-        if let Some(c) = context {
-            req = req.header("x-quorra-context", c);
+        let path = format!("{key}{query}");
+        match context {
+            Some(c) => {
+                self.put_with(bucket, &path, value, &[("x-quorra-context", c)])
+                    .await
+            }
+            None => self.put_with(bucket, &path, value, &[]).await,
         }
-        answer(req.send().await?).await
     }
 
-    /// PUT a value with extra request headers.
+    /// PUT a value with extra request headers (`key` may carry a query
+    /// string).
     pub async fn put_with(
         &self,
         bucket: &str,
