@@ -403,10 +403,12 @@ impl ObjectStore {
         key: &Key,
         stored: Option<&Object>,
     ) -> Result<Option<Object>, StoreError> {
-        match stored {
-            Some(_) => Ok(None),
-            None => self.marker(&self.object_key(bucket, key)),
+        // No lookup on an insert while no key was reaped: the count is
+        // changed under the key's lock, which the caller holds.
+        if stored.is_some() || self.tombstone_counts().markers == 0 {
+            return Ok(None);
         }
+        self.marker(&self.object_key(bucket, key))
     }
 
     /// Merges another replica's state of an object into the local one.
@@ -511,9 +513,9 @@ impl ObjectStore {
                         key: skey.clone(),
                     },
                 ];
-                Self::unindex(&skey, &mut ops);
+                let indexed = self.unindex(&skey, &mut ops)?;
                 self.engine.write(ops, Durability::Fsync)?;
-                self.recount_tombstones()?;
+                self.count_tombstones(-i64::from(indexed), 0);
                 // Its digest at write time is unreadable: the partition's
                 // tree is built anew at its next exchange.
                 self.trees.invalidate(hash);

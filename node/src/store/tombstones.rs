@@ -341,9 +341,15 @@ impl ObjectStore {
         Ok(())
     }
 
-    /// The index entry of a record moved aside as corrupt.
-    pub(super) fn unindex(skey: &[u8], ops: &mut Vec<WriteOp>) {
-        ops.push(meta_delete(prefixed(INDEX_PREFIX, skey)));
+    /// Drops the index entry of a record moved aside as corrupt; returns
+    /// whether it had one.
+    pub(super) fn unindex(&self, skey: &[u8], ops: &mut Vec<WriteOp>) -> Result<bool, StoreError> {
+        let key = prefixed(INDEX_PREFIX, skey);
+        let indexed = self.engine.get(Space::Meta, &key)?.is_some();
+        if indexed {
+            ops.push(meta_delete(key));
+        }
+        Ok(indexed)
     }
 }
 

@@ -204,6 +204,12 @@ pub(crate) fn index_of(addr: SocketAddr) -> usize {
 }
 
 /// The id of node `i`.
+/// Whether key `name` is in `partition` (of `partitions`).
+fn in_partition(name: &str, partition: u32, partitions: u32) -> bool {
+    let hash = key_hash(crate::BUCKET.as_bytes(), name.as_bytes());
+    partition_of(hash, partitions) == partition
+}
+
 pub(crate) fn node_id(i: usize) -> String {
     format!("n{i:02}")
 }
@@ -744,10 +750,7 @@ impl SimNode {
         self.disk
             .object_names()
             .into_iter()
-            .filter(|n| {
-                let hash = key_hash(crate::BUCKET.as_bytes(), n.as_bytes());
-                partition_of(hash, partitions) == partition
-            })
+            .filter(|n| in_partition(n, partition, partitions))
             .filter_map(|n| {
                 let object = self.disk.object(&n).ok().flatten()?.clone();
                 Some((n, object))
@@ -947,11 +950,8 @@ impl SimNode {
                         digest: object.version_digest(),
                     })
                     .collect();
-                let in_partition = |name: &str| {
-                    let hash = key_hash(crate::BUCKET.as_bytes(), name.as_bytes());
-                    partition_of(hash, partitions) == partition
-                };
-                self.disk.expire_markers(before_ms, &in_partition);
+                let in_this = |name: &str| in_partition(name, partition, partitions);
+                self.disk.expire_markers(before_ms, &in_this);
                 Ok(Stored::Keys(keys))
             }
             StoreOp::Reap {

@@ -129,10 +129,8 @@ impl Node {
     /// Returns whether one started.
     pub(super) fn start_reap(&mut self, partition: u32, now: Now) -> bool {
         let grace = self.settings.tombstones.grace_ms;
-        if grace == 0
-            || self.reaping()
-            || self.holders(partition).first() != Some(&self.me().to_owned())
-        {
+        let first = self.holders(partition).into_iter().next();
+        if grace == 0 || self.reaping() || first.as_deref() != Some(self.me()) {
             return false;
         }
         let id = self.reaper.next_id;
