@@ -5,11 +5,14 @@
 # 1. a Debian base image, made once with debootstrap (from Debian's package
 #    mirror, debootstrap's default) and `docker import`ed as
 #    quorra-base:bookworm;
-# 2. deploy/Dockerfile.local on that base, with the `quorra` binary the test
-#    command builds (so RocksDB is not compiled again in another profile).
+# 2. deploy/Dockerfile.local on that base, with the `quorra` and
+#    `ring-tools` binaries the test command builds (so RocksDB is not
+#    compiled again in another profile).
 #
-# Usage: deploy/build-local-image.sh [--bin PATH]
-#   --bin PATH   use this `quorra` binary instead of building one
+# Usage: deploy/build-local-image.sh [--bin PATH] [--ring-tools PATH]
+#   --bin PATH          use this `quorra` binary instead of building one
+#   --ring-tools PATH   and this `ring-tools` (default: ring-tools-under-test
+#                       next to the `quorra` binary)
 # Environment: QUORRA_IMAGE (default quorra:local), QUORRA_BASE_IMAGE
 # (default quorra-base:bookworm).
 source "$(dirname "$0")/../scripts/lib.sh"
@@ -18,10 +21,12 @@ image=${QUORRA_IMAGE:-quorra:local}
 base=${QUORRA_BASE_IMAGE:-quorra-base:bookworm}
 suite=bookworm
 bin=
+tools=
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) bin=${2:?--bin needs a path}; shift 2 ;;
-    *) die "unknown argument $1 (usage: deploy/build-local-image.sh [--bin PATH])" ;;
+    --ring-tools) tools=${2:?--ring-tools needs a path}; shift 2 ;;
+    *) die "unknown argument $1 (usage: deploy/build-local-image.sh [--bin PATH] [--ring-tools PATH])" ;;
   esac
 done
 
@@ -49,12 +54,15 @@ if [ -z "$bin" ]; then
   bin="$CARGO_TARGET_DIR/debug/quorra-under-test"
 fi
 [ -x "$bin" ] || die "no quorra binary at $bin"
+[ -n "$tools" ] || tools="$(dirname "$bin")/ring-tools-under-test"
+[ -x "$tools" ] || die "no ring-tools binary at $tools (give --ring-tools PATH)"
 
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 cp "$bin" "$ctx/quorra"
+cp "$tools" "$ctx/ring-tools"
 # Debug info is most of a debug build's size; the image does not need it.
-command -v strip >/dev/null 2>&1 && strip --strip-debug "$ctx/quorra"
+command -v strip >/dev/null 2>&1 && strip --strip-debug "$ctx/quorra" "$ctx/ring-tools"
 if ! docker build --quiet --build-arg "RUNTIME_BASE=$base" \
   -f "$QUORRA_ROOT/deploy/Dockerfile.local" -t "$image" "$ctx" >"$ctx/build.log" 2>&1; then
   cat "$ctx/build.log" >&2

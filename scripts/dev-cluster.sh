@@ -27,4 +27,7 @@ done
 cd "$QUORRA_ROOT"
 say "building (the first build compiles RocksDB: about ten minutes on 2 cores)"
 cargo build --quiet -p quorra-node --bin quorra
+# Its own build: it needs no RocksDB, and must not change the node's features.
+cargo build --quiet -p quorra-ring-tools --bin ring-tools
+say "ring-tools (status, join, plan, drill, ...): $CARGO_TARGET_DIR/debug/ring-tools"
 exec "$CARGO_TARGET_DIR/debug/quorra" dev-cluster "${args[@]}"

@@ -35,12 +35,15 @@
 //!
 //! # Layout
 //!
+//! - [`admin`]: the operator's calls (layout, status, repair, replicas)
+//!   over a node's HTTP admin endpoints.
 //! - [`client`]: the client, its options and results.
 //! - [`error`]: typed, `#[non_exhaustive]` errors.
 //! - [`tls`]: mutual-TLS identities from a cluster certificate dir.
 //! - [`transport`]: QUIC connections, streams and frames. Nodes use the same
 //!   transport for their peer links: there is one implementation.
 
+pub mod admin;
 pub mod client;
 pub mod error;
 pub mod tls;

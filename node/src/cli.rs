@@ -37,9 +37,6 @@ pub enum Command {
     /// Ask a node whether it is ready (its `/ready`): exit 0 if so, 1 if
     /// not or unreachable. For health checks in images without curl.
     Ready(ReadyArgs),
-    /// Change the cluster's layout: stage joins, leaves, removals and
-    /// replacements, see the plan, commit it (through any node).
-    Cluster(crate::layout_cli::ClusterArgs),
 }
 
 /// Settings for `quorra ready`.
@@ -241,7 +238,6 @@ pub fn main() -> ExitCode {
         Command::DevCluster(args) => runtime.block_on(devcluster::run(args)),
         Command::Certs(args) => certs(&args),
         Command::Ready(args) => ready(&args),
-        Command::Cluster(args) => runtime.block_on(crate::layout_cli::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

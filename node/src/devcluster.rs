@@ -13,6 +13,12 @@
 //! nothing else on stdout. SIGINT or SIGTERM stops every node gracefully.
 //! Started again with the same DIR, it brings back the same nodes, ports and
 //! data.
+//!
+//! Each running node's PID is in `DIR/nI/node.pid`. A node killed by a
+//! signal (a crash, the OOM killer, `ring-tools drill --fault kill`) is
+//! started again, as a supervisor would, unless `DIR/nI/hold` exists: then
+//! it stays down until the file is removed. A node that exits on its own
+//! (a bad config, a full disk) stays down, with its log's tail printed.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -63,6 +69,20 @@ struct Member {
     id: String,
     child: Child,
     log: PathBuf,
+    /// Its config file, to start it again.
+    config: (PathBuf, NodeConfig),
+}
+
+/// The file that holds a killed node down while it exists.
+pub const HOLD_FILE: &str = "hold";
+/// The file with a running node's PID.
+pub const PID_FILE: &str = "node.pid";
+
+/// Whether a node that ended with `status` was killed by a signal rather
+/// than exiting on its own.
+fn killed(status: std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal().is_some()
 }
 
 /// Runs the cluster until SIGINT or SIGTERM.
@@ -111,18 +131,44 @@ pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
         args.dir.display()
     );
     let mut signal = std::pin::pin!(shutdown_signal());
-    let mut watch = tokio::time::interval(Duration::from_millis(500));
+    let mut watch = tokio::time::interval(Duration::from_millis(200));
+    // Nodes killed by a signal, waiting to be started again.
+    let mut down: Vec<(PathBuf, NodeConfig)> = Vec::new();
     loop {
         tokio::select! {
             _ = &mut signal => break,
             _ = watch.tick() => {
-                for m in &mut members {
-                    if let Ok(Some(status)) = m.child.try_wait() {
-                        eprintln!("quorra dev-cluster: node {} exited ({status}); see {}", m.id, m.log.display());
+                let mut i = 0;
+                while i < members.len() {
+                    let Ok(Some(status)) = members[i].child.try_wait() else {
+                        i += 1;
+                        continue;
+                    };
+                    let m = members.swap_remove(i);
+                    let _ = std::fs::remove_file(node_dir(&m.config.0).join(PID_FILE));
+                    if killed(status) {
+                        eprintln!("quorra dev-cluster: node {} was killed ({status}); starting it again (unless {} exists)", m.id, node_dir(&m.config.0).join(HOLD_FILE).display());
+                        down.push(m.config);
+                    } else {
+                        eprintln!("quorra dev-cluster: node {} exited ({status}); see {}\n{}", m.id, m.log.display(), tail(&m.log));
                     }
                 }
-                members.retain_mut(|m| matches!(m.child.try_wait(), Ok(None)));
-                if members.is_empty() {
+                let mut still = Vec::new();
+                for config in down.drain(..) {
+                    if node_dir(&config.0).join(HOLD_FILE).exists() {
+                        still.push(config);
+                        continue;
+                    }
+                    match start_member(&exe, &config).await {
+                        Ok((member, _)) => {
+                            eprintln!("quorra dev-cluster: node {} is back", member.id);
+                            members.push(member);
+                        }
+                        Err(e) => eprintln!("quorra dev-cluster: {e:#}"),
+                    }
+                }
+                down = still;
+                if members.is_empty() && down.is_empty() {
                     bail!("every node has exited");
                 }
             }
@@ -130,6 +176,11 @@ pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
     }
     stop_all(&mut members).await;
     Ok(())
+}
+
+/// The directory of a node's config file.
+fn node_dir(config: &Path) -> &Path {
+    config.parent().unwrap_or(Path::new("."))
 }
 
 /// Loads node `i`'s config from DIR, or writes a new one.
@@ -193,7 +244,7 @@ async fn start_member(
     exe: &Path,
     (path, config): &(PathBuf, NodeConfig),
 ) -> anyhow::Result<(Member, String)> {
-    let node_dir = path.parent().unwrap_or(Path::new("."));
+    let node_dir = node_dir(path);
     let log = node_dir.join("node.log");
     let log_file = std::fs::OpenOptions::new()
         .create(true)
@@ -229,10 +280,15 @@ async fn start_member(
         None
     })
     .await;
+    if let Some(pid) = child.id() {
+        std::fs::write(node_dir.join(PID_FILE), format!("{pid}\n"))
+            .with_context(|| format!("cannot write {}", node_dir.join(PID_FILE).display()))?;
+    }
     let member = Member {
         id: config.node_id.clone(),
         child,
         log: log.clone(),
+        config: (path.clone(), config.clone()),
     };
     match ready {
         Ok(Some(url)) => {
@@ -261,6 +317,7 @@ async fn stop_all(members: &mut [Member]) {
         }
     }
     for m in members.iter_mut() {
+        let _ = std::fs::remove_file(node_dir(&m.config.0).join(PID_FILE));
         if tokio::time::timeout(STOP_TIMEOUT, m.child.wait())
             .await
             .is_err()

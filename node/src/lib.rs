@@ -26,7 +26,6 @@ pub mod driver;
 pub mod faults;
 pub mod http;
 pub mod kv;
-pub mod layout_cli;
 pub mod net;
 pub mod server;
 pub mod storage;

@@ -35,6 +35,14 @@ macro_rules! quorra_bin {
     };
 }
 
+/// The path of the `ring-tools` binary built for these tests.
+#[macro_export]
+macro_rules! ring_tools_bin {
+    () => {
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_ring-tools-under-test"))
+    };
+}
+
 /// One `quorra node` process started by this harness.
 #[derive(Debug)]
 pub struct NodeProcess {

@@ -1,6 +1,6 @@
 //! Layout changes on real nodes: a node that joins holds nothing until an
 //! operator stages its join, looks at the plan and commits it (through
-//! `quorra cluster`), and of two commits at once exactly one wins.
+//! `ring-tools`), and of two commits at once exactly one wins.
 
 use std::process::Command;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use quorra_node::net::certs::generate;
 use quorra_tests::cluster::TestCluster;
 use quorra_tests::http::Client;
-use quorra_tests::{quorra_bin, NodeProcess};
+use quorra_tests::{quorra_bin, ring_tools_bin, NodeProcess};
 use serde_json::{json, Value};
 
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -18,20 +18,27 @@ async fn get_json(url: &str, path: &str) -> Value {
     serde_json::from_slice(&a.body).unwrap_or(Value::Null)
 }
 
-/// `quorra cluster --url URL ARGS...`: its stdout, or a panic with its
+/// `ring-tools --url URL ARGS...`: its stdout, or a panic with its
 /// stderr.
 fn cluster_cli(url: &str, args: &[&str]) -> String {
-    let out = Command::new(quorra_bin!())
-        .args(["cluster", "--url", url])
+    let out = Command::new(ring_tools_bin!())
+        .args(["--url", url])
         .args(args)
         .output()
-        .expect("run quorra cluster");
+        .expect("run ring-tools");
     assert!(
         out.status.success(),
-        "quorra cluster {args:?} failed: {}",
+        "ring-tools {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The staged plan, as `ring-tools --json plan` shows it beside the
+/// ownership of the committed layout.
+fn staged_plan(url: &str) -> Value {
+    let v: Value = serde_json::from_str(&cluster_cli(url, &["--json", "plan"])).expect("plan JSON");
+    v["staged_plan"].clone()
 }
 
 /// Every node's URL, `extra`'s last.
@@ -127,8 +134,7 @@ async fn a_joined_node_holds_data_only_after_its_join_is_planned_and_committed()
     // Stage, plan, commit through the CLI.
     let staged = cluster_cli(&n1, &["join", "n4"]);
     assert!(staged.contains("n4: join (zone -, weight 1)"), "{staged}");
-    let plan: Value =
-        serde_json::from_str(&cluster_cli(&n1, &["--json", "plan"])).expect("plan JSON");
+    let plan = staged_plan(&n1);
     assert_eq!(
         (plan["from_version"].as_u64(), plan["to_version"].as_u64()),
         (Some(1), Some(2))
@@ -397,15 +403,19 @@ async fn a_fourth_node_joins_and_leaves_under_load_and_no_key_is_lost() {
     let load = Load::start(&all, keys, "join");
     let n1 = c.nodes[0].url.clone();
     cluster_cli(&n1, &["join", "n4"]);
-    let plan: Value = serde_json::from_str(&cluster_cli(&n1, &["--json", "plan"])).expect("plan");
+    let plan = staged_plan(&n1);
     let share = plan["share_moving"].as_f64().expect("share");
     assert!(share <= 1.1 / 4.0, "moves {share} of the slots");
     println!(
         "join plan: {share:.3} of the slots move, ~{} keys",
         plan["keys_estimated"]
     );
-    cluster_cli(&n1, &["commit", "--version", "1"]);
     let moved = std::time::Instant::now();
+    let done = cluster_cli(&n1, &["commit", "--version", "1", "--wait"]);
+    assert!(
+        done.contains("handed over: every node is on layout version 3"),
+        "{done}"
+    );
     handed_over(&all, 3, Duration::from_secs(600)).await;
     println!("join copied and handed over in {:?}", moved.elapsed());
     let acked = load.finish("join").await;
@@ -461,9 +471,13 @@ async fn a_fourth_node_joins_and_leaves_under_load_and_no_key_is_lost() {
 
     // The leave, under load: n4's partitions go back to the three.
     let load = Load::start(&all, keys, "leave");
-    cluster_cli(&n1, &["leave", "n4"]);
-    cluster_cli(&n1, &["commit", "--version", "3"]);
     let moved = std::time::Instant::now();
+    let done = cluster_cli(&n1, &["leave", "n4", "--commit", "--wait"]);
+    assert!(done.contains("n4: leave"), "{done}");
+    assert!(
+        done.contains("handed over: every node is on layout version 5"),
+        "{done}"
+    );
     handed_over(&all, 5, Duration::from_secs(600)).await;
     println!("leave copied and handed over in {:?}", moved.elapsed());
     expected.extend(load.finish("leave").await);
@@ -728,15 +742,14 @@ async fn an_n_val_raised_through_plan_and_commit_copies_the_bucket_to_its_new_re
     assert_eq!(direct.status, 409, "{}", direct.text());
     assert_eq!(direct.error_code().as_deref(), Some("bucket_props_fixed"));
     assert!(
-        direct.text().contains("quorra cluster n-val b"),
+        direct.text().contains("ring-tools n-val b"),
         "{}",
         direct.text()
     );
 
     let staged = cluster_cli(&urls[0], &["n-val", "b", "3"]);
     assert!(staged.contains("bucket b: n_val 3"), "{staged}");
-    let plan: Value =
-        serde_json::from_str(&cluster_cli(&urls[0], &["--json", "plan"])).expect("plan JSON");
+    let plan = staged_plan(&urls[0]);
     assert_eq!(
         plan["n_val_changes"]["b"],
         json!({"from": 2, "to": 3}),
@@ -798,8 +811,11 @@ async fn a_dead_node_removed_has_its_partitions_rebuilt_from_the_survivors() {
         .await
         .expect("n4 down");
     let three: Vec<String> = four[..3].to_vec();
-    cluster_cli(&three[0], &["remove", "n4"]);
-    cluster_cli(&three[0], &["commit", "--version", "1"]);
+    let done = cluster_cli(&three[0], &["remove", "n4", "--commit", "--wait"]);
+    assert!(
+        done.contains("handed over: every node is on layout version 3"),
+        "{done}"
+    );
     handed_over(&three, 3, Duration::from_secs(300)).await;
     // Every key on each of the three, whatever n4 held.
     for url in &three {

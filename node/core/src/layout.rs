@@ -358,7 +358,7 @@ pub enum StageError {
     #[error("this layout predates bucket properties in the layout: set any bucket's properties first (PUT /v1/buckets/{{bucket}}/props)")]
     NoBucketTable,
     /// An `n_val` change while partitions move.
-    #[error("partitions are moving; commit an n_val change after the handover (see `quorra cluster status`), or clear it")]
+    #[error("partitions are moving; commit an n_val change after the handover (see `ring-tools status`), or clear it")]
     NValWhileMoving,
 }
 
@@ -369,7 +369,7 @@ pub enum BucketChangeError {
     #[error("{0}")]
     Invalid(String),
     /// Partitions are moving: their transfer counts on the version.
-    #[error("partitions are moving; change bucket properties after the handover (see `quorra cluster status`)")]
+    #[error("partitions are moving; change bucket properties after the handover (see `ring-tools status`)")]
     Moving,
     /// The bucket's conflict mode is set for good.
     #[error("bucket {bucket} resolves conflicts as {}, fixed since the cluster was founded: its stored objects were merged that way (a new bucket of another mode needs bucket types, not built yet)", mode.as_str())]
@@ -381,7 +381,7 @@ pub enum BucketChangeError {
     },
     /// A direct `n_val` change would leave keys with too few or stray
     /// copies.
-    #[error("bucket {bucket} has n_val {n_val}: changing it moves data, so it is staged and committed like a node's change (`quorra cluster n-val {bucket} N`, then `quorra cluster plan` and `commit`)")]
+    #[error("bucket {bucket} has n_val {n_val}: changing it moves data, so it is staged and committed like a node's change (`ring-tools n-val {bucket} N`, then `ring-tools commit`)")]
     NValMovesData {
         /// The bucket.
         bucket: String,
@@ -410,10 +410,6 @@ impl Layout {
         initial: &BTreeMap<String, Option<String>>,
         bootstrap: impl Into<Bootstrap>,
     ) -> Self {
-        let bootstrap = bootstrap.into();
-        let shape = bootstrap.shape;
-        let replicas = replicas_for(&bootstrap.buckets);
-        let ids: BTreeSet<String> = initial.keys().cloned().collect();
         let roles: BTreeMap<String, Role> = initial
             .iter()
             .map(|(id, zone)| {
@@ -424,6 +420,24 @@ impl Layout {
                 (id.clone(), role)
             })
             .collect();
+        Self::found_with_roles(roles, bootstrap)
+    }
+
+    /// The first layout of the cluster the keys of `roles` found (version
+    /// 1), each node in its zone with its weight: what `ring-tools plan`
+    /// computes for a cluster described on its command line. Weights are
+    /// clamped to 1 to [`MAX_WEIGHT`].
+    pub fn found_with_roles(
+        mut roles: BTreeMap<String, Role>,
+        bootstrap: impl Into<Bootstrap>,
+    ) -> Self {
+        let bootstrap = bootstrap.into();
+        let shape = bootstrap.shape;
+        let replicas = replicas_for(&bootstrap.buckets);
+        for role in roles.values_mut() {
+            role.weight = role.weight.clamp(1, MAX_WEIGHT);
+        }
+        let ids: BTreeSet<String> = roles.keys().cloned().collect();
         let assignment = assign(None, &candidates(&roles), shape.partitions, replicas.into());
         Self {
             cluster: ClusterId::founded_by(&ids, shape),

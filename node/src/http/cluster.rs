@@ -1,4 +1,5 @@
 //! Cluster endpoints: `/v1/cluster/members`, `/v1/cluster/ring`,
+//! `/v1/cluster/layout`,
 //! `/v1/cluster/locate/{bucket}/{key}`, `/v1/cluster/status`, and
 //! `/v1/debug/replica/{bucket}/{key}` (this node's own copy of a key, for
 //! operators and tests checking replicas one by one), and `/v1/debug/faults`
@@ -59,6 +60,21 @@ pub(super) async fn ring(State(state): State<AppState>, Query(q): Query<RingQuer
         "primary_ownership": ring.ownership(1),
         "table": partitions,
     }))
+}
+
+/// `GET /v1/cluster/layout`: the committed layout itself, the structure
+/// every node and client builds its ring from, so that tools
+/// (`ring-tools plan --url`, `locate --url`) compute on exactly what the
+/// node routes by. `503 quorum_unavailable` until the node has joined.
+pub(super) async fn layout(State(state): State<AppState>) -> Response {
+    match state.kv.cluster().layout() {
+        Some(l) => Json(l).into_response(),
+        None => ApiError::new(
+            ErrorCode::QuorumUnavailable,
+            "this node has not joined its cluster yet; ask another node",
+        )
+        .into_response(),
+    }
 }
 
 /// `GET /v1/cluster/locate/{bucket}/{key}`: where a key lives.

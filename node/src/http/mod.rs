@@ -66,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/kv/{bucket}/{*key}", any(kv::handle))
         .route("/v1/cluster/members", get(cluster::members))
         .route("/v1/cluster/ring", get(cluster::ring))
+        .route("/v1/cluster/layout", get(cluster::layout))
         .route("/v1/cluster/status", get(cluster::status))
         .route("/v1/cluster/locate/{bucket}/{*key}", get(cluster::locate))
         .route("/v1/admin/layout", get(admin::show))

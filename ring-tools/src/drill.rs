@@ -1,0 +1,238 @@
+//! `ring-tools drill`: the failover drill, built in.
+//!
+//! A steady workload runs against a live cluster through the client
+//! library; one node is taken out (kill, pause or partition), held out,
+//! brought back; the drill waits for the cluster to converge (every member
+//! alive, no hint pending), then reads back every acknowledged write. It
+//! reports the **RTO** (the longest window of client-visible errors, and
+//! how many requests failed) and the **RPO** (acknowledged writes missing
+//! after recovery: it must be 0), and draws latency and errors over time.
+//!
+//! It refuses to start without `--yes`: it takes a node of a live cluster
+//! down on purpose.
+
+pub mod faults;
+pub mod report;
+pub mod workload;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use quorra_client::admin::AdminClient;
+use quorra_client::{Client, ClientConfig, Options, QuorumOverrides};
+use serde_json::{json, Value};
+
+use self::faults::{Fault, Provider};
+use self::report::Report;
+use self::workload::{Load, Record};
+
+/// The drill's settings.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The node taken out.
+    pub node: String,
+    /// How.
+    pub fault: Fault,
+    /// By what.
+    pub provider: Provider,
+    /// The client certificate dir and name.
+    pub certs: std::path::PathBuf,
+    /// The certificate's name.
+    pub name: String,
+    /// Load before the fault.
+    pub before: Duration,
+    /// How long the node stays out.
+    pub down_for: Duration,
+    /// Load after the node is back.
+    pub after: Duration,
+    /// The workload.
+    pub load: Load,
+    /// The longest wait for the node to serve again and the cluster to
+    /// converge.
+    pub converge_timeout: Duration,
+    /// Where the plot goes (none: no plot).
+    pub plot: Option<std::path::PathBuf>,
+}
+
+/// Polls every `POLL` while waiting for the cluster.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Runs the drill.
+pub async fn run(admin: &AdminClient, plan: Plan) -> anyhow::Result<(Value, String)> {
+    let members = admin.members().await?;
+    let list = members["members"].as_array().cloned().unwrap_or_default();
+    let url_of = |id: &str| {
+        list.iter()
+            .find(|m| m["id"] == id)
+            .and_then(|m| m["http_addr"].as_str())
+            .map(|a| format!("http://{a}"))
+    };
+    let Some(target_url) = url_of(&plan.node) else {
+        anyhow::bail!("{} is not a member of this cluster", plan.node);
+    };
+    let seeds: Vec<SocketAddr> = list
+        .iter()
+        .filter(|m| m["id"] != plan.node.as_str())
+        .filter_map(|m| m["peer_addr"].as_str()?.parse().ok())
+        .collect();
+    anyhow::ensure!(!seeds.is_empty(), "no other member has a peer address");
+    let urls: Vec<String> = list
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .filter_map(url_of)
+        .collect();
+    let mut config = ClientConfig::new(seeds, plan.certs.clone(), plan.name.clone());
+    config.timeout = Duration::from_secs(1);
+    config.attempts = 3;
+    let client = Client::connect(config).await?;
+
+    let epoch = Instant::now();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let workers = workload::start(client.clone(), plan.load.clone(), epoch, stop_rx);
+    let ms = |t: Instant| t.duration_since(epoch).as_secs_f64() * 1e3;
+    let outcome = async {
+        tokio::time::sleep(plan.before).await;
+        let down_at = Instant::now();
+        plan.provider.down(&plan.node, plan.fault).await?;
+        tokio::time::sleep(plan.down_for).await;
+        let up_at = Instant::now();
+        plan.provider.up(&plan.node, plan.fault).await?;
+        let serving_at = wait_serving(admin, &target_url, plan.converge_timeout).await?;
+        tokio::time::sleep(plan.after).await;
+        anyhow::Ok((down_at, up_at, serving_at))
+    }
+    .await;
+    let _ = stop_tx.send(true);
+    let record: Record = workers.await?;
+    let (down_at, up_at, serving_at) = match outcome {
+        Ok(t) => t,
+        Err(e) => {
+            plan.provider.release(&plan.node, plan.fault);
+            return Err(e);
+        }
+    };
+    let converged_at = converge(admin, &urls, plan.converge_timeout).await?;
+    let n_val = admin
+        .layout()
+        .await?
+        .buckets
+        .map_or(3, |t| t.props(&plan.load.bucket).n_val);
+    let (missing, unreadable) = read_back(&client, &plan.load.bucket, &record.acked, n_val).await;
+    let report = Report::new(
+        &plan,
+        &record,
+        [ms(down_at), ms(up_at), ms(serving_at), ms(converged_at)],
+        missing,
+        unreadable,
+    );
+    if let Some(path) = &plan.plot {
+        report::plot(path, &record.samples, &report)?;
+    }
+    let answer = serde_json::to_value(&report)?;
+    let text = report.text();
+    Ok((answer, text))
+}
+
+/// Waits until the node at `url` answers its status again.
+async fn wait_serving(
+    admin: &AdminClient,
+    url: &str,
+    timeout: Duration,
+) -> anyhow::Result<Instant> {
+    let started = Instant::now();
+    let node = admin.node(url);
+    loop {
+        if node.status().await.is_ok() {
+            return Ok(Instant::now());
+        }
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "{url} did not serve again within {timeout:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until every node answers, sees no member unreachable, and holds
+/// no hint.
+async fn converge(
+    admin: &AdminClient,
+    urls: &[String],
+    timeout: Duration,
+) -> anyhow::Result<Instant> {
+    let started = Instant::now();
+    let mut last = json!(null);
+    loop {
+        let mut done = true;
+        for url in urls {
+            match admin.node(url).status().await {
+                Ok(s) => {
+                    let quiet = s["hints_pending"] == 0
+                        && s["unreachable"].as_array().is_some_and(Vec::is_empty);
+                    if !quiet {
+                        last = json!({"node": s["node"], "hints_pending": s["hints_pending"], "unreachable": s["unreachable"]});
+                    }
+                    done &= quiet;
+                }
+                Err(e) => {
+                    last = json!({"node": url, "error": e.to_string()});
+                    done = false;
+                }
+            }
+        }
+        if done {
+            return Ok(Instant::now());
+        }
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "the cluster did not converge within {timeout:?}: {last}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Reads every acknowledged write back from all its replicas (`r =
+/// n_val`): the keys whose value is missing, and those that could not be
+/// read at all (not counted as lost, but reported).
+async fn read_back(
+    client: &Client,
+    bucket: &str,
+    acked: &[(String, Vec<u8>)],
+    n_val: u8,
+) -> (Vec<String>, Vec<String>) {
+    use futures::stream::{self, StreamExt};
+    let opts = Options {
+        quorum: QuorumOverrides {
+            r: Some(n_val),
+            ..QuorumOverrides::default()
+        },
+        timeout: Some(Duration::from_secs(5)),
+    };
+    let results: Vec<(String, Option<bool>)> = stream::iter(acked)
+        .map(|(key, value)| {
+            let opts = &opts;
+            async move {
+                for _ in 0..3 {
+                    if let Ok(f) = client.get_with(bucket, key, opts).await {
+                        let found = f.values.iter().any(|v| v.bytes == *value);
+                        return (key.clone(), Some(found));
+                    }
+                }
+                (key.clone(), None)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let missing = results
+        .iter()
+        .filter(|(_, r)| *r == Some(false))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let unreadable = results
+        .iter()
+        .filter(|(_, r)| r.is_none())
+        .map(|(k, _)| k.clone())
+        .collect();
+    (missing, unreadable)
+}

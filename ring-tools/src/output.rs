@@ -1,0 +1,38 @@
+//! Writing answers: text for people, `--json` for scripts, and a reader
+//! that went away (`| head`) is not an error.
+
+use std::io::Write;
+
+use serde_json::Value;
+
+/// Writes `json` (pretty) when `as_json`, else `text`.
+pub fn emit(as_json: bool, json: &Value, text: &str) -> std::io::Result<()> {
+    if as_json {
+        let mut s = serde_json::to_string_pretty(json).map_err(std::io::Error::other)?;
+        s.push('\n');
+        write_out(&s)
+    } else {
+        write_out(text)
+    }
+}
+
+/// Writes `text` to stdout.
+pub fn write_out(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// A JSON list of node ids as `a,b,c`.
+pub fn ids(v: &Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,281 @@
+//! `ring-tools` against real clusters: its offline ring is the node's ring
+//! (1,000 keys located alike, from a description and from the live
+//! layout), `status` shows every member, `plan`, `draw`, `explain` and
+//! `repair` work on a live cluster, and the failover drill kills a
+//! dev-cluster node under load and reports RPO 0 and an RTO.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use quorra_client::admin::AdminClient;
+use quorra_core::ring::Ring;
+use quorra_ring_tools::describe::{found, numbered, Params};
+use quorra_ring_tools::locate::locate;
+use quorra_tests::cluster::TestCluster;
+use quorra_tests::{quorra_bin, ring_tools_bin};
+use serde_json::Value;
+
+const PARTITIONS: u32 = 64;
+
+/// `ring-tools --url URL ARGS...`: stdout, or a panic with stderr.
+fn ring_tools(url: &str, args: &[&str]) -> String {
+    let out = Command::new(ring_tools_bin!())
+        .args(["--url", url])
+        .args(args)
+        .output()
+        .expect("run ring-tools");
+    assert!(
+        out.status.success(),
+        "ring-tools {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json(url: &str, args: &[&str]) -> Value {
+    let all: Vec<&str> = ["--json"].iter().chain(args).copied().collect();
+    serde_json::from_str(&ring_tools(url, &all)).expect("JSON answer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_tools_computes_the_nodes_ring_and_shows_the_live_cluster() {
+    let c = TestCluster::start_with(&quorra_bin!(), 3, |_, cfg| cfg.partitions = PARTITIONS)
+        .expect("cluster");
+    c.wait_converged(Duration::from_secs(30))
+        .await
+        .expect("converged");
+    let n1 = c.nodes[0].url.clone();
+
+    // The live layout through the client library, and the same cluster
+    // described offline: both place 1,000 keys exactly where the node does.
+    let live = AdminClient::new([n1.clone()])
+        .expect("admin")
+        .layout()
+        .await
+        .expect("layout");
+    let described = found(
+        &numbered(1, 3),
+        Params {
+            partitions: PARTITIONS,
+            ..Params::default()
+        },
+    )
+    .expect("described");
+    let (live_ring, described_ring) = (Ring::build(&live), Ring::build(&described));
+    for i in 0..1_000 {
+        let (bucket, key) = (format!("b{}", i % 7), format!("key-{i}"));
+        let (p, prefs, fallbacks) = c.placement(&bucket, &key).await.expect("node locate");
+        for (what, layout, ring) in [
+            ("live", &live, &live_ring),
+            ("described", &described, &described_ring),
+        ] {
+            let l = locate(layout, ring, &bucket, &key);
+            assert_eq!(
+                (u64::from(l.partition), &l.preference_list, &l.fallbacks),
+                (p, &prefs, &fallbacks),
+                "{what} layout places {bucket}/{key} elsewhere than the node"
+            );
+        }
+    }
+    // The binary says the same, offline and online.
+    let (p, prefs, _) = c.placement("users", "alice").await.expect("locate");
+    for args in [
+        vec!["locate", "users", "alice"],
+        vec![
+            "locate",
+            "--nodes",
+            "3",
+            "--partitions",
+            "64",
+            "users",
+            "alice",
+        ],
+    ] {
+        let v = json(&n1, &args);
+        assert_eq!(v["partition"], p, "{args:?}");
+        assert_eq!(v["preference_list"], serde_json::json!(prefs), "{args:?}");
+    }
+
+    // plan on the live layout: every slot counted.
+    let plan = json(&n1, &["plan"]);
+    assert_eq!(plan["ownership"]["slots"], PARTITIONS * 3, "{plan}");
+    assert_eq!(plan["ownership"]["nodes"].as_array().map(Vec::len), Some(3));
+
+    // status shows every member, each answering, on one layout version.
+    let text = ring_tools(&n1, &["status"]);
+    for id in ["n1", "n2", "n3"] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("no line for {id}:\n{text}"));
+        assert!(line.split_whitespace().nth(1) == Some("up"), "{line}");
+    }
+    let status = json(&n1, &["status"]);
+    let members = status["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3, "{status}");
+    assert!(members
+        .iter()
+        .all(|m| m["answered"] == true && m["layout_version"] == 1));
+
+    // draw: a valid picture of every wedge.
+    let svg = c.dir().join("ring.svg");
+    ring_tools(&n1, &["draw", "--out", svg.to_str().expect("path")]);
+    let doc = std::fs::read_to_string(&svg).expect("svg");
+    assert!(doc.starts_with("<svg"), "{}", &doc[..80.min(doc.len())]);
+    assert_eq!(doc.matches(r#"class="partition""#).count(), 64 * 3);
+
+    // explain: a written key is the same on every replica.
+    let put = c
+        .client(0)
+        .put("users", "alice", "hello", None, "")
+        .await
+        .expect("put");
+    assert!(put.status < 300, "{}", put.text());
+    let why = ring_tools(&n1, &["explain", "users", "alice"]);
+    assert!(
+        why.contains("every replica holds the same version"),
+        "{why}"
+    );
+
+    // repair of the key's partition: its first replica exchanges with the
+    // others and the repair finishes.
+    let repaired = json(&n1, &["repair", "--partition", &p.to_string()]);
+    let nodes = repaired["nodes"].as_object().expect("nodes");
+    assert_eq!(nodes.len(), 1, "{repaired}");
+    assert!(
+        nodes
+            .values()
+            .all(|n| n["done"] == true && n["exchanges"].as_u64() >= Some(1)),
+        "{repaired}"
+    );
+}
+
+/// A `quorra dev-cluster` this test started: stopped by its PID.
+struct DevCluster {
+    child: Child,
+    urls: Vec<String>,
+}
+
+impl DevCluster {
+    fn start(dir: &Path, nodes: usize) -> Self {
+        let mut child = Command::new(quorra_bin!())
+            .args(["dev-cluster", "--base-port", "0", "--nodes"])
+            .arg(nodes.to_string())
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start dev-cluster");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut urls = Vec::new();
+        while urls.len() < nodes {
+            match rx.recv_timeout(Duration::from_secs(180)) {
+                Ok(line) => urls.push(line.trim().to_owned()),
+                Err(e) => {
+                    let _ = child.kill();
+                    panic!("the dev cluster did not print its URLs: {e}");
+                }
+            }
+        }
+        Self { child, urls }
+    }
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        for _ in 0..300 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drill_kills_a_node_under_load_and_reports_rpo_zero_and_an_rto() {
+    let dir = tempfile::tempdir().expect("dir");
+    let dev = DevCluster::start(dir.path(), 3);
+    let url = dev.urls[0].clone();
+    let dev_dir = dir.path().to_str().expect("path").to_owned();
+    let plot = dir.path().join("drill.svg");
+
+    // Without --yes it refuses and touches nothing.
+    let refused = Command::new(ring_tools_bin!())
+        .args([
+            "--url",
+            &url,
+            "drill",
+            "--node",
+            "n2",
+            "--dev-cluster",
+            &dev_dir,
+        ])
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"));
+
+    let pid_before = std::fs::read_to_string(dir.path().join("n2/node.pid")).expect("pid");
+    let report = json(
+        &url,
+        &[
+            "drill",
+            "--yes",
+            "--node",
+            "n2",
+            "--fault",
+            "kill",
+            "--dev-cluster",
+            &dev_dir,
+            "--before",
+            "2",
+            "--down",
+            "4",
+            "--after",
+            "2",
+            "--rate",
+            "100",
+            "--workers",
+            "4",
+            "--r",
+            "2",
+            "--w",
+            "2",
+            "--plot",
+            plot.to_str().expect("path"),
+        ],
+    );
+    println!("drill: {report:#}");
+    assert_eq!(report["rpo"], 0, "acknowledged writes lost: {report}");
+    assert!(report["writes_acked"].as_u64() > Some(100), "{report}");
+    assert!(report["rto_ms"].as_f64().is_some(), "{report}");
+    assert_eq!(report["unreadable"], 0, "{report}");
+    let t = &report["timeline_ms"];
+    let at = |k: &str| t[k].as_f64().unwrap_or(f64::NAN);
+    assert!(
+        at("down") < at("up") && at("up") <= at("serving") && at("serving") <= at("converged"),
+        "{report}"
+    );
+    // n2 really died and came back as a new process.
+    let pid_after = std::fs::read_to_string(dir.path().join("n2/node.pid")).expect("pid");
+    assert_ne!(pid_before, pid_after, "n2 was not restarted");
+    let plot = std::fs::read_to_string(&plot).expect("plot");
+    assert!(plot.contains("<svg"), "the plot is an SVG");
+}
