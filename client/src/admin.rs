@@ -167,16 +167,34 @@ impl AdminClient {
         }
     }
 
+    /// The same nodes, each call bounded by `timeout` (polls use a short
+    /// one, so a paused node costs seconds, not the admin timeout).
+    pub fn with_call_timeout(&self, timeout: Duration) -> Self {
+        Self::with_timeout(self.urls.clone(), timeout).unwrap_or_else(|_| self.clone())
+    }
+
     /// Sends `method path` with an optional JSON body to the first node
     /// that answers; a node's error answer is returned, not retried
-    /// elsewhere (another node would say the same).
+    /// elsewhere (another node would say the same), except `503` (a node
+    /// that has not joined yet, or is overloaded: the next one may serve).
     pub async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, AdminError> {
+        self.call_at(method, path, body).await.map(|(_, v)| v)
+    }
+
+    /// [`AdminClient::call`], with the URL of the node that answered.
+    async fn call_at(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(String, Value), AdminError> {
         let mut last = String::new();
+        let mut refused = None;
         for base in &self.urls {
             let mut req = self.http.request(method.clone(), format!("{base}{path}"));
             if let Some(b) = body {
@@ -203,19 +221,24 @@ impl AdminClient {
                 })?
             };
             if !status.is_success() {
-                return Err(AdminError::Refused {
+                let e = AdminError::Refused {
                     url: base.clone(),
                     status: status.as_u16(),
                     code: value["error"]["code"].as_str().unwrap_or("?").to_owned(),
                     message: value["error"]["message"].as_str().unwrap_or("").to_owned(),
-                });
+                };
+                if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                    refused = Some(e);
+                    continue;
+                }
+                return Err(e);
             }
-            return Ok(value);
+            return Ok((base.clone(), value));
         }
-        Err(AdminError::Unreachable {
+        Err(refused.unwrap_or_else(|| AdminError::Unreachable {
             tried: self.urls.join(","),
             reason: last,
-        })
+        }))
     }
 
     async fn get(&self, path: &str) -> Result<Value, AdminError> {
@@ -229,8 +252,9 @@ impl AdminClient {
     /// The committed layout, as every node routes by it
     /// (`GET /v1/cluster/layout`), checked.
     pub async fn layout(&self) -> Result<Layout, AdminError> {
-        let url = self.urls[0].clone();
-        let v = self.get("/v1/cluster/layout").await?;
+        let (url, v) = self
+            .call_at(reqwest::Method::GET, "/v1/cluster/layout", None)
+            .await?;
         let layout: Layout = serde_json::from_value(v).map_err(|e| AdminError::BadAnswer {
             url: url.clone(),
             reason: format!("not a layout: {e}"),

@@ -77,6 +77,8 @@ struct Member {
 pub const HOLD_FILE: &str = "hold";
 /// The file with a running node's PID.
 pub const PID_FILE: &str = "node.pid";
+/// How long a node whose restart failed waits for the next try.
+const RESTART_PAUSE: Duration = Duration::from_secs(5);
 
 /// Whether a node that ended with `status` was killed by a signal rather
 /// than exiting on its own.
@@ -103,6 +105,16 @@ pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
     } else {
         ids.clone()
     };
+    // A hold left by an interrupted drill would keep a node down for good.
+    for id in &ids {
+        let hold = args.dir.join(id).join(HOLD_FILE);
+        if std::fs::remove_file(&hold).is_ok() {
+            eprintln!(
+                "quorra dev-cluster: removed {} left from an earlier run",
+                hold.display()
+            );
+        }
+    }
     let mut members = Vec::new();
     let mut urls = Vec::new();
     let mut seed = None;
@@ -132,11 +144,28 @@ pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
     );
     let mut signal = std::pin::pin!(shutdown_signal());
     let mut watch = tokio::time::interval(Duration::from_millis(200));
-    // Nodes killed by a signal, waiting to be started again.
-    let mut down: Vec<(PathBuf, NodeConfig)> = Vec::new();
+    // Nodes killed by a signal, waiting to be started again (not before the
+    // instant given: a start that failed is retried after a pause).
+    let mut down: Vec<((PathBuf, NodeConfig), tokio::time::Instant)> = Vec::new();
+    // Starts under way, in their own tasks: the watch (and Ctrl-C) goes on.
+    type Started = ((PathBuf, NodeConfig), anyhow::Result<(Member, String)>);
+    let mut starting: tokio::task::JoinSet<Started> = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             _ = &mut signal => break,
+            Some(started) = starting.join_next(), if !starting.is_empty() => {
+                match started {
+                    Ok((_, Ok((member, _)))) => {
+                        eprintln!("quorra dev-cluster: node {} is back", member.id);
+                        members.push(member);
+                    }
+                    Ok((config, Err(e))) => {
+                        eprintln!("quorra dev-cluster: {e:#}; trying again in {RESTART_PAUSE:?}");
+                        down.push((config, tokio::time::Instant::now() + RESTART_PAUSE));
+                    }
+                    Err(e) => eprintln!("quorra dev-cluster: a restart failed: {e}"),
+                }
+            }
             _ = watch.tick() => {
                 let mut i = 0;
                 while i < members.len() {
@@ -145,35 +174,40 @@ pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
                         continue;
                     };
                     let m = members.swap_remove(i);
-                    let _ = std::fs::remove_file(node_dir(&m.config.0).join(PID_FILE));
+                    let dir = node_dir(&m.config.0);
+                    let _ = std::fs::remove_file(dir.join(PID_FILE));
                     if killed(status) {
-                        eprintln!("quorra dev-cluster: node {} was killed ({status}); starting it again (unless {} exists)", m.id, node_dir(&m.config.0).join(HOLD_FILE).display());
-                        down.push(m.config);
+                        let hold = dir.join(HOLD_FILE);
+                        if hold.exists() {
+                            eprintln!("quorra dev-cluster: node {} was killed ({status}); held down until {} is removed", m.id, hold.display());
+                        } else {
+                            eprintln!("quorra dev-cluster: node {} was killed ({status}); starting it again", m.id);
+                        }
+                        down.push((m.config, tokio::time::Instant::now()));
                     } else {
                         eprintln!("quorra dev-cluster: node {} exited ({status}); see {}\n{}", m.id, m.log.display(), tail(&m.log));
                     }
                 }
-                let mut still = Vec::new();
-                for config in down.drain(..) {
-                    if node_dir(&config.0).join(HOLD_FILE).exists() {
-                        still.push(config);
-                        continue;
-                    }
-                    match start_member(&exe, &config).await {
-                        Ok((member, _)) => {
-                            eprintln!("quorra dev-cluster: node {} is back", member.id);
-                            members.push(member);
-                        }
-                        Err(e) => eprintln!("quorra dev-cluster: {e:#}"),
-                    }
+                let now = tokio::time::Instant::now();
+                let (due, wait): (Vec<_>, Vec<_>) = down.drain(..).partition(|(config, at)| {
+                    *at <= now && !node_dir(&config.0).join(HOLD_FILE).exists()
+                });
+                down = wait;
+                for (config, _) in due {
+                    let exe = exe.clone();
+                    starting.spawn(async move {
+                        let started = start_member(&exe, &config).await;
+                        (config, started)
+                    });
                 }
-                down = still;
-                if members.is_empty() && down.is_empty() {
+                if members.is_empty() && down.is_empty() && starting.is_empty() {
                     bail!("every node has exited");
                 }
             }
         }
     }
+    // A node still starting is stopped by dropping it (kill on drop).
+    starting.shutdown().await;
     stop_all(&mut members).await;
     Ok(())
 }
@@ -280,10 +314,7 @@ async fn start_member(
         None
     })
     .await;
-    if let Some(pid) = child.id() {
-        std::fs::write(node_dir.join(PID_FILE), format!("{pid}\n"))
-            .with_context(|| format!("cannot write {}", node_dir.join(PID_FILE).display()))?;
-    }
+    let pid = child.id();
     let member = Member {
         id: config.node_id.clone(),
         child,
@@ -292,6 +323,13 @@ async fn start_member(
     };
     match ready {
         Ok(Some(url)) => {
+            // The PID is written once the node serves: a start that failed
+            // leaves none behind.
+            if let Some(pid) = pid {
+                std::fs::write(node_dir.join(PID_FILE), format!("{pid}\n")).with_context(|| {
+                    format!("cannot write {}", node_dir.join(PID_FILE).display())
+                })?;
+            }
             // Keep draining stdout so the node never blocks on it.
             tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
             Ok((member, url))

@@ -45,18 +45,18 @@ pub struct Describe {
     /// it, the layout of the live cluster at `--url`.
     #[arg(long)]
     pub nodes: Option<String>,
-    /// Zones for the nodes that name none, in turn (`a,b,c`).
+    /// With --nodes: zones for the nodes that name none, in turn (`a,b,c`).
     #[arg(long, value_delimiter = ',')]
     pub zones: Vec<String>,
-    /// Partitions (a power of two).
-    #[arg(long, default_value_t = Params::default().partitions)]
-    pub partitions: u32,
-    /// Replicas of each key.
-    #[arg(long = "n", default_value_t = Params::default().n_val)]
-    pub n_val: u8,
-    /// Tokens per node (they order the fallbacks).
-    #[arg(long, default_value_t = Params::default().tokens)]
-    pub tokens: u16,
+    /// With --nodes: partitions, a power of two [default: 256].
+    #[arg(long)]
+    pub partitions: Option<u32>,
+    /// With --nodes: replicas of each key [default: 3].
+    #[arg(long = "n")]
+    pub n_val: Option<u8>,
+    /// With --nodes: tokens per node, which order the fallbacks [default: 64].
+    #[arg(long)]
+    pub tokens: Option<u16>,
 }
 
 /// The subcommands.
@@ -289,26 +289,29 @@ pub struct DrillArgs {
     /// Seconds to wait for the node to serve and the cluster to converge.
     #[arg(long, default_value_t = 120)]
     pub converge_timeout: u64,
-    /// The plot of latency and errors over time (SVG).
-    #[arg(long, default_value = "drill.svg")]
-    pub plot: PathBuf,
+    /// Draw latency and errors over time to this SVG file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
 }
 
 /// The layout a command works on: described, or fetched.
 async fn layout_of(cli_urls: &[String], d: &Describe) -> anyhow::Result<Layout> {
-    match &d.nodes {
-        Some(spec) => {
-            let mut nodes = describe::parse_nodes(spec)?;
-            describe::spread_zones(&mut nodes, &d.zones, 0);
-            let params = Params {
-                partitions: d.partitions,
-                n_val: d.n_val,
-                tokens: d.tokens,
-            };
-            Ok(describe::found(&nodes, params)?)
-        }
-        None => Ok(AdminClient::new(cli_urls.to_vec())?.layout().await?),
-    }
+    let Some(spec) = &d.nodes else {
+        anyhow::ensure!(
+            d.zones.is_empty() && d.partitions.is_none() && d.n_val.is_none() && d.tokens.is_none(),
+            "--zones, --partitions, --n and --tokens describe a cluster with --nodes; without --nodes the live layout at --url is used as it is"
+        );
+        return Ok(AdminClient::new(cli_urls.to_vec())?.layout().await?);
+    };
+    let mut nodes = describe::parse_nodes(spec)?;
+    describe::spread_zones(&mut nodes, &d.zones, 0);
+    let defaults = Params::default();
+    let params = Params {
+        partitions: d.partitions.unwrap_or(defaults.partitions),
+        n_val: d.n_val.unwrap_or(defaults.n_val),
+        tokens: d.tokens.unwrap_or(defaults.tokens),
+    };
+    Ok(describe::found(&nodes, params)?)
 }
 
 /// The steps of `simulate`: `--add`, then `--remove`, then each `--step`.
@@ -319,6 +322,7 @@ fn steps(
     remove: &[String],
     extra: &[String],
 ) -> anyhow::Result<Vec<Step>> {
+    // The live or described nodes took the zones in turn before these.
     let mut known: usize = layout.roles.len();
     let mut next_number = layout
         .members
@@ -336,8 +340,7 @@ fn steps(
             }
             Err(_) => describe::parse_nodes(spec)?,
         };
-        describe::spread_zones(&mut nodes, zones, known);
-        known += nodes.len();
+        known = describe::spread_zones(&mut nodes, zones, known);
         Ok(nodes)
     };
     let mut out = Vec::new();
@@ -427,14 +430,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let layout = layout_of(&urls, describe).await?;
             draw::draw(&layout, out)?;
             let answer = json!({ "out": out, "version": layout.version });
-            (
-                answer,
-                format!(
-                    "drew layout version {} to {}\n",
-                    layout.version,
-                    out.display()
-                ),
-            )
+            let mut text = format!(
+                "drew layout version {} to {}\n",
+                layout.version,
+                out.display()
+            );
+            let png = out
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+            if png && !draw::fonts_found() {
+                text.push_str("warning: no system font found: the PNG has no labels (install a font, e.g. Debian's fonts-dejavu-core, or draw to .svg)\n");
+            }
+            (answer, text)
         }
         Command::Status => cluster::status(&admin()?).await?,
         Command::Join {
@@ -524,9 +531,7 @@ async fn drill_run(
     );
     let provider = match (&d.dev_cluster, &d.compose, &d.down_cmd, &d.up_cmd) {
         (Some(dir), _, _, _) => Provider::DevCluster(dir.clone()),
-        (_, Some(project), _, _) => Provider::Compose {
-            project: project.clone(),
-        },
+        (_, Some(project), _, _) => Provider::compose(project.clone()),
         (_, _, Some(down), Some(up)) => Provider::Hooks {
             down: down.clone(),
             up: up.clone(),
@@ -540,8 +545,20 @@ async fn drill_run(
         (None, Some(dir)) => dir.join("certs"),
         (None, None) => anyhow::bail!("--certs DIR: the client certificate dir"),
     };
-    let secs = |s: f64| Duration::from_secs_f64(s.clamp(0.0, 3600.0));
-    let total = d.before + d.down + d.after;
+    for (name, v) in [
+        ("--before", d.before),
+        ("--down", d.down),
+        ("--after", d.after),
+    ] {
+        anyhow::ensure!(
+            v.is_finite() && (0.0..=3600.0).contains(&v),
+            "{name} is seconds from 0 to 3600, got {v}"
+        );
+    }
+    let secs = Duration::from_secs_f64;
+    // Load runs through the phases, the wait for the node to serve again
+    // included: the budget bounds the run, it must not end it early.
+    let total = d.before + d.down + d.after + d.converge_timeout as f64;
     let plan = drill::Plan {
         node: d.node.clone(),
         fault: d.fault,
@@ -561,10 +578,10 @@ async fn drill_run(
                 w: Some(d.w),
                 ..Default::default()
             },
-            max_requests: (f64::from(d.rate) * (total + 300.0)) as u64,
+            max_requests: (f64::from(d.rate.clamp(1, 100_000)) * (total + 60.0)) as u64,
         },
         converge_timeout: Duration::from_secs(d.converge_timeout),
-        plot: Some(d.plot.clone()),
+        plot: d.plot.clone(),
     };
     drill::run(admin, plan).await
 }

@@ -16,6 +16,9 @@ use crate::output::ids;
 
 /// How often progress is polled.
 const POLL: Duration = Duration::from_millis(250);
+/// The longest one node's status may take in a poll or in `status` (a
+/// paused node must not stall the others for the admin timeout).
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A layout view (`GET /v1/admin/layout`) as text.
 pub fn layout_text(l: &Value) -> String {
@@ -237,7 +240,11 @@ pub async fn commit(
         let _ = writeln!(
             text,
             "handed over: every node is on layout version {} ({} partitions copied, {} keys, {} bytes, in {:.1} s)",
-            done["version"], done["copied"], done["keys"], done["bytes"], done["seconds"]
+            done["version"],
+            done["copied"],
+            done["keys"],
+            done["bytes"],
+            done["seconds"].as_f64().unwrap_or(0.0)
         );
         answer["handover"] = done;
     }
@@ -263,28 +270,26 @@ pub async fn member_urls(admin: &AdminClient) -> anyhow::Result<Vec<(String, Str
 /// with nothing moving, showing the partitions copied so far.
 async fn follow(admin: &AdminClient, committed: u64, timeout: Duration) -> anyhow::Result<Value> {
     let started = Instant::now();
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} transfer [{bar:30}] {pos}/{len} partitions copied {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = crate::output::progress_bar("transfer", "partitions copied", 0);
     let mut last = json!({});
+    // Each node's counters at their highest: a node resets them once its
+    // transfer is handed over.
+    let mut seen: std::collections::BTreeMap<String, [u64; 4]> = Default::default();
+    let poll = admin.with_call_timeout(STATUS_TIMEOUT);
     loop {
-        let (mut gaining, mut copied, mut keys, mut bytes) = (0, 0, 0, 0);
         let mut done = true;
         let mut version = u64::MAX;
         let mut stalled = Vec::new();
         for (id, url) in member_urls(admin).await? {
-            let Ok(s) = admin.node(&url).status().await else {
+            let Ok(s) = poll.node(&url).status().await else {
                 continue;
             };
             let t = &s["transfers"];
-            gaining += t["gaining"].as_u64().unwrap_or(0);
-            copied += t["copied"].as_u64().unwrap_or(0);
-            keys += t["keys"].as_u64().unwrap_or(0);
-            bytes += t["bytes"].as_u64().unwrap_or(0);
+            let now = ["gaining", "copied", "keys", "bytes"].map(|k| t[k].as_u64().unwrap_or(0));
+            let max = seen.entry(id.clone()).or_default();
+            for (m, n) in max.iter_mut().zip(now) {
+                *m = (*m).max(n);
+            }
             if let Some(st) = t["stalled"].as_object().filter(|s| !s.is_empty()) {
                 stalled.push(format!("{id}: {} stalled", st.len()));
             }
@@ -292,6 +297,8 @@ async fn follow(admin: &AdminClient, committed: u64, timeout: Duration) -> anyho
             version = version.min(v);
             done &= v > committed || (v == committed && s["layout"]["moving"] == false);
         }
+        let total = |i: usize| seen.values().map(|v| v[i]).sum::<u64>();
+        let [gaining, copied, keys, bytes] = [0, 1, 2, 3].map(total);
         bar.set_length(gaining);
         bar.set_position(copied);
         bar.set_message(stalled.join(", "));
@@ -323,11 +330,12 @@ async fn follow(admin: &AdminClient, committed: u64, timeout: Duration) -> anyho
 pub async fn status(admin: &AdminClient) -> anyhow::Result<(Value, String)> {
     let view = admin.layout_view().await?;
     let members = admin.members().await?;
+    let poll = admin.with_call_timeout(STATUS_TIMEOUT);
     let mut rows = Vec::new();
     for m in members["members"].as_array().into_iter().flatten() {
         let id = m["id"].as_str().unwrap_or("?").to_owned();
         let url = format!("http://{}", m["http_addr"].as_str().unwrap_or("?"));
-        let s = admin.node(&url).status().await.ok();
+        let s = poll.node(&url).status().await.ok();
         let s = s.as_ref();
         let ae = s.map(|s| &s["anti_entropy"]);
         rows.push(json!({
@@ -369,7 +377,7 @@ fn status_text(s: &Value) -> String {
     let _ = writeln!(
         out,
         "{:<10} {:<8} {:<10} {:>5} {:>7} {:>6} {:>9} {:>12} {:>10}",
-        "node", "state", "zone", "data", "layout", "hints", "transfer", "ae held/new", "ae oldest"
+        "node", "state", "zone", "data", "layout", "hints", "transfer", "ae exchanged", "ae oldest"
     );
     for m in s["members"].as_array().into_iter().flatten() {
         let t = &m["transfers"];
@@ -403,7 +411,9 @@ fn status_text(s: &Value) -> String {
             },
             transfer,
             if answered {
-                format!("{}/{}", ae["partitions_held"], ae["never_exchanged"])
+                let held = ae["partitions_held"].as_u64().unwrap_or(0);
+                let never = ae["never_exchanged"].as_u64().unwrap_or(0);
+                format!("{}/{held}", held.saturating_sub(never))
             } else {
                 "?".into()
             },

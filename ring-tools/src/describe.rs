@@ -112,16 +112,18 @@ pub fn numbered(first: usize, count: usize) -> Vec<NodeSpec> {
 }
 
 /// Puts the nodes that name no zone into `zones` in turn, continuing the
-/// rotation after `offset` nodes already placed.
-pub fn spread_zones(nodes: &mut [NodeSpec], zones: &[String], offset: usize) {
+/// rotation after `offset` nodes already placed that way; returns the new
+/// offset.
+pub fn spread_zones(nodes: &mut [NodeSpec], zones: &[String], offset: usize) -> usize {
     if zones.is_empty() {
-        return;
+        return offset;
     }
-    for (i, n) in nodes.iter_mut().enumerate() {
-        if n.zone.is_none() {
-            n.zone = Some(zones[(offset + i) % zones.len()].clone());
-        }
+    let mut next = offset;
+    for n in nodes.iter_mut().filter(|n| n.zone.is_none()) {
+        n.zone = Some(zones[next % zones.len()].clone());
+        next += 1;
     }
+    next
 }
 
 /// The cluster's shape and replication.
@@ -175,11 +177,13 @@ pub fn found(nodes: &[NodeSpec], params: Params) -> Result<Layout, DescribeError
             return Err(DescribeError::Duplicate(n.id.clone()));
         }
     }
+    let d = BucketProps::default();
     let defaults = BucketProps {
         n_val: params.n_val,
-        ..BucketProps::default()
-    }
-    .for_ring(usize::from(params.n_val));
+        r: d.r.min(params.n_val),
+        w: d.w.min(params.n_val),
+        ..d
+    };
     let bootstrap = Bootstrap {
         shape: Shape {
             partitions: params.partitions,
@@ -196,11 +200,17 @@ pub fn found(nodes: &[NodeSpec], params: Params) -> Result<Layout, DescribeError
 /// The default bucket's `n_val` of a layout (what a key without a named
 /// bucket gets).
 pub fn n_val_of(layout: &Layout) -> usize {
+    n_val_for(layout, None)
+}
+
+/// The `n_val` of `bucket` (none: the defaults) in a layout's bucket
+/// table; a layout from before tables were kept uses its replica count.
+pub fn n_val_for(layout: &Layout, bucket: Option<&str>) -> usize {
     layout
         .buckets
         .as_ref()
         .map_or(usize::from(layout.replicas), |t| {
-            usize::from(t.defaults.n_val)
+            usize::from(bucket.map_or(t.defaults, |b| t.props(b)).n_val)
         })
 }
 
@@ -247,9 +257,10 @@ mod tests {
     #[test]
     fn zones_go_round_robin_to_nodes_without_one() {
         let mut nodes = parse_nodes("a,b@own,c,d").expect("list");
-        spread_zones(&mut nodes, &["x".into(), "y".into()], 0);
+        let next = spread_zones(&mut nodes, &["x".into(), "y".into()], 0);
         let zones: Vec<&str> = nodes.iter().filter_map(|n| n.zone.as_deref()).collect();
-        assert_eq!(zones, ["x", "own", "x", "y"]);
+        assert_eq!(zones, ["x", "own", "y", "x"]);
+        assert_eq!(next, 3);
     }
 
     #[test]

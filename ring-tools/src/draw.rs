@@ -107,7 +107,8 @@ pub fn svg(layout: &Layout) -> String {
             let r_out = BANDS_OUT - band * rank as f64;
             let _ = writeln!(
                 out,
-                r#"<path class="partition" data-partition="{p}" data-rank="{rank}" data-node="{id}" d="{}" fill="{}" stroke="white" stroke-width="0.3"/>"#,
+                r#"<path class="partition" data-partition="{p}" data-rank="{rank}" data-node="{}" d="{}" fill="{}" stroke="white" stroke-width="0.3"/>"#,
+                escape(id),
                 sector(r_out - band, r_out, a0, a1),
                 node_colour.get(id).copied().unwrap_or("#cccccc")
             );
@@ -238,11 +239,26 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// The SVG rendered to PNG bytes.
+/// The SVG rendered to PNG bytes, with the system's fonts for the labels
+/// (`sans-serif` is the first sans face installed, else any face; with
+/// none at all the picture has no text, and [`fonts_found`] says so).
 pub fn png(svg: &str) -> Result<Vec<u8>, DrawError> {
     use resvg::{tiny_skia, usvg};
     let mut options = usvg::Options::default();
-    options.fontdb_mut().load_system_fonts();
+    let db = options.fontdb_mut();
+    db.load_system_fonts();
+    let family = {
+        let names = || {
+            db.faces()
+                .flat_map(|f| f.families.iter().map(|(n, _)| n.clone()))
+        };
+        names()
+            .find(|n| n.contains("Sans") && !n.contains("Mono"))
+            .or_else(|| names().next())
+    };
+    if let Some(family) = family {
+        db.set_sans_serif_family(family);
+    }
     let tree = usvg::Tree::from_str(svg, &options).map_err(|e| DrawError::Render(e.to_string()))?;
     let size = tree.size().to_int_size();
     let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height())
@@ -251,6 +267,13 @@ pub fn png(svg: &str) -> Result<Vec<u8>, DrawError> {
     pixmap
         .encode_png()
         .map_err(|e| DrawError::Render(e.to_string()))
+}
+
+/// Whether the system has a font for a PNG's labels.
+pub fn fonts_found() -> bool {
+    let mut db = resvg::usvg::fontdb::Database::new();
+    db.load_system_fonts();
+    !db.is_empty()
 }
 
 /// Writes the ring of `layout` to `path` (`.svg` or `.png`).

@@ -56,6 +56,8 @@ pub struct Plan {
 
 /// Polls every `POLL` while waiting for the cluster.
 const POLL: Duration = Duration::from_millis(200);
+/// The longest one poll may take.
+const POLL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs the drill.
 pub async fn run(admin: &AdminClient, plan: Plan) -> anyhow::Result<(Value, String)> {
@@ -81,52 +83,75 @@ pub async fn run(admin: &AdminClient, plan: Plan) -> anyhow::Result<(Value, Stri
         .filter_map(|m| m["id"].as_str())
         .filter_map(url_of)
         .collect();
+    let target_addr = target_url.trim_start_matches("http://");
+    plan.provider.check(&plan.node, target_addr)?;
     let mut config = ClientConfig::new(seeds, plan.certs.clone(), plan.name.clone());
     config.timeout = Duration::from_secs(1);
     config.attempts = 3;
     let client = Client::connect(config).await?;
+    // Polls are bounded per call: a paused node costs seconds, not the
+    // admin timeout.
+    let poll = admin.with_call_timeout(POLL_TIMEOUT);
 
     let epoch = Instant::now();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let workers = workload::start(client.clone(), plan.load.clone(), epoch, stop_rx);
     let ms = |t: Instant| t.duration_since(epoch).as_secs_f64() * 1e3;
-    let outcome = async {
+    let phases = async {
         tokio::time::sleep(plan.before).await;
         let down_at = Instant::now();
         plan.provider.down(&plan.node, plan.fault).await?;
         tokio::time::sleep(plan.down_for).await;
         let up_at = Instant::now();
         plan.provider.up(&plan.node, plan.fault).await?;
-        let serving_at = wait_serving(admin, &target_url, plan.converge_timeout).await?;
+        let serving_at = wait_serving(&poll, &target_url, plan.converge_timeout).await?;
         tokio::time::sleep(plan.after).await;
         anyhow::Ok((down_at, up_at, serving_at))
-    }
-    .await;
+    };
+    let outcome = tokio::select! {
+        o = phases => o,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
     let _ = stop_tx.send(true);
-    let record: Record = workers.await?;
     let (down_at, up_at, serving_at) = match outcome {
         Ok(t) => t,
         Err(e) => {
-            plan.provider.release(&plan.node, plan.fault);
+            // Whatever happened, the node is not left out.
+            plan.provider.release(&plan.node, plan.fault).await;
+            let _ = workers.await;
             return Err(e);
         }
     };
-    let converged_at = converge(admin, &urls, plan.converge_timeout).await?;
-    let n_val = admin
-        .layout()
-        .await?
-        .buckets
-        .map_or(3, |t| t.props(&plan.load.bucket).n_val);
-    let (missing, unreadable) = read_back(&client, &plan.load.bucket, &record.acked, n_val).await;
-    let report = Report::new(
+    let record: Record = workers.await?;
+    let mut warnings = Vec::new();
+    let converged_at = match converge(&poll, &urls, plan.converge_timeout).await {
+        Ok(t) => Some(t),
+        Err(e) => {
+            warnings.push(e.to_string());
+            None
+        }
+    };
+    let layout = admin.layout().await?;
+    // Every replica answers the read-back (capped to the nodes holding
+    // data, as the nodes cap it).
+    let n_val = crate::describe::n_val_for(&layout, Some(&plan.load.bucket))
+        .min(layout.roles.len())
+        .clamp(1, usize::from(u8::MAX));
+    let (missing, unreadable) =
+        read_back(&client, &plan.load.bucket, &record.acked, n_val as u8).await;
+    let mut report = Report::new(
         &plan,
         &record,
-        [ms(down_at), ms(up_at), ms(serving_at), ms(converged_at)],
+        [ms(down_at), ms(up_at), ms(serving_at)],
+        converged_at.map(ms),
         missing,
         unreadable,
     );
+    report.warnings = warnings;
     if let Some(path) = &plan.plot {
-        report::plot(path, &record.samples, &report)?;
+        if let Err(e) = report::plot(path, &record.samples, &report) {
+            report.warnings.push(e.to_string());
+        }
     }
     let answer = serde_json::to_value(&report)?;
     let text = report.text();

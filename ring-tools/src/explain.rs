@@ -114,39 +114,60 @@ fn findings(nodes: &[Value], replicas: &[String]) -> Vec<String> {
             silent.join(",")
         ));
     }
-    let newest: Clock = copies.iter().fold(Clock::new(), |mut acc, (_, c, _)| {
-        for (a, n) in c {
-            let e = acc.entry(a.clone()).or_default();
-            *e = (*e).max(*n);
-        }
-        acc
-    });
+    if copies.is_empty() {
+        out.push("no replica answered".to_owned());
+        return out;
+    }
     if copies.iter().all(|(_, _, c)| c["found"] != true) {
         out.push("no replica holds the key".to_owned());
         return out;
     }
     for (id, clock, copy) in &copies {
-        if !covers(clock, &newest) {
-            let hints: u64 = nodes
-                .iter()
-                .filter(|n| n["node"] != *id)
-                .filter_map(|n| n["hints_by_owner"][*id].as_u64())
-                .sum();
-            let age = nodes
-                .iter()
-                .find(|n| n["node"] == *id)
-                .and_then(|n| n["last_exchange_age_ms"].as_u64());
-            out.push(format!(
-                "{id} is behind ({}): a read at r={} repairs it; {hints} hint(s) for {id} are pending on other nodes; its partition's last anti-entropy exchange was {}",
-                if copy["found"] == true { "an older version" } else { "no copy" },
-                replicas.len(),
-                age.map_or_else(|| "not since it started".to_owned(), |ms| format!("{:.0} s ago", ms as f64 / 1000.0)),
-            ));
+        // Behind: another replica has seen all this one has, and more.
+        let ahead = copies
+            .iter()
+            .any(|(other, c, _)| other != id && covers(c, clock) && c != clock);
+        if !ahead {
+            continue;
         }
+        let hints: u64 = nodes
+            .iter()
+            .filter(|n| n["node"] != *id)
+            .filter_map(|n| n["hints_by_owner"][*id].as_u64())
+            .sum();
+        let age = nodes
+            .iter()
+            .find(|n| n["node"] == *id)
+            .and_then(|n| n["last_exchange_age_ms"].as_u64());
+        out.push(format!(
+            "{id} is behind ({}): a read at r={} repairs it; {hints} hint(s) for {id} are pending on other nodes; its partition's last anti-entropy exchange was {}",
+            if copy["found"] == true { "an older version" } else { "no copy" },
+            replicas.len(),
+            age.map_or_else(|| "not since it started".to_owned(), |ms| format!("{:.0} s ago", ms as f64 / 1000.0)),
+        ));
+    }
+    // Replicas none of which has seen all the others have: each took
+    // writes the others missed.
+    let newest = copies
+        .iter()
+        .find(|(_, c, _)| copies.iter().all(|(_, other, _)| covers(c, other)));
+    if newest.is_none() {
+        let heads: Vec<&str> = copies
+            .iter()
+            .filter(|(id, c, _)| {
+                !copies
+                    .iter()
+                    .any(|(o, other, _)| o != id && covers(other, c) && other != c)
+            })
+            .map(|(id, _, _)| *id)
+            .collect();
+        out.push(format!(
+            "{} hold concurrent versions: a read merges them into siblings and read repair writes the merge back",
+            heads.join(", ")
+        ));
     }
     let siblings = copies
         .iter()
-        .filter(|(_, c, _)| covers(c, &newest))
         .map(|(_, _, copy)| {
             copy["siblings"]
                 .as_array()
@@ -240,6 +261,20 @@ mod tests {
         assert_eq!(f.len(), 1, "{f:?}");
         assert!(f[0].starts_with("n3 is behind"), "{f:?}");
         assert!(f[0].contains("4 hint(s)"), "{f:?}");
+    }
+
+    #[test]
+    fn concurrent_replicas_are_not_called_behind() {
+        let nodes = [
+            node("n1", copy(&[("a", 1)], &["x"])),
+            node("n2", copy(&[("b", 1)], &["y"])),
+        ];
+        let f = findings(&nodes, &["n1".into(), "n2".into()]);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(f[0].starts_with("n1, n2 hold concurrent versions"), "{f:?}");
+        let silent = [json!({"node": "n1", "role": "replica", "answered": false})];
+        let f = findings(&silent, &["n1".into()]);
+        assert!(f.contains(&"no replica answered".to_owned()), "{f:?}");
     }
 
     #[test]

@@ -30,22 +30,16 @@ pub struct Location {
 
 /// Where `bucket/key` lives on `ring`, a ring of `layout`.
 pub fn locate(layout: &Layout, ring: &Ring, bucket: &str, key: &str) -> Location {
-    let n = layout
-        .buckets
-        .as_ref()
-        .map_or(usize::from(layout.replicas), |t| {
-            usize::from(t.props(bucket).n_val)
-        });
-    let p = ring.partition_of(bucket.as_bytes(), key.as_bytes());
-    let order: Vec<String> = ring.order(p).map(str::to_owned).collect();
-    let split = n.min(order.len());
+    let n = crate::describe::n_val_for(layout, Some(bucket));
+    let (partition, preference_list, fallbacks) = ring.locate(bucket.as_bytes(), key.as_bytes(), n);
+    let owned = |v: Vec<&str>| v.into_iter().map(str::to_owned).collect();
     Location {
         bucket: bucket.to_owned(),
         key: key.to_owned(),
         hash: format!("{:016x}", key_hash(bucket.as_bytes(), key.as_bytes())),
-        partition: p,
-        preference_list: order[..split].to_vec(),
-        fallbacks: order[split..].to_vec(),
+        partition,
+        preference_list: owned(preference_list),
+        fallbacks: owned(fallbacks),
     }
 }
 
@@ -59,7 +53,12 @@ impl Location {
             self.bucket, self.key, self.hash, self.partition
         );
         let _ = writeln!(out, "preference list: {}", self.preference_list.join(" "));
-        let _ = writeln!(out, "fallbacks: {}", self.fallbacks.join(" "));
+        let fallbacks = if self.fallbacks.is_empty() {
+            "none (every node is a replica)".to_owned()
+        } else {
+            self.fallbacks.join(" ")
+        };
+        let _ = writeln!(out, "fallbacks: {fallbacks}");
         out
     }
 }

@@ -36,3 +36,15 @@ pub fn ids(v: &Value) -> String {
         })
         .unwrap_or_default()
 }
+
+/// A progress bar on stderr (hidden when stderr is not a terminal), with
+/// `what` before the bar and the counts after it.
+pub fn progress_bar(what: &str, unit: &str, total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    let template = format!("{{spinner}} {what} [{{bar:30}}] {{pos}}/{{len}} {unit} {{msg}}");
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}

@@ -457,7 +457,15 @@ impl FailLoad {
                 self.below_quorum
             );
         }
-        if self.peak > 100.0 {
+        if self.survivors.is_empty() {
+            let _ = writeln!(out, "warning: no node holding data survives");
+        } else if self.unavailable > 0 || self.below_quorum > 0 {
+            let _ = writeln!(
+                out,
+                "warning: the survivors run at up to {:.0}%, but not every key stays available (above)",
+                self.peak
+            );
+        } else if self.peak > 100.0 {
             let _ = writeln!(
                 out,
                 "warning: a survivor would run at {:.0}%: this cluster cannot lose {} at {:.0}% load",

@@ -49,11 +49,18 @@ pub async fn repair(
         }
         None => layout.roles.keys().cloned().collect(),
     };
-    let mut asked: BTreeMap<String, Asked> = BTreeMap::new();
+    // Every address first: a repair is queued on all nodes or on none.
+    let mut addressed = Vec::new();
     for id in targets {
         let Some(url) = urls.get(&id) else {
             anyhow::bail!("{id} holds data but no node knows its address");
         };
+        addressed.push((id, url.clone()));
+    }
+    let poll = admin.with_call_timeout(crate::cluster::STATUS_TIMEOUT);
+    let mut asked: BTreeMap<String, Asked> = BTreeMap::new();
+    for (id, url) in addressed {
+        let url = &url;
         let node = admin.node(url);
         let base = node.status().await?["anti_entropy"].clone();
         let answer = node.repair(partition).await?;
@@ -68,20 +75,14 @@ pub async fn repair(
         );
     }
     let total: u64 = asked.values().map(|a| a.queued).sum();
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} repair [{bar:30}] {pos}/{len} partition exchanges {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = crate::output::progress_bar("repair", "partition exchanges", total);
     let started = Instant::now();
     loop {
         let mut done_all = true;
         let mut progress = 0;
         let mut rows = BTreeMap::new();
         for (id, a) in &asked {
-            let ae = match a_status(admin, &a.url).await {
+            let ae = match a_status(&poll, &a.url).await {
                 Some(ae) => ae,
                 None => {
                     done_all = false;
@@ -151,10 +152,15 @@ fn repair_text(a: &Value) -> String {
         "node", "partitions", "exchanges", "failed", "fetched", "pushed"
     );
     for (id, r) in a["nodes"].as_object().into_iter().flatten() {
+        let n = |k: &str| r[k].as_u64().unwrap_or(0);
         let _ = writeln!(
             out,
             "{id:<10} {:>10} {:>9} {:>6} {:>8} {:>7}",
-            r["partitions"], r["exchanges"], r["failed"], r["keys_fetched"], r["keys_pushed"]
+            n("partitions"),
+            n("exchanges"),
+            n("failed"),
+            n("keys_fetched"),
+            n("keys_pushed")
         );
     }
     out

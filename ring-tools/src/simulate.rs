@@ -15,6 +15,7 @@ use quorra_core::ring::Ring;
 use serde::Serialize;
 
 use crate::describe::{n_val_of, DescribeError, NodeSpec};
+use crate::ownership::{ownership, Ownership};
 
 /// One change of the sequence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +86,11 @@ pub struct Simulation {
 /// Applies `steps` to `layout` in order; `keys` keys are sampled per step.
 pub fn simulate(layout: &Layout, steps: &[Step], keys: usize) -> Result<Simulation, DescribeError> {
     let n = n_val_of(layout);
+    // A live layout may hold changes an operator staged: they are not this
+    // simulation's steps.
     let mut current = layout.clone();
+    current.staged.clear();
+    current.staged_n_val.clear();
     let mut reports = Vec::new();
     for step in steps {
         let mut next = current.clone();
@@ -169,27 +174,21 @@ fn measure(before: &Layout, after: &Layout, step: &Step, n: usize, keys: usize) 
             moved_partitions[ra.partition_of(b"simulate", key.as_bytes()) as usize]
         })
         .count();
-    let slots: usize = ra.ownership(n).values().sum();
-    let fair = |l: &Layout| -> BTreeMap<String, f64> {
-        let total: f64 = l.roles.values().map(|r| f64::from(r.weight)).sum();
-        l.roles
+    // Each node's fair share of the slots, by weight, before and after.
+    let (ob, oa) = (ownership(before), ownership(after));
+    let slots = oa.slots;
+    let fraction = |o: &Ownership| -> BTreeMap<String, f64> {
+        o.nodes
             .iter()
-            .map(|(id, r)| (id.clone(), f64::from(r.weight) / total.max(1.0)))
+            .map(|s| (s.id.clone(), s.fair / o.slots.max(1) as f64))
             .collect()
     };
-    let (fb, fa) = (fair(before), fair(after));
+    let (fb, fa) = (fraction(&ob), fraction(&oa));
     let ideal_share: f64 = fa
         .iter()
         .map(|(id, share)| (share - fb.get(id).copied().unwrap_or(0.0)).max(0.0))
         .sum();
-    let loads = ra.ownership(n);
-    let max_over_fair = fa
-        .iter()
-        .map(|(id, share)| {
-            let held = loads.get(id.as_str()).copied().unwrap_or(0) as f64;
-            held / (share * slots as f64).max(f64::MIN_POSITIVE)
-        })
-        .fold(0.0, f64::max);
+    let max_over_fair = 1.0 + oa.balance.max_deviation;
     let share = |x: usize, of: usize| x as f64 / of.max(1) as f64;
     StepReport {
         step: step.label(),

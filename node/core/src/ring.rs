@@ -447,6 +447,15 @@ impl Ring {
         (a != b).then_some(before)
     }
 
+    /// Where a key lives: its partition, its preference list (the first `n`
+    /// nodes of the partition's order) and its fallbacks (the rest).
+    pub fn locate(&self, bucket: &[u8], key: &[u8], n: usize) -> (u32, Vec<&str>, Vec<&str>) {
+        let p = self.partition_of(bucket, key);
+        let mut order: Vec<&str> = self.order(p).collect();
+        let fallbacks = order.split_off(n.min(order.len()));
+        (p, order, fallbacks)
+    }
+
     /// The first `n` nodes of partition `p` (fewer if the ring is smaller).
     pub fn preference_list(&self, p: u32, n: usize) -> Vec<&str> {
         self.order(p).take(n).collect()

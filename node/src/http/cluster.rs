@@ -89,14 +89,13 @@ pub(super) async fn locate(State(state): State<AppState>, req: Request) -> Respo
     };
     let ring = state.kv.cluster().ring();
     let n = state.kv.cluster().bucket_props(&bucket).n_val as usize;
-    let p = ring.partition_of(bucket.as_str().as_bytes(), key.as_bytes());
-    let order: Vec<&str> = ring.order(p).collect();
-    let split = n.min(order.len());
+    let (p, preference_list, fallbacks) =
+        ring.locate(bucket.as_str().as_bytes(), key.as_bytes(), n);
     Json(json!({
         "bucket": bucket.as_str(),
         "partition": p,
-        "preference_list": &order[..split],
-        "fallbacks": &order[split..],
+        "preference_list": preference_list,
+        "fallbacks": fallbacks,
     }))
     .into_response()
 }

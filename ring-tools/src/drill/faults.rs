@@ -24,6 +24,17 @@ pub enum Fault {
     Partition,
 }
 
+impl Fault {
+    /// The fault's name, as the command line takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Kill => "kill",
+            Self::Pause => "pause",
+            Self::Partition => "partition",
+        }
+    }
+}
+
 /// A fault that could not be applied or undone.
 #[derive(Debug, Error)]
 pub enum FaultError {
@@ -62,7 +73,7 @@ pub enum FaultError {
 }
 
 /// How nodes are taken out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Provider {
     /// A `quorra dev-cluster` directory.
     DevCluster(PathBuf),
@@ -71,6 +82,9 @@ pub enum Provider {
     Compose {
         /// The compose project name.
         project: String,
+        /// The address the node had on the network before it was cut off
+        /// (the compose file pins each node's address).
+        address: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     },
     /// Shell commands; `$QUORRA_DRILL_NODE` and `$QUORRA_DRILL_FAULT` say
     /// which node and fault.
@@ -86,32 +100,79 @@ pub enum Provider {
 const RESTART_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Provider {
+    /// A compose project's provider.
+    pub fn compose(project: impl Into<String>) -> Self {
+        Self::Compose {
+            project: project.into(),
+            address: Default::default(),
+        }
+    }
+
+    /// Checks, before anything is done, that this provider's `node` is the
+    /// node at `http_addr` (`host:port`): a dev-cluster directory must be the
+    /// cluster the drill runs against, or it would signal another cluster's
+    /// processes.
+    pub fn check(&self, node: &str, http_addr: &str) -> Result<(), FaultError> {
+        let Self::DevCluster(dir) = self else {
+            return Ok(());
+        };
+        let path = dir.join(node).join("quorra.toml");
+        let text = std::fs::read_to_string(&path).map_err(|source| FaultError::File {
+            path: path.clone(),
+            source,
+        })?;
+        let configured = text.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == "http_addr").then(|| v.trim().trim_matches('"').to_owned())
+        });
+        if configured.as_deref() != Some(http_addr) {
+            return Err(FaultError::Unsupported(format!(
+                "{} says {node} serves on {}, but the cluster's {node} is at {http_addr}: --dev-cluster names another cluster",
+                path.display(),
+                configured.as_deref().unwrap_or("no address")
+            )));
+        }
+        Ok(())
+    }
+
     /// Takes `node` out with `fault`.
     pub async fn down(&self, node: &str, fault: Fault) -> Result<(), FaultError> {
         match self {
             Self::DevCluster(dir) => {
                 let node_dir = dir.join(node);
-                match fault {
-                    Fault::Kill => {
-                        let hold = node_dir.join("hold");
-                        std::fs::write(&hold, b"ring-tools drill\n").map_err(|source| {
-                            FaultError::File { path: hold, source }
-                        })?;
-                        signal(&node_dir, node, Signal::SIGKILL)
-                    }
-                    Fault::Pause => signal(&node_dir, node, Signal::SIGSTOP),
-                    Fault::Partition => Err(FaultError::Unsupported(
+                let sig = match fault {
+                    Fault::Kill => Signal::SIGKILL,
+                    Fault::Pause => Signal::SIGSTOP,
+                    Fault::Partition => return Err(FaultError::Unsupported(
                         "the dev cluster runs on one loopback: cut a node off with --down-cmd/--up-cmd (ip netns, iptables) or run the drill on the compose cluster".into(),
                     )),
+                };
+                // The PID must be that node's process before anything is
+                // held or signalled.
+                read_pid(&node_dir)?;
+                if fault == Fault::Kill {
+                    let hold = node_dir.join("hold");
+                    std::fs::write(&hold, b"ring-tools drill\n")
+                        .map_err(|source| FaultError::File { path: hold, source })?;
                 }
+                signal(&node_dir, node, sig)
             }
-            Self::Compose { project } => {
+            Self::Compose { project, address } => {
                 let c = container(project, node);
                 match fault {
-                    Fault::Kill => docker(&["kill", &c]).await,
-                    Fault::Pause => docker(&["pause", &c]).await,
+                    Fault::Kill => docker(&["kill", &c]).await.map(drop),
+                    Fault::Pause => docker(&["pause", &c]).await.map(drop),
                     Fault::Partition => {
-                        docker(&["network", "disconnect", &network(project), &c]).await
+                        let net = network(project);
+                        let format = format!(
+                            "{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"
+                        );
+                        let ip = docker(&["inspect", "-f", &format, &c]).await?;
+                        *address
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            Some(ip.trim().to_owned()).filter(|ip| !ip.is_empty());
+                        docker(&["network", "disconnect", &net, &c]).await.map(drop)
                     }
                 }
             }
@@ -151,13 +212,23 @@ impl Provider {
                     )),
                 }
             }
-            Self::Compose { project } => {
+            Self::Compose { project, address } => {
                 let c = container(project, node);
                 match fault {
-                    Fault::Kill => docker(&["start", &c]).await,
-                    Fault::Pause => docker(&["unpause", &c]).await,
+                    Fault::Kill => docker(&["start", &c]).await.map(drop),
+                    Fault::Pause => docker(&["unpause", &c]).await.map(drop),
                     Fault::Partition => {
-                        docker(&["network", "connect", &network(project), &c]).await
+                        let net = network(project);
+                        let ip = address
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .clone();
+                        let mut args = vec!["network", "connect"];
+                        if let Some(ip) = &ip {
+                            args.extend(["--ip", ip.as_str()]);
+                        }
+                        args.extend([net.as_str(), c.as_str()]);
+                        docker(&args).await.map(drop)
                     }
                 }
             }
@@ -165,34 +236,57 @@ impl Provider {
         }
     }
 
-    /// Undoes what [`Provider::down`] may have left, on an early exit: a
-    /// held node is released, a paused one continued.
-    pub fn release(&self, node: &str, fault: Fault) {
-        if let Self::DevCluster(dir) = self {
-            let node_dir = dir.join(node);
-            match fault {
-                Fault::Kill => {
-                    let _ = std::fs::remove_file(node_dir.join("hold"));
+    /// Undoes what [`Provider::down`] may have left, on an early exit or an
+    /// interrupt, as best it can: a held dev-cluster node is released, a
+    /// paused one continued; otherwise `up` is tried once.
+    pub async fn release(&self, node: &str, fault: Fault) {
+        match (self, fault) {
+            (Self::DevCluster(dir), Fault::Kill) => {
+                let _ = std::fs::remove_file(dir.join(node).join("hold"));
+            }
+            (Self::DevCluster(dir), Fault::Pause) => {
+                let _ = signal(&dir.join(node), node, Signal::SIGCONT);
+            }
+            (Self::DevCluster(_), Fault::Partition) => {}
+            _ => {
+                if let Err(e) = self.up(node, fault).await {
+                    eprintln!("ring-tools: could not bring {node} back: {e}");
                 }
-                Fault::Pause => {
-                    let _ = signal(&node_dir, node, Signal::SIGCONT);
-                }
-                Fault::Partition => {}
             }
         }
     }
 }
 
+/// The PID in the node's `node.pid`, once it is checked to be that node's
+/// `quorra node --config .../NODE/quorra.toml` process (a stale file must
+/// not make the drill signal another process).
 fn read_pid(node_dir: &Path) -> Result<i32, FaultError> {
     let path = node_dir.join("node.pid");
+    let bad = |why: &str| FaultError::File {
+        path: path.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_owned()),
+    };
     let text = std::fs::read_to_string(&path).map_err(|source| FaultError::File {
         path: path.clone(),
         source,
     })?;
-    text.trim().parse().map_err(|_| FaultError::File {
-        path,
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not a PID"),
-    })
+    let pid: i32 = text.trim().parse().map_err(|_| bad("not a PID"))?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map_err(|_| bad("no such process: the file is stale"))?;
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let config = node_dir.join("quorra.toml");
+    let ours = args.iter().any(|a| a == "node")
+        && args.windows(2).any(|w| {
+            w[0] == "--config"
+                && std::fs::canonicalize(&w[1]).ok() == std::fs::canonicalize(&config).ok()
+        });
+    if !ours {
+        return Err(bad("that process is not this node's `quorra node`"));
+    }
+    Ok(pid)
 }
 
 /// Sends `sig` to the node whose PID the dev cluster wrote.
@@ -215,49 +309,38 @@ pub fn network(project: &str) -> String {
     format!("{project}_quorra")
 }
 
-async fn docker(args: &[&str]) -> Result<(), FaultError> {
-    let out = tokio::process::Command::new("docker")
-        .args(args)
-        .output()
-        .await
-        .map_err(|e| FaultError::Command {
-            command: format!("docker {}", args.join(" ")),
-            why: e.to_string(),
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(FaultError::Command {
-            command: format!("docker {}", args.join(" ")),
-            why: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr)),
-        })
-    }
+/// Runs `docker ARGS`; its stdout.
+async fn docker(args: &[&str]) -> Result<String, FaultError> {
+    let mut cmd = tokio::process::Command::new("docker");
+    cmd.args(args);
+    run(cmd, &format!("docker {}", args.join(" "))).await
 }
 
+/// Runs a hook through `sh -c`, with the node and fault in its environment.
 async fn shell(command: &str, node: &str, fault: Fault) -> Result<(), FaultError> {
-    let fault_name = match fault {
-        Fault::Kill => "kill",
-        Fault::Pause => "pause",
-        Fault::Partition => "partition",
-    };
-    let out = tokio::process::Command::new("sh")
-        .arg("-c")
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
         .arg(command)
         .env("QUORRA_DRILL_NODE", node)
-        .env("QUORRA_DRILL_FAULT", fault_name)
-        .output()
-        .await
-        .map_err(|e| FaultError::Command {
-            command: command.into(),
-            why: e.to_string(),
-        })?;
+        .env("QUORRA_DRILL_FAULT", fault.name());
+    run(cmd, command).await.map(drop)
+}
+
+/// Runs `cmd` to its end; its stdout, or why it failed.
+async fn run(mut cmd: tokio::process::Command, shown: &str) -> Result<String, FaultError> {
+    let failed = |why: String| FaultError::Command {
+        command: shown.to_owned(),
+        why,
+    };
+    let out = cmd.output().await.map_err(|e| failed(e.to_string()))?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(FaultError::Command {
-            command: command.into(),
-            why: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr)),
-        })
+        Err(failed(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )))
     }
 }
 
@@ -300,5 +383,15 @@ mod tests {
             dev.down("n1", Fault::Pause).await,
             Err(FaultError::File { .. })
         ));
+        // A PID file naming a process that is not the node is refused.
+        std::fs::create_dir_all(dir.path().join("n1")).expect("dir");
+        std::fs::write(
+            dir.path().join("n1/node.pid"),
+            format!("{}\n", std::process::id()),
+        )
+        .expect("pid");
+        let err = dev.down("n1", Fault::Kill).await.unwrap_err().to_string();
+        assert!(err.contains("not this node's"), "{err}");
+        assert!(!dir.path().join("n1/hold").exists(), "nothing held");
     }
 }

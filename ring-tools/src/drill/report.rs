@@ -107,6 +107,8 @@ pub struct Report {
     pub timeline_ms: Timeline,
     /// Latency before the fault, while the node was out, and after.
     pub latency: Phases,
+    /// What went wrong besides the requests (no convergence, no plot).
+    pub warnings: Vec<String>,
 }
 
 /// The drill's moments, in ms from its start.
@@ -118,8 +120,9 @@ pub struct Timeline {
     pub up: f64,
     /// It served again.
     pub serving: f64,
-    /// Every member alive and no hint pending.
-    pub converged: f64,
+    /// Every member alive and no hint pending (none: not within the
+    /// timeout).
+    pub converged: Option<f64>,
 }
 
 /// Latency by phase.
@@ -138,7 +141,8 @@ impl Report {
     pub fn new(
         plan: &Plan,
         record: &Record,
-        [down, up, serving, converged]: [f64; 4],
+        [down, up, serving]: [f64; 3],
+        converged: Option<f64>,
         missing: Vec<String>,
         unreadable: Vec<String>,
     ) -> Self {
@@ -174,6 +178,7 @@ impl Report {
                 during: phase(down, serving),
                 after: phase(serving, f64::INFINITY),
             },
+            warnings: Vec::new(),
         }
     }
 
@@ -183,13 +188,14 @@ impl Report {
         let t = &self.timeline_ms;
         let _ = writeln!(
             out,
-            "drill: {:?} {} at {:.1} s, back at {:.1} s, serving at {:.1} s, converged at {:.1} s",
-            self.fault,
+            "drill: {} {} at {:.1} s, back at {:.1} s, serving at {:.1} s, converged {}",
+            self.fault.name(),
             self.node,
             t.down / 1e3,
             t.up / 1e3,
             t.serving / 1e3,
-            t.converged / 1e3
+            t.converged
+                .map_or_else(|| "never".to_owned(), |c| format!("at {:.1} s", c / 1e3))
         );
         let _ = writeln!(
             out,
@@ -222,10 +228,10 @@ impl Report {
             "RPO: {} acknowledged write(s) missing of {}{}",
             self.rpo,
             self.writes_acked,
-            if self.rpo == 0 {
-                " (none lost)"
-            } else {
-                " — DATA LOST"
+            match (self.rpo, self.unreadable) {
+                (0, 0) => " (none lost)",
+                (0, _) => " — UNCHECKED: some could not be read back",
+                _ => " — DATA LOST",
             }
         );
         if self.unreadable > 0 {
@@ -234,6 +240,9 @@ impl Report {
                 "warning: {} acknowledged write(s) could not be read back to check",
                 self.unreadable
             );
+        }
+        for w in &self.warnings {
+            let _ = writeln!(out, "warning: {w}");
         }
         out
     }
@@ -251,8 +260,11 @@ pub fn plot(path: &Path, samples: &[Sample], report: &Report) -> anyhow::Result<
     let mut chart = ChartBuilder::on(&root)
         .caption(
             format!(
-                "drill: {:?} {} — RTO {:.0} ms, RPO {}",
-                report.fault, report.node, report.rto_ms, report.rpo
+                "drill: {} {} — RTO {:.0} ms, RPO {}",
+                report.fault.name(),
+                report.node,
+                report.rto_ms,
+                report.rpo
             ),
             ("sans-serif", 18),
         )
@@ -349,7 +361,10 @@ mod tests {
         let refs: Vec<&Sample> = all.iter().collect();
         let l = latency(&refs);
         assert_eq!(l.requests, 100);
-        assert!((l.p50 - 51.0).abs() < 1e-9 || (l.p50 - 50.0).abs() < 1e-9);
+        // Nearest rank of 99 gaps: the 50th and 99th gap from the fastest.
+        assert!((l.p50 - 51.0).abs() < 1e-9, "{l:?}");
+        assert!((l.p99 - 99.0).abs() < 1e-9, "{l:?}");
         assert!((l.max - 100.0).abs() < 1e-9);
+        assert_eq!(latency(&[]).p99, 0.0);
     }
 }

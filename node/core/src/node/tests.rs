@@ -1066,6 +1066,29 @@ fn a_move_copies_only_once_every_live_member_acknowledged_its_version() {
 }
 
 #[test]
+fn the_transfer_status_shows_no_counters_of_an_earlier_move() {
+    let (mut n, next) = mid_move("n1", &["n4"], None);
+    let gains = next.gains("n1").len();
+    assert!(gains > 0);
+    // Progress saved by the move before this one, all of it copied.
+    let earlier = CopyProgress {
+        from: 1,
+        version: 1,
+        done: (0..40).collect(),
+        copied_keys: 500,
+        ..CopyProgress::default()
+    };
+    n.membership.set_transfer(Some(earlier));
+    let status = n.transfer_status();
+    assert_eq!(
+        (status.gaining, status.copied, status.keys),
+        (gains, 0, 0),
+        "{status:?}"
+    );
+    assert_eq!(status.version, next.version);
+}
+
+#[test]
 fn a_node_acknowledges_a_version_only_after_its_writes_routed_by_the_one_before_end() {
     let mut n = node("n1", &[]);
     let (key, _) = key_where(&n, |p| p.contains(&"n1"));

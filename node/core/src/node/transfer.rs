@@ -591,13 +591,23 @@ impl Node {
         if layout.moving.is_none() {
             return TransferStatus::default();
         }
-        // What is on disk: a restart resumes from there.
-        let progress = self
-            .transfers
-            .durable
-            .clone()
-            .or_else(|| self.membership.transfer().cloned())
-            .unwrap_or_default();
+        // What is on disk: a restart resumes from there. Progress of an
+        // earlier move (kept until this one's first save) is not this
+        // move's: until then every partition gained is still to copy.
+        let from = fingerprint(layout);
+        let Some(progress) = [self.transfers.durable.as_ref(), self.membership.transfer()]
+            .into_iter()
+            .flatten()
+            .find(|p| p.from == from)
+            .cloned()
+        else {
+            return TransferStatus {
+                version: layout.version,
+                gaining: layout.gains(self.me()).len(),
+                waiting_for: layout.copying(),
+                ..TransferStatus::default()
+            };
+        };
         let gaining = progress.pending.len() + progress.done.len();
         let (mut keys, mut bytes) = (progress.copied_keys, progress.copied_bytes);
         for c in progress.pending.values() {
