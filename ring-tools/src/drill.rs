@@ -158,24 +158,38 @@ pub async fn run(admin: &AdminClient, plan: Plan) -> anyhow::Result<(Value, Stri
     Ok((answer, text))
 }
 
+/// Calls `check` every [`POLL`] until it says done (`Ok`), at most
+/// `timeout`; the error names `what` and the last reason `check` gave.
+async fn poll_until<F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<Instant>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let started = Instant::now();
+    loop {
+        let why = match check().await {
+            Ok(()) => return Ok(Instant::now()),
+            Err(why) => why,
+        };
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "{what} not within {timeout:?}: {why}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// Waits until the node at `url` answers its status again.
 async fn wait_serving(
     admin: &AdminClient,
     url: &str,
     timeout: Duration,
 ) -> anyhow::Result<Instant> {
-    let started = Instant::now();
     let node = admin.node(url);
-    loop {
-        if node.status().await.is_ok() {
-            return Ok(Instant::now());
-        }
-        anyhow::ensure!(
-            started.elapsed() < timeout,
-            "{url} did not serve again within {timeout:?}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    poll_until(timeout, &format!("{url} serving again"), || async {
+        node.status().await.map(drop).map_err(|e| e.to_string())
+    })
+    .await
 }
 
 /// Waits until every node answers, sees no member unreachable, and holds
@@ -185,35 +199,18 @@ async fn converge(
     urls: &[String],
     timeout: Duration,
 ) -> anyhow::Result<Instant> {
-    let started = Instant::now();
-    let mut last = json!(null);
-    loop {
-        let mut done = true;
+    poll_until(timeout, "the cluster converging", || async {
         for url in urls {
-            match admin.node(url).status().await {
-                Ok(s) => {
-                    let quiet = s["hints_pending"] == 0
-                        && s["unreachable"].as_array().is_some_and(Vec::is_empty);
-                    if !quiet {
-                        last = json!({"node": s["node"], "hints_pending": s["hints_pending"], "unreachable": s["unreachable"]});
-                    }
-                    done &= quiet;
-                }
-                Err(e) => {
-                    last = json!({"node": url, "error": e.to_string()});
-                    done = false;
-                }
+            let s = admin.node(url).status().await.map_err(|e| e.to_string())?;
+            let quiet = s["hints_pending"] == 0
+                && s["unreachable"].as_array().is_some_and(Vec::is_empty);
+            if !quiet {
+                return Err(json!({"node": s["node"], "hints_pending": s["hints_pending"], "unreachable": s["unreachable"]}).to_string());
             }
         }
-        if done {
-            return Ok(Instant::now());
-        }
-        anyhow::ensure!(
-            started.elapsed() < timeout,
-            "the cluster did not converge within {timeout:?}: {last}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+        Ok(())
+    })
+    .await
 }
 
 /// Reads every acknowledged write back from all its replicas (`r =

@@ -43,6 +43,22 @@ macro_rules! ring_tools_bin {
     };
 }
 
+/// Runs `ring-tools --url URL ARGS...` (the binary at `bin`, from
+/// [`ring_tools_bin!`]): its stdout, or a panic with its stderr.
+pub fn ring_tools(bin: &Path, url: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(bin)
+        .args(["--url", url])
+        .args(args)
+        .output()
+        .expect("run ring-tools");
+    assert!(
+        out.status.success(),
+        "ring-tools {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// One `quorra node` process started by this harness.
 #[derive(Debug)]
 pub struct NodeProcess {

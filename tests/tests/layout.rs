@@ -2,7 +2,6 @@
 //! operator stages its join, looks at the plan and commits it (through
 //! `ring-tools`), and of two commits at once exactly one wins.
 
-use std::process::Command;
 use std::time::Duration;
 
 use quorra_node::net::certs::generate;
@@ -21,17 +20,7 @@ async fn get_json(url: &str, path: &str) -> Value {
 /// `ring-tools --url URL ARGS...`: its stdout, or a panic with its
 /// stderr.
 fn cluster_cli(url: &str, args: &[&str]) -> String {
-    let out = Command::new(ring_tools_bin!())
-        .args(["--url", url])
-        .args(args)
-        .output()
-        .expect("run ring-tools");
-    assert!(
-        out.status.success(),
-        "ring-tools {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    quorra_tests::ring_tools(&ring_tools_bin!(), url, args)
 }
 
 /// The staged plan, as `ring-tools --json plan` shows it beside the

@@ -21,17 +21,7 @@ const PARTITIONS: u32 = 64;
 
 /// `ring-tools --url URL ARGS...`: stdout, or a panic with stderr.
 fn ring_tools(url: &str, args: &[&str]) -> String {
-    let out = Command::new(ring_tools_bin!())
-        .args(["--url", url])
-        .args(args)
-        .output()
-        .expect("run ring-tools");
-    assert!(
-        out.status.success(),
-        "ring-tools {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    quorra_tests::ring_tools(&ring_tools_bin!(), url, args)
 }
 
 fn json(url: &str, args: &[&str]) -> Value {
