@@ -428,17 +428,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Draw { describe, out } => {
             let layout = layout_of(&urls, describe).await?;
-            draw::draw(&layout, out)?;
+            let labelled = draw::draw(&layout, out)?;
             let answer = json!({ "out": out, "version": layout.version });
             let mut text = format!(
                 "drew layout version {} to {}\n",
                 layout.version,
                 out.display()
             );
-            let png = out
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("png"));
-            if png && !draw::fonts_found() {
+            if !labelled {
                 text.push_str("warning: no system font found: the PNG has no labels (install a font, e.g. Debian's fonts-dejavu-core, or draw to .svg)\n");
             }
             (answer, text)

@@ -251,18 +251,40 @@ pub async fn commit(
     Ok((answer, text))
 }
 
-/// Every member's HTTP URL, from the members a node knows.
-pub async fn member_urls(admin: &AdminClient) -> anyhow::Result<Vec<(String, String)>> {
+/// A member as a node knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its id.
+    pub id: String,
+    /// Its HTTP base URL.
+    pub url: String,
+    /// Its peer (QUIC) address, where clients connect.
+    pub peer: Option<std::net::SocketAddr>,
+}
+
+/// Every member with an HTTP address, from the members a node knows.
+pub async fn members(admin: &AdminClient) -> anyhow::Result<Vec<Member>> {
     let members = admin.members().await?;
     Ok(members["members"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|m| {
-            let id = m["id"].as_str()?;
-            let addr = m["http_addr"].as_str()?;
-            Some((id.to_owned(), format!("http://{addr}")))
+            Some(Member {
+                id: m["id"].as_str()?.to_owned(),
+                url: format!("http://{}", m["http_addr"].as_str()?),
+                peer: m["peer_addr"].as_str().and_then(|a| a.parse().ok()),
+            })
         })
+        .collect())
+}
+
+/// Every member's id and HTTP URL.
+pub async fn member_urls(admin: &AdminClient) -> anyhow::Result<Vec<(String, String)>> {
+    Ok(members(admin)
+        .await?
+        .into_iter()
+        .map(|m| (m.id, m.url))
         .collect())
 }
 
@@ -276,12 +298,14 @@ async fn follow(admin: &AdminClient, committed: u64, timeout: Duration) -> anyho
     // transfer is handed over.
     let mut seen: std::collections::BTreeMap<String, [u64; 4]> = Default::default();
     let poll = admin.with_call_timeout(STATUS_TIMEOUT);
+    // The members a committed change moves data between are known now.
+    let urls = member_urls(admin).await?;
     loop {
         let mut done = true;
         let mut version = u64::MAX;
         let mut stalled = Vec::new();
-        for (id, url) in member_urls(admin).await? {
-            let Ok(s) = poll.node(&url).status().await else {
+        for (id, url) in &urls {
+            let Ok(s) = poll.node(url).status().await else {
                 continue;
             };
             let t = &s["transfers"];

@@ -16,7 +16,7 @@ use quorra_core::ring::Ring;
 use thiserror::Error;
 
 use crate::describe::{n_val_of, zones_of};
-use crate::ownership::ownership;
+use crate::ownership::ownership_on;
 
 /// Node colours, by the node's place in id order.
 const NODE_COLOURS: [&str; 20] = [
@@ -132,7 +132,7 @@ pub fn svg(layout: &Layout) -> String {
         r#"<text x="{CENTRE}" y="{}" text-anchor="middle">{q} partitions, n_val {n}</text>"#,
         CENTRE + 14.0
     );
-    legend(&mut out, layout, &node_colour, &zone_colour, &moving);
+    legend(&mut out, layout, &ring, &node_colour, &zone_colour, &moving);
     out.push_str("</svg>\n");
     out
 }
@@ -140,11 +140,12 @@ pub fn svg(layout: &Layout) -> String {
 fn legend(
     out: &mut String,
     layout: &Layout,
+    ring: &Ring,
     node_colour: &BTreeMap<&str, &str>,
     zone_colour: &BTreeMap<&String, &str>,
     moving: &[bool],
 ) {
-    let own = ownership(layout);
+    let own = ownership_on(layout, ring);
     let x = SIZE + 10.0;
     let mut y = 40.0;
     let _ = writeln!(
@@ -241,8 +242,9 @@ fn escape(s: &str) -> String {
 
 /// The SVG rendered to PNG bytes, with the system's fonts for the labels
 /// (`sans-serif` is the first sans face installed, else any face; with
-/// none at all the picture has no text, and [`fonts_found`] says so).
-pub fn png(svg: &str) -> Result<Vec<u8>, DrawError> {
+/// none at all the picture has no text). Returns the bytes and whether
+/// a font was found for the labels.
+pub fn png(svg: &str) -> Result<(Vec<u8>, bool), DrawError> {
     use resvg::{tiny_skia, usvg};
     let mut options = usvg::Options::default();
     let db = options.fontdb_mut();
@@ -256,6 +258,7 @@ pub fn png(svg: &str) -> Result<Vec<u8>, DrawError> {
             .find(|n| n.contains("Sans") && !n.contains("Mono"))
             .or_else(|| names().next())
     };
+    let labelled = family.is_some();
     if let Some(family) = family {
         db.set_sans_serif_family(family);
     }
@@ -264,28 +267,24 @@ pub fn png(svg: &str) -> Result<Vec<u8>, DrawError> {
     let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height())
         .ok_or_else(|| DrawError::Render("empty picture".into()))?;
     resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
-    pixmap
+    let bytes = pixmap
         .encode_png()
-        .map_err(|e| DrawError::Render(e.to_string()))
-}
-
-/// Whether the system has a font for a PNG's labels.
-pub fn fonts_found() -> bool {
-    let mut db = resvg::usvg::fontdb::Database::new();
-    db.load_system_fonts();
-    !db.is_empty()
+        .map_err(|e| DrawError::Render(e.to_string()))?;
+    Ok((bytes, labelled))
 }
 
 /// Writes the ring of `layout` to `path` (`.svg` or `.png`).
-pub fn draw(layout: &Layout, path: &std::path::Path) -> Result<(), DrawError> {
+/// Returns whether the picture has its labels (a PNG needs a font).
+pub fn draw(layout: &Layout, path: &std::path::Path) -> Result<bool, DrawError> {
     let name = path.display().to_string();
     let doc = svg(layout);
-    let bytes = match path.extension().and_then(|e| e.to_str()) {
-        Some(e) if e.eq_ignore_ascii_case("svg") => doc.into_bytes(),
+    let (bytes, labelled) = match path.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("svg") => (doc.into_bytes(), true),
         Some(e) if e.eq_ignore_ascii_case("png") => png(&doc)?,
         _ => return Err(DrawError::Format(name)),
     };
-    std::fs::write(path, bytes).map_err(|source| DrawError::Write { path: name, source })
+    std::fs::write(path, bytes).map_err(|source| DrawError::Write { path: name, source })?;
+    Ok(labelled)
 }
 
 #[cfg(test)]
@@ -316,7 +315,7 @@ mod tests {
 
     #[test]
     fn the_png_decodes_to_the_picture_size_with_colours() {
-        let bytes = png(&svg(&layout())).expect("png");
+        let (bytes, _) = png(&svg(&layout())).expect("png");
         let pixmap = resvg::tiny_skia::Pixmap::decode_png(&bytes).expect("decodes");
         assert_eq!(pixmap.width(), (SIZE + LEGEND) as u32);
         assert_eq!(pixmap.height(), SIZE as u32);

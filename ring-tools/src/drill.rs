@@ -61,28 +61,21 @@ const POLL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs the drill.
 pub async fn run(admin: &AdminClient, plan: Plan) -> anyhow::Result<(Value, String)> {
-    let members = admin.members().await?;
-    let list = members["members"].as_array().cloned().unwrap_or_default();
-    let url_of = |id: &str| {
-        list.iter()
-            .find(|m| m["id"] == id)
-            .and_then(|m| m["http_addr"].as_str())
-            .map(|a| format!("http://{a}"))
-    };
-    let Some(target_url) = url_of(&plan.node) else {
+    let members = crate::cluster::members(admin).await?;
+    let Some(target_url) = members
+        .iter()
+        .find(|m| m.id == plan.node)
+        .map(|m| m.url.clone())
+    else {
         anyhow::bail!("{} is not a member of this cluster", plan.node);
     };
-    let seeds: Vec<SocketAddr> = list
+    let seeds: Vec<SocketAddr> = members
         .iter()
-        .filter(|m| m["id"] != plan.node.as_str())
-        .filter_map(|m| m["peer_addr"].as_str()?.parse().ok())
+        .filter(|m| m.id != plan.node)
+        .filter_map(|m| m.peer)
         .collect();
     anyhow::ensure!(!seeds.is_empty(), "no other member has a peer address");
-    let urls: Vec<String> = list
-        .iter()
-        .filter_map(|m| m["id"].as_str())
-        .filter_map(url_of)
-        .collect();
+    let urls: Vec<String> = members.iter().map(|m| m.url.clone()).collect();
     let target_addr = target_url.trim_start_matches("http://");
     plan.provider.check(&plan.node, target_addr)?;
     let mut config = ClientConfig::new(seeds, plan.certs.clone(), plan.name.clone());

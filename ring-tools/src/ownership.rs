@@ -104,7 +104,11 @@ pub struct Ownership {
 
 /// The balance and spread of `layout`.
 pub fn ownership(layout: &Layout) -> Ownership {
-    let ring = Ring::build(layout);
+    ownership_on(layout, &Ring::build(layout))
+}
+
+/// [`ownership`], on `ring`, the ring of `layout` already built.
+pub fn ownership_on(layout: &Layout, ring: &Ring) -> Ownership {
     let n = n_val_of(layout);
     let zones = zones_of(layout);
     let slots_of = ring.ownership(n);
@@ -333,7 +337,7 @@ pub fn fail_load(layout: &Layout, failed: &[String], load: f64) -> FailLoad {
         .as_ref()
         .map_or(2, |t| usize::from(t.defaults.w.max(1)));
     let down: BTreeSet<&str> = failed.iter().map(String::as_str).collect();
-    let own = ownership(layout);
+    let own = ownership_on(layout, &ring);
     let mut work: BTreeMap<&str, f64> = own
         .nodes
         .iter()

@@ -15,7 +15,7 @@ use quorra_core::ring::Ring;
 use serde::Serialize;
 
 use crate::describe::{n_val_of, DescribeError, NodeSpec};
-use crate::ownership::{ownership, Ownership};
+use crate::ownership::{ownership_on, Ownership};
 
 /// One change of the sequence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,7 +175,7 @@ fn measure(before: &Layout, after: &Layout, step: &Step, n: usize, keys: usize) 
         })
         .count();
     // Each node's fair share of the slots, by weight, before and after.
-    let (ob, oa) = (ownership(before), ownership(after));
+    let (ob, oa) = (ownership_on(before, &rb), ownership_on(after, &ra));
     let slots = oa.slots;
     let fraction = |o: &Ownership| -> BTreeMap<String, f64> {
         o.nodes

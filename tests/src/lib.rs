@@ -231,6 +231,67 @@ impl Drop for NodeProcess {
     }
 }
 
+/// A `quorra dev-cluster` this harness started, with the URLs it printed;
+/// stopped by its PID (SIGTERM, bounded wait) when dropped, so a failing
+/// test leaves no nodes behind.
+#[derive(Debug)]
+pub struct DevCluster {
+    child: Child,
+    /// Each node's base URL, n1's first.
+    pub urls: Vec<String>,
+}
+
+impl DevCluster {
+    /// Starts `nodes` nodes under `dir` on free ports (the binary at
+    /// `bin`, from [`quorra_bin!`]); returns once each printed its URL.
+    pub fn start(bin: &Path, dir: &Path, nodes: usize) -> anyhow::Result<Self> {
+        let mut child = Command::new(bin)
+            .args(["dev-cluster", "--base-port", "0", "--nodes"])
+            .arg(nodes.to_string())
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("start dev-cluster")?;
+        let stdout = child.stdout.take().context("dev-cluster stdout")?;
+        let mut cluster = Self {
+            child,
+            urls: Vec::new(),
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        while cluster.urls.len() < nodes {
+            let line = rx
+                .recv_timeout(Duration::from_secs(180))
+                .context("the dev cluster did not print a URL per node")?;
+            cluster.urls.push(line.trim().to_owned());
+        }
+        Ok(cluster)
+    }
+
+    /// Stops it (SIGTERM, killed after 30 s): its exit status.
+    pub fn stop(&mut self) -> anyhow::Result<ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Ok(status);
+        }
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM)?;
+        wait_bounded(&mut self.child, EXIT_TIMEOUT)
+    }
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
 /// Waits for `child` to exit, killing it after `limit`.
 pub fn wait_bounded(child: &mut Child, limit: Duration) -> anyhow::Result<ExitStatus> {
     let (tx, rx) = mpsc::channel();

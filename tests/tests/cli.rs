@@ -1,14 +1,11 @@
 //! The `quorra` command line as a user meets it: help, config errors, and the
 //! dev-cluster's output and restart contract.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use quorra_tests::http::Client;
-use quorra_tests::{quorra_bin, wait_bounded};
+use quorra_tests::{quorra_bin, DevCluster};
 
 #[test]
 fn node_help_documents_every_flag() {
@@ -69,50 +66,12 @@ fn invalid_config_is_refused_with_a_clear_message() {
     assert!(err.contains("http_adr") && err.contains("q.toml"), "{err}");
 }
 
-/// A running `quorra dev-cluster`, stopped (SIGTERM, bounded wait) when
-/// dropped, so a failing test leaves no nodes behind.
-struct DevCluster(std::process::Child);
-
-impl DevCluster {
-    fn id(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for DevCluster {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM);
-            let _ = wait_bounded(&mut self.0, Duration::from_secs(30));
-        }
-    }
-}
-
 /// Starts a 3-node `quorra dev-cluster` (the default) and returns it with
 /// the URLs it printed.
 fn dev_cluster(dir: &std::path::Path) -> (DevCluster, Vec<String>) {
-    let mut child = Command::new(quorra_bin!())
-        .args(["dev-cluster", "--base-port", "0", "--dir"])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let child = DevCluster(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let urls = (0..3)
-        .map(|_| {
-            rx.recv_timeout(Duration::from_secs(60))
-                .expect("a URL line per node")
-        })
-        .collect();
-    (child, urls)
+    let cluster = DevCluster::start(&quorra_bin!(), dir, 3).expect("a URL line per node");
+    let urls = cluster.urls.clone();
+    (cluster, urls)
 }
 
 #[tokio::test]
@@ -147,18 +106,14 @@ async fn dev_cluster_prints_urls_stops_on_sigterm_and_restarts_with_its_data() {
     let got = n3.get("dev", "k").await.expect("get");
     assert_eq!((got.status, got.text()), (200, "kept".to_owned()));
 
-    kill(Pid::from_raw(cluster.id() as i32), Signal::SIGTERM).expect("sigterm");
-    let status = wait_bounded(&mut cluster.0, Duration::from_secs(30)).expect("wait");
+    let status = cluster.stop().expect("sigterm, wait");
     assert!(status.success(), "dev-cluster exits cleanly: {status}");
 
     let (mut again, again_urls) = dev_cluster(dir.path());
     assert_eq!(again_urls, urls, "same nodes, same URLs");
     let got = Client::new(&urls[1]).get("dev", "k").await.expect("get");
     assert_eq!((got.status, got.text()), (200, "kept".to_owned()));
-    kill(Pid::from_raw(again.id() as i32), Signal::SIGTERM).expect("sigterm");
-    assert!(wait_bounded(&mut again.0, Duration::from_secs(30))
-        .expect("wait")
-        .success());
+    assert!(again.stop().expect("sigterm, wait").success());
 }
 
 /// `quorra ready` (the container health check) exits 0 for a ready node

@@ -4,9 +4,8 @@
 //! `repair` work on a live cluster, and the failover drill kills a
 //! dev-cluster node under load and reports RPO 0 and an RTO.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use quorra_client::admin::AdminClient;
@@ -14,7 +13,7 @@ use quorra_core::ring::Ring;
 use quorra_ring_tools::describe::{found, numbered, Params};
 use quorra_ring_tools::locate::locate;
 use quorra_tests::cluster::TestCluster;
-use quorra_tests::{quorra_bin, ring_tools_bin};
+use quorra_tests::{quorra_bin, ring_tools_bin, DevCluster};
 use serde_json::Value;
 
 const PARTITIONS: u32 = 64;
@@ -142,66 +141,10 @@ async fn ring_tools_computes_the_nodes_ring_and_shows_the_live_cluster() {
     );
 }
 
-/// A `quorra dev-cluster` this test started: stopped by its PID.
-struct DevCluster {
-    child: Child,
-    urls: Vec<String>,
-}
-
-impl DevCluster {
-    fn start(dir: &Path, nodes: usize) -> Self {
-        let mut child = Command::new(quorra_bin!())
-            .args(["dev-cluster", "--base-port", "0", "--nodes"])
-            .arg(nodes.to_string())
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start dev-cluster");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut urls = Vec::new();
-        while urls.len() < nodes {
-            match rx.recv_timeout(Duration::from_secs(180)) {
-                Ok(line) => urls.push(line.trim().to_owned()),
-                Err(e) => {
-                    let _ = child.kill();
-                    panic!("the dev cluster did not print its URLs: {e}");
-                }
-            }
-        }
-        Self { child, urls }
-    }
-}
-
-impl Drop for DevCluster {
-    fn drop(&mut self) {
-        use nix::sys::signal::{kill, Signal};
-        use nix::unistd::Pid;
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        for _ in 0..300 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drill_kills_a_node_under_load_and_reports_rpo_zero_and_an_rto() {
     let dir = tempfile::tempdir().expect("dir");
-    let dev = DevCluster::start(dir.path(), 3);
+    let dev = DevCluster::start(&quorra_bin!(), dir.path(), 3).expect("dev cluster");
     let url = dev.urls[0].clone();
     let dev_dir = dir.path().to_str().expect("path").to_owned();
     let plot = dir.path().join("drill.svg");

@@ -149,13 +149,13 @@ impl Provider {
                 };
                 // The PID must be that node's process before anything is
                 // held or signalled.
-                read_pid(&node_dir)?;
+                let pid = read_pid(&node_dir)?;
                 if fault == Fault::Kill {
                     let hold = node_dir.join("hold");
                     std::fs::write(&hold, b"ring-tools drill\n")
                         .map_err(|source| FaultError::File { path: hold, source })?;
                 }
-                signal(&node_dir, node, sig)
+                signal(pid, node, sig)
             }
             Self::Compose { project, address } => {
                 let c = container(project, node);
@@ -206,7 +206,7 @@ impl Provider {
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                     }
-                    Fault::Pause => signal(&node_dir, node, Signal::SIGCONT),
+                    Fault::Pause => signal(read_pid(&node_dir)?, node, Signal::SIGCONT),
                     Fault::Partition => Err(FaultError::Unsupported(
                         "partition is not a dev-cluster fault".into(),
                     )),
@@ -245,7 +245,9 @@ impl Provider {
                 let _ = std::fs::remove_file(dir.join(node).join("hold"));
             }
             (Self::DevCluster(dir), Fault::Pause) => {
-                let _ = signal(&dir.join(node), node, Signal::SIGCONT);
+                if let Ok(pid) = read_pid(&dir.join(node)) {
+                    let _ = signal(pid, node, Signal::SIGCONT);
+                }
             }
             (Self::DevCluster(_), Fault::Partition) => {}
             _ => {
@@ -289,9 +291,8 @@ fn read_pid(node_dir: &Path) -> Result<i32, FaultError> {
     Ok(pid)
 }
 
-/// Sends `sig` to the node whose PID the dev cluster wrote.
-fn signal(node_dir: &Path, node: &str, sig: Signal) -> Result<(), FaultError> {
-    let pid = read_pid(node_dir)?;
+/// Sends `sig` to `node`, process `pid`.
+fn signal(pid: i32, node: &str, sig: Signal) -> Result<(), FaultError> {
     kill(Pid::from_raw(pid), sig).map_err(|source| FaultError::Signal {
         node: node.into(),
         pid,
