@@ -334,7 +334,7 @@ impl Client {
     }
 
     /// [`Self::call`] with the request's timeout, or the client's default.
-    async fn call_with<A: Ask>(
+    pub(crate) async fn call_with<A: Ask>(
         &self,
         bucket: &str,
         key: &[u8],
@@ -392,7 +392,7 @@ impl Client {
         Err(last)
     }
 
-    fn names(bucket: &str, key: &[u8]) -> Result<(BucketName, Key), ClientError> {
+    pub(crate) fn names(bucket: &str, key: &[u8]) -> Result<(BucketName, Key), ClientError> {
         let limits = Limits {
             max_bucket_bytes: 255,
             max_key_bytes: usize::MAX,
@@ -492,7 +492,7 @@ impl Client {
         .map(|_| ())
     }
 
-    async fn write(
+    pub(crate) async fn write(
         &self,
         bucket: &str,
         key: &[u8],

@@ -38,6 +38,7 @@
 //! - [`admin`]: the operator's calls (layout, status, repair, replicas)
 //!   over a node's HTTP admin endpoints.
 //! - [`client`]: the client, its options and results.
+//! - [`datatypes`]: counters, sets, maps, registers and flags.
 //! - [`error`]: typed, `#[non_exhaustive]` errors.
 //! - [`tls`]: mutual-TLS identities from a cluster certificate dir.
 //! - [`transport`]: QUIC connections, streams and frames. Nodes use the same
@@ -45,10 +46,12 @@
 
 pub mod admin;
 pub mod client;
+pub mod datatypes;
 pub mod error;
 pub mod tls;
 pub mod transport;
 
 pub use client::{Client, ClientConfig, Context, Fetched, Options, Value};
+pub use datatypes::{DataValue, MapUpdate};
 pub use error::ClientError;
 pub use quorra_core::{CausalContext, ErrorCode, QuorumOverrides, VersionVector};

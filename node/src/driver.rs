@@ -654,12 +654,12 @@ fn execute(store: &ObjectStore, op: StoreOp, budget: HintBudget) -> Result<Store
             bucket,
             key,
             context,
-            content,
+            change,
             mode,
             durable,
             actor: _,
         } => store
-            .coordinate(&bucket, &key, &context, content, mode, durability(durable))
+            .coordinate(&bucket, &key, &context, change, mode, durability(durable))
             .map(Stored::Written),
         StoreOp::Read {
             bucket,

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use quorra_core::auth::{authorize, Access, Denied, Principal};
 use quorra_core::bucket::NameError;
 use quorra_core::context::{CausalContext, ContextError, ContextKey};
+use quorra_core::crdt::{self, CrdtError};
 use quorra_core::node::{Failure, Request};
 use quorra_core::proto::{
     ClientObject, ClientRequest, ClusterInfo, ClusterShape, Get, Operation, PeerRequest, Refusal,
@@ -52,6 +53,9 @@ pub enum KvError {
     /// No answer within the request timeout (a write may have happened).
     #[error("no answer within {0} ms (a write's outcome is unknown)")]
     Timeout(u64),
+    /// A request that does not fit the bucket's data type.
+    #[error(transparent)]
+    Datatype(#[from] CrdtError),
     /// A create-only write found a value under the key.
     #[error("the key has a value, and the write creates only a key with none (If-None-Match: *); read it and write with its context to replace it")]
     Exists,
@@ -67,6 +71,7 @@ impl KvError {
             Self::Invalid(e) => e.code,
             Self::Timeout(_) => ErrorCode::Timeout,
             Self::Exists => ErrorCode::PreconditionFailed,
+            Self::Datatype(e) => e.code(),
         }
     }
 }
@@ -176,8 +181,31 @@ impl Kv {
         authorize(who, Access::Client)?;
         let limits = &self.config.limits;
         limits.check_names(&bucket, &key)?;
-        if let Operation::Put(content) = &operation {
-            limits.check_content(content)?;
+        let datatype = self.driver.bucket_props(&bucket).datatype;
+        match (&operation, datatype) {
+            (Operation::Put(content), None) => limits.check_content(content)?,
+            (Operation::Delete, None) => {}
+            (Operation::Put(_) | Operation::Delete, Some(datatype)) => {
+                return Err(CrdtError::NotPlain {
+                    bucket: bucket.to_string(),
+                    datatype,
+                }
+                .into())
+            }
+            (Operation::Crdt(op), datatype) => {
+                crdt::check_op(datatype, &bucket, op, context.is_some())?;
+                let size = rmp_serde::to_vec(op).map_or(usize::MAX, |b| b.len());
+                if size > limits.max_value_bytes {
+                    return Err(NameError {
+                        code: ErrorCode::ValueTooLarge,
+                        message: format!(
+                            "the operation is {size} bytes encoded; the limit is {}",
+                            limits.max_value_bytes
+                        ),
+                    }
+                    .into());
+                }
+            }
         }
         let context = match context {
             None => VersionVector::new(),
@@ -229,14 +257,21 @@ impl Kv {
             .await
     }
 
-    /// The authenticated context a client gets with `object`.
+    /// The authenticated context a client gets with `object`: its clock,
+    /// or in a data-type bucket the clock of its state (what a remove
+    /// names).
     fn context_for(
         &self,
         bucket: &BucketName,
         key: &Key,
         object: Option<&Object>,
     ) -> Option<String> {
-        object.map(|o| CausalContext(o.clock().clone()).encode(&self.context_key, bucket, key))
+        let object = object?;
+        let clock = match self.driver.bucket_props(bucket).datatype {
+            None => object.clock().clone(),
+            Some(_) => crdt::collapse(object).ok()??.clock(),
+        };
+        Some(CausalContext(clock).encode(&self.context_key, bucket, key))
     }
 
     /// Answers a request from `from` (the principal its certificate names):

@@ -43,8 +43,8 @@ use quorra_core::hash::{checksum, key_hash, partition_of};
 use quorra_core::layout::Scope;
 use quorra_core::node::Hint;
 use quorra_core::proto::{Chunk, Pulled};
-use quorra_core::write::{apply_client_write, merge_replica, Merged, Refused};
-use quorra_core::{Actor, BucketName, ConflictMode, Content, Key, Limits, Object, VersionVector};
+use quorra_core::write::{apply_client_write, merge_replica, Change, Merged, Refused};
+use quorra_core::{Actor, BucketName, ConflictMode, Key, Limits, Object, VersionVector};
 use thiserror::Error;
 
 use crate::storage::{Durability, Engine, EngineError, Space, WriteOp};
@@ -349,15 +349,16 @@ impl ObjectStore {
         Ok(self.read(bucket, key)?.object())
     }
 
-    /// Applies a client write (a value, or a tombstone for a delete) as
-    /// coordinator: a new dot from this node's actor, with `ctx` the context
-    /// the client read. Returns the new object (what replicas merge).
+    /// Applies a client write (a value, a tombstone for a delete, or a
+    /// data-type operation) as coordinator: a new dot from this node's
+    /// actor, with `ctx` the context the client read. Returns the new
+    /// object (what replicas merge).
     pub fn coordinate(
         &self,
         bucket: &BucketName,
         key: &Key,
         ctx: &VersionVector,
-        content: Content,
+        change: impl Into<Change>,
         mode: ConflictMode,
         durability: Durability,
     ) -> Result<Object, StoreError> {
@@ -367,15 +368,9 @@ impl ObjectStore {
         // makes covers every value the delete removed.
         let marker = self.marker_if_missing(bucket, key, stored.as_ref())?;
         let base = stored.as_ref().or(marker.as_ref());
+        let change = change.into();
         let object = loop {
-            match apply_client_write(
-                base,
-                ctx,
-                &self.actor(),
-                content.clone(),
-                mode,
-                &self.limits,
-            ) {
+            match apply_client_write(base, ctx, &self.actor(), change.clone(), mode, &self.limits) {
                 Ok(object) => break object,
                 // A context that saw more of this node's writes than it
                 // holds means it lost them (unsynced writes, a restored

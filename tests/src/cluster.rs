@@ -227,6 +227,52 @@ impl TestCluster {
         out
     }
 
+    /// The value node `i`'s own copy of a data-type key makes (`null`
+    /// when it holds none).
+    pub async fn replica_crdt(&self, i: usize, bucket: &str, key: &str) -> Value {
+        let Ok(a) = self
+            .client(i)
+            .get_path(&format!("/v1/debug/replica/{bucket}/{key}"))
+            .await
+        else {
+            return Value::Null;
+        };
+        let v: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
+        v["crdt_value"].clone()
+    }
+
+    /// Cuts node `i` off from every other node, both ways (fault
+    /// switches: the nodes need `fault_injection`); `heal` undoes it.
+    pub async fn isolate(&self, i: usize) -> anyhow::Result<()> {
+        let others: Vec<String> = (0..self.nodes.len())
+            .filter(|&j| j != i)
+            .filter_map(|j| self.nodes[j].peer.map(|p| p.to_string()))
+            .collect();
+        self.set_drop(i, &others).await?;
+        let me: Vec<String> = self.nodes[i].peer.iter().map(|p| p.to_string()).collect();
+        for j in (0..self.nodes.len()).filter(|&j| j != i) {
+            self.set_drop(j, &me).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends every cut [`Self::isolate`] made.
+    pub async fn heal(&self) -> anyhow::Result<()> {
+        for j in 0..self.nodes.len() {
+            self.set_drop(j, &[]).await?;
+        }
+        Ok(())
+    }
+
+    async fn set_drop(&self, i: usize, to: &[String]) -> anyhow::Result<()> {
+        let a = self
+            .client(i)
+            .put_json("/v1/debug/faults", &serde_json::json!({ "drop_to": to }))
+            .await?;
+        anyhow::ensure!(a.status == 200, "faults on node {i}: {}", a.text());
+        Ok(())
+    }
+
     /// Hints node `i` holds.
     pub async fn hints_pending(&self, i: usize) -> Option<u64> {
         let a = self.client(i).get_path("/v1/cluster/status").await.ok()?;

@@ -339,6 +339,8 @@ pub struct PropsPatch {
     pub pw: Option<u8>,
     /// Conflict resolution.
     pub conflict_mode: Option<ConflictMode>,
+    /// The data type (set once; then fixed).
+    pub datatype: Option<crate::crdt::Datatype>,
 }
 
 impl PropsPatch {
@@ -351,6 +353,7 @@ impl PropsPatch {
         props.pr = self.pr.unwrap_or(props.pr);
         props.pw = self.pw.unwrap_or(props.pw);
         props.conflict_mode = self.conflict_mode.unwrap_or(props.conflict_mode);
+        props.datatype = self.datatype.or(props.datatype);
         props
     }
 }
@@ -434,6 +437,10 @@ pub struct BucketProps {
     pub pw: u8,
     /// How concurrent writes are resolved.
     pub conflict_mode: ConflictMode,
+    /// The data type its keys hold (`None`: plain values). Set once, as
+    /// its own layout version; then fixed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datatype: Option<crate::crdt::Datatype>,
 }
 
 impl Default for BucketProps {
@@ -446,6 +453,7 @@ impl Default for BucketProps {
             pr: 0,
             pw: 0,
             conflict_mode: ConflictMode::Siblings,
+            datatype: None,
         }
     }
 }
@@ -496,6 +504,11 @@ impl BucketProps {
     /// Checks the quorum values fit `n_val` and each other.
     pub fn validate(&self) -> Result<(), PropsError> {
         let fail = |m: String| Err(PropsError(m));
+        if let (Some(t), ConflictMode::Lww) = (self.datatype, self.conflict_mode) {
+            return fail(format!(
+                "a {t} bucket merges by its data type: it cannot resolve conflicts as lww"
+            ));
+        }
         if !(1..=16).contains(&self.n_val) {
             return fail(format!("n_val must be 1 to 16, got {}", self.n_val));
         }

@@ -62,6 +62,12 @@ pub enum ErrorCode {
     /// A conditional write's condition does not hold (`If-None-Match: *`
     /// on a key that has a value).
     PreconditionFailed,
+    /// The request does not fit the bucket's data type: a data-type
+    /// operation on a plain bucket, a plain write on a data-type bucket, or
+    /// an operation of another type.
+    WrongDatatype,
+    /// A data-type remove without the context of a read.
+    ContextRequired,
 }
 
 impl ErrorCode {
@@ -91,6 +97,8 @@ impl ErrorCode {
             Self::LayoutConflict => "layout_conflict",
             Self::BucketPropsFixed => "bucket_props_fixed",
             Self::PreconditionFailed => "precondition_failed",
+            Self::WrongDatatype => "wrong_datatype",
+            Self::ContextRequired => "context_required",
         }
     }
 
@@ -101,7 +109,9 @@ impl ErrorCode {
             | Self::InvalidKey
             | Self::InvalidContext
             | Self::InvalidParameter
-            | Self::BadContext => 400,
+            | Self::BadContext
+            | Self::WrongDatatype
+            | Self::ContextRequired => 400,
             Self::Forbidden => 403,
             Self::BucketTooLong
             | Self::KeyTooLong
@@ -143,6 +153,8 @@ mod tests {
             ErrorCode::LayoutConflict,
             ErrorCode::BucketPropsFixed,
             ErrorCode::PreconditionFailed,
+            ErrorCode::WrongDatatype,
+            ErrorCode::ContextRequired,
         ] {
             let json = serde_json_like(code);
             assert_eq!(json, code.as_str());

@@ -379,6 +379,14 @@ pub enum BucketChangeError {
         /// Its mode.
         mode: ConflictMode,
     },
+    /// The bucket's data type is set for good.
+    #[error("bucket {bucket} holds {} values: a bucket's data type is set once and then fixed (its stored states merge by it); use a new bucket", datatype.as_str())]
+    DatatypeFixed {
+        /// The bucket.
+        bucket: String,
+        /// Its type.
+        datatype: crate::crdt::Datatype,
+    },
     /// A direct `n_val` change would leave keys with too few or stray
     /// copies.
     #[error("bucket {bucket} has n_val {n_val}: changing it moves data, so it is staged and committed like a node's change (`ring-tools n-val {bucket} N`, then `ring-tools commit`)")]
@@ -894,6 +902,12 @@ impl Layout {
             return Err(BucketChangeError::ModeFixed {
                 bucket: bucket.to_owned(),
                 mode: was.conflict_mode,
+            });
+        }
+        if let Some(datatype) = was.datatype.filter(|&t| props.datatype != Some(t)) {
+            return Err(BucketChangeError::DatatypeFixed {
+                bucket: bucket.to_owned(),
+                datatype,
             });
         }
         if was.n_val != props.n_val {

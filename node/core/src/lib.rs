@@ -9,6 +9,9 @@
 //! - [`auth`]: certificate roles and the one permission check.
 //! - [`version`]: causal versions, dotted version vectors (DVV sets), siblings,
 //!   tombstones and the merge rules.
+//! - [`crdt`]: data types (counters, sets, maps, registers, flags) for
+//!   data-type buckets, carried as the values of DVV writes.
+//! - [`merge`]: the one merge trait of DVV objects and CRDT states.
 //! - [`context`]: the opaque causal context handed to clients, and its codec.
 //! - [`bucket`]: bucket and key names, bucket properties, request limits.
 //! - [`hash`]: the stable, seed-fixed key hash and partition function.
@@ -29,12 +32,14 @@
 pub mod auth;
 pub mod bucket;
 pub mod context;
+pub mod crdt;
 pub mod decide;
 pub mod error;
 pub mod hash;
 pub mod hashtree;
 pub mod layout;
 pub mod membership;
+pub mod merge;
 pub mod node;
 pub mod placement;
 pub mod proto;

@@ -300,6 +300,9 @@ pub enum Operation {
     Put(Content),
     /// Write a tombstone.
     Delete,
+    /// Apply an operation to a data-type key (its bucket has a
+    /// [`crate::crdt::Datatype`]); the context is the clock of a read.
+    Crdt(crate::crdt::CrdtOp),
 }
 
 /// A client's request (any node takes it and coordinates it).

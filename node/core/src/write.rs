@@ -13,8 +13,34 @@
 use thiserror::Error;
 
 use crate::context::{CausalContext, MAX_CONTEXT_ACTORS};
+use crate::crdt::{self, CrdtError, CrdtOp, CrdtValue, Datatype};
 use crate::version::VersionError;
 use crate::{Actor, ConflictMode, Content, ErrorCode, Limits, Object, VersionVector};
+
+/// What a client write changes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A value (or a tombstone) replacing the siblings its context saw.
+    Put(Content),
+    /// An operation on a data-type key, applied to the merge of the stored
+    /// states; the result replaces every sibling this replica holds.
+    Crdt {
+        /// The operation (checked against the bucket's type).
+        op: CrdtOp,
+        /// The bucket's type.
+        datatype: Datatype,
+        /// The clock of the client's read (what its removes saw).
+        context: VersionVector,
+        /// The coordinator's wall time (ms).
+        timestamp_ms: u64,
+    },
+}
+
+impl From<Content> for Change {
+    fn from(c: Content) -> Self {
+        Self::Put(c)
+    }
+}
 
 /// Why a write or merge was not applied.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -46,6 +72,9 @@ pub enum Refused {
     /// The write cannot be versioned (a counter at its maximum).
     #[error(transparent)]
     Version(#[from] VersionError),
+    /// A data-type operation that does not apply to the stored state.
+    #[error(transparent)]
+    Crdt(#[from] CrdtError),
 }
 
 impl Refused {
@@ -56,20 +85,22 @@ impl Refused {
             Self::ContextTooLarge { .. } => ErrorCode::ContextTooLarge,
             // Only a forged context can run a counter to its end.
             Self::Version(_) => ErrorCode::BadContext,
+            Self::Crdt(e) => e.code(),
             // Handled by the store (a new epoch), never shown.
             Self::StaleActor(_) => ErrorCode::Internal,
         }
     }
 }
 
-/// Applies a client write (a value, or a tombstone for a delete) to the
-/// stored copy as coordinator: a new dot from `actor`, with `context` the
-/// clock the client read. Returns the new object, which replicas merge.
+/// Applies a client write (a value, a tombstone for a delete, or a
+/// data-type operation) to the stored copy as coordinator: a new dot from
+/// `actor`, with `context` the clock the client read. Returns the new
+/// object, which replicas merge.
 pub fn apply_client_write(
     stored: Option<&Object>,
     context: &VersionVector,
     actor: &Actor,
-    content: Content,
+    change: Change,
     mode: ConflictMode,
     limits: &Limits,
 ) -> Result<Object, Refused> {
@@ -79,7 +110,29 @@ pub fn apply_client_write(
     if context.get(actor) > object.clock().get(actor) {
         return Err(Refused::StaleActor(actor.clone()));
     }
-    object.update(context, actor, content, mode)?;
+    match change {
+        Change::Put(content) => {
+            object.update(context, actor, content, mode)?;
+        }
+        Change::Crdt {
+            op,
+            datatype,
+            context: seen,
+            timestamp_ms,
+        } => {
+            let state = apply_crdt(&object, &op, datatype, &seen, actor, timestamp_ms)?;
+            check_context(&state.clock(), limits)?;
+            // The new state holds every state this replica has: it
+            // replaces all of them.
+            let all = object.clock().clone();
+            object.update(
+                &all,
+                actor,
+                state.to_content(timestamp_ms),
+                ConflictMode::Siblings,
+            )?;
+        }
+    }
     let count = object.siblings().len();
     if count > limits.max_siblings {
         return Err(Refused::TooManySiblings {
@@ -87,10 +140,36 @@ pub fn apply_client_write(
             limit: limits.max_siblings,
         });
     }
-    let (actors, bytes) = (
-        object.clock().len(),
-        CausalContext::encoded_len(object.clock()),
-    );
+    check_context(object.clock(), limits)?;
+    Ok(object)
+}
+
+/// The state after `op`: the merge of `object`'s states with the
+/// operation applied as `actor`.
+fn apply_crdt(
+    object: &Object,
+    op: &CrdtOp,
+    datatype: Datatype,
+    seen: &VersionVector,
+    actor: &Actor,
+    timestamp_ms: u64,
+) -> Result<CrdtValue, Refused> {
+    let mut state = crdt::collapse(object)?.unwrap_or_else(|| CrdtValue::empty(datatype));
+    if state.datatype() != datatype {
+        return Err(CrdtError::NotAState(datatype.to_string()).into());
+    }
+    // The read saw more of this actor's operations than this copy holds:
+    // it lost them, and the next dot may be taken.
+    if seen.get(actor) > state.clock().get(actor) {
+        return Err(Refused::StaleActor(actor.clone()));
+    }
+    state.apply(op, actor, seen, timestamp_ms)?;
+    Ok(state)
+}
+
+/// Refuses a clock past what a context may carry.
+fn check_context(clock: &VersionVector, limits: &Limits) -> Result<(), Refused> {
+    let (actors, bytes) = (clock.len(), CausalContext::encoded_len(clock));
     if actors > MAX_CONTEXT_ACTORS || bytes > limits.max_context_bytes {
         return Err(Refused::ContextTooLarge {
             actors,
@@ -99,7 +178,7 @@ pub fn apply_client_write(
             max_bytes: limits.max_context_bytes,
         });
     }
-    Ok(object)
+    Ok(())
 }
 
 /// What a replica's read returns: its own copy merged with the hint it holds
@@ -164,7 +243,7 @@ mod tests {
             stored,
             ctx,
             actor,
-            Content::value(b"v".to_vec(), "text/plain", 1),
+            Change::Put(Content::value(b"v".to_vec(), "text/plain", 1)),
             ConflictMode::Siblings,
             &Limits::default(),
         )
@@ -181,7 +260,7 @@ mod tests {
             Some(&o),
             o2.clock(),
             &a,
-            Content::tombstone(2),
+            Change::Put(Content::tombstone(2)),
             ConflictMode::Siblings,
             &Limits::default(),
         )
@@ -212,7 +291,7 @@ mod tests {
                     o.as_ref(),
                     &VersionVector::new(),
                     &actor,
-                    Content::value(vec![i], "text/plain", 1),
+                    Change::Put(Content::value(vec![i], "text/plain", 1)),
                     ConflictMode::Siblings,
                     &limits,
                 )
@@ -223,7 +302,7 @@ mod tests {
             o.as_ref(),
             &VersionVector::new(),
             &Actor::new("n9", 1),
-            Content::value(vec![9], "text/plain", 1),
+            Change::Put(Content::value(vec![9], "text/plain", 1)),
             ConflictMode::Siblings,
             &limits,
         )
@@ -239,7 +318,7 @@ mod tests {
             None,
             &VersionVector::new(),
             &a,
-            Content::value(b"other".to_vec(), "text/plain", 1),
+            Change::Put(Content::value(b"other".to_vec(), "text/plain", 1)),
             ConflictMode::Siblings,
             &Limits::default(),
         )

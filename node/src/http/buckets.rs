@@ -3,7 +3,11 @@
 //! - `GET /v1/buckets/{bucket}/props`: the properties in force, and
 //!   whether the bucket is named or takes the defaults.
 //! - `PUT /v1/buckets/{bucket}/props` with some of `n_val`, `r`, `w`,
-//!   `dw`, `pr`, `pw`, `conflict_mode` (admin role): the rest are kept.
+//!   `dw`, `pr`, `pw`, `conflict_mode`, `datatype` (admin role): the rest
+//!   are kept. It answers once every reachable member has the change
+//!   (`"activated": true`), or after 10 s with `false`. A bucket's
+//!   `datatype` (`counter`, `set`, `map`, `register`, `flag`) is set once:
+//!   changing it is `409 bucket_props_fixed`, and with `lww` it is `400`.
 //!   The change is a layout version of its own, decided by the voters like
 //!   any commit; it moves no data, and one that changes nothing makes no
 //!   version. Only the quorum defaults change here: a bucket's conflict
@@ -13,6 +17,8 @@
 //!   bucket_props_fixed`.
 //!   While partitions move, or when another change came first: `409
 //!   layout_conflict`, retry.
+
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -76,15 +82,44 @@ async fn set_props(state: &AppState, bucket: &str, body: &[u8]) -> Result<Value,
         ApiError::new(
             ErrorCode::InvalidParameter,
             format!(
-                "the body is a JSON object with some of n_val, r, w, dw, pr, pw, conflict_mode: {e}"
+                "the body is a JSON object with some of n_val, r, w, dw, pr, pw, conflict_mode, datatype: {e}"
             ),
         )
     })?;
-    state
+    let layout = state
         .kv
         .cluster()
         .set_bucket_props(&bucket, patch)
         .await
         .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
-    Ok(describe(state, &bucket))
+    let activated = activated(state, layout.version).await;
+    let mut shown = describe(state, &bucket);
+    shown["activated"] = Value::Bool(activated);
+    Ok(shown)
+}
+
+/// How long a change waits for the members to take it.
+const ACTIVATION_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits until every reachable member has acknowledged layout `version`
+/// (or a later one), so a request through any node sees the change (as
+/// Riak activates a bucket type once every node has it); `false` if some
+/// had not within [`ACTIVATION_WAIT`]: they take it by gossip soon.
+async fn activated(state: &AppState, version: u64) -> bool {
+    let cluster = state.kv.cluster();
+    let deadline = Instant::now() + ACTIVATION_WAIT;
+    loop {
+        let taken = cluster.layout().is_some_and(|l| {
+            l.version > version
+                || (l.version == version && l.unacked(|id| cluster.is_reachable(id)).is_empty())
+        });
+        if taken {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        // Acknowledgements arrive by gossip; look again shortly.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

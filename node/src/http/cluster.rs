@@ -286,7 +286,18 @@ pub fn object_json(object: Option<&Object>) -> Value {
         .iter()
         .map(|(a, c)| json!({ "actor": a.to_string(), "counter": c }))
         .collect();
-    json!({ "found": true, "clock": clock, "siblings": siblings })
+    let mut shown = json!({ "found": true, "clock": clock, "siblings": siblings });
+    // A data-type key: the value its states make, as a read shows it.
+    let crdt = o
+        .live_siblings()
+        .any(|s| s.content.content_type == quorra_core::crdt::CONTENT_TYPE);
+    if crdt {
+        shown["crdt_value"] = match quorra_core::crdt::collapse(o) {
+            Ok(state) => state.map_or(Value::Null, |s| quorra_core::crdt::render(&s)),
+            Err(e) => json!({ "error": e.to_string() }),
+        };
+    }
+    shown
 }
 
 /// `GET /v1/debug/faults` and `PUT /v1/debug/faults` (a JSON

@@ -50,6 +50,13 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
     let quorum = parse_query(req.uri().query())?;
     match *req.method() {
         Method::GET | Method::HEAD => {
+            if let Some(datatype) = state.kv.cluster().bucket_props(&bucket).datatype {
+                let e = quorra_core::crdt::CrdtError::NotPlain {
+                    bucket: bucket.to_string(),
+                    datatype,
+                };
+                return Err(ApiError::new(e.code(), e.to_string()));
+            }
             let (object, ctx) = state
                 .kv
                 .client_get(&http_principal(), bucket.clone(), key, quorum)
@@ -100,11 +107,20 @@ pub(super) fn parse_path(
     path: &str,
     limits: &quorra_core::Limits,
 ) -> Result<(BucketName, Key), ApiError> {
-    let rest = path.strip_prefix("/v1/kv/").unwrap_or(path);
+    parse_path_in("/v1/kv/", path, limits)
+}
+
+/// Splits `{prefix}{bucket}/{key}` and validates both.
+pub(super) fn parse_path_in(
+    prefix: &str,
+    path: &str,
+    limits: &quorra_core::Limits,
+) -> Result<(BucketName, Key), ApiError> {
+    let rest = path.strip_prefix(prefix).unwrap_or(path);
     let (raw_bucket, raw_key) = rest.split_once('/').ok_or_else(|| {
         ApiError::new(
             ErrorCode::InvalidKey,
-            "the path must be /v1/kv/{bucket}/{key}",
+            format!("the path must be {prefix}{{bucket}}/{{key}}"),
         )
     })?;
     let bucket = percent_decode_str(raw_bucket)
@@ -116,7 +132,7 @@ pub(super) fn parse_path(
 }
 
 /// Reads the quorum options (`r`, `w`, `dw`, `pr`, `pw`).
-fn parse_query(query: Option<&str>) -> Result<QuorumOverrides, ApiError> {
+pub(super) fn parse_query(query: Option<&str>) -> Result<QuorumOverrides, ApiError> {
     let mut q = QuorumOverrides::default();
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -159,7 +175,7 @@ fn if_none_match(headers: &HeaderMap) -> Result<bool, ApiError> {
 }
 
 /// The raw `X-Quorra-Context` (the node decodes and authenticates it).
-fn context(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(super) fn context(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match headers.get(CONTEXT_HEADER) {
         None => Ok(None),
         Some(v) => {
@@ -211,7 +227,7 @@ fn user_meta(headers: &HeaderMap) -> Result<BTreeMap<String, String>, ApiError> 
     Ok(meta)
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+pub(super) async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     let too_large = || {
         ApiError::new(
             ErrorCode::ValueTooLarge,

@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod buckets;
 pub mod cluster;
+pub mod crdt;
 pub mod error;
 pub mod kv;
 pub mod multipart;
@@ -64,6 +65,7 @@ impl std::fmt::Debug for AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/kv/{bucket}/{*key}", any(kv::handle))
+        .route("/v1/crdt/{bucket}/{*key}", any(crdt::handle))
         .route("/v1/cluster/members", get(cluster::members))
         .route("/v1/cluster/ring", get(cluster::ring))
         .route("/v1/cluster/layout", get(cluster::layout))

@@ -271,6 +271,7 @@ impl SimNode {
             pr: 0,
             pw: quorum.pw,
             conflict_mode: quorum.mode,
+            datatype: None,
         };
         let mut membership = Membership::new(
             me,
@@ -766,7 +767,7 @@ impl SimNode {
             StoreOp::Coordinate {
                 key,
                 context,
-                content,
+                change,
                 mode,
                 durable,
                 actor,
@@ -785,7 +786,7 @@ impl SimNode {
                         stored.as_ref(),
                         &context,
                         &me,
-                        content.clone(),
+                        change.clone(),
                         mode,
                         &limits,
                     ) {

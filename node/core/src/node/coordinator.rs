@@ -21,6 +21,7 @@ use super::{StoreFailure, StoreOp, Stored};
 use crate::proto::{Coordinate, Operation, Refusal, ReplicaGet, ReplicaPut, Reply};
 use crate::quorum::{self, Needs, Plan, Target};
 use crate::round::{ReadRound, WriteRounds};
+use crate::write::Change;
 use crate::{Actor, BucketName, BucketProps, ConflictMode, Content, ErrorCode, Key, Object};
 use crate::{QuorumOverrides, VersionVector};
 
@@ -390,6 +391,14 @@ impl Node {
             }
         }
         let primary_anywhere = me_primary.iter().any(|p| *p);
+        if let Operation::Crdt(op) = &job.operation {
+            // The entry checked it against this node's layout too; a
+            // forwarder with another layout could not.
+            let has_context = !job.context.is_empty();
+            if let Err(e) = crate::crdt::check_op(props.datatype, &job.bucket, op, has_context) {
+                return self.answer(to, Err(Failure::Datatype(e)), now);
+            }
+        }
         if matches!(job.operation, Operation::Delete) && job.context.is_empty() && !job.read_first {
             let (bucket, key, q) = (job.bucket.clone(), job.key.clone(), job.quorum);
             return self.read(bucket, key, q, ReplyTo::Delete(Box::new((job, to))), now);
@@ -443,12 +452,22 @@ impl Node {
             Some(Planted::ClockAsOnlyActor) => actor = Some(Actor::new("clock", 1)),
             _ => {}
         }
-        let content = match job.operation {
+        let (context, change) = match job.operation {
             Operation::Put(mut content) => {
                 content.timestamp_ms = now.wall_ms;
-                content
+                (job.context, Change::Put(content))
             }
-            Operation::Delete => Content::tombstone(now.wall_ms),
+            Operation::Delete => (job.context, Change::Put(Content::tombstone(now.wall_ms))),
+            Operation::Crdt(op) => {
+                let datatype = props.datatype.unwrap_or_else(|| op.datatype());
+                let change = Change::Crdt {
+                    op,
+                    datatype,
+                    context: job.context,
+                    timestamp_ms: now.wall_ms,
+                };
+                (VersionVector::new(), change)
+            }
         };
         let id = self.next_id();
         self.writes.insert(
@@ -470,8 +489,8 @@ impl Node {
         let op = StoreOp::Coordinate {
             bucket: job.bucket,
             key: job.key,
-            context: job.context,
-            content,
+            context,
+            change,
             mode,
             durable,
             actor,

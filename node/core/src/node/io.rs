@@ -10,7 +10,7 @@ use crate::membership::{Notice, SavedTable};
 use crate::proto::{Operation, PeerRequest, Refusal, Reply};
 use crate::quorum::Shortfall;
 use crate::{Actor, VersionVector};
-use crate::{BucketName, ConflictMode, Content, ErrorCode, Key, Object, QuorumOverrides};
+use crate::{BucketName, ConflictMode, ErrorCode, Key, Object, QuorumOverrides};
 
 /// An outgoing peer request, named by the node.
 pub type CallId = u64;
@@ -116,10 +116,11 @@ pub enum StoreOp {
         bucket: BucketName,
         /// Key.
         key: Key,
-        /// The client's context.
+        /// The client's context (empty for a data-type operation, whose
+        /// read clock rides in the change).
         context: VersionVector,
-        /// The value or tombstone, stamped.
-        content: Content,
+        /// The value or tombstone, stamped, or the data-type operation.
+        change: crate::write::Change,
         /// How the bucket resolves conflicts.
         mode: ConflictMode,
         /// Fsync before answering.
@@ -359,6 +360,9 @@ pub enum Failure {
     /// its own layout.
     #[error("{0}")]
     NotAReplica(String),
+    /// A data-type operation that does not fit the bucket.
+    #[error(transparent)]
+    Datatype(crate::crdt::CrdtError),
 }
 
 impl Failure {
@@ -374,6 +378,7 @@ impl Failure {
             Self::Remote { code, .. } => *code,
             Self::Store(f) => f.code,
             Self::Busy => ErrorCode::Overloaded,
+            Self::Datatype(e) => e.code(),
         }
     }
 
@@ -389,7 +394,8 @@ impl Failure {
             | Self::InvalidQuorum(_)
             | Self::Store(_)
             | Self::Busy
-            | Self::NotAReplica(_) => true,
+            | Self::NotAReplica(_)
+            | Self::Datatype(_) => true,
         }
     }
 }

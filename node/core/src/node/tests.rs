@@ -34,6 +34,7 @@ fn info(id: &str, status: Status) -> MemberInfo {
 
 fn props(n: u8, r: u8, w: u8, pr: u8, pw: u8) -> BucketProps {
     BucketProps {
+        datatype: None,
         n_val: n,
         r,
         w,
@@ -177,7 +178,7 @@ fn written(node: &str) -> Object {
         None,
         &VersionVector::new(),
         &crate::Actor::new(node, 1),
-        Content::value(b"v".to_vec(), "text/plain", 1),
+        Content::value(b"v".to_vec(), "text/plain", 1).into(),
         ConflictMode::Siblings,
         &Limits::default(),
     )

@@ -1,0 +1,125 @@
+//! `/v1/crdt/{bucket}/{key}`: data types over HTTP (the bucket's
+//! `datatype` property names the type).
+//!
+//! - `GET` answers `{"type": ..., "value": ..., "context": ...}`: the value
+//!   as plain JSON, and an opaque context for removes (also in
+//!   `X-Quorra-Context`). A key nothing was written to is `404 not_found`.
+//! - `POST` takes one JSON operation (see [`quorra_core::crdt::parse_op`]);
+//!   a remove names the context of a read, as `"context"` in the body or in
+//!   `X-Quorra-Context`. It answers like a `GET`, with the value the
+//!   coordinator holds after the operation.
+//!
+//! An operation that does not fit the type is `400 wrong_datatype`; a
+//! remove without a context is `400 context_required`.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use quorra_core::crdt::{self, CrdtError, Datatype};
+use quorra_core::proto::Operation;
+use quorra_core::{BucketName, ErrorCode, Object};
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::kv::{self as http_kv, http_principal, CONTEXT_HEADER};
+use super::AppState;
+
+fn refused(e: &CrdtError) -> ApiError {
+    ApiError::new(e.code(), e.to_string())
+}
+
+/// Handles GET and POST on one data-type key.
+pub(super) async fn handle(State(state): State<AppState>, req: Request) -> Response {
+    match serve(state, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
+    let limits = state.config.limits;
+    let (bucket, key) = http_kv::parse_path_in("/v1/crdt/", req.uri().path(), &limits)?;
+    let quorum = http_kv::parse_query(req.uri().query())?;
+    let datatype = state
+        .kv
+        .cluster()
+        .bucket_props(&bucket)
+        .datatype
+        .ok_or_else(|| refused(&CrdtError::Plain(bucket.to_string())))?;
+    let kv = &state.kv;
+    match *req.method() {
+        Method::GET => {
+            let (object, ctx) = kv
+                .client_get(&http_principal(), bucket.clone(), key, quorum)
+                .await?;
+            shown(&bucket, datatype, object.as_ref(), ctx)
+        }
+        Method::POST => {
+            let header_ctx = http_kv::context(req.headers())?;
+            let body = http_kv::read_body(req.into_body(), limits.max_value_bytes).await?;
+            let mut doc: Value = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::new(
+                    ErrorCode::InvalidParameter,
+                    format!("the body is one JSON operation: {e}"),
+                )
+            })?;
+            let body_ctx = match doc.as_object_mut().and_then(|o| o.remove("context")) {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s),
+                Some(_) => {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidContext,
+                        "\"context\" is the string a read returned",
+                    ))
+                }
+            };
+            let op = crdt::parse_op(datatype, &doc).map_err(|e| refused(&e))?;
+            let ctx = body_ctx.or(header_ctx);
+            let (object, ctx) = kv
+                .client_write(
+                    &http_principal(),
+                    bucket.clone(),
+                    key,
+                    ctx.as_deref(),
+                    Operation::Crdt(op),
+                    quorum,
+                )
+                .await?;
+            shown(&bucket, datatype, object.as_ref(), ctx)
+        }
+        _ => Err(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            "use GET or POST on a data-type key",
+        )),
+    }
+}
+
+/// The answer showing `object`'s value.
+fn shown(
+    bucket: &BucketName,
+    datatype: Datatype,
+    object: Option<&Object>,
+    ctx: Option<String>,
+) -> Result<Response, ApiError> {
+    let state = match object {
+        Some(o) => crdt::collapse(o).map_err(|e| refused(&e))?,
+        None => None,
+    };
+    let Some(state) = state else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no {datatype} is stored under this key in bucket {bucket}"),
+        ));
+    };
+    let body = json!({
+        "type": datatype,
+        "value": crdt::render(&state),
+        "context": ctx.clone(),
+    });
+    let mut resp = Json(body).into_response();
+    if let Some(v) = ctx.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        resp.headers_mut().insert(CONTEXT_HEADER, v);
+    }
+    Ok(resp)
+}
