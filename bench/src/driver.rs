@@ -49,6 +49,10 @@ pub enum Driver {
 }
 
 const BUCKET: &str = "usertable";
+/// The `counter` bucket of the counter workload.
+pub const COUNTERS: &str = "bench_counters";
+/// The `set` bucket of the set-add workload.
+pub const SETS: &str = "bench_sets";
 
 impl Driver {
     /// Quorra through the client library.
@@ -214,6 +218,75 @@ impl Driver {
                 }
             }
             _ => bail!("not a Quorra target"),
+        }
+        Ok(())
+    }
+}
+
+impl Driver {
+    /// Adds one to a counter.
+    pub async fn increment(&self, key: &str) -> anyhow::Result<()> {
+        match self {
+            Self::Quorra { client, .. } => {
+                client.increment(COUNTERS, key, 1).await?;
+            }
+            Self::QuorraHttp { .. } => {
+                self.crdt_post(COUNTERS, key, serde_json::json!({"increment": 1}))
+                    .await?;
+            }
+            Self::Redis(conn) => {
+                let mut c = conn.clone();
+                let _: i64 = c.incr(key, 1).await?;
+            }
+            Self::Etcd { .. } => bail!("etcd has no counters"),
+        }
+        Ok(())
+    }
+
+    /// Adds `elements` to a set.
+    pub async fn set_add(&self, key: &str, elements: Vec<String>) -> anyhow::Result<()> {
+        match self {
+            Self::Quorra { client, .. } => {
+                client.add_to_set(SETS, key, elements).await?;
+            }
+            Self::QuorraHttp { .. } => {
+                self.crdt_post(SETS, key, serde_json::json!({ "add": elements }))
+                    .await?;
+            }
+            Self::Redis(conn) => {
+                let mut c = conn.clone();
+                let _: i64 = c.sadd(key, elements).await?;
+            }
+            Self::Etcd { .. } => bail!("etcd has no sets"),
+        }
+        Ok(())
+    }
+
+    async fn crdt_post(
+        &self,
+        bucket: &str,
+        key: &str,
+        op: serde_json::Value,
+    ) -> anyhow::Result<()> {
+        let Self::QuorraHttp {
+            http,
+            urls,
+            next,
+            write_query,
+        } = self
+        else {
+            bail!("not Quorra over HTTP");
+        };
+        let base = Self::pick(urls, next);
+        let r = http
+            .post(format!("{base}/v1/crdt/{bucket}/{key}{write_query}"))
+            .json(&op)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        r.bytes().await?;
+        if status != 200 {
+            bail!("{bucket} operation answered {status}");
         }
         Ok(())
     }

@@ -83,6 +83,9 @@ pub struct RunArgs {
     /// Bytes per value.
     #[arg(long, default_value_t = 1024)]
     pub value_size: usize,
+    /// Elements each set holds before the set-add workload measures.
+    #[arg(long, default_value_t = 1_000)]
+    pub set_size: u64,
     /// Quorra: fsync before acknowledging (dw=1).
     #[arg(long)]
     pub dw: bool,
@@ -158,6 +161,40 @@ async fn connect(a: &RunArgs) -> anyhow::Result<(Driver, String)> {
     })
 }
 
+/// Elements added to a set per request while loading.
+const LOAD_BATCH: u64 = 1_000;
+
+/// The `e`-th element of set `i` (16 bytes, as a short tag or id).
+fn element(i: u64, e: u64) -> String {
+    format!("{i:06x}-{e:09x}")
+}
+
+/// Gives the data-type workloads' buckets their types (through the first
+/// of `--urls`, a node's HTTP address); a bucket that has its type keeps
+/// it.
+async fn datatype_buckets(a: &RunArgs) -> anyhow::Result<()> {
+    if !matches!(a.target, Target::Quorra | Target::QuorraHttp) {
+        return Ok(());
+    }
+    let url = a.urls.first().context(
+        "--urls (a node's HTTP address) is needed to give the data-type buckets their types",
+    )?;
+    let http = reqwest::Client::new();
+    for (bucket, t) in [(driver::COUNTERS, "counter"), (driver::SETS, "set")] {
+        let r = http
+            .put(format!("{url}/v1/buckets/{bucket}/props"))
+            .json(&serde_json::json!({ "datatype": t }))
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let body = r.text().await?;
+        if status != 200 && !body.contains("bucket_props_fixed") {
+            bail!("setting {bucket} to {t} answered {status}: {body}");
+        }
+    }
+    Ok(())
+}
+
 /// Loads, warms up, measures, writes the JSON report into `a.out`, and
 /// returns it.
 pub async fn run(a: RunArgs) -> anyhow::Result<RunReport> {
@@ -166,6 +203,9 @@ pub async fn run(a: RunArgs) -> anyhow::Result<RunReport> {
     }
     let seconds = a.seconds.min(MAX_SECONDS);
     let (driver, durability) = connect(&a).await?;
+    if matches!(a.workload, Workload::Counter | Workload::SetAdd) {
+        datatype_buckets(&a).await?;
+    }
     let durability = a.durability.clone().unwrap_or(durability);
     let distribution = a.distribution.unwrap_or(a.workload.default_distribution());
     let value: Arc<Vec<u8>> = Arc::new((0..a.value_size).map(|i| b'a' + (i % 26) as u8).collect());
@@ -177,13 +217,27 @@ pub async fn run(a: RunArgs) -> anyhow::Result<RunReport> {
     for _ in 0..a.concurrency {
         let (driver, next, value, records) =
             (driver.clone(), next.clone(), value.clone(), a.records);
+        let (workload, set_size) = (a.workload, a.set_size);
         loaders.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= records {
                     return Ok::<(), anyhow::Error>(());
                 }
-                driver.write(&key_name(i), &value).await?;
+                match workload {
+                    Workload::Counter => driver.increment(&key_name(i)).await?,
+                    Workload::SetAdd => {
+                        // In batches, so a large set loads in few requests.
+                        let mut from = 0;
+                        while from < set_size {
+                            let to = (from + LOAD_BATCH).min(set_size);
+                            let batch = (from..to).map(|e| element(i, e)).collect();
+                            driver.set_add(&key_name(i), batch).await?;
+                            from = to;
+                        }
+                    }
+                    _ => driver.write(&key_name(i), &value).await?,
+                }
             }
         }));
     }
@@ -276,8 +330,10 @@ async fn phase(
             .rate
             .filter(|r| *r > 0)
             .map(|r| Duration::from_secs_f64(a.concurrency as f64 / r as f64));
+        let set_size = a.set_size;
         workers.push(tokio::spawn(async move {
             let mut rec = Recorder::new();
+            let mut added = 0u64;
             let mut next = interval.map(|i| start + i.mul_f64(w as f64 / workers_n));
             while start.elapsed() < limit {
                 if budget
@@ -326,6 +382,17 @@ async fn phase(
                     Op::ReadModifyWrite => {
                         let k = key_name(generator.key(inserted.load(Ordering::Relaxed)));
                         driver.read_modify_write(&k, &value).await
+                    }
+                    Op::Increment => {
+                        let k = key_name(generator.key(inserted.load(Ordering::Relaxed)));
+                        driver.increment(&k).await
+                    }
+                    Op::SetAdd => {
+                        let i = generator.key(inserted.load(Ordering::Relaxed));
+                        // A new element each time: past the loaded ones.
+                        let e = set_size + (seed << 40) + ((w as u64) << 32) + added;
+                        added += 1;
+                        driver.set_add(&key_name(i), vec![element(i, e)]).await
                     }
                 }
                 .is_ok();

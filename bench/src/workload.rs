@@ -16,6 +16,10 @@ pub enum Op {
     Insert,
     /// Read a record, then write it back changed.
     ReadModifyWrite,
+    /// Add one to a counter (a data-type bucket).
+    Increment,
+    /// Add a new element to a set (a data-type bucket).
+    SetAdd,
 }
 
 impl Op {
@@ -26,6 +30,8 @@ impl Op {
             Self::Update => "update",
             Self::Insert => "insert",
             Self::ReadModifyWrite => "rmw",
+            Self::Increment => "increment",
+            Self::SetAdd => "set_add",
         }
     }
 }
@@ -46,6 +52,11 @@ pub enum Workload {
     F,
     /// 100% update.
     Write,
+    /// 100% counter increments (a `counter` bucket; Redis: INCR).
+    Counter,
+    /// 100% adds of a new element to a set of `--set-size` elements (a
+    /// `set` bucket; Redis: SADD).
+    SetAdd,
 }
 
 impl Workload {
@@ -58,6 +69,8 @@ impl Workload {
             Self::D => &[(Op::Read, 95), (Op::Insert, 5)],
             Self::F => &[(Op::Read, 50), (Op::ReadModifyWrite, 50)],
             Self::Write => &[(Op::Update, 100)],
+            Self::Counter => &[(Op::Increment, 100)],
+            Self::SetAdd => &[(Op::SetAdd, 100)],
         }
     }
 
@@ -209,6 +222,8 @@ mod tests {
             Workload::D,
             Workload::F,
             Workload::Write,
+            Workload::Counter,
+            Workload::SetAdd,
         ] {
             assert_eq!(w.mix().iter().map(|(_, p)| p).sum::<u32>(), 100, "{w:?}");
         }

@@ -21,6 +21,7 @@ fn args(target: Target, workload: Workload, out: &std::path::Path, label: &str) 
         concurrency: 4,
         rate: None,
         value_size: 100,
+        set_size: 1_000,
         dw: false,
         seeds: Vec::new(),
         cert_dir: None,
@@ -81,4 +82,62 @@ async fn the_benchmark_drives_a_cluster_and_reports() {
     ] {
         assert!(out.path().join(f).exists(), "{f} written");
     }
+}
+
+/// The data-type workloads: every increment the counter run counted is in
+/// the counters, and every set holds its loaded elements plus the adds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_type_workloads_count_what_they_ran() {
+    let c = TestCluster::start(&quorra_bin!(), 3).expect("cluster");
+    c.wait_converged(Duration::from_secs(20))
+        .await
+        .expect("converged");
+    quorra_node::net::certs::generate_role(
+        &c.certs,
+        quorra_core::auth::Role::Client,
+        &["bench".into()],
+    )
+    .expect("cert");
+    let out = tempfile::tempdir().expect("tempdir");
+    let urls: Vec<String> = c.nodes.iter().map(|n| n.url.clone()).collect();
+
+    let mut a = args(Target::Quorra, Workload::Counter, out.path(), "counter");
+    a.seeds = c.nodes.iter().filter_map(|n| n.peer).collect();
+    a.cert_dir = Some(c.certs.clone());
+    a.urls = urls.clone();
+    a.records = 20;
+    let counted = run(a).await.expect("counter run");
+    let ok = counted.ops.get("increment").expect("increments").count;
+    let mut total = 0;
+    for i in 0..20 {
+        let key = quorra_bench::workload::key_name(i);
+        let got = c
+            .client(0)
+            .get_path(&format!("/v1/crdt/bench_counters/{key}?r=3"))
+            .await
+            .expect("get");
+        let v: serde_json::Value = serde_json::from_slice(&got.body).expect("json");
+        total += v["value"].as_u64().unwrap_or(0);
+    }
+    assert_eq!(total, 20 + ok, "the load's increment per counter, and every counted one");
+
+    let mut s = args(Target::QuorraHttp, Workload::SetAdd, out.path(), "set-add");
+    s.urls = urls;
+    s.records = 4;
+    s.set_size = 1_500;
+    s.operations = Some(40);
+    let added = run(s).await.expect("set-add run");
+    let ok = added.ops.get("set_add").expect("adds").count;
+    let mut elements = 0;
+    for i in 0..4 {
+        let key = quorra_bench::workload::key_name(i);
+        let got = c
+            .client(1)
+            .get_path(&format!("/v1/crdt/bench_sets/{key}?r=3"))
+            .await
+            .expect("get");
+        let v: serde_json::Value = serde_json::from_slice(&got.body).expect("json");
+        elements += v["value"].as_array().map_or(0, Vec::len) as u64;
+    }
+    assert_eq!(elements, 4 * 1_500 + ok, "loaded elements, and every counted add");
 }

@@ -194,7 +194,7 @@ pub enum CrdtOp {
     /// Update fields of a map and remove fields (removes need a context).
     Map {
         /// Operations on fields, by field name.
-        update: BTreeMap<String, CrdtOp>,
+        update: BTreeMap<String, Self>,
         /// Fields to remove.
         remove: Vec<String>,
     },

@@ -5,7 +5,8 @@
 //! - `PUT /v1/buckets/{bucket}/props` with some of `n_val`, `r`, `w`,
 //!   `dw`, `pr`, `pw`, `conflict_mode`, `datatype` (admin role): the rest
 //!   are kept. It answers once every reachable member has the change
-//!   (`"activated": true`), or after 10 s with `false`. A bucket's
+//!   (`"activated": true`), or after half the request timeout with
+//!   `false`. A bucket's
 //!   `datatype` (`counter`, `set`, `map`, `register`, `flag`) is set once:
 //!   changing it is `409 bucket_props_fixed`, and with `lww` it is `400`.
 //!   The change is a layout version of its own, decided by the voters like
@@ -98,16 +99,15 @@ async fn set_props(state: &AppState, bucket: &str, body: &[u8]) -> Result<Value,
     Ok(shown)
 }
 
-/// How long a change waits for the members to take it.
-const ACTIVATION_WAIT: Duration = Duration::from_secs(10);
-
 /// Waits until every reachable member has acknowledged layout `version`
 /// (or a later one), so a request through any node sees the change (as
 /// Riak activates a bucket type once every node has it); `false` if some
-/// had not within [`ACTIVATION_WAIT`]: they take it by gossip soon.
+/// had not within half the request timeout (the rest of it is the
+/// commit's): they take it by gossip soon.
 async fn activated(state: &AppState, version: u64) -> bool {
     let cluster = state.kv.cluster();
-    let deadline = Instant::now() + ACTIVATION_WAIT;
+    let wait = Duration::from_millis(state.config.request_timeout_ms / 2);
+    let deadline = Instant::now() + wait;
     loop {
         let taken = cluster.layout().is_some_and(|l| {
             l.version > version
