@@ -39,29 +39,8 @@ cleanup() {
 trap cleanup EXIT
 
 # Quorra clusters of each size in QUORRA_BENCH_NODES (default 3; the full
-# comparison uses "1 3 5"), one after the other, each stopped by its PID.
-start_quorra() {
-  local n=$1
-  qdir="$work/quorra$n"
-  say "starting Quorra ($n nodes)"
-  "$quorra" dev-cluster --nodes "$n" --dir "$qdir" --base-port 0 > "$qdir.urls" 2>"$qdir.log" &
-  qpid=$!
-  pids+=("$qpid")
-  for _ in $(seq 120); do [ "$(wc -l < "$qdir.urls")" -ge "$n" ] && break; sleep 0.5; done
-  [ "$(wc -l < "$qdir.urls")" -ge "$n" ] || die "Quorra did not start: $(tail -5 "$qdir.log")"
-  "$quorra" certs --out "$qdir/certs" --clients bench >/dev/null
-  seeds=$(grep -h '^peer_addr' "$qdir"/n*/quorra.toml | sed 's/.*"\(.*\)"/\1/' | paste -sd,)
-  urls=$(paste -sd, "$qdir.urls")
-  # The nodes print their URLs when they serve; give them until every one
-  # has joined (ready) before measuring.
-  for u in $(paste -sd' ' "$qdir.urls"); do
-    for _ in $(seq 120); do curl -sf "$u/ready" >/dev/null && break; sleep 0.5; done
-  done
-}
-stop_quorra() {
-  kill -TERM "$qpid" 2>/dev/null || true
-  wait "$qpid" 2>/dev/null || true
-}
+# comparison uses "1 3 5"), one after the other, each stopped by its PID
+# (start_quorra and stop_quorra are in scripts/lib.sh).
 
 say "starting Redis (no persistence)"
 redis-server --port 6390 --bind 127.0.0.1 --save '' --appendonly no --daemonize no > "$work/redis.log" 2>&1 &

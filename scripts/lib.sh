@@ -82,3 +82,31 @@ build_bench_binaries() {
   quorra="$CARGO_TARGET_DIR/$dir/quorra"
   bench="$CARGO_TARGET_DIR/$dir/quorra-bench"
 }
+
+# A dev cluster of N nodes for the benchmarks, under $work (set by the
+# caller, with its pids array and $quorra from build_bench_binaries): sets
+# qdir, qpid, seeds (peer addresses) and urls (HTTP), and waits until every
+# node is ready. stop_quorra stops it by its PID.
+start_quorra() {  # N [DIR-SUFFIX]
+  local n=$1
+  qdir="$work/quorra$n${2:-}"
+  say "starting Quorra ($n nodes)"
+  "$quorra" dev-cluster --nodes "$n" --dir "$qdir" --base-port 0 > "$qdir.urls" 2>"$qdir.log" &
+  qpid=$!
+  pids+=("$qpid")
+  for _ in $(seq 120); do [ "$(wc -l < "$qdir.urls")" -ge "$n" ] && break; sleep 0.5; done
+  [ "$(wc -l < "$qdir.urls")" -ge "$n" ] || die "Quorra did not start: $(tail -5 "$qdir.log")"
+  "$quorra" certs --out "$qdir/certs" --clients bench >/dev/null
+  seeds=$(grep -h '^peer_addr' "$qdir"/n*/quorra.toml | sed 's/.*"\(.*\)"/\1/' | paste -sd,)
+  urls=$(paste -sd, "$qdir.urls")
+  # The nodes print their URLs when they serve; give them until every one
+  # has joined (ready) before measuring.
+  for u in $(paste -sd' ' "$qdir.urls"); do
+    for _ in $(seq 120); do curl -sf "$u/ready" >/dev/null && break; sleep 0.5; done
+  done
+}
+stop_quorra() {
+  kill -TERM "$qpid" 2>/dev/null || true
+  wait "$qpid" 2>/dev/null || true
+}
+

@@ -119,7 +119,11 @@ async fn the_data_type_workloads_count_what_they_ran() {
         let v: serde_json::Value = serde_json::from_slice(&got.body).expect("json");
         total += v["value"].as_u64().unwrap_or(0);
     }
-    assert_eq!(total, 20 + ok, "the load's increment per counter, and every counted one");
+    assert_eq!(
+        total,
+        20 + ok,
+        "the load's increment per counter, and every counted one"
+    );
 
     let mut s = args(Target::QuorraHttp, Workload::SetAdd, out.path(), "set-add");
     s.urls = urls;
@@ -139,5 +143,9 @@ async fn the_data_type_workloads_count_what_they_ran() {
         let v: serde_json::Value = serde_json::from_slice(&got.body).expect("json");
         elements += v["value"].as_array().map_or(0, Vec::len) as u64;
     }
-    assert_eq!(elements, 4 * 1_500 + ok, "loaded elements, and every counted add");
+    assert_eq!(
+        elements,
+        4 * 1_500 + ok,
+        "loaded elements, and every counted add"
+    );
 }
