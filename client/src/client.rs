@@ -356,6 +356,13 @@ impl Client {
     ) -> Result<A::Answer, ClientError> {
         self.maybe_refresh().await;
         let req = req.into();
+        // A data-type operation is not idempotent: it is sent again only
+        // after a failure that says it was applied nowhere.
+        let once = matches!(
+            &req,
+            quorra_core::proto::Request::Client(quorra_core::proto::ClientRequest::Write(w))
+                if matches!(w.operation, quorra_core::proto::Operation::Crdt(_))
+        );
         let attempts = self.inner.config.attempts.max(1);
         let mut backoff = self.inner.config.backoff;
         let mut last = ClientError::Refused("no node to send to".into());
@@ -370,15 +377,16 @@ impl Client {
                 Ok(Ok(answer)) => return Ok(answer),
                 Ok(Err(refusal)) => {
                     let e = ClientError::from(refusal);
-                    if !e.is_retryable() {
+                    if !e.is_retryable() || (once && !e.applied_nowhere()) {
                         return Err(e);
                     }
                     last = e;
                 }
                 Err(e) => {
                     self.shun(&id);
+                    let sent = !matches!(e, NetError::Connect { .. });
                     last = net_error(e);
-                    if matches!(last, ClientError::Unauthorized(_)) {
+                    if matches!(last, ClientError::Unauthorized(_)) || (once && sent) {
                         return Err(last);
                     }
                 }

@@ -64,7 +64,9 @@ impl ClientError {
             | ErrorCode::ValueTooLarge
             | ErrorCode::InvalidContext
             | ErrorCode::InvalidParameter
-            | ErrorCode::TooManySiblings => Self::BadRequest { code, message },
+            | ErrorCode::TooManySiblings
+            | ErrorCode::WrongDatatype
+            | ErrorCode::ContextRequired => Self::BadRequest { code, message },
             _ => Self::Server { code, message },
         }
     }
@@ -74,6 +76,16 @@ impl ClientError {
         Self::QuorumUnavailable {
             message: counts.to_string(),
             counts: Some(counts),
+        }
+    }
+
+    /// Whether the failed request certainly took effect nowhere: refused
+    /// for load, or a quorum shortfall with no replica written.
+    pub fn applied_nowhere(&self) -> bool {
+        match self {
+            Self::Refused(_) => true,
+            Self::QuorumUnavailable { counts, .. } => counts.as_ref().is_some_and(|c| c.got == 0),
+            _ => false,
         }
     }
 

@@ -810,6 +810,12 @@ impl ObjectStore {
                 }
                 true
             })?;
+            if !keys.is_empty() && count == 0 {
+                // This node may coordinate these keys again (the partition
+                // comes back): its next dots must not repeat the ones the
+                // replicas hold.
+                self.rotate_actor("dropping partitions it no longer replicates")?;
+            }
             for batch in keys.chunks(1024) {
                 let ops = batch
                     .iter()

@@ -156,8 +156,9 @@ pub enum CrdtError {
     /// values before it got its type), or does not decode.
     #[error("the key holds a value that is not a {0} state: it was written before the bucket got its data type")]
     NotAState(String),
-    /// An actor's count would pass its maximum (only a forged state can).
-    #[error("a counter of actor {0} cannot go further")]
+    /// An actor's count would pass its maximum (its totals of additions
+    /// and subtractions are each below 2^64).
+    #[error("a counter of actor {0} cannot go further: its total of additions or subtractions is at its limit")]
     Overflow(Actor),
 }
 
@@ -389,6 +390,12 @@ impl Counter {
     /// The change `by` of `actor` at dot counter `dot` (the next one of the
     /// counter's own when `None`).
     fn op(&self, actor: &Actor, by: i64, dot: Option<u64>) -> Result<CounterOp, CrdtError> {
+        if i64::try_from(self.value() + i128::from(by)).is_err() {
+            return Err(CrdtError::Invalid(format!(
+                "the counter is {}: adding {by} would leave the range of a 64-bit integer",
+                self.value()
+            )));
+        }
         let mut entry = self.entries.get(actor).copied().unwrap_or_default();
         let overflow = || CrdtError::Overflow(actor.clone());
         entry.dot = match dot {
@@ -538,7 +545,9 @@ impl Field {
         };
         match (self, op) {
             (Self::Counter(c), CrdtOp::Increment(by)) => {
-                let o = c.op(actor, *by, None)?;
+                // The map's dot, not the counter's own count: a field removed
+                // and written again starts a new entry above the old one.
+                let o = c.op(actor, *by, Some(dot.counter))?;
                 c.apply(o);
             }
             (Self::Set(s), CrdtOp::Set { add: adds, remove }) => {
@@ -744,9 +753,14 @@ impl Merge for CrdtValue {
 
 /// The merge of the states of `object`'s live siblings (`None` when it has
 /// none): what a read shows and what the next operation starts from.
+/// Plain values (written before the bucket got its type) are no state:
+/// they are left out, and the next operation's write replaces them.
 pub fn collapse(object: &Object) -> Result<Option<CrdtValue>, CrdtError> {
     let mut out: Option<CrdtValue> = None;
-    for s in object.live_siblings() {
+    let states = object
+        .live_siblings()
+        .filter(|s| s.content.content_type == CONTENT_TYPE);
+    for s in states {
         let v = CrdtValue::from_content(&s.content)?;
         match &mut out {
             Some(o) => o.merge(&v),

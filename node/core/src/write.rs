@@ -75,6 +75,17 @@ pub enum Refused {
     /// A data-type operation that does not apply to the stored state.
     #[error(transparent)]
     Crdt(#[from] CrdtError),
+    /// A data-type state past the value limit (each sibling holds a whole
+    /// state, so two concurrent ones must fit an object together).
+    #[error("the {datatype} would be {bytes} bytes encoded; the limit is {limit} (limits.max_value_bytes)")]
+    StateTooLarge {
+        /// The key's type.
+        datatype: Datatype,
+        /// Its encoded size after the operation.
+        bytes: usize,
+        /// The value limit.
+        limit: usize,
+    },
 }
 
 impl Refused {
@@ -86,6 +97,7 @@ impl Refused {
             // Only a forged context can run a counter to its end.
             Self::Version(_) => ErrorCode::BadContext,
             Self::Crdt(e) => e.code(),
+            Self::StateTooLarge { .. } => ErrorCode::ValueTooLarge,
             // Handled by the store (a new epoch), never shown.
             Self::StaleActor(_) => ErrorCode::Internal,
         }
@@ -122,15 +134,18 @@ pub fn apply_client_write(
         } => {
             let state = apply_crdt(&object, &op, datatype, &seen, actor, timestamp_ms)?;
             check_context(&state.clock(), limits)?;
+            let content = state.to_content(timestamp_ms);
+            if content.value.len() > limits.max_value_bytes {
+                return Err(Refused::StateTooLarge {
+                    datatype,
+                    bytes: content.value.len(),
+                    limit: limits.max_value_bytes,
+                });
+            }
             // The new state holds every state this replica has: it
             // replaces all of them.
             let all = object.clock().clone();
-            object.update(
-                &all,
-                actor,
-                state.to_content(timestamp_ms),
-                ConflictMode::Siblings,
-            )?;
+            object.update(&all, actor, content, ConflictMode::Siblings)?;
         }
     }
     let count = object.siblings().len();

@@ -990,6 +990,7 @@ impl SimNode {
                 let ring = self.machine.ring().clone();
                 assert_eq!(ring.partitions(), partitions, "a drop by another layout");
                 let b = bucket();
+                let mut removed = false;
                 for name in self.disk.object_names() {
                     let p = ring.partition_of(b.as_str().as_bytes(), name.as_bytes());
                     if dropped
@@ -997,7 +998,12 @@ impl SimNode {
                         .any(|(q, scope)| *q == p && scope.covers(b.as_str()))
                     {
                         self.disk.remove_object(&name);
+                        removed = true;
                     }
+                }
+                // As the store does: dots of dropped keys are not reissued.
+                if removed {
+                    self.rotate();
                 }
                 Ok(Stored::Done)
             }

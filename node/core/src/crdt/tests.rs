@@ -107,7 +107,7 @@ fn concurrent_updates_of_different_map_fields_both_survive() {
 }
 
 #[test]
-fn a_removed_map_field_keeps_a_concurrent_update_and_forgets_what_the_remover_saw() {
+fn a_removed_map_field_keeps_a_concurrent_update_with_the_value_its_updater_built() {
     let mut a = CrdtValue::empty(Datatype::Map);
     let inc = |n: i64| {
         op(
@@ -129,8 +129,11 @@ fn a_removed_map_field_keeps_a_concurrent_update_and_forgets_what_the_remover_sa
     apply(&mut a, 0, &inc(1), &none(), 3);
     let m = merged(&a, &b);
     assert_eq!(m, merged(&b, &a));
-    // Riak's embedded counter: the field survives with replica 0's entry.
-    assert!(render(&m)["c_counter"].is_number(), "{}", render(&m));
+    assert_eq!(
+        render(&m),
+        json!({"c_counter": 6}),
+        "the update's version survives whole"
+    );
     // A remove that saw everything removes it.
     let mut gone = m.clone();
     let seen = gone.clock();
@@ -142,6 +145,33 @@ fn a_removed_map_field_keeps_a_concurrent_update_and_forgets_what_the_remover_sa
         4,
     );
     assert_eq!(render(&merged(&gone, &m)), json!({}));
+}
+
+#[test]
+fn a_counter_field_removed_and_written_again_counts_every_new_increment() {
+    let inc = |n: i64| {
+        op(
+            Datatype::Map,
+            json!({"update": {"c_counter": {"increment": n}}}),
+        )
+    };
+    let mut a = CrdtValue::empty(Datatype::Map);
+    apply(&mut a, 0, &inc(5), &none(), 1);
+    let mut b = a.clone();
+    apply(&mut b, 1, &inc(1), &none(), 2);
+    // Replica 0 removes the field it saw at 5, then adds 1 again.
+    let seen = a.clock();
+    apply(
+        &mut a,
+        0,
+        &op(Datatype::Map, json!({"remove": ["c_counter"]})),
+        &seen,
+        3,
+    );
+    apply(&mut a, 0, &inc(1), &none(), 4);
+    // The 5 it removed is gone; its new 1 and replica 1's 1 both count.
+    assert_eq!(render(&merged(&a, &b)), json!({"c_counter": 2}));
+    assert_eq!(render(&merged(&b, &a)), json!({"c_counter": 2}));
 }
 
 #[test]

@@ -391,13 +391,22 @@ impl Node {
             }
         }
         let primary_anywhere = me_primary.iter().any(|p| *p);
-        if let Operation::Crdt(op) = &job.operation {
-            // The entry checked it against this node's layout too; a
-            // forwarder with another layout could not.
-            let has_context = !job.context.is_empty();
-            if let Err(e) = crate::crdt::check_op(props.datatype, &job.bucket, op, has_context) {
-                return self.answer(to, Err(Failure::Datatype(e)), now);
+        // The entry checked the operation against this node's layout too;
+        // a forwarder with another layout could not.
+        let fits = match (&job.operation, props.datatype) {
+            (Operation::Crdt(op), t) => {
+                crate::crdt::check_op(t, &job.bucket, op, !job.context.is_empty())
             }
+            (Operation::Put(_) | Operation::Delete, Some(datatype)) => {
+                Err(crate::crdt::CrdtError::NotPlain {
+                    bucket: job.bucket.to_string(),
+                    datatype,
+                })
+            }
+            (Operation::Put(_) | Operation::Delete, None) => Ok(()),
+        };
+        if let Err(e) = fits {
+            return self.answer(to, Err(Failure::Datatype(e)), now);
         }
         if matches!(job.operation, Operation::Delete) && job.context.is_empty() && !job.read_first {
             let (bucket, key, q) = (job.bucket.clone(), job.key.clone(), job.quorum);
@@ -721,6 +730,12 @@ impl Node {
             Err(CallFailure::NotSent(e)) => {
                 fwd.last = format!("{node}: {e}");
                 self.forward_next(fwd, now);
+            }
+            // A data-type operation is not idempotent: one that may have
+            // been applied is not sent to another coordinator.
+            Err(CallFailure::Lost(e)) if matches!(fwd.job.operation, Operation::Crdt(_)) => {
+                let why = format!("{node} may have applied it: {e}");
+                self.answer(fwd.to, Err(Failure::MaybeTaken(why)), now);
             }
             Err(CallFailure::Lost(e)) => {
                 fwd.last = format!("{node}: {e}");
