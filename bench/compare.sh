@@ -27,16 +27,7 @@ command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 command -v etcd >/dev/null 2>&1 || apt_install etcd-server
 
 build_bench_binaries
-work=$(mktemp -d)
-out="$QUORRA_ROOT/bench-results"
-rm -rf "$out"; mkdir -p "$out"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workspace
 
 # Quorra clusters of each size in QUORRA_BENCH_NODES (default 3; the full
 # comparison uses "1 3 5"), one after the other, each stopped by its PID

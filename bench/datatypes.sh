@@ -27,39 +27,29 @@ done
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 
 build_bench_binaries
-work=$(mktemp -d)
-out="$QUORRA_ROOT/bench-results/datatypes"
-rm -rf "$out"; mkdir -p "$out"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workspace datatypes
 
 say "starting Redis (no persistence)"
 redis-server --port 6391 --bind 127.0.0.1 --save '' --appendonly no --daemonize no > "$work/redis.log" 2>&1 &
 pids+=($!)
 
 common=(--seconds "$seconds" --concurrency "$concurrency" --out "$out")
-# Sets: few of them, so each holds its size (8 sets of 100,000 short
-# elements load 800,000 adds in batches of 1,000).
+# One store's runs: a counter load, then a set-add load per set size (8
+# sets, so each holds its size: 8 sets of 100,000 short elements load in
+# batches of 1,000).
+runs() {
+  local name=$1; shift
+  "$bench" run "$@" --workload counter --records 1000 --label "$name-counter-$rep" "${common[@]}"
+  for size in $sizes; do
+    "$bench" run "$@" --workload set-add --records 8 --set-size "$size" \
+      --label "$name-set-add-$size-$rep" "${common[@]}"
+  done
+}
 for rep in $(seq "$reps"); do
   start_quorra 3 "-rep$rep"
-  q=(--target quorra --seeds "$seeds" --cert-dir "$qdir/certs" --urls "${urls%%,*}")
-  "$bench" run "${q[@]}" --workload counter --records 1000 --label "quorra-counter-$rep" "${common[@]}"
-  for size in $sizes; do
-    "$bench" run "${q[@]}" --workload set-add --records 8 --set-size "$size" \
-      --label "quorra-set-add-$size-$rep" "${common[@]}"
-  done
+  runs quorra --target quorra --seeds "$seeds" --cert-dir "$qdir/certs" --urls "${urls%%,*}"
   stop_quorra
   redis-cli -p 6391 flushall >/dev/null 2>&1 || true
-  r=(--target redis --redis-url redis://127.0.0.1:6391)
-  "$bench" run "${r[@]}" --workload counter --records 1000 --label "redis-counter-$rep" "${common[@]}"
-  for size in $sizes; do
-    "$bench" run "${r[@]}" --workload set-add --records 8 --set-size "$size" \
-      --label "redis-set-add-$size-$rep" "${common[@]}"
-  done
+  runs redis --target redis --redis-url redis://127.0.0.1:6391
 done
 "$bench" report "$out"

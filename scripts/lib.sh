@@ -108,5 +108,24 @@ start_quorra() {  # N [DIR-SUFFIX]
 stop_quorra() {
   kill -TERM "$qpid" 2>/dev/null || true
   wait "$qpid" 2>/dev/null || true
+  # Stopped: never signal its PID again (it may be reused).
+  local kept=() p
+  for p in "${pids[@]}"; do [ "$p" = "$qpid" ] || kept+=("$p"); done
+  pids=("${kept[@]}")
 }
 
+# A benchmark's scratch space: $work (removed at exit), $out (the results
+# dir under bench-results/, emptied), and $pids, every process the caller
+# starts, stopped by PID at exit.
+bench_workspace() {
+  work=$(mktemp -d)
+  out="$QUORRA_ROOT/bench-results${1:+/$1}"
+  rm -rf "$out"; mkdir -p "$out"
+  pids=()
+  trap bench_cleanup EXIT
+}
+bench_cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}

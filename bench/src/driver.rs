@@ -235,8 +235,10 @@ impl Driver {
                     .await?;
             }
             Self::Redis(conn) => {
+                // Keys of their own, as Quorra's bucket: a record of another
+                // workload is not a counter.
                 let mut c = conn.clone();
-                let _: i64 = c.incr(key, 1).await?;
+                let _: i64 = c.incr(format!("{COUNTERS}:{key}"), 1).await?;
             }
             Self::Etcd { .. } => bail!("etcd has no counters"),
         }
@@ -255,7 +257,7 @@ impl Driver {
             }
             Self::Redis(conn) => {
                 let mut c = conn.clone();
-                let _: i64 = c.sadd(key, elements).await?;
+                let _: i64 = c.sadd(format!("{SETS}:{key}"), elements).await?;
             }
             Self::Etcd { .. } => bail!("etcd has no sets"),
         }

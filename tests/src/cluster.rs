@@ -241,6 +241,30 @@ impl TestCluster {
         v["crdt_value"].clone()
     }
 
+    /// A Rust (QUIC) client named `name`, with a client certificate of the
+    /// cluster CA, seeded with every node; `timeout` per attempt (default:
+    /// the client's).
+    pub async fn quic_client(
+        &self,
+        name: &str,
+        timeout: Option<Duration>,
+    ) -> quorra_client::Client {
+        quorra_node::net::certs::generate_role(
+            &self.certs,
+            quorra_core::auth::Role::Client,
+            &[name.to_owned()],
+        )
+        .expect("client cert");
+        let seeds = self.nodes.iter().filter_map(|n| n.peer).collect();
+        let mut config = quorra_client::ClientConfig::new(seeds, &self.certs, name);
+        if let Some(t) = timeout {
+            config.timeout = t;
+        }
+        quorra_client::Client::connect(config)
+            .await
+            .expect("client connects")
+    }
+
     /// Cuts node `i` off from every other node, both ways (fault
     /// switches: the nodes need `fault_injection`); `heal` undoes it.
     pub async fn isolate(&self, i: usize) -> anyhow::Result<()> {

@@ -34,8 +34,9 @@ fn args(target: Target, workload: Workload, out: &std::path::Path, label: &str) 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_benchmark_drives_a_cluster_and_reports() {
+/// A converged 3-node cluster with the bench's client certificate, and a
+/// directory for reports.
+async fn bench_cluster() -> (TestCluster, tempfile::TempDir) {
     let c = TestCluster::start(&quorra_bin!(), 3).expect("cluster");
     c.wait_converged(Duration::from_secs(20))
         .await
@@ -46,7 +47,12 @@ async fn the_benchmark_drives_a_cluster_and_reports() {
         &["bench".into()],
     )
     .expect("cert");
-    let out = tempfile::tempdir().expect("tempdir");
+    (c, tempfile::tempdir().expect("tempdir"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_benchmark_drives_a_cluster_and_reports() {
+    let (c, out) = bench_cluster().await;
 
     let mut a = args(Target::Quorra, Workload::A, out.path(), "smoke-client");
     a.seeds = c.nodes.iter().filter_map(|n| n.peer).collect();
@@ -88,17 +94,7 @@ async fn the_benchmark_drives_a_cluster_and_reports() {
 /// the counters, and every set holds its loaded elements plus the adds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_data_type_workloads_count_what_they_ran() {
-    let c = TestCluster::start(&quorra_bin!(), 3).expect("cluster");
-    c.wait_converged(Duration::from_secs(20))
-        .await
-        .expect("converged");
-    quorra_node::net::certs::generate_role(
-        &c.certs,
-        quorra_core::auth::Role::Client,
-        &["bench".into()],
-    )
-    .expect("cert");
-    let out = tempfile::tempdir().expect("tempdir");
+    let (c, out) = bench_cluster().await;
     let urls: Vec<String> = c.nodes.iter().map(|n| n.url.clone()).collect();
 
     let mut a = args(Target::Quorra, Workload::Counter, out.path(), "counter");

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use quorra_client::{Client, ClientConfig, Options, QuorumOverrides};
+use quorra_client::{Client, Options, QuorumOverrides};
 use quorra_node::config::BucketOverrides;
 use quorra_tests::cluster::TestCluster;
 use quorra_tests::quorra_bin;
@@ -13,16 +13,7 @@ use quorra_tests::quorra_bin;
 const CONVERGE: Duration = Duration::from_secs(20);
 
 async fn client_for(c: &TestCluster, name: &str) -> Client {
-    quorra_node::net::certs::generate_role(
-        &c.certs,
-        quorra_core::auth::Role::Client,
-        &[name.to_owned()],
-    )
-    .expect("client cert");
-    let seeds = c.nodes.iter().filter_map(|n| n.peer).collect();
-    let mut config = ClientConfig::new(seeds, &c.certs, name);
-    config.timeout = Duration::from_secs(1);
-    Client::connect(config).await.expect("client connects")
+    c.quic_client(name, Some(Duration::from_secs(1))).await
 }
 
 /// Sum over the nodes of a counter line (`name{labels}`) in /metrics.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quorra_client::{Client, ClientConfig, MapUpdate};
+use quorra_client::{Client, MapUpdate};
 use quorra_core::bucket::PropsPatch;
 use quorra_core::crdt::Datatype;
 use quorra_tests::cluster::TestCluster;
@@ -330,15 +330,7 @@ async fn a_counter_keeps_every_acknowledged_increment_through_a_crash() {
 }
 
 async fn client_for(c: &TestCluster, name: &str) -> Client {
-    quorra_node::net::certs::generate_role(
-        &c.certs,
-        quorra_core::auth::Role::Client,
-        &[name.to_owned()],
-    )
-    .expect("client cert");
-    let seeds = c.nodes.iter().filter_map(|n| n.peer).collect();
-    let config = ClientConfig::new(seeds, &c.certs, name);
-    Client::connect(config).await.expect("client connects")
+    c.quic_client(name, None).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

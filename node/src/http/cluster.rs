@@ -234,12 +234,13 @@ fn tombstones_json(state: &AppState) -> Value {
 }
 
 /// The engine's write counters: durable writes and the WAL syncs they
-/// took (concurrent ones share a sync).
+/// took (concurrent ones share a sync), and the bytes written.
 fn storage_json(state: &AppState) -> Value {
     let counts = state.kv.store().engine().sync_counts();
     json!({
         "durable_writes": counts.map(|c| c.durable_writes),
         "wal_syncs": counts.map(|c| c.wal_syncs),
+        "bytes_written": counts.map(|c| c.bytes_written),
     })
 }
 

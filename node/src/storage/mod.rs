@@ -58,6 +58,9 @@ pub struct SyncCounts {
     pub durable_writes: u64,
     /// WAL syncs.
     pub wal_syncs: u64,
+    /// Bytes of keys and values written (what a write costs the engine,
+    /// before compaction rewrites it).
+    pub bytes_written: u64,
 }
 
 /// One change in an atomic batch.

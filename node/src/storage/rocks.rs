@@ -158,6 +158,7 @@ impl Engine for RocksEngine {
                 .durable_writes
                 .load(std::sync::atomic::Ordering::Relaxed),
             wal_syncs: self.opts.get_ticker_count(Ticker::WalFileSynced),
+            bytes_written: self.opts.get_ticker_count(Ticker::BytesWritten),
         })
     }
 
