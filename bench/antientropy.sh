@@ -43,7 +43,7 @@ run() {
   "$quorra" certs --out "$qdir/certs" --clients bench >/dev/null
   local seeds
   seeds=$(grep -h '^peer_addr' "$qdir"/n*/quorra.toml | sed 's/.*"\(.*\)"/\1/' | paste -sd,)
-  "$bench" run --target quorra --seeds "$seeds" --cert-dir "$qdir/certs" \
+  "$bench" run --target quorra --server-pid "$qpid" --seeds "$seeds" --cert-dir "$qdir/certs" \
     --workload a --seconds "$seconds" --concurrency "$concurrency" --records 10000 \
     --label "$label" --durability "anti-entropy every ${interval} ms (0: off)" --out "$out" >/dev/null
   kill -TERM "$qpid" 2>/dev/null || true

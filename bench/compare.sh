@@ -6,6 +6,8 @@
 # redis-server and etcd-server with apt-get when missing, starts every store
 # itself, stops each by the PID it started, and leaves results in
 # bench-results/: one JSON per run, summary.md, throughput.svg, latency.svg.
+# Every run reports the CPU time per operation of the store's processes
+# (from /proc) and of the load generator.
 #
 # Usage: bench/compare.sh [WORKLOAD] [SECONDS] [CONCURRENCY]   (defaults: a 10 16)
 #        bench/compare.sh --quick     (seconds, not numbers: a smoke run)
@@ -35,9 +37,11 @@ bench_workspace
 
 say "starting Redis (no persistence)"
 redis-server --port 6390 --bind 127.0.0.1 --save '' --appendonly no --daemonize no > "$work/redis.log" 2>&1 &
-pids+=($!)
+redis_pid=$!
+pids+=("$redis_pid")
 
 say "starting etcd (3 members)"
+etcd_pids=()
 cluster="e1=http://127.0.0.1:23801,e2=http://127.0.0.1:23802,e3=http://127.0.0.1:23803"
 for i in 1 2 3; do
   etcd --name "e$i" --data-dir "$work/etcd$i" \
@@ -45,6 +49,7 @@ for i in 1 2 3; do
     --listen-peer-urls "http://127.0.0.1:2380$i" --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
     --initial-cluster "$cluster" --initial-cluster-state new > "$work/etcd$i.log" 2>&1 &
   pids+=($!)
+  etcd_pids+=($!)
 done
 etcd_urls="http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793"
 for _ in $(seq 60); do curl -sf http://127.0.0.1:23791/health >/dev/null && break; sleep 0.5; done
@@ -60,16 +65,16 @@ for n in ${QUORRA_BENCH_NODES:-3}; do
   case "$n" in ''|*[!0-9]*) die "QUORRA_BENCH_NODES holds node counts, like \"1 3 5\"";; esac
   start_quorra "$n"
   if [ "$n" = 3 ]; then
-    "$bench" run --target quorra --seeds "$seeds" --cert-dir "$qdir/certs" "${common[@]}"
-    "$bench" run --target quorra --seeds "$seeds" --cert-dir "$qdir/certs" --dw "${common[@]}"
-    "$bench" run --target quorra-http --urls "$urls" "${common[@]}"
+    "$bench" run --target quorra --server-pid "$qpid" --seeds "$seeds" --cert-dir "$qdir/certs" "${common[@]}"
+    "$bench" run --target quorra --server-pid "$qpid" --seeds "$seeds" --cert-dir "$qdir/certs" --dw "${common[@]}"
+    "$bench" run --target quorra-http --server-pid "$qpid" --urls "$urls" "${common[@]}"
   else
     rep=$(( n < 3 ? n : 3 )); w=$(( n < 2 ? n : 2 ))
-    "$bench" run --target quorra --seeds "$seeds" --cert-dir "$qdir/certs" \
+    "$bench" run --target quorra --server-pid "$qpid" --seeds "$seeds" --cert-dir "$qdir/certs" \
       --label "quorra-${n}nodes-$workload" --durability "$n nodes: n=$rep w=$w, no fsync" "${common[@]}"
   fi
   stop_quorra
 done
-"$bench" run --target redis --redis-url redis://127.0.0.1:6390 "${common[@]}"
-"$bench" run --target etcd --urls "$etcd_urls" "${common[@]}"
+"$bench" run --target redis --server-pid "$redis_pid" --redis-url redis://127.0.0.1:6390 "${common[@]}"
+"$bench" run --target etcd --server-pid "$(IFS=,; echo "${etcd_pids[*]}")" --urls "$etcd_urls" "${common[@]}"
 "$bench" report "$out"

@@ -31,7 +31,8 @@ bench_workspace datatypes
 
 say "starting Redis (no persistence)"
 redis-server --port 6391 --bind 127.0.0.1 --save '' --appendonly no --daemonize no > "$work/redis.log" 2>&1 &
-pids+=($!)
+redis_pid=$!
+pids+=("$redis_pid")
 
 common=(--seconds "$seconds" --concurrency "$concurrency" --out "$out")
 # One store's runs: a counter load, then a set-add load per set size (8
@@ -47,9 +48,9 @@ runs() {
 }
 for rep in $(seq "$reps"); do
   start_quorra 3 "-rep$rep"
-  runs quorra --target quorra --seeds "$seeds" --cert-dir "$qdir/certs" --urls "${urls%%,*}"
+  runs quorra --target quorra --server-pid "$qpid" --seeds "$seeds" --cert-dir "$qdir/certs" --urls "${urls%%,*}"
   stop_quorra
   redis-cli -p 6391 flushall >/dev/null 2>&1 || true
-  runs redis --target redis --redis-url redis://127.0.0.1:6391
+  runs redis --target redis --server-pid "$redis_pid" --redis-url redis://127.0.0.1:6391
 done
 "$bench" report "$out"

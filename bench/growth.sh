@@ -3,7 +3,8 @@
 # more and more records, reporting throughput, p99, and each node's resident
 # memory and disk use, so growth can be read off. Starts each cluster itself
 # and stops it by its PID; results go to bench-results/growth.md (and one
-# JSON report per size).
+# JSON report per size). Records are loaded by blind inserts (a new key
+# needs no read first), and it checks for free disk before it starts.
 #
 # Usage: bench/growth.sh [SECONDS] [CONCURRENCY]        (defaults: 10 16)
 #   QUORRA_GROWTH_RECORDS="100000 1000000 10000000"     record counts (default)
@@ -22,6 +23,15 @@ done
 
 build_bench_binaries
 work=$(mktemp -d)
+# Three replicas of the largest load, with room for the write-ahead log and
+# compaction (about 30 GB for 10M records of 1 KiB): check before starting.
+largest=$(printf '%s\n' $sizes | sort -n | tail -1)
+need_kb=$(( largest * (value_size + 64) * 3 * 12 / 10 / 1024 ))
+free_kb=$(df -Pk "$work" | awk 'NR == 2 {print $4}')
+if [ "$free_kb" -lt "$need_kb" ]; then
+  rmdir "$work"
+  die "not enough free disk for $largest records: about $((need_kb / 1048576)) GiB needed under $(dirname "$work"), $((free_kb / 1048576)) GiB free (set TMPDIR, or lower QUORRA_GROWTH_RECORDS)"
+fi
 out="$QUORRA_ROOT/bench-results"
 mkdir -p "$out"
 qpid=
@@ -46,8 +56,8 @@ node_disk() {
 
 report="$out/growth.md"
 {
-  echo "| records | value bytes | ops/s | read p99 ms | update p99 ms | RSS per node | disk per node |"
-  echo "|---:|---:|---:|---:|---:|---|---|"
+  echo "| records | value bytes | ops/s | read p99 ms | update p99 ms | RSS per node | memory budget per node | disk per node |"
+  echo "|---:|---:|---:|---:|---:|---|---:|---|"
 } > "$report"
 for records in $sizes; do
   qdir="$work/q$records"
@@ -61,19 +71,20 @@ for records in $sizes; do
   done
   "$quorra" certs --out "$qdir/certs" --clients bench >/dev/null
   seeds=$(grep -h '^peer_addr' "$qdir"/n*/quorra.toml | sed 's/.*"\(.*\)"/\1/' | paste -sd,)
-  "$bench" run --target quorra --seeds "$seeds" --cert-dir "$qdir/certs" \
+  "$bench" run --target quorra --server-pid "$qpid" --seeds "$seeds" --cert-dir "$qdir/certs" \
     --workload a --records "$records" --value-size "$value_size" --seconds "$seconds" \
     --concurrency "$concurrency" --label "growth-$records" --out "$out" >/dev/null
   rss=$(node_rss)
   disk=$(node_disk "$qdir")
-  python3 - "$out/growth-$records.json" "$records" "$value_size" "$rss" "$disk" >> "$report" <<'PY'
+  budget=$(curl -sf "$(head -1 "$qdir.urls")/v1/cluster/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["storage"]["memory_budget_bytes"] >> 20, "MiB")')
+  python3 - "$out/growth-$records.json" "$records" "$value_size" "$rss" "$disk" "$budget" >> "$report" <<'PY'
 import json, sys
-path, records, size, rss, disk = sys.argv[1:]
+path, records, size, rss, disk, budget = sys.argv[1:]
 r = json.load(open(path))
 def p99(op):
     o = r["ops"].get(op)
     return "%.1f" % (o["p99_us"] / 1000) if o else "-"
-print(f"| {int(records):,} | {size} | {r['throughput']:,.0f} | {p99('read')} | {p99('update')} | {rss.strip()} | {disk.strip()} |")
+print(f"| {int(records):,} | {size} | {r['throughput']:,.0f} | {p99('read')} | {p99('update')} | {rss.strip()} | {budget} | {disk.strip()} |")
 PY
   tail -1 "$report" >&2
   kill -TERM "$qpid"; wait "$qpid" 2>/dev/null || true; qpid=

@@ -190,10 +190,7 @@ impl Driver {
                     .await?;
             }
             Self::QuorraHttp {
-                http,
-                urls,
-                next,
-                write_query,
+                http, urls, next, ..
             } => {
                 let base = Self::pick(urls, next);
                 let r = http
@@ -206,20 +203,64 @@ impl Driver {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
                 r.bytes().await?;
-                let mut put = http
-                    .put(format!("{base}/v1/kv/{BUCKET}/{key}{write_query}"))
-                    .body(value.to_vec());
-                if let Some(c) = ctx {
-                    put = put.header("x-quorra-context", c);
-                }
-                let r = put.send().await?;
-                if r.status().as_u16() != 204 {
-                    bail!("write answered {}", r.status());
-                }
+                self.quorra_http_put(&base, key, value, ctx.as_deref())
+                    .await?;
             }
             _ => bail!("not a Quorra target"),
         }
         Ok(())
+    }
+
+    async fn quorra_http_put(
+        &self,
+        base: &str,
+        key: &str,
+        value: &[u8],
+        context: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let Self::QuorraHttp {
+            http, write_query, ..
+        } = self
+        else {
+            bail!("not Quorra over HTTP");
+        };
+        let mut put = http
+            .put(format!("{base}/v1/kv/{BUCKET}/{key}{write_query}"))
+            .body(value.to_vec());
+        if let Some(c) = context {
+            put = put.header("x-quorra-context", c);
+        }
+        let r = put.send().await?;
+        if r.status().as_u16() != 204 {
+            bail!("write answered {}", r.status());
+        }
+        Ok(())
+    }
+
+    /// Inserts a record under a key never written before: no read first
+    /// (Quorra takes a write without context as a new value; on a new key
+    /// there is nothing for it to be concurrent with).
+    pub async fn insert(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
+        match self {
+            Self::Quorra { client, opts } => {
+                client
+                    .put_with(
+                        BUCKET,
+                        key,
+                        value.to_vec(),
+                        "application/octet-stream",
+                        None,
+                        opts,
+                    )
+                    .await?;
+                Ok(())
+            }
+            Self::QuorraHttp { urls, next, .. } => {
+                let base = Self::pick(urls, next);
+                self.quorra_http_put(&base, key, value, None).await
+            }
+            _ => self.put_plain(key, value).await,
+        }
     }
 }
 

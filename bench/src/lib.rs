@@ -9,6 +9,7 @@
 //! `quorra-bench report DIR` turns every report in DIR into a markdown
 //! table and SVG plots. `bench/compare.sh` runs the side-by-side comparison.
 
+pub mod cpu;
 pub mod driver;
 pub mod plot;
 pub mod report;
@@ -110,6 +111,10 @@ pub struct RunArgs {
     /// Name of the run in reports (default: target and workload).
     #[arg(long)]
     pub label: Option<String>,
+    /// The store's processes (PIDs; their descendants count too), whose CPU
+    /// time per operation the report gives.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Directory for the JSON report.
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,
@@ -236,7 +241,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<RunReport> {
                             from = to;
                         }
                     }
-                    _ => driver.write(&key_name(i), &value).await?,
+                    _ => driver.insert(&key_name(i), &value).await?,
                 }
             }
         }));
@@ -260,6 +265,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<RunReport> {
     )
     .await;
     // Measure.
+    let cpu_before = cpu::sample(&a.server_pid);
     let started = Instant::now();
     let rec = phase(
         &driver,
@@ -273,6 +279,13 @@ pub async fn run(a: RunArgs) -> anyhow::Result<RunReport> {
     )
     .await;
     let elapsed = started.elapsed().as_secs_f64();
+    let (server_cpu, client_cpu) = cpu::used(&cpu_before, &cpu::sample(&a.server_pid));
+    if !a.server_pid.is_empty() && server_cpu.is_none() {
+        eprintln!(
+            "warning: no process of --server-pid {:?} was found",
+            a.server_pid
+        );
+    }
     let label = a.label.clone().unwrap_or_else(|| {
         format!(
             "{:?}-{:?}{}",
@@ -293,7 +306,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<RunReport> {
         a.value_size,
         elapsed,
         &rec,
-    );
+    )
+    .with_cpu(server_cpu, client_cpu);
     report::write_run(&a.out, &report)?;
     Ok(report)
 }
@@ -377,7 +391,7 @@ async fn phase(
                     }
                     Op::Insert => {
                         let k = key_name(inserted.fetch_add(1, Ordering::Relaxed));
-                        driver.write(&k, &value).await
+                        driver.insert(&k, &value).await
                     }
                     Op::ReadModifyWrite => {
                         let k = key_name(generator.key(inserted.load(Ordering::Relaxed)));

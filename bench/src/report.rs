@@ -129,6 +129,13 @@ pub struct RunReport {
     pub ops: BTreeMap<String, OpStats>,
     /// Per second.
     pub timeline: Vec<Second>,
+    /// CPU time the store's processes spent per operation (µs), when
+    /// `--server-pid` named them.
+    #[serde(default)]
+    pub server_cpu_us_per_op: Option<f64>,
+    /// CPU time the load generator spent per operation (µs).
+    #[serde(default)]
+    pub client_cpu_us_per_op: Option<f64>,
 }
 
 impl RunReport {
@@ -188,7 +195,21 @@ impl RunReport {
             throughput: total as f64 / seconds.max(1e-9),
             ops,
             timeline,
+            server_cpu_us_per_op: None,
+            client_cpu_us_per_op: None,
         }
+    }
+
+    /// Adds the CPU seconds the server and the client spent in the
+    /// measured window, as µs per operation.
+    pub fn with_cpu(mut self, server_secs: Option<f64>, client_secs: f64) -> Self {
+        let ops: u64 = self.ops.values().map(|s| s.count).sum();
+        if ops > 0 {
+            let per_op = |secs: f64| secs * 1e6 / ops as f64;
+            self.server_cpu_us_per_op = server_secs.map(per_op);
+            self.client_cpu_us_per_op = Some(per_op(client_secs));
+        }
+        self
     }
 
     /// Markdown table rows, one per operation.
@@ -197,11 +218,13 @@ impl RunReport {
             .iter()
             .map(|(op, s)| {
                 format!(
-                    "| {} | {} | {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+                    "| {} | {} | {} | {:.0} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
                     self.label,
                     self.durability,
                     op,
                     self.throughput,
+                    cpu_cell(self.server_cpu_us_per_op),
+                    cpu_cell(self.client_cpu_us_per_op),
                     s.count,
                     s.p50_us as f64 / 1000.0,
                     s.p95_us as f64 / 1000.0,
@@ -215,8 +238,12 @@ impl RunReport {
     }
 }
 
+fn cpu_cell(us: Option<f64>) -> String {
+    us.map_or_else(|| "-".into(), |us| format!("{us:.0}"))
+}
+
 /// The markdown table header.
-pub const MARKDOWN_HEADER: &str = "| run | durability | op | ops/s (all ops) | count | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms | errors |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|";
+pub const MARKDOWN_HEADER: &str = "| run | durability | op | ops/s (all ops) | server CPU µs/op | client CPU µs/op | count | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms | errors |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
 
 /// A table of each run's throughput as a multiple of each peer's (Redis and
 /// etcd runs of the same workload in the same directory, so the same run).

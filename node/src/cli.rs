@@ -132,6 +132,9 @@ pub struct NodeArgs {
     /// Requests served at once before refusing with `overloaded` [default: 1024].
     #[arg(long, env = "QUORRA_MAX_CONCURRENT_REQUESTS")]
     pub max_concurrent_requests: Option<usize>,
+    /// RocksDB's memory (block cache and memtables) in MiB [default: 256].
+    #[arg(long, env = "QUORRA_MEMORY_BUDGET_MB", value_name = "MIB")]
+    pub memory_budget_mb: Option<u64>,
     /// Replicas of each key, for buckets without their own setting
     /// [default: 3].
     #[arg(long, env = "QUORRA_N_VAL")]
@@ -205,6 +208,9 @@ impl NodeArgs {
         }
         if let Some(v) = self.max_concurrent_requests {
             c.max_concurrent_requests = v;
+        }
+        if let Some(v) = self.memory_budget_mb {
+            c.memory_budget_mb = v;
         }
         if let Some(v) = self.n_val {
             c.bucket_defaults.n_val = v;

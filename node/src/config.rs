@@ -80,6 +80,11 @@ pub struct NodeConfig {
     /// partitions it gave away, in milliseconds (time for the new layout to
     /// reach every node).
     pub cleanup_grace_ms: u64,
+    /// RocksDB's memory, block cache and memtables together, in MiB (16
+    /// to 1,048,576): what a node's storage takes however many keys it
+    /// holds. The default suits a small machine; give a dedicated server
+    /// about a third of its memory.
+    pub memory_budget_mb: u64,
     /// Log filter (`info`, `quorra_node=debug`, …), as `RUST_LOG`.
     pub log: String,
     /// Size limits on client input.
@@ -206,6 +211,7 @@ impl Default for NodeConfig {
             max_background_tasks: 4_096,
             transfer_bytes_per_second: 64 * 1024 * 1024,
             cleanup_grace_ms: 30_000,
+            memory_budget_mb: (crate::storage::rocks::DEFAULT_MEMORY_BUDGET_BYTES >> 20) as u64,
             log: "info".into(),
             limits: Limits::default(),
             bucket_defaults: BucketProps::default(),
@@ -390,6 +396,12 @@ impl NodeConfig {
         }
         if self.request_timeout_ms == 0 {
             return invalid("request_timeout_ms must be at least 1".into());
+        }
+        if !(16..=1 << 20).contains(&self.memory_budget_mb) {
+            return invalid(format!(
+                "memory_budget_mb must be from 16 to 1048576 (MiB), not {}",
+                self.memory_budget_mb
+            ));
         }
         if self.crash_test_lose_unsynced && !self.fault_injection {
             return invalid(

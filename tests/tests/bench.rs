@@ -29,6 +29,7 @@ fn args(target: Target, workload: Workload, out: &std::path::Path, label: &str) 
         urls: Vec::new(),
         redis_url: String::new(),
         durability: None,
+        server_pid: Vec::new(),
         label: Some(label.into()),
         out: out.to_owned(),
     }
@@ -54,13 +55,16 @@ async fn bench_cluster() -> (TestCluster, tempfile::TempDir) {
 async fn the_benchmark_drives_a_cluster_and_reports() {
     let (c, out) = bench_cluster().await;
 
+    let pids: Vec<u32> = c.nodes.iter().filter_map(|n| n.pid()).collect();
     let mut a = args(Target::Quorra, Workload::A, out.path(), "smoke-client");
     a.seeds = c.nodes.iter().filter_map(|n| n.peer).collect();
+    a.server_pid = pids.clone();
     a.cert_dir = Some(c.certs.clone());
     let client = run(a).await.expect("client run");
 
     let mut h = args(Target::QuorraHttp, Workload::F, out.path(), "smoke-http");
     h.urls = c.nodes.iter().map(|n| n.url.clone()).collect();
+    h.server_pid = pids;
     let http = run(h).await.expect("http run");
 
     for (report, ops) in [(&client, ["read", "update"]), (&http, ["read", "rmw"])] {
@@ -76,6 +80,11 @@ async fn the_benchmark_drives_a_cluster_and_reports() {
         }
         assert!(report.throughput > 0.0);
         assert!(!report.timeline.is_empty());
+        // The nodes' CPU time (from /proc) and the generator's: serving
+        // 400 operations takes some.
+        let server = report.server_cpu_us_per_op.expect("server CPU measured");
+        let client = report.client_cpu_us_per_op.expect("client CPU measured");
+        assert!(server > 0.0 && client >= 0.0, "{server} {client}");
     }
     let summary = quorra_bench::report::summarize(out.path()).expect("summary");
     assert!(summary.contains("smoke-client") && summary.contains("smoke-http"));

@@ -234,13 +234,19 @@ fn tombstones_json(state: &AppState) -> Value {
 }
 
 /// The engine's write counters: durable writes and the WAL syncs they
-/// took (concurrent ones share a sync), and the bytes written.
+/// took (concurrent ones share a sync), and the bytes written; and its
+/// memory against the budget.
 fn storage_json(state: &AppState) -> Value {
-    let counts = state.kv.store().engine().sync_counts();
+    let engine = state.kv.store().engine();
+    let counts = engine.sync_counts();
+    let memory = engine.memory();
     json!({
         "durable_writes": counts.map(|c| c.durable_writes),
         "wal_syncs": counts.map(|c| c.wal_syncs),
         "bytes_written": counts.map(|c| c.bytes_written),
+        "memory_budget_bytes": memory.map(|m| m.budget_bytes),
+        "block_cache_bytes": memory.map(|m| m.block_cache_bytes),
+        "memtable_bytes": memory.map(|m| m.memtable_bytes),
     })
 }
 

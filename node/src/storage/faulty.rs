@@ -81,4 +81,8 @@ impl Engine for FaultyEngine {
     fn sync_counts(&self) -> Option<super::SyncCounts> {
         self.inner.sync_counts()
     }
+
+    fn memory(&self) -> Option<super::MemoryUsage> {
+        self.inner.memory()
+    }
 }

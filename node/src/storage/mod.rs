@@ -6,6 +6,7 @@
 //! Both pass the same [`conformance`] suite. Framing, checksums and versioning
 //! live one layer up, in [`crate::store`]: an engine stores opaque bytes.
 
+pub mod commit;
 pub mod faulty;
 pub mod memory;
 pub mod rocks;
@@ -61,6 +62,17 @@ pub struct SyncCounts {
     /// Bytes of keys and values written (what a write costs the engine,
     /// before compaction rewrites it).
     pub bytes_written: u64,
+}
+
+/// What the engine holds in memory against its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemoryUsage {
+    /// The budget: block cache and memtables together.
+    pub budget_bytes: u64,
+    /// The block cache's use, the memtables' reservations in it included.
+    pub block_cache_bytes: u64,
+    /// Memtables (active, immutable and pinned), every space together.
+    pub memtable_bytes: u64,
 }
 
 /// One change in an atomic batch.
@@ -145,6 +157,11 @@ pub trait Engine: Send + Sync + 'static {
     /// the disk (an engine that keeps no deletion markers has nothing to do).
     fn compact(&self, _space: Space) -> Result<(), EngineError> {
         Ok(())
+    }
+
+    /// Memory held against the engine's budget (`None`: not tracked).
+    fn memory(&self) -> Option<MemoryUsage> {
+        None
     }
 
     /// Durable writes and the WAL syncs that made them durable (`None`:

@@ -3,16 +3,47 @@
 //! Every write goes through RocksDB's write-ahead log. [`Durability::Fsync`]
 //! sets `sync` on the write, so the WAL is fsynced before the call returns;
 //! RocksDB groups concurrent synced writes into one fsync (group commit).
+//!
+//! **Memory.** One LRU block cache holds the whole budget
+//! ([`RocksOptions::memory_budget_bytes`]); a write buffer manager charges
+//! the memtables of every column family to that cache and flushes when
+//! they pass half of it, and index and filter blocks live in the cache
+//! too, so RocksDB's memory stays near the budget however many keys the
+//! node holds (by default RocksDB gives each column family 64 MiB
+//! memtables and keeps every table's index outside any cache).
 
 use std::path::Path;
 
 use rocksdb::statistics::{StatsLevel, Ticker};
 use rocksdb::{
-    properties, BottommostLevelCompaction, ColumnFamily, ColumnFamilyDescriptor, CompactOptions,
-    DBCompressionType, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+    properties, BlockBasedOptions, BottommostLevelCompaction, Cache, ColumnFamily,
+    ColumnFamilyDescriptor, CompactOptions, DBCompressionType, Direction, IteratorMode, Options,
+    WriteBatch, WriteBufferManager, WriteOptions, DB,
 };
 
-use super::{Durability, Engine, EngineError, Space, SyncCounts, WriteOp};
+use super::{Durability, Engine, EngineError, MemoryUsage, Space, SyncCounts, WriteOp};
+
+/// The default memory budget: sized for a small machine running a few
+/// nodes (see the node config's `memory_budget_mb`).
+pub const DEFAULT_MEMORY_BUDGET_BYTES: usize = 256 << 20;
+
+/// How to open a [`RocksEngine`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RocksOptions {
+    /// Block cache and memtables together, in bytes.
+    pub memory_budget_bytes: usize,
+    /// Crash-test mode (tests only: see [`RocksEngine`]).
+    pub lose_unsynced: bool,
+}
+
+impl Default for RocksOptions {
+    fn default() -> Self {
+        Self {
+            memory_budget_bytes: DEFAULT_MEMORY_BUDGET_BYTES,
+            lose_unsynced: false,
+        }
+    }
+}
 
 /// A RocksDB database with the column families `objects`, `hints` and `meta`.
 pub struct RocksEngine {
@@ -25,6 +56,10 @@ pub struct RocksEngine {
     /// written only by a sync, so killing the process loses every write not
     /// yet synced, as a power loss does (a plain kill keeps the OS cache).
     lose_unsynced: bool,
+    /// The block cache, memtables charged to it.
+    cache: Cache,
+    /// The budget it was opened with.
+    budget: usize,
 }
 
 impl std::fmt::Debug for RocksEngine {
@@ -40,14 +75,17 @@ fn rocks(e: rocksdb::Error) -> EngineError {
 }
 
 impl RocksEngine {
-    /// Opens (or creates) the database at `path`.
+    /// Opens (or creates) the database at `path`, with the default options.
     pub fn open(path: &Path) -> Result<Self, EngineError> {
-        Self::open_with(path, false)
+        Self::open_with(path, RocksOptions::default())
     }
 
-    /// Opens the database, in crash-test mode when `lose_unsynced` (tests
-    /// only: see [`RocksEngine`]).
-    pub fn open_with(path: &Path, lose_unsynced: bool) -> Result<Self, EngineError> {
+    /// Opens the database with `options`.
+    pub fn open_with(path: &Path, options: RocksOptions) -> Result<Self, EngineError> {
+        let RocksOptions {
+            memory_budget_bytes: budget,
+            lose_unsynced,
+        } = options;
         let open_err = |reason: String| EngineError::Open {
             path: path.display().to_string(),
             reason,
@@ -63,9 +101,25 @@ impl RocksEngine {
         // groups, for the status and the group-commit test.
         opts.enable_statistics();
         opts.set_statistics_level(StatsLevel::ExceptHistogramOrTimers);
+        let cache = Cache::new_lru_cache(budget);
+        let buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
+            budget / 2,
+            false,
+            cache.clone(),
+        );
+        opts.set_write_buffer_manager(&buffers);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
         let cfs = Space::ALL.iter().map(|s| {
             let mut cf = Options::default();
             cf.set_compression_type(DBCompressionType::Lz4);
+            cf.set_block_based_table_factory(&table);
+            // Several memtables per space fit in the half of the budget
+            // they may use, so one busy space cannot take it all.
+            cf.set_write_buffer_size((budget / 8).max(1 << 20));
+            cf.set_write_buffer_manager(&buffers);
             ColumnFamilyDescriptor::new(s.name(), cf)
         });
         let db =
@@ -75,6 +129,8 @@ impl RocksEngine {
             opts,
             durable_writes: std::sync::atomic::AtomicU64::new(0),
             lose_unsynced,
+            cache,
+            budget,
         })
     }
 
@@ -162,6 +218,24 @@ impl Engine for RocksEngine {
         })
     }
 
+    fn memory(&self) -> Option<MemoryUsage> {
+        let memtables = Space::ALL
+            .iter()
+            .filter_map(|s| {
+                let cf = self.db.cf_handle(s.name())?;
+                self.db
+                    .property_int_value_cf(cf, properties::SIZE_ALL_MEM_TABLES)
+                    .ok()
+                    .flatten()
+            })
+            .sum();
+        Some(MemoryUsage {
+            budget_bytes: self.budget as u64,
+            block_cache_bytes: self.cache.get_usage() as u64,
+            memtable_bytes: memtables,
+        })
+    }
+
     fn deletion_markers(&self, space: Space) -> Result<Option<u64>, EngineError> {
         let cf = self.cf(space)?;
         let int = |name| {
@@ -240,6 +314,48 @@ mod tests {
             syncs < writes / 4,
             "{syncs} WAL syncs for {writes} concurrent durable writes"
         );
+    }
+
+    /// A small budget holds: after writing eight times the budget and
+    /// reading it back, the block cache (memtables charged to it) and the
+    /// memtables stay within it.
+    #[test]
+    fn memory_stays_within_the_budget() {
+        const BUDGET: usize = 8 << 20;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = RocksEngine::open_with(
+            dir.path(),
+            RocksOptions {
+                memory_budget_bytes: BUDGET,
+                lose_unsynced: false,
+            },
+        )
+        .expect("open");
+        let value = vec![7u8; 4096];
+        let keys = 8 * BUDGET / value.len();
+        for i in 0..keys {
+            engine
+                .put(
+                    Space::Objects,
+                    format!("k{i:08}").as_bytes(),
+                    &value,
+                    Durability::Buffered,
+                )
+                .expect("put");
+        }
+        for i in (0..keys).step_by(7) {
+            let got = engine
+                .get(Space::Objects, format!("k{i:08}").as_bytes())
+                .expect("get");
+            assert_eq!(got.as_deref(), Some(&value[..]), "k{i}");
+        }
+        let m = engine.memory().expect("tracked");
+        assert_eq!(m.budget_bytes, BUDGET as u64);
+        assert!(m.block_cache_bytes > 0, "{m:?}");
+        // LRU capacity is a soft limit: a block in use may overshoot it
+        // briefly, never by the data written.
+        assert!(m.block_cache_bytes <= BUDGET as u64 * 11 / 10, "{m:?}");
+        assert!(m.memtable_bytes <= BUDGET as u64 * 6 / 10, "{m:?}");
     }
 
     #[test]

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Where a request's CPU time goes: samples the node processes with perf while
+# quorra-bench drives workload A, and draws one flame graph per case into
+# bench/flamegraphs/ (1 node through the client library, 3 nodes through the
+# client library, 3 nodes over HTTP). Release builds by default. Installs
+# linux-perf (apt-get) and inferno (cargo install) when missing; starts each
+# cluster itself and stops it by its PID.
+#
+# Usage: bench/flamegraph.sh [SECONDS] [CONCURRENCY] [TAG]   (defaults: 10 16 now)
+#   TAG names the output files (bench/flamegraphs/TAG-CASE.svg), so graphs
+#   from before and after a change sit side by side.
+source "$(dirname "$0")/../scripts/lib.sh"
+ensure_deps
+cd "$QUORRA_ROOT"
+seconds=${1:-10}
+concurrency=${2:-16}
+tag=${3:-now}
+case "$seconds$concurrency" in ''|*[!0-9]*) die "SECONDS and CONCURRENCY are whole numbers";; esac
+[ "$seconds" -le 120 ] || die "SECONDS is at most 120"
+case "$tag" in ''|*[!A-Za-z0-9_-]*) die "TAG is letters, digits, - and _";; esac
+
+command -v perf >/dev/null 2>&1 || apt_install linux-perf
+if ! command -v inferno-flamegraph >/dev/null 2>&1; then
+  say "installing inferno (cargo install)"
+  cargo install --locked --quiet inferno
+fi
+export QUORRA_BENCH_PROFILE=${QUORRA_BENCH_PROFILE:-release}
+build_bench_binaries
+bench_workspace flamegraph
+graphs="$QUORRA_ROOT/bench/flamegraphs"
+mkdir -p "$graphs"
+
+# The node processes of the dev cluster $qpid (its children).
+node_pids() {
+  local t kids=""
+  for t in /proc/"$qpid"/task/*/children; do kids="$kids $(cat "$t" 2>/dev/null)"; done
+  echo $kids | tr ' ' ','
+}
+
+# profile CASE NODES TARGET: a fresh cluster, the load in the background,
+# perf on every node for the measured seconds.
+profile() {
+  local name=$1 n=$2 target=$3
+  start_quorra "$n" "-$name"
+  local args=(run --target "$target" --workload a --records 10000 --warmup 2
+    --seconds "$seconds" --concurrency "$concurrency" --server-pid "$qpid"
+    --label "$tag-$name" --out "$out")
+  if [ "$target" = quorra ]; then
+    args+=(--seeds "$seeds" --cert-dir "$qdir/certs")
+  else
+    args+=(--urls "$urls")
+  fi
+  "$bench" "${args[@]}" > "$work/$name.bench.log" 2>&1 &
+  local load=$!
+  # Loading and warm-up first: sample only the measured part.
+  for _ in $(seq 600); do grep -q '^loaded' "$work/$name.bench.log" && break; sleep 0.1; done
+  sleep 2
+  local data="$work/$name.perf.data"
+  perf record -q -F 199 -g --call-graph dwarf,8192 -p "$(node_pids)" -o "$data" \
+    -- sleep "$seconds" 2>>"$work/$name.perf.log" || die "perf record failed: $(tail -3 "$work/$name.perf.log")"
+  wait "$load" || die "the load failed: $(tail -5 "$work/$name.bench.log")"
+  stop_quorra
+  perf script -i "$data" 2>/dev/null | inferno-collapse-perf > "$work/$name.folded"
+  inferno-flamegraph --title "$tag: $name, workload A, $concurrency workers" \
+    --minwidth 0.2 < "$work/$name.folded" > "$graphs/$tag-$name.svg"
+  say "$graphs/$tag-$name.svg ($(wc -l < "$work/$name.folded") stacks)"
+}
+
+profile 1node-client 1 quorra
+profile 3node-client 3 quorra
+profile 3node-http 3 quorra-http
+"$bench" report "$out" > /dev/null
+grep -E '^\| (run|---|'"$tag"')' "$out/summary.md" | cut -d'|' -f1-8
