@@ -44,7 +44,8 @@ profile() {
   start_quorra "$n" "-$name"
   local args=(run --target "$target" --workload a --records 10000 --warmup 2
     --seconds "$seconds" --concurrency "$concurrency" --server-pid "$qpid"
-    --label "$tag-$name" --out "$out")
+    --label "$tag-$name" --out "$out"
+    --durability "$n node(s): n=$(( n < 3 ? n : 3 )) w=$(( n < 2 ? n : 2 )), no fsync")
   if [ "$target" = quorra ]; then
     args+=(--seeds "$seeds" --cert-dir "$qdir/certs")
   else
@@ -52,6 +53,7 @@ profile() {
   fi
   "$bench" "${args[@]}" > "$work/$name.bench.log" 2>&1 &
   local load=$!
+  pids+=("$load")
   # Loading and warm-up first: sample only the measured part.
   for _ in $(seq 600); do grep -q '^loaded' "$work/$name.bench.log" && break; sleep 0.1; done
   sleep 2
@@ -59,8 +61,13 @@ profile() {
   perf record -q -F 199 -g --call-graph dwarf,8192 -p "$(node_pids)" -o "$data" \
     -- sleep "$seconds" 2>>"$work/$name.perf.log" || die "perf record failed: $(tail -3 "$work/$name.perf.log")"
   wait "$load" || die "the load failed: $(tail -5 "$work/$name.bench.log")"
+  local kept=() p
+  for p in "${pids[@]}"; do [ "$p" = "$load" ] || kept+=("$p"); done
+  pids=("${kept[@]}")
   stop_quorra
-  perf script -i "$data" 2>/dev/null | inferno-collapse-perf > "$work/$name.folded"
+  perf script -i "$data" 2>"$work/$name.script.log" | inferno-collapse-perf > "$work/$name.folded" ||
+    die "folding the samples failed: $(tail -3 "$work/$name.script.log")"
+  [ -s "$work/$name.folded" ] || die "perf recorded no samples of the nodes"
   inferno-flamegraph --title "$tag: $name, workload A, $concurrency workers" \
     --minwidth 0.2 < "$work/$name.folded" > "$graphs/$tag-$name.svg"
   say "$graphs/$tag-$name.svg ($(wc -l < "$work/$name.folded") stacks)"
@@ -70,4 +77,4 @@ profile 1node-client 1 quorra
 profile 3node-client 3 quorra
 profile 3node-http 3 quorra-http
 "$bench" report "$out" > /dev/null
-grep -E '^\| (run|---|'"$tag"')' "$out/summary.md" | cut -d'|' -f1-8
+grep -E '^\| ?(run|---|'"$tag"')' "$out/summary.md" | cut -d'|' -f1-8 || true

@@ -24,9 +24,9 @@ done
 build_bench_binaries
 work=$(mktemp -d)
 # Three replicas of the largest load, with room for the write-ahead log and
-# compaction (about 30 GB for 10M records of 1 KiB): check before starting.
+# compaction (about 35 GB for 10M records of 1 KiB): check before starting.
 largest=$(printf '%s\n' $sizes | sort -n | tail -1)
-need_kb=$(( largest * (value_size + 64) * 3 * 12 / 10 / 1024 ))
+need_kb=$(( largest * (value_size + 64) * 3 * 11 / 10 / 1024 ))
 free_kb=$(df -Pk "$work" | awk 'NR == 2 {print $4}')
 if [ "$free_kb" -lt "$need_kb" ]; then
   rmdir "$work"
@@ -43,7 +43,7 @@ trap cleanup EXIT
 
 # Resident memory of each node process (children of the dev-cluster, by PID).
 node_rss() {
-  local p kids=""
+  local p t kids=""
   for t in /proc/"$qpid"/task/*/children; do kids="$kids $(cat "$t" 2>/dev/null)"; done
   for p in $kids; do
     awk '/^VmRSS/ {printf "%d MiB ", $2/1024}' "/proc/$p/status" 2>/dev/null
@@ -72,11 +72,12 @@ for records in $sizes; do
   "$quorra" certs --out "$qdir/certs" --clients bench >/dev/null
   seeds=$(grep -h '^peer_addr' "$qdir"/n*/quorra.toml | sed 's/.*"\(.*\)"/\1/' | paste -sd,)
   "$bench" run --target quorra --server-pid "$qpid" --seeds "$seeds" --cert-dir "$qdir/certs" \
-    --workload a --records "$records" --value-size "$value_size" --seconds "$seconds" \
+    --workload a --blind-load --records "$records" --value-size "$value_size" --seconds "$seconds" \
     --concurrency "$concurrency" --label "growth-$records" --out "$out" >/dev/null
   rss=$(node_rss)
   disk=$(node_disk "$qdir")
-  budget=$(curl -sf "$(head -1 "$qdir.urls")/v1/cluster/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["storage"]["memory_budget_bytes"] >> 20, "MiB")')
+  budget=$(curl -sf "$(head -1 "$qdir.urls")/v1/cluster/status" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["storage"]["memory_budget_bytes"] >> 20, "MiB")' || echo "?")
   python3 - "$out/growth-$records.json" "$records" "$value_size" "$rss" "$disk" "$budget" >> "$report" <<'PY'
 import json, sys
 path, records, size, rss, disk, budget = sys.argv[1:]

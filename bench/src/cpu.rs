@@ -5,13 +5,15 @@
 //! run reports them: the server's (the processes named by `--server-pid`
 //! and all their descendants, so a dev cluster's parent brings its nodes)
 //! and the load generator's own. Both are sampled at the start and the end
-//! of the measured window; a process that starts or ends inside the window
-//! counts only from when it is seen.
+//! of the measured window: a process that starts inside the window counts
+//! from its start, and one that ends inside it is left out (a restarted
+//! node's first life is not counted).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 /// `/proc` counts CPU time in clock ticks of `USER_HZ`, which the kernel
-/// fixes at 100 per second for user space on every architecture.
+/// fixes at 100 per second on x86-64 and arm64, the machines Quorra runs
+/// on (`getconf CLK_TCK`).
 const TICKS_PER_SECOND: f64 = 100.0;
 
 /// One process's line of `/proc/PID/stat`, the fields used here.

@@ -90,6 +90,11 @@ pub struct RunArgs {
     /// Quorra: fsync before acknowledging (dw=1).
     #[arg(long)]
     pub dw: bool,
+    /// Load records with blind inserts (no read first): only for a store
+    /// that holds none of them yet, or Quorra keeps each reload as a
+    /// sibling.
+    #[arg(long)]
+    pub blind_load: bool,
     /// Quorra: peer addresses of nodes (client library).
     #[arg(long, value_delimiter = ',')]
     pub seeds: Vec<SocketAddr>,
@@ -222,7 +227,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<RunReport> {
     for _ in 0..a.concurrency {
         let (driver, next, value, records) =
             (driver.clone(), next.clone(), value.clone(), a.records);
-        let (workload, set_size) = (a.workload, a.set_size);
+        let (workload, set_size, blind_load) = (a.workload, a.set_size, a.blind_load);
         loaders.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -241,7 +246,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<RunReport> {
                             from = to;
                         }
                     }
-                    _ => driver.insert(&key_name(i), &value).await?,
+                    _ if blind_load => driver.insert(&key_name(i), &value).await?,
+                    _ => driver.write(&key_name(i), &value).await?,
                 }
             }
         }));
@@ -344,7 +350,7 @@ async fn phase(
             .rate
             .filter(|r| *r > 0)
             .map(|r| Duration::from_secs_f64(a.concurrency as f64 / r as f64));
-        let set_size = a.set_size;
+        let (set_size, blind_load) = (a.set_size, a.blind_load);
         workers.push(tokio::spawn(async move {
             let mut rec = Recorder::new();
             let mut added = 0u64;
@@ -389,9 +395,13 @@ async fn phase(
                         let k = key_name(generator.key(inserted.load(Ordering::Relaxed)));
                         driver.write(&k, &value).await
                     }
-                    Op::Insert => {
+                    Op::Insert if blind_load => {
                         let k = key_name(inserted.fetch_add(1, Ordering::Relaxed));
                         driver.insert(&k, &value).await
+                    }
+                    Op::Insert => {
+                        let k = key_name(inserted.fetch_add(1, Ordering::Relaxed));
+                        driver.write(&k, &value).await
                     }
                     Op::ReadModifyWrite => {
                         let k = key_name(generator.key(inserted.load(Ordering::Relaxed)));

@@ -203,7 +203,8 @@ impl RunReport {
     /// Adds the CPU seconds the server and the client spent in the
     /// measured window, as µs per operation.
     pub fn with_cpu(mut self, server_secs: Option<f64>, client_secs: f64) -> Self {
-        let ops: u64 = self.ops.values().map(|s| s.count).sum();
+        // Failed operations were served too.
+        let ops: u64 = self.ops.values().map(|s| s.count + s.errors).sum();
         if ops > 0 {
             let per_op = |secs: f64| secs * 1e6 / ops as f64;
             self.server_cpu_us_per_op = server_secs.map(per_op);
@@ -243,7 +244,7 @@ fn cpu_cell(us: Option<f64>) -> String {
 }
 
 /// The markdown table header.
-pub const MARKDOWN_HEADER: &str = "| run | durability | op | ops/s (all ops) | server CPU µs/op | client CPU µs/op | count | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms | errors |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
+pub const MARKDOWN_HEADER: &str = "| run | durability | op | ops/s (all ops) | server CPU µs/op (run) | client CPU µs/op (run) | count | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms | errors |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
 
 /// A table of each run's throughput as a multiple of each peer's (Redis and
 /// etcd runs of the same workload in the same directory, so the same run).

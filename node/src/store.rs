@@ -145,6 +145,17 @@ pub enum CorruptRecord {
     Decode(String),
 }
 
+/// The outcome of an engine write, after `bookkeeping` ran for it if the
+/// write was applied: when it succeeded, and when only its sync failed
+/// ([`EngineError::Unsynced`]: readers see the write, so the in-memory
+/// state that mirrors the engine must count it too).
+fn applied(result: Result<(), EngineError>, bookkeeping: impl FnOnce()) -> Result<(), StoreError> {
+    if matches!(result, Ok(()) | Err(EngineError::Unsynced(_))) {
+        bookkeeping();
+    }
+    Ok(result?)
+}
+
 /// Encodes an object as a checksummed record.
 pub fn encode_record(object: &Object) -> Result<Vec<u8>, StoreError> {
     let payload = rmp_serde::to_vec(object).map_err(|e| StoreError::Encode(e.to_string()))?;
@@ -509,13 +520,21 @@ impl ObjectStore {
                     },
                 ];
                 let indexed = self.unindex(&skey, &mut ops)?;
-                self.engine.write(ops, Durability::Fsync)?;
-                self.count_tombstones(-i64::from(indexed), 0);
-                // Its digest at write time is unreadable: the partition's
-                // tree is built anew at its next exchange.
-                self.trees.invalidate(hash);
+                let mut set_aside = false;
+                let moved = applied(self.engine.write(ops, Durability::Fsync), || {
+                    self.count_tombstones(-i64::from(indexed), 0);
+                    // Its digest at write time is unreadable: the
+                    // partition's tree is built anew at its next exchange.
+                    self.trees.invalidate(hash);
+                    set_aside = true;
+                });
                 drop(_gate);
-                self.rotate_actor("a record of this node was corrupt")?;
+                if set_aside {
+                    // Durably or not, the record is gone: its dots must not
+                    // be issued again.
+                    self.rotate_actor("a record of this node was corrupt")?;
+                }
+                moved?;
                 Ok(Stored::Corrupt)
             }
         }
@@ -564,10 +583,10 @@ impl ObjectStore {
             value: record,
         });
         let _gate = self.trees.gate(hash);
-        self.engine.write(ops, durability)?;
-        self.trees.update(hash, &skey, old, Some(object));
-        self.count_tombstones(held, -i64::from(forget_marker));
-        Ok(())
+        applied(self.engine.write(ops, durability), || {
+            self.trees.update(hash, &skey, old, Some(object));
+            self.count_tombstones(held, -i64::from(forget_marker));
+        })
     }
 
     /// Takes a new actor epoch, durably, before any dot is issued with it.
@@ -676,19 +695,23 @@ impl ObjectStore {
         if (existing.is_none() && held >= budget.max_hints) || new_bytes > budget.max_bytes {
             return Err(StoreError::HintBudgetFull { hints: held, bytes });
         }
-        self.engine.put(Space::Hints, &hkey, &raw, durability)?;
-        if existing.is_none() {
-            self.hints_held.fetch_add(1, Ordering::Relaxed);
-        }
-        // Deltas, not a store: writers of other keys update it concurrently.
-        self.hint_bytes
-            .fetch_add(raw.len() as u64, Ordering::Relaxed);
-        let _ = self
-            .hint_bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                Some(b.saturating_sub(old_len))
-            });
-        Ok(())
+        applied(
+            self.engine.put(Space::Hints, &hkey, &raw, durability),
+            || {
+                if existing.is_none() {
+                    self.hints_held.fetch_add(1, Ordering::Relaxed);
+                }
+                // Deltas, not a store: writers of other keys update it
+                // concurrently.
+                self.hint_bytes
+                    .fetch_add(raw.len() as u64, Ordering::Relaxed);
+                let _ = self
+                    .hint_bytes
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                        Some(b.saturating_sub(old_len))
+                    });
+            },
+        )
     }
 
     /// The hint held for `owner` on one key.

@@ -23,6 +23,7 @@ fn args(target: Target, workload: Workload, out: &std::path::Path, label: &str) 
         value_size: 100,
         set_size: 1_000,
         dw: false,
+        blind_load: false,
         seeds: Vec::new(),
         cert_dir: None,
         cert_name: "bench".into(),

@@ -11,7 +11,9 @@
 //! A writer's ticket is taken after its append, and a sync covers the
 //! tickets taken before it started: a write is acknowledged only by a sync
 //! that began after it was in the log. A failed sync fails its leader's
-//! write; the writers it would have covered try again themselves.
+//! write; the writers it would have covered try again themselves. A write
+//! whose sync failed is in the engine all the same, so it fails with
+//! [`EngineError::Unsynced`], which tells the caller it was applied.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
@@ -60,20 +62,34 @@ impl CommitQueue {
             q.syncing = true;
             let covers = q.appended;
             drop(q);
+            let lead = Lead(self);
             let result = sync();
             q = lock();
+            std::mem::forget(lead);
             q.syncing = false;
             if result.is_ok() {
                 q.synced = q.synced.max(covers);
             }
             self.done.notify_all();
-            result?;
+            result.map_err(|e| EngineError::Unsynced(Box::new(e)))?;
         }
     }
 
     /// Durable writes committed through the queue.
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
+    }
+}
+
+/// A leader's sync under way: if it unwinds, the queue is released so the
+/// waiting writers do not wait for it forever (one of them leads next).
+struct Lead<'a>(&'a CommitQueue);
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        let mut q = self.0.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        q.syncing = false;
+        self.0.done.notify_all();
     }
 }
 
@@ -201,7 +217,10 @@ mod tests {
     fn a_failed_sync_acknowledges_nothing() {
         let queue = CommitQueue::default();
         let err = queue.commit(|| Err(EngineError::Injected));
-        assert!(matches!(err, Err(EngineError::Injected)));
+        assert!(
+            matches!(&err, Err(EngineError::Unsynced(e)) if matches!(**e, EngineError::Injected)),
+            "{err:?}"
+        );
         assert_eq!(queue.queue.lock().expect("lock").synced, 0);
         let syncs = AtomicU64::new(0);
         queue
@@ -211,6 +230,23 @@ mod tests {
             })
             .expect("commit");
         assert_eq!(syncs.load(Ordering::Relaxed), 1);
+    }
+
+    /// A leader whose sync panics releases the queue: the next writer
+    /// leads a sync of its own instead of waiting forever.
+    #[test]
+    fn a_panicking_sync_releases_the_queue() {
+        let queue = CommitQueue::default();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            queue.commit(|| panic!("the sync panicked"))
+        }));
+        assert!(panicked.is_err());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| tx.send(queue.commit(|| Ok(()))).expect("send"));
+            let done = rx.recv_timeout(Duration::from_secs(10));
+            assert!(matches!(done, Ok(Ok(()))), "{done:?}");
+        });
     }
 
     #[test]

@@ -105,6 +105,11 @@ pub enum EngineError {
     /// A disk fault injected by a test (see `crate::faults`).
     #[error("injected disk fault: the disk is failing")]
     Injected,
+    /// A durable write reached the engine (readers see it) but the sync
+    /// that makes it durable failed, so a crash may lose it: the caller
+    /// keeps its own bookkeeping of the write, and reports the failure.
+    #[error("written but not made durable: {0}")]
+    Unsynced(Box<Self>),
     /// The engine could not be opened.
     #[error("cannot open storage at {path}: {reason}")]
     Open {

@@ -695,3 +695,90 @@ fn a_data_dir_keyed_by_partition_number_is_rewritten_on_open() {
         .expect("scan");
     assert_eq!(count, names.len(), "no key left in the old format");
 }
+
+/// An engine whose syncs fail while `failing` is set: the writes reach it,
+/// their durability does not.
+struct SyncFails {
+    inner: MemEngine,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl Engine for SyncFails {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        self.inner.get(space, key)
+    }
+    fn write(&self, ops: Vec<WriteOp>, durability: Durability) -> Result<(), EngineError> {
+        self.inner.write(ops, durability)
+    }
+    fn scan_from(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), EngineError> {
+        self.inner.scan_from(space, prefix, start, visit)
+    }
+    fn sync(&self) -> Result<(), EngineError> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(EngineError::Injected);
+        }
+        self.inner.sync()
+    }
+}
+
+/// A durable write whose sync fails is refused, but it reached the engine
+/// (readers see it): the partition's tree and the hint counters count it,
+/// so they still match what the engine holds.
+#[test]
+fn a_write_whose_sync_failed_is_refused_and_still_counted() {
+    use crate::storage::commit::GroupCommit;
+    let raw = Arc::new(SyncFails {
+        inner: MemEngine::new(),
+        failing: std::sync::atomic::AtomicBool::new(false),
+    });
+    let engine: Arc<dyn Engine> = Arc::new(GroupCommit::new(raw.clone()));
+    let store = ObjectStore::open(engine.clone(), "n1").expect("store");
+    let (b, k) = bk("users", "alice");
+    const PARTITIONS: u32 = 8;
+    let p = partition_of_key(&store.object_key(&b, &k), PARTITIONS).expect("partition");
+    let before = store.tree(p, PARTITIONS).expect("tree");
+
+    raw.failing.store(true, Ordering::Relaxed);
+    let refused = store.coordinate(
+        &b,
+        &k,
+        &VersionVector::new(),
+        Content::value(b"v".to_vec(), "text/plain", 1),
+        ConflictMode::Siblings,
+        Durability::Fsync,
+    );
+    assert!(
+        matches!(refused, Err(StoreError::Engine(EngineError::Unsynced(_)))),
+        "{refused:?}"
+    );
+    let hinted = store.store_hint(
+        "n2",
+        &b,
+        &k,
+        &put(&store, &b, &k, &VersionVector::new(), "w"),
+        ConflictMode::Siblings,
+        Durability::Fsync,
+        BUDGET,
+        1,
+    );
+    assert!(hinted.is_err(), "{hinted:?}");
+    raw.failing.store(false, Ordering::Relaxed);
+
+    assert_eq!(
+        live(&store.get(&b, &k).expect("get").expect("held")),
+        ["v", "w"]
+    );
+    assert_eq!(store.hints_held(), 1);
+    let tree = store.tree(p, PARTITIONS).expect("tree");
+    assert_ne!(tree.root(), before.root(), "the tree counts the write");
+    // The same engine, opened afresh, builds its trees from a scan.
+    let fresh = ObjectStore::open(engine, "n1").expect("reopen");
+    assert_eq!(fresh.tree(p, PARTITIONS).expect("tree").root(), tree.root());
+    assert_eq!(fresh.hints_held(), 1);
+}
