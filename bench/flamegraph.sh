@@ -9,6 +9,9 @@
 # Usage: bench/flamegraph.sh [SECONDS] [CONCURRENCY] [TAG]   (defaults: 10 16 now)
 #   TAG names the output files (bench/flamegraphs/TAG-CASE.svg), so graphs
 #   from before and after a change sit side by side.
+#   QUORRA_FLAME_CASES picks the cases (default "1node-client 3node-client
+#   3node-http"; also "3node-client-dw": durable writes, dw=1). The folded
+#   stacks stay in bench-results/flamegraph/ for a closer look.
 source "$(dirname "$0")/../scripts/lib.sh"
 ensure_deps
 cd "$QUORRA_ROOT"
@@ -37,15 +40,18 @@ node_pids() {
   echo $kids | tr ' ' ','
 }
 
-# profile CASE NODES TARGET: a fresh cluster, the load in the background,
-# perf on every node for the measured seconds.
+# profile CASE NODES TARGET [ARGS]: a fresh cluster, the load in the
+# background, perf on every node for the measured seconds.
 profile() {
   local name=$1 n=$2 target=$3
+  shift 3
+  local fsync="no fsync"
+  case " $* " in *" --dw "*) fsync="dw=1 (fsync)" ;; esac
   start_quorra "$n" "-$name"
-  local args=(run --target "$target" --workload a --records 10000 --warmup 2
+  local args=(run "$@" --target "$target" --workload a --records 10000 --warmup 2
     --seconds "$seconds" --concurrency "$concurrency" --server-pid "$qpid"
     --label "$tag-$name" --out "$out"
-    --durability "$n node(s): n=$(( n < 3 ? n : 3 )) w=$(( n < 2 ? n : 2 )), no fsync")
+    --durability "$n node(s): n=$(( n < 3 ? n : 3 )) w=$(( n < 2 ? n : 2 )), $fsync")
   if [ "$target" = quorra ]; then
     args+=(--seeds "$seeds" --cert-dir "$qdir/certs")
   else
@@ -68,13 +74,20 @@ profile() {
   perf script -i "$data" 2>"$work/$name.script.log" | inferno-collapse-perf > "$work/$name.folded" ||
     die "folding the samples failed: $(tail -3 "$work/$name.script.log")"
   [ -s "$work/$name.folded" ] || die "perf recorded no samples of the nodes"
+  cp "$work/$name.folded" "$out/$tag-$name.folded"
   inferno-flamegraph --title "$tag: $name, workload A, $concurrency workers" \
     --minwidth 0.2 < "$work/$name.folded" > "$graphs/$tag-$name.svg"
   say "$graphs/$tag-$name.svg ($(wc -l < "$work/$name.folded") stacks)"
 }
 
-profile 1node-client 1 quorra
-profile 3node-client 3 quorra
-profile 3node-http 3 quorra-http
+for c in ${QUORRA_FLAME_CASES:-1node-client 3node-client 3node-http}; do
+  case "$c" in
+    1node-client) profile "$c" 1 quorra ;;
+    3node-client) profile "$c" 3 quorra ;;
+    3node-http) profile "$c" 3 quorra-http ;;
+    3node-client-dw) profile "$c" 3 quorra --dw ;;
+    *) die "unknown case $c (1node-client, 3node-client, 3node-http, 3node-client-dw)" ;;
+  esac
+done
 "$bench" report "$out" > /dev/null
 grep -E '^\| ?(run|---|'"$tag"')' "$out/summary.md" | cut -d'|' -f1-8 || true
