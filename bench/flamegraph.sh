@@ -33,12 +33,6 @@ bench_workspace flamegraph
 graphs="$QUORRA_ROOT/bench/flamegraphs"
 mkdir -p "$graphs"
 
-# The node processes of the dev cluster $qpid (its children).
-node_pids() {
-  local t kids=""
-  for t in /proc/"$qpid"/task/*/children; do kids="$kids $(cat "$t" 2>/dev/null)"; done
-  echo $kids | tr ' ' ','
-}
 
 # profile CASE NODES TARGET [ARGS]: a fresh cluster, the load in the
 # background, perf on every node for the measured seconds.
@@ -64,7 +58,7 @@ profile() {
   for _ in $(seq 600); do grep -q '^loaded' "$work/$name.bench.log" && break; sleep 0.1; done
   sleep 2
   local data="$work/$name.perf.data"
-  perf record -q -F 199 -g --call-graph dwarf,8192 -p "$(node_pids)" -o "$data" \
+  perf record -q -F 199 -g --call-graph dwarf,8192 -p "$(quorra_node_pids | tr ' ' ,)" -o "$data" \
     -- sleep "$seconds" 2>>"$work/$name.perf.log" || die "perf record failed: $(tail -3 "$work/$name.perf.log")"
   wait "$load" || die "the load failed: $(tail -5 "$work/$name.bench.log")"
   local kept=() p

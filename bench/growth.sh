@@ -43,9 +43,8 @@ trap cleanup EXIT
 
 # Resident memory of each node process (children of the dev-cluster, by PID).
 node_rss() {
-  local p t kids=""
-  for t in /proc/"$qpid"/task/*/children; do kids="$kids $(cat "$t" 2>/dev/null)"; done
-  for p in $kids; do
+  local p
+  for p in $(quorra_node_pids); do
     awk '/^VmRSS/ {printf "%d MiB ", $2/1024}' "/proc/$p/status" 2>/dev/null
   done
 }

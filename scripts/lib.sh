@@ -105,6 +105,12 @@ start_quorra() {  # N [DIR-SUFFIX]
     for _ in $(seq 120); do curl -sf "$u/ready" >/dev/null && break; sleep 0.5; done
   done
 }
+# The node processes of the dev cluster $qpid (its children), one line.
+quorra_node_pids() {
+  local t kids=""
+  for t in /proc/"$qpid"/task/*/children; do kids="$kids $(cat "$t" 2>/dev/null)"; done
+  echo $kids
+}
 stop_quorra() {
   kill -TERM "$qpid" 2>/dev/null || true
   wait "$qpid" 2>/dev/null || true

@@ -140,7 +140,9 @@ impl Driver {
     /// as siblings, which is what a sibling-mode store is for.
     pub async fn write(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
         match self {
-            Self::Quorra { .. } | Self::QuorraHttp { .. } => self.quorra_rmw(key, value).await,
+            Self::Quorra { .. } | Self::QuorraHttp { .. } => {
+                self.quorra_write(key, value, true).await
+            }
             _ => self.put_plain(key, value).await,
         }
     }
@@ -166,7 +168,9 @@ impl Driver {
     /// context, so the write replaces what it read.
     pub async fn read_modify_write(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
         match self {
-            Self::Quorra { .. } | Self::QuorraHttp { .. } => self.quorra_rmw(key, value).await,
+            Self::Quorra { .. } | Self::QuorraHttp { .. } => {
+                self.quorra_write(key, value, true).await
+            }
             _ => {
                 self.read(key).await?;
                 self.put_plain(key, value).await
@@ -174,93 +178,71 @@ impl Driver {
         }
     }
 
-    async fn quorra_rmw(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
-        match self {
-            Self::Quorra { client, opts } => {
-                let read = client.get_with(BUCKET, key, opts).await?;
-                client
-                    .put_with(
-                        BUCKET,
-                        key,
-                        value.to_vec(),
-                        "application/octet-stream",
-                        Some(&read.context),
-                        opts,
-                    )
-                    .await?;
-            }
-            Self::QuorraHttp {
-                http, urls, next, ..
-            } => {
-                let base = Self::pick(urls, next);
-                let r = http
-                    .get(format!("{base}/v1/kv/{BUCKET}/{key}"))
-                    .send()
-                    .await?;
-                let ctx = r
-                    .headers()
-                    .get("x-quorra-context")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                r.bytes().await?;
-                self.quorra_http_put(&base, key, value, ctx.as_deref())
-                    .await?;
-            }
-            _ => bail!("not a Quorra target"),
-        }
-        Ok(())
-    }
-
-    async fn quorra_http_put(
-        &self,
-        base: &str,
-        key: &str,
-        value: &[u8],
-        context: Option<&str>,
-    ) -> anyhow::Result<()> {
-        let Self::QuorraHttp {
-            http, write_query, ..
-        } = self
-        else {
-            bail!("not Quorra over HTTP");
-        };
-        let mut put = http
-            .put(format!("{base}/v1/kv/{BUCKET}/{key}{write_query}"))
-            .body(value.to_vec());
-        if let Some(c) = context {
-            put = put.header("x-quorra-context", c);
-        }
-        let r = put.send().await?;
-        if r.status().as_u16() != 204 {
-            bail!("write answered {}", r.status());
-        }
-        Ok(())
-    }
-
     /// Inserts a record under a key never written before: no read first
     /// (Quorra takes a write without context as a new value; on a new key
     /// there is nothing for it to be concurrent with).
     pub async fn insert(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
         match self {
+            Self::Quorra { .. } | Self::QuorraHttp { .. } => {
+                self.quorra_write(key, value, false).await
+            }
+            _ => self.put_plain(key, value).await,
+        }
+    }
+
+    /// A Quorra write, with the context of a read first when `read_first`.
+    async fn quorra_write(&self, key: &str, value: &[u8], read_first: bool) -> anyhow::Result<()> {
+        match self {
             Self::Quorra { client, opts } => {
+                let context = match read_first {
+                    true => Some(client.get_with(BUCKET, key, opts).await?.context),
+                    false => None,
+                };
                 client
                     .put_with(
                         BUCKET,
                         key,
                         value.to_vec(),
                         "application/octet-stream",
-                        None,
+                        context.as_ref(),
                         opts,
                     )
                     .await?;
-                Ok(())
             }
-            Self::QuorraHttp { urls, next, .. } => {
+            Self::QuorraHttp {
+                http,
+                urls,
+                next,
+                write_query,
+            } => {
                 let base = Self::pick(urls, next);
-                self.quorra_http_put(&base, key, value, None).await
+                let mut context = None;
+                if read_first {
+                    let r = http
+                        .get(format!("{base}/v1/kv/{BUCKET}/{key}"))
+                        .send()
+                        .await?;
+                    context = r
+                        .headers()
+                        .get("x-quorra-context")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    r.bytes().await?;
+                }
+                let mut put = http
+                    .put(format!("{base}/v1/kv/{BUCKET}/{key}{write_query}"))
+                    .body(value.to_vec());
+                if let Some(c) = context {
+                    put = put.header("x-quorra-context", c);
+                }
+                let r = put.send().await?;
+                if r.status().as_u16() != 204 {
+                    bail!("write answered {}", r.status());
+                }
             }
-            _ => self.put_plain(key, value).await,
+            _ => bail!("not a Quorra target"),
         }
+        Ok(())
     }
 }
 
