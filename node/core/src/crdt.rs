@@ -25,9 +25,11 @@
 //! - **counter**: a PN-counter that keeps, per actor, the totals it added
 //!   and subtracted and the count of its changes (Riak's embedded
 //!   counter); the actors are the replicas that coordinated changes.
-//! - **set**: the `crdts` crate's OR-set without tombstones
-//!   ([`crdts::Orswot`]); a concurrent add and remove of one element keeps
-//!   it (add wins).
+//! - **set**: an OR-set without tombstones on the rules of the `crdts`
+//!   crate's [`crdts::Orswot`], kept as a header and one entry per element
+//!   ([`OrSet`]) so that an operation touches only the elements it names;
+//!   a concurrent add and remove of one element keeps it (add wins). Sets
+//!   inside maps are the crate's Orswot itself ([`FieldSet`]).
 //! - **map**: fields named `<name>_<type>`, each a CRDT of that type
 //!   (`_counter`, `_set`, `_register`, `_flag`, `_map`), kept as a DVV set
 //!   of versions per field ([`CrdtMap`]): a remove drops the versions its
@@ -53,17 +55,21 @@ use crate::{Actor, Content, ErrorCode, Object, VersionVector};
 
 mod json;
 mod map;
+mod orset;
 mod register;
 
 pub use json::{parse_op, render};
 pub use map::CrdtMap;
+pub use orset::{Entries, Loaded, OrSet, SetDelta, SetHeader};
 pub use register::MvRegister;
 
 /// The media type of a sibling that holds a CRDT state.
 pub const CONTENT_TYPE: &str = "application/vnd.quorra.crdt";
 
-/// The first byte of an encoded state: its format.
+/// The first byte of an encoded state: its format. Version 1 held sets as
+/// the crate's Orswot; version 2 holds them as [`OrSet`]s.
 const FORMAT_V1: u8 = 1;
+const FORMAT_V2: u8 = 2;
 
 /// How deep maps may nest in an operation.
 pub const MAX_DEPTH: usize = 8;
@@ -436,12 +442,12 @@ impl Merge for Counter {
     }
 }
 
-/// An add-wins OR-set of strings.
-pub type Set = crdts::Orswot<String, Actor>;
+/// An add-wins OR-set of strings inside a map.
+pub type FieldSet = crdts::Orswot<String, Actor>;
 /// An enable-wins flag: an OR-set of one element.
 pub type Flag = crdts::Orswot<(), Actor>;
 
-impl Merge for Set {
+impl Merge for FieldSet {
     fn merge(&mut self, other: &Self) {
         CvRDT::merge(self, other.clone());
     }
@@ -507,7 +513,7 @@ pub enum Field {
     /// `_counter`.
     Counter(Counter),
     /// `_set`.
-    Set(Set),
+    Set(FieldSet),
     /// `_register` (last writer wins).
     Register(LwwRegister),
     /// `_flag`.
@@ -618,7 +624,7 @@ pub enum CrdtValue {
     /// A counter.
     Counter(Counter),
     /// A set.
-    Set(Set),
+    Set(OrSet),
     /// A map.
     Map(CrdtMap),
     /// A multi-value register.
@@ -632,7 +638,7 @@ impl CrdtValue {
     pub fn empty(datatype: Datatype) -> Self {
         match datatype {
             Datatype::Counter => Self::Counter(Counter::default()),
-            Datatype::Set => Self::Set(Set::default()),
+            Datatype::Set => Self::Set(OrSet::default()),
             Datatype::Map => Self::Map(CrdtMap::default()),
             Datatype::Register => Self::Register(MvRegister::default()),
             Datatype::Flag => Self::Flag(Flag::default()),
@@ -655,7 +661,7 @@ impl CrdtValue {
     pub fn clock(&self) -> VersionVector {
         to_vv(&match self {
             Self::Counter(c) => c.clock(),
-            Self::Set(s) => s.clock(),
+            Self::Set(s) => s.clock().clone(),
             Self::Map(m) => return m.clock().clone(),
             Self::Register(r) => return r.clock().clone(),
             Self::Flag(f) => f.clock(),
@@ -680,11 +686,11 @@ impl CrdtValue {
             }
             (Self::Set(s), CrdtOp::Set { add, remove }) => {
                 if !add.is_empty() {
-                    let o = s.add_all(add.iter().cloned(), next_dot(&s.clock(), actor)?);
+                    let o = s.add_op(actor, add.iter().cloned())?;
                     s.apply(o);
                 }
                 if !remove.is_empty() {
-                    s.apply(s.rm_all(remove.iter().cloned(), RmCtx { clock: ctx }));
+                    s.apply(OrSet::rm_op(ctx, remove.iter().cloned()));
                 }
             }
             (Self::Flag(f), CrdtOp::Flag(on)) => {
@@ -712,7 +718,7 @@ impl CrdtValue {
 
     /// The state as a sibling's content (written at `timestamp_ms`).
     pub fn to_content(&self, timestamp_ms: u64) -> Content {
-        let mut bytes = vec![FORMAT_V1];
+        let mut bytes = vec![FORMAT_V2];
         if let Err(e) = rmp_serde::encode::write(&mut bytes, self) {
             unreachable!("encoding a CRDT state into memory failed: {e}");
         }
@@ -726,7 +732,10 @@ impl CrdtValue {
             return Err(not());
         }
         match c.value.split_first() {
-            Some((&FORMAT_V1, body)) => rmp_serde::from_slice(body).map_err(|_| not()),
+            Some((&FORMAT_V2, body)) => rmp_serde::from_slice(body).map_err(|_| not()),
+            Some((&FORMAT_V1, body)) => rmp_serde::from_slice::<v1::CrdtValueV1>(body)
+                .map(Self::from)
+                .map_err(|_| not()),
             _ => Err(not()),
         }
     }
@@ -746,6 +755,50 @@ impl Merge for CrdtValue {
                 if b.datatype() > a.datatype() {
                     *a = b.clone();
                 }
+            }
+        }
+    }
+}
+
+/// States as format 1 stored them: sets were the crate's Orswot, read here
+/// through a copy of its fields (same order, so the same encoding).
+mod v1 {
+    use std::collections::{BTreeSet, HashMap, HashSet};
+
+    use serde::Deserialize;
+
+    use super::{Clock, Counter, CrdtMap, CrdtValue, Flag, MvRegister, OrSet};
+
+    #[derive(Deserialize)]
+    pub(super) struct OrswotV1 {
+        clock: Clock,
+        entries: HashMap<String, Clock>,
+        deferred: HashMap<Clock, HashSet<String>>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) enum CrdtValueV1 {
+        Counter(Counter),
+        Set(OrswotV1),
+        Map(CrdtMap),
+        Register(MvRegister),
+        Flag(Flag),
+    }
+
+    impl From<CrdtValueV1> for CrdtValue {
+        fn from(v: CrdtValueV1) -> Self {
+            match v {
+                CrdtValueV1::Counter(c) => Self::Counter(c),
+                CrdtValueV1::Set(s) => Self::Set(OrSet::from_orswot(
+                    s.clock,
+                    s.entries,
+                    s.deferred
+                        .into_iter()
+                        .map(|(c, m)| (c, m.into_iter().collect::<BTreeSet<_>>())),
+                )),
+                CrdtValueV1::Map(m) => Self::Map(m),
+                CrdtValueV1::Register(r) => Self::Register(r),
+                CrdtValueV1::Flag(f) => Self::Flag(f),
             }
         }
     }

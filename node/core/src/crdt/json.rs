@@ -158,7 +158,7 @@ fn map_json(m: &CrdtMap) -> Value {
 pub fn render(state: &CrdtValue) -> Value {
     match state {
         CrdtValue::Counter(c) => counter_json(c.value()),
-        CrdtValue::Set(s) => Value::Array(set_json(s, |m| Value::String(m.clone()))),
+        CrdtValue::Set(s) => Value::Array(s.members().cloned().map(Value::String).collect()),
         CrdtValue::Register(r) => {
             let mut vals: Vec<&str> = r.values().collect();
             vals.sort();

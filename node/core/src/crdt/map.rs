@@ -195,7 +195,7 @@ impl Field {
     pub(super) fn empty_of(t: Datatype) -> Self {
         match t {
             Datatype::Counter => Self::Counter(Counter::default()),
-            Datatype::Set => Self::Set(super::Set::default()),
+            Datatype::Set => Self::Set(super::FieldSet::default()),
             Datatype::Register => Self::Register(super::LwwRegister::default()),
             Datatype::Flag => Self::Flag(super::Flag::default()),
             Datatype::Map => Self::Map(Box::default()),

@@ -650,3 +650,49 @@ fn a_thousand_clients_through_three_replicas_leave_three_actors() {
         Some(1_000)
     );
 }
+
+#[test]
+fn a_set_stored_in_format_1_reads_as_the_same_set() {
+    // Format 1 held a set as the crate's Orswot.
+    #[derive(serde::Serialize)]
+    enum OldValue {
+        #[allow(dead_code)]
+        Counter(Counter),
+        Set(FieldSet),
+    }
+    let mut old = FieldSet::new();
+    let add = old.add_all(
+        ["a".to_owned(), "b".to_owned()],
+        next_dot(&old.clock(), &actor(0)).expect("dot"),
+    );
+    old.apply(add);
+    // A remove naming adds of actor 1 not seen yet: it waits.
+    let mut ctx = Clock::new();
+    ctx.apply(crdts::Dot::new(actor(1), 2));
+    old.apply(old.rm("late".to_owned(), RmCtx { clock: ctx }));
+    let mut bytes = vec![FORMAT_V1];
+    rmp_serde::encode::write(&mut bytes, &OldValue::Set(old.clone())).expect("encode");
+    let v = CrdtValue::from_content(&Content::value(bytes, CONTENT_TYPE, 1)).expect("decodes");
+    assert_eq!(render(&v), json!(["a", "b"]));
+    assert_eq!(v.clock(), to_vv(&old.clock()));
+    let CrdtValue::Set(mut set) = v else {
+        panic!("a set")
+    };
+    for (n, members) in [(1, vec!["late".to_owned()]), (2, vec![])] {
+        set.apply(crdts::orswot::Op::Add {
+            dot: crdts::Dot::new(actor(1), n),
+            members,
+        });
+    }
+    assert_eq!(
+        set.members().collect::<Vec<_>>(),
+        ["a", "b"],
+        "the waiting remove came along"
+    );
+    // And the new format keeps it.
+    let again = CrdtValue::Set(set);
+    assert_eq!(
+        CrdtValue::from_content(&again.to_content(2)).expect("decode"),
+        again
+    );
+}

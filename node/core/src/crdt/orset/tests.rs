@@ -1,0 +1,198 @@
+//! The split set against the `crdts` crate's Orswot: operations delivered
+//! as deltas late, twice and out of order, through loaded entries as a
+//! per-element store applies them, mixed with full-state merges, end where
+//! the crate ends with every operation applied in order; and an add to a
+//! large set touches one entry.
+
+use std::collections::BTreeMap;
+
+use crdts::{CmRDT, Orswot};
+use proptest::prelude::*;
+
+use super::*;
+
+const REPLICAS: usize = 3;
+
+fn actor(i: usize) -> Actor {
+    Actor::new(format!("n{i}"), 1)
+}
+
+/// Applies `op` as a store keeping one record per element does: load the
+/// entries it touches, apply to the header, write back what changed.
+fn apply_split(set: &OrSet, op: SetDelta) -> OrSet {
+    let mut entries: BTreeMap<String, Clock> =
+        set.entries().map(|(e, c)| (e.clone(), c.clone())).collect();
+    let mut header = set.header().clone();
+    let mut loaded = Loaded::new(
+        header
+            .touched_by(&op)
+            .into_iter()
+            .map(|e| (e.clone(), entries.get(&e).cloned())),
+    );
+    header.apply(&mut loaded, op);
+    for (e, dots) in loaded.changes() {
+        entries.set(e, dots.cloned());
+    }
+    OrSet::from_parts(header, entries)
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// A client that read `read_from` adds or removes `element` through
+    /// replica `at`.
+    Op {
+        at: usize,
+        read_from: usize,
+        element: u8,
+        add: bool,
+    },
+    /// Replica `to` receives the delta of operation `nth` (modulo those
+    /// made so far).
+    Deliver { to: usize, nth: usize },
+    /// Replica `to` merges replica `from`'s whole state.
+    Sync { from: usize, to: usize },
+}
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    let step = prop_oneof![
+        3 => (0..REPLICAS, 0..REPLICAS, 0u8..6, any::<bool>())
+            .prop_map(|(at, read_from, element, add)| Step::Op { at, read_from, element, add }),
+        4 => (0..REPLICAS, any::<usize>()).prop_map(|(to, nth)| Step::Deliver { to, nth }),
+        1 => (0..REPLICAS, 0..REPLICAS).prop_map(|(from, to)| Step::Sync { from, to }),
+    ];
+    prop::collection::vec(step, 0..60)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn deltas_in_any_order_end_where_the_crate_ends_in_order(s in steps()) {
+        let mut replicas = vec![OrSet::default(); REPLICAS];
+        // Every operation in the order made: a causal order.
+        let mut log: Vec<SetDelta> = Vec::new();
+        for step in &s {
+            match step {
+                Step::Op { at, read_from, element, add } => {
+                    let e = format!("e{element}");
+                    let op = if *add {
+                        replicas[*at].add_op(&actor(*at), [e]).expect("dot")
+                    } else {
+                        OrSet::rm_op(replicas[*read_from].clock().clone(), [e])
+                    };
+                    let mut whole = replicas[*at].clone();
+                    whole.apply(op.clone());
+                    replicas[*at] = apply_split(&replicas[*at], op.clone());
+                    prop_assert_eq!(&replicas[*at], &whole, "split and whole agree");
+                    log.push(op);
+                }
+                Step::Deliver { to, nth } if !log.is_empty() => {
+                    let op = log[nth % log.len()].clone();
+                    let mut whole = replicas[*to].clone();
+                    whole.apply(op.clone());
+                    replicas[*to] = apply_split(&replicas[*to], op);
+                    prop_assert_eq!(&replicas[*to], &whole, "split and whole agree");
+                }
+                Step::Deliver { .. } => {}
+                Step::Sync { from, to } => {
+                    let other = replicas[*from].clone();
+                    replicas[*to].merge(&other);
+                }
+            }
+        }
+        let mut oracle: Orswot<String, Actor> = Orswot::new();
+        for op in &log {
+            oracle.apply(op.clone());
+        }
+        let mut expected: Vec<String> = oracle.read().val.into_iter().collect();
+        expected.sort();
+        for r in &mut replicas {
+            // The rest arrives, newest first.
+            for op in log.iter().rev() {
+                *r = apply_split(r, op.clone());
+            }
+            prop_assert_eq!(r.members().cloned().collect::<Vec<_>>(), expected.clone());
+            prop_assert_eq!(r.clock(), &oracle.clock());
+            prop_assert_eq!(r.header(), &SetHeader { clock: oracle.clock(), ..SetHeader::default() }, "nothing left waiting");
+        }
+        prop_assert_eq!(&replicas[0], &replicas[1]);
+        prop_assert_eq!(&replicas[1], &replicas[2]);
+    }
+
+    #[test]
+    fn whole_states_with_waiting_operations_obey_the_merge_laws(s in steps()) {
+        let mut replicas = vec![OrSet::default(); REPLICAS];
+        let mut log: Vec<SetDelta> = Vec::new();
+        for step in &s {
+            match step {
+                Step::Op { at, read_from, element, add } => {
+                    let e = format!("e{element}");
+                    let op = if *add {
+                        replicas[*at].add_op(&actor(*at), [e]).expect("dot")
+                    } else {
+                        OrSet::rm_op(replicas[*read_from].clock().clone(), [e])
+                    };
+                    replicas[*at].apply(op.clone());
+                    log.push(op);
+                }
+                Step::Deliver { to, nth } if !log.is_empty() => {
+                    replicas[*to].apply(log[nth % log.len()].clone());
+                }
+                Step::Deliver { .. } => {}
+                Step::Sync { from, to } => {
+                    let other = replicas[*from].clone();
+                    replicas[*to].merge(&other);
+                }
+            }
+        }
+        let m = crate::merge::merged;
+        let (x, y, z) = (&replicas[0], &replicas[1], &replicas[2]);
+        prop_assert_eq!(m(x, y), m(y, x), "commutative");
+        prop_assert_eq!(m(&m(x, y), z), m(x, &m(y, z)), "associative");
+        prop_assert_eq!(&m(x, x), x, "idempotent");
+    }
+}
+
+#[test]
+fn an_add_to_a_set_of_100000_touches_one_entry_and_a_small_header() {
+    let me = actor(0);
+    let mut set = OrSet::default();
+    for chunk in (0..100_000u32).collect::<Vec<_>>().chunks(1_000) {
+        let op = set
+            .add_op(&me, chunk.iter().map(|i| format!("element-{i:08}")))
+            .expect("dot");
+        set.apply(op);
+    }
+    assert_eq!(set.members().count(), 100_000);
+    let op = set.add_op(&me, ["one more".to_owned()]).expect("dot");
+    let mut header = set.header().clone();
+    let touched = header.touched_by(&op);
+    assert_eq!(touched.len(), 1);
+    let mut loaded = Loaded::new(touched.into_iter().map(|e| (e, None)));
+    header.apply(&mut loaded, op);
+    assert_eq!(loaded.changes().count(), 1);
+    let header_bytes = rmp_serde::to_vec(&header).expect("encode").len();
+    assert!(header_bytes < 100, "header is {header_bytes} bytes");
+}
+
+#[test]
+fn an_add_ahead_of_its_actors_earlier_one_waits_for_it() {
+    let (a, b) = (actor(0), actor(1));
+    let mut origin = OrSet::default();
+    let first = origin.add_op(&a, ["x".to_owned()]).expect("dot");
+    origin.apply(first.clone());
+    let second = origin.add_op(&a, ["y".to_owned()]).expect("dot");
+    origin.apply(second.clone());
+    let mut replica = OrSet::default();
+    let own = replica.add_op(&b, ["z".to_owned()]).expect("dot");
+    replica.apply(own);
+    replica.apply(second);
+    assert_eq!(
+        replica.members().collect::<Vec<_>>(),
+        ["z"],
+        "y waits for x"
+    );
+    replica.apply(first);
+    assert_eq!(replica.members().collect::<Vec<_>>(), ["x", "y", "z"]);
+    assert_eq!(replica.clock().get(&a), 2);
+}
