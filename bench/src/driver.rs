@@ -4,6 +4,8 @@
 //! - Quorra through its HTTP API (round-robin over the nodes).
 //! - Redis (one unreplicated server: the ceiling for a round trip).
 //! - etcd through its v3 JSON gateway (a replicated, linearizable store).
+//! - Garage through its K2V API ([`crate::garage`]: leaderless, DVV
+//!   causality tokens).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -46,6 +48,8 @@ pub enum Driver {
         /// Round-robin position.
         next: Arc<AtomicUsize>,
     },
+    /// Garage via K2V.
+    Garage(crate::garage::K2v),
 }
 
 const BUCKET: &str = "usertable";
@@ -131,18 +135,22 @@ impl Driver {
                 let body = serde_json::json!({ "key": STANDARD.encode(key) });
                 etcd_post(http, &base, "range", &body).await?;
             }
+            Self::Garage(k2v) => {
+                k2v.read(key).await?;
+            }
         }
         Ok(())
     }
 
-    /// Writes a record. Quorra writes carry the context of a read first
-    /// (as Riak's YCSB binding does): blind writes to one key would pile up
+    /// Writes a record. Quorra and Garage writes carry the context of a
+    /// read first (as Riak's YCSB binding does): blind writes to one key would pile up
     /// as siblings, which is what a sibling-mode store is for.
     pub async fn write(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
         match self {
             Self::Quorra { .. } | Self::QuorraHttp { .. } => {
                 self.quorra_write(key, value, true).await
             }
+            Self::Garage(k2v) => k2v.put(key, value, k2v.read(key).await?).await,
             _ => self.put_plain(key, value).await,
         }
     }
@@ -171,6 +179,7 @@ impl Driver {
             Self::Quorra { .. } | Self::QuorraHttp { .. } => {
                 self.quorra_write(key, value, true).await
             }
+            Self::Garage(k2v) => k2v.put(key, value, k2v.read(key).await?).await,
             _ => {
                 self.read(key).await?;
                 self.put_plain(key, value).await
@@ -186,6 +195,7 @@ impl Driver {
             Self::Quorra { .. } | Self::QuorraHttp { .. } => {
                 self.quorra_write(key, value, false).await
             }
+            Self::Garage(k2v) => k2v.put(key, value, None).await,
             _ => self.put_plain(key, value).await,
         }
     }
@@ -264,6 +274,7 @@ impl Driver {
                 let _: i64 = c.incr(format!("{COUNTERS}:{key}"), 1).await?;
             }
             Self::Etcd { .. } => bail!("etcd has no counters"),
+            Self::Garage(_) => bail!("K2V has no counters"),
         }
         Ok(())
     }
@@ -283,6 +294,7 @@ impl Driver {
                 let _: i64 = c.sadd(format!("{SETS}:{key}"), elements).await?;
             }
             Self::Etcd { .. } => bail!("etcd has no sets"),
+            Self::Garage(_) => bail!("K2V has no sets"),
         }
         Ok(())
     }

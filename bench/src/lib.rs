@@ -2,7 +2,8 @@
 //! drive a real cluster with it.
 //!
 //! YCSB-style workloads against Quorra (client library or
-//! HTTP) and its peers (Redis, etcd), with HDR latency histograms.
+//! HTTP) and its peers (Redis, etcd, Garage's K2V), with HDR latency
+//! histograms.
 //!
 //! `quorra-bench run …` loads records, warms up, measures for a bounded
 //! number of operations or seconds, and writes a JSON report;
@@ -11,6 +12,7 @@
 
 pub mod cpu;
 pub mod driver;
+pub mod garage;
 pub mod plot;
 pub mod report;
 pub mod workload;
@@ -42,11 +44,35 @@ pub enum Target {
     Redis,
     /// etcd through its v3 JSON gateway.
     Etcd,
+    /// Garage through its K2V API.
+    Garage,
 }
 
 /// How late tokio's timer may wake a paced worker on its own (its wheel
 /// has millisecond slots): lateness beyond it is the store's.
 const TIMER_SLACK: Duration = Duration::from_millis(2);
+
+/// Where Garage's K2V API takes the bench's requests.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct K2vArgs {
+    /// Garage: the K2V bucket.
+    #[arg(long, default_value = "bench")]
+    pub k2v_bucket: String,
+    /// Garage: the access key's id.
+    #[arg(long, env = "QUORRA_BENCH_K2V_KEY_ID", default_value = "")]
+    pub k2v_key_id: String,
+    /// Garage: the access key's secret.
+    #[arg(
+        long,
+        env = "QUORRA_BENCH_K2V_SECRET",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub k2v_secret: String,
+    /// Garage: the region (`s3_region` of its configuration).
+    #[arg(long, default_value = "garage")]
+    pub k2v_region: String,
+}
 
 /// Settings of one run.
 #[derive(Debug, Clone, clap::Args)]
@@ -104,12 +130,16 @@ pub struct RunArgs {
     /// Quorra: the client certificate's name.
     #[arg(long, default_value = "bench")]
     pub cert_name: String,
-    /// HTTP base URLs (Quorra HTTP nodes, or etcd client URLs).
+    /// HTTP base URLs (Quorra HTTP nodes, etcd client URLs, or Garage's
+    /// K2V API addresses).
     #[arg(long, value_delimiter = ',')]
     pub urls: Vec<String>,
     /// Redis URL.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+    /// Garage's K2V API: bucket and access key.
+    #[command(flatten)]
+    pub k2v: K2vArgs,
     /// How the store was started, in words, for the report.
     #[arg(long)]
     pub durability: Option<String>,
@@ -166,6 +196,23 @@ async fn connect(a: &RunArgs) -> anyhow::Result<(Driver, String)> {
             (
                 Driver::etcd(a.urls.clone())?,
                 "raft, fsync per commit".into(),
+            )
+        }
+        Target::Garage => {
+            let k = &a.k2v;
+            if a.urls.is_empty() || k.k2v_key_id.is_empty() || k.k2v_secret.is_empty() {
+                bail!("--urls, --k2v-key-id and --k2v-secret are needed for --target garage");
+            }
+            let k2v = garage::K2v::new(
+                a.urls.clone(),
+                &k.k2v_bucket,
+                &k.k2v_key_id,
+                &k.k2v_secret,
+                &k.k2v_region,
+            )?;
+            (
+                Driver::Garage(k2v),
+                "K2V, n=3 quorum 2, metadata_fsync = false (its default)".into(),
             )
         }
     })

@@ -246,12 +246,13 @@ fn cpu_cell(us: Option<f64>) -> String {
 /// The markdown table header.
 pub const MARKDOWN_HEADER: &str = "| run | durability | op | ops/s (all ops) | server CPU µs/op (run) | client CPU µs/op (run) | count | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms | errors |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
 
-/// A table of each run's throughput as a multiple of each peer's (Redis and
-/// etcd runs of the same workload in the same directory, so the same run).
+/// A table of each run's throughput as a multiple of each peer's (Redis,
+/// etcd and Garage runs of the same workload in the same directory, so the
+/// same run).
 pub fn ratios(runs: &[RunReport]) -> String {
     let peers: Vec<&RunReport> = runs
         .iter()
-        .filter(|r| r.target == "redis" || r.target == "etcd")
+        .filter(|r| matches!(r.target.as_str(), "redis" | "etcd" | "garage"))
         .collect();
     if peers.is_empty() {
         return String::new();

@@ -29,6 +29,7 @@ fn args(target: Target, workload: Workload, out: &std::path::Path, label: &str) 
         cert_name: "bench".into(),
         urls: Vec::new(),
         redis_url: String::new(),
+        k2v: Default::default(),
         durability: None,
         server_pid: Vec::new(),
         label: Some(label.into()),
