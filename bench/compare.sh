@@ -33,7 +33,9 @@ command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 command -v etcd >/dev/null 2>&1 || apt_install etcd-server
 
 build_bench_binaries
-bench_workspace
+# QUORRA_BENCH_OUT=SUBDIR keeps this run's reports in bench-results/SUBDIR
+# (bench/full.sh keeps each repetition apart).
+bench_workspace "${QUORRA_BENCH_OUT:-}"
 
 # Quorra clusters of each size in QUORRA_BENCH_NODES (default 3; the full
 # comparison uses "1 3 5"), one after the other, each stopped by its PID

@@ -15,6 +15,7 @@ pub mod driver;
 pub mod garage;
 pub mod plot;
 pub mod report;
+pub mod table;
 pub mod workload;
 
 use std::net::SocketAddr;

@@ -28,6 +28,16 @@ enum Command {
         /// The directory of JSON reports.
         dir: PathBuf,
     },
+    /// One table of repeated runs: every report in DIRS (one directory
+    /// per repetition) grouped by name, with medians, ranges and ratios.
+    Table {
+        /// Print only this run's median ops/s (for scripts).
+        #[arg(long)]
+        median_of: Option<String>,
+        /// The directories of JSON reports.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -38,6 +48,19 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", report::MARKDOWN_HEADER);
             for row in report.markdown_rows() {
                 println!("{row}");
+            }
+            Ok(())
+        }
+        Command::Table { median_of, dirs } => {
+            let groups = quorra_bench::table::load(&dirs)?;
+            match median_of {
+                Some(label) => {
+                    let g = groups.get(&label).ok_or_else(|| {
+                        anyhow::anyhow!("no run named {label} in those directories")
+                    })?;
+                    println!("{:.0}", g.median());
+                }
+                None => print!("{}", quorra_bench::table::markdown(&groups)),
             }
             Ok(())
         }

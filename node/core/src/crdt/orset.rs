@@ -293,6 +293,17 @@ impl OrSet {
         self.header.apply(&mut self.entries, op);
     }
 
+    /// `op` as a state of its own: what an empty set becomes by it (an
+    /// add waiting for its actor's earlier ones, or a remove waiting for
+    /// what it names). Merging it into a set is applying `op` there, so a
+    /// replica can be sent this state, a few hundred bytes, instead of the
+    /// whole set, through every path that carries states.
+    pub fn of_op(op: SetDelta) -> Self {
+        let mut s = Self::default();
+        s.apply(op);
+        s
+    }
+
     /// A set with an Orswot's clock, entries and deferred removes (states
     /// stored before sets were split).
     pub(super) fn from_orswot(

@@ -49,6 +49,9 @@ enum Step {
     /// Replica `to` receives the delta of operation `nth` (modulo those
     /// made so far).
     Deliver { to: usize, nth: usize },
+    /// Replica `to` merges operation `nth` as a state of its own
+    /// ([`OrSet::of_op`]).
+    DeliverAsState { to: usize, nth: usize },
     /// Replica `to` merges replica `from`'s whole state.
     Sync { from: usize, to: usize },
 }
@@ -57,7 +60,8 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
     let step = prop_oneof![
         3 => (0..REPLICAS, 0..REPLICAS, 0u8..6, any::<bool>())
             .prop_map(|(at, read_from, element, add)| Step::Op { at, read_from, element, add }),
-        4 => (0..REPLICAS, any::<usize>()).prop_map(|(to, nth)| Step::Deliver { to, nth }),
+        3 => (0..REPLICAS, any::<usize>()).prop_map(|(to, nth)| Step::Deliver { to, nth }),
+        2 => (0..REPLICAS, any::<usize>()).prop_map(|(to, nth)| Step::DeliverAsState { to, nth }),
         1 => (0..REPLICAS, 0..REPLICAS).prop_map(|(from, to)| Step::Sync { from, to }),
     ];
     prop::collection::vec(step, 0..60)
@@ -93,7 +97,14 @@ proptest! {
                     replicas[*to] = apply_split(&replicas[*to], op);
                     prop_assert_eq!(&replicas[*to], &whole, "split and whole agree");
                 }
-                Step::Deliver { .. } => {}
+                Step::DeliverAsState { to, nth } if !log.is_empty() => {
+                    let op = log[nth % log.len()].clone();
+                    let mut applied = replicas[*to].clone();
+                    applied.apply(op.clone());
+                    replicas[*to].merge(&OrSet::of_op(op));
+                    prop_assert_eq!(&replicas[*to], &applied, "merging an operation's state applies it");
+                }
+                Step::Deliver { .. } | Step::DeliverAsState { .. } => {}
                 Step::Sync { from, to } => {
                     let other = replicas[*from].clone();
                     replicas[*to].merge(&other);
@@ -135,10 +146,10 @@ proptest! {
                     replicas[*at].apply(op.clone());
                     log.push(op);
                 }
-                Step::Deliver { to, nth } if !log.is_empty() => {
+                Step::Deliver { to, nth } | Step::DeliverAsState { to, nth } if !log.is_empty() => {
                     replicas[*to].apply(log[nth % log.len()].clone());
                 }
-                Step::Deliver { .. } => {}
+                Step::Deliver { .. } | Step::DeliverAsState { .. } => {}
                 Step::Sync { from, to } => {
                     let other = replicas[*from].clone();
                     replicas[*to].merge(&other);
@@ -150,6 +161,13 @@ proptest! {
         prop_assert_eq!(m(x, y), m(y, x), "commutative");
         prop_assert_eq!(m(&m(x, y), z), m(x, &m(y, z)), "associative");
         prop_assert_eq!(&m(x, x), x, "idempotent");
+        // And an operation's own state ([`OrSet::of_op`]) with them.
+        for op in &log {
+            let d = OrSet::of_op(op.clone());
+            prop_assert_eq!(m(x, &d), m(&d, x), "commutative with an operation's state");
+            prop_assert_eq!(m(&m(x, y), &d), m(x, &m(y, &d)), "associative with it");
+            prop_assert_eq!(&m(&d, &d), &d, "an operation's state is idempotent");
+        }
     }
 }
 
