@@ -41,62 +41,8 @@ bench_workspace "${QUORRA_BENCH_OUT:-}"
 # comparison uses "1 3 5"), one after the other, each stopped by its PID
 # (start_quorra and stop_quorra are in scripts/lib.sh).
 
-garage_pids=()
 if [ "${QUORRA_BENCH_GARAGE:-0}" = 1 ]; then
-  garage_version=2.5.0
-  garage_bin=$(command -v garage || echo "${CARGO_HOME:-$HOME/.cargo}/bin/garage")
-  if [ ! -x "$garage_bin" ]; then
-    say "installing Garage $garage_version with cargo install (about 8 minutes on 2 cores, once)"
-    cargo install garage --locked --version "$garage_version" >&2 || die "could not install Garage (cargo install garage)"
-  fi
-  "$garage_bin" --version >/dev/null 2>&1 || die "$garage_bin does not run"
-  say "starting Garage (3 nodes, replication factor 3, metadata_fsync = false: its default)"
-  rpc_secret=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
-  # A bench key of our own, imported: Garage's key ids are GK + 24 hex digits.
-  export QUORRA_BENCH_K2V_KEY_ID=GK0123456789abcdef01234567
-  QUORRA_BENCH_K2V_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
-  export QUORRA_BENCH_K2V_SECRET
-  garage_urls=""
-  for i in 1 2 3; do
-    mkdir -p "$work/garage$i"
-    cat > "$work/garage$i.toml" <<EOF
-metadata_dir = "$work/garage$i/meta"
-data_dir = "$work/garage$i/data"
-db_engine = "lmdb"
-replication_factor = 3
-rpc_bind_addr = "127.0.0.1:390${i}1"
-rpc_public_addr = "127.0.0.1:390${i}1"
-rpc_secret = "$rpc_secret"
-[s3_api]
-s3_region = "garage"
-api_bind_addr = "127.0.0.1:390${i}0"
-[k2v_api]
-api_bind_addr = "127.0.0.1:390${i}4"
-[admin]
-api_bind_addr = "127.0.0.1:390${i}3"
-EOF
-    "$garage_bin" -c "$work/garage$i.toml" server > "$work/garage$i.log" 2>&1 &
-    pids+=($!)
-    garage_pids+=($!)
-    garage_urls+="${garage_urls:+,}http://127.0.0.1:390${i}4"
-  done
-  g() { "$garage_bin" -c "$work/garage1.toml" "$@"; }
-  garage_ids=()
-  for i in 1 2 3; do
-    id=""
-    for _ in $(seq 100); do
-      id=$("$garage_bin" -c "$work/garage$i.toml" node id -q 2>/dev/null) && break
-      sleep 0.2
-    done
-    [ -n "$id" ] || die "Garage node $i did not start: see $work/garage$i.log"
-    garage_ids+=("${id%%@*}")
-    [ "$i" = 1 ] || g node connect "$id" >/dev/null || die "Garage node 1 could not connect to node $i"
-  done
-  for id in "${garage_ids[@]}"; do g layout assign -z dc1 -c 1G "$id" >/dev/null; done
-  g layout apply --version 1 >/dev/null || die "Garage's layout did not apply"
-  g key import --yes -n bench "$QUORRA_BENCH_K2V_KEY_ID" "$QUORRA_BENCH_K2V_SECRET" >/dev/null || die "could not import Garage's bench key"
-  for _ in $(seq 100); do g bucket create bench >/dev/null 2>&1 && break; sleep 0.2; done
-  g bucket allow --read --write --owner bench --key "$QUORRA_BENCH_K2V_KEY_ID" >/dev/null || die "could not give the bench key the bench bucket"
+  install_garage
 fi
 
 say "starting Redis (no persistence)"
@@ -139,8 +85,12 @@ for n in ${QUORRA_BENCH_NODES:-3}; do
   fi
   stop_quorra
 done
-if [ "${#garage_pids[@]}" -gt 0 ]; then
+# Garage runs alone: started just before its run, stopped after it
+# (start_garage and stop_garage are in scripts/lib.sh).
+if [ "${QUORRA_BENCH_GARAGE:-0}" = 1 ]; then
+  start_garage
   "$bench" run --target garage --server-pid "$(IFS=,; echo "${garage_pids[*]}")" --urls "$garage_urls" "${common[@]}"
+  stop_garage
 fi
 "$bench" run --target redis --server-pid "$redis_pid" --redis-url redis://127.0.0.1:6390 "${common[@]}"
 "$bench" run --target etcd --server-pid "$(IFS=,; echo "${etcd_pids[*]}")" --urls "$etcd_urls" "${common[@]}"

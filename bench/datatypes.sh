@@ -20,9 +20,7 @@ fi
 seconds=${1:-10}
 concurrency=${2:-16}
 reps=${3:-3}
-for v in "$seconds" "$concurrency" "$reps"; do
-  case "$v" in ''|*[!0-9]*) die "SECONDS, CONCURRENCY and REPETITIONS are whole numbers";; esac
-done
+whole_numbers "SECONDS, CONCURRENCY and REPETITIONS" "$seconds" "$concurrency" "$reps"
 [ "$seconds" -le 600 ] || die "SECONDS is at most 600"
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 

@@ -12,13 +12,14 @@
 # Usage: bench/full.sh [SECONDS] [CONCURRENCY] [REPETITIONS]   (defaults: 10 16 3;
 #        about 45 minutes on 2 cores, plus Garage's install the first time)
 source "$(dirname "$0")/../scripts/lib.sh"
+ensure_deps
 cd "$QUORRA_ROOT"
+# The rounds set these themselves.
+unset QUORRA_BENCH_RATE QUORRA_BENCH_NODES QUORRA_BENCH_OUT
 seconds=${1:-10}
 concurrency=${2:-16}
 reps=${3:-3}
-for v in "$seconds" "$concurrency" "$reps"; do
-  case "$v" in ''|*[!0-9]*) die "SECONDS, CONCURRENCY and REPETITIONS are whole numbers";; esac
-done
+whole_numbers "SECONDS, CONCURRENCY and REPETITIONS" "$seconds" "$concurrency" "$reps"
 [ "$reps" -ge 1 ] && [ "$reps" -le 9 ] || die "REPETITIONS is 1 to 9"
 export QUORRA_BENCH_PROFILE=release
 export QUORRA_BENCH_GARAGE=${QUORRA_BENCH_GARAGE:-1}

@@ -19,6 +19,9 @@ const TOKEN: &str = "x-garage-causality-token";
 /// records spread over the cluster as Quorra's keys do.
 const SORT_KEY: &str = "v";
 
+/// A day (`YYYYMMDD`) and its SigV4 signing key.
+type DayKey = (String, Vec<u8>);
+
 /// A K2V endpoint set: the nodes' API URLs, a bucket and an access key.
 #[derive(Clone)]
 pub struct K2v {
@@ -30,6 +33,9 @@ pub struct K2v {
     key_id: String,
     secret: String,
     region: String,
+    /// The signing key of the day it was made for (it changes at midnight
+    /// UTC): four HMACs saved per request.
+    day_key: Arc<std::sync::Mutex<Option<DayKey>>>,
 }
 
 impl K2v {
@@ -45,12 +51,20 @@ impl K2v {
         let nodes = urls
             .into_iter()
             .map(|u| {
-                let host = u
-                    .strip_prefix("http://")
-                    .context("K2V URLs are http://HOST:PORT")?
-                    .trim_end_matches('/')
-                    .to_owned();
-                Ok((u.trim_end_matches('/').to_owned(), host))
+                let url = reqwest::Url::parse(&u).with_context(|| format!("K2V URL {u}"))?;
+                if url.scheme() != "http"
+                    || !matches!(url.path(), "" | "/")
+                    || url.query().is_some()
+                {
+                    bail!("K2V URLs are http://HOST:PORT, without a path: {u}");
+                }
+                // Signed as the Host header the request will carry.
+                let host = url.host_str().context("a K2V URL names a host")?;
+                let host = match url.port() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host.to_owned(),
+                };
+                Ok((format!("http://{host}"), host))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         if nodes.is_empty() {
@@ -64,6 +78,7 @@ impl K2v {
             key_id: key_id.to_owned(),
             secret: secret.to_owned(),
             region: region.to_owned(),
+            day_key: Arc::default(),
         })
     }
 
@@ -108,10 +123,7 @@ impl K2v {
             "AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}",
             hex(digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref())
         );
-        let mut k = format!("AWS4{}", self.secret).into_bytes();
-        for part in [date.as_str(), &self.region, "k2v", "aws4_request"] {
-            k = sign(&k, part.as_bytes());
-        }
+        let k = self.signing_key(&date);
         let signature = hex(&sign(&k, to_sign.as_bytes()));
         let auth = format!(
             "AWS4-HMAC-SHA256 Credential={}/{scope},SignedHeaders={signed},Signature={signature}",
@@ -123,6 +135,21 @@ impl K2v {
             .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
             .header("x-amz-date", stamp)
             .header("authorization", auth))
+    }
+
+    fn signing_key(&self, date: &str) -> Vec<u8> {
+        let mut cached = self
+            .day_key
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*cached {
+            Some((day, k)) if day == date => k.clone(),
+            _ => {
+                let k = signing_key(&self.secret, date, &self.region, "k2v");
+                *cached = Some((date.to_owned(), k.clone()));
+                k
+            }
+        }
     }
 
     /// Reads record `key`: its causality token (`None`: never written).
@@ -172,6 +199,15 @@ impl K2v {
     }
 }
 
+/// SigV4's key for one day, region and service.
+fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec<u8> {
+    let mut k = format!("AWS4{secret}").into_bytes();
+    for part in [date, region, service, "aws4_request"] {
+        k = sign(&k, part.as_bytes());
+    }
+    k
+}
+
 fn sign(key: &[u8], data: &[u8]) -> Vec<u8> {
     hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data)
         .as_ref()
@@ -191,10 +227,7 @@ mod tests {
     #[test]
     fn signing_matches_the_published_aws_example() {
         let secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
-        let mut k = format!("AWS4{secret}").into_bytes();
-        for part in ["20150830", "us-east-1", "iam", "aws4_request"] {
-            k = sign(&k, part.as_bytes());
-        }
+        let k = signing_key(secret, "20150830", "us-east-1", "iam");
         assert_eq!(
             hex(&k),
             "c4afb1cc5771d871763a393e44b703571b55cc28424d1a5e86da6ed3c154a4b9"

@@ -30,12 +30,8 @@ impl Group {
     /// The median throughput (for an even count, the mean of the middle
     /// two).
     pub fn median(&self) -> f64 {
-        let n = self.runs.len();
-        if n % 2 == 1 {
-            self.runs[n / 2].throughput
-        } else {
-            (self.runs[n / 2 - 1].throughput + self.runs[n / 2].throughput) / 2.0
-        }
+        let v: Vec<f64> = self.runs.iter().map(|r| r.throughput).collect();
+        median_of_sorted(&v).unwrap_or_default()
     }
 
     fn median_cpu(&self) -> Option<f64> {
@@ -45,7 +41,18 @@ impl Group {
             .filter_map(|r| r.server_cpu_us_per_op)
             .collect();
         v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied()
+        median_of_sorted(&v)
+    }
+}
+
+/// The median of sorted values (for an even count, the mean of the middle
+/// two).
+fn median_of_sorted(v: &[f64]) -> Option<f64> {
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
     }
 }
 

@@ -718,7 +718,14 @@ impl CrdtValue {
 
     /// The state as a sibling's content (written at `timestamp_ms`).
     pub fn to_content(&self, timestamp_ms: u64) -> Content {
-        let mut bytes = vec![FORMAT_V2];
+        // Only sets changed form in format 2: every other type is written as
+        // format 1, which nodes of earlier builds read (a rolling upgrade
+        // keeps serving them; sets written by this build need it everywhere).
+        let format = match self {
+            Self::Set(_) => FORMAT_V2,
+            _ => FORMAT_V1,
+        };
+        let mut bytes = vec![format];
         if let Err(e) = rmp_serde::encode::write(&mut bytes, self) {
             unreachable!("encoding a CRDT state into memory failed: {e}");
         }

@@ -20,7 +20,8 @@
 //! as the crate's do (`deferred`). Deltas may then arrive late, twice or out
 //! of order, and mix with full-state merges ([`Merge`] for [`OrSet`]): every
 //! path ends where the crate's Orswot ends with every operation applied in
-//! order (the property tests in `crdt/tests.rs` check it against the crate).
+//! order (the property tests in `crdt/orset/tests.rs` check it against the
+//! crate).
 //! The read context is the header's clock, a version vector as for every
 //! other type.
 
@@ -107,9 +108,11 @@ impl Loaded {
 
 impl Entries for Loaded {
     fn entry(&self, element: &str) -> Option<&Clock> {
-        debug_assert!(
+        // Reading an entry that was not loaded as absent would overwrite its
+        // record: every caller loads `touched_by`, so this is a bug, loudly.
+        assert!(
             self.now.contains_key(element),
-            "entry {element:?} not loaded"
+            "set entry {element:?} read but not loaded"
         );
         self.now.get(element).and_then(Option::as_ref)
     }

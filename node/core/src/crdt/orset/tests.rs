@@ -56,6 +56,17 @@ enum Step {
     Sync { from: usize, to: usize },
 }
 
+/// The operation of [`Step::Op`]: an add as replica `at`, or a remove with
+/// the context of a read of replica `read_from`.
+fn make_op(replicas: &[OrSet], at: usize, read_from: usize, element: u8, add: bool) -> SetDelta {
+    let e = format!("e{element}");
+    if add {
+        replicas[at].add_op(&actor(at), [e]).expect("dot")
+    } else {
+        OrSet::rm_op(replicas[read_from].clock().clone(), [e])
+    }
+}
+
 fn steps() -> impl Strategy<Value = Vec<Step>> {
     let step = prop_oneof![
         3 => (0..REPLICAS, 0..REPLICAS, 0u8..6, any::<bool>())
@@ -78,12 +89,7 @@ proptest! {
         for step in &s {
             match step {
                 Step::Op { at, read_from, element, add } => {
-                    let e = format!("e{element}");
-                    let op = if *add {
-                        replicas[*at].add_op(&actor(*at), [e]).expect("dot")
-                    } else {
-                        OrSet::rm_op(replicas[*read_from].clock().clone(), [e])
-                    };
+                    let op = make_op(&replicas, *at, *read_from, *element, *add);
                     let mut whole = replicas[*at].clone();
                     whole.apply(op.clone());
                     replicas[*at] = apply_split(&replicas[*at], op.clone());
@@ -137,12 +143,7 @@ proptest! {
         for step in &s {
             match step {
                 Step::Op { at, read_from, element, add } => {
-                    let e = format!("e{element}");
-                    let op = if *add {
-                        replicas[*at].add_op(&actor(*at), [e]).expect("dot")
-                    } else {
-                        OrSet::rm_op(replicas[*read_from].clock().clone(), [e])
-                    };
+                    let op = make_op(&replicas, *at, *read_from, *element, *add);
                     replicas[*at].apply(op.clone());
                     log.push(op);
                 }
