@@ -20,9 +20,7 @@ seconds=${4:-10}
 reps=${5:-3}
 concurrency=${6:-16}
 for b in "$bin_a" "$bin_b"; do [ -x "$b" ] || die "$b is not an executable"; done
-for v in "$seconds" "$reps" "$concurrency"; do
-  case "$v" in ''|*[!0-9]*) die "SECONDS, REPS and CONCURRENCY are whole numbers";; esac
-done
+whole_numbers "SECONDS, REPS and CONCURRENCY" "$seconds" "$reps" "$concurrency"
 [ "$seconds" -le 600 ] || die "SECONDS is at most 600"
 [ "$reps" -le 20 ] || die "REPS is at most 20"
 

@@ -11,9 +11,7 @@ cd "$QUORRA_ROOT"
 seconds=${1:-20}
 concurrency=${2:-16}
 runs=${3:-3}
-for v in "$seconds" "$concurrency" "$runs"; do
-  case "$v" in ''|*[!0-9]*) die "SECONDS, CONCURRENCY and RUNS are whole numbers";; esac
-done
+whole_numbers "SECONDS, CONCURRENCY and RUNS" "$seconds" "$concurrency" "$runs"
 [ "$seconds" -le 600 ] || die "SECONDS is at most 600"
 [ "$runs" -le 10 ] || die "RUNS is at most 10"
 

@@ -112,11 +112,17 @@ quorra_node_pids() {
   echo $kids
 }
 stop_quorra() {
-  kill -TERM "$qpid" 2>/dev/null || true
-  wait "$qpid" 2>/dev/null || true
-  # Stopped: never signal its PID again (it may be reused).
-  local kept=() p
-  for p in "${pids[@]}"; do [ "$p" = "$qpid" ] || kept+=("$p"); done
+  stop_pids "$qpid"
+}
+# Stops processes this script started, by PID, and drops them from pids:
+# stopped, their PIDs are never signalled again (they may be reused).
+stop_pids() {
+  local p kept=()
+  for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "$@"; do wait "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    [[ " $* " == *" $p "* ]] || kept+=("$p")
+  done
   pids=("${kept[@]}")
 }
 
@@ -239,13 +245,6 @@ EOF
   rm -rf "$work/garage-probe"
 }
 stop_garage() {
-  local p kept=()
-  for p in "${garage_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${garage_pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  # Stopped: never signal their PIDs again (they may be reused).
-  for p in "${pids[@]}"; do
-    [[ " ${garage_pids[*]} " == *" $p "* ]] || kept+=("$p")
-  done
-  pids=("${kept[@]}")
+  stop_pids "${garage_pids[@]}"
   garage_pids=()
 }

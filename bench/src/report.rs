@@ -294,10 +294,9 @@ pub fn write_run(dir: &Path, report: &RunReport) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads every run report in `dir`, writes `summary.md`, `throughput.svg`
-/// (operations per second over time) and `latency.svg` (p99 over time).
-pub fn summarize(dir: &Path) -> anyhow::Result<String> {
-    let mut runs: Vec<RunReport> = Vec::new();
+/// Every run report (`*.json`) in `dir`.
+pub fn load_runs(dir: &Path) -> anyhow::Result<Vec<RunReport>> {
+    let mut runs = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "json") {
@@ -307,6 +306,13 @@ pub fn summarize(dir: &Path) -> anyhow::Result<String> {
             );
         }
     }
+    Ok(runs)
+}
+
+/// Reads every run report in `dir`, writes `summary.md`, `throughput.svg`
+/// (operations per second over time) and `latency.svg` (p99 over time).
+pub fn summarize(dir: &Path) -> anyhow::Result<String> {
+    let mut runs = load_runs(dir)?;
     runs.sort_by(|a, b| a.label.cmp(&b.label));
     let mut md = String::from(MARKDOWN_HEADER);
     md.push('\n');

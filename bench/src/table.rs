@@ -5,9 +5,7 @@
 //! `bench/full.sh` writes it; bench/README.md quotes it.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
-use anyhow::Context as _;
+use std::path::PathBuf;
 
 use crate::report::RunReport;
 
@@ -60,27 +58,18 @@ fn median_of_sorted(v: &[f64]) -> Option<f64> {
 pub fn load(dirs: &[PathBuf]) -> anyhow::Result<BTreeMap<String, Group>> {
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     for dir in dirs {
-        for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
-            let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "json") {
-                let r = read(&path)?;
-                groups
-                    .entry(r.label.clone())
-                    .or_insert_with(|| Group { runs: Vec::new() })
-                    .runs
-                    .push(r);
-            }
+        for r in crate::report::load_runs(dir)? {
+            groups
+                .entry(r.label.clone())
+                .or_insert_with(|| Group { runs: Vec::new() })
+                .runs
+                .push(r);
         }
     }
     for g in groups.values_mut() {
         g.runs.sort_by(|a, b| a.throughput.total_cmp(&b.throughput));
     }
     Ok(groups)
-}
-
-fn read(path: &Path) -> anyhow::Result<RunReport> {
-    let text = std::fs::read_to_string(path)?;
-    serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
 }
 
 fn workload_rank(w: &str) -> (usize, &str) {

@@ -271,14 +271,8 @@ impl OrSet {
         actor: &Actor,
         members: impl IntoIterator<Item = String>,
     ) -> Result<SetDelta, CrdtError> {
-        let counter = self
-            .header
-            .clock
-            .get(actor)
-            .checked_add(1)
-            .ok_or_else(|| CrdtError::Overflow(actor.clone()))?;
         Ok(Op::Add {
-            dot: crdts::Dot::new(actor.clone(), counter),
+            dot: super::next_dot(&self.header.clock, actor)?.dot,
             members: members.into_iter().collect(),
         })
     }

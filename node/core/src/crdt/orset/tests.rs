@@ -78,45 +78,61 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
     prop::collection::vec(step, 0..60)
 }
 
+/// The replicas after `steps`, each operation applied through loaded
+/// entries (as a per-element store does) and checked against the whole
+/// set, and every operation made, in the order made (a causal order).
+fn play(steps: &[Step]) -> Result<(Vec<OrSet>, Vec<SetDelta>), TestCaseError> {
+    let mut replicas = vec![OrSet::default(); REPLICAS];
+    let mut log: Vec<SetDelta> = Vec::new();
+    for step in steps {
+        match step {
+            Step::Op {
+                at,
+                read_from,
+                element,
+                add,
+            } => {
+                let op = make_op(&replicas, *at, *read_from, *element, *add);
+                let mut whole = replicas[*at].clone();
+                whole.apply(op.clone());
+                replicas[*at] = apply_split(&replicas[*at], op.clone());
+                prop_assert_eq!(&replicas[*at], &whole, "split and whole agree");
+                log.push(op);
+            }
+            Step::Deliver { to, nth } if !log.is_empty() => {
+                let op = log[nth % log.len()].clone();
+                let mut whole = replicas[*to].clone();
+                whole.apply(op.clone());
+                replicas[*to] = apply_split(&replicas[*to], op);
+                prop_assert_eq!(&replicas[*to], &whole, "split and whole agree");
+            }
+            Step::DeliverAsState { to, nth } if !log.is_empty() => {
+                let op = log[nth % log.len()].clone();
+                let mut applied = replicas[*to].clone();
+                applied.apply(op.clone());
+                replicas[*to].merge(&OrSet::of_op(op));
+                prop_assert_eq!(
+                    &replicas[*to],
+                    &applied,
+                    "merging an operation's state applies it"
+                );
+            }
+            Step::Deliver { .. } | Step::DeliverAsState { .. } => {}
+            Step::Sync { from, to } => {
+                let other = replicas[*from].clone();
+                replicas[*to].merge(&other);
+            }
+        }
+    }
+    Ok((replicas, log))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
     fn deltas_in_any_order_end_where_the_crate_ends_in_order(s in steps()) {
-        let mut replicas = vec![OrSet::default(); REPLICAS];
-        // Every operation in the order made: a causal order.
-        let mut log: Vec<SetDelta> = Vec::new();
-        for step in &s {
-            match step {
-                Step::Op { at, read_from, element, add } => {
-                    let op = make_op(&replicas, *at, *read_from, *element, *add);
-                    let mut whole = replicas[*at].clone();
-                    whole.apply(op.clone());
-                    replicas[*at] = apply_split(&replicas[*at], op.clone());
-                    prop_assert_eq!(&replicas[*at], &whole, "split and whole agree");
-                    log.push(op);
-                }
-                Step::Deliver { to, nth } if !log.is_empty() => {
-                    let op = log[nth % log.len()].clone();
-                    let mut whole = replicas[*to].clone();
-                    whole.apply(op.clone());
-                    replicas[*to] = apply_split(&replicas[*to], op);
-                    prop_assert_eq!(&replicas[*to], &whole, "split and whole agree");
-                }
-                Step::DeliverAsState { to, nth } if !log.is_empty() => {
-                    let op = log[nth % log.len()].clone();
-                    let mut applied = replicas[*to].clone();
-                    applied.apply(op.clone());
-                    replicas[*to].merge(&OrSet::of_op(op));
-                    prop_assert_eq!(&replicas[*to], &applied, "merging an operation's state applies it");
-                }
-                Step::Deliver { .. } | Step::DeliverAsState { .. } => {}
-                Step::Sync { from, to } => {
-                    let other = replicas[*from].clone();
-                    replicas[*to].merge(&other);
-                }
-            }
-        }
+        let (mut replicas, log) = play(&s)?;
         let mut oracle: Orswot<String, Actor> = Orswot::new();
         for op in &log {
             oracle.apply(op.clone());
@@ -138,25 +154,7 @@ proptest! {
 
     #[test]
     fn whole_states_with_waiting_operations_obey_the_merge_laws(s in steps()) {
-        let mut replicas = vec![OrSet::default(); REPLICAS];
-        let mut log: Vec<SetDelta> = Vec::new();
-        for step in &s {
-            match step {
-                Step::Op { at, read_from, element, add } => {
-                    let op = make_op(&replicas, *at, *read_from, *element, *add);
-                    replicas[*at].apply(op.clone());
-                    log.push(op);
-                }
-                Step::Deliver { to, nth } | Step::DeliverAsState { to, nth } if !log.is_empty() => {
-                    replicas[*to].apply(log[nth % log.len()].clone());
-                }
-                Step::Deliver { .. } | Step::DeliverAsState { .. } => {}
-                Step::Sync { from, to } => {
-                    let other = replicas[*from].clone();
-                    replicas[*to].merge(&other);
-                }
-            }
-        }
+        let (replicas, log) = play(&s)?;
         let m = crate::merge::merged;
         let (x, y, z) = (&replicas[0], &replicas[1], &replicas[2]);
         prop_assert_eq!(m(x, y), m(y, x), "commutative");
