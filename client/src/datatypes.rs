@@ -34,10 +34,14 @@ use crate::client::{Client, Context, Options};
 use crate::error::ClientError;
 
 /// A data-type key as read: its state (none if nothing was written) and
-/// the context a remove names.
+/// the context a remove names. A set write answers the set's size and
+/// context at its coordinator, not its elements ([`Self::size`]; a set may
+/// hold 100,000): [`Client::fetch`] reads them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DataValue {
     state: Option<CrdtValue>,
+    /// A set write's answer: the set's size after it.
+    written_size: Option<u64>,
     /// Hand this to a remove (set elements, map fields, disabling a flag):
     /// it removes what this read saw.
     pub context: Context,
@@ -48,6 +52,13 @@ impl DataValue {
         object: Option<quorra_core::Object>,
         context: Option<String>,
     ) -> Result<Self, ClientError> {
+        if let Some(update) = object.as_ref().and_then(crdt::SetUpdate::of_object) {
+            return Ok(Self {
+                state: None,
+                written_size: Some(update.size),
+                context: Context(context),
+            });
+        }
         let state = match object {
             Some(o) => crdt::collapse(&o).map_err(|e| ClientError::BadRequest {
                 code: e.code(),
@@ -57,18 +68,30 @@ impl DataValue {
         };
         Ok(Self {
             state,
+            written_size: None,
             context: Context(context),
         })
     }
 
     /// Whether nothing was written to the key.
     pub fn is_empty(&self) -> bool {
-        self.state.is_none()
+        self.state.is_none() && self.written_size.is_none()
     }
 
     /// The key's type (`None` if nothing was written).
     pub fn datatype(&self) -> Option<Datatype> {
-        self.state.as_ref().map(CrdtValue::datatype)
+        match self.written_size {
+            Some(_) => Some(Datatype::Set),
+            None => self.state.as_ref().map(CrdtValue::datatype),
+        }
+    }
+
+    /// A set's element count: after a set write, at its coordinator.
+    pub fn size(&self) -> Option<u64> {
+        match &self.state {
+            Some(CrdtValue::Set(s)) => Some(s.members().count() as u64),
+            _ => self.written_size,
+        }
     }
 
     /// The value as plain JSON, as the HTTP API shows it (`null` if
@@ -85,7 +108,8 @@ impl DataValue {
         }
     }
 
-    /// A set's elements, sorted.
+    /// A set's elements, sorted (`None` too for a set write's answer,
+    /// which holds only [`Self::size`]).
     pub fn set(&self) -> Option<Vec<String>> {
         match &self.state {
             Some(s @ CrdtValue::Set(_)) => Some(strings(crdt::render(s))),
@@ -241,7 +265,8 @@ impl Client {
     }
 
     /// Applies `op` to a data-type key; `context` is the read's, which a
-    /// remove needs. Returns the value the coordinator holds after it.
+    /// remove needs. Returns the value the coordinator holds after it (for
+    /// a set, its size and context).
     ///
     /// An operation that timed out may have been applied; retried, an
     /// increment or an add of a new element may count twice.
@@ -278,7 +303,7 @@ impl Client {
         Ok(v.counter().unwrap_or(0))
     }
 
-    /// Adds elements to a set.
+    /// Adds elements to a set; returns its size at the coordinator after.
     pub async fn add_to_set<I: IntoIterator<Item = S>, S: Into<String>>(
         &self,
         bucket: &str,
@@ -293,7 +318,8 @@ impl Client {
         self.update(bucket, key, op, None).await
     }
 
-    /// Removes the elements a read saw from a set.
+    /// Removes the elements a read saw from a set; returns its size at
+    /// the coordinator after.
     pub async fn remove_from_set<I: IntoIterator<Item = S>, S: Into<String>>(
         &self,
         bucket: &str,

@@ -259,7 +259,7 @@ impl Kv {
 
     /// The authenticated context a client gets with `object`: its clock,
     /// or in a data-type bucket the clock of its state (what a remove
-    /// names).
+    /// names; after a set write, of the coordinator's set).
     fn context_for(
         &self,
         bucket: &BucketName,
@@ -269,7 +269,7 @@ impl Kv {
         let object = object?;
         let clock = match self.driver.bucket_props(bucket).datatype {
             None => object.clock().clone(),
-            Some(_) => crdt::collapse(object).ok()??.clock(),
+            Some(_) => crdt::read_clock(object)?,
         };
         Some(CausalContext(clock).encode(&self.context_key, bucket, key))
     }

@@ -39,6 +39,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
+use quorra_core::crdt::{self, Datatype, SetUpdate, SplitHeader};
 use quorra_core::hash::{checksum, key_hash, partition_of};
 use quorra_core::layout::Scope;
 use quorra_core::node::Hint;
@@ -374,12 +375,23 @@ impl ObjectStore {
         durability: Durability,
     ) -> Result<Object, StoreError> {
         let _guard = self.lock(bucket, key);
+        let change = change.into();
+        if let Change::Crdt {
+            op,
+            datatype: Datatype::Set,
+            context: seen,
+            ..
+        } = &change
+        {
+            if let Some(update) = self.coordinate_set(bucket, key, op, seen, durability)? {
+                return Ok(update);
+            }
+        }
         let stored = self.read(bucket, key)?.object();
         // A reaped key's write starts from its tombstone: the clock it
         // makes covers every value the delete removed.
         let marker = self.marker_if_missing(bucket, key, stored.as_ref())?;
         let base = stored.as_ref().or(marker.as_ref());
-        let change = change.into();
         let object = loop {
             match apply_client_write(base, ctx, &self.actor(), change.clone(), mode, &self.limits) {
                 Ok(object) => break object,
@@ -427,6 +439,11 @@ impl ObjectStore {
         durability: Durability,
     ) -> Result<Object, StoreError> {
         let _guard = self.lock(bucket, key);
+        if let Some(update) = SetUpdate::of_object(incoming) {
+            if let Some(stored) = self.merge_set_update(bucket, key, &update, durability)? {
+                return Ok(stored);
+            }
+        }
         let stored = self.read(bucket, key)?.object();
         // Over a reaped key: what its tombstone had deleted stays deleted.
         let marker = self.marker_if_missing(bucket, key, stored.as_ref())?;
@@ -486,58 +503,94 @@ impl ObjectStore {
     }
 
     fn read(&self, bucket: &BucketName, key: &Key) -> Result<Stored, StoreError> {
+        Ok(match self.read_held(bucket, key)? {
+            Held::Missing => Stored::Missing,
+            Held::Corrupt => Stored::Corrupt,
+            Held::Whole(o) => Stored::Found(o),
+            Held::Split(header, split) => {
+                let skey = self.object_key(bucket, key);
+                match self.assemble(&skey, split)? {
+                    Ok(o) => Stored::Found(o),
+                    Err(why) => {
+                        self.quarantine(bucket, key, &skey, encode_record(&header)?, &why)?;
+                        Stored::Corrupt
+                    }
+                }
+            }
+        })
+    }
+
+    /// The key's record as stored: a split set's header is not read whole.
+    fn read_held(&self, bucket: &BucketName, key: &Key) -> Result<Held, StoreError> {
         let skey = self.object_key(bucket, key);
         let Some(bytes) = self.engine.get(Space::Objects, &skey)? else {
-            return Ok(Stored::Missing);
+            return Ok(Held::Missing);
         };
-        match decode_record(&bytes) {
-            Ok(o) => Ok(Stored::Found(o)),
-            Err(why) => {
-                self.corruptions.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("quorra_corrupt_objects_total").increment(1);
-                tracing::error!(
-                    bucket = %bucket,
-                    key = %String::from_utf8_lossy(key.as_bytes()),
-                    error = %why,
-                    "corrupt object: kept aside as evidence, treated as missing"
-                );
-                // Keep the bytes as evidence, out of the way of the next
-                // write, and stop issuing dots from the actor that may have
-                // written them.
-                let mut evidence = QUARANTINE_PREFIX.to_vec();
-                evidence.extend_from_slice(&skey);
-                let hash = trees::hash_of_key(&skey).unwrap_or_default();
-                let _gate = self.trees.gate(hash);
-                let mut ops = vec![
-                    WriteOp::Put {
-                        space: Space::Meta,
-                        key: evidence,
-                        value: bytes,
-                    },
-                    WriteOp::Delete {
-                        space: Space::Objects,
-                        key: skey.clone(),
-                    },
-                ];
-                let indexed = self.unindex(&skey, &mut ops)?;
-                let mut set_aside = false;
-                let moved = applied(self.engine.write(ops, Durability::Fsync), || {
-                    self.count_tombstones(-i64::from(indexed), 0);
-                    // Its digest at write time is unreadable: the
-                    // partition's tree is built anew at its next exchange.
-                    self.trees.invalidate(hash);
-                    set_aside = true;
-                });
-                drop(_gate);
-                if set_aside {
-                    // Durably or not, the record is gone: its dots must not
-                    // be issued again.
-                    self.rotate_actor("a record of this node was corrupt")?;
-                }
-                moved?;
-                Ok(Stored::Corrupt)
-            }
+        let why = match decode_record(&bytes) {
+            Ok(o) => match SplitHeader::of_object(&o) {
+                None => return Ok(Held::Whole(o)),
+                Some(Ok(split)) => return Ok(Held::Split(o, split)),
+                Some(Err(e)) => CorruptRecord::Decode(e.to_string()),
+            },
+            Err(why) => why,
+        };
+        self.quarantine(bucket, key, &skey, bytes, &why)?;
+        Ok(Held::Corrupt)
+    }
+
+    /// A corrupt record (`evidence`, the bytes found) of the key `skey`:
+    /// logged, counted, kept aside as evidence, and the key's records
+    /// (its set elements too) deleted, out of the way of the next write;
+    /// and this node stops issuing dots from the actor that may have
+    /// written them.
+    fn quarantine(
+        &self,
+        bucket: &BucketName,
+        key: &Key,
+        skey: &[u8],
+        evidence: Vec<u8>,
+        why: &CorruptRecord,
+    ) -> Result<(), StoreError> {
+        self.corruptions.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("quorra_corrupt_objects_total").increment(1);
+        tracing::error!(
+            bucket = %bucket,
+            key = %String::from_utf8_lossy(key.as_bytes()),
+            error = %why,
+            "corrupt object: kept aside as evidence, treated as missing"
+        );
+        let mut aside = QUARANTINE_PREFIX.to_vec();
+        aside.extend_from_slice(skey);
+        let hash = trees::hash_of_key(skey).unwrap_or_default();
+        let _gate = self.trees.gate(hash);
+        let mut ops = vec![
+            WriteOp::Put {
+                space: Space::Meta,
+                key: aside,
+                value: evidence,
+            },
+            WriteOp::Delete {
+                space: Space::Objects,
+                key: skey.to_vec(),
+            },
+        ];
+        self.element_deletes(skey, &mut ops)?;
+        let indexed = self.unindex(skey, &mut ops)?;
+        let mut set_aside = false;
+        let moved = applied(self.engine.write(ops, Durability::Fsync), || {
+            self.count_tombstones(-i64::from(indexed), 0);
+            // Its digest at write time is unreadable: the partition's
+            // tree is built anew at its next exchange.
+            self.trees.invalidate(hash);
+            set_aside = true;
+        });
+        drop(_gate);
+        if set_aside {
+            // Durably or not, the record is gone: its dots must not be
+            // issued again.
+            self.rotate_actor("a record of this node was corrupt")?;
         }
+        moved
     }
 
     /// Writes `object` over `old` (what the key held; `forget_marker`:
@@ -552,41 +605,27 @@ impl ObjectStore {
         forget_marker: bool,
         durability: Durability,
     ) -> Result<(), StoreError> {
-        let record = encode_record(object)?;
-        let size = record.len() - RECORD_HEADER;
-        let limit = self.limits.object_limit();
-        if size > limit {
-            return Err(StoreError::ObjectTooLarge { size, limit });
-        }
-        if size > self.limits.object_warning() {
-            metrics::counter!("quorra_large_objects_total").increment(1);
-            tracing::warn!(
-                bucket = %bucket,
-                key = %String::from_utf8_lossy(key.as_bytes()),
-                size,
-                limit,
-                "large object: resolve its siblings"
-            );
+        // A set (its states and updates joined) is kept split.
+        if let Some(set) = crdt::joined_set_state(object) {
+            self.write_whole_set(bucket, key, old, &set, forget_marker, durability)?;
+            return Ok(());
         }
         let skey = self.object_key(bucket, key);
-        // The storage key holds the hash's top 32 bits: all the gate, the
-        // partition and the segment need (no second hash per write).
-        let hash = trees::hash_of_key(&skey).unwrap_or_default();
-        let mut ops = Vec::with_capacity(3);
-        let held = Self::index_ops(&skey, old, object, &mut ops);
-        if forget_marker {
-            Self::forget_marker(&skey, &mut ops);
+        let mut ops = Vec::new();
+        if old.is_some_and(|o| crdt::joined_set_state(o).is_some()) {
+            // A split set replaced by something else: its elements go.
+            self.element_deletes(&skey, &mut ops)?;
         }
-        ops.push(WriteOp::Put {
-            space: Space::Objects,
-            key: skey.clone(),
-            value: record,
-        });
-        let _gate = self.trees.gate(hash);
-        applied(self.engine.write(ops, durability), || {
-            self.trees.update(hash, &skey, old, Some(object));
-            self.count_tombstones(held, -i64::from(forget_marker));
-        })
+        self.put_record(
+            &skey,
+            bucket,
+            key,
+            old,
+            object,
+            forget_marker,
+            ops,
+            durability,
+        )
     }
 
     /// Takes a new actor epoch, durably, before any dot is issued with it.
@@ -675,6 +714,11 @@ impl ObjectStore {
             .and_then(decode_hint)
             .unwrap_or((now_ms, Object::new()));
         object.merge(incoming, mode);
+        // A set's updates held for a peer are joined into one state, so
+        // a long outage leaves one sibling, not one per update.
+        if let Some(joined) = crdt::joined_set(&object) {
+            object = joined;
+        }
         let raw = encode_hint(created, &object)?;
         let size = raw.len() - HINT_HEADER - RECORD_HEADER;
         if size > self.limits.object_limit() {
@@ -755,14 +799,30 @@ impl ObjectStore {
             bytes += k.len() + v.len();
             if let (Some((bucket, key)), Ok(object)) = (Self::parse_object_key(k), decode_record(v))
             {
-                objects.push(Pulled {
-                    bucket,
-                    key,
-                    object,
-                });
+                objects.push((
+                    k.to_vec(),
+                    Pulled {
+                        bucket,
+                        key,
+                        object,
+                    },
+                ));
             }
             true
         })?;
+        // Split sets are sent whole (their elements read after the scan).
+        let mut objects_whole = Vec::with_capacity(objects.len());
+        for (skey, mut pulled) in objects {
+            if let Some(Ok(split)) = SplitHeader::of_object(&pulled.object) {
+                match self.assemble(&skey, split)? {
+                    Ok(whole) => pulled.object = whole,
+                    // Found and moved aside by the next read of the key.
+                    Err(_) => continue,
+                }
+            }
+            objects_whole.push(pulled);
+        }
+        let objects = objects_whole;
         Ok(Chunk {
             objects,
             next: last.filter(|_| more).map(quorra_core::proto::ByteBuf::from),
@@ -781,6 +841,19 @@ impl ObjectStore {
         from: &[u8],
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError> {
+        self.each_in_partition_of(Space::Objects, partition, partitions, from, f)
+    }
+
+    /// [`Self::each_in_partition`] over `space` ([`Space::Objects`], or
+    /// [`Space::Elements`], whose keys start alike).
+    fn each_in_partition_of(
+        &self,
+        space: Space,
+        partition: u32,
+        partitions: u32,
+        from: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
         let first = partition_start(partition, partitions);
         let start = if from > first.as_slice() {
             from.to_vec()
@@ -788,7 +861,7 @@ impl ObjectStore {
             first.to_vec()
         };
         self.engine.scan_from(
-            Space::Objects,
+            space,
             b"",
             &start,
             &mut |k, v| match partition_of_key(k, partitions) {
@@ -833,6 +906,22 @@ impl ObjectStore {
                 }
                 true
             })?;
+            // Split sets' elements first: a crash in between leaves
+            // headers whose elements are gone, which the next exchange
+            // repairs, never elements without a header.
+            let mut elements = Vec::new();
+            self.each_in_partition_of(Space::Elements, p, partitions, b"", &mut |k, _| {
+                if bucket_of_key(k).is_some_and(|b| scope.covers(b)) {
+                    elements.push(WriteOp::Delete {
+                        space: Space::Elements,
+                        key: k.to_vec(),
+                    });
+                }
+                true
+            })?;
+            for batch in elements.chunks(1024) {
+                self.engine.write(batch.to_vec(), Durability::Buffered)?;
+            }
             if !keys.is_empty() && count == 0 {
                 // This node may coordinate these keys again (the partition
                 // comes back): its next dots must not repeat the ones the
@@ -873,6 +962,13 @@ impl ObjectStore {
                 let entry = out.entry(p).or_default();
                 entry.0 += 1;
                 entry.1 += (k.len() + v.len()) as u64;
+            }
+            true
+        })?;
+        // Split sets' elements count as bytes of their keys.
+        self.engine.scan(Space::Elements, b"", &mut |k, v| {
+            if let Some(p) = partition_of_key(k, partitions) {
+                out.entry(p).or_default().1 += (k.len() + v.len()) as u64;
             }
             true
         })?;
@@ -1129,6 +1225,17 @@ fn rekey_by_hash(engine: &dyn Engine, node_id: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A key's record as stored.
+enum Held {
+    Missing,
+    /// Found corrupt (and moved aside).
+    Corrupt,
+    /// An object kept whole.
+    Whole(Object),
+    /// A split set's header object and header.
+    Split(Object, SplitHeader),
+}
+
 /// What a read found.
 enum Stored {
     Found(Object),
@@ -1159,6 +1266,7 @@ fn fresh_epoch() -> u64 {
 }
 
 mod scrub;
+mod sets;
 mod tombstones;
 mod trees;
 

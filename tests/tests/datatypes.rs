@@ -1,7 +1,7 @@
 //! Data types (counters, sets, maps, registers, flags) on real nodes: the
-//! conflict rules through partitions, a counter that loses no
-//! acknowledged increment while a node crashes and loses its unsynced
-//! writes, and the client library's typed calls for every type.
+//! conflict rules through partitions, a counter and a set that lose no
+//! acknowledged increment or add while a node crashes and loses its
+//! unsynced writes, and the client library's typed calls for every type.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -83,9 +83,16 @@ async fn a_concurrent_add_and_remove_on_two_sides_of_a_partition_keeps_the_eleme
         json!({"remove": ["x"], "context": ctx}),
     )
     .await;
-    assert_eq!(removed["value"], json!(["y"]));
+    // A set write answers the coordinator's size and context, not the
+    // elements.
+    assert_eq!(
+        (&removed["type"], &removed["size"]),
+        (&json!("set"), &json!(1)),
+        "{removed}"
+    );
+    assert!(removed.get("value").is_none(), "{removed}");
     let added = post(&c, 0, "/v1/crdt/sets/s?w=1", json!({"add": ["x"]})).await;
-    assert_eq!(added["value"], json!(["x", "y"]));
+    assert_eq!(added["size"], json!(2), "{added}");
     c.heal().await.expect("heal");
 
     replicas_show(&c, "sets", "s", &json!(["x", "y"])).await;
@@ -329,6 +336,126 @@ async fn a_counter_keeps_every_acknowledged_increment_through_a_crash() {
     );
 }
 
+/// A set stored per element and replicated as operations converges as a
+/// whole set did: writers add elements through every node while n3 is
+/// killed in crash mode (losing its unsynced writes, and so operations
+/// the others hold) and comes back. At the end every node's own copy
+/// shows the same set, holding every acknowledged element and nothing
+/// that was never sent; a remove with a read's context then removes what
+/// it saw on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_keeps_every_acknowledged_add_through_a_crash() {
+    let mut c = TestCluster::start_with(&quorra_bin!(), 3, |_, cfg| {
+        cfg.fault_injection = true;
+        cfg.crash_test_lose_unsynced = true;
+        cfg.anti_entropy.interval_ms = 300;
+    })
+    .expect("cluster");
+    c.wait_converged(CONVERGE).await.expect("converged");
+    let set = c
+        .client(0)
+        .put_json("/v1/buckets/tags/props", &json!({"datatype": "set"}))
+        .await
+        .expect("props");
+    assert_eq!(set.status, 200, "{}", set.text());
+
+    const PER_WRITER: usize = 60;
+    const PER_ADD: usize = 10;
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sent = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (done_tx, mut done_rx) = tokio::sync::watch::channel(0usize);
+    let done_tx = Arc::new(done_tx);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut writers = Vec::new();
+    for w in 0..3usize {
+        let url = c.nodes[w].url.clone();
+        let (acked, sent, done_tx) = (acked.clone(), sent.clone(), done_tx.clone());
+        writers.push(tokio::spawn(async move {
+            let http = Http::with_timeout(&url, Duration::from_secs(3));
+            for i in 0..PER_WRITER {
+                if Instant::now() > deadline {
+                    break;
+                }
+                let add: Vec<String> = (0..PER_ADD).map(|j| format!("w{w}-{i:03}-{j}")).collect();
+                sent.lock().expect("sent").extend(add.iter().cloned());
+                let body = json!({ "add": add });
+                if let Ok(a) = http.post_json("/v1/crdt/tags/k", &body).await {
+                    if a.status == 200 {
+                        acked.lock().expect("acked").extend(add);
+                    }
+                }
+                done_tx.send_modify(|n| *n += 1);
+            }
+        }));
+    }
+    done_rx.wait_for(|n| *n >= 40).await.expect("writers run");
+    c.nodes[2].kill9();
+    done_rx.wait_for(|n| *n >= 110).await.expect("writers run");
+    c.nodes[2].restart().expect("restart n3");
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let acked = acked.lock().expect("acked").clone();
+    let sent: std::collections::BTreeSet<String> =
+        sent.lock().expect("sent").iter().cloned().collect();
+    assert!(
+        acked.len() > 1000,
+        "most adds are acknowledged ({})",
+        acked.len()
+    );
+
+    c.wait_seen_as("n3", "up", CONVERGE).await.expect("n3 up");
+    let cr = &c;
+    let agreed = TestCluster::eventually(Duration::from_secs(60), "one set", || async move {
+        let mut sets = Vec::new();
+        for i in 0..3 {
+            sets.push(cr.replica_crdt(i, "tags", "k").await);
+        }
+        sets.windows(2).all(|w| w[0] == w[1]) && sets[0].is_array()
+    })
+    .await;
+    let mut sets = Vec::new();
+    for i in 0..3 {
+        sets.push(c.replica_crdt(i, "tags", "k").await);
+    }
+    let sizes: Vec<usize> = sets
+        .iter()
+        .map(|s| s.as_array().map_or(0, Vec::len))
+        .collect();
+    assert!(
+        agreed.is_ok(),
+        "every node's copy shows one set: sizes {sizes:?}"
+    );
+    let held: std::collections::BTreeSet<String> =
+        serde_json::from_value(sets[0].clone()).expect("strings");
+    let lost: Vec<&String> = acked.iter().filter(|e| !held.contains(*e)).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged adds lost: {:?}",
+        &lost[..lost.len().min(5)]
+    );
+    assert!(held.is_subset(&sent), "only elements that were sent");
+
+    // A remove with a read's context removes what it saw, everywhere.
+    let read = c
+        .client(0)
+        .get_path("/v1/crdt/tags/k?r=3")
+        .await
+        .expect("get");
+    let read: Value = serde_json::from_slice(&read.body).expect("json");
+    let gone: Vec<String> = held.iter().take(100).cloned().collect();
+    let removed = post(
+        &c,
+        1,
+        "/v1/crdt/tags/k?w=3",
+        json!({"remove": gone, "context": read["context"]}),
+    )
+    .await;
+    assert_eq!(removed["size"], json!(held.len() - 100), "{removed}");
+    let want: Vec<String> = held.iter().skip(100).cloned().collect();
+    replicas_show(&c, "tags", "k", &json!(want)).await;
+}
+
 async fn client_for(c: &TestCluster, name: &str) -> Client {
     c.quic_client(name, None).await
 }
@@ -366,17 +493,30 @@ async fn the_client_adds_to_and_removes_from_sets() {
     let c = typed_cluster(3, false);
     c.wait_converged(CONVERGE).await.expect("converged");
     let client = client_for(&c, "app").await;
-    client
+    let added = client
         .add_to_set("sets", "s", ["a", "b", "c"])
         .await
         .expect("add");
+    assert_eq!(
+        (added.size(), added.datatype(), added.set()),
+        (Some(3), Some(Datatype::Set), None)
+    );
     let read = client.fetch("sets", "s").await.expect("fetch");
     assert_eq!(read.set(), Some(vec!["a".into(), "b".into(), "c".into()]));
+    assert_eq!(read.size(), Some(3));
     let after = client
         .remove_from_set("sets", "s", ["b"], &read.context)
         .await
         .expect("remove");
-    assert_eq!(after.set(), Some(vec!["a".into(), "c".into()]));
+    assert_eq!(after.size(), Some(2));
+    // The answer's context is the coordinator's whole set's: a remove
+    // with it removes what the set held then.
+    client
+        .remove_from_set("sets", "s", ["a"], &after.context)
+        .await
+        .expect("remove with the answer's context");
+    let read = client.fetch("sets", "s").await.expect("fetch");
+    assert_eq!(read.set(), Some(vec!["c".into()]));
     let e = client
         .update(
             "sets",

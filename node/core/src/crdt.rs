@@ -57,11 +57,16 @@ mod json;
 mod map;
 mod orset;
 mod register;
+mod split;
 
 pub use json::{parse_op, render};
 pub use map::CrdtMap;
 pub use orset::{Entries, Loaded, OrSet, SetDelta, SetHeader};
 pub use register::MvRegister;
+pub use split::{
+    entry_hash, joined_set, joined_set_state, read_clock, set_ops, state_object, whole_set_object,
+    SetUpdate, SplitHeader, STATE_ACTOR, UPDATE_ACTOR,
+};
 
 /// The media type of a sibling that holds a CRDT state.
 pub const CONTENT_TYPE: &str = "application/vnd.quorra.crdt";
@@ -70,6 +75,10 @@ pub const CONTENT_TYPE: &str = "application/vnd.quorra.crdt";
 /// the crate's Orswot; version 2 holds them as [`OrSet`]s.
 const FORMAT_V1: u8 = 1;
 const FORMAT_V2: u8 = 2;
+/// A set update ([`SetUpdate`]): operations, read as the state they make.
+const FORMAT_SET_UPDATE: u8 = 3;
+/// A split set's header ([`SplitHeader`]): only ever inside a store.
+const FORMAT_SET_HEADER: u8 = 4;
 
 /// How deep maps may nest in an operation.
 pub const MAX_DEPTH: usize = 8;
@@ -320,7 +329,8 @@ fn field_type(name: &str) -> Result<Datatype, CrdtError> {
 /// The crdts crate's vector clock over Quorra's actors.
 pub type Clock = VClock<Actor>;
 
-fn to_vv(clock: &Clock) -> VersionVector {
+/// A clock as a version vector (a read's context).
+pub fn to_vv(clock: &Clock) -> VersionVector {
     clock.iter().map(|d| (d.actor.clone(), d.counter)).collect()
 }
 
@@ -743,6 +753,9 @@ impl CrdtValue {
             Some((&FORMAT_V1, body)) => rmp_serde::from_slice::<v1::CrdtValueV1>(body)
                 .map(Self::from)
                 .map_err(|_| not()),
+            Some((&FORMAT_SET_UPDATE, _)) => SetUpdate::of_content(c)
+                .map(|u| Self::Set(u.state()))
+                .ok_or_else(not),
             _ => Err(not()),
         }
     }

@@ -183,7 +183,7 @@ fn apply_crdt(
 }
 
 /// Refuses a clock past what a context may carry.
-fn check_context(clock: &VersionVector, limits: &Limits) -> Result<(), Refused> {
+pub fn check_context(clock: &VersionVector, limits: &Limits) -> Result<(), Refused> {
     let (actors, bytes) = (clock.len(), CausalContext::encoded_len(clock));
     if actors > MAX_CONTEXT_ACTORS || bytes > limits.max_context_bytes {
         return Err(Refused::ContextTooLarge {

@@ -7,7 +7,11 @@
 //! - `POST` takes one JSON operation (see [`quorra_core::crdt::parse_op`]);
 //!   a remove names the context of a read, as `"context"` in the body or in
 //!   `X-Quorra-Context`. It answers like a `GET`, with the value the
-//!   coordinator holds after the operation.
+//!   coordinator holds after the operation; except in a set bucket, where
+//!   it answers `{"type": "set", "size": n, "context": ...}` (the
+//!   coordinator's element count and context after it), never every
+//!   element: a set may hold 100,000, and an add costs the same whatever
+//!   the size. A `GET` reads the elements.
 //!
 //! An operation that does not fit the type is `400 wrong_datatype`; a
 //! remove without a context is `400 context_required`.
@@ -16,7 +20,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use quorra_core::crdt::{self, CrdtError, Datatype};
+use quorra_core::crdt::{self, CrdtError, Datatype, SetUpdate};
 use quorra_core::proto::Operation;
 use quorra_core::{BucketName, ErrorCode, Object};
 use serde_json::{json, Value};
@@ -102,6 +106,14 @@ fn shown(
     object: Option<&Object>,
     ctx: Option<String>,
 ) -> Result<Response, ApiError> {
+    if let Some(update) = object.and_then(SetUpdate::of_object) {
+        let body = json!({
+            "type": datatype,
+            "size": update.size,
+            "context": ctx.clone(),
+        });
+        return Ok(with_context(Json(body).into_response(), ctx));
+    }
     let state = match object {
         Some(o) => crdt::collapse(o).map_err(|e| refused(&e))?,
         None => None,
@@ -117,9 +129,13 @@ fn shown(
         "value": crdt::render(&state),
         "context": ctx.clone(),
     });
-    let mut resp = Json(body).into_response();
+    Ok(with_context(Json(body).into_response(), ctx))
+}
+
+/// `resp` with the context in `X-Quorra-Context` too.
+fn with_context(mut resp: Response, ctx: Option<String>) -> Response {
     if let Some(v) = ctx.and_then(|c| HeaderValue::from_str(&c).ok()) {
         resp.headers_mut().insert(CONTEXT_HEADER, v);
     }
-    Ok(resp)
+    resp
 }

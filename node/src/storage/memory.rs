@@ -34,6 +34,7 @@ fn tag(space: Space) -> u8 {
         Space::Objects => 0,
         Space::Hints => 1,
         Space::Meta => 2,
+        Space::Elements => 3,
     }
 }
 

@@ -25,11 +25,14 @@ pub enum Space {
     Hints,
     /// Node metadata: identity, actor epoch, format.
     Meta,
+    /// The element entries of sets kept split, keyed by their key's object
+    /// key and the element (see `crate::store::sets`).
+    Elements,
 }
 
 impl Space {
     /// Every space, in a fixed order.
-    pub const ALL: [Self; 3] = [Self::Objects, Self::Hints, Self::Meta];
+    pub const ALL: [Self; 4] = [Self::Objects, Self::Hints, Self::Meta, Self::Elements];
 
     /// The column family name.
     pub fn name(self) -> &'static str {
@@ -37,6 +40,7 @@ impl Space {
             Self::Objects => "objects",
             Self::Hints => "hints",
             Self::Meta => "meta",
+            Self::Elements => "elements",
         }
     }
 }

@@ -12,15 +12,19 @@
 //! they pass half of it, and index and filter blocks live in the cache
 //! too, so RocksDB's memory stays near the budget however many keys the
 //! node holds (by default RocksDB gives each column family 64 MiB
-//! memtables and keeps every table's index outside any cache).
+//! memtables and keeps every table's index outside any cache). The cache
+//! has few shards ([`cache_shard_bits`]): the write buffer manager charges
+//! memtables in 256 KiB entries that cannot be evicted, and in RocksDB's
+//! default 512 KiB shards a few of them land together and push their shard,
+//! and so the whole cache, past its capacity.
 
 use std::path::Path;
 
 use rocksdb::statistics::{StatsLevel, Ticker};
 use rocksdb::{
     properties, BlockBasedOptions, BottommostLevelCompaction, Cache, ColumnFamily,
-    ColumnFamilyDescriptor, CompactOptions, DBCompressionType, Direction, IteratorMode, Options,
-    WriteBatch, WriteBufferManager, WriteOptions, DB,
+    ColumnFamilyDescriptor, CompactOptions, DBCompressionType, Direction, IteratorMode,
+    LruCacheOptions, Options, WriteBatch, WriteBufferManager, WriteOptions, DB,
 };
 
 use super::{Durability, Engine, EngineError, MemoryUsage, Space, SyncCounts, WriteOp};
@@ -28,6 +32,19 @@ use super::{Durability, Engine, EngineError, MemoryUsage, Space, SyncCounts, Wri
 /// The default memory budget: sized for a small machine running a few
 /// nodes (see the node config's `memory_budget_mb`).
 pub const DEFAULT_MEMORY_BUDGET_BYTES: usize = 256 << 20;
+
+/// The smallest block-cache shard: 128 of the write buffer manager's
+/// 256 KiB charges, so however they fall among the shards none holds a
+/// large part of its capacity in charges it cannot evict.
+const MIN_CACHE_SHARD_BYTES: usize = 32 << 20;
+
+/// The block cache is cut into `2^bits` shards (each with its own lock and
+/// its own share of the capacity): as many as keep every shard at least
+/// [`MIN_CACHE_SHARD_BYTES`], at most 64 (RocksDB's own ceiling).
+pub fn cache_shard_bits(budget_bytes: usize) -> i32 {
+    let shards = (budget_bytes / MIN_CACHE_SHARD_BYTES).max(1);
+    (shards.ilog2() as i32).min(6)
+}
 
 /// How to open a [`RocksEngine`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +64,8 @@ impl Default for RocksOptions {
     }
 }
 
-/// A RocksDB database with the column families `objects`, `hints` and `meta`.
+/// A RocksDB database with the column families `objects`, `hints`, `meta` and
+/// `elements`.
 pub struct RocksEngine {
     db: DB,
     /// Holds the database's statistics (its tickers count WAL syncs).
@@ -103,7 +121,10 @@ impl RocksEngine {
         // groups, for the status and the group-commit test.
         opts.enable_statistics();
         opts.set_statistics_level(StatsLevel::ExceptHistogramOrTimers);
-        let cache = Cache::new_lru_cache(budget);
+        let mut cache_opts = LruCacheOptions::default();
+        cache_opts.set_capacity(budget);
+        cache_opts.set_num_shard_bits(cache_shard_bits(budget));
+        let cache = Cache::new_lru_cache_opts(&cache_opts);
         let buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
             budget / 2,
             false,
@@ -373,6 +394,19 @@ mod tests {
         // briefly, never by the data written.
         assert!(m.block_cache_bytes <= BUDGET as u64 * 11 / 10, "{m:?}");
         assert!(m.memtable_bytes <= BUDGET as u64 * 6 / 10, "{m:?}");
+    }
+
+    #[test]
+    fn cache_shards_are_large_enough_for_the_memtable_charges() {
+        assert_eq!(cache_shard_bits(8 << 20), 0);
+        assert_eq!(cache_shard_bits(32 << 20), 0);
+        assert_eq!(cache_shard_bits(64 << 20), 1);
+        assert_eq!(cache_shard_bits(DEFAULT_MEMORY_BUDGET_BYTES), 3);
+        assert_eq!(cache_shard_bits(64 << 30), 6);
+        for budget in [1 << 20, 100 << 20, 1 << 30, 3 << 30] {
+            let shard = budget >> cache_shard_bits(budget);
+            assert!(shard >= MIN_CACHE_SHARD_BYTES.min(budget), "{budget}");
+        }
     }
 
     #[test]

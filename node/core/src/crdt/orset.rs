@@ -12,18 +12,23 @@
 //! element ([`Entries`]) changes a few hundred bytes per add, whatever the
 //! set's size, and a replica can be sent the operation instead of the set.
 //!
-//! Orswot operations must reach a replica in the order their actor made
-//! them (an add below the counter the header holds for its actor is taken
-//! as seen). So an add more than one past that counter waits in the header
-//! (`pending`) until the ones before it arrive, by another delta or a
-//! full-state merge; a remove whose context names dots not seen yet waits
-//! as the crate's do (`deferred`). Deltas may then arrive late, twice or out
-//! of order, and mix with full-state merges ([`Merge`] for [`OrSet`]): every
-//! path ends where the crate's Orswot ends with every operation applied in
-//! order (the property tests in `crdt/orset/tests.rs` check it against the
-//! crate).
-//! The read context is the header's clock, a version vector as for every
-//! other type.
+//! The crate's Orswot needs an actor's operations in the order it made
+//! them: its clock is a version vector, and an add above the next counter
+//! would claim its actor's earlier adds as seen. Here the clock is a
+//! version vector *and a dot cloud*: an add that arrives ahead of its
+//! actor's earlier ones applies at once, and its dot waits in the cloud
+//! until the ones before it arrive and the vector can take it. So every
+//! operation applies on its own, and an acknowledged add shows even when
+//! an earlier, unacknowledged one was lost with its coordinator's disk (a
+//! gap that never fills). A remove whose context names dots not seen yet
+//! waits as the crate's do (`deferred`). Deltas may then arrive late, twice
+//! or out of order, and mix with full-state merges ([`Merge`] for
+//! [`OrSet`]): every path ends where the crate's Orswot ends with every
+//! operation applied in order (the property tests in `crdt/orset/tests.rs`
+//! check it against the crate).
+//! The read context is the version vector, as for every other type (a
+//! remove's context cannot name the cloud: an element whose add sits in it
+//! is not removed until the dots before it arrive).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -96,13 +101,13 @@ impl Loaded {
         }
     }
 
-    /// The entries that changed, with their new dots (`None`: delete the
-    /// record).
-    pub fn changes(&self) -> impl Iterator<Item = (&str, Option<&Clock>)> + '_ {
-        self.now
-            .iter()
-            .filter(|(e, now)| self.before.get(*e) != Some(*now))
-            .map(|(e, now)| (e.as_str(), now.as_ref()))
+    /// The entries that changed, with their dots before and now (`None`:
+    /// no record; now `None`: delete the record).
+    pub fn changes(&self) -> impl Iterator<Item = (&str, Option<&Clock>, Option<&Clock>)> + '_ {
+        self.now.iter().filter_map(|(e, now)| {
+            let before = self.before.get(e).and_then(Option::as_ref);
+            (before != now.as_ref()).then_some((e.as_str(), before, now.as_ref()))
+        })
     }
 }
 
@@ -122,30 +127,95 @@ impl Entries for Loaded {
     }
 }
 
-/// What a set keeps besides its entries: its clock, removes waiting for
-/// the adds they name, and adds waiting for their actor's earlier ones.
+/// What a set keeps besides its entries: its clock (a version vector and
+/// the dots seen ahead of it), and removes waiting for the adds they name.
 /// Its size follows the actors and what is in flight, not the set's.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetHeader {
     clock: Clock,
+    /// Dots seen above `clock` (each more than one past it).
+    cloud: BTreeSet<(Actor, u64)>,
     deferred: BTreeMap<ClockKey, BTreeSet<String>>,
-    pending: BTreeMap<(Actor, u64), BTreeSet<String>>,
 }
 
 impl SetHeader {
-    /// Every operation this set has applied: a read's context.
+    /// The operations this set has applied up to its first gap: a read's
+    /// context.
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// Whether the set has applied the add of `dot`.
+    fn seen(&self, actor: &Actor, counter: u64) -> bool {
+        counter <= self.clock.get(actor) || self.cloud.contains(&(actor.clone(), counter))
+    }
+
+    /// The dots of `dots` this set has not seen.
+    fn unseen(&self, dots: &Clock) -> Clock {
+        dots.iter()
+            .filter(|d| !self.seen(d.actor, d.counter))
+            .map(|d| crdts::Dot::new(d.actor.clone(), d.counter))
+            .collect()
+    }
+
+    /// Records `dot` as seen: into the vector when it is next, else into
+    /// the cloud; then moves into the vector what the cloud holds next.
+    fn witness(&mut self, dot: crdts::Dot<Actor>) {
+        if dot.counter > self.clock.get(&dot.actor) {
+            self.cloud.insert((dot.actor, dot.counter));
+        }
+        self.compact();
+    }
+
+    fn compact(&mut self) {
+        loop {
+            let clock = &self.clock;
+            self.cloud.retain(|(a, n)| *n > clock.get(a));
+            let next = self
+                .cloud
+                .iter()
+                .find(|(a, n)| Some(*n) == self.clock.get(a).checked_add(1))
+                .cloned();
+            let Some((a, n)) = next else { return };
+            self.cloud.remove(&(a.clone(), n));
+            self.clock.apply(crdts::Dot::new(a, n));
+        }
     }
 
     /// The elements whose entries applying `op` may read or change: its
     /// members and those of the removes and adds waiting in the header.
     pub fn touched_by(&self, op: &SetDelta) -> BTreeSet<String> {
-        let members = match op {
+        self.touched_by_all(std::slice::from_ref(op))
+    }
+
+    /// The elements whose entries applying `ops` in turn may read or
+    /// change: applying one only moves its own members into or out of
+    /// what waits, so the members of all and what waits now are enough.
+    pub fn touched_by_all(&self, ops: &[SetDelta]) -> BTreeSet<String> {
+        let members = ops.iter().flat_map(|op| match op {
             Op::Add { members, .. } | Op::Rm { members, .. } => members,
-        };
-        let waiting = self.deferred.values().chain(self.pending.values());
-        members.iter().chain(waiting.flatten()).cloned().collect()
+        });
+        members
+            .chain(self.deferred.values().flatten())
+            .cloned()
+            .collect()
+    }
+
+    /// The add of `members` as `actor`, under its next dot (past any of
+    /// its dots the cloud holds).
+    pub fn add_op(
+        &self,
+        actor: &Actor,
+        members: impl IntoIterator<Item = String>,
+    ) -> Result<SetDelta, CrdtError> {
+        let mut clock = self.clock.clone();
+        if let Some((a, n)) = self.cloud.iter().rev().find(|(a, _)| a == actor) {
+            clock.apply(crdts::Dot::new(a.clone(), *n));
+        }
+        Ok(Op::Add {
+            dot: super::next_dot(&clock, actor)?.dot,
+            members: members.into_iter().collect(),
+        })
     }
 
     /// Applies `op` to this header and `entries` (holding at least
@@ -154,19 +224,9 @@ impl SetHeader {
     pub fn apply(&mut self, entries: &mut impl Entries, op: SetDelta) {
         match op {
             Op::Add { dot, members } => {
-                let seen = self.clock.get(&dot.actor);
-                if dot.counter <= seen {
-                    return;
+                if !self.seen(&dot.actor, dot.counter) {
+                    self.add_now(entries, dot, members);
                 }
-                if dot.counter - seen > 1 {
-                    self.pending
-                        .entry((dot.actor, dot.counter))
-                        .or_default()
-                        .extend(members);
-                    return;
-                }
-                self.add_now(entries, dot, members);
-                self.drain_pending(entries);
             }
             Op::Rm { clock, members } => {
                 self.apply_rm(entries, &clock, members.into_iter().collect());
@@ -185,25 +245,8 @@ impl SetHeader {
             dots.apply(dot.clone());
             entries.set(&m, Some(dots));
         }
-        self.clock.apply(dot);
+        self.witness(dot);
         self.apply_deferred(entries);
-    }
-
-    /// Applies the waiting adds whose turn has come, and forgets the ones
-    /// the clock covers (a full-state merge brought them).
-    fn drain_pending(&mut self, entries: &mut impl Entries) {
-        loop {
-            let clock = &self.clock;
-            self.pending.retain(|(a, n), _| *n > clock.get(a));
-            let next = self
-                .pending
-                .keys()
-                .find(|(a, n)| Some(*n) == self.clock.get(a).checked_add(1))
-                .cloned();
-            let Some(k) = next else { return };
-            let members = self.pending.remove(&k).unwrap_or_default();
-            self.add_now(entries, crdts::Dot::new(k.0, k.1), members);
-        }
     }
 
     fn apply_rm(&mut self, entries: &mut impl Entries, clock: &Clock, members: BTreeSet<String>) {
@@ -271,10 +314,7 @@ impl OrSet {
         actor: &Actor,
         members: impl IntoIterator<Item = String>,
     ) -> Result<SetDelta, CrdtError> {
-        Ok(Op::Add {
-            dot: super::next_dot(&self.header.clock, actor)?.dot,
-            members: members.into_iter().collect(),
-        })
+        self.header.add_op(actor, members)
     }
 
     /// The remove of `members` as a read with context `clock` saw them.
@@ -326,19 +366,11 @@ impl OrSet {
     }
 }
 
-/// Whether `clock` has seen every dot of `dots`.
-fn covers(clock: &Clock, dots: &Clock) -> bool {
-    matches!(
-        clock.partial_cmp(dots),
-        Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
-    )
-}
-
-/// The crate's Orswot merge, entry by entry, then the waiting removes and
-/// adds of both sides.
+/// The crate's Orswot merge, entry by entry (with "seen" meaning the
+/// vector or the cloud), then the waiting removes of both sides.
 impl Merge for OrSet {
     fn merge(&mut self, other: &Self) {
-        let (mine, theirs) = (&self.header.clock, &other.header.clock);
+        let (mine, theirs) = (&self.header, &other.header);
         let mut out = BTreeMap::new();
         for (e, dots) in &self.entries {
             match other.entries.get(e) {
@@ -346,27 +378,27 @@ impl Merge for OrSet {
                 // side has not seen (it cannot have dropped them).
                 Some(their) => {
                     let mut common = VClock::intersection(dots, their);
-                    common.merge(dots.clone_without(theirs));
-                    common.merge(their.clone_without(mine));
+                    common.merge(theirs.unseen(dots));
+                    common.merge(mine.unseen(their));
                     if !common.is_empty() {
                         out.insert(e.clone(), common);
                     }
                 }
                 // Only here: the other side dropped what it saw of it.
                 None => {
-                    if !covers(theirs, dots) {
-                        let mut d = dots.clone();
-                        d.reset_remove(theirs);
+                    let d = theirs.unseen(dots);
+                    if !d.is_empty() {
                         out.insert(e.clone(), d);
                     }
                 }
             }
         }
         for (e, their) in &other.entries {
-            if !self.entries.contains_key(e) && !covers(mine, their) {
-                let mut d = their.clone();
-                d.reset_remove(mine);
-                out.insert(e.clone(), d);
+            if !self.entries.contains_key(e) {
+                let d = mine.unseen(their);
+                if !d.is_empty() {
+                    out.insert(e.clone(), d);
+                }
             }
         }
         self.entries = out;
@@ -375,15 +407,9 @@ impl Merge for OrSet {
                 .apply_rm(&mut self.entries, &clock_of(clock), members.clone());
         }
         self.header.clock.merge(other.header.clock.clone());
+        self.header.cloud.extend(other.header.cloud.iter().cloned());
+        self.header.compact();
         self.header.apply_deferred(&mut self.entries);
-        for (k, members) in &other.header.pending {
-            self.header
-                .pending
-                .entry(k.clone())
-                .or_default()
-                .extend(members.iter().cloned());
-        }
-        self.header.drain_pending(&mut self.entries);
     }
 }
 
