@@ -183,7 +183,20 @@ impl Kv {
         limits.check_names(&bucket, &key)?;
         let datatype = self.driver.bucket_props(&bucket).datatype;
         match (&operation, datatype) {
-            (Operation::Put(content), None) => limits.check_content(content)?,
+            (Operation::Put(content), None) => {
+                limits.check_content(content)?;
+                // Stores read a value of this type as a data type's state.
+                if content.content_type == crdt::CONTENT_TYPE {
+                    return Err(NameError {
+                        code: ErrorCode::InvalidParameter,
+                        message: format!(
+                            "the content type {} is reserved for data-type states; use another",
+                            crdt::CONTENT_TYPE
+                        ),
+                    }
+                    .into());
+                }
+            }
             (Operation::Delete, None) => {}
             (Operation::Put(_) | Operation::Delete, Some(datatype)) => {
                 return Err(CrdtError::NotPlain {

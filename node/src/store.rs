@@ -460,6 +460,16 @@ impl ObjectStore {
                 Err(e) => return Err(e.into()),
             }
         };
+        // Nothing new (anti-entropy and read repair often send what is
+        // held): no write, which for a split set would read every element.
+        if marker.is_none() && stored.as_ref() == Some(&object) {
+            if durability == Durability::Fsync {
+                // What the caller counts on being durable may be held but
+                // not yet synced.
+                self.engine.sync()?;
+            }
+            return Ok(object);
+        }
         if collisions > 0 {
             metrics::counter!("quorra_dot_collisions_total").increment(collisions as u64);
             tracing::error!(
@@ -799,8 +809,13 @@ impl ObjectStore {
             bytes += k.len() + v.len();
             if let (Some((bucket, key)), Ok(object)) = (Self::parse_object_key(k), decode_record(v))
             {
+                // A split set goes whole: its elements count too.
+                let split = SplitHeader::of_object(&object);
+                if let Some(Ok(s)) = &split {
+                    bytes += usize::try_from(s.bytes).unwrap_or(usize::MAX);
+                }
                 objects.push((
-                    k.to_vec(),
+                    split.is_some(),
                     Pulled {
                         bucket,
                         key,
@@ -810,14 +825,15 @@ impl ObjectStore {
             }
             true
         })?;
-        // Split sets are sent whole (their elements read after the scan).
+        // Split sets are read whole after the scan, each under its key's
+        // lock (the header and the elements of one state).
         let mut objects_whole = Vec::with_capacity(objects.len());
-        for (skey, mut pulled) in objects {
-            if let Some(Ok(split)) = SplitHeader::of_object(&pulled.object) {
-                match self.assemble(&skey, split)? {
-                    Ok(whole) => pulled.object = whole,
-                    // Found and moved aside by the next read of the key.
-                    Err(_) => continue,
+        for (split, mut pulled) in objects {
+            if split {
+                match self.get(&pulled.bucket, &pulled.key)? {
+                    Some(whole) => pulled.object = whole,
+                    // Gone since, or corrupt (moved aside).
+                    None => continue,
                 }
             }
             objects_whole.push(pulled);
@@ -841,19 +857,6 @@ impl ObjectStore {
         from: &[u8],
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        self.each_in_partition_of(Space::Objects, partition, partitions, from, f)
-    }
-
-    /// [`Self::each_in_partition`] over `space` ([`Space::Objects`], or
-    /// [`Space::Elements`], whose keys start alike).
-    fn each_in_partition_of(
-        &self,
-        space: Space,
-        partition: u32,
-        partitions: u32,
-        from: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), StoreError> {
         let first = partition_start(partition, partitions);
         let start = if from > first.as_slice() {
             from.to_vec()
@@ -861,7 +864,7 @@ impl ObjectStore {
             first.to_vec()
         };
         self.engine.scan_from(
-            space,
+            Space::Objects,
             b"",
             &start,
             &mut |k, v| match partition_of_key(k, partitions) {
@@ -899,34 +902,25 @@ impl ObjectStore {
         let mut count = 0;
         for (p, scope) in dropped {
             let p = *p;
-            let mut keys = Vec::new();
-            self.each_in_partition(p, partitions, b"", &mut |k, _| {
+            let (mut keys, mut sets) = (Vec::new(), Vec::new());
+            self.each_in_partition(p, partitions, b"", &mut |k, v| {
                 if bucket_of_key(k).is_some_and(|b| scope.covers(b)) {
-                    keys.push(k.to_vec());
+                    let split =
+                        decode_record(v).is_ok_and(|o| SplitHeader::of_object(&o).is_some());
+                    if split { &mut sets } else { &mut keys }.push(k.to_vec());
                 }
                 true
             })?;
-            // Split sets' elements first: a crash in between leaves
-            // headers whose elements are gone, which the next exchange
-            // repairs, never elements without a header.
-            let mut elements = Vec::new();
-            self.each_in_partition_of(Space::Elements, p, partitions, b"", &mut |k, _| {
-                if bucket_of_key(k).is_some_and(|b| scope.covers(b)) {
-                    elements.push(WriteOp::Delete {
-                        space: Space::Elements,
-                        key: k.to_vec(),
-                    });
-                }
-                true
-            })?;
-            for batch in elements.chunks(1024) {
-                self.engine.write(batch.to_vec(), Durability::Buffered)?;
-            }
-            if !keys.is_empty() && count == 0 {
+            if count == 0 && !(keys.is_empty() && sets.is_empty()) {
                 // This node may coordinate these keys again (the partition
                 // comes back): its next dots must not repeat the ones the
                 // replicas hold.
                 self.rotate_actor("dropping partitions it no longer replicates")?;
+            }
+            // A split set goes with its elements, one key at a time under
+            // its lock: never elements without a header.
+            for k in &sets {
+                count += u64::from(self.drop_key(k)?);
             }
             for batch in keys.chunks(1024) {
                 let ops = batch

@@ -378,6 +378,21 @@ async fn bad_input_is_refused_and_nothing_is_lost() {
             answer.text()
         );
     }
+    // The data types' state format is not a plain value's content type
+    // (a store would read it as a state).
+    let reserved = reqwest::Client::new()
+        .put(format!("{}/v1/kv/b/state", node.url))
+        .header("content-type", quorra_core::crdt::CONTENT_TYPE)
+        .body(vec![2u8, 0x92, 0x93])
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(reserved.status(), 400);
+    let body = reserved.text().await.expect("body");
+    assert!(
+        body.contains("invalid_parameter") && body.contains("reserved"),
+        "{body}"
+    );
     // The node still serves, and the acknowledged write is intact.
     let got = c.get("b", "keep").await.expect("get");
     assert_eq!((got.status, got.text()), (200, "safe".to_owned()));

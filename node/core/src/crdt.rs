@@ -20,6 +20,14 @@
 //! merge. No write is ever dropped, and the merge of CRDT states is
 //! idempotent, so states shared by two siblings count once.
 //!
+//! Sets travel differently where it pays ([`split`]): a store keeps a set
+//! split into a header and one record per element, under a *state dot*
+//! named by a digest of the state, and a set operation sends replicas the
+//! operations it applied ([`SetUpdate`]), which a replica keeping the set
+//! split applies to the entries they touch, and every other path reads as
+//! the state they make from nothing. So an add costs the same at 100
+//! elements and at 100,000.
+//!
 //! The types:
 //!
 //! - **counter**: a PN-counter that keeps, per actor, the totals it added
@@ -57,7 +65,7 @@ mod json;
 mod map;
 mod orset;
 mod register;
-mod split;
+pub mod split;
 
 pub use json::{parse_op, render};
 pub use map::CrdtMap;

@@ -20,7 +20,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use quorra_core::crdt::{self, CrdtError, Datatype, SetUpdate};
+use quorra_core::crdt::{self, CrdtError, CrdtValue, Datatype, SetUpdate};
 use quorra_core::proto::Operation;
 use quorra_core::{BucketName, ErrorCode, Object};
 use serde_json::{json, Value};
@@ -57,7 +57,7 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
             let (object, ctx) = kv
                 .client_get(&http_principal(), bucket.clone(), key, quorum)
                 .await?;
-            shown(&bucket, datatype, object.as_ref(), ctx)
+            shown(&bucket, datatype, object.as_ref(), ctx, false)
         }
         Method::POST => {
             let header_ctx = http_kv::context(req.headers())?;
@@ -90,7 +90,7 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
                     quorum,
                 )
                 .await?;
-            shown(&bucket, datatype, object.as_ref(), ctx)
+            shown(&bucket, datatype, object.as_ref(), ctx, true)
         }
         _ => Err(ApiError::new(
             ErrorCode::MethodNotAllowed,
@@ -99,25 +99,34 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
     }
 }
 
-/// The answer showing `object`'s value.
+/// The answer showing `object`'s value; after a set write (`written`),
+/// the set's size instead of its elements.
 fn shown(
     bucket: &BucketName,
     datatype: Datatype,
     object: Option<&Object>,
     ctx: Option<String>,
+    written: bool,
 ) -> Result<Response, ApiError> {
-    if let Some(update) = object.and_then(SetUpdate::of_object) {
+    let sized = |size: u64| {
         let body = json!({
             "type": datatype,
-            "size": update.size,
+            "size": size,
             "context": ctx.clone(),
         });
-        return Ok(with_context(Json(body).into_response(), ctx));
+        Ok(with_context(Json(body).into_response(), ctx.clone()))
+    };
+    if let Some(update) = object.and_then(SetUpdate::of_object) {
+        return sized(update.size);
     }
     let state = match object {
         Some(o) => crdt::collapse(o).map_err(|e| refused(&e))?,
         None => None,
     };
+    // (A coordinator that found the set stored whole answers it whole.)
+    if let (true, Some(CrdtValue::Set(set))) = (written, &state) {
+        return sized(set.members().count() as u64);
+    }
     let Some(state) = state else {
         return Err(ApiError::new(
             ErrorCode::NotFound,

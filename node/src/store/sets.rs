@@ -147,6 +147,27 @@ impl ObjectStore {
         Ok(())
     }
 
+    /// Deletes the record of the key `skey` and its set elements in one
+    /// batch, under the key's lock (so no set operation lands between
+    /// them and leaves elements without a header). Returns whether it held
+    /// a record.
+    pub(super) fn drop_key(&self, skey: &[u8]) -> Result<bool, StoreError> {
+        let Some((bucket, key)) = Self::parse_object_key(skey) else {
+            return Ok(false);
+        };
+        let _guard = self.lock(&bucket, &key);
+        if self.engine.get(Space::Objects, skey)?.is_none() {
+            return Ok(false);
+        }
+        let mut ops = vec![WriteOp::Delete {
+            space: Space::Objects,
+            key: skey.to_vec(),
+        }];
+        self.element_deletes(skey, &mut ops)?;
+        self.engine.write(ops, Durability::Buffered)?;
+        Ok(true)
+    }
+
     /// What a set operation on `bucket`/`key` starts from (under the key's
     /// lock).
     fn set_base(&self, bucket: &BucketName, key: &Key) -> Result<Base, StoreError> {
@@ -285,7 +306,6 @@ impl ObjectStore {
         for op in ops {
             split.header.apply(&mut entries, op.clone());
         }
-        check(&split)?;
         let mut batch = Vec::new();
         for (element, before, now) in entries.changes() {
             split.changed(element, before, now);
@@ -302,6 +322,7 @@ impl ObjectStore {
                 },
             });
         }
+        check(&split)?;
         let object = split.to_object();
         self.put_record(
             &skey,

@@ -363,3 +363,37 @@ fn hints_join_set_updates_and_dropped_partitions_take_their_elements() {
     assert_eq!(element_records(engine.as_ref()), 0);
     assert_eq!(store.get(&b, &k).expect("get"), None);
 }
+
+/// A partition scan (transfers, full syncs) sends a split set whole, read
+/// under its key's lock, and counts its elements against the chunk's
+/// budget: a chunk of large sets holds one of them, not every header.
+#[test]
+fn a_partition_scan_sends_sets_whole_and_counts_their_elements() {
+    let engine: Arc<dyn Engine> = Arc::new(MemEngine::new());
+    let store = ObjectStore::open(engine, "n1").expect("store");
+    let keys = ["s1", "s2", "s3"];
+    for k in keys {
+        op(&store, k, &elements(0, 500), &[]);
+    }
+    let mut after: Option<Vec<u8>> = None;
+    let mut seen = Vec::new();
+    loop {
+        let chunk = store
+            .scan_partition(0, 1, after.as_deref(), 4096)
+            .expect("scan");
+        assert_eq!(chunk.objects.len(), 1, "one 500-element set fills a chunk");
+        for p in &chunk.objects {
+            let Ok(Some(CrdtValue::Set(s))) = crdt::collapse(&p.object) else {
+                panic!("a whole set");
+            };
+            assert_eq!(s.members().count(), 500);
+            seen.push(String::from_utf8_lossy(p.key.as_bytes()).into_owned());
+        }
+        match chunk.next {
+            Some(n) => after = Some(n.to_vec()),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, keys);
+}
