@@ -160,19 +160,31 @@ fn applied(result: Result<(), EngineError>, bookkeeping: impl FnOnce()) -> Resul
 /// Encodes an object as a checksummed record.
 pub fn encode_record(object: &Object) -> Result<Vec<u8>, StoreError> {
     let payload = rmp_serde::to_vec(object).map_err(|e| StoreError::Encode(e.to_string()))?;
-    let mut out = Vec::with_capacity(RECORD_HEADER + payload.len());
-    out.push(RECORD_FORMAT_V1);
-    out.extend_from_slice(&checksum(&payload).to_be_bytes());
-    out.extend_from_slice(&payload);
-    Ok(out)
+    Ok(framed(RECORD_FORMAT_V1, &payload))
 }
 
 /// Decodes and verifies a record.
 pub fn decode_record(bytes: &[u8]) -> Result<Object, CorruptRecord> {
+    let payload = unframed(bytes, RECORD_FORMAT_V1)?;
+    rmp_serde::from_slice(payload).map_err(|e| CorruptRecord::Decode(e.to_string()))
+}
+
+/// `format (u8) | xxh3-64 of payload (u64 BE) | payload`: how every
+/// record the store writes is framed.
+fn framed(format: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(RECORD_HEADER + payload.len());
+    out.push(format);
+    out.extend_from_slice(&checksum(payload).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The payload of a record framed as `format`, its checksum verified.
+fn unframed(bytes: &[u8], format: u8) -> Result<&[u8], CorruptRecord> {
     if bytes.len() < RECORD_HEADER {
         return Err(CorruptRecord::Truncated(bytes.len()));
     }
-    if bytes[0] != RECORD_FORMAT_V1 {
+    if bytes[0] != format {
         return Err(CorruptRecord::UnknownFormat(bytes[0]));
     }
     let mut sum = [0u8; 8];
@@ -183,7 +195,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<Object, CorruptRecord> {
     if stored != computed {
         return Err(CorruptRecord::Checksum { stored, computed });
     }
-    rmp_serde::from_slice(payload).map_err(|e| CorruptRecord::Decode(e.to_string()))
+    Ok(payload)
 }
 
 /// Versioned objects over an engine, with the node's actor identity.

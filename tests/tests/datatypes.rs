@@ -250,13 +250,10 @@ async fn typed_cluster_free_check(c: &TestCluster) -> (u16, Option<String>) {
     (a.status, a.error_code())
 }
 
-/// Several writers increment one counter through every node while one
-/// node is killed in crash mode (losing its unsynced writes) and comes
-/// back. At the end every node's own copy shows the same count: every
-/// acknowledged increment, plus at most those whose outcome was unknown.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_counter_keeps_every_acknowledged_increment_through_a_crash() {
-    let mut c = TestCluster::start_with(&quorra_bin!(), 3, |_, cfg| {
+/// Three nodes in crash mode (a kill loses unsynced writes), converged,
+/// with `bucket` of type `datatype` (set through the props API).
+async fn crash_cluster(bucket: &str, datatype: Datatype) -> TestCluster {
+    let c = TestCluster::start_with(&quorra_bin!(), 3, |_, cfg| {
         cfg.fault_injection = true;
         cfg.crash_test_lose_unsynced = true;
         cfg.anti_entropy.interval_ms = 300;
@@ -265,10 +262,23 @@ async fn a_counter_keeps_every_acknowledged_increment_through_a_crash() {
     c.wait_converged(CONVERGE).await.expect("converged");
     let set = c
         .client(0)
-        .put_json("/v1/buckets/hits/props", &json!({"datatype": "counter"}))
+        .put_json(
+            &format!("/v1/buckets/{bucket}/props"),
+            &json!({ "datatype": datatype }),
+        )
         .await
         .expect("props");
     assert_eq!(set.status, 200, "{}", set.text());
+    c
+}
+
+/// Several writers increment one counter through every node while one
+/// node is killed in crash mode (losing its unsynced writes) and comes
+/// back. At the end every node's own copy shows the same count: every
+/// acknowledged increment, plus at most those whose outcome was unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_keeps_every_acknowledged_increment_through_a_crash() {
+    let mut c = crash_cluster("hits", Datatype::Counter).await;
 
     const PER_WRITER: u64 = 120;
     let acked = Arc::new(AtomicU64::new(0));
@@ -345,19 +355,7 @@ async fn a_counter_keeps_every_acknowledged_increment_through_a_crash() {
 /// it saw on every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_set_keeps_every_acknowledged_add_through_a_crash() {
-    let mut c = TestCluster::start_with(&quorra_bin!(), 3, |_, cfg| {
-        cfg.fault_injection = true;
-        cfg.crash_test_lose_unsynced = true;
-        cfg.anti_entropy.interval_ms = 300;
-    })
-    .expect("cluster");
-    c.wait_converged(CONVERGE).await.expect("converged");
-    let set = c
-        .client(0)
-        .put_json("/v1/buckets/tags/props", &json!({"datatype": "set"}))
-        .await
-        .expect("props");
-    assert_eq!(set.status, 200, "{}", set.text());
+    let mut c = crash_cluster("tags", Datatype::Set).await;
 
     const PER_WRITER: usize = 60;
     const PER_ADD: usize = 10;
@@ -406,7 +404,10 @@ async fn a_set_keeps_every_acknowledged_add_through_a_crash() {
 
     c.wait_seen_as("n3", "up", CONVERGE).await.expect("n3 up");
     let cr = &c;
-    let agreed = TestCluster::eventually(Duration::from_secs(60), "one set", || async move {
+    // What n3 lost comes back through anti-entropy, which visits each
+    // partition with each peer in turn (one exchange at a time, 300 ms
+    // apart): a few of its rounds.
+    let agreed = TestCluster::eventually(Duration::from_secs(120), "one set", || async move {
         let mut sets = Vec::new();
         for i in 0..3 {
             sets.push(cr.replica_crdt(i, "tags", "k").await);

@@ -9,14 +9,15 @@
 //! **Memory.** One LRU block cache holds the whole budget
 //! ([`RocksOptions::memory_budget_bytes`]); a write buffer manager charges
 //! the memtables of every column family to that cache and flushes when
-//! they pass half of it, and index and filter blocks live in the cache
-//! too, so RocksDB's memory stays near the budget however many keys the
-//! node holds (by default RocksDB gives each column family 64 MiB
-//! memtables and keeps every table's index outside any cache). The cache
-//! has few shards ([`cache_shard_bits`]): the write buffer manager charges
-//! memtables in 256 KiB entries that cannot be evicted, and in RocksDB's
-//! default 512 KiB shards a few of them land together and push their shard,
-//! and so the whole cache, past its capacity.
+//! they pass half of it (stalling writers until the flush catches up),
+//! and index and filter blocks live in the cache too, so RocksDB's memory
+//! stays near the budget however many keys the node holds (by default
+//! RocksDB gives each column family 64 MiB memtables and keeps every
+//! table's index outside any cache). The cache has few shards
+//! ([`cache_shard_bits`]): the write buffer manager charges memtables in
+//! 256 KiB entries that cannot be evicted, and in RocksDB's default
+//! 512 KiB shards a few of them land together and push their shard, and
+//! so the whole cache, past its capacity.
 
 use std::path::Path;
 
@@ -125,9 +126,13 @@ impl RocksEngine {
         cache_opts.set_capacity(budget);
         cache_opts.set_num_shard_bits(cache_shard_bits(budget));
         let cache = Cache::new_lru_cache_opts(&cache_opts);
+        // Writers stall while the memtables are past half the budget and
+        // their flush has not caught up: without that, a burst of writes
+        // outruns the background flushes and the memtables, which the
+        // cache cannot evict, push it past its capacity.
         let buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
             budget / 2,
-            false,
+            true,
             cache.clone(),
         );
         // Database-wide: every column family's memtables together.

@@ -24,11 +24,13 @@
 
 use quorra_core::crdt::CrdtOp;
 use quorra_core::crdt::{self, Clock, Loaded, OrSet, SetDelta, SetUpdate, SplitHeader};
-use quorra_core::hash::checksum;
 use quorra_core::write::{check_context, Refused};
 use quorra_core::{BucketName, Key, Object, VersionVector};
 
-use super::{applied, encode_record, trees, CorruptRecord, ObjectStore, StoreError, RECORD_HEADER};
+use super::{
+    applied, encode_record, framed, trees, unframed, CorruptRecord, ObjectStore, StoreError,
+    RECORD_HEADER,
+};
 use crate::storage::{Durability, Space, WriteOp};
 
 /// The element record format written by this build.
@@ -55,28 +57,11 @@ fn element_key(prefix: &[u8], element: &str) -> Vec<u8> {
 
 fn encode_entry(dots: &Clock) -> Result<Vec<u8>, StoreError> {
     let payload = rmp_serde::to_vec(dots).map_err(|e| StoreError::Encode(e.to_string()))?;
-    let mut out = Vec::with_capacity(RECORD_HEADER + payload.len());
-    out.push(ENTRY_FORMAT_V1);
-    out.extend_from_slice(&checksum(&payload).to_be_bytes());
-    out.extend_from_slice(&payload);
-    Ok(out)
+    Ok(framed(ENTRY_FORMAT_V1, &payload))
 }
 
 fn decode_entry(bytes: &[u8]) -> Result<Clock, CorruptRecord> {
-    if bytes.len() < RECORD_HEADER {
-        return Err(CorruptRecord::Truncated(bytes.len()));
-    }
-    if bytes[0] != ENTRY_FORMAT_V1 {
-        return Err(CorruptRecord::UnknownFormat(bytes[0]));
-    }
-    let mut sum = [0u8; 8];
-    sum.copy_from_slice(&bytes[1..RECORD_HEADER]);
-    let stored = u64::from_be_bytes(sum);
-    let payload = &bytes[RECORD_HEADER..];
-    let computed = checksum(payload);
-    if stored != computed {
-        return Err(CorruptRecord::Checksum { stored, computed });
-    }
+    let payload = unframed(bytes, ENTRY_FORMAT_V1)?;
     rmp_serde::from_slice(payload).map_err(|e| CorruptRecord::Decode(e.to_string()))
 }
 
