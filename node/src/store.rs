@@ -914,36 +914,25 @@ impl ObjectStore {
         let mut count = 0;
         for (p, scope) in dropped {
             let p = *p;
-            let (mut keys, mut sets) = (Vec::new(), Vec::new());
-            self.each_in_partition(p, partitions, b"", &mut |k, v| {
+            let mut keys = Vec::new();
+            self.each_in_partition(p, partitions, b"", &mut |k, _| {
                 if bucket_of_key(k).is_some_and(|b| scope.covers(b)) {
-                    let split =
-                        decode_record(v).is_ok_and(|o| SplitHeader::of_object(&o).is_some());
-                    if split { &mut sets } else { &mut keys }.push(k.to_vec());
+                    keys.push(k.to_vec());
                 }
                 true
             })?;
-            if count == 0 && !(keys.is_empty() && sets.is_empty()) {
+            if !keys.is_empty() && count == 0 {
                 // This node may coordinate these keys again (the partition
                 // comes back): its next dots must not repeat the ones the
                 // replicas hold.
                 self.rotate_actor("dropping partitions it no longer replicates")?;
             }
-            // A split set goes with its elements, one key at a time under
-            // its lock: never elements without a header.
-            for k in &sets {
+            // Each key goes with its set elements (if it is a split set,
+            // or became one since the scan, or its record is unreadable),
+            // one key at a time under its lock: never elements without a
+            // header.
+            for k in &keys {
                 count += u64::from(self.drop_key(k)?);
-            }
-            for batch in keys.chunks(1024) {
-                let ops = batch
-                    .iter()
-                    .map(|k| WriteOp::Delete {
-                        space: Space::Objects,
-                        key: k.clone(),
-                    })
-                    .collect();
-                self.engine.write(ops, Durability::Buffered)?;
-                count += batch.len() as u64;
             }
         }
         for (p, scope) in dropped {

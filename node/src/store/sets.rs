@@ -65,6 +65,17 @@ fn decode_entry(bytes: &[u8]) -> Result<Clock, CorruptRecord> {
     rmp_serde::from_slice(payload).map_err(|e| CorruptRecord::Decode(e.to_string()))
 }
 
+/// Refuses a set whose elements pass `limit` bytes (a replica's object
+/// limit: a set is read, sent and transferred whole, so it must fit a
+/// peer frame, as a whole object must).
+fn set_within(split: &SplitHeader, limit: usize) -> Result<(), StoreError> {
+    let size = usize::try_from(split.bytes).unwrap_or(usize::MAX);
+    if size > limit {
+        return Err(StoreError::ObjectTooLarge { size, limit });
+    }
+    Ok(())
+}
+
 /// What a set operation found under its key.
 pub(super) enum Base {
     /// A split set: its stored object (the header's) and header.
@@ -137,10 +148,10 @@ impl ObjectStore {
     /// them and leaves elements without a header). Returns whether it held
     /// a record.
     pub(super) fn drop_key(&self, skey: &[u8]) -> Result<bool, StoreError> {
-        let Some((bucket, key)) = Self::parse_object_key(skey) else {
-            return Ok(false);
-        };
-        let _guard = self.lock(&bucket, &key);
+        // (A key that names no valid bucket and key has no lock, and no
+        // writer either.)
+        let names = Self::parse_object_key(skey);
+        let _guard = names.as_ref().map(|(bucket, key)| self.lock(bucket, key));
         if self.engine.get(Space::Objects, skey)?.is_none() {
             return Ok(false);
         }
@@ -208,7 +219,8 @@ impl ObjectStore {
                             datatype: crdt::Datatype::Set,
                             bytes: usize::try_from(s.bytes).unwrap_or(usize::MAX),
                             limit: limits.max_value_bytes,
-                        });
+                        }
+                        .into());
                     }
                     Ok(())
                 })?
@@ -244,8 +256,11 @@ impl ObjectStore {
                 Base::Empty => (None, SplitHeader::default()),
                 Base::Other => return Ok(None),
             };
+            let limit = self.limits.object_limit();
             if let Some(after) =
-                self.apply_set_ops(bucket, key, old, split, &update.ops, durability, |_| Ok(()))?
+                self.apply_set_ops(bucket, key, old, split, &update.ops, durability, |s| {
+                    set_within(s, limit)
+                })?
             {
                 return Ok(Some(after.to_object()));
             }
@@ -266,7 +281,7 @@ impl ObjectStore {
         mut split: SplitHeader,
         ops: &[SetDelta],
         durability: Durability,
-        check: impl Fn(&SplitHeader) -> Result<(), Refused>,
+        check: impl Fn(&SplitHeader) -> Result<(), StoreError>,
     ) -> Result<Option<SplitHeader>, StoreError> {
         let skey = self.object_key(bucket, key);
         let prefix = elements_prefix(&skey);
@@ -359,7 +374,9 @@ impl ObjectStore {
             space: Space::Elements,
             key,
         }));
-        let object = SplitHeader::of(set).to_object();
+        let split = SplitHeader::of(set);
+        set_within(&split, self.limits.object_limit())?;
+        let object = split.to_object();
         self.put_record(
             &skey,
             bucket,

@@ -106,6 +106,17 @@ fn elements(from: usize, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// Corrupts a stored record through the engine's raw API (its checksum
+/// no longer matches).
+fn flip_last_byte(engine: &dyn Engine, space: Space, key: &[u8]) {
+    let mut raw = engine.get(space, key).expect("get").expect("present");
+    let last = raw.len() - 1;
+    raw[last] ^= 0xff;
+    engine
+        .put(space, key, &raw, Durability::Buffered)
+        .expect("raw put");
+}
+
 fn bytes_written(engine: &dyn Engine) -> u64 {
     engine.sync_counts().expect("counted").bytes_written
 }
@@ -303,15 +314,7 @@ fn a_corrupt_element_makes_its_whole_key_corrupt() {
     let (b, k) = bk("s");
     let prefix = elements_prefix(&store.object_key(&b, &k));
     let victim = [prefix.as_slice(), elements(1, 1)[0].as_bytes()].concat();
-    let mut raw = engine
-        .get(Space::Elements, &victim)
-        .expect("get")
-        .expect("present");
-    let last = raw.len() - 1;
-    raw[last] ^= 0xff;
-    engine
-        .put(Space::Elements, &victim, &raw, Durability::Buffered)
-        .expect("raw put");
+    flip_last_byte(engine.as_ref(), Space::Elements, &victim);
     let actor = store.actor();
     assert_eq!(store.get(&b, &k).expect("get"), None);
     assert_eq!(store.corruptions(), 1);
@@ -357,7 +360,11 @@ fn hints_join_set_updates_and_dropped_partitions_take_their_elements() {
         "the hint holds every update"
     );
     op(&store, "s", &elements(0, 4), &[]);
-    assert_eq!(element_records(engine.as_ref()), 4);
+    // A set whose header record is unreadable goes with its elements too.
+    op(&store, "u", &elements(0, 3), &[]);
+    let (ub, uk) = bk("u");
+    flip_last_byte(engine.as_ref(), Space::Objects, &store.object_key(&ub, &uk));
+    assert_eq!(element_records(engine.as_ref()), 7);
     let all: Vec<(u32, Scope)> = (0..8).map(|p| (p, Scope::default())).collect();
     store.drop_partitions(&all, 8).expect("drop");
     assert_eq!(element_records(engine.as_ref()), 0);
@@ -396,4 +403,49 @@ fn a_partition_scan_sends_sets_whole_and_counts_their_elements() {
     }
     seen.sort();
     assert_eq!(seen, keys);
+}
+
+/// A set is held to the value limit at its coordinator (`value_too_large`)
+/// and to the object limit on every replica path, as a whole object is:
+/// it is read and sent whole, so it must fit a peer frame.
+#[test]
+fn a_set_past_the_limits_is_refused_and_changes_nothing() {
+    let limits = Limits {
+        max_value_bytes: 1000,
+        ..Limits::default()
+    };
+    let small = ObjectStore::open(Arc::new(MemEngine::new()), "n1")
+        .expect("store")
+        .with_limits(limits);
+    let big = ObjectStore::open(Arc::new(MemEngine::new()), "n2").expect("store");
+    let (b, k) = bk("s");
+    op(&small, "s", &elements(0, 10), &[]);
+    let e = small
+        .coordinate(
+            &b,
+            &k,
+            &VersionVector::new(),
+            set_op(&elements(10, 100), &[], VersionVector::new()),
+            ConflictMode::Siblings,
+            Durability::Buffered,
+        )
+        .expect_err("past the value limit");
+    assert_eq!(e.code(), quorra_core::ErrorCode::ValueTooLarge, "{e}");
+    let update = op(&big, "s", &elements(100, 200), &[]);
+    let e = small
+        .merge_replica(
+            &b,
+            &k,
+            &update,
+            ConflictMode::Siblings,
+            Durability::Buffered,
+        )
+        .expect_err("past the object limit");
+    assert_eq!(e.code(), quorra_core::ErrorCode::ObjectTooLarge, "{e}");
+    let whole = big.get(&b, &k).expect("get").expect("a set");
+    let e = small
+        .merge_replica(&b, &k, &whole, ConflictMode::Siblings, Durability::Buffered)
+        .expect_err("past the object limit");
+    assert_eq!(e.code(), quorra_core::ErrorCode::ObjectTooLarge, "{e}");
+    assert_eq!(members(&small, "s"), elements(0, 10), "nothing changed");
 }
