@@ -4,9 +4,15 @@
 //! invisible to them; the scrub finds it. A corrupt record is moved aside
 //! as a read would (counted, logged, a new actor epoch), which drops its
 //! partition's tree: the next exchange rebuilds it without the key, finds
-//! the key missing here and fetches it from a healthy replica.
+//! the key missing here and fetches it from a healthy replica. A set kept
+//! split is checked whole: each element record, and the elements against
+//! what its header counted (their number and hashes), so a lost element
+//! record is found as well as a rotten one; its elements count against the
+//! pass's rate.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use quorra_core::crdt::SplitHeader;
 
 use super::{decode_record, ObjectStore, StoreError};
 use crate::storage::Space;
@@ -39,6 +45,7 @@ impl ObjectStore {
         let mut seen = 0usize;
         let mut last = None;
         let mut corrupt = Vec::new();
+        let mut sets = Vec::new();
         self.engine
             .scan_from(Space::Objects, b"", &start, &mut |k, v| {
                 if seen >= max.max(1) {
@@ -46,11 +53,24 @@ impl ObjectStore {
                 }
                 seen += 1;
                 last = Some(k.to_vec());
-                if decode_record(v).is_err() {
-                    corrupt.push(k.to_vec());
+                match decode_record(v) {
+                    Err(_) => corrupt.push(k.to_vec()),
+                    Ok(o) => {
+                        if let Some(Ok(split)) = SplitHeader::of_object(&o) {
+                            seen = seen
+                                .saturating_add(usize::try_from(split.count).unwrap_or(usize::MAX));
+                            sets.push(k.to_vec());
+                        }
+                    }
                 }
                 true
             })?;
+        for skey in sets {
+            if self.scrub_set(&skey)? {
+                self.scrub.corrupt.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("quorra_scrub_corrupt_found_total").increment(1);
+            }
+        }
         self.scrub.checked.fetch_add(seen as u64, Ordering::Relaxed);
         metrics::counter!("quorra_scrub_records_checked_total").increment(seen as u64);
         for skey in corrupt {

@@ -95,6 +95,16 @@ impl ObjectStore {
         skey: &[u8],
         split: SplitHeader,
     ) -> Result<Result<Object, CorruptRecord>, StoreError> {
+        Ok(self.assemble_set(skey, split)?.map(|(object, _)| object))
+    }
+
+    /// The set a split header names, as an object and as the set, read
+    /// from its element records (each checksum verified).
+    fn assemble_set(
+        &self,
+        skey: &[u8],
+        split: SplitHeader,
+    ) -> Result<Result<(Object, OrSet), CorruptRecord>, StoreError> {
         let prefix = elements_prefix(skey);
         let mut entries = std::collections::BTreeMap::new();
         let mut bad = None;
@@ -120,10 +130,32 @@ impl ObjectStore {
         }
         let digest = split.digest();
         let set = OrSet::from_parts(split.header, entries);
-        Ok(Ok(crdt::state_object(
-            crdt::CrdtValue::Set(set).to_content(0),
-            digest,
-        )))
+        let object = crdt::state_object(crdt::CrdtValue::Set(set.clone()).to_content(0), digest);
+        Ok(Ok((object, set)))
+    }
+
+    /// The scrub's check of the split set under `skey` (under its key's
+    /// lock): every element record's checksum, and the elements against
+    /// what the header counted (their number, size and hashes), so a lost
+    /// or stray element record is found too. A set that fails is moved
+    /// aside as a corrupt read would move it. Returns whether it failed.
+    pub(super) fn scrub_set(&self, skey: &[u8]) -> Result<bool, StoreError> {
+        let Some((bucket, key)) = Self::parse_object_key(skey) else {
+            return Ok(false);
+        };
+        let _guard = self.lock(&bucket, &key);
+        let super::Held::Split(header, split) = self.read_held(&bucket, &key)? else {
+            return Ok(false);
+        };
+        let why = match self.assemble_set(skey, split.clone())? {
+            Err(why) => why,
+            Ok((_, set)) if SplitHeader::of(&set) != split => {
+                CorruptRecord::Decode("the set's element records disagree with its header".into())
+            }
+            Ok(_) => return Ok(false),
+        };
+        self.quarantine(&bucket, &key, skey, encode_record(&header)?, &why)?;
+        Ok(true)
     }
 
     /// Deletes of every element record of the key `skey`.
