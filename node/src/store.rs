@@ -634,7 +634,13 @@ impl ObjectStore {
         }
         let skey = self.object_key(bucket, key);
         let mut ops = Vec::new();
-        if old.is_some_and(|o| crdt::joined_set_state(o).is_some()) {
+        // (Checked by content type, not by decoding the old set whole.)
+        let was_crdt = |o: &Object| {
+            o.siblings()
+                .iter()
+                .any(|s| s.content.content_type == crdt::CONTENT_TYPE)
+        };
+        if old.is_some_and(was_crdt) {
             // A split set replaced by something else: its elements go.
             self.element_deletes(&skey, &mut ops)?;
         }

@@ -95,16 +95,19 @@ impl ObjectStore {
         skey: &[u8],
         split: SplitHeader,
     ) -> Result<Result<Object, CorruptRecord>, StoreError> {
-        Ok(self.assemble_set(skey, split)?.map(|(object, _)| object))
+        let digest = split.digest();
+        Ok(self
+            .assemble_set(skey, split)?
+            .map(|set| crdt::state_object(crdt::CrdtValue::Set(set).to_content(0), digest)))
     }
 
-    /// The set a split header names, as an object and as the set, read
-    /// from its element records (each checksum verified).
+    /// The set a split header names, read from its element records (each
+    /// checksum verified).
     fn assemble_set(
         &self,
         skey: &[u8],
         split: SplitHeader,
-    ) -> Result<Result<(Object, OrSet), CorruptRecord>, StoreError> {
+    ) -> Result<Result<OrSet, CorruptRecord>, StoreError> {
         let prefix = elements_prefix(skey);
         let mut entries = std::collections::BTreeMap::new();
         let mut bad = None;
@@ -128,10 +131,7 @@ impl ObjectStore {
         if let Some(why) = bad {
             return Ok(Err(why));
         }
-        let digest = split.digest();
-        let set = OrSet::from_parts(split.header, entries);
-        let object = crdt::state_object(crdt::CrdtValue::Set(set.clone()).to_content(0), digest);
-        Ok(Ok((object, set)))
+        Ok(Ok(OrSet::from_parts(split.header, entries)))
     }
 
     /// The scrub's check of the split set under `skey` (under its key's
@@ -149,7 +149,7 @@ impl ObjectStore {
         };
         let why = match self.assemble_set(skey, split.clone())? {
             Err(why) => why,
-            Ok((_, set)) if SplitHeader::of(&set) != split => {
+            Ok(set) if SplitHeader::of(&set) != split => {
                 CorruptRecord::Decode("the set's element records disagree with its header".into())
             }
             Ok(_) => return Ok(false),
