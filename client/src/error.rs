@@ -34,6 +34,10 @@ pub enum ClientError {
     /// cluster's CA (or the node's is not).
     #[error("unauthorized: {0}")]
     Unauthorized(String),
+    /// The cluster's access policy does not let this client's certificate
+    /// do this (no grant on the bucket, or not this permission).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// The certificate dir is unusable.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
@@ -57,6 +61,7 @@ impl ClientError {
             },
             ErrorCode::Timeout => Self::Timeout(message),
             ErrorCode::Overloaded => Self::Refused(message),
+            ErrorCode::Forbidden => Self::Forbidden(message),
             ErrorCode::InvalidBucket
             | ErrorCode::BucketTooLong
             | ErrorCode::InvalidKey

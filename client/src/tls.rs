@@ -140,10 +140,7 @@ impl Identity {
 /// back to the subject's common name.
 pub fn principal_of(der: &[u8]) -> Principal {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return Principal {
-            role: None,
-            name: "<unparsable certificate>".into(),
-        };
+        return Principal::from_uris([], "<unparsable certificate>");
     };
     let cn = cert
         .subject()
@@ -172,8 +169,5 @@ pub fn peer_principal(conn: &quinn::Connection) -> Principal {
     conn.peer_identity()
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
         .and_then(|chain| chain.first().map(|c| principal_of(c.as_ref())))
-        .unwrap_or(Principal {
-            role: None,
-            name: "<no certificate>".into(),
-        })
+        .unwrap_or_else(|| Principal::from_uris([], "<no certificate>"))
 }

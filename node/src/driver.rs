@@ -585,6 +585,27 @@ impl Driver {
         rx.await.unwrap_or(Err(CommitFailure::Contended))
     }
 
+    /// Makes `change` to the cluster's access policy (a layout version of
+    /// its own, decided by the voters).
+    pub async fn set_access(
+        self: &Arc<Self>,
+        change: quorra_core::access::AccessChange,
+    ) -> Result<Layout, CommitFailure> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (_waiting, rx) = Waiting::new(&self.commits, id);
+        self.step(|m, now| m.handle_access(id, &change, now));
+        rx.await.unwrap_or(Err(CommitFailure::Contended))
+    }
+
+    /// Looks at the cluster's access policy (`None`: never set) without
+    /// copying it.
+    pub fn with_access_policy<T>(
+        &self,
+        f: impl FnOnce(Option<&quorra_core::access::AccessPolicy>) -> T,
+    ) -> T {
+        f(lock(&self.machine).access_policy())
+    }
+
     /// This node's cluster layout (`None` until it has founded or joined).
     pub fn layout(&self) -> Option<Layout> {
         lock(&self.machine).membership().layout().cloned()

@@ -4,7 +4,8 @@
 //!
 //! - **Client requests** come in through [`Kv::client_get`] and
 //!   [`Kv::client_write`]: one permission check
-//!   ([`quorra_core::auth::authorize`]), one validation of names, values and
+//!   ([`quorra_core::auth::authorize_bucket`]: the role, and the
+//!   principal's grants on the bucket), one validation of names, values and
 //!   contexts against the node's limits, and contexts authenticated under
 //!   the cluster secret. How a read or write is then coordinated (forward
 //!   or coordinate, quorums, stand-ins, read repair, deletes) is the state
@@ -16,7 +17,7 @@
 
 use std::sync::Arc;
 
-use quorra_core::auth::{authorize, Access, Denied, Principal};
+use quorra_core::auth::{authorize, authorize_bucket, Access, Denied, Perm, Principal, Role};
 use quorra_core::bucket::NameError;
 use quorra_core::context::{CausalContext, ContextError, ContextKey};
 use quorra_core::crdt::{self, CrdtError};
@@ -153,7 +154,7 @@ impl Kv {
         key: Key,
         quorum: QuorumOverrides,
     ) -> Result<(Option<Object>, Option<String>), KvError> {
-        authorize(who, Access::Client)?;
+        authorize_bucket(who, bucket.as_str(), Perm::Read)?;
         self.config.limits.check_names(&bucket, &key)?;
         let object = self
             .run(Request::Get {
@@ -178,7 +179,7 @@ impl Kv {
         operation: Operation,
         quorum: QuorumOverrides,
     ) -> Result<(Option<Object>, Option<String>), KvError> {
-        authorize(who, Access::Client)?;
+        authorize_bucket(who, bucket.as_str(), Perm::Write)?;
         let limits = &self.config.limits;
         limits.check_names(&bucket, &key)?;
         let datatype = self.driver.bucket_props(&bucket).datatype;
@@ -302,7 +303,34 @@ impl Kv {
         }
         match req {
             WireRequest::Peer(peer) => self.handle_peer(&from, peer).await,
-            WireRequest::Client(client) => self.handle_client(&from, client).await,
+            WireRequest::Client(client) => {
+                let from = self.certificate_grants(from);
+                self.handle_client(&from, client).await
+            }
+        }
+    }
+
+    /// A client or admin certificate's principal, narrowed by the
+    /// cluster policy's grants for its name. Without an entry, an admin
+    /// certificate keeps every permission, and a client certificate its
+    /// role's on every bucket while the cluster is open, and none once it
+    /// has tokens (closed): QUIC reaches no more than HTTP does.
+    pub fn certificate_grants(&self, from: Principal) -> Principal {
+        let role = from.role;
+        if !matches!(role, Some(Role::Client | Role::Admin)) {
+            return from;
+        }
+        let grants = self.driver.with_access_policy(|p| {
+            let p = p?;
+            match p.certs.get(&from.name) {
+                Some(g) => Some(g.clone()),
+                None if p.closed() && role == Some(Role::Client) => Some(Vec::new()),
+                None => None,
+            }
+        });
+        match grants {
+            Some(grants) => from.with_grants(grants),
+            None => from,
         }
     }
 

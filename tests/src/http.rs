@@ -71,6 +71,34 @@ impl Client {
         }
     }
 
+    /// The same client, sending `Authorization: Bearer TOKEN` with every
+    /// request.
+    pub fn with_bearer(&self, token: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .expect("token is ASCII");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        Self {
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .default_headers(headers)
+                .build()
+                .expect("http client"),
+            base: self.base.clone(),
+        }
+    }
+
+    /// DELETE any path.
+    pub async fn delete_path(&self, path: &str) -> anyhow::Result<Answer> {
+        answer(
+            self.http
+                .delete(format!("{}{path}", self.base))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
     /// PUT a JSON document to any path.
     pub async fn put_json(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<Answer> {
         let req = self

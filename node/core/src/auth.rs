@@ -9,10 +9,15 @@
 //! certificate (see [`crate::membership`]). `client` certificates send client
 //! requests; `admin` certificates also call admin operations. A certificate
 //! with no Quorra role may do nothing.
+//!
+//! Within its role, a principal may be narrowed to some buckets by grants
+//! (see [`crate::access`]): a bearer token's, or the cluster policy's entry
+//! for its certificate. [`authorize_bucket`] checks both.
 
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
+use crate::access::granted;
+pub use crate::access::{Grant, Perm};
 use crate::error::ErrorCode;
 
 /// The URI prefix of a role in a certificate's subject alternative names.
@@ -48,6 +53,10 @@ pub struct Principal {
     pub role: Option<Role>,
     /// Its name: the node id for a node.
     pub name: String,
+    /// The buckets it may use and how (a token's grants, or the cluster
+    /// policy's entry for its certificate); `None`: every bucket, as its
+    /// role allows.
+    pub grants: Option<Vec<Grant>>,
 }
 
 impl Principal {
@@ -56,7 +65,14 @@ impl Principal {
         Self {
             role: Some(role),
             name: name.into(),
+            grants: None,
         }
+    }
+
+    /// The principal narrowed to `grants`.
+    pub fn with_grants(mut self, grants: Vec<Grant>) -> Self {
+        self.grants = Some(grants);
+        self
     }
 
     /// The principal a certificate's role URIs name (the first
@@ -70,6 +86,7 @@ impl Principal {
         Self {
             role: None,
             name: fallback_name.to_owned(),
+            grants: None,
         }
     }
 
@@ -118,14 +135,35 @@ pub enum Access {
 }
 
 /// A refused request.
-#[derive(Debug, Clone, Error, PartialEq, Eq)]
-#[error("{principal} may not send {access:?} requests")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied {
     /// Who asked.
     pub principal: String,
     /// What it asked for.
     pub access: Access,
+    /// The permission and bucket its grants lack, when that was why.
+    pub on: Option<(Perm, String)>,
 }
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.on {
+            None => write!(
+                f,
+                "{} may not send {:?} requests",
+                self.principal, self.access
+            ),
+            Some((perm, bucket)) => write!(
+                f,
+                "{} has no {} permission on bucket {bucket}",
+                self.principal,
+                perm.as_str()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Denied {}
 
 impl Denied {
     /// The stable code to answer with.
@@ -148,6 +186,34 @@ pub fn authorize(who: &Principal, access: Access) -> Result<(), Denied> {
         Err(Denied {
             principal: who.to_string(),
             access,
+            on: None,
+        })
+    }
+}
+
+/// The check for a request on one bucket: the role must allow client
+/// requests, and the principal's grants (if it has any) must allow `perm`
+/// on `bucket`. Without grants, `Admin` needs the admin role.
+pub fn authorize_bucket(who: &Principal, bucket: &str, perm: Perm) -> Result<(), Denied> {
+    let access = if perm == Perm::Admin {
+        Access::Admin
+    } else {
+        Access::Client
+    };
+    let allowed = match &who.grants {
+        Some(grants) => {
+            authorize(who, Access::Client)?;
+            granted(grants, bucket, perm)
+        }
+        None => return authorize(who, access),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(Denied {
+            principal: who.to_string(),
+            access,
+            on: Some((perm, bucket.to_owned())),
         })
     }
 }

@@ -51,7 +51,7 @@ pub enum ErrorCode {
     /// The object (every sibling together) would be larger than the limit:
     /// resolve the siblings or write a smaller value.
     ObjectTooLarge,
-    /// The caller's certificate does not allow this request.
+    /// The caller's certificate or token does not allow this request.
     Forbidden,
     /// A layout commit lost to another one, or was planned against an
     /// older version: look at the new plan and commit again.
@@ -68,6 +68,9 @@ pub enum ErrorCode {
     WrongDatatype,
     /// A data-type remove without the context of a read.
     ContextRequired,
+    /// The request carries no valid bearer token, and the cluster's HTTP
+    /// API needs one (`Authorization: Bearer ID.SECRET`).
+    Unauthorized,
 }
 
 impl ErrorCode {
@@ -99,6 +102,7 @@ impl ErrorCode {
             Self::PreconditionFailed => "precondition_failed",
             Self::WrongDatatype => "wrong_datatype",
             Self::ContextRequired => "context_required",
+            Self::Unauthorized => "unauthorized",
         }
     }
 
@@ -112,6 +116,7 @@ impl ErrorCode {
             | Self::BadContext
             | Self::WrongDatatype
             | Self::ContextRequired => 400,
+            Self::Unauthorized => 401,
             Self::Forbidden => 403,
             Self::BucketTooLong
             | Self::KeyTooLong
@@ -155,6 +160,7 @@ mod tests {
             ErrorCode::PreconditionFailed,
             ErrorCode::WrongDatatype,
             ErrorCode::ContextRequired,
+            ErrorCode::Unauthorized,
         ] {
             let json = serde_json_like(code);
             assert_eq!(json, code.as_str());

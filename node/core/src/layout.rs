@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::access::{AccessChange, AccessPolicy, PolicyError};
 use crate::bucket::{BucketProps, BucketTable, ConflictMode};
 use crate::placement::{assign, Assignment, Candidate, Transfer};
 
@@ -302,6 +303,11 @@ pub struct Layout {
     /// data.
     #[serde(default)]
     pub buckets: Option<BucketTable>,
+    /// Tokens and certificate grants (see [`crate::access`]); `None`: no
+    /// policy was ever set, and the HTTP API is open. Changed by a commit
+    /// of its own ([`Layout::with_access`]), which moves no data.
+    #[serde(default)]
+    pub access: Option<AccessPolicy>,
 }
 
 fn default_replicas() -> u8 {
@@ -464,6 +470,7 @@ impl Layout {
             synced: BTreeMap::new(),
             acked: BTreeMap::new(),
             buckets: Some(bootstrap.buckets),
+            access: None,
         }
     }
 
@@ -552,7 +559,13 @@ impl Layout {
             &self.buckets,
             &self.moving_buckets,
         );
-        let bytes = rmp_serde::to_vec(&committed).unwrap_or_default();
+        // A layout without a policy digests as layouts did before
+        // policies existed, so a mixed-version cluster agrees on it.
+        let bytes = match &self.access {
+            None => rmp_serde::to_vec(&committed),
+            Some(access) => rmp_serde::to_vec(&(committed, access)),
+        }
+        .unwrap_or_default();
         let d = ring::digest::digest(&ring::digest::SHA256, &bytes);
         d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -602,6 +615,9 @@ impl Layout {
                 return Err(InvalidLayout(format!("bucket properties: {e}")));
             }
         }
+        if let Some(Err(e)) = self.access.as_ref().map(AccessPolicy::validate) {
+            return Err(InvalidLayout(format!("access policy: {e}")));
+        }
         Ok(())
     }
 
@@ -641,6 +657,7 @@ impl Layout {
             self.moving = other.moving.clone();
             self.moving_buckets = other.moving_buckets.clone();
             self.buckets = other.buckets.clone();
+            self.access = other.access.clone();
             out.changed = true;
         } else if other.version == self.version {
             let (ours, theirs) = (self.digest(), other.digest());
@@ -875,6 +892,7 @@ impl Layout {
             synced: self.synced.clone(),
             acked: self.acked.clone(),
             buckets,
+            access: self.access.clone(),
         })
     }
 
@@ -925,6 +943,19 @@ impl Layout {
             version: self.version.saturating_add(1),
             committed_by: None,
             buckets: Some(table),
+            ..self.clone()
+        })
+    }
+
+    /// The version that makes `change` to the access policy. It moves no
+    /// data and may be committed while partitions move.
+    pub fn with_access(&self, change: &AccessChange) -> Result<Self, PolicyError> {
+        let current = self.access.clone().unwrap_or_default();
+        let access = current.apply(change)?;
+        Ok(Self {
+            version: self.version.saturating_add(1),
+            committed_by: None,
+            access: Some(access),
             ..self.clone()
         })
     }

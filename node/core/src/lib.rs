@@ -29,6 +29,7 @@
 //!   as coordinator, a replica's merge (shared with the simulator's disk).
 //! - [`error`]: stable error codes shared by the server and the client.
 
+pub mod access;
 pub mod auth;
 pub mod bucket;
 pub mod context;

@@ -3,7 +3,7 @@
 //! - `GET /v1/buckets/{bucket}/props`: the properties in force, and
 //!   whether the bucket is named or takes the defaults.
 //! - `PUT /v1/buckets/{bucket}/props` with some of `n_val`, `r`, `w`,
-//!   `dw`, `pr`, `pw`, `conflict_mode`, `datatype` (admin role): the rest
+//!   `dw`, `pr`, `pw`, `conflict_mode`, `datatype` (admin on the bucket): the rest
 //!   are kept. It answers once every reachable member has the change
 //!   (`"activated": true`), or after half the request timeout with
 //!   `false`. A bucket's
@@ -24,14 +24,14 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
-use quorra_core::auth::{authorize, Access};
+use quorra_core::auth::{authorize_bucket, Perm, Principal};
 use quorra_core::bucket::PropsPatch;
 use quorra_core::{BucketName, ErrorCode};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::kv::http_principal;
 use super::AppState;
 
 fn bucket_of(state: &AppState, name: &str) -> Result<BucketName, ApiError> {
@@ -52,11 +52,14 @@ fn describe(state: &AppState, bucket: &BucketName) -> Value {
 /// `GET /v1/buckets/{bucket}/props`.
 pub(super) async fn get_props(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(bucket): Path<String>,
 ) -> Response {
-    let shown = authorize(&http_principal(), Access::Client)
-        .map_err(|d| ApiError::new(d.code(), d.to_string()))
-        .and_then(|()| bucket_of(&state, &bucket));
+    let shown = bucket_of(&state, &bucket).and_then(|bucket| {
+        authorize_bucket(&who, bucket.as_str(), Perm::Read)
+            .map_err(|d| ApiError::new(d.code(), d.to_string()))?;
+        Ok(bucket)
+    });
     match shown {
         Ok(bucket) => Json(describe(&state, &bucket)).into_response(),
         Err(e) => e.into_response(),
@@ -66,19 +69,25 @@ pub(super) async fn get_props(
 /// `PUT /v1/buckets/{bucket}/props`.
 pub(super) async fn put_props(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(bucket): Path<String>,
     body: Bytes,
 ) -> Response {
-    match set_props(&state, &bucket, &body).await {
+    match set_props(&state, &who, &bucket, &body).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn set_props(state: &AppState, bucket: &str, body: &[u8]) -> Result<Value, ApiError> {
-    authorize(&http_principal(), Access::Admin)
-        .map_err(|d| ApiError::new(d.code(), d.to_string()))?;
+async fn set_props(
+    state: &AppState,
+    who: &Principal,
+    bucket: &str,
+    body: &[u8],
+) -> Result<Value, ApiError> {
     let bucket = bucket_of(state, bucket)?;
+    authorize_bucket(who, bucket.as_str(), Perm::Admin)
+        .map_err(|d| ApiError::new(d.code(), d.to_string()))?;
     let patch: PropsPatch = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidParameter,
@@ -104,7 +113,7 @@ async fn set_props(state: &AppState, bucket: &str, body: &[u8]) -> Result<Value,
 /// Riak activates a bucket type once every node has it); `false` if some
 /// had not within half the request timeout (the rest of it is the
 /// commit's): they take it by gossip soon.
-async fn activated(state: &AppState, version: u64) -> bool {
+pub(super) async fn activated(state: &AppState, version: u64) -> bool {
     let cluster = state.kv.cluster();
     let wait = Duration::from_millis(state.config.request_timeout_ms / 2);
     let deadline = Instant::now() + wait;

@@ -26,7 +26,7 @@ use quorra_core::{BucketName, ErrorCode, Object};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::kv::{self as http_kv, http_principal, CONTEXT_HEADER};
+use super::kv::{self as http_kv, CONTEXT_HEADER};
 use super::AppState;
 
 fn refused(e: &CrdtError) -> ApiError {
@@ -45,6 +45,7 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
     let limits = state.config.limits;
     let (bucket, key) = http_kv::parse_path_in("/v1/crdt/", req.uri().path(), &limits)?;
     let quorum = http_kv::parse_query(req.uri().query())?;
+    let who = super::auth::principal(&req);
     let datatype = state
         .kv
         .cluster()
@@ -54,9 +55,7 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
     let kv = &state.kv;
     match *req.method() {
         Method::GET => {
-            let (object, ctx) = kv
-                .client_get(&http_principal(), bucket.clone(), key, quorum)
-                .await?;
+            let (object, ctx) = kv.client_get(&who, bucket.clone(), key, quorum).await?;
             shown(&bucket, datatype, object.as_ref(), ctx, false)
         }
         Method::POST => {
@@ -82,7 +81,7 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
             let ctx = body_ctx.or(header_ctx);
             let (object, ctx) = kv
                 .client_write(
-                    &http_principal(),
+                    &who,
                     bucket.clone(),
                     key,
                     ctx.as_deref(),

@@ -12,7 +12,6 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
 use percent_encoding::percent_decode_str;
-use quorra_core::auth::{Principal, Role};
 use quorra_core::bucket::{MAX_CONTENT_TYPE_LEN, MAX_META_BYTES};
 use quorra_core::proto::Operation;
 use quorra_core::{BucketName, Content, ErrorCode, Key, Object, QuorumOverrides};
@@ -28,14 +27,6 @@ pub const META_PREFIX: &str = "x-quorra-meta-";
 /// The content type of a value written without one.
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
-/// Who an HTTP request acts as. The HTTP API has no authentication of its
-/// own yet (tokens come with the gateway work): it serves whoever reaches
-/// its address, so bind it to loopback or a private network. It still goes
-/// through the same permission check as QUIC requests.
-pub(super) fn http_principal() -> Principal {
-    Principal::new(Role::Admin, "http")
-}
-
 /// Handles GET, PUT and DELETE on one key.
 pub(super) async fn handle(State(state): State<AppState>, req: Request) -> Response {
     match serve(state, req).await {
@@ -48,6 +39,7 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
     let limits = state.config.limits;
     let (bucket, key) = parse_path(req.uri().path(), &limits)?;
     let quorum = parse_query(req.uri().query())?;
+    let who = super::auth::principal(&req);
     match *req.method() {
         Method::GET | Method::HEAD => {
             if let Some(datatype) = state.kv.cluster().bucket_props(&bucket).datatype {
@@ -59,7 +51,7 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
             }
             let (object, ctx) = state
                 .kv
-                .client_get(&http_principal(), bucket.clone(), key, quorum)
+                .client_get(&who, bucket.clone(), key, quorum)
                 .await?;
             Ok(read_response(&bucket, object, ctx))
         }
@@ -85,11 +77,10 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
             let kv = &state.kv;
             let (_, ctx) = match op {
                 Operation::Put(content) if create_only => {
-                    kv.client_create(&http_principal(), bucket, key, content, quorum)
-                        .await?
+                    kv.client_create(&who, bucket, key, content, quorum).await?
                 }
                 op => {
-                    kv.client_write(&http_principal(), bucket, key, ctx.as_deref(), op, quorum)
+                    kv.client_write(&who, bucket, key, ctx.as_deref(), op, quorum)
                         .await?
                 }
             };

@@ -7,15 +7,20 @@
 //!   [`admin`]).
 //! - `/v1/buckets/{bucket}/props`: the cluster's bucket properties (see
 //!   [`buckets`]).
+//! - `/v1/admin/tokens`, `/v1/admin/certs/{name}`: bearer tokens and
+//!   certificate grants (see [`access`]).
 //! - `/health` (the process is up), `/ready` (it has joined the cluster and
 //!   serves requests),
 //!   `/metrics` (Prometheus text).
 //!
 //! Every request passes one guard: a bounded number run at once (the rest are
 //! refused at once with `overloaded`), each under the configured timeout, and
-//! each counted by method and status.
+//! each counted by method and status. Then [`auth`] finds who it acts as
+//! (a bearer token once the cluster has any) and checks the route's class.
 
+pub mod access;
 pub mod admin;
+pub mod auth;
 pub mod buckets;
 pub mod cluster;
 pub mod crdt;
@@ -79,6 +84,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/admin/repair", axum::routing::post(admin::repair))
         .route("/v1/admin/compact", axum::routing::post(admin::compact))
+        .route("/v1/admin/tokens", get(access::list).post(access::create))
+        .route(
+            "/v1/admin/tokens/{id}",
+            axum::routing::delete(access::revoke),
+        )
+        .route(
+            "/v1/admin/certs/{name}",
+            axum::routing::put(access::put_cert).delete(access::delete_cert),
+        )
         .route(
             "/v1/admin/layout/{action}",
             axum::routing::post(admin::stage),
@@ -94,6 +108,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(render_metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }

@@ -66,6 +66,9 @@ pub enum CommitFailure {
     /// Bucket properties that cannot be set so.
     #[error(transparent)]
     Bucket(#[from] crate::layout::BucketChangeError),
+    /// An access policy change that cannot be made.
+    #[error(transparent)]
+    Access(#[from] crate::access::PolicyError),
 }
 
 impl CommitFailure {
@@ -84,6 +87,7 @@ impl CommitFailure {
             }
             Self::Bucket(crate::layout::BucketChangeError::Moving) => ErrorCode::LayoutConflict,
             Self::Bucket(_) => ErrorCode::BucketPropsFixed,
+            Self::Access(e) => e.code(),
         }
     }
 }
@@ -158,6 +162,31 @@ impl Node {
         };
         let layout = layout.clone();
         self.start_commit(Some(client), &layout, want, now);
+    }
+
+    /// Makes `change` to the access policy, as a layout version of its own
+    /// (decided like any commit, moving no data); the outcome comes as
+    /// [`Effect::Committed`].
+    pub fn handle_access(
+        &mut self,
+        client: ClientId,
+        change: &crate::access::AccessChange,
+        now: Now,
+    ) {
+        let Some(layout) = self.membership.layout() else {
+            return self.committed(client, Err(LayoutChangeError::NotJoined.into()));
+        };
+        let want = match layout.with_access(change) {
+            Ok(want) => want,
+            Err(e) => return self.committed(client, Err(CommitFailure::Access(e))),
+        };
+        let layout = layout.clone();
+        self.start_commit(Some(client), &layout, want, now);
+    }
+
+    /// The cluster's access policy (`None`: never set; the API is open).
+    pub fn access_policy(&self) -> Option<&crate::access::AccessPolicy> {
+        self.membership.layout().and_then(|l| l.access.as_ref())
     }
 
     /// Commits the changes staged against layout version `against`; the
