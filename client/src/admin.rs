@@ -122,6 +122,8 @@ impl Stage {
 pub struct AdminClient {
     urls: Vec<String>,
     http: reqwest::Client,
+    /// Sent as `Authorization: Bearer` (a cluster with tokens needs it).
+    token: Option<String>,
 }
 
 impl AdminClient {
@@ -151,7 +153,18 @@ impl AdminClient {
                 tried: urls.join(","),
                 reason: e.to_string(),
             })?;
-        Ok(Self { urls, http })
+        Ok(Self {
+            urls,
+            http,
+            token: None,
+        })
+    }
+
+    /// The same client, sending `token` (`ID.SECRET`) with every call: a
+    /// cluster that has tokens needs a cluster admin's for admin calls.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|t| !t.is_empty());
+        self
     }
 
     /// The URLs, in the order they are tried.
@@ -164,13 +177,16 @@ impl AdminClient {
         Self {
             urls: vec![url.trim_end_matches('/').to_owned()],
             http: self.http.clone(),
+            token: self.token.clone(),
         }
     }
 
     /// The same nodes, each call bounded by `timeout` (polls use a short
     /// one, so a paused node costs seconds, not the admin timeout).
     pub fn with_call_timeout(&self, timeout: Duration) -> Self {
-        Self::with_timeout(self.urls.clone(), timeout).unwrap_or_else(|_| self.clone())
+        Self::with_timeout(self.urls.clone(), timeout)
+            .map(|c| c.with_token(self.token.clone()))
+            .unwrap_or_else(|_| self.clone())
     }
 
     /// Sends `method path` with an optional JSON body to the first node
@@ -197,6 +213,9 @@ impl AdminClient {
         let mut refused = None;
         for base in &self.urls {
             let mut req = self.http.request(method.clone(), format!("{base}{path}"));
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
+            }
             if let Some(b) = body {
                 req = req.json(b);
             }

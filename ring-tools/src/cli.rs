@@ -30,6 +30,10 @@ pub struct Cli {
         default_value = "http://127.0.0.1:8098"
     )]
     pub url: Vec<String>,
+    /// A cluster admin's bearer token (`ID.SECRET`), for a cluster that
+    /// has tokens.
+    #[arg(long, global = true, env = "QUORRA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -295,13 +299,13 @@ pub struct DrillArgs {
 }
 
 /// The layout a command works on: described, or fetched.
-async fn layout_of(cli_urls: &[String], d: &Describe) -> anyhow::Result<Layout> {
+async fn layout_of(admin: &AdminClient, d: &Describe) -> anyhow::Result<Layout> {
     let Some(spec) = &d.nodes else {
         anyhow::ensure!(
             d.zones.is_empty() && d.partitions.is_none() && d.n_val.is_none() && d.tokens.is_none(),
             "--zones, --partitions, --n and --tokens describe a cluster with --nodes; without --nodes the live layout at --url is used as it is"
         );
-        return Ok(AdminClient::new(cli_urls.to_vec())?.layout().await?);
+        return Ok(admin.layout().await?);
     };
     let mut nodes = describe::parse_nodes(spec)?;
     describe::spread_zones(&mut nodes, &d.zones, 0);
@@ -371,14 +375,15 @@ fn steps(
 /// Runs the command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let urls = cli.url.clone();
-    let admin = || AdminClient::new(urls.clone());
+    let token = cli.token.clone();
+    let admin = || AdminClient::new(urls.clone()).map(|a| a.with_token(token.clone()));
     let (answer, text) = match &cli.command {
         Command::Plan {
             describe,
             fail,
             load,
         } => {
-            let layout = layout_of(&urls, describe).await?;
+            let layout = layout_of(&admin()?, describe).await?;
             let own = ownership::ownership(&layout);
             let mut answer = json!({ "ownership": own });
             let mut text = own.text();
@@ -412,7 +417,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             steps: extra,
             keys,
         } => {
-            let layout = layout_of(&urls, describe).await?;
+            let layout = layout_of(&admin()?, describe).await?;
             let steps = steps(&layout, &describe.zones, add.as_deref(), remove, extra)?;
             let sim = simulate::simulate(&layout, &steps, *keys)?;
             (serde_json::to_value(&sim)?, sim.text())
@@ -422,12 +427,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             bucket,
             key,
         } => {
-            let layout = layout_of(&urls, describe).await?;
+            let layout = layout_of(&admin()?, describe).await?;
             let loc = locate::locate(&layout, &Ring::build(&layout), bucket, key);
             (serde_json::to_value(&loc)?, loc.text())
         }
         Command::Draw { describe, out } => {
-            let layout = layout_of(&urls, describe).await?;
+            let layout = layout_of(&admin()?, describe).await?;
             let labelled = draw::draw(&layout, out)?;
             let answer = json!({ "out": out, "version": layout.version });
             let mut text = format!(

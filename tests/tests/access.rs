@@ -125,6 +125,12 @@ async fn tokens_close_the_http_api_and_bind_each_caller_to_its_buckets() {
         );
     }
     still_serves(&root).await;
+    // The admin library (and so ring-tools, `--token` / QUORRA_TOKEN).
+    let tools = quorra_client::admin::AdminClient::new([c.nodes[2].url.clone()]).expect("admin");
+    let e = tools.layout().await.expect_err("no token");
+    assert_eq!(e.code(), Some("unauthorized"), "{e}");
+    let layout = tools.with_token(Some(root_token.clone())).layout().await;
+    assert!(layout.is_ok(), "{layout:?}");
     for (token, what) in [
         (format!("{root_token}x"), "a wrong secret"),
         ("root".to_owned(), "no secret"),

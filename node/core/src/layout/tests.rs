@@ -499,3 +499,42 @@ fn two_replacements_by_one_node_are_refused_at_commit() {
     assert!(next.roles.contains_key("n5") && !next.roles.contains_key("n3"));
     next.check().expect("valid");
 }
+
+#[test]
+fn the_access_policy_is_a_version_of_its_own_and_outlives_later_commits() {
+    use crate::access::{secret_sha256, AccessChange, Grant, Perm};
+    let l = founded3();
+    let digest = l.digest();
+    let admin = AccessChange::PutToken {
+        id: "root".into(),
+        secret_sha256: secret_sha256("s"),
+        grants: vec![Grant::new("*", [Perm::Admin])],
+    };
+    let with = l.with_access(&admin).expect("policy");
+    assert_eq!(with.version, l.version + 1);
+    assert_ne!(with.digest(), digest, "the digest covers the policy");
+    assert!(with.access.as_ref().is_some_and(|p| p.closed()));
+    with.check().expect("valid");
+
+    // A node at the version before takes it by merge.
+    let mut other = l.clone();
+    assert!(other.merge(&with).expect("merge").changed);
+    assert_eq!(other.access, with.access);
+
+    // A node change committed after it keeps it.
+    let mut staged = with.clone();
+    staged
+        .stage("n1", "n4", Change::Set(role()))
+        .expect("stage");
+    let next = staged.next().expect("next");
+    assert_eq!(next.access, with.access);
+
+    // A forged policy (tokens without an admin) is refused from the network.
+    let mut forged = with;
+    if let Some(p) = forged.access.as_mut() {
+        p.tokens
+            .values_mut()
+            .for_each(|t| t.grants = vec![Grant::new("*", [Perm::Read])]);
+    }
+    assert!(forged.check().is_err());
+}
