@@ -305,8 +305,10 @@ pub struct Layout {
     pub buckets: Option<BucketTable>,
     /// Tokens and certificate grants (see [`crate::access`]); `None`: no
     /// policy was ever set, and the HTTP API is open. Changed by a commit
-    /// of its own ([`Layout::with_access`]), which moves no data.
-    #[serde(default)]
+    /// of its own ([`Layout::with_access`]), which moves no data. Left out
+    /// of the encoding while `None` (the last field), so a layout without
+    /// a policy keeps the bytes of builds before policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<AccessPolicy>,
 }
 

@@ -515,6 +515,17 @@ fn the_access_policy_is_a_version_of_its_own_and_outlives_later_commits() {
     assert_ne!(with.digest(), digest, "the digest covers the policy");
     assert!(with.access.as_ref().is_some_and(|p| p.closed()));
     with.check().expect("valid");
+    // It travels in gossip and is saved as the layout is (msgpack arrays).
+    let bytes = rmp_serde::to_vec(&with).expect("encode");
+    assert_eq!(
+        rmp_serde::from_slice::<Layout>(&bytes).expect("decode"),
+        with
+    );
+    let without = rmp_serde::to_vec(&l).expect("encode");
+    assert_eq!(
+        rmp_serde::from_slice::<Layout>(&without).expect("decode"),
+        l
+    );
 
     // A node at the version before takes it by merge.
     let mut other = l.clone();
