@@ -251,7 +251,7 @@ impl Driver {
                 tokio::time::sleep(Duration::from_millis(wait)).await;
                 this.step(|m, now| m.handle_timeout(now));
                 let foreign = lock(&this.machine).membership().foreign();
-                metrics::gauge!("quorra_gossip_foreign_messages").set(foreign as f64);
+                metrics::gauge!(crate::metric_names::GOSSIP_FOREIGN_MESSAGES).set(foreign as f64);
             }
         })
     }
@@ -302,8 +302,8 @@ impl Driver {
                 done,
             } => {
                 let refused = lock(&self.machine).membership().refused();
-                metrics::gauge!("quorra_membership_version").set(version as f64);
-                metrics::gauge!("quorra_gossip_refused_records").set(refused as f64);
+                metrics::gauge!(crate::metric_names::MEMBERSHIP_VERSION).set(version as f64);
+                metrics::gauge!(crate::metric_names::GOSSIP_REFUSED_RECORDS).set(refused as f64);
                 let done = done.map(|id| {
                     let this = self.clone();
                     let runtime = tokio::runtime::Handle::current();
@@ -386,19 +386,25 @@ impl Driver {
     fn record(&self, event: Event) {
         match event {
             Event::ReadRepair { node } => {
-                metrics::counter!("quorra_read_repairs_total").increment(1);
+                metrics::counter!(crate::metric_names::READ_REPAIRS).increment(1);
                 tracing::debug!(node, "read repair");
             }
-            Event::Forwarded => metrics::counter!("quorra_forwarded_writes_total").increment(1),
+            Event::Forwarded => {
+                metrics::counter!(crate::metric_names::FORWARDED_WRITES).increment(1)
+            }
             Event::RingRebuilt { members } => tracing::info!(members, "ring rebuilt"),
-            Event::HintDelivered => metrics::counter!("quorra_hints_delivered_total").increment(1),
-            Event::HintRehomed => metrics::counter!("quorra_hints_rehomed_total").increment(1),
+            Event::HintDelivered => {
+                metrics::counter!(crate::metric_names::HINTS_DELIVERED).increment(1)
+            }
+            Event::HintRehomed => {
+                metrics::counter!(crate::metric_names::HINTS_REHOMED).increment(1)
+            }
             Event::MissedWriteHinted { owner } => {
-                metrics::counter!("quorra_hints_for_missed_writes_total").increment(1);
+                metrics::counter!(crate::metric_names::HINTS_FOR_MISSED_WRITES).increment(1);
                 tracing::debug!(owner, "hint kept for a primary that missed a write");
             }
             Event::HintExpired { owner } => {
-                metrics::counter!("quorra_hints_expired_total").increment(1);
+                metrics::counter!(crate::metric_names::HINTS_EXPIRED).increment(1);
                 tracing::warn!(owner, "hint older than handoff.max_hint_age_ms dropped");
             }
             Event::HintRefused {
@@ -407,12 +413,14 @@ impl Driver {
                 message,
                 wait_ms,
             } => {
-                metrics::counter!("quorra_hints_refused_total").increment(1);
+                metrics::counter!(crate::metric_names::HINTS_REFUSED).increment(1);
                 tracing::warn!(owner, %code, wait_ms, "hint refused: {message}");
             }
             Event::HandoffRound { delivered } => {
-                metrics::gauge!("quorra_hints_pending").set(self.store.hints_held() as f64);
-                metrics::gauge!("quorra_hint_bytes").set(self.store.hint_bytes() as f64);
+                metrics::gauge!(crate::metric_names::HINTS_PENDING)
+                    .set(self.store.hints_held() as f64);
+                metrics::gauge!(crate::metric_names::HINT_BYTES)
+                    .set(self.store.hint_bytes() as f64);
                 if delivered > 0 {
                     let pending = self.store.hints_held();
                     tracing::info!(delivered, pending, "hinted handoff");
@@ -427,7 +435,7 @@ impl Driver {
                 Err(e) => tracing::info!("handover not committed by this node: {e}"),
             },
             Event::TransferSynced { version } => {
-                metrics::gauge!("quorra_transfer_partitions_pending").set(0.0);
+                metrics::gauge!(crate::metric_names::TRANSFER_PARTITIONS_PENDING).set(0.0);
                 tracing::info!(version, "copied every partition this node gains");
             }
             Event::PartitionCopied {
@@ -435,9 +443,10 @@ impl Driver {
                 keys,
                 pending,
             } => {
-                metrics::gauge!("quorra_transfer_partitions_pending").set(pending as f64);
-                metrics::counter!("quorra_partitions_copied_total").increment(1);
-                metrics::counter!("quorra_objects_copied_total").increment(keys);
+                metrics::gauge!(crate::metric_names::TRANSFER_PARTITIONS_PENDING)
+                    .set(pending as f64);
+                metrics::counter!(crate::metric_names::PARTITIONS_COPIED).increment(1);
+                metrics::counter!(crate::metric_names::OBJECTS_COPIED).increment(keys);
                 tracing::debug!(partition, keys, "partition copied");
             }
             Event::PartitionsDropped { partitions } => {
@@ -452,16 +461,18 @@ impl Driver {
                 keys_pushed,
                 failed,
             } => {
-                metrics::counter!("quorra_aae_exchanges_total").increment(1);
-                metrics::counter!("quorra_aae_bytes_compared_total").increment(bytes_compared);
-                metrics::counter!("quorra_aae_keys_repaired_total", "direction" => "fetched")
+                metrics::counter!(crate::metric_names::AAE_EXCHANGES).increment(1);
+                metrics::counter!(crate::metric_names::AAE_BYTES_COMPARED)
+                    .increment(bytes_compared);
+                metrics::counter!(crate::metric_names::AAE_KEYS_REPAIRED, "direction" => "fetched")
                     .increment(keys_fetched);
-                metrics::counter!("quorra_aae_keys_repaired_total", "direction" => "pushed")
+                metrics::counter!(crate::metric_names::AAE_KEYS_REPAIRED, "direction" => "pushed")
                     .increment(keys_pushed);
-                metrics::gauge!("quorra_aae_trees_built").set(self.store.tree_builds() as f64);
+                metrics::gauge!(crate::metric_names::AAE_TREES_BUILT)
+                    .set(self.store.tree_builds() as f64);
                 match failed {
                     Some(why) => {
-                        metrics::counter!("quorra_aae_exchanges_failed_total").increment(1);
+                        metrics::counter!(crate::metric_names::AAE_EXCHANGES_FAILED).increment(1);
                         tracing::debug!(partition, peer, "anti-entropy exchange stopped: {why}");
                     }
                     None if keys_differing > 0 => tracing::info!(
@@ -481,10 +492,10 @@ impl Driver {
                 reaped,
                 failed,
             } => {
-                metrics::counter!("quorra_reap_passes_total").increment(1);
+                metrics::counter!(crate::metric_names::REAP_PASSES).increment(1);
                 let counts = self.store.tombstone_counts();
-                metrics::gauge!("quorra_tombstones_held").set(counts.held as f64);
-                metrics::gauge!("quorra_tombstone_markers").set(counts.markers as f64);
+                metrics::gauge!(crate::metric_names::TOMBSTONES_HELD).set(counts.held as f64);
+                metrics::gauge!(crate::metric_names::TOMBSTONE_MARKERS).set(counts.markers as f64);
                 match failed {
                     Some(why) => tracing::warn!(partition, "tombstone reaping stopped: {why}"),
                     None if listed > 0 => tracing::info!(
@@ -724,7 +735,7 @@ fn execute(store: &ObjectStore, op: StoreOp, budget: HintBudget) -> Result<Store
                 created_ms,
             );
             if let Err(StoreError::HintBudgetFull { hints, bytes }) = &stored {
-                metrics::counter!("quorra_hints_dropped_total").increment(1);
+                metrics::counter!(crate::metric_names::HINTS_DROPPED).increment(1);
                 tracing::warn!(
                     owner,
                     hints,
@@ -802,7 +813,7 @@ fn execute(store: &ObjectStore, op: StoreOp, budget: HintBudget) -> Result<Store
                 objects = n,
                 "dropped what this node no longer holds (partitions given away, keys past a lowered n_val)"
             );
-            metrics::counter!("quorra_objects_dropped_total").increment(n);
+            metrics::counter!(crate::metric_names::OBJECTS_DROPPED).increment(n);
             Stored::Done
         }),
     }

@@ -77,6 +77,20 @@ impl KvError {
     }
 }
 
+/// Counts a client request by operation and outcome, and times it.
+fn observe<T>(op: &'static str, started: std::time::Instant, result: &Result<T, KvError>) {
+    use crate::metric_names as m;
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) => e.code().as_str(),
+    };
+    if outcome == ErrorCode::QuorumUnavailable.as_str() {
+        metrics::counter!(m::QUORUM_FAILURES, "op" => op).increment(1);
+    }
+    metrics::counter!(m::KV_REQUESTS, "op" => op, "outcome" => outcome).increment(1);
+    metrics::histogram!(m::KV_REQUEST_SECONDS, "op" => op).record(started.elapsed().as_secs_f64());
+}
+
 /// The node's key-value service.
 #[derive(Debug, Clone)]
 pub struct Kv {
@@ -154,6 +168,19 @@ impl Kv {
         key: Key,
         quorum: QuorumOverrides,
     ) -> Result<(Option<Object>, Option<String>), KvError> {
+        let started = std::time::Instant::now();
+        let result = self.get_checked(who, bucket, key, quorum).await;
+        observe("get", started, &result);
+        result
+    }
+
+    async fn get_checked(
+        &self,
+        who: &Principal,
+        bucket: BucketName,
+        key: Key,
+        quorum: QuorumOverrides,
+    ) -> Result<(Option<Object>, Option<String>), KvError> {
         authorize_bucket(who, bucket.as_str(), Perm::Read)?;
         self.config.limits.check_names(&bucket, &key)?;
         let object = self
@@ -171,6 +198,28 @@ impl Kv {
     /// any): checked, then coordinated. Returns the object after the write
     /// and its authenticated context.
     pub async fn client_write(
+        &self,
+        who: &Principal,
+        bucket: BucketName,
+        key: Key,
+        context: Option<&str>,
+        operation: Operation,
+        quorum: QuorumOverrides,
+    ) -> Result<(Option<Object>, Option<String>), KvError> {
+        let op = match operation {
+            Operation::Put(_) => "put",
+            Operation::Delete => "delete",
+            Operation::Crdt(_) => "crdt",
+        };
+        let started = std::time::Instant::now();
+        let result = self
+            .write_checked(who, bucket, key, context, operation, quorum)
+            .await;
+        observe(op, started, &result);
+        result
+    }
+
+    async fn write_checked(
         &self,
         who: &Principal,
         bucket: BucketName,
@@ -297,7 +346,7 @@ impl Kv {
             WireRequest::Peer(_) => Access::Peer,
         };
         if let Err(denied) = authorize(&from, access) {
-            metrics::counter!("quorra_forbidden_requests_total").increment(1);
+            metrics::counter!(crate::metric_names::FORBIDDEN_REQUESTS).increment(1);
             tracing::warn!(%from, "refused: {denied}");
             return Reply::error(denied.code(), denied.to_string());
         }
@@ -362,7 +411,7 @@ impl Kv {
                 key,
                 quorum,
             }) => {
-                metrics::counter!("quorra_client_requests_total", "op" => "get").increment(1);
+                metrics::counter!(crate::metric_names::CLIENT_REQUESTS, "op" => "get").increment(1);
                 let got = self.client_get(from, bucket, key, quorum).await;
                 Reply::answer::<Get>(got.map(object).map_err(Refusal::from))
             }
@@ -378,7 +427,7 @@ impl Kv {
                 } else {
                     "other"
                 };
-                metrics::counter!("quorra_client_writes_total", "at" => at).increment(1);
+                metrics::counter!(crate::metric_names::CLIENT_WRITES, "at" => at).increment(1);
                 let written = self
                     .client_write(from, bucket, key, context.as_deref(), operation, quorum)
                     .await;
@@ -402,7 +451,7 @@ impl Kv {
 }
 
 fn overloaded(from: &'static str) -> Reply {
-    metrics::counter!("quorra_overloaded_total", "from" => from).increment(1);
+    metrics::counter!(crate::metric_names::OVERLOADED, "from" => from).increment(1);
     Reply::error(
         ErrorCode::Overloaded,
         "this node is at its limit of requests in flight; retry shortly",

@@ -26,6 +26,7 @@ pub mod driver;
 pub mod faults;
 pub mod http;
 pub mod kv;
+pub mod metric_names;
 pub mod net;
 pub mod server;
 pub mod storage;

@@ -483,7 +483,7 @@ impl ObjectStore {
             return Ok(object);
         }
         if collisions > 0 {
-            metrics::counter!("quorra_dot_collisions_total").increment(collisions as u64);
+            metrics::counter!(crate::metric_names::DOT_COLLISIONS).increment(collisions as u64);
             tracing::error!(
                 bucket = %bucket,
                 key = %String::from_utf8_lossy(key.as_bytes()),
@@ -574,7 +574,7 @@ impl ObjectStore {
         why: &CorruptRecord,
     ) -> Result<(), StoreError> {
         self.corruptions.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("quorra_corrupt_objects_total").increment(1);
+        metrics::counter!(crate::metric_names::CORRUPT_OBJECTS).increment(1);
         tracing::error!(
             bucket = %bucket,
             key = %String::from_utf8_lossy(key.as_bytes()),
@@ -666,7 +666,7 @@ impl ObjectStore {
             &epoch.to_be_bytes(),
             Durability::Fsync,
         )?;
-        metrics::counter!("quorra_actor_epochs_total").increment(1);
+        metrics::counter!(crate::metric_names::ACTOR_EPOCHS).increment(1);
         tracing::warn!(old = %actor, epoch = format!("{epoch:016x}"), "{why}: new actor epoch");
         *actor = Actor::new(self.node_id.clone(), epoch);
         Ok(())
@@ -991,7 +991,7 @@ impl ObjectStore {
                     created_ms,
                 }),
                 _ => {
-                    metrics::counter!("quorra_corrupt_hints_total").increment(1);
+                    metrics::counter!(crate::metric_names::CORRUPT_HINTS).increment(1);
                     tracing::error!(owner, "corrupt hint skipped");
                 }
             }

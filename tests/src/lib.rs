@@ -19,6 +19,7 @@ use quorra_node::config::NodeConfig;
 pub mod cluster;
 pub mod http;
 pub mod jepsen;
+pub mod metrics;
 pub mod nemesis;
 pub mod netns;
 

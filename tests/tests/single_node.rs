@@ -293,6 +293,7 @@ async fn bad_input_is_refused_and_nothing_is_lost() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = NodeProcess::config("n1", dir.path());
     config.limits.max_value_bytes = 1024;
+    config.limits.max_siblings = 4;
     let node = NodeProcess::start(&quorra_bin!(), dir.path(), config).expect("start");
     let c = Client::new(&node.url);
     assert_eq!(
@@ -392,6 +393,31 @@ async fn bad_input_is_refused_and_nothing_is_lost() {
     assert!(
         body.contains("invalid_parameter") && body.contains("reserved"),
         "{body}"
+    );
+    // Siblings: past a quarter of the limit a write is stored with a
+    // warning (logged and counted), past the limit it is refused until
+    // the client resolves them.
+    for i in 0..4 {
+        let w = c
+            .put("b", "sibs", format!("v{i}"), None, "")
+            .await
+            .expect("put");
+        assert_eq!(w.status, 204, "{}", w.text());
+    }
+    let over = c.put("b", "sibs", "v4", None, "").await.expect("put");
+    assert_eq!(
+        (over.status, over.error_code().as_deref()),
+        (409, Some("too_many_siblings")),
+        "{}",
+        over.text()
+    );
+    assert_eq!(c.get("b", "sibs").await.expect("get").values().len(), 4);
+    let metrics = c.get_path("/metrics").await.expect("metrics").text();
+    let warned = quorra_tests::metrics::sum(&metrics, "quorra_sibling_warnings_total");
+    assert!(warned >= 1.0, "sibling warnings: {warned}");
+    assert!(
+        node.log_text().contains("many siblings"),
+        "the warning is logged"
     );
     // The node still serves, and the acknowledged write is intact.
     let got = c.get("b", "keep").await.expect("get");

@@ -158,6 +158,13 @@ impl Limits {
         self.object_limit() / 2
     }
 
+    /// Objects with more siblings than this are stored with a warning and
+    /// a metric (`quorra_sibling_warnings_total`): a quarter of
+    /// `max_siblings` (Riak's 25 of 100), past which writes are refused.
+    pub fn sibling_warning(&self) -> usize {
+        (self.max_siblings / 4).max(1)
+    }
+
     /// The largest peer frame: the largest object plus room for the
     /// envelope and the request around it.
     pub fn frame_limit(&self) -> usize {

@@ -132,7 +132,7 @@ pub(super) async fn status(State(state): State<AppState>) -> Response {
     let transfers = cluster.transfer_status();
     let anti_entropy = anti_entropy_json(&state);
     let tombstones = tombstones_json(&state);
-    metrics::gauge!("quorra_transfer_partitions_pending")
+    metrics::gauge!(crate::metric_names::TRANSFER_PARTITIONS_PENDING)
         .set(transfers.gaining.saturating_sub(transfers.copied) as f64);
     Json(json!({
         "node": cluster.me(),

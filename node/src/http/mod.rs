@@ -140,9 +140,9 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
         }
     };
     let status = resp.status().as_u16().to_string();
-    metrics::counter!("quorra_http_requests_total", "method" => method.clone(), "status" => status)
+    metrics::counter!(crate::metric_names::HTTP_REQUESTS, "method" => method.clone(), "status" => status)
         .increment(1);
-    metrics::histogram!("quorra_http_request_seconds", "method" => method)
+    metrics::histogram!(crate::metric_names::HTTP_REQUEST_SECONDS, "method" => method)
         .record(started.elapsed().as_secs_f64());
     resp
 }
@@ -168,11 +168,73 @@ async fn ready(State(state): State<AppState>) -> Response {
 }
 
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let store = state.kv.store().clone();
+    // RocksDB's properties are read at each scrape (a blocking call).
+    if let Err(e) = tokio::task::spawn_blocking(move || storage_gauges(store.engine())).await {
+        tracing::warn!("storage metrics: {e}");
+    }
+    member_gauges(&state);
+    let store = state.kv.store();
+    metrics::gauge!(crate::metric_names::HINTS_PENDING).set(store.hints_held() as f64);
+    metrics::gauge!(crate::metric_names::HINT_BYTES).set(store.hint_bytes() as f64);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
+}
+
+/// Sets the storage gauges from the engine's own counts.
+fn storage_gauges(engine: &Arc<dyn crate::storage::Engine>) {
+    use crate::metric_names as m;
+    for space in crate::storage::Space::ALL {
+        let name = space.name();
+        if let Some(s) = engine.space_stats(space) {
+            metrics::gauge!(m::STORAGE_KEYS, "space" => name).set(s.estimated_keys as f64);
+            metrics::gauge!(m::STORAGE_BYTES, "space" => name).set(s.table_bytes as f64);
+            metrics::gauge!(m::STORAGE_PENDING_COMPACTION_BYTES, "space" => name)
+                .set(s.pending_compaction_bytes as f64);
+        }
+        if let Ok(Some(markers)) = engine.deletion_markers(space) {
+            metrics::gauge!(m::STORAGE_DELETION_MARKERS, "space" => name).set(markers as f64);
+        }
+    }
+    if let Some(micros) = engine.write_stall_micros() {
+        metrics::counter!(m::STORAGE_WRITE_STALL_MICROS).absolute(micros);
+    }
+    if let Some(mem) = engine.memory() {
+        for (part, bytes) in [
+            ("budget", mem.budget_bytes),
+            ("block_cache", mem.block_cache_bytes),
+            ("memtables", mem.memtable_bytes),
+        ] {
+            metrics::gauge!(m::STORAGE_MEMORY_BYTES, "part" => part).set(bytes as f64);
+        }
+    }
+    if let Some(c) = engine.sync_counts() {
+        metrics::counter!(m::STORAGE_WAL_SYNCS).absolute(c.wal_syncs);
+    }
+}
+
+/// Sets the member gauges from this node's view of the cluster.
+fn member_gauges(state: &AppState) {
+    use quorra_core::membership::Status;
+    let members = state.kv.cluster().members();
+    for status in [
+        Status::Joining,
+        Status::Up,
+        Status::Suspect,
+        Status::Down,
+        Status::Leaving,
+        Status::Removed,
+    ] {
+        let n = members.iter().filter(|m| m.status == status).count();
+        let label = serde_json::to_value(status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        metrics::gauge!(crate::metric_names::MEMBERS, "status" => label).set(n as f64);
+    }
 }
 
 async fn not_found(req: Request) -> ApiError {

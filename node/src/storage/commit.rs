@@ -154,6 +154,14 @@ impl Engine for GroupCommit {
     fn deletion_markers(&self, space: Space) -> Result<Option<u64>, EngineError> {
         self.inner.deletion_markers(space)
     }
+
+    fn space_stats(&self, space: Space) -> Option<super::SpaceStats> {
+        self.inner.space_stats(space)
+    }
+
+    fn write_stall_micros(&self) -> Option<u64> {
+        self.inner.write_stall_micros()
+    }
 }
 
 #[cfg(test)]

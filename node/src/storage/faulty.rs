@@ -78,6 +78,14 @@ impl Engine for FaultyEngine {
         self.inner.deletion_markers(space)
     }
 
+    fn space_stats(&self, space: Space) -> Option<super::SpaceStats> {
+        self.inner.space_stats(space)
+    }
+
+    fn write_stall_micros(&self) -> Option<u64> {
+        self.inner.write_stall_micros()
+    }
+
     fn sync_counts(&self) -> Option<super::SyncCounts> {
         self.inner.sync_counts()
     }

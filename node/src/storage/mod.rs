@@ -79,6 +79,17 @@ pub struct MemoryUsage {
     pub memtable_bytes: u64,
 }
 
+/// What the engine reports about one space (for `/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpaceStats {
+    /// Keys, as the engine estimates them.
+    pub estimated_keys: u64,
+    /// Bytes of live table files on disk.
+    pub table_bytes: u64,
+    /// Bytes compaction still has to rewrite (the backlog).
+    pub pending_compaction_bytes: u64,
+}
+
 /// One change in an atomic batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOp {
@@ -176,6 +187,17 @@ pub trait Engine: Send + Sync + 'static {
     /// Durable writes and the WAL syncs that made them durable (`None`:
     /// the engine does not count them).
     fn sync_counts(&self) -> Option<SyncCounts> {
+        None
+    }
+
+    /// What the engine reports about `space` (`None`: nothing).
+    fn space_stats(&self, _space: Space) -> Option<SpaceStats> {
+        None
+    }
+
+    /// Microseconds writers were stalled by the engine so far (`None`:
+    /// not counted).
+    fn write_stall_micros(&self) -> Option<u64> {
         None
     }
 

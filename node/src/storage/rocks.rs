@@ -269,6 +269,26 @@ impl Engine for RocksEngine {
         })
     }
 
+    fn space_stats(&self, space: Space) -> Option<super::SpaceStats> {
+        let cf = self.cf(space).ok()?;
+        let int = |name| {
+            self.db
+                .property_int_value_cf(cf, name)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        Some(super::SpaceStats {
+            estimated_keys: int(properties::ESTIMATE_NUM_KEYS),
+            table_bytes: int(properties::LIVE_SST_FILES_SIZE),
+            pending_compaction_bytes: int(properties::ESTIMATE_PENDING_COMPACTION_BYTES),
+        })
+    }
+
+    fn write_stall_micros(&self) -> Option<u64> {
+        Some(self.opts.get_ticker_count(Ticker::StallMicros))
+    }
+
     fn deletion_markers(&self, space: Space) -> Result<Option<u64>, EngineError> {
         let cf = self.cf(space)?;
         let int = |name| {

@@ -68,11 +68,11 @@ impl ObjectStore {
         for skey in sets {
             if self.scrub_set(&skey)? {
                 self.scrub.corrupt.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("quorra_scrub_corrupt_found_total").increment(1);
+                metrics::counter!(crate::metric_names::SCRUB_CORRUPT_FOUND).increment(1);
             }
         }
         self.scrub.checked.fetch_add(seen as u64, Ordering::Relaxed);
-        metrics::counter!("quorra_scrub_records_checked_total").increment(seen as u64);
+        metrics::counter!(crate::metric_names::SCRUB_RECORDS_CHECKED).increment(seen as u64);
         for skey in corrupt {
             // A read moves it aside (under the key's lock, so a write that
             // replaced it meanwhile is kept).
@@ -81,7 +81,7 @@ impl ObjectStore {
                 self.get(&bucket, &key)?;
                 if self.corruptions() > before {
                     self.scrub.corrupt.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("quorra_scrub_corrupt_found_total").increment(1);
+                    metrics::counter!(crate::metric_names::SCRUB_CORRUPT_FOUND).increment(1);
                 }
             }
         }

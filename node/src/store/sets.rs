@@ -444,13 +444,25 @@ impl ObjectStore {
             return Err(StoreError::ObjectTooLarge { size, limit });
         }
         if size > self.limits.object_warning() {
-            metrics::counter!("quorra_large_objects_total").increment(1);
+            metrics::counter!(crate::metric_names::LARGE_OBJECTS).increment(1);
             tracing::warn!(
                 bucket = %bucket,
                 key = %String::from_utf8_lossy(key.as_bytes()),
                 size,
                 limit,
                 "large object: resolve its siblings"
+            );
+        }
+        let siblings = object.siblings().len();
+        let changed = old.is_none_or(|o| o.siblings().len() != siblings);
+        if siblings > self.limits.sibling_warning() && changed {
+            metrics::counter!(crate::metric_names::SIBLING_WARNINGS).increment(1);
+            tracing::warn!(
+                bucket = %bucket,
+                key = %String::from_utf8_lossy(key.as_bytes()),
+                siblings,
+                limit = self.limits.max_siblings,
+                "many siblings: read the key, merge its values and write back with the context"
             );
         }
         // The storage key holds the hash's top 32 bits: all the gate, the

@@ -190,7 +190,7 @@ impl ObjectStore {
             self.tombstones
                 .resurrections
                 .fetch_add(back as u64, Ordering::Relaxed);
-            metrics::counter!("quorra_resurrections_total").increment(back as u64);
+            metrics::counter!(crate::metric_names::RESURRECTIONS).increment(back as u64);
             tracing::error!(
                 bucket = %bucket,
                 key = %String::from_utf8_lossy(key.as_bytes()),
@@ -287,7 +287,7 @@ impl ObjectStore {
                 self.engine.write(ops, Durability::Buffered)?;
                 self.trees.update(hash, &skey, Some(&tombstone), None);
                 self.count_tombstones(-1, 1);
-                metrics::counter!("quorra_tombstones_reaped_total").increment(1);
+                metrics::counter!(crate::metric_names::TOMBSTONES_REAPED).increment(1);
             }
             out.push(true);
         }

@@ -163,7 +163,7 @@ impl ObjectStore {
             true
         })?;
         self.trees.builds.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("quorra_aae_tree_builds_total").increment(1);
+        metrics::counter!(crate::metric_names::AAE_TREE_BUILDS).increment(1);
         let mut table = unpoison(self.trees.table.lock());
         if table.partitions == partitions {
             table.trees.insert(partition, tree.clone());
