@@ -617,6 +617,15 @@ impl Driver {
         f(lock(&self.machine).access_policy())
     }
 
+    /// The layout as clients and HTTP callers see it: without the access
+    /// policy (token hashes and grants are for admins, through
+    /// `/v1/admin/tokens`).
+    pub fn public_layout(&self) -> Option<Layout> {
+        let mut layout = self.layout()?;
+        layout.access = None;
+        Some(layout)
+    }
+
     /// This node's cluster layout (`None` until it has founded or joined).
     pub fn layout(&self) -> Option<Layout> {
         lock(&self.machine).membership().layout().cloned()

@@ -50,23 +50,62 @@ async fn still_serves(root: &Http) {
     assert_eq!((r.status, r.text()), (200, "yes".to_owned()));
 }
 
+/// Sends `req` with `token` to node `i`, expects the refusal, then checks
+/// that node `i` still serves.
+async fn refused_then_serves(
+    c: &TestCluster,
+    roots: &[Http],
+    i: usize,
+    token: &str,
+    req: (reqwest::Method, &str, Option<Value>),
+    (status, code): (u16, &str),
+    what: &str,
+) {
+    let (method, path, body) = req;
+    let mut r = reqwest::Client::new()
+        .request(method, format!("{}{path}", c.nodes[i].url))
+        .header("authorization", format!("Bearer {token}"));
+    if let Some(b) = body {
+        r = r
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = r.send().await.expect("answer");
+    let got = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    assert_eq!(
+        (got, v["error"]["code"].as_str()),
+        (status, Some(code)),
+        "{what}: {text}"
+    );
+    still_serves(&roots[i]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_close_the_http_api_and_bind_each_caller_to_its_buckets() {
+    use reqwest::Method;
     let c = TestCluster::start(&quorra_bin!(), 3).expect("cluster");
     c.wait_converged(std::time::Duration::from_secs(30))
         .await
         .expect("converged");
     let open = c.client(0);
     // No token yet: the API is open, as before tokens existed.
-    assert_eq!(
-        open.put("app-data", "k0", "v0", None, "")
-            .await
-            .expect("put")
-            .status,
-        204
-    );
+    let w = open
+        .put("app-data", "k0", "v0", None, "")
+        .await
+        .expect("put");
+    assert_eq!(w.status, 204);
     let listed = json_of(&open.get_path("/v1/admin/tokens").await.expect("list"));
     assert_eq!(listed["closed"], false, "{listed}");
+    let a = open
+        .put_json(
+            "/v1/buckets/app-counts/props",
+            &json!({"datatype": "counter"}),
+        )
+        .await
+        .expect("props");
+    assert_eq!(a.status, 200, "{}", a.text());
 
     // The first token must be a cluster admin's: no lock-out.
     let a = open
@@ -101,63 +140,85 @@ async fn tokens_close_the_http_api_and_bind_each_caller_to_its_buckets() {
         json!([{"bucket": "*", "allow": ["read", "write", "admin"]}]),
     )
     .await;
-    let root = c.client(1).with_bearer(&root_token);
+    let roots: Vec<Http> = (0..3)
+        .map(|i| c.client(i).with_bearer(&root_token))
+        .collect();
+    let root = &roots[1];
 
     // Every node now wants a token; liveness and metrics stay open.
-    for i in 0..3 {
+    for (i, root) in roots.iter().enumerate() {
         let a = c.client(i).get("app-data", "k0").await.expect("get");
         refused(&a, 401, "unauthorized", "no token");
-        assert_eq!(
-            c.client(i)
-                .get_path("/health")
-                .await
-                .expect("health")
-                .status,
-            200
-        );
-        assert_eq!(
-            c.client(i)
-                .get_path("/metrics")
-                .await
-                .expect("metrics")
-                .status,
-            200
-        );
+        for open_path in ["/health", "/metrics"] {
+            let a = c.client(i).get_path(open_path).await.expect("open path");
+            assert_eq!(a.status, 200, "{open_path}");
+        }
+        still_serves(root).await;
     }
-    still_serves(&root).await;
     // The admin library (and so ring-tools, `--token` / QUORRA_TOKEN).
     let tools = quorra_client::admin::AdminClient::new([c.nodes[2].url.clone()]).expect("admin");
     let e = tools.layout().await.expect_err("no token");
     assert_eq!(e.code(), Some("unauthorized"), "{e}");
     let layout = tools.with_token(Some(root_token.clone())).layout().await;
     assert!(layout.is_ok(), "{layout:?}");
+    // Any case of the scheme works (RFC 9110).
+    let lower = reqwest::Client::new()
+        .get(format!("{}/v1/kv/app-data/k0", c.nodes[0].url))
+        .header("authorization", format!("bearer {root_token}"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(lower.status(), 200);
+
+    let root_secret = root_token.split_once('.').expect("id.secret").1.to_owned();
+    let get_k0 = || (Method::GET, "/v1/kv/app-data/k0", None);
     for (token, what) in [
-        (format!("{root_token}x"), "a wrong secret"),
+        (format!("{root_token}x"), "a secret too long"),
+        (
+            format!("root.{}", "A".repeat(root_secret.len())),
+            "a wrong secret",
+        ),
         ("root".to_owned(), "no secret"),
-        ("nobody.abc".to_owned(), "an unknown id"),
+        (
+            format!("nobody.{root_secret}"),
+            "an unknown id with a known secret",
+        ),
     ] {
-        let a = c
-            .client(2)
-            .with_bearer(&token)
-            .get("app-data", "k")
-            .await
-            .expect("get");
-        refused(&a, 401, "unauthorized", what);
-        still_serves(&root).await;
+        refused_then_serves(&c, &roots, 2, &token, get_k0(), (401, "unauthorized"), what).await;
     }
 
     let app_token = create_token(
-        &root,
+        &root.clone(),
         "app",
         json!([{"bucket": "app-*", "allow": ["read", "write"]}]),
     )
     .await;
     let ro_token = create_token(
-        &root,
+        root,
         "ro",
         json!([{"bucket": "app-data", "allow": ["read"]}]),
     )
     .await;
+    let wo_token = create_token(
+        root,
+        "wo",
+        json!([{"bucket": "app-counts", "allow": ["write"]}]),
+    )
+    .await;
+    // A create never replaces a token silently.
+    let again = root
+        .post_json(
+            "/v1/admin/tokens",
+            &json!({"id": "ro", "grants": [{"bucket": "x", "allow": ["read"]}]}),
+        )
+        .await
+        .expect("post");
+    refused(
+        &again,
+        412,
+        "precondition_failed",
+        "creating an existing id",
+    );
     let app = c.client(2).with_bearer(&app_token);
     let ro = c.client(0).with_bearer(&ro_token);
 
@@ -178,7 +239,22 @@ async fn tokens_close_the_http_api_and_bind_each_caller_to_its_buckets() {
     );
     let r = ro.get("app-data", "k").await.expect("get");
     assert_eq!((r.status, r.text()), (200, "v1".to_owned()));
-    // Cluster views need any valid token.
+    let counted = app
+        .post_json("/v1/crdt/app-counts/c", &json!({"increment": 5}))
+        .await
+        .expect("post");
+    assert_eq!(json_of(&counted)["value"], 5, "{}", counted.text());
+    // A write-only token's write answer shows no value.
+    let blind = c
+        .client(1)
+        .with_bearer(&wo_token)
+        .post_json("/v1/crdt/app-counts/c", &json!({"increment": 1}))
+        .await
+        .expect("post");
+    assert_eq!(blind.status, 200, "{}", blind.text());
+    let v = json_of(&blind);
+    assert!(v.get("value").is_none() && v["context"].is_string(), "{v}");
+    // Cluster views need any valid token, and never show the policy.
     assert_eq!(
         app.get_path("/v1/cluster/members")
             .await
@@ -186,48 +262,94 @@ async fn tokens_close_the_http_api_and_bind_each_caller_to_its_buckets() {
             .status,
         200
     );
+    let layout = app.get_path("/v1/cluster/layout").await.expect("layout");
+    assert_eq!(layout.status, 200);
+    for hidden in ["secret_sha256", "\"root\"", "access\":{"] {
+        assert!(!layout.text().contains(hidden), "{hidden} in the layout");
+    }
 
     // The wrong bucket, a read-only token writing or deleting, an app
-    // token on admin routes: 403, and the node keeps serving.
-    let cases = [
+    // token on admin, debug and bucket-admin routes: 403, and the node
+    // that refused keeps serving.
+    let forbidden = (403, "forbidden");
+    let cases: Vec<(usize, &str, (Method, &str, Option<Value>), &str)> = vec![
         (
-            app.put("other", "k", "x", None, "").await,
+            2,
+            &app_token,
+            (Method::PUT, "/v1/kv/other/k", None),
             "app writes outside app-*",
         ),
-        (app.get("other", "k").await, "app reads outside app-*"),
         (
-            ro.put("app-data", "k", "x", None, "").await,
+            2,
+            &app_token,
+            (Method::GET, "/v1/kv/other/k", None),
+            "app reads outside app-*",
+        ),
+        (
+            0,
+            &ro_token,
+            (Method::PUT, "/v1/kv/app-data/k", None),
             "read-only token writes",
         ),
         (
-            ro.delete_path("/v1/kv/app-data/k").await,
+            0,
+            &ro_token,
+            (Method::DELETE, "/v1/kv/app-data/k", None),
             "read-only token deletes",
         ),
         (
-            ro.get("app-logs", "k").await,
-            "read-only token reads another bucket",
+            1,
+            &ro_token,
+            (Method::GET, "/v1/kv/app-logs/k", None),
+            "read-only token, other bucket",
         ),
         (
-            app.get_path("/v1/admin/layout").await,
-            "app token reads the layout admin",
+            1,
+            &ro_token,
+            (
+                Method::POST,
+                "/v1/crdt/app-counts/c",
+                Some(json!({"increment": 1})),
+            ),
+            "read-only token on a counter it may not read either",
         ),
         (
-            app.get_path("/v1/admin/tokens").await,
+            1,
+            &wo_token,
+            (Method::GET, "/v1/crdt/app-counts/c", None),
+            "write-only token reads",
+        ),
+        (
+            2,
+            &app_token,
+            (Method::GET, "/v1/admin/layout", None),
+            "app token, layout admin",
+        ),
+        (
+            2,
+            &app_token,
+            (Method::GET, "/v1/admin/tokens", None),
             "app token lists tokens",
         ),
         (
-            app.get_path("/v1/debug/replica/app-data/k").await,
-            "app token reads a replica",
+            0,
+            &app_token,
+            (Method::GET, "/v1/debug/replica/app-data/k", None),
+            "app token, replica",
         ),
         (
-            app.put_json("/v1/buckets/app-data/props", &json!({"r": 1}))
-                .await,
+            0,
+            &app_token,
+            (
+                Method::PUT,
+                "/v1/buckets/app-data/props",
+                Some(json!({"r": 1})),
+            ),
             "app token changes bucket properties",
         ),
     ];
-    for (a, what) in cases {
-        refused(&a.expect("answer"), 403, "forbidden", what);
-        still_serves(&root).await;
+    for (i, token, req, what) in cases {
+        refused_then_serves(&c, &roots, i, token, req, forbidden, what).await;
     }
     let r = root.get("app-data", "k").await.expect("get");
     assert_eq!(r.text(), "v1", "no refused write landed");
@@ -247,14 +369,45 @@ async fn tokens_close_the_http_api_and_bind_each_caller_to_its_buckets() {
         .iter()
         .filter_map(|t| t["id"].as_str())
         .collect();
-    assert_eq!(ids, ["app", "ro", "root"]);
-    for token in [&root_token, &app_token, &ro_token] {
+    assert_eq!(ids, ["app", "ro", "root", "wo"]);
+    for token in [&root_token, &app_token, &ro_token, &wo_token] {
         let secret = token.split_once('.').expect("id.secret").1;
         assert!(!listed.text().contains(secret), "a secret is listed");
         assert!(!listed
             .text()
             .contains(&quorra_core::access::secret_sha256(secret)));
     }
+
+    // Rotation: a new secret, the old one refused.
+    let rotated = root
+        .post_json(
+            "/v1/admin/tokens",
+            &json!({"id": "ro", "grants": [{"bucket": "app-data", "allow": ["read"]}], "replace": true}),
+        )
+        .await
+        .expect("rotate");
+    assert_eq!(rotated.status, 201, "{}", rotated.text());
+    let new_ro = json_of(&rotated)["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    refused_then_serves(
+        &c,
+        &roots,
+        0,
+        &ro_token,
+        get_k0(),
+        (401, "unauthorized"),
+        "a rotated secret",
+    )
+    .await;
+    let r = c
+        .client(0)
+        .with_bearer(&new_ro)
+        .get("app-data", "k0")
+        .await
+        .expect("get");
+    assert_eq!(r.status, 200);
 
     // Revoked is revoked on every node.
     let a = root
@@ -264,13 +417,16 @@ async fn tokens_close_the_http_api_and_bind_each_caller_to_its_buckets() {
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(json_of(&a)["activated"], true);
     for i in 0..3 {
-        let a = c
-            .client(i)
-            .with_bearer(&app_token)
-            .get("app-data", "k")
-            .await
-            .expect("get");
-        refused(&a, 401, "unauthorized", "a revoked token");
+        refused_then_serves(
+            &c,
+            &roots,
+            i,
+            &app_token,
+            get_k0(),
+            (401, "unauthorized"),
+            "revoked",
+        )
+        .await;
     }
     // The last cluster admin cannot go while other tokens remain; once
     // every token is gone the API is open again.
@@ -279,21 +435,14 @@ async fn tokens_close_the_http_api_and_bind_each_caller_to_its_buckets() {
         .await
         .expect("delete");
     refused(&a, 412, "precondition_failed", "deleting the last admin");
-    still_serves(&root).await;
-    assert_eq!(
-        root.delete_path("/v1/admin/tokens/ro")
+    still_serves(root).await;
+    for id in ["ro", "wo", "root"] {
+        let a = root
+            .delete_path(&format!("/v1/admin/tokens/{id}"))
             .await
-            .expect("ro")
-            .status,
-        200
-    );
-    assert_eq!(
-        root.delete_path("/v1/admin/tokens/root")
-            .await
-            .expect("root")
-            .status,
-        200
-    );
+            .expect("delete");
+        assert_eq!(a.status, 200, "{id}: {}", a.text());
+    }
     let r = c.client(0).get("app-data", "k0").await.expect("get");
     assert_eq!((r.status, r.text()), (200, "v0".to_owned()), "open again");
 }

@@ -157,6 +157,11 @@ pub enum AccessChange {
         secret_sha256: String,
         /// Its grants.
         grants: Vec<Grant>,
+        /// Whether it may replace a token of the same id (a rotation);
+        /// otherwise an existing id is refused, so a retried create never
+        /// silently swaps a secret its holder still uses.
+        #[serde(default)]
+        replace: bool,
     },
     /// Revoke the token `id`.
     DeleteToken {
@@ -189,6 +194,9 @@ pub enum PolicyError {
     /// No such token or certificate entry.
     #[error("{0}")]
     Missing(String),
+    /// A token of that id exists (and the change does not replace it).
+    #[error("{0}")]
+    Exists(String),
 }
 
 impl PolicyError {
@@ -196,7 +204,7 @@ impl PolicyError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Invalid(_) => ErrorCode::InvalidParameter,
-            Self::LockOut(_) => ErrorCode::PreconditionFailed,
+            Self::LockOut(_) | Self::Exists(_) => ErrorCode::PreconditionFailed,
             Self::Missing(_) => ErrorCode::NotFound,
         }
     }
@@ -214,6 +222,17 @@ fn check_id(what: &str, id: &str) -> Result<(), PolicyError> {
         Err(PolicyError::Invalid(format!(
             "a {what} is 1 to {MAX_ID_LEN} characters of [A-Za-z0-9_-], got {id:?}"
         )))
+    }
+}
+
+fn check_hash(secret_sha256: &str) -> Result<(), PolicyError> {
+    let hex = secret_sha256.len() == 64 && secret_sha256.bytes().all(|b| b.is_ascii_hexdigit());
+    if hex {
+        Ok(())
+    } else {
+        Err(PolicyError::Invalid(
+            "secret_sha256 is 64 hex digits".into(),
+        ))
     }
 }
 
@@ -241,15 +260,15 @@ impl AccessPolicy {
                 id,
                 secret_sha256,
                 grants,
+                replace,
             } => {
                 check_id("token id", id)?;
                 check_grants(grants)?;
-                let hex = secret_sha256.len() == 64
-                    && secret_sha256.bytes().all(|b| b.is_ascii_hexdigit());
-                if !hex {
-                    return Err(PolicyError::Invalid(
-                        "secret_sha256 is 64 hex digits".into(),
-                    ));
+                check_hash(secret_sha256)?;
+                if !replace && next.tokens.contains_key(id) {
+                    return Err(PolicyError::Exists(format!(
+                        "a token {id:?} exists: revoke it first, or rotate it with \"replace\": true"
+                    )));
                 }
                 next.tokens.insert(
                     id.clone(),
@@ -302,6 +321,7 @@ impl AccessPolicy {
         for (id, t) in &self.tokens {
             check_id("token id", id)?;
             check_grants(&t.grants)?;
+            check_hash(&t.secret_sha256)?;
         }
         for (name, grants) in &self.certs {
             check_id("certificate name", name)?;
@@ -313,31 +333,51 @@ impl AccessPolicy {
         self.check_admin()
     }
 
+    /// Whether the policy holds nothing (then it is no policy at all).
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty() && self.certs.is_empty()
+    }
+
     /// The token presented as `raw` (`ID.SECRET`): its id and grants, or
-    /// why it is refused. The secret is compared by its hash, in constant
-    /// time.
+    /// why it is refused.
     pub fn authenticate(&self, raw: &str) -> Result<(&str, &[Grant]), BadToken> {
-        let (id, secret) = raw.split_once('.').ok_or(BadToken::Malformed)?;
-        let (id, entry) = self.tokens.get_key_value(id).ok_or(BadToken::Unknown)?;
+        let (id, secret) = parse_token(raw)?;
+        let entry = self.tokens.get_key_value(id);
+        match entry {
+            Some((id, entry)) if entry.verify(secret) => Ok((id.as_str(), entry.grants.as_slice())),
+            _ => Err(BadToken::Unknown),
+        }
+    }
+}
+
+/// Splits a presented token into its id and secret, refusing one whose
+/// secret is not a secret's length before anything hashes it.
+pub fn parse_token(raw: &str) -> Result<(&str, &str), BadToken> {
+    let (id, secret) = raw.split_once('.').ok_or(BadToken::Malformed)?;
+    if id.is_empty() || id.len() > MAX_ID_LEN || secret.len() != SECRET_LEN {
+        return Err(BadToken::Malformed);
+    }
+    Ok((id, secret))
+}
+
+impl TokenEntry {
+    /// Whether `secret` is this token's: compared by its hash, in constant
+    /// time.
+    pub fn verify(&self, secret: &str) -> bool {
         let presented = secret_sha256(secret);
-        let same = presented.len() == entry.secret_sha256.len()
+        presented.len() == self.secret_sha256.len()
             && presented
                 .bytes()
-                .zip(entry.secret_sha256.bytes())
+                .zip(self.secret_sha256.bytes())
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if same {
-            Ok((id.as_str(), entry.grants.as_slice()))
-        } else {
-            Err(BadToken::Unknown)
-        }
+                == 0
     }
 }
 
 /// Why a presented token is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum BadToken {
-    /// Not `ID.SECRET`.
+    /// Not `ID.SECRET` with a secret of [`SECRET_LEN`] characters.
     #[error("the token is not of the form ID.SECRET")]
     Malformed,
     /// No such token, or the wrong secret (not told apart).

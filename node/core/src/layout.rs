@@ -957,7 +957,9 @@ impl Layout {
         Ok(Self {
             version: self.version.saturating_add(1),
             committed_by: None,
-            access: Some(access),
+            // An empty policy is none: the layout's encoding is then the
+            // one earlier builds read.
+            access: (!access.is_empty()).then_some(access),
             ..self.clone()
         })
     }

@@ -3,7 +3,8 @@
 //! - `GET /v1/admin/tokens`: every token's id and grants (never a secret
 //!   or its hash), every certificate entry, and whether the API is closed.
 //! - `POST /v1/admin/tokens` with `{"id": ID, "grants": [...]}`: creates
-//!   (or replaces) the token `ID` with a fresh secret; `201` with
+//!   the token `ID` with a fresh secret (`"replace": true` rotates an
+//!   existing one; otherwise an existing id is `412`); `201` with
 //!   `{"token": "ID.SECRET"}`, the only time the secret is shown. The first
 //!   token must be a cluster admin's (`{"bucket": "*", "allow":
 //!   ["admin", ...]}`): from then on every request needs a token.
@@ -40,6 +41,10 @@ use super::AppState;
 struct NewToken {
     id: String,
     grants: Vec<Grant>,
+    /// Rotate an existing token of this id (a new secret, the old one
+    /// revoked); without it an existing id is `412`.
+    #[serde(default)]
+    replace: bool,
 }
 
 /// The body of `PUT /v1/admin/certs/{name}`.
@@ -101,6 +106,7 @@ pub(super) async fn create(State(state): State<AppState>, body: Bytes) -> Respon
                 id: new.id.clone(),
                 secret_sha256: secret_sha256(&secret),
                 grants: new.grants.clone(),
+                replace: new.replace,
             },
         )
         .await?;

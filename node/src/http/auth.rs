@@ -7,6 +7,9 @@
 //! `Authorization: Bearer ID.SECRET`: no token or an unknown one is `401
 //! unauthorized`, a token without the permission `403 forbidden`.
 //!
+//! A node that has not joined its cluster yet answers every route but the
+//! public ones and `/v1/cluster/*` with `503`: it does not know the policy.
+//!
 //! Routes are checked by their class here (admin and debug routes need a
 //! cluster admin; cluster views any valid token); key and bucket routes
 //! need the grant on their bucket, checked where the bucket is known
@@ -17,7 +20,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use quorra_core::access::{is_cluster_admin, BadToken};
+use quorra_core::access::{is_cluster_admin, parse_token, secret_sha256, BadToken};
 use quorra_core::auth::{authorize, Access, Principal, Role};
 use quorra_core::ErrorCode;
 
@@ -31,6 +34,10 @@ enum Class {
     Public,
     /// Any valid token (keys and buckets check their grants further).
     Client,
+    /// Views of the cluster (members, ring, status): any valid token, and
+    /// served before the node has joined (they hold no data, and show a
+    /// join's progress).
+    Cluster,
     /// A cluster admin.
     Admin,
 }
@@ -40,6 +47,8 @@ fn class_of(path: &str) -> Class {
         Class::Public
     } else if path.starts_with("/v1/admin/") || path.starts_with("/v1/debug/") {
         Class::Admin
+    } else if path.starts_with("/v1/cluster/") {
+        Class::Cluster
     } else {
         Class::Client
     }
@@ -51,33 +60,72 @@ pub fn open_principal() -> Principal {
 }
 
 /// The principal a request's `Authorization` header names, under the
-/// cluster's policy.
+/// cluster's policy. The secret is hashed outside the node's lock, and a
+/// header that cannot hold a token is refused before anything is hashed.
 fn principal_of(state: &AppState, req: &Request) -> Result<Principal, ApiError> {
-    let header = req.headers().get(header::AUTHORIZATION);
-    state.kv.cluster().with_access_policy(|policy| {
-        let Some(policy) = policy.filter(|p| p.closed()) else {
-            return Ok(open_principal());
-        };
-        let raw = header
-            .ok_or_else(|| {
-                unauthorized("this cluster needs a bearer token: Authorization: Bearer ID.SECRET")
-            })?
-            .to_str()
+    let cluster = state.kv.cluster();
+    if !cluster.has_joined() {
+        // Its policy is not known yet: it must not serve as if open.
+        return Err(ApiError::new(
+            ErrorCode::QuorumUnavailable,
+            "this node has not joined its cluster yet (its access policy is unknown); ask another node",
+        ));
+    }
+    let presented = bearer(req);
+    let found = cluster.with_access_policy(|policy| {
+        let policy = policy.filter(|p| p.closed())?;
+        let entry = presented
+            .as_ref()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| unauthorized("the Authorization header is not Bearer ID.SECRET"))?;
-        match policy.authenticate(raw.trim()) {
-            Ok((id, grants)) => {
-                let role = if is_cluster_admin(grants) {
-                    Role::Admin
-                } else {
-                    Role::Client
-                };
-                Ok(Principal::new(role, format!("token:{id}")).with_grants(grants.to_vec()))
-            }
-            Err(e @ (BadToken::Malformed | BadToken::Unknown)) => Err(unauthorized(e.to_string())),
+            .and_then(|(id, _)| policy.tokens.get(*id).cloned());
+        Some(entry)
+    });
+    let Some(entry) = found else {
+        return Ok(open_principal());
+    };
+    let (id, secret) = presented.map_err(|e| unauthorized(e.to_string()))?;
+    match entry {
+        Some(entry) if entry.verify(secret) => {
+            let role = if is_cluster_admin(&entry.grants) {
+                Role::Admin
+            } else {
+                Role::Client
+            };
+            Ok(Principal::new(role, format!("token:{id}")).with_grants(entry.grants))
         }
-    })
+        _ => {
+            // As long as a known id's check: no hint which ids exist.
+            let _ = secret_sha256(secret);
+            Err(unauthorized(BadToken::Unknown.to_string()))
+        }
+    }
+}
+
+/// Why a request carries no usable token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum NoToken {
+    #[error("this cluster needs a bearer token: Authorization: Bearer ID.SECRET")]
+    Missing,
+    #[error("the Authorization header is not Bearer ID.SECRET")]
+    NotBearer,
+    #[error(transparent)]
+    Bad(#[from] BadToken),
+}
+
+/// The token in `Authorization: Bearer ID.SECRET` (the scheme in any
+/// case), split into id and secret.
+fn bearer(req: &Request) -> Result<(&str, &str), NoToken> {
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or(NoToken::Missing)?
+        .to_str()
+        .map_err(|_| NoToken::NotBearer)?;
+    let (scheme, token) = value.trim().split_once(' ').ok_or(NoToken::NotBearer)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(NoToken::NotBearer);
+    }
+    Ok(parse_token(token.trim())?)
 }
 
 fn unauthorized(message: impl Into<String>) -> ApiError {
@@ -95,10 +143,15 @@ pub(super) async fn authenticate(
     if class == Class::Public {
         return next.run(req).await;
     }
+    if class == Class::Cluster && !state.kv.cluster().has_joined() {
+        req.extensions_mut()
+            .insert(Principal::new(Role::Client, "before-join"));
+        return next.run(req).await;
+    }
     let checked = principal_of(&state, &req).and_then(|who| {
         let access = match class {
             Class::Admin => Access::Admin,
-            Class::Client | Class::Public => Access::Client,
+            Class::Client | Class::Cluster | Class::Public => Access::Client,
         };
         authorize(&who, access).map_err(|d| ApiError::new(d.code(), d.to_string()))?;
         Ok(who)
@@ -142,7 +195,7 @@ mod tests {
         assert_eq!(class_of("/v1/admin/tokens"), Class::Admin);
         assert_eq!(class_of("/v1/debug/replica/b/k"), Class::Admin);
         assert_eq!(class_of("/v1/kv/b/k"), Class::Client);
-        assert_eq!(class_of("/v1/cluster/members"), Class::Client);
+        assert_eq!(class_of("/v1/cluster/members"), Class::Cluster);
         // Anything unknown needs a token too: no route leaks unchecked.
         assert_eq!(class_of("/v1/admin"), Class::Client);
         assert_eq!(class_of("/healthz"), Class::Client);

@@ -67,7 +67,7 @@ pub(super) async fn ring(State(state): State<AppState>, Query(q): Query<RingQuer
 /// (`ring-tools plan --url`, `locate --url`) compute on exactly what the
 /// node routes by. `503 quorum_unavailable` until the node has joined.
 pub(super) async fn layout(State(state): State<AppState>) -> Response {
-    match state.kv.cluster().layout() {
+    match state.kv.cluster().public_layout() {
         Some(l) => Json(l).into_response(),
         None => ApiError::new(
             ErrorCode::QuorumUnavailable,

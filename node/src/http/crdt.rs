@@ -28,6 +28,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::kv::{self as http_kv, CONTEXT_HEADER};
 use super::AppState;
+use quorra_core::auth::{authorize_bucket, Perm};
 
 fn refused(e: &CrdtError) -> ApiError {
     ApiError::new(e.code(), e.to_string())
@@ -89,6 +90,12 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
                     quorum,
                 )
                 .await?;
+            // A caller that may write but not read learns nothing of the
+            // value from its write's answer.
+            if authorize_bucket(&who, bucket.as_str(), Perm::Read).is_err() {
+                let body = json!({"type": datatype, "context": ctx.clone()});
+                return Ok(with_context(Json(body).into_response(), ctx));
+            }
             shown(&bucket, datatype, object.as_ref(), ctx, true)
         }
         _ => Err(ApiError::new(

@@ -1,19 +1,25 @@
 use super::*;
 use crate::auth::{authorize_bucket, Principal, Role};
 
-fn admin_token(id: &str, secret: &str) -> AccessChange {
-    AccessChange::PutToken {
-        id: id.into(),
-        secret_sha256: secret_sha256(secret),
-        grants: vec![Grant::new("*", [Perm::Read, Perm::Write, Perm::Admin])],
-    }
+/// A secret of the right length, all `c`.
+fn secret(c: char) -> String {
+    c.to_string().repeat(SECRET_LEN)
 }
 
-fn token(id: &str, secret: &str, grants: Vec<Grant>) -> AccessChange {
+fn admin_token(id: &str, s: &str) -> AccessChange {
+    token(
+        id,
+        s,
+        vec![Grant::new("*", [Perm::Read, Perm::Write, Perm::Admin])],
+    )
+}
+
+fn token(id: &str, s: &str, grants: Vec<Grant>) -> AccessChange {
     AccessChange::PutToken {
         id: id.into(),
-        secret_sha256: secret_sha256(secret),
+        secret_sha256: secret_sha256(s),
         grants,
+        replace: false,
     }
 }
 
@@ -46,11 +52,19 @@ fn the_first_token_must_be_a_cluster_admin_and_the_last_admin_stays() {
         p.apply(&AccessChange::DeleteToken { id: "root".into() }),
         Err(PolicyError::LockOut(_))
     ));
-    // Demoting the only admin is the same lock-out.
+    // A create never replaces a token silently; a rotation says so.
     assert!(matches!(
-        p.apply(&token("root", "s0", vec![Grant::new("*", [Perm::Read])])),
-        Err(PolicyError::LockOut(_))
+        p.apply(&admin_token("root", "s9")),
+        Err(PolicyError::Exists(_))
     ));
+    let demoted = AccessChange::PutToken {
+        id: "root".into(),
+        secret_sha256: secret_sha256("s0"),
+        grants: vec![Grant::new("*", [Perm::Read])],
+        replace: true,
+    };
+    // Demoting the only admin is the same lock-out.
+    assert!(matches!(p.apply(&demoted), Err(PolicyError::LockOut(_))));
     let p = p
         .apply(&AccessChange::DeleteToken { id: "ro".into() })
         .expect("delete reader");
@@ -77,6 +91,7 @@ fn changes_out_of_shape_are_refused() {
         id: "t".into(),
         secret_sha256: "zz".into(),
         grants: vec![Grant::new("*", [Perm::Admin])],
+        replace: false,
     };
     assert!(matches!(p.apply(&bad_hash), Err(PolicyError::Invalid(_))));
     let no_grants = AccessChange::PutCert {
@@ -91,23 +106,44 @@ fn changes_out_of_shape_are_refused() {
 
 #[test]
 fn a_token_authenticates_by_its_secret_until_revoked() {
+    let (right, wrong) = (secret('a'), secret('b'));
     let p = AccessPolicy::default()
-        .apply(&admin_token("root", "secret-0"))
+        .apply(&admin_token("root", &right))
         .expect("admin");
-    let (id, grants) = p.authenticate("root.secret-0").expect("right secret");
+    let (id, grants) = p
+        .authenticate(&format!("root.{right}"))
+        .expect("right secret");
     assert_eq!(id, "root");
     assert!(is_cluster_admin(grants));
-    assert_eq!(p.authenticate("root.secret-1"), Err(BadToken::Unknown));
-    assert_eq!(p.authenticate("root.secret-0x"), Err(BadToken::Unknown));
-    assert_eq!(p.authenticate("nobody.secret-0"), Err(BadToken::Unknown));
+    assert_eq!(
+        p.authenticate(&format!("root.{wrong}")),
+        Err(BadToken::Unknown)
+    );
+    assert_eq!(
+        p.authenticate(&format!("nobody.{right}")),
+        Err(BadToken::Unknown)
+    );
+    // Shapes that cannot be a token are refused before any hashing.
+    assert_eq!(
+        p.authenticate(&format!("root.{right}x")),
+        Err(BadToken::Malformed)
+    );
+    assert_eq!(
+        p.authenticate(&format!("root.{}", "a".repeat(100_000))),
+        Err(BadToken::Malformed)
+    );
     assert_eq!(p.authenticate("root"), Err(BadToken::Malformed));
-    // The policy keeps only the hash.
-    let kept = serde_json::to_string(&p).expect("json");
-    assert!(!kept.contains("secret-0"));
+    assert_eq!(
+        p.authenticate(&format!(".{right}")),
+        Err(BadToken::Malformed)
+    );
     let p = p
         .apply(&AccessChange::DeleteToken { id: "root".into() })
         .expect("revoke");
-    assert_eq!(p.authenticate("root.secret-0"), Err(BadToken::Unknown));
+    assert_eq!(
+        p.authenticate(&format!("root.{right}")),
+        Err(BadToken::Unknown)
+    );
 }
 
 #[test]

@@ -509,10 +509,26 @@ fn the_access_policy_is_a_version_of_its_own_and_outlives_later_commits() {
         id: "root".into(),
         secret_sha256: secret_sha256("s"),
         grants: vec![Grant::new("*", [Perm::Admin])],
+        replace: false,
     };
     let with = l.with_access(&admin).expect("policy");
     assert_eq!(with.version, l.version + 1);
-    assert_ne!(with.digest(), digest, "the digest covers the policy");
+    let mut only_access_differs = with.clone();
+    only_access_differs.access = None;
+    assert_ne!(
+        with.digest(),
+        only_access_differs.digest(),
+        "the digest covers the policy"
+    );
+    assert_eq!(
+        Layout {
+            version: l.version,
+            ..only_access_differs
+        }
+        .digest(),
+        digest,
+        "without a policy the digest is as before policies"
+    );
     assert!(with.access.as_ref().is_some_and(|p| p.closed()));
     with.check().expect("valid");
     // It travels in gossip and is saved as the layout is (msgpack arrays).
@@ -548,4 +564,11 @@ fn the_access_policy_is_a_version_of_its_own_and_outlives_later_commits() {
             .for_each(|t| t.grants = vec![Grant::new("*", [Perm::Read])]);
     }
     assert!(forged.check().is_err());
+
+    // A policy emptied again is none: the encoding earlier builds read.
+    let emptied = l
+        .with_access(&admin)
+        .and_then(|w| w.with_access(&AccessChange::DeleteToken { id: "root".into() }))
+        .expect("emptied");
+    assert_eq!(emptied.access, None);
 }
