@@ -50,6 +50,9 @@ async fn still_serves(root: &Http) {
     assert_eq!((r.status, r.text()), (200, "yes".to_owned()));
 }
 
+/// A request: method, path, JSON body.
+type Call<'a> = (reqwest::Method, &'a str, Option<Value>);
+
 /// Sends `req` with `token` to node `i`, expects the refusal, then checks
 /// that node `i` still serves.
 async fn refused_then_serves(
@@ -57,7 +60,7 @@ async fn refused_then_serves(
     roots: &[Http],
     i: usize,
     token: &str,
-    req: (reqwest::Method, &str, Option<Value>),
+    req: Call<'_>,
     (status, code): (u16, &str),
     what: &str,
 ) {
@@ -272,7 +275,7 @@ async fn tokens_close_the_http_api_and_bind_each_caller_to_its_buckets() {
     // token on admin, debug and bucket-admin routes: 403, and the node
     // that refused keeps serving.
     let forbidden = (403, "forbidden");
-    let cases: Vec<(usize, &str, (Method, &str, Option<Value>), &str)> = vec![
+    let cases: Vec<(usize, &str, Call<'_>, &str)> = vec![
         (
             2,
             &app_token,
