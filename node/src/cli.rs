@@ -152,6 +152,9 @@ pub struct NodeArgs {
     /// Log filter, e.g. `info` or `quorra_node=debug` [default: info].
     #[arg(long, env = "QUORRA_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    /// Log lines as `text` or `json` [default: text].
+    #[arg(long, env = "QUORRA_LOG_FORMAT", value_enum)]
+    pub log_format: Option<crate::config::LogFormat>,
 }
 
 impl NodeArgs {
@@ -223,6 +226,9 @@ impl NodeArgs {
         }
         if let Some(v) = &self.log {
             c.log = v.clone();
+        }
+        if let Some(v) = self.log_format {
+            c.log_format = v;
         }
         c.validate()?;
         Ok(c)
@@ -325,19 +331,23 @@ fn ready(args: &ReadyArgs) -> anyhow::Result<()> {
 
 async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
-    init_tracing(&config.log);
+    init_tracing(&config.log, config.log_format);
     crate::server::run(config, shutdown_signal()).await?;
     Ok(())
 }
 
-/// Logs to stderr with `filter`.
-pub fn init_tracing(filter: &str) {
+/// Logs to stderr with `filter`, as text or JSON.
+pub fn init_tracing(filter: &str, format: crate::config::LogFormat) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        crate::config::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        crate::config::LogFormat::Json => builder.json().with_current_span(true).try_init(),
+    };
 }
 
 /// Completes on SIGINT or SIGTERM.

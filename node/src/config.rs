@@ -87,6 +87,9 @@ pub struct NodeConfig {
     pub memory_budget_mb: u64,
     /// Log filter (`info`, `quorra_node=debug`, …), as `RUST_LOG`.
     pub log: String,
+    /// Log lines as text or JSON (one object per line, the request's id
+    /// and the span fields included).
+    pub log_format: LogFormat,
     /// Size limits on client input.
     pub limits: Limits,
     /// Properties of every bucket not listed under `buckets`.
@@ -100,6 +103,17 @@ pub struct NodeConfig {
     /// process until a sync, so killing the node loses every unsynced
     /// write, as a power loss would.
     pub crash_test_lose_unsynced: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// For people: one line per event, span fields in front.
+    #[default]
+    Text,
+    /// For log pipelines: one JSON object per line.
+    Json,
 }
 
 /// Hinted handoff settings.
@@ -213,6 +227,7 @@ impl Default for NodeConfig {
             cleanup_grace_ms: 30_000,
             memory_budget_mb: (crate::storage::rocks::DEFAULT_MEMORY_BUDGET_BYTES >> 20) as u64,
             log: "info".into(),
+            log_format: LogFormat::Text,
             limits: Limits::default(),
             bucket_defaults: BucketProps::default(),
             buckets: BTreeMap::new(),

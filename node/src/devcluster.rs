@@ -89,7 +89,7 @@ fn killed(status: std::process::ExitStatus) -> bool {
 
 /// Runs the cluster until SIGINT or SIGTERM.
 pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
-    crate::cli::init_tracing("warn");
+    crate::cli::init_tracing("warn", crate::config::LogFormat::Text);
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let exe = std::env::current_exe().context("cannot find the quorra binary")?;

@@ -21,7 +21,16 @@ async fn scrape(c: &TestCluster, i: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_a_short_workload() {
-    let mut c = TestCluster::start(&quorra_bin!(), 3).expect("cluster");
+    let mut c = TestCluster::start_with(&quorra_bin!(), 3, |i, cfg| {
+        // Hints are kept but not handed over, and anti-entropy is off, so
+        // the returning node stays stale until a read repairs it.
+        cfg.handoff.interval_ms = 3_600_000;
+        cfg.anti_entropy.interval_ms = 0;
+        if i == 0 {
+            cfg.log_format = quorra_node::config::LogFormat::Json;
+        }
+    })
+    .expect("cluster");
     c.wait_converged(CONVERGE).await.expect("converged");
     let http = c.client(0);
     let mut contexts = Vec::new();
@@ -48,8 +57,44 @@ async fn metrics_show_a_short_workload() {
             .expect("put");
         assert_eq!(w.status, 204, "{}", w.text());
     }
-    let failed = http.get("b", "k0?r=3").await.expect("get");
-    assert_eq!(failed.status, 503, "{}", failed.text());
+    // The caller's request id comes back, and is on the request's log
+    // lines (JSON logs on n1).
+    let failed = reqwest::Client::new()
+        .get(format!("{}/v1/kv/b/k0?r=3", c.nodes[0].url))
+        .header("x-request-id", "probe-7f3a")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(failed.status(), 503);
+    assert_eq!(
+        failed
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("probe-7f3a")
+    );
+    let logged = c.nodes[0]
+        .log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["span"]["id"] == "probe-7f3a")
+        .unwrap_or_else(|| {
+            panic!(
+                "no JSON log line with the request id:\n{}",
+                c.nodes[0].log_tail()
+            )
+        });
+    assert_eq!(logged["fields"]["message"], "request failed", "{logged}");
+    assert_eq!(logged["fields"]["code"], "quorum_unavailable", "{logged}");
+    assert_eq!(logged["span"]["path"], "/v1/kv/b/k0", "{logged}");
+    // Without one, the node makes one up (a UUID).
+    let own = reqwest::Client::new()
+        .get(format!("{}/v1/kv/b/k1", c.nodes[0].url))
+        .send()
+        .await
+        .expect("get");
+    let id = own.headers().get("x-request-id").map(|v| v.len());
+    assert_eq!((own.status().as_u16(), id), (200, Some(36)));
     let before = scrape(&c, 0).await;
     assert!(sum(&before, m::HINTS_PENDING) > 0.0, "hints for n3");
     assert_eq!(sum_where(&before, m::MEMBERS, &[("status", "up")]), 2.0);

@@ -369,6 +369,24 @@ async fn bad_input_is_refused_and_nothing_is_lost() {
             "route_not_found",
             c.get_path("/v2/kv/b/k").await.expect("get"),
         ),
+        (
+            // Past the body limit layer (a value's limit plus 64 KiB):
+            // refused before it is read, as a JSON error.
+            413,
+            "value_too_large",
+            c.put_json(
+                "/v1/buckets/b/props",
+                &serde_json::Value::String("x".repeat(70 << 10)),
+            )
+            .await
+            .expect("put"),
+        ),
+        (
+            // An extractor's own refusal comes as a JSON error too.
+            400,
+            "invalid_parameter",
+            c.get_path("/v1/cluster/ring?n=many").await.expect("get"),
+        ),
     ];
     for (status, code, answer) in cases {
         assert_eq!(answer.status, status, "{code}: {}", answer.text());

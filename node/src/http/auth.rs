@@ -68,7 +68,7 @@ fn principal_of(state: &AppState, req: &Request) -> Result<Principal, ApiError> 
         // Its policy is not known yet: it must not serve as if open.
         return Err(ApiError::new(
             ErrorCode::QuorumUnavailable,
-            "this node has not joined its cluster yet (its access policy is unknown); ask another node",
+            "this node is not in a cluster yet (it has not joined, so it does not know the access policy); ask another node",
         ));
     }
     let presented = bearer(req);

@@ -39,7 +39,7 @@ impl IntoResponse for ApiError {
         let status = StatusCode::from_u16(self.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
-            tracing::warn!(code = %self.code, message = %self.message, "request failed");
+            tracing::warn!(code = %self.code, reason = %self.message, "request failed");
         }
         let mut resp = (status, self.body()).into_response();
         resp.headers_mut().insert(

@@ -13,10 +13,14 @@
 //!   serves requests),
 //!   `/metrics` (Prometheus text).
 //!
-//! Every request passes one guard: a bounded number run at once (the rest are
-//! refused at once with `overloaded`), each under the configured timeout, and
-//! each counted by method and status. Then [`auth`] finds who it acts as
-//! (a bearer token once the cluster has any) and checks the route's class.
+//! Every request passes tower's layers, outermost first: a request id
+//! (`X-Request-Id`, the caller's or a new UUID, on the answer and on every
+//! log line of the request, through its tracing span), a count and timing by
+//! method and status, JSON error bodies for every refusal, a body size
+//! limit, load shedding over the client permits HTTP and QUIC share (past
+//! them a request is refused at once with `overloaded`), and the request
+//! timeout. Then [`auth`] finds who it acts as (a bearer token once the
+//! cluster has any) and checks the route's class.
 
 pub mod access;
 pub mod admin;
@@ -31,15 +35,24 @@ pub mod multipart;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use axum::Router;
+use axum::{BoxError, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use quorra_core::ErrorCode;
 use tokio::sync::Semaphore;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower::timeout::TimeoutLayer;
+use tower::ServiceBuilder;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::config::NodeConfig;
 use crate::kv::Kv;
@@ -68,6 +81,7 @@ impl std::fmt::Debug for AppState {
 
 /// The node's HTTP router.
 pub fn router(state: AppState) -> Router {
+    let timeout_ms = state.config.request_timeout_ms;
     Router::new()
         .route("/v1/kv/{bucket}/{*key}", any(kv::handle))
         .route("/v1/crdt/{bucket}/{*key}", any(crdt::handle))
@@ -112,39 +126,124 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::authenticate,
         ))
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(
+            // Load shedding over the client permits HTTP and QUIC share,
+            // and the request timeout; their refusals as JSON errors.
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(move |e: BoxError| {
+                    refusal(e, timeout_ms)
+                }))
+                .layer(LoadShedLayer::new())
+                .layer(GlobalConcurrencyLimitLayer::with_semaphore(
+                    state.in_flight.clone(),
+                ))
+                .layer(TimeoutLayer::new(state.config.request_timeout())),
+        )
+        .layer(RequestBodyLimitLayer::new(body_limit(&state.config)))
+        .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn(count))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }
 
-async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let method = req.method().as_str().to_owned();
-    let started = Instant::now();
-    let resp = match state.in_flight.clone().try_acquire_owned() {
-        Err(_) => ApiError::new(
+/// The largest request body: a value at the limit, with room for a JSON
+/// operation's framing. Bodies past it are refused (`413`) before they
+/// are read; each route also holds its own body to its limit.
+fn body_limit(config: &NodeConfig) -> usize {
+    config.limits.max_value_bytes.saturating_add(64 << 10)
+}
+
+/// What the guard's refusals answer: `overloaded` past the client
+/// permits, `timeout` past the request timeout.
+async fn refusal(e: BoxError, timeout_ms: u64) -> ApiError {
+    if e.is::<tower::load_shed::error::Overloaded>() {
+        metrics::counter!(crate::metric_names::OVERLOADED, "from" => "http").increment(1);
+        ApiError::new(
             ErrorCode::Overloaded,
             "too many requests in flight; retry with backoff",
         )
-        .into_response(),
-        Ok(_permit) => {
-            match tokio::time::timeout(state.config.request_timeout(), next.run(req)).await {
-                Ok(resp) => resp,
-                Err(_) => ApiError::new(
-                    ErrorCode::Timeout,
-                    format!(
-                        "the request did not finish within {} ms",
-                        state.config.request_timeout_ms
-                    ),
-                )
-                .into_response(),
-            }
-        }
-    };
+    } else if e.is::<tower::timeout::error::Elapsed>() {
+        ApiError::new(
+            ErrorCode::Timeout,
+            format!("the request did not finish within {timeout_ms} ms"),
+        )
+    } else {
+        ApiError::new(ErrorCode::Internal, e.to_string())
+    }
+}
+
+/// The span every log line of a request carries: its id (the caller's
+/// `X-Request-Id`, or a new UUID, echoed in the answer), method and path.
+fn request_span(req: &Request) -> tracing::Span {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path())
+}
+
+/// Counts every answer by method and status, and times it.
+async fn count(req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
     metrics::counter!(crate::metric_names::HTTP_REQUESTS, "method" => method.clone(), "status" => status)
         .increment(1);
     metrics::histogram!(crate::metric_names::HTTP_REQUEST_SECONDS, "method" => method)
         .record(started.elapsed().as_secs_f64());
     resp
+}
+
+/// Every error answer is a JSON error with a stable code, including the
+/// ones a layer or an extractor writes as plain text (a body past the
+/// limit, a path or query that does not parse).
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !status.is_client_error() && !status.is_server_error() || is_json {
+        return resp;
+    }
+    let text = match http_body_util::BodyExt::collect(http_body_util::Limited::new(
+        resp.into_body(),
+        4096,
+    ))
+    .await
+    {
+        Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+        Err(_) => String::new(),
+    };
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::ValueTooLarge,
+        StatusCode::NOT_FOUND => ErrorCode::RouteNotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => ErrorCode::Timeout,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Overloaded,
+        s if s.is_client_error() => ErrorCode::InvalidParameter,
+        _ => ErrorCode::Internal,
+    };
+    let message = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("refused").to_owned()
+    } else {
+        text.trim().to_owned()
+    };
+    let mut out = ApiError::new(code, message).into_response();
+    // The status stays what the layer said (a 413 stays a 413).
+    *out.status_mut() = status;
+    out
 }
 
 async fn health() -> impl IntoResponse {
