@@ -62,9 +62,9 @@ metrics_list! {
     FORBIDDEN_REQUESTS = "quorra_forbidden_requests_total", Counter, "",
         "QUIC requests refused because the certificate's role does not allow them.";
     OVERLOADED = "quorra_overloaded_total", Counter, "from",
-        "Requests refused at once because too many were in flight (overloaded), by source (client or peer).";
+        "Requests refused at once because too many were in flight (overloaded), by source: http and client (QUIC) share one pool of permits, peer has its own.";
     SIBLING_WARNINGS = "quorra_sibling_warnings_total", Counter, "",
-        "Objects stored with more siblings than a quarter of limits.max_siblings (past the limit writes are refused).";
+        "Writes that left an object with more siblings than before, past a quarter of limits.max_siblings (past the limit writes are refused).";
     LARGE_OBJECTS = "quorra_large_objects_total", Counter, "",
         "Objects stored past half the object size limit.";
     // Membership.
@@ -109,7 +109,7 @@ metrics_list! {
     AAE_TREE_BUILDS = "quorra_aae_tree_builds_total", Counter, "",
         "Partition hash trees built from the data.";
     AAE_TREES_BUILT = "quorra_aae_trees_built", Gauge, "",
-        "Partition hash trees built and current.";
+        "Partition hash trees built since the node started.";
     SCRUB_RECORDS_CHECKED = "quorra_scrub_records_checked_total", Counter, "",
         "Records the scrub read and checked.";
     SCRUB_CORRUPT_FOUND = "quorra_scrub_corrupt_found_total", Counter, "",

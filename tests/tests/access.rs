@@ -520,7 +520,7 @@ async fn certificate_grants_bind_quic_clients_as_tokens_bind_http() {
     // Once the cluster has tokens it is closed for certificates too: one
     // with no grant of its own (the QUIC form of a missing token) reaches
     // nothing, so QUIC cannot bypass what HTTP refuses.
-    create_token(
+    let root_token = create_token(
         &admin,
         "root",
         json!([{"bucket": "*", "allow": ["read", "write", "admin"]}]),
@@ -529,6 +529,61 @@ async fn certificate_grants_bind_quic_clients_as_tokens_bind_http() {
     forbidden(
         stranger.get("other", "k").await.map(drop),
         "an ungranted certificate",
+    );
+
+    // A write-only certificate's write answer carries the context, not
+    // the values; and the layout a client gets leaves the policy out.
+    let grant = json!({"grants": [{"bucket": "app-data", "allow": ["write"]}]});
+    let root = c.client(0).with_bearer(&root_token);
+    let a = root
+        .put_json("/v1/admin/certs/wo", &grant)
+        .await
+        .expect("grant");
+    assert_eq!(a.status, 200, "{}", a.text());
+    let target = c.nodes[0].peer.expect("peer address");
+    quorra_node::net::certs::generate_role(
+        &c.certs,
+        quorra_core::auth::Role::Client,
+        &["wo".into()],
+    )
+    .expect("cert");
+    let certs = quorra_node::net::certs::NodeCerts::load(&c.certs, "wo").expect("load");
+    let t = quorra_node::net::transport::Transport::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        &certs,
+        1 << 20,
+    )
+    .expect("bind");
+    let limits = quorra_core::Limits::default();
+    let write = quorra_core::proto::Write {
+        bucket: quorra_core::BucketName::parse("app-data", &limits).expect("bucket"),
+        key: quorra_core::Key::parse(b"k".to_vec(), &limits).expect("key"),
+        context: None,
+        operation: quorra_core::proto::Operation::Put(quorra_core::Content::value(
+            b"blind".to_vec(),
+            "text/plain",
+            0,
+        )),
+        quorum: quorra_core::QuorumOverrides::default(),
+    };
+    let std_timeout = std::time::Duration::from_secs(5);
+    let answer = t
+        .ask(target, write, std_timeout)
+        .await
+        .expect("answer")
+        .expect("written");
+    assert!(
+        answer.object.is_none() && answer.context.is_some(),
+        "{answer:?}"
+    );
+    let shape = t
+        .ask(target, quorra_core::proto::ClusterInfo, std_timeout)
+        .await
+        .expect("answer")
+        .expect("shape");
+    assert!(
+        shape.layout.is_some_and(|l| l.access.is_none()),
+        "the policy is hidden"
     );
     forbidden(
         stranger.put("other", "k", "x", None).await.map(drop),

@@ -293,7 +293,7 @@ async fn bad_input_is_refused_and_nothing_is_lost() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = NodeProcess::config("n1", dir.path());
     config.limits.max_value_bytes = 1024;
-    config.limits.max_siblings = 4;
+    config.limits.max_siblings = 8;
     let node = NodeProcess::start(&quorra_bin!(), dir.path(), config).expect("start");
     let c = Client::new(&node.url);
     assert_eq!(
@@ -412,27 +412,38 @@ async fn bad_input_is_refused_and_nothing_is_lost() {
         body.contains("invalid_parameter") && body.contains("reserved"),
         "{body}"
     );
-    // Siblings: past a quarter of the limit a write is stored with a
-    // warning (logged and counted), past the limit it is refused until
-    // the client resolves them.
-    for i in 0..4 {
+    // Siblings: past a quarter of the limit (2 of 8) a write that adds one
+    // is stored with a warning (logged and counted); past the limit a
+    // write is refused until the client resolves them.
+    let mut first = None;
+    for i in 0..8 {
         let w = c
             .put("b", "sibs", format!("v{i}"), None, "")
             .await
             .expect("put");
         assert_eq!(w.status, 204, "{}", w.text());
+        first = first.or(w.context);
     }
-    let over = c.put("b", "sibs", "v4", None, "").await.expect("put");
+    let over = c.put("b", "sibs", "v8", None, "").await.expect("put");
     assert_eq!(
         (over.status, over.error_code().as_deref()),
         (409, Some("too_many_siblings")),
         "{}",
         over.text()
     );
-    assert_eq!(c.get("b", "sibs").await.expect("get").values().len(), 4);
+    // Replacing one sibling keeps the count: no warning.
+    let same = c
+        .put("b", "sibs", "v0b", first.as_deref(), "")
+        .await
+        .expect("put");
+    assert_eq!(same.status, 204, "{}", same.text());
+    assert_eq!(c.get("b", "sibs").await.expect("get").values().len(), 8);
     let metrics = c.get_path("/metrics").await.expect("metrics").text();
     let warned = quorra_tests::metrics::sum(&metrics, "quorra_sibling_warnings_total");
-    assert!(warned >= 1.0, "sibling warnings: {warned}");
+    assert_eq!(
+        warned, 6.0,
+        "one warning per write that grew past 2 (3rd to 8th)"
+    );
     assert!(
         node.log_text().contains("many siblings"),
         "the warning is logged"

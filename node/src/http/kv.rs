@@ -227,12 +227,26 @@ pub(super) async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiEr
     };
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes().to_vec()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        // Ours, or the body limit layer's (wrapped by axum) when one frame
+        // crosses both.
+        Err(e) if over_limit(e.as_ref()) => Err(too_large()),
         Err(e) => Err(ApiError::new(
             ErrorCode::InvalidParameter,
             format!("cannot read the request body: {e}"),
         )),
     }
+}
+
+/// Whether a body error is a length limit's, anywhere in its chain.
+fn over_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut at = Some(e);
+    while let Some(e) = at {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        at = e.source();
+    }
+    false
 }
 
 fn context_value(ctx: Option<String>) -> Option<HeaderValue> {

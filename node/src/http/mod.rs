@@ -37,7 +37,7 @@ use std::time::Instant;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -188,16 +188,29 @@ fn request_span(req: &Request) -> tracing::Span {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
-    tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path())
+    // At error level, so a filter of `warn` or `error` keeps the id on the
+    // lines it lets through.
+    tracing::error_span!("request", id = %id, method = %req.method(), path = %req.uri().path())
 }
 
 /// Counts every answer by method and status, and times it.
 async fn count(req: Request, next: Next) -> Response {
-    let method = req.method().as_str().to_owned();
+    // Known methods only: any other is "other", so no caller can grow
+    // the series without bound.
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    };
     let started = Instant::now();
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
-    metrics::counter!(crate::metric_names::HTTP_REQUESTS, "method" => method.clone(), "status" => status)
+    metrics::counter!(crate::metric_names::HTTP_REQUESTS, "method" => method, "status" => status)
         .increment(1);
     metrics::histogram!(crate::metric_names::HTTP_REQUEST_SECONDS, "method" => method)
         .record(started.elapsed().as_secs_f64());
@@ -217,17 +230,17 @@ async fn json_errors(req: Request, next: Next) -> Response {
     if !status.is_client_error() && !status.is_server_error() || is_json {
         return resp;
     }
-    let text = match http_body_util::BodyExt::collect(http_body_util::Limited::new(
-        resp.into_body(),
-        4096,
-    ))
-    .await
-    {
-        Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
-        Err(_) => String::new(),
-    };
+    let (parts, body) = resp.into_parts();
+    let text =
+        match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, 4096)).await {
+            Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+            Err(_) => String::new(),
+        };
     let code = match status {
         StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::ValueTooLarge,
+        StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+        StatusCode::FORBIDDEN => ErrorCode::Forbidden,
+        StatusCode::PRECONDITION_FAILED => ErrorCode::PreconditionFailed,
         StatusCode::NOT_FOUND => ErrorCode::RouteNotFound,
         StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
         StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => ErrorCode::Timeout,
@@ -241,8 +254,14 @@ async fn json_errors(req: Request, next: Next) -> Response {
         text.trim().to_owned()
     };
     let mut out = ApiError::new(code, message).into_response();
-    // The status stays what the layer said (a 413 stays a 413).
+    // The status and headers stay what the layer said (a 413 stays a 413,
+    // an `Allow` stays), but for the body's type and length.
     *out.status_mut() = status;
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
     out
 }
 

@@ -454,8 +454,8 @@ impl ObjectStore {
             );
         }
         let siblings = object.siblings().len();
-        let changed = old.is_none_or(|o| o.siblings().len() != siblings);
-        if siblings > self.limits.sibling_warning() && changed {
+        let grew = old.is_none_or(|o| o.siblings().len() < siblings);
+        if siblings > self.limits.sibling_warning() && grew {
             metrics::counter!(crate::metric_names::SIBLING_WARNINGS).increment(1);
             tracing::warn!(
                 bucket = %bucket,
