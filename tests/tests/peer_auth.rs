@@ -480,4 +480,73 @@ async fn requests_past_the_concurrency_limits_are_refused_overloaded() {
         );
         assert!(served > 0, "{who}: none of six served");
     }
+    // HTTP shares the client permits, through tower's load shedding: a
+    // JSON `503 overloaded` at once, never a queue.
+    let burst: Vec<_> = (0..6)
+        .map(|i| {
+            let http = c.client(0);
+            tokio::spawn(async move { http.get("b", &format!("k{i}")).await })
+        })
+        .collect();
+    let (mut served, mut overloaded) = (0, 0);
+    for answer in burst {
+        let a = answer.await.expect("task").expect("answer");
+        match (a.status, a.error_code().as_deref()) {
+            (503, Some("overloaded")) => overloaded += 1,
+            (404, Some("not_found")) => served += 1,
+            other => panic!("unexpected {other:?}: {}", a.text()),
+        }
+    }
+    assert!(
+        overloaded > 0 && served > 0,
+        "{served} served, {overloaded} refused"
+    );
+}
+
+/// A request past the request timeout answers a JSON `504 timeout`, and
+/// the node keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_timeout_is_a_json_504() {
+    let c = TestCluster::start_with(&quorra_bin!(), 1, |_, cfg| {
+        cfg.fault_injection = true;
+        cfg.request_timeout_ms = 300;
+    })
+    .expect("cluster");
+    let http = c.client(0);
+    assert_eq!(
+        http.put("b", "k", "v", None, "").await.expect("put").status,
+        204
+    );
+    let slow = http
+        .put_json(
+            "/v1/debug/faults",
+            &serde_json::json!({ "disk_delay_ms": 1000 }),
+        )
+        .await
+        .expect("faults");
+    assert_eq!(slow.status, 200, "{}", slow.text());
+    let late = http.get("b", "k").await.expect("get");
+    assert_eq!(
+        (late.status, late.error_code().as_deref()),
+        (504, Some("timeout")),
+        "{}",
+        late.text()
+    );
+    let healed = http
+        .put_json(
+            "/v1/debug/faults",
+            &serde_json::json!({ "disk_delay_ms": 0 }),
+        )
+        .await
+        .expect("faults");
+    assert_eq!(healed.status, 200, "{}", healed.text());
+    // The read that timed out may still hold the slowed disk a moment.
+    let http = &http;
+    TestCluster::eventually(Duration::from_secs(10), "served again", || async move {
+        http.get("b", "k")
+            .await
+            .is_ok_and(|a| a.status == 200 && a.text() == "v")
+    })
+    .await
+    .expect("the node serves after the timeout");
 }
