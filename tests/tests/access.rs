@@ -323,6 +323,18 @@ async fn tokens_close_the_http_api_and_bind_each_caller_to_its_buckets() {
             "write-only token reads",
         ),
         (
+            0,
+            &ro_token,
+            (Method::GET, "/v1/kv/app-counts/c", None),
+            "a bucket's type is not shown to who may not read it",
+        ),
+        (
+            2,
+            &wo_token,
+            (Method::GET, "/v1/crdt/app-data/k", None),
+            "nor that a bucket is plain",
+        ),
+        (
             2,
             &app_token,
             (Method::GET, "/v1/admin/layout", None),

@@ -56,7 +56,9 @@ pub(super) async fn get_props(
     Path(bucket): Path<String>,
 ) -> Response {
     let shown = bucket_of(&state, &bucket).and_then(|bucket| {
+        // Who may read the bucket, or change its properties, sees them.
         authorize_bucket(&who, bucket.as_str(), Perm::Read)
+            .or_else(|_| authorize_bucket(&who, bucket.as_str(), Perm::Admin))
             .map_err(|d| ApiError::new(d.code(), d.to_string()))?;
         Ok(bucket)
     });

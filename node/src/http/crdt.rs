@@ -47,12 +47,17 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
     let (bucket, key) = http_kv::parse_path_in("/v1/crdt/", req.uri().path(), &limits)?;
     let quorum = http_kv::parse_query(req.uri().query())?;
     let who = super::auth::principal(&req);
-    let datatype = state
-        .kv
-        .cluster()
-        .bucket_props(&bucket)
-        .datatype
-        .ok_or_else(|| refused(&CrdtError::Plain(bucket.to_string())))?;
+    let Some(datatype) = state.kv.cluster().bucket_props(&bucket).datatype else {
+        // Only a caller who may use the bucket learns it is a plain one.
+        let perm = if *req.method() == Method::GET {
+            Perm::Read
+        } else {
+            Perm::Write
+        };
+        authorize_bucket(&who, bucket.as_str(), perm)
+            .map_err(|d| ApiError::new(d.code(), d.to_string()))?;
+        return Err(refused(&CrdtError::Plain(bucket.to_string())));
+    };
     let kv = &state.kv;
     match *req.method() {
         Method::GET => {

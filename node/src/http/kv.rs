@@ -12,6 +12,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
 use percent_encoding::percent_decode_str;
+use quorra_core::auth::{authorize_bucket, Perm};
 use quorra_core::bucket::{MAX_CONTENT_TYPE_LEN, MAX_META_BYTES};
 use quorra_core::proto::Operation;
 use quorra_core::{BucketName, Content, ErrorCode, Key, Object, QuorumOverrides};
@@ -43,6 +44,9 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
     match *req.method() {
         Method::GET | Method::HEAD => {
             if let Some(datatype) = state.kv.cluster().bucket_props(&bucket).datatype {
+                // Only a caller who may read the bucket learns its type.
+                authorize_bucket(&who, bucket.as_str(), Perm::Read)
+                    .map_err(|d| ApiError::new(d.code(), d.to_string()))?;
                 let e = quorra_core::crdt::CrdtError::NotPlain {
                     bucket: bucket.to_string(),
                     datatype,
