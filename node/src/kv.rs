@@ -78,17 +78,23 @@ impl KvError {
 }
 
 /// Counts a client request by operation and outcome, and times it.
-fn observe<T>(op: &'static str, started: std::time::Instant, result: &Result<T, KvError>) {
+async fn observed<T>(
+    op: &'static str,
+    request: impl std::future::Future<Output = Result<T, KvError>>,
+) -> Result<T, KvError> {
     use crate::metric_names as m;
-    let outcome = match result {
+    let started = std::time::Instant::now();
+    let result = request.await;
+    let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.code().as_str(),
     };
-    if outcome == ErrorCode::QuorumUnavailable.as_str() {
+    if matches!(&result, Err(e) if e.code() == ErrorCode::QuorumUnavailable) {
         metrics::counter!(m::QUORUM_FAILURES, "op" => op).increment(1);
     }
     metrics::counter!(m::KV_REQUESTS, "op" => op, "outcome" => outcome).increment(1);
     metrics::histogram!(m::KV_REQUEST_SECONDS, "op" => op).record(started.elapsed().as_secs_f64());
+    result
 }
 
 /// The node's key-value service.
@@ -168,30 +174,20 @@ impl Kv {
         key: Key,
         quorum: QuorumOverrides,
     ) -> Result<(Option<Object>, Option<String>), KvError> {
-        let started = std::time::Instant::now();
-        let result = self.get_checked(who, bucket, key, quorum).await;
-        observe("get", started, &result);
-        result
-    }
-
-    async fn get_checked(
-        &self,
-        who: &Principal,
-        bucket: BucketName,
-        key: Key,
-        quorum: QuorumOverrides,
-    ) -> Result<(Option<Object>, Option<String>), KvError> {
-        authorize_bucket(who, bucket.as_str(), Perm::Read)?;
-        self.config.limits.check_names(&bucket, &key)?;
-        let object = self
-            .run(Request::Get {
-                bucket: bucket.clone(),
-                key: key.clone(),
-                quorum,
-            })
-            .await?;
-        let context = self.context_for(&bucket, &key, object.as_ref());
-        Ok((object, context))
+        observed("get", async {
+            authorize_bucket(who, bucket.as_str(), Perm::Read)?;
+            self.config.limits.check_names(&bucket, &key)?;
+            let object = self
+                .run(Request::Get {
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                    quorum,
+                })
+                .await?;
+            let context = self.context_for(&bucket, &key, object.as_ref());
+            Ok((object, context))
+        })
+        .await
     }
 
     /// A client's write or delete, with the context token it read (if
@@ -211,89 +207,75 @@ impl Kv {
             Operation::Delete => "delete",
             Operation::Crdt(_) => "crdt",
         };
-        let started = std::time::Instant::now();
-        let result = self
-            .write_checked(who, bucket, key, context, operation, quorum)
-            .await;
-        observe(op, started, &result);
-        result
-    }
-
-    async fn write_checked(
-        &self,
-        who: &Principal,
-        bucket: BucketName,
-        key: Key,
-        context: Option<&str>,
-        operation: Operation,
-        quorum: QuorumOverrides,
-    ) -> Result<(Option<Object>, Option<String>), KvError> {
-        authorize_bucket(who, bucket.as_str(), Perm::Write)?;
-        let limits = &self.config.limits;
-        limits.check_names(&bucket, &key)?;
-        let datatype = self.driver.bucket_props(&bucket).datatype;
-        match (&operation, datatype) {
-            (Operation::Put(content), None) => {
-                limits.check_content(content)?;
-                // Stores read a value of this type as a data type's state.
-                if content.content_type == crdt::CONTENT_TYPE {
-                    return Err(NameError {
-                        code: ErrorCode::InvalidParameter,
-                        message: format!(
-                            "the content type {} is reserved for data-type states; use another",
-                            crdt::CONTENT_TYPE
-                        ),
+        observed(op, async {
+            authorize_bucket(who, bucket.as_str(), Perm::Write)?;
+            let limits = &self.config.limits;
+            limits.check_names(&bucket, &key)?;
+            let datatype = self.driver.bucket_props(&bucket).datatype;
+            match (&operation, datatype) {
+                (Operation::Put(content), None) => {
+                    limits.check_content(content)?;
+                    // Stores read a value of this type as a data type's state.
+                    if content.content_type == crdt::CONTENT_TYPE {
+                        return Err(NameError {
+                            code: ErrorCode::InvalidParameter,
+                            message: format!(
+                                "the content type {} is reserved for data-type states; use another",
+                                crdt::CONTENT_TYPE
+                            ),
+                        }
+                        .into());
                     }
-                    .into());
                 }
-            }
-            (Operation::Delete, None) => {}
-            (Operation::Put(_) | Operation::Delete, Some(datatype)) => {
-                return Err(CrdtError::NotPlain {
-                    bucket: bucket.to_string(),
-                    datatype,
-                }
-                .into())
-            }
-            (Operation::Crdt(op), datatype) => {
-                crdt::check_op(datatype, &bucket, op, context.is_some())?;
-                let size = rmp_serde::to_vec(op).map_or(usize::MAX, |b| b.len());
-                if size > limits.max_value_bytes {
-                    return Err(NameError {
-                        code: ErrorCode::ValueTooLarge,
-                        message: format!(
-                            "the operation is {size} bytes encoded; the limit is {}",
-                            limits.max_value_bytes
-                        ),
+                (Operation::Delete, None) => {}
+                (Operation::Put(_) | Operation::Delete, Some(datatype)) => {
+                    return Err(CrdtError::NotPlain {
+                        bucket: bucket.to_string(),
+                        datatype,
                     }
-                    .into());
+                    .into())
+                }
+                (Operation::Crdt(op), datatype) => {
+                    crdt::check_op(datatype, &bucket, op, context.is_some())?;
+                    let size = rmp_serde::to_vec(op).map_or(usize::MAX, |b| b.len());
+                    if size > limits.max_value_bytes {
+                        return Err(NameError {
+                            code: ErrorCode::ValueTooLarge,
+                            message: format!(
+                                "the operation is {size} bytes encoded; the limit is {}",
+                                limits.max_value_bytes
+                            ),
+                        }
+                        .into());
+                    }
                 }
             }
-        }
-        let context = match context {
-            None => VersionVector::new(),
-            Some(raw) => {
-                CausalContext::decode(
-                    raw,
-                    limits.max_context_bytes,
-                    &self.context_key,
-                    &bucket,
-                    &key,
-                )?
-                .0
-            }
-        };
-        let object = self
-            .run(Request::Write {
-                bucket: bucket.clone(),
-                key: key.clone(),
-                context,
-                operation,
-                quorum,
-            })
-            .await?;
-        let context = self.context_for(&bucket, &key, object.as_ref());
-        Ok((object, context))
+            let context = match context {
+                None => VersionVector::new(),
+                Some(raw) => {
+                    CausalContext::decode(
+                        raw,
+                        limits.max_context_bytes,
+                        &self.context_key,
+                        &bucket,
+                        &key,
+                    )?
+                    .0
+                }
+            };
+            let object = self
+                .run(Request::Write {
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                    context,
+                    operation,
+                    quorum,
+                })
+                .await?;
+            let context = self.context_for(&bucket, &key, object.as_ref());
+            Ok((object, context))
+        })
+        .await
     }
 
     /// A write that creates the key only if it has no value (HTTP's

@@ -180,15 +180,23 @@ pub fn authorize(who: &Principal, access: Access) -> Result<(), Denied> {
             | (Some(Role::Client), Access::Client)
             | (Some(Role::Admin), Access::Client | Access::Admin)
     );
+    refused_unless(allowed, who, access, None)
+}
+
+fn refused_unless(
+    allowed: bool,
+    who: &Principal,
+    access: Access,
+    on: Option<(Perm, String)>,
+) -> Result<(), Denied> {
     if allowed {
-        Ok(())
-    } else {
-        Err(Denied {
-            principal: who.to_string(),
-            access,
-            on: None,
-        })
+        return Ok(());
     }
+    Err(Denied {
+        principal: who.to_string(),
+        access,
+        on,
+    })
 }
 
 /// The check for a request on one bucket: the role must allow client
@@ -200,22 +208,12 @@ pub fn authorize_bucket(who: &Principal, bucket: &str, perm: Perm) -> Result<(),
     } else {
         Access::Client
     };
-    let allowed = match &who.grants {
-        Some(grants) => {
-            authorize(who, Access::Client)?;
-            granted(grants, bucket, perm)
-        }
-        None => return authorize(who, access),
+    let Some(grants) = &who.grants else {
+        return authorize(who, access);
     };
-    if allowed {
-        Ok(())
-    } else {
-        Err(Denied {
-            principal: who.to_string(),
-            access,
-            on: Some((perm, bucket.to_owned())),
-        })
-    }
+    authorize(who, Access::Client)?;
+    let allowed = granted(grants, bucket, perm);
+    refused_unless(allowed, who, access, Some((perm, bucket.to_owned())))
 }
 
 #[cfg(test)]
