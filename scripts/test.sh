@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick start, command two: build Quorra and run the whole test suite (unit,
-# property and cross-process integration tests on loopback), plus the format
-# and lint checks CI holds every change to. Prints each phase's time.
+# property and cross-process integration tests on loopback), the HTTP API
+# against its OpenAPI document (schemathesis, on a 3-node cluster), plus the
+# format and lint checks CI holds every change to. Prints each phase's time.
 #
 # --full adds the long runs: 100-node simulations, 4,000 more seeded
 # schedules and a 5-minute Jepsen soak (tens of minutes more).
@@ -41,6 +42,9 @@ fi
 status=0
 cargo test --workspace --no-fail-fast "$@" || status=$?
 phase test
+# The HTTP API against its own OpenAPI document, on a running 3-node cluster.
+bash "$QUORRA_ROOT/scripts/schemathesis.sh" || status=$?
+phase schemathesis
 if [ "$full" = 1 ]; then
   cargo test -p quorra-sim --test simulation -- --ignored || status=$?
   QUORRA_SIM_FIRST_SEED=1001 QUORRA_SIM_SEEDS=4000 \

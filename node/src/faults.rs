@@ -16,10 +16,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// The faults in force.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct FaultState {
     /// Peer addresses whose requests from this node are dropped.
+    #[schema(value_type = Vec<String>)]
     pub drop_to: BTreeSet<SocketAddr>,
     /// Delay added to every outgoing peer request (ms).
     pub delay_ms: u64,

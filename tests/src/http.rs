@@ -88,6 +88,22 @@ impl Client {
         }
     }
 
+    /// Any method on any path, with a JSON body or none.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<Answer> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        answer(req.send().await?).await
+    }
+
     /// DELETE any path.
     pub async fn delete_path(&self, path: &str) -> anyhow::Result<Answer> {
         answer(

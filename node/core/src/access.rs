@@ -37,6 +37,7 @@ pub const SECRET_LEN: usize = 43;
 
 /// What a grant allows on a bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Perm {
     /// Read keys (GET, a data type's value, the bucket's properties).
@@ -61,6 +62,7 @@ impl Perm {
 
 /// Permissions on the buckets a pattern names.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
     /// `*` (every bucket), `name`, or `prefix*`.
@@ -126,6 +128,7 @@ pub fn is_cluster_admin(grants: &[Grant]) -> bool {
 
 /// A bearer token as the policy keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenEntry {
     /// Hex SHA-256 of the token's secret.
     pub secret_sha256: String,
@@ -135,6 +138,7 @@ pub struct TokenEntry {
 
 /// The cluster's tokens and certificate grants.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccessPolicy {
     /// Bearer tokens by id.
     #[serde(default)]

@@ -19,6 +19,7 @@ pub const MAX_KEY_LEN_HARD: usize = 64 * 1024;
 
 /// How concurrent writes to a key are resolved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ConflictMode {
     /// Keep concurrent writes as siblings; the client resolves them (default,
@@ -330,6 +331,7 @@ impl Key {
 /// Some of a bucket's properties, to set over the others (the body of a
 /// `PUT /v1/buckets/{bucket}/props`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct PropsPatch {
     /// Replicas of each key.
@@ -370,6 +372,7 @@ impl PropsPatch {
 /// bootstraps it), so every node replicates, acknowledges and merges a
 /// bucket alike.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BucketTable {
     /// Properties of every bucket not named.
     pub defaults: BucketProps,
@@ -428,6 +431,7 @@ impl BucketTable {
 ///
 /// Quorum values are per-request defaults; each request may override them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct BucketProps {
     /// Number of replicas of each key.

@@ -96,6 +96,7 @@ pub const MAX_FIELD_BYTES: usize = 1024;
 
 /// A bucket's data type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Datatype {
     /// A PN-counter.

@@ -35,6 +35,7 @@ const ID_BYTES: usize = 16;
 
 /// A cluster's identity: 32 hex digits, derived from the initial member list.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(try_from = "String", into = "String")]
 pub struct ClusterId(String);
 
@@ -116,6 +117,7 @@ pub enum LayoutError {
 /// identity and of its layout, and a node configured otherwise neither
 /// founds with the others nor joins (it says why, loudly).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Shape {
     /// Partitions of the key space (a power of two).
     pub partitions: u32,
@@ -182,6 +184,7 @@ pub const MAX_ZONE_LEN: usize = 64;
 /// A node's part in a layout version: its failure domain and how much it
 /// holds relative to the others. A member without a role holds no data.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Role {
     /// Failure domain; a node without one is a zone of its own.
     pub zone: Option<String>,
@@ -191,6 +194,7 @@ pub struct Role {
 
 /// A change an operator stages for the next layout version.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Change {
     /// Give the node this role: a join, or a new zone or weight.
@@ -210,6 +214,7 @@ pub enum Change {
 /// Staged changes spread by gossip; of two for one node or bucket the
 /// later wins (`seq`, then the author), on every node alike.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Staged<C = Change> {
     /// Above every staged change this node had seen.
     pub seq: u64,
@@ -237,6 +242,7 @@ impl<C: Ord> Staged<C> {
 /// higher version's committed part wins, and two different committed parts
 /// of one version are a bug that [`Layout::merge`] reports, never resolves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Layout {
     /// The cluster, fixed at bootstrap.
     pub cluster: ClusterId,
@@ -1125,6 +1131,7 @@ impl Layout {
 
 /// Which buckets of a partition a node copies when it gains it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// Every bucket but these.

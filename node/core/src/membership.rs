@@ -54,6 +54,7 @@ use crate::layout::{Change, ClusterId, Layout, LayoutStamp, Shape, StageError};
 
 /// A member's state, as one node sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Started, not yet in contact with the cluster.

@@ -65,6 +65,7 @@ impl Candidate {
 
 /// The replicas of every partition, by rank.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Assignment {
     /// The nodes, sorted by id; the table holds indexes into this list.
     pub nodes: Vec<String>,

@@ -49,6 +49,7 @@ const POINT_TAG: u8 = 2;
 
 /// A member as the ring sees it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RingMember {
     /// The node id.
     pub id: String,

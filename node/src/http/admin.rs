@@ -22,11 +22,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use quorra_core::layout::{Change, Layout, Plan, Role};
+use quorra_core::layout::{Change, ClusterId, Layout, Plan, Role, Scope};
 use quorra_core::membership::LayoutChangeError;
 use quorra_core::ErrorCode;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
 use super::AppState;
@@ -40,13 +40,60 @@ fn layout_of(state: &AppState) -> Result<Layout, ApiError> {
     })
 }
 
+/// A member's role as operators read it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RoleShown {
+    /// Its zone.
+    zone: Option<String>,
+    /// Its weight.
+    weight: u32,
+    /// Partition replicas it holds.
+    slots: usize,
+}
+
+/// A staged change.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StagedShown {
+    /// The change.
+    change: Change,
+    /// The node that staged it.
+    by: String,
+}
+
+/// A staged `n_val` change.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StagedNVal {
+    /// The new `n_val`.
+    n_val: u8,
+    /// The node that staged it.
+    by: String,
+}
+
 /// The layout as operators read it.
-pub(crate) fn describe(layout: &Layout) -> Value {
-    let holding: Vec<&String> = layout
-        .members
-        .iter()
-        .filter(|id| !layout.roles.contains_key(*id))
-        .collect();
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LayoutShown {
+    /// The cluster's id.
+    cluster: ClusterId,
+    /// The committed version.
+    version: u64,
+    /// Its digest.
+    digest: String,
+    /// Partitions of the key space.
+    partitions: u32,
+    /// Replicas of each partition.
+    replicas: u8,
+    /// The members holding data.
+    roles: BTreeMap<String, RoleShown>,
+    /// The members holding nothing.
+    members_without_data: Vec<String>,
+    /// Changes staged for the next version, by node.
+    staged: BTreeMap<String, StagedShown>,
+    /// `n_val` changes staged, by bucket.
+    staged_n_val: BTreeMap<String, StagedNVal>,
+}
+
+/// The layout as operators read it.
+pub(crate) fn describe(layout: &Layout) -> LayoutShown {
     let loads = layout
         .assignment
         .as_ref()
@@ -57,43 +104,60 @@ pub(crate) fn describe(layout: &Layout) -> Value {
                 .collect::<BTreeMap<_, _>>()
         })
         .unwrap_or_default();
-    let roles: BTreeMap<&String, Value> = layout
-        .roles
-        .iter()
-        .map(|(id, r)| {
-            let slots = loads.get(id).copied().unwrap_or(0);
-            (
-                id,
-                json!({"zone": r.zone, "weight": r.weight, "slots": slots}),
-            )
-        })
-        .collect();
-    let staged: BTreeMap<&String, Value> = layout
-        .staged
-        .iter()
-        .map(|(id, s)| (id, json!({"change": s.change, "by": s.by})))
-        .collect();
-    let staged_n_val: BTreeMap<&String, Value> = layout
-        .staged_n_val
-        .iter()
-        .filter(|(_, s)| s.seq > layout.applied)
-        .map(|(bucket, s)| (bucket, json!({"n_val": s.change, "by": s.by})))
-        .collect();
-    let shape = layout.shape();
-    json!({
-        "cluster": layout.cluster,
-        "version": layout.version,
-        "digest": layout.digest(),
-        "partitions": shape.partitions,
-        "replicas": layout.replicas,
-        "roles": roles,
-        "members_without_data": holding,
-        "staged": staged,
-        "staged_n_val": staged_n_val,
-    })
+    LayoutShown {
+        cluster: layout.cluster.clone(),
+        version: layout.version,
+        digest: layout.digest(),
+        partitions: layout.shape().partitions,
+        replicas: layout.replicas,
+        roles: layout
+            .roles
+            .iter()
+            .map(|(id, r)| {
+                let shown = RoleShown {
+                    zone: r.zone.clone(),
+                    weight: r.weight,
+                    slots: loads.get(id).copied().unwrap_or(0),
+                };
+                (id.clone(), shown)
+            })
+            .collect(),
+        members_without_data: layout
+            .members
+            .iter()
+            .filter(|id| !layout.roles.contains_key(*id))
+            .cloned()
+            .collect(),
+        staged: layout
+            .staged
+            .iter()
+            .map(|(id, s)| {
+                let shown = StagedShown {
+                    change: s.change.clone(),
+                    by: s.by.clone(),
+                };
+                (id.clone(), shown)
+            })
+            .collect(),
+        staged_n_val: layout
+            .staged_n_val
+            .iter()
+            .filter(|(_, s)| s.seq > layout.applied)
+            .map(|(bucket, s)| {
+                let shown = StagedNVal {
+                    n_val: s.change,
+                    by: s.by.clone(),
+                };
+                (bucket.clone(), shown)
+            })
+            .collect(),
+    }
 }
 
-/// `GET /v1/admin/layout`.
+/// The committed version, its roles, the members holding nothing, and
+/// what is staged.
+#[utoipa::path(get, path = "/v1/admin/layout", tag = "layout",
+    responses((status = 200, description = "The layout", body = LayoutShown)))]
 pub(super) async fn show(State(state): State<AppState>) -> Response {
     match layout_of(&state) {
         Ok(layout) => Json(describe(&layout)).into_response(),
@@ -102,7 +166,7 @@ pub(super) async fn show(State(state): State<AppState>) -> Response {
 }
 
 /// The body of a staging request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct StageBody {
     /// The node the change is about (`leave` without one: this node).
@@ -133,7 +197,29 @@ fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<Option<T>, 
     })
 }
 
-/// `POST /v1/admin/layout/{action}`.
+/// A layout change to stage.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Action {
+    /// Give `node` a role (a join, or a new zone or weight).
+    Join,
+    /// `node` (or this node) hands its data over and leaves.
+    Leave,
+    /// `node` is gone: its data is rebuilt from the other replicas.
+    Remove,
+    /// `node` hands its place to `with`.
+    Replace,
+    /// Unstage `node`'s change.
+    Clear,
+    /// Set `bucket`'s `n_val`.
+    NVal,
+}
+
+/// Stages one change for the next layout version; answered with the
+/// layout and what is staged.
+#[utoipa::path(post, path = "/v1/admin/layout/{action}", tag = "layout", request_body = StageBody,
+    params(("action" = inline(Action), Path, description = "The change")),
+    responses((status = 200, description = "The layout with the change staged", body = LayoutShown)))]
 pub(super) async fn stage(
     State(state): State<AppState>,
     Path(action): Path<String>,
@@ -153,14 +239,7 @@ fn stage_change(
 ) -> Result<Layout, ApiError> {
     let layout = layout_of(state)?;
     let cluster = state.kv.cluster();
-    let body = body.unwrap_or(StageBody {
-        node: None,
-        zone: None,
-        weight: None,
-        with: None,
-        bucket: None,
-        n_val: None,
-    });
+    let body = body.unwrap_or_default();
     let missing = |what: &str| {
         ApiError::new(
             ErrorCode::InvalidParameter,
@@ -223,7 +302,83 @@ fn change_error(e: LayoutChangeError) -> ApiError {
     ApiError::new(code, e.to_string())
 }
 
-/// `GET /v1/admin/layout/plan`.
+/// A partition's copies in a plan.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct TransferShown {
+    /// The partition.
+    partition: u32,
+    /// Its replicas now.
+    from: Vec<String>,
+    /// The replicas that gain it.
+    to: Vec<String>,
+    /// The replicas that give it up.
+    leaving: Vec<String>,
+    /// Keys each gaining replica copies (estimated).
+    keys_estimated: u64,
+    /// Bytes each gaining replica copies (estimated).
+    bytes_estimated: u64,
+}
+
+/// One bucket copy an `n_val` change makes.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct BucketCopyShown {
+    /// The partition.
+    partition: u32,
+    /// The node copying.
+    to: String,
+    /// The buckets it copies.
+    buckets: Scope,
+    /// Keys copied, at most (the partition's).
+    keys_estimated_at_most: u64,
+    /// Bytes copied, at most.
+    bytes_estimated_at_most: u64,
+}
+
+/// An `n_val` change in a plan.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct NValChange {
+    /// Now.
+    from: u8,
+    /// After the commit.
+    to: u8,
+}
+
+/// What a commit would do.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct PlanShown {
+    /// The committed version the plan is against.
+    from_version: u64,
+    /// The version a commit makes.
+    to_version: u64,
+    /// The staged changes, by node.
+    changes: BTreeMap<String, Change>,
+    /// The staged `n_val` changes, by bucket.
+    n_val_changes: BTreeMap<String, NValChange>,
+    /// Bucket copies they make.
+    bucket_copies: Vec<BucketCopyShown>,
+    /// Partition replicas in all.
+    slots: usize,
+    /// Of those, moving.
+    slots_moving: usize,
+    /// The share moving.
+    share_moving: f64,
+    /// Keys copied in all (estimated from this node's data).
+    keys_estimated: u64,
+    /// Bytes copied in all (estimated).
+    bytes_estimated: u64,
+    /// Partition replicas per node now.
+    slots_before: BTreeMap<String, usize>,
+    /// After the commit.
+    slots_after: BTreeMap<String, usize>,
+    /// The partitions that move.
+    transfers: Vec<TransferShown>,
+}
+
+/// What a commit would do: the partitions that move, from whom to whom,
+/// keys and bytes estimated from this node's data, and each node's share
+/// before and after.
+#[utoipa::path(get, path = "/v1/admin/layout/plan", tag = "layout",
+    responses((status = 200, description = "The plan", body = PlanShown)))]
 pub(super) async fn plan(State(state): State<AppState>) -> Response {
     match plan_of(&state).await {
         Ok(v) => Json(v).into_response(),
@@ -231,7 +386,7 @@ pub(super) async fn plan(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn plan_of(state: &AppState) -> Result<Value, ApiError> {
+async fn plan_of(state: &AppState) -> Result<PlanShown, ApiError> {
     let layout = layout_of(state)?;
     let plan: Plan = layout
         .plan()
@@ -256,7 +411,7 @@ async fn plan_of(state: &AppState) -> Result<Value, ApiError> {
     };
     let mut keys = 0u64;
     let mut bytes = 0u64;
-    let transfers: Vec<Value> = plan
+    let transfers: Vec<TransferShown> = plan
         .transfers
         .iter()
         .map(|t| {
@@ -264,65 +419,76 @@ async fn plan_of(state: &AppState) -> Result<Value, ApiError> {
             let copies = t.joining.len() as u64;
             keys += k * copies;
             bytes += b * copies;
-            json!({
-                "partition": t.partition,
-                "from": t.staying.iter().chain(&t.leaving).collect::<Vec<_>>(),
-                "to": t.joining,
-                "leaving": t.leaving,
-                "keys_estimated": k,
-                "bytes_estimated": b,
-            })
+            TransferShown {
+                partition: t.partition,
+                from: t.staying.iter().chain(&t.leaving).cloned().collect(),
+                to: t.joining.clone(),
+                leaving: t.leaving.clone(),
+                keys_estimated: k,
+                bytes_estimated: b,
+            }
         })
         .collect();
     // An n_val change copies one bucket's keys of a partition: estimated
     // as the partition's, an upper bound.
-    let bucket_copies: Vec<Value> = plan
+    let bucket_copies: Vec<BucketCopyShown> = plan
         .bucket_copies
         .iter()
         .map(|(p, to, scope)| {
             let (k, b) = estimate(*p);
             keys += k;
             bytes += b;
-            json!({
-                "partition": p,
-                "to": to,
-                "buckets": scope,
-                "keys_estimated_at_most": k,
-                "bytes_estimated_at_most": b,
-            })
+            BucketCopyShown {
+                partition: *p,
+                to: to.clone(),
+                buckets: scope.clone(),
+                keys_estimated_at_most: k,
+                bytes_estimated_at_most: b,
+            }
         })
         .collect();
-    let n_vals: BTreeMap<&String, Value> = plan
+    let n_val_changes = plan
         .n_vals
         .iter()
-        .map(|(bucket, from, to)| (bucket, json!({"from": from, "to": to})))
+        .map(|(bucket, from, to)| {
+            (
+                bucket.clone(),
+                NValChange {
+                    from: *from,
+                    to: *to,
+                },
+            )
+        })
         .collect();
-    Ok(json!({
-        "from_version": plan.from,
-        "to_version": plan.to,
-        "changes": plan.changes,
-        "n_val_changes": n_vals,
-        "bucket_copies": bucket_copies,
-        "slots": plan.slots,
-        "slots_moving": plan.moved,
-        "share_moving": plan.moved as f64 / plan.slots.max(1) as f64,
-        "keys_estimated": keys,
-        "bytes_estimated": bytes,
-        "slots_before": plan.loads_before,
-        "slots_after": plan.loads_after,
-        "transfers": transfers,
-    }))
+    Ok(PlanShown {
+        from_version: plan.from,
+        to_version: plan.to,
+        share_moving: plan.moved as f64 / plan.slots.max(1) as f64,
+        changes: plan.changes,
+        n_val_changes,
+        bucket_copies,
+        slots: plan.slots,
+        slots_moving: plan.moved,
+        keys_estimated: keys,
+        bytes_estimated: bytes,
+        slots_before: plan.loads_before,
+        slots_after: plan.loads_after,
+        transfers,
+    })
 }
 
 /// The body of a commit.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CommitBody {
     /// The layout version the plan was made against.
     version: u64,
 }
 
-/// `POST /v1/admin/layout/commit`.
+/// Commits what was staged against `version`; `409 layout_conflict` when
+/// another commit came first or the layout moved on.
+#[utoipa::path(post, path = "/v1/admin/layout/commit", tag = "layout", request_body = CommitBody,
+    responses((status = 200, description = "The new layout", body = LayoutShown)))]
 pub(super) async fn commit(State(state): State<AppState>, body: Bytes) -> Response {
     let body = json_body::<CommitBody>(&body).and_then(|b| {
         b.ok_or_else(|| {
@@ -343,17 +509,30 @@ pub(super) async fn commit(State(state): State<AppState>, body: Bytes) -> Respon
 }
 
 /// Options of `POST /v1/admin/repair`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RepairQuery {
     /// The partition (none: every partition this node replicates).
     partition: Option<u32>,
 }
 
-/// `POST /v1/admin/repair?partition=P`: an anti-entropy exchange of
-/// partition `P` (or of every partition this node replicates) with its
-/// other replicas, ahead of the cycle. Answers at once (202); progress is
-/// in `GET /v1/cluster/status` under `anti_entropy`.
+/// Repairs queued.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct RepairQueued {
+    /// The node repairing.
+    node: String,
+    /// Partitions queued for an exchange.
+    partitions_queued: usize,
+    /// Where to follow it.
+    progress: String,
+}
+
+/// An anti-entropy exchange of `partition` (or of every partition this
+/// node replicates) with its other replicas, ahead of the cycle. Answers
+/// at once; progress is in `GET /v1/cluster/status` under `anti_entropy`.
+#[utoipa::path(post, path = "/v1/admin/repair", tag = "maintenance", params(RepairQuery),
+    responses((status = 202, description = "Queued", body = RepairQueued)))]
 pub(super) async fn repair(
     State(state): State<AppState>,
     q: Result<axum::extract::Query<RepairQuery>, axum::extract::rejection::QueryRejection>,
@@ -392,19 +571,32 @@ pub(super) async fn repair(
     let queued = cluster.request_repair(q.partition);
     (
         axum::http::StatusCode::ACCEPTED,
-        Json(json!({
-            "node": cluster.me(),
-            "partitions_queued": queued,
-            "progress": "GET /v1/cluster/status: anti_entropy",
-        })),
+        Json(RepairQueued {
+            node: cluster.me().to_owned(),
+            partitions_queued: queued,
+            progress: "GET /v1/cluster/status: anti_entropy".to_owned(),
+        }),
     )
         .into_response()
 }
 
-/// `POST /v1/admin/compact`: compacts the objects down to the engine's
-/// last level, so deleted and reaped keys leave the disk now rather than
-/// at the engine's own pace (RocksDB keeps a deletion marker until then).
-/// Answers when done, with the deletion markers left.
+/// A compaction done.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Compacted {
+    /// The node.
+    node: String,
+    /// What was compacted.
+    compacted: String,
+    /// The engine's deletion markers left.
+    deletion_markers: Option<u64>,
+}
+
+/// Compacts the objects down to the engine's last level, so deleted and
+/// reaped keys leave the disk now rather than at the engine's own pace
+/// (RocksDB keeps a deletion marker until then). Answers when done, with
+/// the deletion markers left.
+#[utoipa::path(post, path = "/v1/admin/compact", tag = "maintenance",
+    responses((status = 200, description = "Done", body = Compacted)))]
 pub(super) async fn compact(State(state): State<AppState>) -> Response {
     let store = state.kv.store().clone();
     let done = tokio::task::spawn_blocking(move || {
@@ -414,11 +606,11 @@ pub(super) async fn compact(State(state): State<AppState>) -> Response {
     })
     .await;
     match done {
-        Ok(Ok(markers)) => Json(json!({
-            "node": state.kv.cluster().me(),
-            "compacted": "objects",
-            "deletion_markers": markers,
-        }))
+        Ok(Ok(markers)) => Json(Compacted {
+            node: state.kv.cluster().me().to_owned(),
+            compacted: "objects".to_owned(),
+            deletion_markers: markers,
+        })
         .into_response(),
         Ok(Err(e)) => ApiError::new(ErrorCode::StorageError, e.to_string()).into_response(),
         Err(e) => ApiError::new(ErrorCode::Internal, e.to_string()).into_response(),

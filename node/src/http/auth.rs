@@ -30,7 +30,7 @@ use super::AppState;
 /// What a route needs of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Class {
-    /// Anyone: liveness, readiness, metrics.
+    /// Anyone: liveness, readiness, metrics, the API's document.
     Public,
     /// Any valid token (keys and buckets check their grants further).
     Client,
@@ -43,7 +43,7 @@ enum Class {
 }
 
 fn class_of(path: &str) -> Class {
-    if matches!(path, "/health" | "/ready" | "/metrics") {
+    if matches!(path, "/health" | "/ready" | "/metrics" | "/openapi.json") {
         Class::Public
     } else if path.starts_with("/v1/admin/") || path.starts_with("/v1/debug/") {
         Class::Admin

@@ -27,9 +27,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
 use quorra_core::auth::{authorize_bucket, Perm, Principal};
-use quorra_core::bucket::PropsPatch;
+use quorra_core::bucket::{BucketProps, PropsPatch};
 use quorra_core::{BucketName, ErrorCode};
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::AppState;
@@ -38,18 +39,41 @@ fn bucket_of(state: &AppState, name: &str) -> Result<BucketName, ApiError> {
     BucketName::parse(name, &state.config.limits).map_err(|e| ApiError::new(e.code, e.message))
 }
 
-fn describe(state: &AppState, bucket: &BucketName) -> Value {
-    let cluster = state.kv.cluster();
-    let table = cluster.bucket_table();
-    json!({
-        "bucket": bucket.as_str(),
-        "props": table.props(bucket.as_str()),
-        "named": table.named.contains_key(bucket.as_str()),
-        "layout_version": cluster.layout().map(|l| l.version),
-    })
+/// A bucket's properties as the cluster has them.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct BucketShown {
+    /// The bucket.
+    bucket: String,
+    /// The properties in force.
+    props: BucketProps,
+    /// Whether the bucket has properties of its own (otherwise the
+    /// defaults).
+    named: bool,
+    /// The layout version they are from (`null` before the node joined).
+    layout_version: Option<u64>,
+    /// After a change: whether every reachable member had it when
+    /// answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    activated: Option<bool>,
 }
 
-/// `GET /v1/buckets/{bucket}/props`.
+fn describe(state: &AppState, bucket: &BucketName) -> BucketShown {
+    let cluster = state.kv.cluster();
+    let table = cluster.bucket_table();
+    BucketShown {
+        bucket: bucket.as_str().to_owned(),
+        props: table.props(bucket.as_str()),
+        named: table.named.contains_key(bucket.as_str()),
+        layout_version: cluster.layout().map(|l| l.version),
+        activated: None,
+    }
+}
+
+/// The properties in force, and whether the bucket is named or takes the
+/// defaults (read or admin on the bucket).
+#[utoipa::path(get, path = "/v1/buckets/{bucket}/props", tag = "buckets",
+    params(("bucket" = String, Path, description = "The bucket")),
+    responses((status = 200, description = "The bucket's properties", body = BucketShown)))]
 pub(super) async fn get_props(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -68,7 +92,11 @@ pub(super) async fn get_props(
     }
 }
 
-/// `PUT /v1/buckets/{bucket}/props`.
+/// Sets some of the bucket's quorum properties, or its data type (admin on
+/// the bucket); the rest are kept.
+#[utoipa::path(put, path = "/v1/buckets/{bucket}/props", tag = "buckets", request_body = PropsPatch,
+    params(("bucket" = String, Path, description = "The bucket")),
+    responses((status = 200, description = "The properties now", body = BucketShown)))]
 pub(super) async fn put_props(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -86,7 +114,7 @@ async fn set_props(
     who: &Principal,
     bucket: &str,
     body: &[u8],
-) -> Result<Value, ApiError> {
+) -> Result<BucketShown, ApiError> {
     let bucket = bucket_of(state, bucket)?;
     authorize_bucket(who, bucket.as_str(), Perm::Admin)
         .map_err(|d| ApiError::new(d.code(), d.to_string()))?;
@@ -106,7 +134,7 @@ async fn set_props(
         .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
     let activated = activated(state, layout.version).await;
     let mut shown = describe(state, &bucket);
-    shown["activated"] = Value::Bool(activated);
+    shown.activated = Some(activated);
     Ok(shown)
 }
 

@@ -23,7 +23,9 @@ use axum::Json;
 use quorra_core::crdt::{self, CrdtError, CrdtValue, Datatype, SetUpdate};
 use quorra_core::proto::Operation;
 use quorra_core::{BucketName, ErrorCode, Object};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::kv::{self as http_kv, CONTEXT_HEADER};
@@ -34,18 +36,51 @@ fn refused(e: &CrdtError) -> ApiError {
     ApiError::new(e.code(), e.to_string())
 }
 
-/// Handles GET and POST on one data-type key.
-pub(super) async fn handle(State(state): State<AppState>, req: Request) -> Response {
-    match serve(state, req).await {
-        Ok(resp) => resp,
-        Err(e) => e.into_response(),
-    }
+/// A data-type key's value, or the answer to an operation on it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct CrdtShown {
+    /// The bucket's data type.
+    #[serde(rename = "type")]
+    datatype: Datatype,
+    /// The value as plain JSON (a number, an array of strings, an object,
+    /// a string or a boolean, by type); absent after a set write and
+    /// after a write by a caller who may not read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<Value>,
+    /// After a set write: the set's element count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    /// The opaque context a remove names.
+    context: Option<String>,
+}
+
+/// Reads a data-type key: its value as plain JSON and a context for removes.
+#[utoipa::path(get, path = "/v1/crdt/{bucket}/{*key}", tag = "crdt", params(http_kv::KeyPath, http_kv::QuorumQuery),
+    responses((status = 200, description = "The value", body = CrdtShown,
+        headers(("x-quorra-context" = String, description = "The context for removes")))))]
+pub(super) async fn read(State(state): State<AppState>, req: Request) -> Response {
+    serve(state, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Applies one operation to a data-type key (its shape follows the
+/// bucket's type: `{"increment": 5}`, `{"add": ["a"]}`, `{"update":
+/// {...}}`, ...); a remove names the context of a read.
+#[utoipa::path(post, path = "/v1/crdt/{bucket}/{*key}", tag = "crdt", params(http_kv::KeyPath, http_kv::QuorumQuery),
+    request_body(content = Object, description = "One operation, for the bucket's type"),
+    responses((status = 200, description = "The value after the operation (a set's size only)", body = CrdtShown,
+        headers(("x-quorra-context" = String, description = "The context after the operation")))))]
+pub(super) async fn update(State(state): State<AppState>, req: Request) -> Response {
+    serve(state, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
     let limits = state.config.limits;
     let (bucket, key) = http_kv::parse_path_in("/v1/crdt/", req.uri().path(), &limits)?;
-    let quorum = http_kv::parse_query(req.uri().query())?;
+    let quorum = http_kv::parse_query(req.uri())?;
     let who = super::auth::principal(&req);
     let Some(datatype) = state.kv.cluster().bucket_props(&bucket).datatype else {
         // Only a caller who may use the bucket learns it is a plain one.
@@ -98,7 +133,12 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
             // A caller that may write but not read learns nothing of the
             // value from its write's answer.
             if authorize_bucket(&who, bucket.as_str(), Perm::Read).is_err() {
-                let body = json!({"type": datatype, "context": ctx.clone()});
+                let body = CrdtShown {
+                    datatype,
+                    value: None,
+                    size: None,
+                    context: ctx.clone(),
+                };
                 return Ok(with_context(Json(body).into_response(), ctx));
             }
             shown(&bucket, datatype, object.as_ref(), ctx, true)
@@ -120,11 +160,12 @@ fn shown(
     written: bool,
 ) -> Result<Response, ApiError> {
     let sized = |size: u64| {
-        let body = json!({
-            "type": datatype,
-            "size": size,
-            "context": ctx.clone(),
-        });
+        let body = CrdtShown {
+            datatype,
+            value: None,
+            size: Some(size),
+            context: ctx.clone(),
+        };
         Ok(with_context(Json(body).into_response(), ctx.clone()))
     };
     if let Some(update) = object.and_then(SetUpdate::of_object) {
@@ -144,11 +185,12 @@ fn shown(
             format!("no {datatype} is stored under this key in bucket {bucket}"),
         ));
     };
-    let body = json!({
-        "type": datatype,
-        "value": crdt::render(&state),
-        "context": ctx.clone(),
-    });
+    let body = CrdtShown {
+        datatype,
+        value: Some(crdt::render(&state)),
+        size: None,
+        context: ctx.clone(),
+    };
     Ok(with_context(Json(body).into_response(), ctx))
 }
 

@@ -6,6 +6,8 @@ use axum::response::{IntoResponse, Response};
 use quorra_core::bucket::NameError;
 use quorra_core::context::ContextError;
 use quorra_core::ErrorCode;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::kv::KvError;
 
@@ -29,9 +31,32 @@ impl ApiError {
 
     /// The JSON body.
     pub fn body(&self) -> String {
-        serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}})
-            .to_string()
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message.clone(),
+            },
+        };
+        serde_json::to_string(&body).unwrap_or_default()
     }
+}
+
+/// Every refusal's body: `{"error": {"code": ..., "message": ...}}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// A refusal: a stable code to match on, and a message for a person.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorDetail {
+    /// The stable code (the status follows from it).
+    pub code: ErrorCode,
+    /// What happened and, where it helps, what to do.
+    pub message: String,
 }
 
 impl IntoResponse for ApiError {

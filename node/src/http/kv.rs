@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
 use percent_encoding::percent_decode_str;
@@ -16,6 +16,8 @@ use quorra_core::auth::{authorize_bucket, Perm};
 use quorra_core::bucket::{MAX_CONTENT_TYPE_LEN, MAX_META_BYTES};
 use quorra_core::proto::Operation;
 use quorra_core::{BucketName, Content, ErrorCode, Key, Object, QuorumOverrides};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::multipart::{self, Part};
@@ -28,18 +30,102 @@ pub const META_PREFIX: &str = "x-quorra-meta-";
 /// The content type of a value written without one.
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
-/// Handles GET, PUT and DELETE on one key.
-pub(super) async fn handle(State(state): State<AppState>, req: Request) -> Response {
-    match serve(state, req).await {
-        Ok(resp) => resp,
-        Err(e) => e.into_response(),
-    }
+/// Quorum options of one request; each overrides the bucket's.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(super) struct QuorumQuery {
+    /// Read quorum.
+    r: Option<u8>,
+    /// Write quorum.
+    w: Option<u8>,
+    /// Durable-write quorum (replicas that synced the write to disk).
+    dw: Option<u8>,
+    /// Primary read quorum.
+    pr: Option<u8>,
+    /// Primary write quorum.
+    pw: Option<u8>,
+}
+
+/// The path of one key: bucket and key, percent-encoded (a key is any
+/// bytes; `/` may stay as it is).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Documents the path; the raw path is decoded by hand (keys are bytes).
+pub(super) struct KeyPath {
+    /// The bucket: letters, digits, `_`, `.`, `-`.
+    #[param(pattern = "^[A-Za-z0-9_.-]+$", min_length = 1, max_length = 255)]
+    bucket: String,
+    /// The key (any bytes, percent-encoded).
+    #[param(min_length = 1)]
+    key: String,
+}
+
+/// Reads a key: its value (`200`, with its content type, metadata and
+/// timestamp in headers), or its siblings (`300`, `multipart/mixed`, one
+/// part each), and the causal context for the next write.
+#[utoipa::path(get, path = "/v1/kv/{bucket}/{*key}", tag = "kv", params(KeyPath, QuorumQuery),
+    responses(
+        (status = 200, description = "The value, as written", content_type = "application/octet-stream", body = Vec<u8>,
+            headers(("x-quorra-context" = String, description = "The causal context for the next write"))),
+        (status = 300, description = "Concurrent values (siblings), one part each", content_type = "multipart/mixed", body = Vec<u8>,
+            headers(("x-quorra-context" = String, description = "The causal context covering every sibling"))),
+    ))]
+pub(super) async fn get_value(State(state): State<AppState>, req: Request) -> Response {
+    respond(serve(state, req).await)
+}
+
+/// Writes a value. With the context of a read it replaces what that read
+/// saw; without one, a value written concurrently is kept beside it as a
+/// sibling (in a `siblings` bucket). `If-None-Match: *` writes only if
+/// the key has no value (`412` otherwise).
+#[utoipa::path(put, path = "/v1/kv/{bucket}/{*key}", tag = "kv", params(KeyPath, QuorumQuery, WriteHeaders),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The value: any bytes, up to the value limit"),
+    responses((status = 204, description = "Written by a write quorum",
+        headers(("x-quorra-context" = String, description = "The causal context after the write")))))]
+pub(super) async fn put_value(State(state): State<AppState>, req: Request) -> Response {
+    respond(serve(state, req).await)
+}
+
+/// The same as `PUT`.
+#[utoipa::path(post, path = "/v1/kv/{bucket}/{*key}", tag = "kv", params(KeyPath, QuorumQuery, WriteHeaders),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The value: any bytes, up to the value limit"),
+    responses((status = 204, description = "Written by a write quorum",
+        headers(("x-quorra-context" = String, description = "The causal context after the write")))))]
+pub(super) async fn post_value(State(state): State<AppState>, req: Request) -> Response {
+    respond(serve(state, req).await)
+}
+
+/// Deletes a key (a tombstone; with the context of a read, it deletes
+/// what that read saw).
+#[utoipa::path(delete, path = "/v1/kv/{bucket}/{*key}", tag = "kv", params(KeyPath, QuorumQuery),
+    responses((status = 204, description = "Deleted by a write quorum",
+        headers(("x-quorra-context" = String, description = "The causal context after the delete")))))]
+pub(super) async fn delete_value(State(state): State<AppState>, req: Request) -> Response {
+    respond(serve(state, req).await)
+}
+
+/// Headers a write reads.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Documents the headers the handler reads by hand.
+pub(super) struct WriteHeaders {
+    /// The causal context of the read this write follows.
+    #[param(rename = "x-quorra-context")]
+    context: Option<String>,
+    /// `*`: write only if the key has no value.
+    #[param(rename = "if-none-match", pattern = "^\\*$")]
+    if_none_match: Option<String>,
+}
+
+fn respond(r: Result<Response, ApiError>) -> Response {
+    r.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
     let limits = state.config.limits;
     let (bucket, key) = parse_path(req.uri().path(), &limits)?;
-    let quorum = parse_query(req.uri().query())?;
+    let quorum = parse_query(req.uri())?;
     let who = super::auth::principal(&req);
     match *req.method() {
         Method::GET | Method::HEAD => {
@@ -127,33 +213,23 @@ pub(super) fn parse_path_in(
 }
 
 /// Reads the quorum options (`r`, `w`, `dw`, `pr`, `pw`).
-pub(super) fn parse_query(query: Option<&str>) -> Result<QuorumOverrides, ApiError> {
-    let mut q = QuorumOverrides::default();
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_decode_str(value).decode_utf8_lossy();
-        let slot = match name {
-            "r" => &mut q.r,
-            "w" => &mut q.w,
-            "dw" => &mut q.dw,
-            "pr" => &mut q.pr,
-            "pw" => &mut q.pw,
-            other => {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidParameter,
-                    format!("unknown query parameter {other:?}; known: r, w, dw, pr, pw"),
-                ))
-            }
-        };
-        let n = value.parse::<u8>().map_err(|_| {
-            ApiError::new(
-                ErrorCode::InvalidParameter,
-                format!("{name} must be a small whole number, got {value:?}"),
-            )
-        })?;
-        *slot = Some(n);
-    }
-    Ok(q)
+pub(super) fn parse_query(uri: &Uri) -> Result<QuorumOverrides, ApiError> {
+    let Query(q) = Query::<QuorumQuery>::try_from_uri(uri).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!(
+                "the query takes r, w, dw, pr, pw (small whole numbers): {}",
+                e.body_text()
+            ),
+        )
+    })?;
+    Ok(QuorumOverrides {
+        r: q.r,
+        w: q.w,
+        dw: q.dw,
+        pr: q.pr,
+        pw: q.pw,
+    })
 }
 
 /// Whether the write is create-only (`If-None-Match: *`; any other value
@@ -352,16 +428,16 @@ mod tests {
 
     #[test]
     fn query_options() {
-        let q = parse_query(Some("dw=1&r=2")).expect("parse");
-        assert_eq!((q.dw, q.r, q.w), (Some(1), Some(2), None));
-        assert_eq!(
-            parse_query(Some("w=x")).unwrap_err().code,
-            ErrorCode::InvalidParameter
-        );
-        assert_eq!(
-            parse_query(Some("dW=1")).unwrap_err().code,
-            ErrorCode::InvalidParameter
-        );
-        assert_eq!(parse_query(None), Ok(QuorumOverrides::default()));
+        let q = |s: &str| parse_query(&s.parse::<Uri>().expect("uri"));
+        let o = q("/v1/kv/b/k?dw=1&r=2").expect("parse");
+        assert_eq!((o.dw, o.r, o.w), (Some(1), Some(2), None));
+        for bad in ["w=x", "dW=1", "r=300", "r=1&r=2"] {
+            assert_eq!(
+                q(&format!("/v1/kv/b/k?{bad}")).unwrap_err().code,
+                ErrorCode::InvalidParameter,
+                "{bad}"
+            );
+        }
+        assert_eq!(q("/v1/kv/b/k"), Ok(QuorumOverrides::default()));
     }
 }

@@ -11,7 +11,9 @@
 //!   certificate grants (see [`access`]).
 //! - `/health` (the process is up), `/ready` (it has joined the cluster and
 //!   serves requests),
-//!   `/metrics` (Prometheus text).
+//!   `/metrics` (Prometheus text), `/openapi.json` (this API's OpenAPI
+//!   document, made from the same annotations as the router; see
+//!   [`openapi`]).
 //!
 //! Every request passes tower's layers, outermost first: a request id
 //! (`X-Request-Id`, the caller's or a new UUID, on the answer and on every
@@ -31,6 +33,7 @@ pub mod crdt;
 pub mod error;
 pub mod kv;
 pub mod multipart;
+pub mod openapi;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,10 +43,10 @@ use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
 use axum::{BoxError, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use quorra_core::ErrorCode;
+use serde::Serialize;
 use tokio::sync::Semaphore;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
@@ -53,6 +56,9 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::NodeConfig;
 use crate::kv::Kv;
@@ -79,47 +85,52 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// Every route with its documentation: the router and `/openapi.json`
+/// both come from these annotations, so neither can list what the other
+/// does not.
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(
+            kv::get_value,
+            kv::put_value,
+            kv::post_value,
+            kv::delete_value
+        ))
+        .routes(routes!(crdt::read, crdt::update))
+        .routes(routes!(cluster::members))
+        .routes(routes!(cluster::ring))
+        .routes(routes!(cluster::layout))
+        .routes(routes!(cluster::status))
+        .routes(routes!(cluster::locate))
+        .routes(routes!(admin::show))
+        .routes(routes!(admin::plan))
+        .routes(routes!(admin::commit))
+        .routes(routes!(admin::stage))
+        .routes(routes!(admin::repair))
+        .routes(routes!(admin::compact))
+        .routes(routes!(access::list, access::create))
+        .routes(routes!(access::revoke))
+        .routes(routes!(access::put_cert, access::delete_cert))
+        .routes(routes!(buckets::get_props, buckets::put_props))
+        .routes(routes!(cluster::replica))
+        .routes(routes!(cluster::get_faults, cluster::put_faults))
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(render_metrics))
+        .routes(routes!(openapi::serve))
+}
+
+/// The OpenAPI document of every route, as `/openapi.json` serves it.
+pub fn openapi_document() -> serde_json::Value {
+    let (_, doc) = api().split_for_parts();
+    openapi::finish(doc)
+}
+
 /// The node's HTTP router.
 pub fn router(state: AppState) -> Router {
     let timeout_ms = state.config.request_timeout_ms;
-    Router::new()
-        .route("/v1/kv/{bucket}/{*key}", any(kv::handle))
-        .route("/v1/crdt/{bucket}/{*key}", any(crdt::handle))
-        .route("/v1/cluster/members", get(cluster::members))
-        .route("/v1/cluster/ring", get(cluster::ring))
-        .route("/v1/cluster/layout", get(cluster::layout))
-        .route("/v1/cluster/status", get(cluster::status))
-        .route("/v1/cluster/locate/{bucket}/{*key}", get(cluster::locate))
-        .route("/v1/admin/layout", get(admin::show))
-        .route("/v1/admin/layout/plan", get(admin::plan))
-        .route(
-            "/v1/admin/layout/commit",
-            axum::routing::post(admin::commit),
-        )
-        .route("/v1/admin/repair", axum::routing::post(admin::repair))
-        .route("/v1/admin/compact", axum::routing::post(admin::compact))
-        .route("/v1/admin/tokens", get(access::list).post(access::create))
-        .route(
-            "/v1/admin/tokens/{id}",
-            axum::routing::delete(access::revoke),
-        )
-        .route(
-            "/v1/admin/certs/{name}",
-            axum::routing::put(access::put_cert).delete(access::delete_cert),
-        )
-        .route(
-            "/v1/admin/layout/{action}",
-            axum::routing::post(admin::stage),
-        )
-        .route(
-            "/v1/buckets/{bucket}/props",
-            get(buckets::get_props).put(buckets::put_props),
-        )
-        .route("/v1/debug/replica/{bucket}/{*key}", get(cluster::replica))
-        .route("/v1/debug/faults", any(cluster::faults))
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(render_metrics))
+    let (routes, _) = api().split_for_parts();
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -265,10 +276,37 @@ async fn json_errors(req: Request, next: Next) -> Response {
     out
 }
 
-async fn health() -> impl IntoResponse {
-    axum::Json(serde_json::json!({"status": "ok"}))
+/// `/health`: the process is up.
+#[derive(Debug, Serialize, ToSchema)]
+struct Health {
+    /// `ok`.
+    status: String,
 }
 
+/// `/ready`: the node has joined its cluster and serves requests.
+#[derive(Debug, Serialize, ToSchema)]
+struct Ready {
+    /// `ready`.
+    status: String,
+    /// The node's id.
+    node_id: String,
+    /// Its actor id (in version vectors).
+    actor: String,
+}
+
+/// Whether the process is up (no token needed).
+#[utoipa::path(get, path = "/health", tag = "node",
+    responses((status = 200, description = "Up", body = Health)))]
+async fn health() -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok".to_owned(),
+    })
+}
+
+/// Whether the node has joined its cluster and serves requests (`503`
+/// before; no token needed).
+#[utoipa::path(get, path = "/ready", tag = "node",
+    responses((status = 200, description = "Ready", body = Ready)))]
 async fn ready(State(state): State<AppState>) -> Response {
     if !state.kv.cluster().has_joined() {
         return ApiError::new(
@@ -277,14 +315,17 @@ async fn ready(State(state): State<AppState>) -> Response {
         )
         .into_response();
     }
-    axum::Json(serde_json::json!({
-        "status": "ready",
-        "node_id": state.config.node_id,
-        "actor": state.kv.store().actor().to_string(),
-    }))
+    axum::Json(Ready {
+        status: "ready".to_owned(),
+        node_id: state.config.node_id.clone(),
+        actor: state.kv.store().actor().to_string(),
+    })
     .into_response()
 }
 
+/// The node's metrics in Prometheus text (no token needed).
+#[utoipa::path(get, path = "/metrics", tag = "node",
+    responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String)))]
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.kv.store().clone();
     // RocksDB's properties are read at each scrape (a blocking call).

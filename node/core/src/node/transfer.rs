@@ -81,6 +81,7 @@ pub struct CopyProgress {
 
 /// What `/v1/cluster/status` shows of a node's transfers.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TransferStatus {
     /// The layout version being copied for (0: none).
     pub version: u64,
@@ -93,6 +94,7 @@ pub struct TransferStatus {
     /// Bytes copied.
     pub bytes: u64,
     /// Partitions that cannot progress, and why.
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, String>))]
     pub stalled: BTreeMap<u32, String>,
     /// Nodes the handover waits for (still copying).
     pub waiting_for: Vec<String>,
