@@ -45,6 +45,10 @@ pub struct NodeConfig {
     /// Directory with `ca.pem`, `ID.pem` and `ID-key.pem` (see `quorra
     /// certs`); required with `peer_addr`.
     pub cert_dir: Option<PathBuf>,
+    /// HTTPS for the HTTP API: a certificate chain and its key (PEM).
+    /// Unset: plain HTTP (keep it on a trusted network, or behind a proxy
+    /// that terminates TLS, since bearer tokens travel in every request).
+    pub http_tls: Option<HttpTls>,
     /// Virtual-node tokens this node places on the ring.
     pub tokens: u16,
     /// How long a replica may take to answer, in milliseconds.
@@ -103,6 +107,17 @@ pub struct NodeConfig {
     /// process until a sync, so killing the node loses every unsynced
     /// write, as a power loss would.
     pub crash_test_lose_unsynced: bool,
+}
+
+/// The certificate the HTTP API answers with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTls {
+    /// The certificate chain, leaf first (PEM), relative to the config
+    /// file's directory.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 /// How log lines are written.
@@ -212,6 +227,7 @@ impl Default for NodeConfig {
             initial_members: Vec::new(),
             zone: None,
             cert_dir: None,
+            http_tls: None,
             tokens: quorra_core::ring::DEFAULT_TOKENS,
             replica_timeout_ms: 2_000,
             gossip: GossipConfig::default(),
@@ -282,6 +298,13 @@ impl NodeConfig {
             }
             if let Some(certs) = config.cert_dir.as_mut().filter(|c| c.is_relative()) {
                 *certs = dir.join(&*certs);
+            }
+            if let Some(tls) = config.http_tls.as_mut() {
+                for file in [&mut tls.cert_file, &mut tls.key_file] {
+                    if file.is_relative() {
+                        *file = dir.join(&*file);
+                    }
+                }
             }
         }
         Ok(config)

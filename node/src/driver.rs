@@ -8,12 +8,18 @@
 //! [`ObjectStore`], answers to waiting clients and peers, the member table
 //! to disk, and metrics and logs. The deterministic simulator drives the
 //! same machine over a simulated network and disk.
+//!
+//! The work a step starts (its replica calls and storage operations, and
+//! the steps their results drive) runs in the step's tracing span: the
+//! work of a client request logs with the request's id.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+
+use tracing::Instrument as _;
 
 use quorra_core::layout::Change;
 use quorra_core::layout::Layout;
@@ -260,31 +266,38 @@ impl Driver {
         match effect {
             Effect::Transmit(t) => {
                 let this = self.clone();
-                tokio::spawn(async move {
-                    let timeout = Duration::from_millis(t.timeout_ms);
-                    let request = t.request.into();
-                    let (from, result) = this.send(t.addr, &request, timeout).await;
-                    this.step(|m, now| m.handle_reply(t.call, from.as_deref(), result, now));
-                });
+                tokio::spawn(
+                    async move {
+                        let timeout = Duration::from_millis(t.timeout_ms);
+                        let request = t.request.into();
+                        let (from, result) = this.send(t.addr, &request, timeout).await;
+                        this.step(|m, now| m.handle_reply(t.call, from.as_deref(), result, now));
+                    }
+                    .in_current_span(),
+                );
             }
             Effect::Store { id, op } => {
                 let this = self.clone();
-                tokio::spawn(async move {
-                    let store = this.store.clone();
-                    let budget = HintBudget {
-                        max_hints: this.config.handoff.max_hints,
-                        max_bytes: this.config.handoff.max_hint_bytes,
-                    };
-                    let result = tokio::task::spawn_blocking(move || execute(&store, op, budget))
-                        .await
-                        .unwrap_or_else(|e| {
-                            Err(StoreFailure {
-                                code: quorra_core::ErrorCode::Internal,
-                                message: format!("storage task failed: {e}"),
-                            })
-                        });
-                    this.step(|m, now| m.handle_stored(id, result, now));
-                });
+                tokio::spawn(
+                    async move {
+                        let store = this.store.clone();
+                        let budget = HintBudget {
+                            max_hints: this.config.handoff.max_hints,
+                            max_bytes: this.config.handoff.max_hint_bytes,
+                        };
+                        let result =
+                            tokio::task::spawn_blocking(move || execute(&store, op, budget))
+                                .await
+                                .unwrap_or_else(|e| {
+                                    Err(StoreFailure {
+                                        code: quorra_core::ErrorCode::Internal,
+                                        message: format!("storage task failed: {e}"),
+                                    })
+                                });
+                        this.step(|m, now| m.handle_stored(id, result, now));
+                    }
+                    .in_current_span(),
+                );
             }
             Effect::Answer { client, result } => {
                 if let Some(tx) = lock(&self.clients).remove(&client) {

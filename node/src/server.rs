@@ -58,6 +58,9 @@ pub enum NodeError {
     /// The cluster's certificates are unusable.
     #[error(transparent)]
     Tls(#[from] quorra_client::tls::TlsError),
+    /// The HTTPS certificate is unusable.
+    #[error(transparent)]
+    HttpTls(#[from] crate::http::tls::HttpTlsError),
     /// The cluster's secret is missing or unusable.
     #[error("{0} (run `quorra certs --out DIR` on the certificate dir to create it)")]
     Secret(#[from] crate::net::certs::CertError),
@@ -68,6 +71,8 @@ pub enum NodeError {
 pub struct NodeHandle {
     /// Where the HTTP API listens.
     pub http_addr: SocketAddr,
+    /// Whether it speaks HTTPS (`http_tls`).
+    pub https: bool,
     /// Where peers reach this node (None for a node running alone).
     pub peer_addr: Option<SocketAddr>,
     /// The node's data dir.
@@ -157,6 +162,11 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         None => store.local_secret()?,
     };
     let context_key = quorra_core::context::ContextKey::new(&secret);
+    // Before binding: a bad certificate stops the node with a clear error.
+    let https = match &config.http_tls {
+        Some(tls) => Some(http::tls::acceptor(tls)?),
+        None => None,
+    };
     let metrics = metrics_handle();
     let listener = TcpListener::bind(config.http_addr)
         .await
@@ -219,11 +229,17 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
                 metrics.run_upkeep();
             }
         });
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .await;
+        let stopped = async {
+            let _ = stop_rx.await;
+        };
+        let served = match https {
+            Some(acceptor) => http::tls::serve(listener, acceptor, app, stopped).await,
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+        };
         upkeep.abort();
         for task in background {
             task.abort();
@@ -240,9 +256,10 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             Err(e) => Err(NodeError::Serve(std::io::Error::other(e.to_string()))),
         }
     });
-    tracing::info!(node = %config.node_id, %http_addr, data = %db_path.display(), actor = %store.actor(), "serving");
+    tracing::info!(node = %config.node_id, %http_addr, https = config.http_tls.is_some(), data = %db_path.display(), actor = %store.actor(), "serving");
     Ok(NodeHandle {
         http_addr,
+        https: config.http_tls.is_some(),
         peer_addr,
         data_dir: config.data_dir.clone(),
         stop: Some(stop_tx),
@@ -258,12 +275,13 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let node_id = config.node_id.clone();
     let handle = start(config).await?;
+    let scheme = if handle.https { "https" } else { "http" };
     match handle.peer_addr {
         Some(peer) => println!(
-            "ready node={node_id} http=http://{} peer={peer}",
+            "ready node={node_id} http={scheme}://{} peer={peer}",
             handle.http_addr
         ),
-        None => println!("ready node={node_id} http=http://{}", handle.http_addr),
+        None => println!("ready node={node_id} http={scheme}://{}", handle.http_addr),
     }
     shutdown.await;
     tracing::info!(node = %node_id, "shutting down");

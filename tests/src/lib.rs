@@ -67,7 +67,7 @@ pub struct NodeProcess {
     config_path: PathBuf,
     log: PathBuf,
     child: Option<Child>,
-    /// The node's HTTP base URL (`http://127.0.0.1:PORT`).
+    /// The node's HTTP base URL (`http://127.0.0.1:PORT`, or `https://`).
     pub url: String,
     /// The node's peer address, when it has one.
     pub peer: Option<std::net::SocketAddr>,
@@ -97,7 +97,11 @@ impl NodeProcess {
         node.spawn()?;
         // Pin the ports it got, so a restart brings the same addresses back.
         let mut pinned = config;
-        pinned.http_addr = node.url.trim_start_matches("http://").parse()?;
+        let addr = node
+            .url
+            .split_once("://")
+            .map_or(node.url.as_str(), |(_, a)| a);
+        pinned.http_addr = addr.parse()?;
         pinned.peer_addr = node.peer.or(pinned.peer_addr);
         std::fs::write(&config_path, pinned.to_toml()?)?;
         Ok(node)

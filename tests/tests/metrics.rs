@@ -28,6 +28,8 @@ async fn metrics_show_a_short_workload() {
         cfg.anti_entropy.interval_ms = 0;
         if i == 0 {
             cfg.log_format = quorra_node::config::LogFormat::Json;
+            // The driver's read-repair lines, to see the request id on them.
+            cfg.log = "info,quorra_node::driver=debug".into();
         }
     })
     .expect("cluster");
@@ -103,9 +105,15 @@ async fn metrics_show_a_short_workload() {
     c.nodes[2].restart().expect("restart");
     c.wait_seen_as("n3", "up", CONVERGE).await.expect("n3 up");
     let cr = &c;
+    let n1 = c.nodes[0].url.clone();
+    let n1 = &n1;
     TestCluster::eventually(Duration::from_secs(20), "a read repair", || async move {
         for i in 0..10 {
-            let _ = cr.client(0).get("b", &format!("k{i}?r=3")).await;
+            let _ = reqwest::Client::new()
+                .get(format!("{n1}/v1/kv/b/k{i}?r=3"))
+                .header("x-request-id", format!("repairing-read-{i}"))
+                .send()
+                .await;
         }
         let mut repairs = 0.0;
         for n in 0..3 {
@@ -115,6 +123,20 @@ async fn metrics_show_a_short_workload() {
     })
     .await
     .expect("read repair counted");
+    // The repair is decided when the replicas' answers come back, in the
+    // task carrying the replica call: its line still names the read.
+    let repaired = c.nodes[0]
+        .log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "read repair")
+        .unwrap_or_else(|| panic!("no read repair line:\n{}", c.nodes[0].log_tail()));
+    assert!(
+        repaired["span"]["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("repairing-read-")),
+        "the read repair line does not carry its read's request id: {repaired}"
+    );
     // Flushes the memtables, so the table files count too.
     let compacted = http
         .post_json("/v1/admin/compact", &serde_json::json!({}))

@@ -34,6 +34,7 @@ pub mod error;
 pub mod kv;
 pub mod multipart;
 pub mod openapi;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;
