@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use quorra_core::access::AccessPolicy;
+use quorra_core::bucket::{BucketProps, BucketTable};
 use quorra_core::membership::MemberInfo;
 use quorra_core::proto::{Ask, ClientObject, ClusterInfo, ClusterShape, Get, Operation, Write};
 use quorra_core::ring::Ring;
@@ -153,6 +155,10 @@ impl Fetched {
 struct View {
     ring: Arc<Ring>,
     members: HashMap<String, MemberInfo>,
+    /// Bucket properties, the cluster's.
+    buckets: BucketTable,
+    /// The access policy: only an admin certificate is sent it.
+    access: Option<Arc<AccessPolicy>>,
     fetched: Instant,
 }
 
@@ -209,6 +215,8 @@ impl Client {
                 view: RwLock::new(View {
                     ring: Arc::new(Ring::empty(1)),
                     members: HashMap::new(),
+                    buckets: BucketTable::default(),
+                    access: None,
                     fetched: Instant::now(),
                 }),
                 avoid: Mutex::new(HashMap::new()),
@@ -266,6 +274,8 @@ impl Client {
                         .unwrap_or_else(PoisonError::into_inner);
                     view.ring = Arc::new(ring);
                     view.members = members.into_iter().map(|m| (m.id.clone(), m)).collect();
+                    view.buckets = layout.buckets.unwrap_or_default();
+                    view.access = layout.access.map(Arc::new);
                     view.fetched = Instant::now();
                     return Ok(());
                 }
@@ -274,6 +284,39 @@ impl Client {
             }
         }
         Err(last)
+    }
+
+    /// The properties of `bucket` in the cluster's layout, as of the last
+    /// refresh.
+    pub fn bucket_props(&self, bucket: &str) -> BucketProps {
+        self.view().buckets.props(bucket)
+    }
+
+    /// The cluster's access policy as of the last refresh: nodes send it
+    /// to cluster admin certificates only (a gateway checks the callers'
+    /// tokens with it), so any other gets `None`, as does an open cluster.
+    pub fn access_policy(&self) -> Option<Arc<AccessPolicy>> {
+        self.view().access.clone()
+    }
+
+    /// The HTTP addresses of the members reachable as of the last
+    /// refresh, in id order.
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        let view = self.view();
+        let mut members: Vec<&MemberInfo> = view
+            .members
+            .values()
+            .filter(|m| m.status.is_reachable())
+            .collect();
+        members.sort_by(|a, b| a.id.cmp(&b.id));
+        members.iter().map(|m| m.http_addr).collect()
+    }
+
+    fn view(&self) -> std::sync::RwLockReadGuard<'_, View> {
+        self.inner
+            .view
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The nodes to try for a key, best first: its preference list in ring
@@ -429,7 +472,18 @@ impl Client {
         key: impl AsRef<[u8]>,
         opts: &Options,
     ) -> Result<Fetched, ClientError> {
-        let key = key.as_ref();
+        let (object, context) = self.get_object(bucket, key.as_ref(), opts).await?;
+        Ok(Fetched::from_object(object, context))
+    }
+
+    /// Reads a key as the node answers it: the object (siblings and
+    /// tombstones included) and its context token.
+    pub async fn get_object(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        opts: &Options,
+    ) -> Result<(Option<Object>, Option<String>), ClientError> {
         let (b, k) = Self::names(bucket, key)?;
         let req = Get {
             bucket: b,
@@ -437,7 +491,7 @@ impl Client {
             quorum: opts.quorum,
         };
         let ClientObject { object, context } = self.call_with(bucket, key, req, opts).await?;
-        Ok(Fetched::from_object(object, context))
+        Ok((object, context))
     }
 
     /// Writes a value. Pass the context of the read it replaces (`None`
@@ -500,7 +554,11 @@ impl Client {
         .map(|_| ())
     }
 
-    pub(crate) async fn write(
+    /// Writes `operation` (a put, a delete or a data-type operation) with
+    /// the raw context token of a read, if any. Returns the object after
+    /// the write (as the coordinator holds it; `None` for a caller that
+    /// may write but not read) and its new context token.
+    pub async fn write(
         &self,
         bucket: &str,
         key: &[u8],

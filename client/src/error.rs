@@ -94,6 +94,19 @@ impl ClientError {
         }
     }
 
+    /// The stable code of this failure, as a node would answer it (a
+    /// client-side failure to reach or trust the cluster is
+    /// `quorum_unavailable` or `internal`).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::QuorumUnavailable { .. } | Self::Refused(_) => ErrorCode::QuorumUnavailable,
+            Self::Timeout(_) => ErrorCode::Timeout,
+            Self::BadRequest { code, .. } | Self::Server { code, .. } => *code,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::Unauthorized(_) | Self::Tls(_) => ErrorCode::Internal,
+        }
+    }
+
     /// Whether trying again elsewhere may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(

@@ -37,6 +37,9 @@ pub enum Command {
     /// Ask a node whether it is ready (its `/ready`): exit 0 if so, 1 if
     /// not or unreachable. For health checks in images without curl.
     Ready(ReadyArgs),
+    /// Serve the HTTP API from a process that stores nothing: keys through
+    /// the token-aware client, every other route forwarded to a node.
+    Gateway(crate::http::gateway::GatewayArgs),
 }
 
 /// Settings for `quorra ready`.
@@ -250,6 +253,10 @@ pub fn main() -> ExitCode {
         Command::DevCluster(args) => runtime.block_on(devcluster::run(args)),
         Command::Certs(args) => certs(&args),
         Command::Ready(args) => ready(&args),
+        Command::Gateway(args) => runtime.block_on(async {
+            init_tracing(&args.log, crate::config::LogFormat::Text);
+            crate::http::gateway::run(args, shutdown_signal()).await
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,7 +26,7 @@ use quorra_core::proto::{
     ClientObject, ClientRequest, ClusterInfo, ClusterShape, Get, Operation, PeerRequest, Refusal,
     Reply, Request as WireRequest, Write,
 };
-use quorra_core::{BucketName, Content, ErrorCode, Key, Object, QuorumOverrides, VersionVector};
+use quorra_core::{BucketName, ErrorCode, Key, Object, QuorumOverrides, VersionVector};
 use thiserror::Error;
 use tokio::sync::Semaphore;
 
@@ -57,9 +57,6 @@ pub enum KvError {
     /// A request that does not fit the bucket's data type.
     #[error(transparent)]
     Datatype(#[from] CrdtError),
-    /// A create-only write found a value under the key.
-    #[error("the key has a value, and the write creates only a key with none (If-None-Match: *); read it and write with its context to replace it")]
-    Exists,
 }
 
 impl KvError {
@@ -71,7 +68,6 @@ impl KvError {
             Self::Context(e) => e.code(),
             Self::Invalid(e) => e.code,
             Self::Timeout(_) => ErrorCode::Timeout,
-            Self::Exists => ErrorCode::PreconditionFailed,
             Self::Datatype(e) => e.code(),
         }
     }
@@ -278,30 +274,6 @@ impl Kv {
         .await
     }
 
-    /// A write that creates the key only if it has no value (HTTP's
-    /// `If-None-Match: *`): a read at the request's quorum first, then, if
-    /// no value lives, the write with that read's context (so it replaces
-    /// a tombstone). Two creates racing through different nodes can both
-    /// pass the read: their values become siblings, as in Riak.
-    pub async fn client_create(
-        &self,
-        who: &Principal,
-        bucket: BucketName,
-        key: Key,
-        content: Content,
-        quorum: QuorumOverrides,
-    ) -> Result<(Option<Object>, Option<String>), KvError> {
-        let (found, context) = self
-            .client_get(who, bucket.clone(), key.clone(), quorum)
-            .await?;
-        if found.as_ref().is_some_and(|o| !o.is_deleted()) {
-            return Err(KvError::Exists);
-        }
-        let op = Operation::Put(content);
-        self.client_write(who, bucket, key, context.as_deref(), op, quorum)
-            .await
-    }
-
     /// The authenticated context a client gets with `object`: its clock,
     /// or in a data-type bucket the clock of its state (what a remove
     /// names; after a set write, of the coordinator's set).
@@ -420,8 +392,18 @@ impl Kv {
                 Reply::answer::<Write>(written.map(object).map_err(Refusal::from))
             }
             ClientRequest::ClusterInfo(ClusterInfo) => {
+                // A cluster admin's certificate (a gateway's, which checks
+                // the callers' tokens itself) gets the layout with the
+                // access policy; any other, the layout without it.
+                let admin = from.role == Some(quorra_core::auth::Role::Admin)
+                    && authorize_bucket(from, "*", Perm::Admin).is_ok();
+                let layout = if admin {
+                    self.driver.layout()
+                } else {
+                    self.driver.public_layout()
+                };
                 Reply::answer::<ClusterInfo>(Ok(ClusterShape {
-                    layout: self.driver.public_layout(),
+                    layout,
                     node: self.driver.me().to_owned(),
                     members: self.driver.members(),
                 }))

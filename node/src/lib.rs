@@ -7,6 +7,8 @@
 //! - [`driver`]: the driver of the node's state machine
 //!   ([`quorra_core::node`]): network, disk and timers in, effects out.
 //! - [`kv`]: the request edge: permission checks, validation, contexts.
+//! - [`service`]: what the HTTP key routes read and write through (the
+//!   node's [`kv::Kv`], or a gateway's client).
 //! - [`cluster`]: the member table between runs, and membership notices.
 //! - [`faults`]: fault injection for tests (off unless configured).
 //! - [`net`]: certificates and the QUIC peer transport.
@@ -29,5 +31,6 @@ pub mod kv;
 pub mod metric_names;
 pub mod net;
 pub mod server;
+pub mod service;
 pub mod storage;
 pub mod store;

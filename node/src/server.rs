@@ -212,6 +212,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     }
     let in_flight = kv.client_permits().clone();
     let state = AppState {
+        service: Arc::new(kv.clone()),
         kv,
         config: config.clone(),
         metrics: metrics.clone(),

@@ -22,6 +22,7 @@ pub mod jepsen;
 pub mod metrics;
 pub mod nemesis;
 pub mod netns;
+pub mod suite;
 
 /// How long a node may take to start serving.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -311,4 +312,60 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> anyhow::Result<ExitSt
     let _ = tx.send(());
     let _ = watchdog.join();
     Ok(status)
+}
+
+/// A `quorra gateway` this harness started in front of a cluster; stopped
+/// by its PID when dropped.
+#[derive(Debug)]
+pub struct Gateway {
+    child: Child,
+    /// Its base URL.
+    pub url: String,
+}
+
+impl Gateway {
+    /// Starts a gateway with the admin certificate `name` from `certs`,
+    /// learning the cluster from `seeds`; returns once it serves.
+    pub fn start(
+        bin: &Path,
+        certs: &Path,
+        name: &str,
+        seeds: &[std::net::SocketAddr],
+    ) -> anyhow::Result<Self> {
+        let seeds: Vec<String> = seeds.iter().map(ToString::to_string).collect();
+        let mut child = Command::new(bin)
+            .args(["gateway", "--http-addr", "127.0.0.1:0", "--name", name])
+            .arg("--cert-dir")
+            .arg(certs)
+            .arg("--seeds")
+            .arg(seeds.join(","))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("start gateway")?;
+        let stdout = child.stdout.take().context("gateway stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("ready gateway http=") {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+            }
+        });
+        match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(url) => Ok(Self { child, url }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("the gateway did not serve")
+            }
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -597,6 +597,29 @@ async fn certificate_grants_bind_quic_clients_as_tokens_bind_http() {
         shape.layout.is_some_and(|l| l.access.is_none()),
         "the policy is hidden"
     );
+    // A cluster admin's certificate (a gateway's) gets the policy, to
+    // check callers' tokens with; a client certificate's client does not.
+    quorra_node::net::certs::generate_role(
+        &c.certs,
+        quorra_core::auth::Role::Admin,
+        &["gateway".into()],
+    )
+    .expect("admin cert");
+    let seeds = c.nodes.iter().filter_map(|n| n.peer).collect();
+    let gateway = quorra_client::Client::connect(quorra_client::ClientConfig::new(
+        seeds, &c.certs, "gateway",
+    ))
+    .await
+    .expect("admin client");
+    let policy = gateway.access_policy().expect("an admin sees the policy");
+    assert!(policy.tokens.contains_key("root"), "{policy:?}");
+    assert!(policy.certs.contains_key("wo"), "{policy:?}");
+    assert_eq!(app.access_policy(), None, "a client certificate does not");
+    assert_eq!(
+        gateway.bucket_props("app-data"),
+        app.bucket_props("app-data"),
+        "both see the bucket table"
+    );
     forbidden(
         stranger.put("other", "k", "x", None).await.map(drop),
         "an ungranted certificate",

@@ -24,8 +24,48 @@ use quorra_core::access::{is_cluster_admin, parse_token, secret_sha256, BadToken
 use quorra_core::auth::{authorize, Access, Principal, Role};
 use quorra_core::ErrorCode;
 
+use std::sync::Arc;
+
+use quorra_core::access::TokenEntry;
+
 use super::error::ApiError;
-use super::AppState;
+
+/// Where the access policy comes from: the node's own layout, or the
+/// layout a gateway's client was sent (as a cluster admin certificate).
+pub trait Gate: Send + Sync + 'static {
+    /// Whether the policy is known (a node that has not joined does not
+    /// know it, and must not serve as if the cluster were open).
+    fn knows_policy(&self) -> bool;
+
+    /// Under a closed policy, the entry of token `id` (`Some(None)`: no
+    /// such token, or no id presented); `None` while the cluster is open.
+    fn token(&self, id: Option<&str>) -> Option<Option<TokenEntry>>;
+}
+
+impl Gate for crate::driver::Driver {
+    fn knows_policy(&self) -> bool {
+        self.has_joined()
+    }
+
+    fn token(&self, id: Option<&str>) -> Option<Option<TokenEntry>> {
+        self.with_access_policy(|policy| {
+            let policy = policy.filter(|p| p.closed())?;
+            Some(id.and_then(|id| policy.tokens.get(id).cloned()))
+        })
+    }
+}
+
+impl Gate for quorra_client::Client {
+    fn knows_policy(&self) -> bool {
+        // Connected: it has a layout, and with it the policy (or none).
+        true
+    }
+
+    fn token(&self, id: Option<&str>) -> Option<Option<TokenEntry>> {
+        let policy = self.access_policy().filter(|p| p.closed())?;
+        Some(id.and_then(|id| policy.tokens.get(id).cloned()))
+    }
+}
 
 /// What a route needs of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,9 +102,8 @@ pub fn open_principal() -> Principal {
 /// The principal a request's `Authorization` header names, under the
 /// cluster's policy. The secret is hashed outside the node's lock, and a
 /// header that cannot hold a token is refused before anything is hashed.
-fn principal_of(state: &AppState, req: &Request) -> Result<Principal, ApiError> {
-    let cluster = state.kv.cluster();
-    if !cluster.has_joined() {
+fn principal_of(gate: &dyn Gate, req: &Request) -> Result<Principal, ApiError> {
+    if !gate.knows_policy() {
         // Its policy is not known yet: it must not serve as if open.
         return Err(ApiError::new(
             ErrorCode::QuorumUnavailable,
@@ -72,14 +111,7 @@ fn principal_of(state: &AppState, req: &Request) -> Result<Principal, ApiError> 
         ));
     }
     let presented = bearer(req);
-    let found = cluster.with_access_policy(|policy| {
-        let policy = policy.filter(|p| p.closed())?;
-        let entry = presented
-            .as_ref()
-            .ok()
-            .and_then(|(id, _)| policy.tokens.get(*id).cloned());
-        Some(entry)
-    });
+    let found = gate.token(presented.as_ref().ok().map(|(id, _)| *id));
     let Some(entry) = found else {
         return Ok(open_principal());
     };
@@ -134,8 +166,8 @@ fn unauthorized(message: impl Into<String>) -> ApiError {
 
 /// The layer: authenticates, checks the route's class, and hands the
 /// principal on.
-pub(super) async fn authenticate(
-    State(state): State<AppState>,
+pub async fn authenticate(
+    State(gate): State<Arc<dyn Gate>>,
     mut req: Request,
     next: Next,
 ) -> Response {
@@ -143,12 +175,12 @@ pub(super) async fn authenticate(
     if class == Class::Public {
         return next.run(req).await;
     }
-    if class == Class::Cluster && !state.kv.cluster().has_joined() {
+    if class == Class::Cluster && !gate.knows_policy() {
         req.extensions_mut()
             .insert(Principal::new(Role::Client, "before-join"));
         return next.run(req).await;
     }
-    let checked = principal_of(&state, &req).and_then(|who| {
+    let checked = principal_of(&*gate, &req).and_then(|who| {
         let access = match class {
             Class::Admin => Access::Admin,
             Class::Client | Class::Cluster | Class::Public => Access::Client,

@@ -84,7 +84,6 @@ pub(super) async fn members(State(state): State<AppState>) -> Json<Members> {
 #[serde(deny_unknown_fields)]
 pub(super) struct RingQuery {
     /// Ranks to list per partition (default: the default `n_val`).
-    #[param(minimum = 1, maximum = 255)]
     n: Option<u8>,
 }
 

@@ -29,7 +29,7 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::kv::{self as http_kv, CONTEXT_HEADER};
-use super::AppState;
+use super::KvRoutes;
 use quorra_core::auth::{authorize_bucket, Perm};
 
 fn refused(e: &CrdtError) -> ApiError {
@@ -58,8 +58,8 @@ pub(super) struct CrdtShown {
 #[utoipa::path(get, path = "/v1/crdt/{bucket}/{*key}", tag = "crdt", params(http_kv::KeyPath, http_kv::QuorumQuery),
     responses((status = 200, description = "The value", body = CrdtShown,
         headers(("x-quorra-context" = String, description = "The context for removes")))))]
-pub(super) async fn read(State(state): State<AppState>, req: Request) -> Response {
-    serve(state, req)
+pub(super) async fn read(State(routes): State<KvRoutes>, req: Request) -> Response {
+    serve(routes, req)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -71,18 +71,19 @@ pub(super) async fn read(State(state): State<AppState>, req: Request) -> Respons
     request_body(content = Object, description = "One operation, for the bucket's type"),
     responses((status = 200, description = "The value after the operation (a set's size only)", body = CrdtShown,
         headers(("x-quorra-context" = String, description = "The context after the operation")))))]
-pub(super) async fn update(State(state): State<AppState>, req: Request) -> Response {
-    serve(state, req)
+pub(super) async fn update(State(routes): State<KvRoutes>, req: Request) -> Response {
+    serve(routes, req)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
-    let limits = state.config.limits;
+async fn serve(routes: KvRoutes, req: Request) -> Result<Response, ApiError> {
+    let limits = routes.limits;
+    let service = &*routes.service;
     let (bucket, key) = http_kv::parse_path_in("/v1/crdt/", req.uri().path(), &limits)?;
     let quorum = http_kv::parse_query(req.uri())?;
     let who = super::auth::principal(&req);
-    let Some(datatype) = state.kv.cluster().bucket_props(&bucket).datatype else {
+    let Some(datatype) = service.datatype(&bucket) else {
         // Only a caller who may use the bucket learns it is a plain one.
         let perm = if *req.method() == Method::GET {
             Perm::Read
@@ -93,10 +94,9 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
             .map_err(|d| ApiError::new(d.code(), d.to_string()))?;
         return Err(refused(&CrdtError::Plain(bucket.to_string())));
     };
-    let kv = &state.kv;
     match *req.method() {
         Method::GET => {
-            let (object, ctx) = kv.client_get(&who, bucket.clone(), key, quorum).await?;
+            let (object, ctx) = service.get(&who, bucket.clone(), key, quorum).await?;
             shown(&bucket, datatype, object.as_ref(), ctx, false)
         }
         Method::POST => {
@@ -120,8 +120,8 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
             };
             let op = crdt::parse_op(datatype, &doc).map_err(|e| refused(&e))?;
             let ctx = body_ctx.or(header_ctx);
-            let (object, ctx) = kv
-                .client_write(
+            let (object, ctx) = service
+                .write(
                     &who,
                     bucket.clone(),
                     key,

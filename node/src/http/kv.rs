@@ -17,11 +17,11 @@ use quorra_core::bucket::{MAX_CONTENT_TYPE_LEN, MAX_META_BYTES};
 use quorra_core::proto::Operation;
 use quorra_core::{BucketName, Content, ErrorCode, Key, Object, QuorumOverrides};
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
 use super::multipart::{self, Part};
-use super::AppState;
+use super::KvRoutes;
 
 /// The header carrying the causal context.
 pub const CONTEXT_HEADER: &str = "x-quorra-context";
@@ -66,13 +66,13 @@ pub(super) struct KeyPath {
 /// part each), and the causal context for the next write.
 #[utoipa::path(get, path = "/v1/kv/{bucket}/{*key}", tag = "kv", params(KeyPath, QuorumQuery),
     responses(
-        (status = 200, description = "The value, as written", content_type = "application/octet-stream", body = Vec<u8>,
+        (status = 200, description = "The value, as written, with the content type it was written with", content_type = "*/*", body = ValueBytes,
             headers(("x-quorra-context" = String, description = "The causal context for the next write"))),
-        (status = 300, description = "Concurrent values (siblings), one part each", content_type = "multipart/mixed", body = Vec<u8>,
+        (status = 300, description = "Concurrent values (siblings), one part each", content_type = "multipart/mixed", body = ValueBytes,
             headers(("x-quorra-context" = String, description = "The causal context covering every sibling"))),
     ))]
-pub(super) async fn get_value(State(state): State<AppState>, req: Request) -> Response {
-    respond(serve(state, req).await)
+pub(super) async fn get_value(State(routes): State<KvRoutes>, req: Request) -> Response {
+    respond(serve(routes, req).await)
 }
 
 /// Writes a value. With the context of a read it replaces what that read
@@ -80,20 +80,20 @@ pub(super) async fn get_value(State(state): State<AppState>, req: Request) -> Re
 /// sibling (in a `siblings` bucket). `If-None-Match: *` writes only if
 /// the key has no value (`412` otherwise).
 #[utoipa::path(put, path = "/v1/kv/{bucket}/{*key}", tag = "kv", params(KeyPath, QuorumQuery, WriteHeaders),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The value: any bytes, up to the value limit"),
+    request_body(content = ValueBytes, content_type = "application/octet-stream", description = "The value: any bytes, up to the value limit (any content type; it is kept and answered with the value)"),
     responses((status = 204, description = "Written by a write quorum",
         headers(("x-quorra-context" = String, description = "The causal context after the write")))))]
-pub(super) async fn put_value(State(state): State<AppState>, req: Request) -> Response {
-    respond(serve(state, req).await)
+pub(super) async fn put_value(State(routes): State<KvRoutes>, req: Request) -> Response {
+    respond(serve(routes, req).await)
 }
 
 /// The same as `PUT`.
 #[utoipa::path(post, path = "/v1/kv/{bucket}/{*key}", tag = "kv", params(KeyPath, QuorumQuery, WriteHeaders),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The value: any bytes, up to the value limit"),
+    request_body(content = ValueBytes, content_type = "application/octet-stream", description = "The value: any bytes, up to the value limit (any content type; it is kept and answered with the value)"),
     responses((status = 204, description = "Written by a write quorum",
         headers(("x-quorra-context" = String, description = "The causal context after the write")))))]
-pub(super) async fn post_value(State(state): State<AppState>, req: Request) -> Response {
-    respond(serve(state, req).await)
+pub(super) async fn post_value(State(routes): State<KvRoutes>, req: Request) -> Response {
+    respond(serve(routes, req).await)
 }
 
 /// Deletes a key (a tombstone; with the context of a read, it deletes
@@ -101,9 +101,15 @@ pub(super) async fn post_value(State(state): State<AppState>, req: Request) -> R
 #[utoipa::path(delete, path = "/v1/kv/{bucket}/{*key}", tag = "kv", params(KeyPath, QuorumQuery),
     responses((status = 204, description = "Deleted by a write quorum",
         headers(("x-quorra-context" = String, description = "The causal context after the delete")))))]
-pub(super) async fn delete_value(State(state): State<AppState>, req: Request) -> Response {
-    respond(serve(state, req).await)
+pub(super) async fn delete_value(State(routes): State<KvRoutes>, req: Request) -> Response {
+    respond(serve(routes, req).await)
 }
+
+/// A value's bytes, exactly as written.
+#[derive(Debug, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // Documents the raw bodies the handlers read and write.
+pub(super) struct ValueBytes(Vec<u8>);
 
 /// Headers a write reads.
 #[derive(Debug, IntoParams)]
@@ -122,14 +128,15 @@ fn respond(r: Result<Response, ApiError>) -> Response {
     r.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
-    let limits = state.config.limits;
+async fn serve(routes: KvRoutes, req: Request) -> Result<Response, ApiError> {
+    let limits = routes.limits;
+    let service = &*routes.service;
     let (bucket, key) = parse_path(req.uri().path(), &limits)?;
     let quorum = parse_query(req.uri())?;
     let who = super::auth::principal(&req);
     match *req.method() {
         Method::GET | Method::HEAD => {
-            if let Some(datatype) = state.kv.cluster().bucket_props(&bucket).datatype {
+            if let Some(datatype) = service.datatype(&bucket) {
                 // Only a caller who may read the bucket learns its type.
                 authorize_bucket(&who, bucket.as_str(), Perm::Read)
                     .map_err(|d| ApiError::new(d.code(), d.to_string()))?;
@@ -139,10 +146,7 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
                 };
                 return Err(ApiError::new(e.code(), e.to_string()));
             }
-            let (object, ctx) = state
-                .kv
-                .client_get(&who, bucket.clone(), key, quorum)
-                .await?;
+            let (object, ctx) = service.get(&who, bucket.clone(), key, quorum).await?;
             Ok(read_response(&bucket, object, ctx))
         }
         Method::PUT | Method::POST | Method::DELETE => {
@@ -164,13 +168,13 @@ async fn serve(state: AppState, req: Request) -> Result<Response, ApiError> {
                 content.meta = meta;
                 Operation::Put(content)
             };
-            let kv = &state.kv;
             let (_, ctx) = match op {
                 Operation::Put(content) if create_only => {
-                    kv.client_create(&who, bucket, key, content, quorum).await?
+                    service.create(&who, bucket, key, content, quorum).await?
                 }
                 op => {
-                    kv.client_write(&who, bucket, key, ctx.as_deref(), op, quorum)
+                    service
+                        .write(&who, bucket, key, ctx.as_deref(), op, quorum)
                         .await?
                 }
             };

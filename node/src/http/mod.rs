@@ -31,6 +31,7 @@ pub mod buckets;
 pub mod cluster;
 pub mod crdt;
 pub mod error;
+pub mod gateway;
 pub mod kv;
 pub mod multipart;
 pub mod openapi;
@@ -40,7 +41,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{Request, State};
+use axum::extract::{FromRef, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -63,6 +64,7 @@ use utoipa_axum::routes;
 
 use crate::config::NodeConfig;
 use crate::kv::Kv;
+use crate::service::KvService;
 use error::ApiError;
 
 /// What every handler can reach.
@@ -76,6 +78,29 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Permits for requests in flight.
     pub in_flight: Arc<Semaphore>,
+    /// What the key and data-type routes read and write through: the
+    /// node's own [`Kv`] here.
+    pub service: Arc<dyn KvService>,
+}
+
+/// What the key and data-type routes need ([`kv`], [`crdt`]): a service
+/// to read and write through, and the limits on names and values. A node
+/// and a gateway each make one from their own state.
+#[derive(Clone)]
+pub struct KvRoutes {
+    /// Reads and writes for the caller.
+    pub service: Arc<dyn KvService>,
+    /// Limits on client input.
+    pub limits: quorra_core::Limits,
+}
+
+impl FromRef<AppState> for KvRoutes {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            service: state.service.clone(),
+            limits: state.config.limits,
+        }
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -129,29 +154,58 @@ pub fn openapi_document() -> serde_json::Value {
 
 /// The node's HTTP router.
 pub fn router(state: AppState) -> Router {
-    let timeout_ms = state.config.request_timeout_ms;
     let (routes, _) = api().split_for_parts();
+    let guard = Guard {
+        gate: state.kv.cluster().clone(),
+        permits: state.in_flight.clone(),
+        timeout_ms: state.config.request_timeout_ms,
+        body_limit: body_limit(&state.config),
+    };
+    guarded(
+        routes
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .with_state(state),
+        guard,
+    )
+}
+
+/// What every request passes before its handler, on a node and on a
+/// gateway alike.
+pub struct Guard {
+    /// Who a request acts as.
+    pub gate: Arc<dyn auth::Gate>,
+    /// Requests in flight (a node's HTTP and QUIC share them).
+    pub permits: Arc<Semaphore>,
+    /// The request timeout.
+    pub timeout_ms: u64,
+    /// The largest request body.
+    pub body_limit: usize,
+}
+
+/// `routes` behind the guard's layers: request id, trace span, count,
+/// JSON errors, body limit, load shedding, timeout, then authentication.
+pub fn guarded(routes: Router, guard: Guard) -> Router {
+    let timeout_ms = guard.timeout_ms;
     routes
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            guard.gate,
             auth::authenticate,
         ))
         .layer(
-            // Load shedding over the client permits HTTP and QUIC share,
-            // and the request timeout; their refusals as JSON errors.
+            // Load shedding over the client permits, and the request
+            // timeout; their refusals as JSON errors.
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(move |e: BoxError| {
                     refusal(e, timeout_ms)
                 }))
                 .layer(LoadShedLayer::new())
-                .layer(GlobalConcurrencyLimitLayer::with_semaphore(
-                    state.in_flight.clone(),
-                ))
-                .layer(TimeoutLayer::new(state.config.request_timeout())),
+                .layer(GlobalConcurrencyLimitLayer::with_semaphore(guard.permits))
+                .layer(TimeoutLayer::new(std::time::Duration::from_millis(
+                    timeout_ms,
+                ))),
         )
-        .layer(RequestBodyLimitLayer::new(body_limit(&state.config)))
+        .layer(RequestBodyLimitLayer::new(guard.body_limit))
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(count))
         .layer(
@@ -163,13 +217,12 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(state)
 }
 
 /// The largest request body: a value at the limit, with room for a JSON
 /// operation's framing. Bodies past it are refused (`413`) before they
 /// are read; each route also holds its own body to its limit.
-fn body_limit(config: &NodeConfig) -> usize {
+pub fn body_limit(config: &NodeConfig) -> usize {
     config.limits.max_value_bytes.saturating_add(64 << 10)
 }
 

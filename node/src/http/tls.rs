@@ -83,8 +83,11 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(stop);
     loop {
+        // Reap the connections that ended, so the set holds only live ones.
+        while connections.try_join_next().is_some() {}
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -101,7 +104,7 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let app = app.clone();
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -127,5 +130,8 @@ pub async fn serve(
     {
         tracing::warn!("https: requests still in flight after the stop; closing them");
     }
+    // Handshakes under way and connections past the bound end here, before
+    // the node closes its store.
+    connections.shutdown().await;
     Ok(())
 }
