@@ -157,8 +157,11 @@ struct View {
     members: HashMap<String, MemberInfo>,
     /// Bucket properties, the cluster's.
     buckets: BucketTable,
-    /// The access policy: only an admin certificate is sent it.
+    /// The access policy: only an admin certificate is sent it (empty
+    /// while the cluster is open); `None`: not sent.
     access: Option<Arc<AccessPolicy>>,
+    /// The layout version the view is of (it never goes back).
+    version: u64,
     fetched: Instant,
 }
 
@@ -217,6 +220,7 @@ impl Client {
                     members: HashMap::new(),
                     buckets: BucketTable::default(),
                     access: None,
+                    version: 0,
                     fetched: Instant::now(),
                 }),
                 avoid: Mutex::new(HashMap::new()),
@@ -264,15 +268,24 @@ impl Client {
                 Ok(Ok(ClusterShape {
                     layout: Some(layout),
                     members,
-                    ..
+                    node,
                 })) => {
-                    let ring = Ring::build(&layout);
                     let mut view = self
                         .inner
                         .view
                         .write()
                         .unwrap_or_else(PoisonError::into_inner);
-                    view.ring = Arc::new(ring);
+                    if layout.version < view.version {
+                        // A node behind the others: the view stays (a
+                        // revoked token must not come back).
+                        last = ClientError::Refused(format!(
+                            "{node} is behind (layout {} < {})",
+                            layout.version, view.version
+                        ));
+                        continue;
+                    }
+                    view.ring = Arc::new(Ring::build(&layout));
+                    view.version = layout.version;
                     view.members = members.into_iter().map(|m| (m.id.clone(), m)).collect();
                     view.buckets = layout.buckets.unwrap_or_default();
                     view.access = layout.access.map(Arc::new);
@@ -294,13 +307,20 @@ impl Client {
 
     /// The cluster's access policy as of the last refresh: nodes send it
     /// to cluster admin certificates only (a gateway checks the callers'
-    /// tokens with it), so any other gets `None`, as does an open cluster.
+    /// tokens with it), empty while the cluster is open; any other
+    /// certificate gets `None`.
     pub fn access_policy(&self) -> Option<Arc<AccessPolicy>> {
         self.view().access.clone()
     }
 
+    /// How long ago the view was last refreshed.
+    pub fn view_age(&self) -> Duration {
+        self.view().fetched.elapsed()
+    }
+
     /// The HTTP addresses of the members reachable as of the last
-    /// refresh, in id order.
+    /// refresh, in id order (a node listening on every interface is
+    /// reached at its peer address's IP).
     pub fn http_addrs(&self) -> Vec<SocketAddr> {
         let view = self.view();
         let mut members: Vec<&MemberInfo> = view
@@ -309,7 +329,16 @@ impl Client {
             .filter(|m| m.status.is_reachable())
             .collect();
         members.sort_by(|a, b| a.id.cmp(&b.id));
-        members.iter().map(|m| m.http_addr).collect()
+        members
+            .iter()
+            .map(|m| {
+                let mut addr = m.http_addr;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(m.peer_addr.ip());
+                }
+                addr
+            })
+            .collect()
     }
 
     fn view(&self) -> std::sync::RwLockReadGuard<'_, View> {

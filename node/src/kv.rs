@@ -397,8 +397,13 @@ impl Kv {
                 // access policy; any other, the layout without it.
                 let admin = from.role == Some(quorra_core::auth::Role::Admin)
                     && authorize_bucket(from, "*", Perm::Admin).is_ok();
+                // An admin's always carries one (empty while the cluster is
+                // open), so a gateway can tell "open" from "withheld".
                 let layout = if admin {
-                    self.driver.layout()
+                    self.driver.layout().map(|mut l| {
+                        l.access.get_or_insert_with(Default::default);
+                        l
+                    })
                 } else {
                     self.driver.public_layout()
                 };

@@ -97,8 +97,16 @@ async fn the_gateway_checks_tokens_as_a_node_does() {
     }
     let w = root.put("app", "k", "v1", None, "").await.expect("put");
     assert_eq!(w.status, 204, "{}", w.text());
-    // A read-only token reads, and may not write, delete, or go elsewhere.
-    let r = ro.get("app", "k").await.expect("read");
+    // A read-only token reads (once the gateway has learnt it, within
+    // about a second), and may not write, delete, or go elsewhere.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = ro.get("app", "k").await.expect("read");
+        if r.status != 401 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!((r.status, r.text()), (200, "v1".to_owned()));
     let w = ro
         .put("app", "k", "x", r.context.as_deref(), "")
@@ -117,7 +125,87 @@ async fn the_gateway_checks_tokens_as_a_node_does() {
     assert_eq!(wrong.get("app", "k").await.expect("get").status, 401);
     let a = ro.get_path("/v1/admin/tokens").await.expect("admin route");
     assert_eq!(a.status, 403, "{}", a.text());
+    // A write-only token's data-type write answers no value.
+    let a = root
+        .put_json("/v1/buckets/hits/props", &json!({"datatype": "counter"}))
+        .await
+        .expect("props");
+    assert_eq!(a.status, 200, "{}", a.text());
+    let wo_token = token_of(
+        &root
+            .post_json(
+                "/v1/admin/tokens",
+                &make("wo", json!([{"bucket": "hits", "allow": ["write"]}])),
+            )
+            .await
+            .expect("wo token"),
+    );
+    let wo = open.with_bearer(&wo_token);
+    let a = eventually_status(&wo, "/v1/crdt/hits/c", &json!({"increment": 2}), 200).await;
+    let shown: Value = serde_json::from_slice(&a.body).expect("json");
+    assert_eq!(shown["type"], "counter", "{shown}");
+    assert!(
+        shown.get("value").is_none(),
+        "a write-only caller saw {shown}"
+    );
+    let a = wo.get_path("/v1/crdt/hits/c").await.expect("read");
+    assert_eq!(a.status, 403, "{}", a.text());
+
+    // A revocation reaches the gateway: the token is refused there.
+    let a = root
+        .delete_path("/v1/admin/tokens/ro")
+        .await
+        .expect("revoke");
+    assert_eq!(a.status, 200, "{}", a.text());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ro.get("app", "k").await.expect("read").status != 401 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revoked token still reads through the gateway"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // And it serves on.
     let r = root.get("app", "k").await.expect("read");
     assert_eq!((r.status, r.text()), (200, "v1".to_owned()));
+
+    // A gateway whose certificate is not a cluster admin's is not sent the
+    // policy: it refuses to start rather than serve as if open.
+    quorra_node::net::certs::generate_role(
+        &c.certs,
+        quorra_core::auth::Role::Client,
+        &["not-admin".into()],
+    )
+    .expect("client certificate");
+    let seeds: Vec<_> = c.nodes.iter().filter_map(|n| n.peer).collect();
+    let refused = Gateway::start(&quorra_bin!(), &c.certs, "not-admin", &seeds);
+    assert!(refused.is_err(), "a gateway started without the policy");
+}
+
+fn token_of(a: &quorra_tests::http::Answer) -> String {
+    assert_eq!(a.status, 201, "{}", a.text());
+    serde_json::from_slice::<Value>(&a.body).expect("json")["token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
+/// POSTs `body` to `path` until it answers `want` (the gateway learns a
+/// bucket's type within about a second), at most 10 s.
+async fn eventually_status(
+    http: &Client,
+    path: &str,
+    body: &Value,
+    want: u16,
+) -> quorra_tests::http::Answer {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = http.post_json(path, body).await.expect("post");
+        if a.status == want || std::time::Instant::now() > deadline {
+            assert_eq!(a.status, want, "{}", a.text());
+            return a;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -37,6 +37,11 @@ pub trait Gate: Send + Sync + 'static {
     /// know it, and must not serve as if the cluster were open).
     fn knows_policy(&self) -> bool;
 
+    /// Why the policy is not known, for the `503` a caller gets then.
+    fn unknown_policy(&self) -> &'static str {
+        "this node is not in a cluster yet (it has not joined, so it does not know the access policy); ask another node"
+    }
+
     /// Under a closed policy, the entry of token `id` (`Some(None)`: no
     /// such token, or no id presented); `None` while the cluster is open.
     fn token(&self, id: Option<&str>) -> Option<Option<TokenEntry>>;
@@ -55,14 +60,26 @@ impl Gate for crate::driver::Driver {
     }
 }
 
+/// How old a gateway's view of the policy may grow (its refreshes
+/// failing) before it refuses to serve as if it still held.
+pub const MAX_POLICY_AGE: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Gate for quorra_client::Client {
     fn knows_policy(&self) -> bool {
-        // Connected: it has a layout, and with it the policy (or none).
-        true
+        // Sent the policy (only a cluster admin certificate is), and not
+        // long ago: otherwise it fails closed.
+        self.access_policy().is_some() && self.view_age() < MAX_POLICY_AGE
+    }
+
+    fn unknown_policy(&self) -> &'static str {
+        "the gateway does not hold a current access policy (its certificate is not a cluster admin's, or it has not reached a node for 10 s)"
     }
 
     fn token(&self, id: Option<&str>) -> Option<Option<TokenEntry>> {
-        let policy = self.access_policy().filter(|p| p.closed())?;
+        let policy = self.access_policy()?;
+        if !policy.closed() {
+            return None;
+        }
         Some(id.and_then(|id| policy.tokens.get(id).cloned()))
     }
 }
@@ -104,10 +121,10 @@ pub fn open_principal() -> Principal {
 /// header that cannot hold a token is refused before anything is hashed.
 fn principal_of(gate: &dyn Gate, req: &Request) -> Result<Principal, ApiError> {
     if !gate.knows_policy() {
-        // Its policy is not known yet: it must not serve as if open.
+        // Its policy is not known: it must not serve as if open.
         return Err(ApiError::new(
             ErrorCode::QuorumUnavailable,
-            "this node is not in a cluster yet (it has not joined, so it does not know the access policy); ask another node",
+            gate.unknown_policy(),
         ));
     }
     let presented = bearer(req);

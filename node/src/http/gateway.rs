@@ -14,7 +14,11 @@
 //!
 //! The gateway learns the cluster (members, bucket properties, tokens)
 //! from the nodes and looks again every second, so a change reaches it
-//! within about a second.
+//! within about a second; it never takes an older layout than it has (a
+//! revoked token does not come back from a node behind), and it fails
+//! closed: without the policy (a certificate that is not a cluster
+//! admin's) it does not start, and with a view older than 10 s (no node
+//! answered) it refuses every request that needs a token.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -83,6 +87,13 @@ pub async fn run(
     let _ = crate::server::metrics_handle();
     let config = quorra_client::ClientConfig::new(args.seeds.clone(), &args.cert_dir, &args.name);
     let client = quorra_client::Client::connect(config).await?;
+    // Fail closed: without the policy it could not tell a closed cluster
+    // from an open one.
+    anyhow::ensure!(
+        client.access_policy().is_some(),
+        "the nodes did not send the gateway the access policy: its certificate {:?} must be a cluster admin's with no narrowing entry (quorra certs --out DIR --admins NAME)",
+        args.name
+    );
     let listener = TcpListener::bind(args.http_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.http_addr))?;
@@ -125,8 +136,11 @@ pub fn router(client: quorra_client::Client, limits: Limits) -> Router {
             limits,
         },
         client,
+        // Straight to the nodes: never through a proxy from the
+        // environment (the requests carry bearer tokens).
         http: reqwest::Client::builder()
             .timeout(Duration::from_millis(defaults.request_timeout_ms))
+            .no_proxy()
             .build()
             .unwrap_or_default(),
     };
@@ -155,10 +169,15 @@ async fn health() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
-/// Ready while some node is reachable.
+/// Ready while its view of the cluster is current and shows a node up.
 async fn ready(State(state): State<GatewayState>) -> Response {
-    if state.client.http_addrs().is_empty() {
-        return ApiError::new(ErrorCode::QuorumUnavailable, "no node is reachable").into_response();
+    let age = state.client.view_age();
+    if age >= super::auth::MAX_POLICY_AGE || state.client.http_addrs().is_empty() {
+        let why = format!(
+            "no node reachable (the view of the cluster is {} ms old)",
+            age.as_millis()
+        );
+        return ApiError::new(ErrorCode::QuorumUnavailable, why).into_response();
     }
     axum::Json(serde_json::json!({"status": "ready", "node_id": "gateway", "actor": "gateway"}))
         .into_response()
@@ -194,15 +213,9 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 async fn forward(State(state): State<GatewayState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let limit = state.routes.limits.max_value_bytes.saturating_add(64 << 10);
-    let body = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(e) => {
-            return ApiError::new(
-                ErrorCode::InvalidParameter,
-                format!("cannot read the body: {e}"),
-            )
-            .into_response()
-        }
+    let body = match kv::read_body(body, limit).await {
+        Ok(b) => bytes::Bytes::from(b),
+        Err(e) => return e.into_response(),
     };
     let path = parts
         .uri
