@@ -51,6 +51,11 @@ pub struct ReadyArgs {
     /// How long to wait for the answer, in milliseconds.
     #[arg(long, default_value_t = 2_000)]
     pub timeout_ms: u64,
+    /// Ask over HTTPS (a node with `http_tls`). Like a Kubernetes HTTPS
+    /// probe, it does not verify the certificate: it asks the node on this
+    /// host whether it is ready, and sends no secret.
+    #[arg(long, env = "QUORRA_HTTPS")]
+    pub https: bool,
 }
 
 /// Settings for `quorra certs`.
@@ -252,6 +257,7 @@ pub fn main() -> ExitCode {
         Command::Node(args) => runtime.block_on(run_node(*args)),
         Command::DevCluster(args) => runtime.block_on(devcluster::run(args)),
         Command::Certs(args) => certs(&args),
+        Command::Ready(args) if args.https => runtime.block_on(ready_https(&args)),
         Command::Ready(args) => ready(&args),
         Command::Gateway(args) => runtime.block_on(async {
             init_tracing(&args.log, crate::config::LogFormat::Text);
@@ -306,6 +312,30 @@ fn certs(args: &CertsArgs) -> anyhow::Result<()> {
             args.out.display()
         );
     }
+    Ok(())
+}
+
+/// `GET /ready` over HTTPS, the certificate unverified: the status decides.
+async fn ready_https(args: &ReadyArgs) -> anyhow::Result<()> {
+    let timeout = std::time::Duration::from_millis(args.timeout_ms.max(1));
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .danger_accept_invalid_certs(true)
+        .no_proxy()
+        .build()?;
+    let answer = client
+        .get(format!("https://{}/ready", args.http_addr))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.http_addr))?;
+    let status = answer.status();
+    let body = answer.text().await.unwrap_or_default();
+    anyhow::ensure!(
+        status.is_success(),
+        "{} is not ready: {status} {body}",
+        args.http_addr
+    );
+    println!("ready: {body}");
     Ok(())
 }
 

@@ -85,6 +85,24 @@ async fn the_api_over_https() {
         "plain HTTP was served: {r:?}"
     );
 
+    // The health-check command asks over HTTPS when told to; plain, it
+    // gets no ready answer from a TLS port.
+    let ready = |https: bool| {
+        let mut cmd = std::process::Command::new(quorra_bin!());
+        cmd.args(["ready", "--http-addr", &addr.to_string()]);
+        if https {
+            cmd.arg("--https");
+        }
+        cmd.output().expect("quorra ready")
+    };
+    let over_tls = ready(true);
+    assert!(
+        over_tls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&over_tls.stderr)
+    );
+    assert!(!ready(false).status.success(), "plain HTTP was answered");
+
     // The node serves on.
     let got = trusted
         .get(format!("{base}/v1/kv/b/k"))
