@@ -107,12 +107,6 @@ impl KvService for Kv {
     }
 }
 
-/// A refusal before a request is forwarded: the caller's grants do not
-/// cover it.
-fn permitted(who: &Principal, bucket: &BucketName, perm: Perm) -> Result<(), ApiError> {
-    authorize_bucket(who, bucket.as_str(), perm).map_err(|d| ApiError::new(d.code(), d.to_string()))
-}
-
 impl From<quorra_client::ClientError> for ApiError {
     fn from(e: quorra_client::ClientError) -> Self {
         let message = match &e {
@@ -136,7 +130,7 @@ impl KvService for quorra_client::Client {
         quorum: QuorumOverrides,
     ) -> BoxFuture<'a, Result<Answered, ApiError>> {
         Box::pin(async move {
-            permitted(who, &bucket, Perm::Read)?;
+            authorize_bucket(who, bucket.as_str(), Perm::Read)?;
             let opts = quorra_client::Options {
                 quorum,
                 ..Default::default()
@@ -157,7 +151,7 @@ impl KvService for quorra_client::Client {
         quorum: QuorumOverrides,
     ) -> BoxFuture<'a, Result<Answered, ApiError>> {
         Box::pin(async move {
-            permitted(who, &bucket, Perm::Write)?;
+            authorize_bucket(who, bucket.as_str(), Perm::Write)?;
             let context = context.map(quorra_client::Context::decode).transpose()?;
             let opts = quorra_client::Options {
                 quorum,

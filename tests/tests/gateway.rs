@@ -48,34 +48,28 @@ async fn the_gateway_checks_tokens_as_a_node_does() {
     let open = Client::new(&gw.url);
     let make = |id: &str, grants: Value| json!({"id": id, "grants": grants});
     // The first token, through the gateway (forwarded to a node).
-    let a = open
-        .post_json(
-            "/v1/admin/tokens",
-            &make(
-                "root",
-                json!([{"bucket": "*", "allow": ["read", "write", "admin"]}]),
-            ),
-        )
-        .await
-        .expect("root token");
-    assert_eq!(a.status, 201, "{}", a.text());
-    let root_token = serde_json::from_slice::<Value>(&a.body).expect("json")["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let root_token = token_of(
+        &open
+            .post_json(
+                "/v1/admin/tokens",
+                &make(
+                    "root",
+                    json!([{"bucket": "*", "allow": ["read", "write", "admin"]}]),
+                ),
+            )
+            .await
+            .expect("root token"),
+    );
     let root = open.with_bearer(&root_token);
-    let a = root
-        .post_json(
-            "/v1/admin/tokens",
-            &make("ro", json!([{"bucket": "app", "allow": ["read"]}])),
-        )
-        .await
-        .expect("ro token");
-    assert_eq!(a.status, 201, "{}", a.text());
-    let ro_token = serde_json::from_slice::<Value>(&a.body).expect("json")["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let ro_token = token_of(
+        &root
+            .post_json(
+                "/v1/admin/tokens",
+                &make("ro", json!([{"bucket": "app", "allow": ["read"]}])),
+            )
+            .await
+            .expect("ro token"),
+    );
     let ro = open.with_bearer(&ro_token);
 
     // The gateway learns the policy within about a second: from then on

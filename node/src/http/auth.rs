@@ -202,7 +202,7 @@ pub async fn authenticate(
             Class::Admin => Access::Admin,
             Class::Client | Class::Cluster | Class::Public => Access::Client,
         };
-        authorize(&who, access).map_err(|d| ApiError::new(d.code(), d.to_string()))?;
+        authorize(&who, access)?;
         Ok(who)
     });
     match checked {

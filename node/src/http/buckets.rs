@@ -82,8 +82,7 @@ pub(super) async fn get_props(
     let shown = bucket_of(&state, &bucket).and_then(|bucket| {
         // Who may read the bucket, or change its properties, sees them.
         authorize_bucket(&who, bucket.as_str(), Perm::Read)
-            .or_else(|_| authorize_bucket(&who, bucket.as_str(), Perm::Admin))
-            .map_err(|d| ApiError::new(d.code(), d.to_string()))?;
+            .or_else(|_| authorize_bucket(&who, bucket.as_str(), Perm::Admin))?;
         Ok(bucket)
     });
     match shown {
@@ -116,8 +115,7 @@ async fn set_props(
     body: &[u8],
 ) -> Result<BucketShown, ApiError> {
     let bucket = bucket_of(state, bucket)?;
-    authorize_bucket(who, bucket.as_str(), Perm::Admin)
-        .map_err(|d| ApiError::new(d.code(), d.to_string()))?;
+    authorize_bucket(who, bucket.as_str(), Perm::Admin)?;
     let patch: PropsPatch = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidParameter,

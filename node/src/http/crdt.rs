@@ -90,8 +90,7 @@ async fn serve(routes: KvRoutes, req: Request) -> Result<Response, ApiError> {
         } else {
             Perm::Write
         };
-        authorize_bucket(&who, bucket.as_str(), perm)
-            .map_err(|d| ApiError::new(d.code(), d.to_string()))?;
+        authorize_bucket(&who, bucket.as_str(), perm)?;
         return Err(refused(&CrdtError::Plain(bucket.to_string())));
     };
     match *req.method() {

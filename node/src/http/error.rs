@@ -75,6 +75,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<quorra_core::auth::Denied> for ApiError {
+    fn from(d: quorra_core::auth::Denied) -> Self {
+        Self::new(d.code(), d.to_string())
+    }
+}
+
 impl From<NameError> for ApiError {
     fn from(e: NameError) -> Self {
         Self::new(e.code, e.message)

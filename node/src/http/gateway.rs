@@ -156,17 +156,13 @@ pub fn router(client: quorra_client::Client, limits: Limits) -> Router {
             "/v1/crdt/{bucket}/{*key}",
             get(crdt::read).post(crdt::update),
         )
-        .route("/health", get(health))
+        .route("/health", get(super::health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi::serve))
         .fallback(forward)
         .with_state(state);
     super::guarded(routes, guard)
-}
-
-async fn health() -> impl IntoResponse {
-    axum::Json(serde_json::json!({"status": "ok"}))
 }
 
 /// Ready while its view of the cluster is current and shows a node up.
@@ -179,8 +175,12 @@ async fn ready(State(state): State<GatewayState>) -> Response {
         );
         return ApiError::new(ErrorCode::QuorumUnavailable, why).into_response();
     }
-    axum::Json(serde_json::json!({"status": "ready", "node_id": "gateway", "actor": "gateway"}))
-        .into_response()
+    axum::Json(super::Ready {
+        status: "ready".to_owned(),
+        node_id: "gateway".to_owned(),
+        actor: "gateway".to_owned(),
+    })
+    .into_response()
 }
 
 async fn metrics() -> impl IntoResponse {

@@ -138,8 +138,7 @@ async fn serve(routes: KvRoutes, req: Request) -> Result<Response, ApiError> {
         Method::GET | Method::HEAD => {
             if let Some(datatype) = service.datatype(&bucket) {
                 // Only a caller who may read the bucket learns its type.
-                authorize_bucket(&who, bucket.as_str(), Perm::Read)
-                    .map_err(|d| ApiError::new(d.code(), d.to_string()))?;
+                authorize_bucket(&who, bucket.as_str(), Perm::Read)?;
                 let e = quorra_core::crdt::CrdtError::NotPlain {
                     bucket: bucket.to_string(),
                     datatype,

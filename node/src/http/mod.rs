@@ -332,26 +332,26 @@ async fn json_errors(req: Request, next: Next) -> Response {
 
 /// `/health`: the process is up.
 #[derive(Debug, Serialize, ToSchema)]
-struct Health {
+pub(super) struct Health {
     /// `ok`.
-    status: String,
+    pub(super) status: String,
 }
 
 /// `/ready`: the node has joined its cluster and serves requests.
 #[derive(Debug, Serialize, ToSchema)]
-struct Ready {
+pub(super) struct Ready {
     /// `ready`.
-    status: String,
+    pub(super) status: String,
     /// The node's id.
-    node_id: String,
+    pub(super) node_id: String,
     /// Its actor id (in version vectors).
-    actor: String,
+    pub(super) actor: String,
 }
 
 /// Whether the process is up (no token needed).
 #[utoipa::path(get, path = "/health", tag = "node",
     responses((status = 200, description = "Up", body = Health)))]
-async fn health() -> axum::Json<Health> {
+pub(super) async fn health() -> axum::Json<Health> {
     axum::Json(Health {
         status: "ok".to_owned(),
     })
